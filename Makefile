@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROTOS := $(wildcard proto/orchestration/v1/*.proto)
+GEN_DIR := services/orchestration/v1
+GEN_STAMP := $(GEN_DIR)/.generated
+
+.PHONY: setup generate run test lint-proto clean
+
+setup: $(VENV)/.installed $(GEN_STAMP)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Code generation runs whenever a contract changes.
+$(GEN_STAMP): $(PROTOS) $(VENV)/.installed
+	mkdir -p $(GEN_DIR)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services \
+		--grpc_python_out=services $(PROTOS)
+	touch $@
+
+generate: $(GEN_STAMP)
+
+run: setup
+	$(BIN)/orch up
+
+lint-proto: setup
+	$(BIN)/buf lint
+
+test: setup lint-proto
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(GEN_DIR) .orch
