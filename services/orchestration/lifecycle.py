@@ -1,0 +1,81 @@
+"""The common lifecycle (DESIGN.md section 3): states, transitions and the
+planning of a path from one state to another. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from orchestration.v1.model_pb2 import State, Transition
+
+INITIAL = State.STATE_INITIAL
+INACTIVE = State.STATE_INACTIVE
+ACTIVE = State.STATE_ACTIVE
+FAILURE = State.STATE_FAILURE
+
+STATE_NAMES = {INITIAL: "initial", INACTIVE: "inactive", ACTIVE: "active", FAILURE: "failure"}
+STATES_BY_NAME = {v: k for k, v in STATE_NAMES.items()}
+
+TRANSITION_NAMES = {
+    Transition.TRANSITION_CREATE: "create",
+    Transition.TRANSITION_CONFIGURE: "configure",
+    Transition.TRANSITION_START: "start",
+    Transition.TRANSITION_RECONFIGURE: "reconfigure",
+    Transition.TRANSITION_STOP: "stop",
+    Transition.TRANSITION_DESTROY: "destroy",
+    Transition.TRANSITION_RESET: "reset",
+}
+TRANSITIONS_BY_NAME = {v: k for k, v in TRANSITION_NAMES.items()}
+
+# transition -> (from, to)
+EDGES: dict[int, tuple[int, int]] = {
+    Transition.TRANSITION_CREATE: (INITIAL, INACTIVE),
+    Transition.TRANSITION_CONFIGURE: (INACTIVE, INACTIVE),
+    Transition.TRANSITION_START: (INACTIVE, ACTIVE),
+    Transition.TRANSITION_RECONFIGURE: (ACTIVE, ACTIVE),
+    Transition.TRANSITION_STOP: (ACTIVE, INACTIVE),
+    Transition.TRANSITION_DESTROY: (INACTIVE, INITIAL),
+    Transition.TRANSITION_RESET: (FAILURE, INITIAL),
+}
+
+
+def state_name(state: int) -> str:
+    """Readable name of a state ("" when unspecified)."""
+    return STATE_NAMES.get(state, "")
+
+
+def next_state(state: int, transition: int) -> int:
+    """State reached by applying transition in state; ValueError if not allowed."""
+    source, target = EDGES[transition]
+    if source != state:
+        raise ValueError(f"{TRANSITION_NAMES[transition]} is not allowed in state {state_name(state)}")
+    return target
+
+
+def plan_transitions(current: int, target: int) -> list[int]:
+    """The transitions from current to target state.
+
+    Initial to active is create, configure, start (a created instance is always
+    configured before it starts). Unspecified current means initial.
+    """
+    if current == State.STATE_UNSPECIFIED:
+        current = INITIAL
+    if current == target:
+        return []
+    if target == FAILURE:
+        raise ValueError("failure is not a target state")
+    # Breadth-first over the state-changing edges; configure is added after create.
+    queue: deque[tuple[int, list[int]]] = deque([(current, [])])
+    seen = {current}
+    while queue:
+        state, path = queue.popleft()
+        for transition, (source, dest) in EDGES.items():
+            if source != state or dest == source or dest in seen:
+                continue
+            step = path + [transition]
+            if transition == Transition.TRANSITION_CREATE:
+                step.append(Transition.TRANSITION_CONFIGURE)
+            if dest == target:
+                return step
+            seen.add(dest)
+            queue.append((dest, step))
+    raise ValueError(f"no path from {state_name(current)} to {state_name(target)}")
