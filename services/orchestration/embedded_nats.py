@@ -100,13 +100,10 @@ def nats_url(host: str, port: int, creds: NatsCredentials | None) -> str:
 def start_nats_server(config: EmbeddedNatsConfig, creds: NatsCredentials, log_path: Path | None = None) -> subprocess.Popen:
     """Start nats-server in its own process group and wait until it listens."""
     conf = write_config(config, creds)
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [find_nats_server(), "-c", str(conf)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    args = [find_nats_server(), "-c", str(conf)]
+    if log_path is not None:
+        args += ["-l", str(log_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(config.host, config.port, proc=proc)
     except Exception:

@@ -1,0 +1,109 @@
+"""The base class a controller implements: one async method per lifecycle
+operation, plus status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from controllers.sdk.context import InstanceRef, OperationContext
+from controllers.sdk.errors import Permanent
+
+StateName = Literal["initial", "inactive", "active", "failure"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a successful operation reports: the instance's endpoint and its
+    run-time configuration (both flow into the configuration of dependants).
+    Returning None from an operation is the same as `Result()`."""
+
+    endpoint: str = ""
+    configuration: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    """The real state of an instance as the controller sees it.
+
+    `known=False` means the controller has no such instance (state "initial").
+    """
+
+    state: StateName
+    endpoint: str = ""
+    known: bool = True
+
+
+UNKNOWN = InstanceState("initial", "", False)
+
+
+class Controller:
+    """Base class of a controller: override the operations your component type needs.
+
+    Every operation takes one `OperationContext` and returns a `Result` (or
+    None). Operations must be idempotent: the engine repeats them after a crash
+    or a time-out with the same `ctx.operation_id`, so create of an existing
+    matching instance succeeds and destroy of a missing one succeeds. Raise
+    `Retryable` for transient trouble, `Permanent(...) from err` for what no
+    retry fixes; any other exception is reported as retryable. An operation
+    that is not overridden fails permanently.
+
+    `open` and `close` run once around serving (open files, connections).
+
+    Example::
+
+        class Echo(Controller):
+            def __init__(self) -> None:
+                self.states: dict[str, StateName] = {}
+
+            async def create(self, ctx: OperationContext) -> Result:
+                self.states.setdefault(ctx.uuid, "inactive")
+                return Result(endpoint=f"echo://{ctx.uuid}")
+
+            async def status(self, ref: InstanceRef) -> InstanceState:
+                state = self.states.get(ref.uuid)
+                return InstanceState(state) if state else UNKNOWN
+
+        run_controller(Echo(), name="Echo", version="V1.0.0", aliases=("echo",))
+    """
+
+    async def open(self) -> None:
+        """Prepare to serve (called once, before the server starts)."""
+
+    async def close(self) -> None:
+        """Release resources (called once, after the server stopped)."""
+
+    async def create(self, ctx: OperationContext) -> Result | None:
+        """initial -> inactive: bring the instance into existence."""
+        raise self._missing("create")
+
+    async def configure(self, ctx: OperationContext) -> Result | None:
+        """inactive -> inactive: apply `ctx.configuration` to a stopped instance."""
+        raise self._missing("configure")
+
+    async def start(self, ctx: OperationContext) -> Result | None:
+        """inactive -> active: start serving."""
+        raise self._missing("start")
+
+    async def reconfigure(self, ctx: OperationContext) -> Result | None:
+        """active -> active: apply a changed configuration or membership."""
+        raise self._missing("reconfigure")
+
+    async def stop(self, ctx: OperationContext) -> Result | None:
+        """active -> inactive: stop serving, keep the instance."""
+        raise self._missing("stop")
+
+    async def destroy(self, ctx: OperationContext) -> Result | None:
+        """inactive -> initial: remove the instance (a missing one is fine)."""
+        raise self._missing("destroy")
+
+    async def reset(self, ctx: OperationContext) -> Result | None:
+        """failure -> initial: remove whatever is left of a failed instance."""
+        raise self._missing("reset")
+
+    async def status(self, ref: InstanceRef) -> InstanceState:
+        """The real state of one instance; `UNKNOWN` when there is none."""
+        raise self._missing("status")
+
+    def _missing(self, operation: str) -> Permanent:
+        return Permanent(f"controller {type(self).__name__} does not implement {operation}")

@@ -1,0 +1,171 @@
+"""The main routine of every controller process: options, server,
+registration, clean shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from controllers.sdk.controller import Controller
+from controllers.sdk.registrar import Registrar, Registration
+from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
+from orchestration import logs
+from orchestration.grpcserver import Server
+from orchestration.v1 import controller_pb2_grpc as pb_grpc
+
+log = logging.getLogger("controllers.sdk.runner")
+
+# A factory receives the values of the controller's own options by name.
+ControllerFactory = Callable[[Mapping[str, Any]], Controller]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The common options of a controller process, resolved."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    address: str
+    advertise: str
+    dispatchers: tuple[str, ...]
+    credential: str
+    replica: str
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) of "host:port" (port 0 when missing); IPv6 in brackets."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:
+        return address, 0
+    return host, int(port or 0)
+
+
+def advertised_address(advertise: str, bound: str, port: int) -> str:
+    """The address other processes reach this replica at.
+
+    A wildcard bind is not reachable as such, so the host name stands in; an
+    advertised host without a port gets the bound port.
+    """
+    if advertise:
+        host, given = split_address(advertise)
+        return f"{host}:{given or port}"
+    host, _ = split_address(bound)
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
+
+
+def _dispatchers(values: Sequence[str]) -> tuple[str, ...]:
+    # Repeatable, comma-separated or whitespace-separated (ORCH_DISPATCHER).
+    return tuple(a for v in values for a in v.replace(",", " ").split())
+
+
+async def serve(controller: Controller, settings: RunSettings, stop: asyncio.Event | None = None) -> None:
+    """Serve `controller` until `stop` is set (or SIGTERM/SIGINT), then shut down
+    in order: unregister, stop accepting calls, finish operations, close."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await controller.open()
+    servicer = ControllerServicer(controller)
+    server = Server(settings.address, settings.credential, [SERVICE_NAME])
+    pb_grpc.add_ControllerServiceServicer_to_server(servicer, server.grpc)
+    await server.start()
+    await server.set_serving(True)
+    host, _ = split_address(settings.address)
+    advertise = advertised_address(settings.advertise, settings.address, server.port)
+    log.info("controller %s %s listening on port %d (advertised as %s)", settings.name, settings.version, server.port, advertise)
+    # On stdout too: whoever started the process learns the port without parsing logs.
+    print(f"listening on {host}:{server.port}", flush=True)
+    registrar: Registrar | None = None
+    if settings.dispatchers:
+        registration = Registration(settings.name, settings.version, settings.aliases, settings.replica, advertise)
+        registrar = Registrar(settings.dispatchers, settings.credential, registration)
+        await registrar.start()
+    else:
+        log.warning("no --dispatcher given: serving without registration")
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        if registrar is not None:
+            await registrar.stop()
+        await server.set_serving(False)
+        await server.stop(grace=2.0)
+        await servicer.drain(timeout=2.0)
+        await controller.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run_controller(
+    controller: Controller | ControllerFactory,
+    *,
+    name: str,
+    version: str,
+    aliases: Sequence[str] = (),
+    argv: Sequence[str] | None = None,
+    options: Sequence[click.Option] = (),
+) -> None:
+    """The main routine of a controller process (blocks until stopped).
+
+    Common options: `--addr` (listen, default 127.0.0.1:0), `--advertise`
+    (address to register, default the bound one), `--dispatcher` host:port
+    (repeatable or comma-separated; ORCH_DISPATCHER), `--credential-file`
+    (the controller credential: sent to the dispatcher and required from
+    callers), `--replica` (default hostname-pid). A controller with options of
+    its own passes them as `options` and a factory instead of an instance; the
+    factory receives their values by parameter name.
+
+    Example::
+
+        run_controller(Echo(), name="Echo", version="V1.0.0", aliases=("echo",))
+
+        run_controller(
+            lambda opts: Sim(state_file=opts["state_file"]),
+            name="Internal", version="V1.0.0", aliases=("sim",),
+            options=[click.Option(["--state-file"], type=click.Path(dir_okay=False))],
+        )
+    """
+
+    def main(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str, **own: Any) -> None:
+        logs.configure(name)
+        credential = Path(credential_file).read_text().strip()
+        if not credential:
+            raise click.BadParameter(f"{credential_file} is empty", param_hint="--credential-file")
+        settings = RunSettings(
+            name=name,
+            version=version,
+            aliases=tuple(aliases),
+            address=addr,
+            advertise=advertise,
+            dispatchers=_dispatchers(dispatcher),
+            credential=credential,
+            replica=replica or f"{socket.gethostname()}-{os.getpid()}",
+        )
+        instance = controller if isinstance(controller, Controller) else controller(own)
+        asyncio.run(serve(instance, settings))
+
+    params: list[click.Parameter] = [
+        click.Option(["--addr"], default="127.0.0.1:0", show_default=True, help="Listen address of the ControllerService."),
+        click.Option(["--advertise"], default="", help="Address to register (default: the bound address)."),
+        click.Option(["--dispatcher"], multiple=True, envvar="ORCH_DISPATCHER",
+                     help="Dispatcher host:port; repeatable or comma-separated."),
+        click.Option(["--credential-file"], required=True, type=click.Path(exists=True, dir_okay=False),
+                     help="File holding the controller credential (bearer token both ways)."),
+        click.Option(["--replica"], default="", help="Unique replica id (default: hostname-pid)."),
+        *options,
+    ]
+    command = click.Command(name, callback=main, params=params, help=f"Run the {name} {version} controller.")
+    command.main(args=list(argv) if argv is not None else None, prog_name=f"controller {name}")

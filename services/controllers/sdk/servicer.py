@@ -1,0 +1,183 @@
+"""ControllerService over a `Controller`: the book's unary API, batch Status,
+and the batched Execute stream the dispatcher drives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from controllers.sdk.controller import Controller, InstanceState
+from controllers.sdk.convert import TRANSITION_NAMES, instance_ref, instance_status
+from controllers.sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
+from controllers.sdk.errors import Permanent
+from controllers.sdk.executor import execute, permanent
+from orchestration.errors import FailedPrecondition, InvalidArgument, Unavailable
+from orchestration.v1 import controller_pb2 as pb
+from orchestration.v1 import controller_pb2_grpc as pb_grpc
+from orchestration.v1.model_pb2 import Transition
+
+DEFAULT_CONCURRENCY = 1024
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ControllerService"].full_name
+
+
+@dataclass
+class _Stream:
+    """Results of one Execute stream waiting for its single sender."""
+
+    results: list[pb.OperationResult] = field(default_factory=list)
+    inflight: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ControllerServicer(pb_grpc.ControllerServiceServicer):
+    """Serves one `Controller` over gRPC.
+
+    At most `concurrency` operations run at once (across all streams and unary
+    calls); Execute stops reading its stream while all slots are taken, which
+    is the back-pressure the dispatcher sees. Each operation id runs once per
+    process (see `OperationDeduplicator`).
+
+    Example::
+
+        server = Server("127.0.0.1:0", credential, [SERVICE_NAME])
+        add_ControllerServiceServicer_to_server(ControllerServicer(MyController()), server.grpc)
+    """
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.controller = controller
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._dedup = OperationDeduplicator(cache_size)
+        self._log = logger or logging.getLogger(f"controllers.{type(controller).__name__}")
+        # Runs outlive the stream that started them: their results land in the
+        # cache, where a re-delivery on the next stream finds them.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, operation: pb.Operation) -> pb.OperationResult:
+        """The result of one operation, through de-duplication and the executor."""
+        if not operation.operation_id:
+            return permanent("", "operation_id is required")
+        if not operation.instance.uuid:
+            return permanent(operation.operation_id, "instance.uuid is required")
+        return await self._dedup.run(operation, lambda: execute(self.controller, operation, self._log))
+
+    async def _unary(self, operation: pb.Operation, expected: int) -> pb.OperationResult:
+        if operation.transition != expected:
+            given = TRANSITION_NAMES.get(operation.transition, "unspecified")
+            raise InvalidArgument(
+                f"{TRANSITION_NAMES[expected]} called with an operation whose transition is {given}"
+            )
+        if not operation.operation_id:
+            raise InvalidArgument("operation.operation_id is required (any id unique to this step)")
+        if not operation.instance.uuid:
+            raise InvalidArgument("operation.instance.uuid is required")
+        async with self._slots:
+            return await self.run(operation)
+
+    async def Create(self, request: pb.CreateRequest, context: grpc.aio.ServicerContext) -> pb.CreateResponse:
+        return pb.CreateResponse(result=await self._unary(request.operation, Transition.TRANSITION_CREATE))
+
+    async def Configure(self, request: pb.ConfigureRequest, context: grpc.aio.ServicerContext) -> pb.ConfigureResponse:
+        return pb.ConfigureResponse(result=await self._unary(request.operation, Transition.TRANSITION_CONFIGURE))
+
+    async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartResponse:
+        return pb.StartResponse(result=await self._unary(request.operation, Transition.TRANSITION_START))
+
+    async def Reconfigure(
+        self, request: pb.ReconfigureRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReconfigureResponse:
+        return pb.ReconfigureResponse(result=await self._unary(request.operation, Transition.TRANSITION_RECONFIGURE))
+
+    async def Stop(self, request: pb.StopRequest, context: grpc.aio.ServicerContext) -> pb.StopResponse:
+        return pb.StopResponse(result=await self._unary(request.operation, Transition.TRANSITION_STOP))
+
+    async def Destroy(self, request: pb.DestroyRequest, context: grpc.aio.ServicerContext) -> pb.DestroyResponse:
+        return pb.DestroyResponse(result=await self._unary(request.operation, Transition.TRANSITION_DESTROY))
+
+    async def Reset(self, request: pb.ResetRequest, context: grpc.aio.ServicerContext) -> pb.ResetResponse:
+        return pb.ResetResponse(result=await self._unary(request.operation, Transition.TRANSITION_RESET))
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        """All statuses in one answer; fails as a whole rather than report a
+        guess, since "unknown" would make the monitor recreate the instance."""
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def one(ref: pb.InstanceReference) -> InstanceState:
+            async with slots:
+                try:
+                    return await self.controller.status(instance_ref(ref))
+                except Permanent as err:
+                    raise FailedPrecondition(f"status of instance {ref.uuid}: {err.message}") from err
+                except Exception as err:  # noqa: BLE001 - reported as a status code
+                    raise Unavailable(f"status of instance {ref.uuid} failed: {type(err).__name__}: {err}") from err
+
+        states = await asyncio.gather(*(one(ref) for ref in request.instances))
+        return pb.StatusResponse(
+            statuses=[instance_status(ref.uuid, s) for ref, s in zip(request.instances, states, strict=True)]
+        )
+
+    async def Execute(
+        self, request_iterator: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExecuteResponse]:
+        """Operations of every incoming batch run concurrently; one sender
+        sends everything finished since its last message in one response."""
+        stream = _Stream()
+        reader = asyncio.create_task(self._read(request_iterator, stream))
+        reader.add_done_callback(lambda _: stream.ready.set())
+        try:
+            while True:
+                if stream.results:
+                    results, stream.results = stream.results, []
+                    yield pb.ExecuteResponse(results=results)
+                    continue
+                if reader.done():
+                    error = reader.exception()
+                    if error is not None:
+                        raise error
+                    if not stream.inflight:
+                        return
+                stream.ready.clear()
+                await stream.ready.wait()
+        finally:
+            reader.cancel()
+
+    async def _read(self, requests: AsyncIterator[pb.ExecuteRequest], stream: _Stream) -> None:
+        async for request in requests:
+            for operation in request.operations:
+                await self._slots.acquire()
+                stream.inflight += 1
+                task = asyncio.create_task(self._execute_one(operation, stream))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _execute_one(self, operation: pb.Operation, stream: _Stream) -> None:
+        try:
+            result = await self.run(operation)
+        except Exception as err:  # noqa: BLE001 - the executor should not raise; never lose an answer
+            self._log.exception("operation %s failed in the SDK", operation.operation_id)
+            result = permanent(operation.operation_id, f"controller SDK error: {type(err).__name__}: {err}")
+        finally:
+            self._slots.release()
+            stream.inflight -= 1
+            stream.ready.set()
+        stream.results.append(result)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` s for running operations, then cancel the rest."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)

@@ -1,0 +1,43 @@
+"""python -m dispatcher: run a dispatcher replica."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from dispatcher.service import DispatcherSettings, serve
+from dispatcher.settings import EngineSettings
+from orchestration import logs
+from orchestration.subjects import DEFAULT_PREFIX
+
+
+@click.command()
+@click.option("--addr", default="127.0.0.1:50052", show_default=True, help="Listen address for controller registration.")
+@click.option("--nats-url", envvar="ORCH_NATS_URL", required=True, help="NATS URL (with credentials).")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
+@click.option("--credential-file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="File holding the controller credential.")
+@click.option("--replica", default=None, help="Replica id (default host-pid).")
+@click.option("--concurrency", default=EngineSettings.concurrency, show_default=True, help="Operations in flight per solution.")
+@click.option("--operation-timeout", default=EngineSettings.operation_timeout, show_default=True, help="Seconds per controller operation.")
+@click.option("--max-attempts", default=EngineSettings.max_attempts, show_default=True, help="Attempts per operation.")
+@click.option("--controller-wait", default=EngineSettings.controller_wait, show_default=True,
+              help="Seconds an operation waits for its controller to register.")
+@click.option("--task-timeout", default=EngineSettings.task_timeout, show_default=True, help="Seconds per task tree.")
+def main(addr: str, nats_url: str, prefix: str, credential_file: str, replica: str | None, concurrency: int,
+         operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float) -> None:
+    """Run a dispatcher replica."""
+    logs.configure("dispatcher")
+    engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
+                            controller_wait=controller_wait, task_timeout=task_timeout)
+    settings = DispatcherSettings(address=addr, nats_url=nats_url, prefix=prefix,
+                                  credential=Path(credential_file).read_text().strip(), engine=engine)
+    if replica:
+        settings = DispatcherSettings(**{**settings.__dict__, "replica": replica})
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Links to controller replicas: registrations come from the KV bucket (any
+dispatcher may have taken them), operations go out in batches on one gRPC
+stream per replica, results come back in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
+from orchestration.kvstore import Bucket
+from orchestration.v1 import controller_pb2 as cpb
+from orchestration.v1 import controller_pb2_grpc as cpb_grpc
+from orchestration.v1 import records_pb2 as rpb
+
+log = logging.getLogger("dispatcher.controllers")
+
+
+class LinkLost(Exception):
+    """The replica went away before answering; the outcome is unknown."""
+
+
+class NoController(Exception):
+    """No live replica serves this controller."""
+
+
+def controller_names(registration: rpb.ControllerRegistration) -> list[str]:
+    """Every name a component's Controller field may use for this registration."""
+    names = [registration.name, *registration.aliases]
+    if registration.version:
+        names.append(f"{registration.name}:{registration.version}")
+    return names
+
+
+@dataclass
+class Link:
+    """One bidirectional Execute stream to one controller replica."""
+
+    registration: rpb.ControllerRegistration
+    credential: str
+    pending: dict[str, asyncio.Future[cpb.OperationResult]] = field(default_factory=dict)
+    outbox: list[cpb.Operation] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def load(self) -> int:
+        return len(self.pending)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"link {self.registration.replica}")
+
+    async def close(self) -> None:
+        self.closed = True
+        self.wakeup.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._fail_pending()
+
+    def submit(self, operation: cpb.Operation) -> asyncio.Future[cpb.OperationResult]:
+        """Queue an operation; the future resolves with its result."""
+        if self.closed:
+            raise LinkLost(f"controller replica {self.registration.replica} is gone")
+        future = self.pending.get(operation.operation_id)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().create_future()
+            self.pending[operation.operation_id] = future
+        self.outbox.append(operation)
+        self.wakeup.set()
+        return future
+
+    def _fail_pending(self) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(LinkLost(f"controller replica {self.registration.replica} disconnected"))
+        self.pending.clear()
+
+    async def _requests(self):  # type: ignore[no-untyped-def]
+        while not self.closed:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            if self.outbox:
+                batch, self.outbox = self.outbox, []
+                yield cpb.ExecuteRequest(operations=batch)
+
+    async def _run(self) -> None:
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        try:
+            async with grpc.aio.insecure_channel(self.registration.address, options=options) as channel:
+                stub = cpb_grpc.ControllerServiceStub(channel)
+                call = stub.Execute(self._requests(), metadata=bearer_metadata(self.credential))
+                async for response in call:
+                    for result in response.results:
+                        future = self.pending.pop(result.operation_id, None)
+                        if future is not None and not future.done():
+                            future.set_result(result)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as err:
+            log.warning("stream to %s (%s) ended: %s %s", self.registration.replica, self.registration.address, err.code().name, err.details())
+        except Exception:  # noqa: BLE001 - a broken link must never take the dispatcher down
+            log.exception("stream to %s failed", self.registration.replica)
+        finally:
+            self.closed = True
+            self._fail_pending()
+
+
+class ControllerPool:
+    """Live controller replicas by name, kept in step with the registrations bucket."""
+
+    def __init__(self, bucket: Bucket, credential: str, wait_for_controller: float = 30.0) -> None:
+        self.bucket = bucket
+        self.credential = credential
+        self.wait_for_controller = wait_for_controller
+        self.links: dict[str, Link] = {}
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._refresh_loop(), name="controller pool")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for link in list(self.links.values()):
+            await link.close()
+        self.links.clear()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - NATS may be away; try again
+                log.debug("refreshing controller registrations failed", exc_info=True)
+
+    async def refresh(self) -> None:
+        """Open links to new live replicas; drop expired or replaced ones."""
+        now_ms = int(time.time() * 1000)
+        live: dict[str, rpb.ControllerRegistration] = {}
+        for entry in await self.bucket.scan(">"):
+            registration = rpb.ControllerRegistration.FromString(entry.value)
+            if registration.expires_unix_ms > now_ms:
+                live[registration.replica] = registration
+        for replica, link in list(self.links.items()):
+            current = live.get(replica)
+            if link.closed or current is None or current.address != link.registration.address:
+                await link.close()
+                del self.links[replica]
+        for replica, registration in live.items():
+            if replica not in self.links:
+                link = Link(registration, self.credential)
+                link.start()
+                self.links[replica] = link
+                log.info("controller %s replica %s at %s", registration.name, replica, registration.address)
+                self.changed.set()
+            else:
+                self.links[replica].registration = registration
+
+    def _candidates(self, name: str) -> list[Link]:
+        return [link for link in self.links.values() if not link.closed and name in controller_names(link.registration)]
+
+    async def choose(self, name: str) -> Link:
+        """The least loaded live replica serving `name`; waits a while for one."""
+        deadline = time.monotonic() + self.wait_for_controller
+        while True:
+            candidates = self._candidates(name)
+            if candidates:
+                return min(candidates, key=lambda link: link.load)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoController(f"no controller '{name}' is registered (waited {self.wait_for_controller:.0f}s)")
+            self.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
+            await self.refresh()
+
+    async def execute(self, name: str, operation: cpb.Operation, timeout: float) -> cpb.OperationResult:
+        """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError)."""
+        link = await self.choose(name)
+        future = link.submit(operation)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
+        except asyncio.TimeoutError:
+            link.pending.pop(operation.operation_id, None)
+            raise
+
+    async def status(self, name: str, refs: list[cpb.InstanceReference], timeout: float = 10.0) -> list[cpb.InstanceStatus]:
+        """Ask one replica of `name` for the real state of instances."""
+        link = await self.choose(name)
+        async with grpc.aio.insecure_channel(link.registration.address) as channel:
+            stub = cpb_grpc.ControllerServiceStub(channel)
+            reply = await stub.Status(cpb.StatusRequest(instances=refs), metadata=bearer_metadata(self.credential), timeout=timeout)
+        return list(reply.statuses)

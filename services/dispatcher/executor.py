@@ -1,0 +1,498 @@
+"""Layer C of the seed: one run drives every instance of one solution from
+its current state to its target, in dependency order and in parallel, and
+reports through the task tree.
+
+Gates (DESIGN.md section 3) are checked in O(1) with per-cluster counters; an
+instance whose next transition is blocked waits on the blocking cluster and
+is looked at again only when that cluster's instances change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from dispatcher.controllers import ControllerPool, LinkLost, NoController
+from dispatcher.records import load_records
+from dispatcher.settings import EngineSettings
+from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.tasks import TaskBook
+from orchestration.errors import NotFound
+from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, TRANSITION_NAMES, next_state
+from orchestration.planner import cluster_digest, cluster_parameters, instance_work
+from orchestration.repository import Repository
+from orchestration.v1 import controller_pb2 as cpb
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1.model_pb2 import Transition
+
+log = logging.getLogger("dispatcher.run")
+S = pb.TaskStatus
+MAX_LINK_LOSSES = 50
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run needs from the dispatcher process."""
+
+    repo: Repository
+    pool: ControllerPool
+    settings: EngineSettings
+
+
+class Run:
+    """Converges one solution to its stored intent under one root task."""
+
+    def __init__(self, ctx: RunContext, book: TaskBook, traceparent: str = "") -> None:
+        self.ctx = ctx
+        self.book = book
+        self.domain = book.root_task.domain
+        self.solution = book.root_task.solution
+        self.traceparent = traceparent
+        self.state = SolutionState()
+        self.ready: deque[str] = deque()
+        self.inflight = 0
+        self.retrying = 0  # instances waiting out a retry back-off
+        self.stopping = ""  # why no new operations start ("" while running)
+        self.final_status = S.TASK_STATUS_COMPLETED
+        self.terminated: set[str] = set()
+        self.lost = False
+        self._idle = asyncio.Event()
+        self._ops: set[asyncio.Task[None]] = set()
+        self._delete_on_finish = False
+
+    # ---- preparation -----------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Load the solution and build (or find) the task tree; persist it."""
+        repo = self.ctx.repo
+        records = await load_records(repo, self.domain, self.solution)
+        if records.header is None:
+            raise NotFound(f"solution '{self.domain}/{self.solution}' has no records")
+        header = records.header.value
+        self._delete_on_finish = header.target == INITIAL and all(e.value.remove for e in records.elements.values())
+        catalog = {(c.name, c.version): c for c in await repo.list_components(self.domain)}
+        architecture = None
+        if header.architecture and header.version:
+            with contextlib.suppress(NotFound):
+                architecture = await repo.get_architecture(self.domain, header.architecture, header.version)
+        designs = {}
+        if architecture is not None:
+            for element in architecture.elements:
+                for cluster in element.clusters:
+                    designs[(element.name, cluster.version)] = cluster_parameters(
+                        self.domain, self.solution, architecture, element, cluster
+                    )
+        elements = {name: v.value for name, v in records.elements.items()}
+        for (element_name, version), record in records.clusters.items():
+            element = elements.get(element_name)
+            component_name = element.component if element else ""
+            component = catalog.get((component_name, version))
+            self.state.add_cluster(ClusterSlot(
+                element=element_name, record=record.cluster, revision=record.revision, component=component_name,
+                controller=component.controller if component else "", parameters=designs.get((element_name, version), {}),
+            ))
+        for uuid, record in records.instances.items():
+            if (record.element, record.cluster) not in self.state.clusters:
+                continue
+            slot = InstanceSlot(record.element, record.cluster, record.instance, record.revision)
+            slot.path = instance_work(record.instance, self.state.clusters[slot.key].record)
+            self.state.add_instance(slot)
+        self.state.link()
+        await self.book.load()
+        root = self.book.root
+        for slot in self.state.instances.values():
+            if not slot.path:
+                continue
+            cluster = self.state.clusters[slot.key]
+            element_task = self.book.ensure(root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
+            cluster_task = self.book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,
+                                            element=slot.element, cluster=slot.cluster)
+            cluster.task = cluster_task.uuid
+            instance_task = self.book.ensure(cluster_task.uuid, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
+                                             element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
+                                             state=slot.record.target)
+            slot.task = instance_task.uuid
+        await self.book.persist()
+
+    # ---- execution -------------------------------------------------------------
+
+    async def execute(self) -> int:
+        """Run to the end; returns the root task's final status."""
+        root = self.book.root
+        if not self.book.finished(root):
+            await self.book.set_status(root, S.TASK_STATUS_EXECUTING)
+        deadline = asyncio.get_running_loop().call_later(self.ctx.settings.task_timeout, self._timeout)
+        try:
+            for slot in list(self.state.instances.values()):
+                if slot.path:
+                    self._schedule(slot)
+            for cluster in list(self.state.clusters.values()):
+                if cluster.busy == 0:
+                    await self._cluster_settled(cluster)
+            self._check_idle()
+            await self._idle.wait()
+        finally:
+            deadline.cancel()
+        if self.lost:
+            return S.TASK_STATUS_UNSPECIFIED
+        await self._finish()
+        return self.book.root_task.status
+
+    def _timeout(self) -> None:
+        self._stop(f"task tree exceeded its deadline of {self.ctx.settings.task_timeout:.0f}s", S.TASK_STATUS_TIMEOUT)
+
+    def _stop(self, reason: str, status: int) -> None:
+        if not self.stopping:
+            self.stopping = reason
+            self.final_status = status
+            self.ready.clear()
+        self._check_idle()
+
+    def lose_lease(self) -> None:
+        """Another dispatcher owns the solution now: stop at once, write nothing more."""
+        self.lost = True
+        self._stop("lease lost", S.TASK_STATUS_UNSPECIFIED)
+        for op in list(self._ops):
+            op.cancel()
+
+    async def terminate(self, task: str) -> None:
+        """Terminate a task's subtree: no new operations start there."""
+        if task in self.terminated or task not in self.book.tasks:
+            return
+        subtree = [task]
+        for uuid in subtree:
+            subtree.extend(self.book.tasks[uuid].subtasks)
+        self.terminated.update(subtree)
+        for uuid in subtree:
+            await self.book.set_status(uuid, S.TASK_STATUS_TERMINATED, error="terminated on request")
+        if task == self.book.root:
+            self._stop("terminated on request", S.TASK_STATUS_TERMINATED)
+        else:
+            self.final_status = S.TASK_STATUS_TERMINATED
+            self.ready = deque(u for u in self.ready if self.state.instances[u].task not in self.terminated)
+            self._check_idle()
+
+    def _schedule(self, slot: InstanceSlot) -> None:
+        """Start the instance's next transition if nothing blocks it."""
+        if self.stopping or slot.inflight or slot.waiting or not slot.path or slot.failed or slot.task in self.terminated:
+            return
+        blockers = self.state.blockers(slot)
+        if blockers:
+            self.state.clusters[blockers[0]].waiters.add(slot.record.uuid)
+            return
+        if self.inflight >= self.ctx.settings.concurrency:
+            self.ready.append(slot.record.uuid)
+            return
+        self._mutate(slot, lambda: setattr(slot, "inflight", True))
+        self.inflight += 1
+        op = asyncio.create_task(self._operate(slot))
+        self._ops.add(op)
+        op.add_done_callback(self._ops.discard)
+
+    def _mutate(self, slot: InstanceSlot, change) -> None:  # type: ignore[no-untyped-def]
+        """Apply a change to an instance, keeping its cluster's counters right."""
+        self.state.count(slot, -1)
+        change()
+        self.state.count(slot, +1)
+
+    def _operation(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int) -> cpb.Operation:
+        record = slot.record
+        providers = []
+        for rel in cluster.record.relationships:
+            providers.append(cpb.Provider(
+                relationship=rel.name, type=rel.type, element=rel.element, cluster=rel.version,
+                endpoints=self.state.provider_endpoints((rel.element, rel.version)), configuration=rel.configuration,
+            ))
+        name = TRANSITION_NAMES[transition]
+        return cpb.Operation(
+            operation_id=f"{record.uuid}-{record.sequence + 1}-{name}",
+            transition=transition,
+            instance=cpb.InstanceReference(
+                domain=self.domain, solution=self.solution, element=slot.element, cluster=slot.cluster,
+                uuid=record.uuid, component=cluster.component, component_version=slot.cluster,
+            ),
+            configuration=cluster.record.configuration,
+            parameters=cluster.parameters,
+            providers=providers,
+            siblings=self.state.sibling_endpoints(cluster, record.uuid),
+            attempt=slot.attempt,
+            deadline_unix_ms=int((time.time() + self._timeout_of(cluster)) * 1000),
+            traceparent=self.traceparent,
+        )
+
+    def _timeout_of(self, cluster: ClusterSlot) -> float:
+        try:
+            return float(cluster.parameters.get("orch_operation_timeout", self.ctx.settings.operation_timeout))
+        except ValueError:
+            return self.ctx.settings.operation_timeout
+
+    def _attempts_of(self, cluster: ClusterSlot) -> int:
+        try:
+            return int(cluster.parameters.get("orch_max_attempts", self.ctx.settings.max_attempts))
+        except ValueError:
+            return self.ctx.settings.max_attempts
+
+    async def _operate(self, slot: InstanceSlot) -> None:
+        cluster = self.state.clusters[slot.key]
+        transition = slot.path[0]
+        operation = self._operation(slot, cluster, transition)
+        outcome: str
+        try:
+            phase = slot.record.sequence + 1
+            await self.book.progress(slot.task, transition, phase, slot.record.state)
+            timeout = self._timeout_of(cluster)
+            losses = 0
+            while True:
+                try:
+                    result = await self.ctx.pool.execute(cluster.controller or "?", operation, timeout=timeout + 1.0)
+                    break
+                except LinkLost:
+                    losses += 1
+                    if losses > MAX_LINK_LOSSES or self.stopping:
+                        raise
+                    await asyncio.sleep(0.2)
+            if result.outcome == cpb.OUTCOME_OK:
+                await self._succeeded(slot, cluster, transition, result)
+                outcome = "ok"
+            elif result.outcome == cpb.OUTCOME_PERMANENT:
+                await self._fail(slot, f"{TRANSITION_NAMES[transition]} failed: {result.message}")
+                outcome = "permanent"
+            else:
+                delay = result.retry_after_ms / 1000 if result.retry_after_ms else None
+                await self._retry(slot, cluster, transition, result.message or "retryable failure", delay)
+                outcome = "retryable"
+        except asyncio.TimeoutError:
+            await self._retry(slot, cluster, transition, f"{TRANSITION_NAMES[transition]} timed out after {self._timeout_of(cluster):.0f}s", None)
+            outcome = "timeout"
+        except NoController as err:
+            await self._fail(slot, f"component '{cluster.component}' version '{slot.cluster}': {err}")
+            outcome = "no controller"
+        except LinkLost as err:
+            await self._fail(slot, f"{TRANSITION_NAMES[transition]}: {err}")
+            outcome = "link lost"
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a run must account for every operation
+            log.exception("operation %s failed unexpectedly", operation.operation_id)
+            await self._retry(slot, cluster, transition, f"internal error: {type(err).__name__}: {err}", None)
+            outcome = "error"
+        finally:
+            self.inflight -= 1
+            if slot.record.uuid in self.state.instances:
+                self._mutate(slot, lambda: setattr(slot, "inflight", False))
+        log.debug("%s %s -> %s", operation.operation_id, TRANSITION_NAMES[transition], outcome)
+        await self._after(slot)
+
+    async def _store(self, slot: InstanceSlot) -> None:
+        slot.revision = await self.ctx.repo.put_instance(
+            self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision
+        )
+
+    async def _succeeded(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int, result: cpb.OperationResult) -> None:
+        before_active = slot.record.state == ACTIVE
+
+        def apply() -> None:
+            record = slot.record
+            record.state = next_state(record.state or INITIAL, transition)
+            record.sequence += 1
+            record.error = ""
+            if result.endpoint:
+                record.endpoint = result.endpoint
+            if result.configuration:
+                record.configuration = result.configuration
+            if transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_RECONFIGURE):
+                record.applied = cluster_digest(cluster.record)
+            if transition in (Transition.TRANSITION_DESTROY, Transition.TRANSITION_RESET):
+                record.endpoint = ""
+                record.applied = ""
+                record.members = ""
+            slot.path.pop(0)
+            slot.attempt = 1
+
+        self._mutate(slot, apply)
+        if (slot.record.state == ACTIVE) != before_active:
+            cluster.membership_changed = True
+        if transition in (Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE):
+            slot.record.members = self.state.membership(cluster)
+        if slot.record.remove and slot.record.state == INITIAL and not slot.path:
+            await self.ctx.repo.delete_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid, slot.revision)
+            self.state.remove_instance(slot)
+        else:
+            await self._store(slot)
+
+    async def _retry(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int, message: str, delay: float | None) -> None:
+        attempts = self._attempts_of(cluster)
+        if slot.attempt >= attempts:
+            await self._fail(slot, f"{TRANSITION_NAMES[transition]} failed after {slot.attempt} attempts: {message}")
+            return
+        settings = self.ctx.settings
+        if delay is None:
+            delay = random.uniform(0, min(settings.backoff_max, settings.backoff_base * 2 ** (slot.attempt - 1)))
+        self._mutate(slot, lambda: (setattr(slot, "waiting", True), setattr(slot, "attempt", slot.attempt + 1)))
+        self.retrying += 1
+        log.info("retrying %s of %s in %.2fs (attempt %d): %s", TRANSITION_NAMES[transition], slot.record.uuid, delay,
+                 slot.attempt, message, extra={"instance": slot.record.uuid, "task_id": slot.task})
+
+        def again() -> None:
+            self.retrying -= 1
+            if slot.record.uuid in self.state.instances:
+                self._mutate(slot, lambda: setattr(slot, "waiting", False))
+                self._schedule(slot)
+            self._check_idle()
+
+        asyncio.get_running_loop().call_later(delay, again)
+
+    async def _fail(self, slot: InstanceSlot, message: str) -> None:
+        """The instance goes to failure; its task and every parent fail; the run stops."""
+        log.warning("instance %s failed: %s", slot.record.uuid, message, extra={"instance": slot.record.uuid, "task_id": slot.task})
+
+        def apply() -> None:
+            slot.record.state = FAILURE
+            slot.record.error = message
+            slot.path.clear()
+            slot.failed = True
+
+        self._mutate(slot, apply)
+        await self._store(slot)
+        task = slot.task
+        while task:
+            await self.book.set_status(task, S.TASK_STATUS_FAILED, error=message)
+            task = self.book.tasks[task].parent
+        self._stop(f"stopped: {message}", S.TASK_STATUS_FAILED)
+
+    async def _after(self, slot: InstanceSlot) -> None:
+        """After an operation: next step of this instance, wake whoever waited."""
+        cluster = self.state.clusters[slot.key]
+        if slot.record.uuid in self.state.instances:
+            self._schedule(slot)
+        waiters, cluster.waiters = cluster.waiters, set()
+        for uuid in waiters:
+            waiter = self.state.instances.get(uuid)
+            if waiter is not None:
+                self._schedule(waiter)
+        while self.ready and self.inflight < self.ctx.settings.concurrency and not self.stopping:
+            queued = self.state.instances.get(self.ready.popleft())
+            if queued is not None:
+                self._schedule(queued)
+        if cluster.busy == 0:
+            await self._cluster_settled(cluster)
+        self._check_idle()
+
+    async def _cluster_settled(self, cluster: ClusterSlot) -> None:
+        """A cluster with no work left: reconfigure siblings whose view is stale, or complete it."""
+        if self.stopping:
+            return
+        if cluster.membership_changed:
+            cluster.membership_changed = False
+            current = self.state.membership(cluster)
+            stale = [
+                self.state.instances[u] for u in cluster.members
+                if self.state.instances[u].record.state == ACTIVE and not self.state.instances[u].record.remove
+                and self.state.instances[u].record.members != current
+            ]
+            if stale:
+                for slot in stale:
+                    if not slot.task:
+                        self._attach_task(slot, cluster)
+                    self._mutate(slot, lambda s=slot: s.path.append(Transition.TRANSITION_RECONFIGURE))
+                await self.book.persist()
+                for slot in stale:
+                    self._schedule(slot)
+                return
+        if cluster.task and not self.book.finished(cluster.task):
+            for uuid in list(self.book.tasks[cluster.task].subtasks):
+                if uuid not in self.terminated:
+                    await self.book.set_status(uuid, S.TASK_STATUS_COMPLETED)
+            await self.book.set_status(cluster.task, S.TASK_STATUS_COMPLETED)
+            element_task = self.book.tasks[cluster.task].parent
+            if all(self.book.finished(u) for u in self.book.tasks[element_task].subtasks):
+                await self.book.set_status(element_task, S.TASK_STATUS_COMPLETED)
+
+    def _attach_task(self, slot: InstanceSlot, cluster: ClusterSlot) -> None:
+        root = self.book.root
+        element_task = self.book.ensure(root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
+        cluster_task = self.book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,
+                                        element=slot.element, cluster=slot.cluster)
+        cluster.task = cluster_task.uuid
+        slot.task = self.book.ensure(cluster_task.uuid, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
+                                     element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
+                                     state=slot.record.target).uuid
+
+    def _check_idle(self) -> None:
+        if self.inflight > 0 or self.retrying > 0:
+            return
+        if not self.stopping and self.ready:
+            return
+        self._idle.set()
+
+    # ---- the end ---------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        """Close every task, roll states up, remove what was torn down."""
+        blocked = [s for s in self.state.instances.values() if s.path and not s.failed and s.task not in self.terminated]
+        if blocked and not self.stopping:
+            first = blocked[0]
+            waits = ", ".join(f"{e}/{v}" for e, v in self.state.blockers(first))
+            await self._fail(first, f"{TRANSITION_NAMES[first.path[0]]} can never run: it waits for {waits}")
+        reason = self.stopping
+        for uuid, task in list(self.book.tasks.items()):
+            if uuid == self.book.root or self.book.finished(uuid):
+                continue
+            status = self.final_status if self.final_status in (S.TASK_STATUS_TIMEOUT, S.TASK_STATUS_TERMINATED) else S.TASK_STATUS_TERMINATED
+            await self.book.set_status(uuid, status, error=reason or "not run")
+        await self._roll_up()
+        root_status = self.final_status if self.stopping or self.final_status != S.TASK_STATUS_COMPLETED else S.TASK_STATUS_COMPLETED
+        await self.book.set_status(self.book.root, root_status, error=reason if root_status != S.TASK_STATUS_COMPLETED else "")
+
+    async def _roll_up(self) -> None:
+        """Write cluster, element and solution states; delete what was removed."""
+        repo = self.ctx.repo
+        by_element: dict[str, list[int]] = {}
+        for key, cluster in list(self.state.clusters.items()):
+            states = [self.state.instances[u].record.state or INITIAL for u in cluster.members]
+            rolled = _roll(states, cluster.record.target)
+            if cluster.record.remove and not cluster.members:
+                with contextlib.suppress(NotFound):
+                    await repo.delete_cluster(self.domain, self.solution, cluster.element, cluster.record.version)
+                continue
+            endpoints = self.state.provider_endpoints(key)
+            if cluster.record.state != rolled or cluster.record.endpoint != ",".join(endpoints):
+                cluster.record.state = rolled
+                cluster.record.endpoint = ",".join(endpoints)
+                cluster.revision = await repo.put_cluster(self.domain, self.solution, cluster.element, cluster.record, cluster.revision)
+            by_element.setdefault(cluster.element, []).append(rolled)
+        for element in await repo.list_elements(self.domain, self.solution):
+            states = by_element.get(element.value.name)
+            if states is None:
+                if element.value.remove:
+                    await repo.delete_element(self.domain, self.solution, element.value.name, element.revision)
+                continue
+            rolled = _roll(states, element.value.target)
+            if element.value.state != rolled:
+                element.value.state = rolled
+                await repo.put_element(self.domain, self.solution, element.value, element.revision)
+        header = await repo.get_solution_header(self.domain, self.solution)
+        if self._delete_on_finish and not self.state.instances and self.final_status == S.TASK_STATUS_COMPLETED:
+            await repo.remove_solution(self.domain, self.solution)
+            return
+        rolled = _roll([s for states in by_element.values() for s in states], header.value.target)
+        if header.value.state != rolled:
+            header.value.state = rolled
+            await repo.put_solution_header(self.domain, header.value, header.revision)
+
+
+def _roll(states: list[int], target: int) -> int:
+    """One state for a group: failure if any failed, else the common state
+    (or the lowest one while they differ)."""
+    if not states:
+        return INITIAL
+    if FAILURE in states:
+        return FAILURE
+    for state in (INITIAL, INACTIVE, ACTIVE):
+        if state in states:
+            return state
+    return target

@@ -1,0 +1,57 @@
+"""DispatcherService: controllers register (and renew) here; registrations
+go to the KV bucket so that every dispatcher replica sees every controller."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from orchestration.errors import InvalidArgument
+from orchestration.kvstore import Bucket
+from orchestration.leases import now_ms
+from orchestration.names import check_name, encode_token
+from orchestration.v1 import dispatcher_pb2 as dpb
+from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
+from orchestration.v1 import records_pb2 as rpb
+
+log = logging.getLogger("dispatcher.registration")
+
+REGISTRATION_SECONDS = 15
+
+
+def registration_key(name: str, replica: str) -> str:
+    return f"{encode_token(name)}.{encode_token(replica)}"
+
+
+class RegistrationServicer(dpb_grpc.DispatcherServiceServicer):
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+
+    async def RegisterController(
+        self, request: dpb.RegisterControllerRequest, context: grpc.aio.ServicerContext
+    ) -> dpb.RegisterControllerResponse:
+        check_name(request.name, "name")
+        check_name(request.replica, "replica")
+        if request.version:
+            check_name(request.version, "version")
+        for alias in request.aliases:
+            check_name(alias, "aliases")
+        if not request.address or ":" not in request.address:
+            raise InvalidArgument(f"address: {request.address!r} is not host:port of the controller's gRPC server")
+        record = rpb.ControllerRegistration(
+            name=request.name, version=request.version, aliases=request.aliases, replica=request.replica,
+            address=request.address, expires_unix_ms=now_ms() + REGISTRATION_SECONDS * 1000,
+        )
+        # A heartbeat: the latest registration of a replica is the truth.
+        await self.bucket.put(registration_key(request.name, request.replica), record.SerializeToString())
+        return dpb.RegisterControllerResponse(lease_seconds=REGISTRATION_SECONDS)
+
+    async def UnregisterController(
+        self, request: dpb.UnregisterControllerRequest, context: grpc.aio.ServicerContext
+    ) -> dpb.UnregisterControllerResponse:
+        check_name(request.name, "name")
+        check_name(request.replica, "replica")
+        await self.bucket.delete(registration_key(request.name, request.replica), None, "controller registration")
+        log.info("controller %s replica %s unregistered", request.name, request.replica)
+        return dpb.UnregisterControllerResponse()

@@ -1,0 +1,271 @@
+"""The dispatcher process: takes requests from the internal channel, owns
+solutions through leases, resumes whatever a dead dispatcher left behind,
+and serves controller registration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from dispatcher.controllers import ControllerPool
+from dispatcher.executor import Run, RunContext
+from dispatcher.intent import apply_request
+from dispatcher.registration import RegistrationServicer
+from dispatcher.settings import EngineSettings
+from dispatcher.tasks import TaskBook
+from orchestration.errors import Aborted, NotFound, OrchestrationError
+from orchestration.events import EventRecorder
+from orchestration.grpcserver import Server
+from orchestration.leases import LEASE_SECONDS, Lease, Leases, now_ms
+from orchestration.natsconn import connect, redact
+from orchestration.repository import Repository
+from orchestration.requests import root_task
+from orchestration.subjects import Subjects
+from orchestration.v1 import dispatcher_pb2 as dpb
+from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import records_pb2 as rpb
+
+log = logging.getLogger("dispatcher")
+
+CONSUMER = "dispatchers"
+# A queued request whose message never arrived is picked up from its lease after this.
+QUEUED_GRACE_MS = 5000
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    address: str
+    nats_url: str
+    prefix: str
+    credential: str
+    replica: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+
+@dataclass
+class ActiveRun:
+    run: Run
+    lease: Lease
+    task: asyncio.Task[None] | None = None
+
+
+class Dispatcher:
+    """A running dispatcher replica: start(), then stop()."""
+
+    def __init__(self, settings: DispatcherSettings) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.prefix)
+        self.runs: dict[str, ActiveRun] = {}
+        self.server: Server | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._nc = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def start(self) -> None:
+        self._nc = await connect(self.settings.nats_url, f"dispatcher {self.settings.replica}")
+        js = self._nc.jetstream()
+        self.js = js
+        self.repo = Repository(js, self.subjects)
+        await self.repo.open()
+        self.leases = Leases(self.repo.leases_bucket)
+        self.pool = ControllerPool(self.repo.controllers_bucket, self.settings.credential, self.settings.engine.controller_wait)
+        await self.pool.start()
+        self.recorder = EventRecorder(js, self.subjects, self.repo.put_event)
+        self.ctx = RunContext(self.repo, self.pool, self.settings.engine)
+        server = Server(self.settings.address, self.settings.credential, [dpb.DESCRIPTOR.services_by_name["DispatcherService"].full_name])
+        dpb_grpc.add_DispatcherServiceServicer_to_server(RegistrationServicer(self.repo.controllers_bucket), server.grpc)
+        await server.start()
+        await server.set_serving(True)
+        self.server = server
+        self._loops = [
+            asyncio.create_task(self._consume(), name="consume"),
+            asyncio.create_task(self._recover_loop(), name="recover"),
+            asyncio.create_task(self._renew_loop(), name="renew"),
+            asyncio.create_task(self._termination_loop(), name="terminations"),
+        ]
+        log.info("replica %s on port %d, nats %s", self.settings.replica, server.port, redact(self.settings.nats_url))
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for active in list(self.runs.values()):
+            if active.task:
+                active.task.cancel()
+        for task in [*self._loops, *(a.task for a in self.runs.values() if a.task)]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.pool.stop()
+        if self.server is not None:
+            await self.server.set_serving(False)
+            await self.server.stop()
+        if self._nc is not None:
+            await self._nc.close()
+
+    # ---- requests --------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        config = api.ConsumerConfig(ack_wait=60, max_ack_pending=10000)
+        subscription = None
+        while subscription is None:
+            try:
+                subscription = await self.js.pull_subscribe(
+                    self.subjects.internal_requests_all, durable=CONSUMER, stream=self.subjects.requests_stream, config=config
+                )
+            except Exception:  # noqa: BLE001 - NATS may not be reachable yet
+                log.warning("cannot subscribe to the internal channel yet", exc_info=True)
+                await asyncio.sleep(1)
+        while True:
+            try:
+                messages = await subscription.fetch(batch=64, timeout=1.0)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception:  # noqa: BLE001 - reconnecting; try again
+                log.debug("fetch failed", exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in messages:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            request = rpb.Request.FromString(msg.data)
+        except Exception:  # noqa: BLE001 - a message nobody can read is dropped, loudly
+            log.error("dropping unreadable request on %s", msg.subject)
+            await msg.term()
+            return
+        try:
+            lease = await self.leases.get(request.domain, request.solution)
+            if lease is None or lease.record.task != request.task or lease.key in self.runs:
+                await msg.ack()  # finished, superseded, or already running here
+                return
+            if not lease.claimable_by(self.settings.replica, now_ms()):
+                await msg.ack()  # another live dispatcher runs it
+                return
+            await self._start_run(lease)
+            await msg.ack()
+        except Exception:  # noqa: BLE001 - leave it for redelivery or recovery
+            log.exception("request %s not taken; it will be retried", request.uuid)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1)
+
+    async def _recover_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                for lease in await self.leases.all():
+                    if lease.key in self.runs:
+                        continue
+                    if lease.claimable_by(self.settings.replica, now_ms(), QUEUED_GRACE_MS):
+                        log.info("taking over solution %s (task %s)", lease.key, lease.record.task)
+                        await self._start_run(lease)
+            except Exception:  # noqa: BLE001 - NATS may be away; try again
+                log.debug("recovery scan failed", exc_info=True)
+
+    async def _start_run(self, lease: Lease) -> None:
+        """Claim the lease, apply the request's intent, persist the tree, start the run."""
+        try:
+            lease = await self.leases.claim(lease, self.settings.replica)
+        except Aborted:
+            return
+        request = lease.record.request
+        try:
+            root = await self.repo.get_task(request.domain, request.task)
+        except NotFound:
+            await self.repo.put_task(root_task(request), None)
+            root = await self.repo.get_task(request.domain, request.task)
+        book = TaskBook(self.repo, self.recorder, root.value)
+        book.revisions[root.value.uuid] = root.revision
+        run = Run(self.ctx, book, request.traceparent)
+        active = ActiveRun(run, lease)
+        self.runs[lease.key] = active
+        try:
+            if book.finished(book.root):
+                await self._end(active)
+                return
+            await apply_request(self.repo, request)
+            await run.prepare()
+        except OrchestrationError as err:
+            log.warning("request %s cannot run: %s", request.uuid, err.message)
+            await book.set_status(book.root, pb.TASK_STATUS_FAILED, error=err.message)
+            await self._end(active)
+            return
+        except BaseException:
+            self.runs.pop(lease.key, None)
+            raise
+        active.task = asyncio.create_task(self._execute(active), name=f"run {lease.key}")
+
+    async def _execute(self, active: ActiveRun) -> None:
+        run = active.run
+        try:
+            status = await run.execute()
+            if not run.lost:
+                log.info("task %s of %s ended %s", run.book.root, active.lease.key,
+                         pb.TaskStatus.Name(status).removeprefix("TASK_STATUS_").lower(), extra={"task_id": run.book.root})
+                await self._end(active)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the lease expires and another attempt resumes it
+            log.exception("run of %s crashed; it will be resumed", active.lease.key)
+            run.lose_lease()
+        finally:
+            if run.lost:
+                self.runs.pop(active.lease.key, None)
+
+    async def _end(self, active: ActiveRun) -> None:
+        request = active.lease.record.request
+        with contextlib.suppress(Aborted, NotFound):
+            await self.leases.release(active.lease)
+        with contextlib.suppress(Exception):
+            await self.leases.clear_terminations(request.domain, request.task)
+        self.runs.pop(active.lease.key, None)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            for key, active in list(self.runs.items()):
+                try:
+                    active.lease = await self.leases.claim(active.lease, self.settings.replica)
+                except Aborted:
+                    log.warning("lost the lease of %s; another dispatcher continues", key)
+                    active.run.lose_lease()
+                except Exception:  # noqa: BLE001 - NATS away: retry next round; expiry protects
+                    log.debug("renewing %s failed", key, exc_info=True)
+
+    async def _termination_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for active in list(self.runs.values()):
+                request = active.lease.record.request
+                try:
+                    for termination in await self.leases.terminations(request.domain, request.task):
+                        await active.run.terminate(termination.task)
+                except Exception:  # noqa: BLE001
+                    log.debug("reading terminations failed", exc_info=True)
+
+
+async def serve(settings: DispatcherSettings) -> None:
+    """Run a dispatcher until SIGTERM or SIGINT."""
+    dispatcher = Dispatcher(settings)
+    await dispatcher.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await dispatcher.stop()

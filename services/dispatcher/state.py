@@ -1,0 +1,177 @@
+"""The in-memory view of one solution during a run: every cluster and
+instance with its stored revision, the dependency gates between clusters,
+and counters that make every gate check O(1) in the size of the solution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orchestration.lifecycle import ACTIVE, INITIAL
+from orchestration.planner import cluster_digest
+from orchestration.rendering import digest
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1.model_pb2 import Transition
+
+ClusterKey = tuple[str, str]  # (element, version)
+
+
+@dataclass
+class InstanceSlot:
+    """One instance: its record, what it still has to do, and its task."""
+
+    element: str
+    cluster: str
+    record: pb.Instance
+    revision: int
+    path: list[int] = field(default_factory=list)
+    inflight: bool = False
+    waiting: bool = False  # queued for a retry back-off
+    attempt: int = 1
+    task: str = ""
+    failed: bool = False
+
+    @property
+    def key(self) -> ClusterKey:
+        return (self.element, self.cluster)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.path) or self.inflight or self.waiting
+
+
+@dataclass
+class ClusterSlot:
+    """One cluster, its providers and dependants, and its counters."""
+
+    element: str
+    record: pb.Cluster
+    revision: int
+    component: str
+    controller: str
+    parameters: dict[str, str]
+    members: set[str] = field(default_factory=set)
+    context_providers: list[ClusterKey] = field(default_factory=list)
+    service_providers: list[ClusterKey] = field(default_factory=list)
+    context_dependants: list[ClusterKey] = field(default_factory=list)
+    service_dependants: list[ClusterKey] = field(default_factory=list)
+    replacements: list[ClusterKey] = field(default_factory=list)
+    waiters: set[str] = field(default_factory=set)
+    task: str = ""
+    membership_changed: bool = False
+    # Counters, kept by SolutionState.count.
+    live: int = 0  # instances not being removed
+    live_active: int = 0
+    active_going_down: int = 0  # active, and leaving active
+    alive_going_away: int = 0  # not initial, and going to initial
+    busy: int = 0  # instances with work left
+
+    @property
+    def key(self) -> ClusterKey:
+        return (self.element, self.record.version)
+
+    @property
+    def active(self) -> bool:
+        """Every live instance is active (and there is at least one)."""
+        return self.live > 0 and self.live_active == self.live
+
+
+class SolutionState:
+    """Clusters and instances of one solution during a run."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[ClusterKey, ClusterSlot] = {}
+        self.instances: dict[str, InstanceSlot] = {}
+
+    def add_cluster(self, slot: ClusterSlot) -> None:
+        self.clusters[slot.key] = slot
+
+    def add_instance(self, slot: InstanceSlot) -> None:
+        self.instances[slot.record.uuid] = slot
+        self.clusters[slot.key].members.add(slot.record.uuid)
+        self.count(slot, +1)
+
+    def remove_instance(self, slot: InstanceSlot) -> None:
+        self.count(slot, -1)
+        self.clusters[slot.key].members.discard(slot.record.uuid)
+        del self.instances[slot.record.uuid]
+
+    def link(self) -> None:
+        """Index providers, dependants and rolling replacements of every cluster."""
+        for slot in self.clusters.values():
+            for rel in slot.record.relationships:
+                provider = self.clusters.get((rel.element, rel.version))
+                if provider is None:
+                    continue
+                if rel.type == pb.DEPENDENCY_TYPE_CONTEXT:
+                    slot.context_providers.append(provider.key)
+                    provider.context_dependants.append(slot.key)
+                else:
+                    slot.service_providers.append(provider.key)
+                    provider.service_dependants.append(slot.key)
+        for slot in self.clusters.values():
+            if slot.record.remove:
+                slot.replacements = [
+                    other.key for other in self.clusters.values()
+                    if other.element == slot.element and not other.record.remove and other.record.target == ACTIVE
+                ]
+
+    def count(self, slot: InstanceSlot, sign: int) -> None:
+        """Add (+1) or take away (-1) an instance's share of its cluster's counters."""
+        cluster = self.clusters[slot.key]
+        record = slot.record
+        state = record.state or INITIAL
+        leaving = record.remove or record.target != ACTIVE
+        if not record.remove:
+            cluster.live += sign
+            if state == ACTIVE:
+                cluster.live_active += sign
+        if state == ACTIVE and leaving:
+            cluster.active_going_down += sign
+        if state != INITIAL and (record.remove or record.target == INITIAL):
+            cluster.alive_going_away += sign
+        if slot.busy:
+            cluster.busy += sign
+
+    def blockers(self, slot: InstanceSlot) -> list[ClusterKey]:
+        """Clusters the instance's next transition waits for (empty: it may go)."""
+        cluster = self.clusters[slot.key]
+        transition = slot.path[0]
+        if transition == Transition.TRANSITION_CREATE:
+            return [k for k in cluster.context_providers if not self.clusters[k].active]
+        if transition == Transition.TRANSITION_START:
+            return [k for k in cluster.service_providers if not self.clusters[k].active]
+        if transition == Transition.TRANSITION_STOP:
+            waits = [k for k in cluster.service_dependants if self.clusters[k].active_going_down > 0]
+            if cluster.record.remove:
+                waits += [k for k in cluster.replacements if not self.clusters[k].active]
+            return waits
+        if transition == Transition.TRANSITION_DESTROY:
+            return [k for k in cluster.context_dependants if self.clusters[k].alive_going_away > 0]
+        return []
+
+    def membership(self, cluster: ClusterSlot) -> str:
+        """Digest of the endpoints of the cluster's live active instances."""
+        endpoints = sorted(
+            self.instances[u].record.endpoint or u for u in cluster.members
+            if not self.instances[u].record.remove and self.instances[u].record.state == ACTIVE
+        )
+        return digest(*endpoints)
+
+    def sibling_endpoints(self, cluster: ClusterSlot, exclude: str) -> list[str]:
+        return sorted(
+            self.instances[u].record.endpoint for u in cluster.members
+            if u != exclude and self.instances[u].record.state == ACTIVE and not self.instances[u].record.remove
+            and self.instances[u].record.endpoint
+        )
+
+    def provider_endpoints(self, key: ClusterKey) -> list[str]:
+        cluster = self.clusters.get(key)
+        if cluster is None:
+            return []
+        return sorted(
+            self.instances[u].record.endpoint for u in cluster.members
+            if self.instances[u].record.state == ACTIVE and self.instances[u].record.endpoint
+        )
+
+    def applied_digest(self, cluster: ClusterSlot) -> str:
+        return cluster_digest(cluster.record)

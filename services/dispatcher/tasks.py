@@ -1,0 +1,132 @@
+"""Task trees of a run: deterministic task ids (so a resumed run finds the
+tree it persisted before), status changes, and the event each one emits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid as uuidlib
+
+from orchestration.errors import Aborted
+from orchestration.events import EventRecorder, new_event
+from orchestration.kvstore import gather_bounded
+from orchestration.lifecycle import TRANSITION_NAMES
+from orchestration.repository import Repository
+from orchestration.v1 import model_pb2 as pb
+
+S = pb.TaskStatus
+FINISHED = (S.TASK_STATUS_COMPLETED, S.TASK_STATUS_FAILED, S.TASK_STATUS_TIMEOUT, S.TASK_STATUS_TERMINATED)
+EVENT_OF_STATUS = {
+    S.TASK_STATUS_EXECUTING: pb.EVENT_TYPE_EXECUTION,
+    S.TASK_STATUS_COMPLETED: pb.EVENT_TYPE_COMPLETION,
+    S.TASK_STATUS_FAILED: pb.EVENT_TYPE_FAILURE,
+    S.TASK_STATUS_TIMEOUT: pb.EVENT_TYPE_TIMEOUT,
+    S.TASK_STATUS_TERMINATED: pb.EVENT_TYPE_TERMINATION,
+}
+
+
+def child_id(root: str, *names: str) -> str:
+    """The id of a subtask: the same for the same root and names, every time."""
+    return str(uuidlib.uuid5(uuidlib.UUID(root), "/".join(names)))
+
+
+class TaskBook:
+    """The tasks of one tree, their revisions, and their events.
+
+    The dispatcher that holds the solution's lease is the only writer of its
+    tree, so revisions are tracked here; a lost compare-and-set (someone else
+    wrote) re-reads and applies the change again.
+    """
+
+    def __init__(self, repo: Repository, recorder: EventRecorder, root: pb.Task) -> None:
+        self.repo = repo
+        self.recorder = recorder
+        self.tasks: dict[str, pb.Task] = {root.uuid: root}
+        self.revisions: dict[str, int | None] = {}
+        self.root = root.uuid
+        self._new: list[str] = []
+
+    async def load(self) -> None:
+        """Read the tree as stored (a resumed run continues it)."""
+        for task in await self.repo.get_task_tree(self.root_task.domain, self.root):
+            stored = await self.repo.get_task(task.domain, task.uuid)
+            self.tasks[task.uuid] = stored.value
+            self.revisions[task.uuid] = stored.revision
+
+    @property
+    def root_task(self) -> pb.Task:
+        return self.tasks[self.root]
+
+    def ensure(self, parent: str, kind: int, *names: str, **fields: object) -> pb.Task:
+        """The subtask of parent for names, made (not yet stored) if it is new."""
+        uuid = child_id(self.root, *names)
+        found = self.tasks.get(uuid)
+        if found is not None:
+            return found
+        parent_task = self.tasks[parent]
+        now = time.time_ns()
+        task = pb.Task(
+            uuid=uuid, type=kind, parent=parent, status=S.TASK_STATUS_INITIAL, domain=parent_task.domain,
+            solution=parent_task.solution, version=parent_task.version, request=parent_task.request,
+            created=now, updated=now, **fields,  # type: ignore[arg-type]
+        )
+        self.tasks[uuid] = task
+        self.revisions[uuid] = None
+        parent_task.subtasks.append(uuid)
+        self._new.append(uuid)
+        if parent not in self._new:
+            self._new.append(parent)
+        return task
+
+    async def persist(self) -> None:
+        """Store every new or grown task (the tree must be durable before the request is acknowledged)."""
+        dirty, self._new = self._new, []
+        await gather_bounded([self._write(self.tasks[u]) for u in dirty])
+
+    async def _write(self, task: pb.Task) -> None:
+        task.updated = time.time_ns()
+        revision = self.revisions.get(task.uuid)
+        try:
+            self.revisions[task.uuid] = await self.repo.put_task(task, revision)
+        except Aborted:
+            stored = await self.repo.get_task(task.domain, task.uuid)
+            merged = stored.value
+            if merged.status in FINISHED and task.status not in FINISHED:
+                # Terminated by someone else meanwhile: theirs stands.
+                self.tasks[task.uuid] = merged
+                self.revisions[task.uuid] = stored.revision
+                return
+            known = set(merged.subtasks)
+            merged_subtasks = list(merged.subtasks) + [s for s in task.subtasks if s not in known]
+            task.ClearField("subtasks")
+            task.subtasks.extend(merged_subtasks)
+            self.revisions[task.uuid] = await self.repo.put_task(task, stored.revision)
+
+    def finished(self, uuid: str) -> bool:
+        return self.tasks[uuid].status in FINISHED
+
+    async def set_status(self, uuid: str, status: int, error: str = "", comment: str = "") -> None:
+        """Change a task's status, store it and record its event."""
+        task = self.tasks[uuid]
+        if task.status == status or task.status in FINISHED:
+            return
+        task.status = status
+        if error:
+            task.error = error
+        event = new_event(task, EVENT_OF_STATUS[status], comment=comment or error)
+        await asyncio.gather(self._write(task), self.recorder.record(event, task))
+
+    async def progress(self, uuid: str, transition: int, phase: int, state: int) -> None:
+        """Record that a task started its next transition (an execution event)."""
+        task = self.tasks[uuid]
+        task.transition = transition
+        task.phase = phase
+        task.state = state
+        first = task.status == S.TASK_STATUS_INITIAL
+        if first:
+            task.status = S.TASK_STATUS_EXECUTING
+        event = new_event(task, pb.EVENT_TYPE_EXECUTION, comment=TRANSITION_NAMES.get(transition, ""))
+        if first:
+            await asyncio.gather(self._write(task), self.recorder.record(event, task))
+        else:
+            await self.recorder.record(event, task)

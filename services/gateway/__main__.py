@@ -1,0 +1,28 @@
+"""python -m gateway: run the gateway service."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from gateway.server import GatewaySettings, serve
+from orchestration import logs
+from orchestration.subjects import DEFAULT_PREFIX
+
+
+@click.command()
+@click.option("--addr", default="127.0.0.1:50051", show_default=True, help="Listen address of the gRPC API.")
+@click.option("--nats-url", envvar="ORCH_NATS_URL", required=True, help="NATS URL (with credentials).")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), required=True, help="File holding the API token.")
+def main(addr: str, nats_url: str, prefix: str, token_file: str) -> None:
+    """Run the gateway service."""
+    logs.configure("gateway")
+    token = Path(token_file).read_text().strip()
+    asyncio.run(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token)))
+
+
+if __name__ == "__main__":
+    main()

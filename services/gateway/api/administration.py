@@ -1,0 +1,76 @@
+"""AdministrationService: the model and its domains."""
+
+from __future__ import annotations
+
+import grpc
+
+from orchestration import codec, validation
+from orchestration.errors import InvalidArgument
+from orchestration.names import check_name
+from orchestration.repository import ApplyResult, Repository
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration.v1 import model_pb2 as pb
+
+KINDS = {
+    "model": gw.DOCUMENT_KIND_MODEL,
+    "domain": gw.DOCUMENT_KIND_DOMAIN,
+    "component": gw.DOCUMENT_KIND_COMPONENT,
+    "architecture": gw.DOCUMENT_KIND_ARCHITECTURE,
+}
+
+
+async def apply_model(repo: Repository, model: pb.Model, kind: str) -> ApplyResult:
+    """Validate everything in model against the stored catalog, then store it
+    all (the one write path of the model: Apply and every Store call)."""
+    catalogs = {}
+    for domain in model.domains:
+        check_name(domain.name, "Domains: domain name")
+        existing = set(await repo.list_domains())
+        if kind in ("component", "architecture") and domain.name not in existing:
+            await repo.require_domain(domain.name)
+        stored = await repo.list_components(domain.name) if domain.name in existing else []
+        catalog = {(c.name, c.version): c for c in stored}
+        catalog.update({(c.name, c.version): c for c in domain.components})
+        catalogs[domain.name] = catalog
+    validation.validate_model(model, catalogs)
+    return await repo.apply_model(model)
+
+
+class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    async def Apply(self, request: gw.ApplyRequest, context: grpc.aio.ServicerContext) -> gw.ApplyResponse:
+        if not request.document.strip():
+            raise InvalidArgument("document: empty; pass the YAML text of a model, domain, component or architecture")
+        document = codec.parse_document(request.document, request.domain)
+        result = await apply_model(self.repo, document.model, document.kind)
+        return gw.ApplyResponse(kind=KINDS[document.kind], stored=result.stored, unchanged=result.unchanged)
+
+    async def ResetModel(self, request: gw.ResetModelRequest, context: grpc.aio.ServicerContext) -> gw.ResetModelResponse:
+        await self.repo.reset_model()
+        return gw.ResetModelResponse()
+
+    async def StoreModel(self, request: gw.StoreModelRequest, context: grpc.aio.ServicerContext) -> gw.StoreModelResponse:
+        await apply_model(self.repo, request.model, "model")
+        return gw.StoreModelResponse()
+
+    async def RetrieveModel(self, request: gw.RetrieveModelRequest, context: grpc.aio.ServicerContext) -> gw.RetrieveModelResponse:
+        return gw.RetrieveModelResponse(model=await self.repo.retrieve_model())
+
+    async def ListDomains(self, request: gw.ListDomainsRequest, context: grpc.aio.ServicerContext) -> gw.ListDomainsResponse:
+        return gw.ListDomainsResponse(domains=await self.repo.list_domains())
+
+    async def StoreDomain(self, request: gw.StoreDomainRequest, context: grpc.aio.ServicerContext) -> gw.StoreDomainResponse:
+        await apply_model(self.repo, pb.Model(domains=[request.domain]), "domain")
+        return gw.StoreDomainResponse()
+
+    async def RetrieveDomain(self, request: gw.RetrieveDomainRequest, context: grpc.aio.ServicerContext) -> gw.RetrieveDomainResponse:
+        check_name(request.domain, "domain")
+        return gw.RetrieveDomainResponse(domain=await self.repo.get_domain(request.domain))
+
+    async def RemoveDomain(self, request: gw.RemoveDomainRequest, context: grpc.aio.ServicerContext) -> gw.RemoveDomainResponse:
+        check_name(request.domain, "domain")
+        await self.repo.remove_domain(request.domain)
+        return gw.RemoveDomainResponse()

@@ -1,0 +1,59 @@
+"""AutomationService: the read side of tasks and events."""
+
+from __future__ import annotations
+
+import grpc
+
+from orchestration.errors import NotFound
+from orchestration.names import check_name
+from orchestration.repository import Repository
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+
+
+class AutomationServicer(gw_grpc.AutomationServiceServicer):
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    async def ListTasks(self, request: gw.ListTasksRequest, context: grpc.aio.ServicerContext) -> gw.ListTasksResponse:
+        check_name(request.domain, "domain")
+        await self.repo.require_domain(request.domain)
+        tasks = await self.repo.list_tasks(request.domain, solution=request.solution, request=request.request)
+        if request.roots_only:
+            tasks = [t for t in tasks if not t.parent]
+        return gw.ListTasksResponse(tasks=tasks)
+
+    async def _domain_of(self, domain: str, task: str) -> str:
+        """The task's domain: the given one, or the one domain that holds it."""
+        check_name(task, "task")
+        if domain:
+            return check_name(domain, "domain")
+        for candidate in await self.repo.list_domains():
+            try:
+                await self.repo.get_task(candidate, task)
+                return candidate
+            except NotFound:
+                continue
+        raise NotFound(f"task '{task}' not found in any domain")
+
+    async def RetrieveTask(self, request: gw.RetrieveTaskRequest, context: grpc.aio.ServicerContext) -> gw.RetrieveTaskResponse:
+        domain = await self._domain_of(request.domain, request.task)
+        if request.tree:
+            tree = await self.repo.get_task_tree(domain, request.task)
+            return gw.RetrieveTaskResponse(task=tree[0], subtasks=tree[1:])
+        versioned = await self.repo.get_task(domain, request.task)
+        return gw.RetrieveTaskResponse(task=versioned.value)
+
+    async def ListEvents(self, request: gw.ListEventsRequest, context: grpc.aio.ServicerContext) -> gw.ListEventsResponse:
+        check_name(request.domain, "domain")
+        await self.repo.require_domain(request.domain)
+        if request.task:
+            check_name(request.task, "task")
+        return gw.ListEventsResponse(events=await self.repo.list_events(request.domain, task=request.task))
+
+    async def RetrieveEvent(self, request: gw.RetrieveEventRequest, context: grpc.aio.ServicerContext) -> gw.RetrieveEventResponse:
+        check_name(request.domain, "domain")
+        check_name(request.event, "event")
+        if request.task:
+            check_name(request.task, "task")
+        return gw.RetrieveEventResponse(event=await self.repo.get_event(request.domain, request.event, task=request.task))

@@ -1,0 +1,1 @@
+"""The `orch` command line: talks to the gateway over gRPC."""

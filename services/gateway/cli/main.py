@@ -1,0 +1,41 @@
+"""The `orch` command group and its global options."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import grpc
+
+from gateway.cli import model_commands, runtime_commands
+from gateway.cli.client import Settings
+
+
+class _Group(click.Group):
+    """Turns gRPC errors into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except grpc.RpcError as err:
+            code = err.code() if hasattr(err, "code") else None
+            details = err.details() if hasattr(err, "details") else str(err)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                details = f"gateway unreachable ({details}); is `orch up` running?"
+            name = code.name if code is not None else "ERROR"
+            click.echo(f"error: {name}: {details}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--home", envvar="ORCH_HOME", default=None, help="Directory of the running suite (default ./.orch).")
+@click.option("--server", default=None, help="Gateway address host:port (default: from $ORCH_HOME).")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, server: str | None) -> None:
+    """orch: the lifecycle orchestration engine."""
+    ctx.obj = Settings(home=home, server=server)
+
+
+runtime_commands.register(cli)
+model_commands.register(cli)

@@ -1,0 +1,117 @@
+"""Runtime commands: `orch up` (the seed's main routine, layer A) and `orch info`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import click
+
+from gateway.cli.client import Settings
+from orchestration import logs
+from orchestration.embedded_nats import (
+    EmbeddedNatsConfig,
+    find_nats_server,
+    load_or_create_credentials,
+    nats_url,
+    wait_for_port,
+    write_config,
+)
+from orchestration.home import Connection, load_or_create_token, orch_home, save_connection
+from orchestration.subjects import DEFAULT_PREFIX, check_prefix
+from orchestration.supervisor import ServiceSpec, Supervisor
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subprocess.Popen], None]:
+    def wait(proc: subprocess.Popen) -> None:
+        try:
+            wait_for_port(host, port, timeout=timeout, proc=proc)
+        except (RuntimeError, TimeoutError) as err:
+            raise click.ClickException(f"service did not come up on {host}:{port}: {err}") from err
+
+    return wait
+
+
+@click.command()
+@click.option("--gateway-addr", default="127.0.0.1:50051", show_default=True, help="Listen address of the gateway API.")
+@click.option("--nats-port", default=4222, show_default=True, help="Port of the embedded NATS server (loopback only).")
+@click.option("--nats-url", "external_nats_url", default=None, help="Use this NATS server instead of starting one.")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
+@pass_settings
+def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url: str | None, prefix: str) -> None:
+    """Start NATS and every service in the foreground; Ctrl-C stops them all."""
+    logs.configure("orch-up")
+    try:
+        check_prefix(prefix)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--prefix") from err
+    home = orch_home(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    token = load_or_create_token(home)
+    supervisor = Supervisor()
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    url = external_nats_url
+    try:
+        if url is None:
+            config = EmbeddedNatsConfig(data_dir=home / "nats", port=nats_port)
+            creds = load_or_create_credentials(home)
+            conf = write_config(config, creds)
+            supervisor.start(
+                ServiceSpec(
+                    "nats-server",
+                    [find_nats_server(), "-c", str(conf), "-l", str(home / "nats-server.log")],
+                    wait_ready=_port_ready(config.host, config.port),
+                )
+            )
+            url = nats_url(config.host, config.port, creds)
+        host, port = _split(gateway_addr)
+        python = sys.executable
+        service_env = {"ORCH_NATS_URL": url}
+        supervisor.start(
+            ServiceSpec(
+                "gateway",
+                [python, "-m", "gateway", "--addr", gateway_addr, "--prefix", prefix, "--token-file", str(home / "token")],
+                env=service_env,
+                wait_ready=_port_ready(host, port),
+            )
+        )
+        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, subject_prefix=prefix, token=token))
+        click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
+    except BaseException:
+        supervisor.stop_all()
+        raise
+    supervisor.run()
+    click.echo("orch is down.", err=True)
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_settings
+def info(settings: Settings, output: str) -> None:
+    """Where the running suite listens (for scripts: -o json)."""
+    connection = settings.connection()
+    data = {"gateway": settings.server or connection.gateway, "nats_url": connection.nats_url, "subject_prefix": connection.subject_prefix}
+    if output == "json":
+        click.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+
+
+def register(group: click.Group) -> None:
+    """Add the runtime commands to the orch group."""
+    group.add_command(up)
+    group.add_command(info)

@@ -1,0 +1,80 @@
+"""The gateway process: gRPC API over the NATS repository."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from gateway.api.administration import AdministrationServicer
+from gateway.api.automation import AutomationServicer
+from gateway.api.catalog import ArchitectureServicer, CatalogServicer
+from gateway.api.solutions import SolutionServicer
+from orchestration.grpcserver import Server
+from orchestration.natsconn import connect, redact
+from orchestration.repository import Repository
+from orchestration.subjects import Subjects
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+
+log = logging.getLogger("gateway")
+
+SERVICE_NAMES = [s.full_name for s in gw.DESCRIPTOR.services_by_name.values()]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    address: str
+    nats_url: str
+    prefix: str
+    token: str
+
+
+class Gateway:
+    """A running gateway: call start(), then stop()."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.server: Server | None = None
+        self._nc = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def start(self) -> None:
+        self._nc = await connect(self.settings.nats_url, "gateway")
+        repo = Repository(self._nc.jetstream(), Subjects(self.settings.prefix))
+        await repo.open()
+        server = Server(self.settings.address, self.settings.token, SERVICE_NAMES)
+        gw_grpc.add_AdministrationServiceServicer_to_server(AdministrationServicer(repo), server.grpc)
+        gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
+        gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
+        gw_grpc.add_SolutionServiceServicer_to_server(SolutionServicer(repo), server.grpc)
+        gw_grpc.add_AutomationServiceServicer_to_server(AutomationServicer(repo), server.grpc)
+        await server.start()
+        await server.set_serving(True)
+        self.server = server
+        log.info("listening on port %d, nats %s, prefix %s", server.port, redact(self.settings.nats_url), self.settings.prefix)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.set_serving(False)
+            await self.server.stop()
+        if self._nc is not None:
+            await self._nc.close()
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run the gateway until SIGTERM or SIGINT."""
+    gateway = Gateway(settings)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await gateway.stop()

@@ -1,0 +1,79 @@
+"""The one way to record a task event: stored in the events bucket (so a
+task's events can be listed) and published on the events stream (the book's
+TOPIC1, ``<prefix>.events.<domain>.<task type>.<event type>``, JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid as uuidlib
+
+from nats.js import JetStreamContext
+
+from orchestration.lifecycle import TRANSITION_NAMES, state_name
+from orchestration.subjects import Subjects
+from orchestration.v1 import model_pb2 as pb
+
+
+def task_type_name(value: int) -> str:
+    return pb.TaskType.Name(value).removeprefix("TASK_TYPE_").lower()
+
+
+def event_type_name(value: int) -> str:
+    return pb.EventType.Name(value).removeprefix("EVENT_TYPE_").lower()
+
+
+def task_status_name(value: int) -> str:
+    return pb.TaskStatus.Name(value).removeprefix("TASK_STATUS_").lower()
+
+
+def new_event(task: pb.Task, kind: int, comment: str = "", source: str = "") -> pb.Event:
+    """An event of `task` happening now."""
+    return pb.Event(
+        uuid=str(uuidlib.uuid4()), domain=task.domain, task=task.uuid, type=kind,
+        source=source or task.uuid, time=time.time_ns(), comment=comment,
+    )
+
+
+def bus_payload(event: pb.Event, task: pb.Task, state: int = 0, configuration: str = "") -> bytes:
+    """The JSON message of an event on the bus, with the book's fields."""
+    return json.dumps({
+        "request": task.request,
+        "type": event_type_name(event.type),
+        "uuid": event.uuid,
+        "source": event.source,
+        "time": event.time,
+        "task": task.uuid,
+        "task_type": task_type_name(task.type),
+        "parent": task.parent,
+        "subtasks": list(task.subtasks),
+        "status": task_status_name(task.status),
+        "phase": task.phase,
+        "transition": TRANSITION_NAMES.get(task.transition, ""),
+        "domain": task.domain,
+        "solution": task.solution,
+        "element": task.element,
+        "cluster": task.cluster,
+        "instance": task.instance,
+        "state": state_name(state or task.state),
+        "configuration": configuration,
+        "comment": event.comment,
+    }).encode()
+
+
+class EventRecorder:
+    """Stores and publishes task events."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, put_event) -> None:  # type: ignore[no-untyped-def]
+        self.js = js
+        self.subjects = subjects
+        self._put_event = put_event
+
+    async def record(self, event: pb.Event, task: pb.Task, state: int = 0, configuration: str = "") -> None:
+        """Store the event and publish it; both are done when this returns."""
+        subject = self.subjects.event(task.domain, task_type_name(task.type), event_type_name(event.type))
+        await asyncio.gather(
+            self._put_event(event),
+            self.js.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid}),
+        )

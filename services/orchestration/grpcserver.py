@@ -1,0 +1,162 @@
+"""One way to build a gRPC server of the suite: bearer-token authentication,
+exception-to-status mapping, health checking and server reflection."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from orchestration.errors import status_of
+
+log = logging.getLogger(__name__)
+
+# Calls that need no token: probes and schema discovery.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that carries the token."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _token_of(metadata: Iterable[Any] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):]
+    return None
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer token and turns exceptions into gRPC statuses."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token.encode() if token else None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        public = method.startswith(PUBLIC_PREFIXES)
+        if not public and self._token is not None:
+            given = _token_of(details.invocation_metadata)
+            if given is None or not hmac.compare_digest(given.encode(), self._token):
+                log.warning("rejected call to %s: %s", method, "missing token" if given is None else "wrong token")
+                return _deny(handler, "missing or invalid bearer token: pass 'authorization: Bearer <token>' (orch finds it in $ORCH_HOME/token)")
+        return _guard(handler, method)
+
+
+def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover
+
+    return _rebuild(handler, unary, stream)
+
+
+def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+        code, message = status_of(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("%s failed", method, exc_info=exc)
+        await context.abort(code, message)
+
+    def wrap_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behaviour(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                await fail(exc, context)
+
+        return call
+
+    def wrap_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                await fail(exc, context)
+
+        return call
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+    )
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary, des, ser)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, des, ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream, des, ser)
+    return grpc.stream_stream_rpc_method_handler(stream, des, ser)
+
+
+class Server:
+    """A grpc.aio server with health and reflection; `health` sets serving status."""
+
+    def __init__(self, address: str, token: str | None, service_names: list[str]) -> None:
+        self.grpc = grpc.aio.server(
+            interceptors=[GuardInterceptor(token)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        self._services = service_names
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
+        )
+        self.port = self.grpc.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report every service (and the server as a whole) as (not) serving."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self._services]:
+            result = self.health.set(name, status)
+            if isinstance(result, Awaitable):
+                await result
+
+    async def start(self) -> None:
+        await self.grpc.start()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.grpc.stop(grace)

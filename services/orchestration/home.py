@@ -1,0 +1,62 @@
+"""The files `orch up` leaves under $ORCH_HOME so that every other `orch`
+command (and every service) finds the suite without flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".orch"
+CONNECTION_FILE = "connection.json"
+
+
+def orch_home(explicit: str | None = None) -> Path:
+    """$ORCH_HOME (or the given path), default ./.orch."""
+    return Path(explicit or os.environ.get("ORCH_HOME") or DEFAULT_HOME).absolute()
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the running suite listens, and how to authenticate to it."""
+
+    gateway: str
+    nats_url: str
+    subject_prefix: str
+    token: str
+    dispatcher: str = ""
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
+
+
+def save_connection(home: Path, connection: Connection) -> None:
+    write_private(home / CONNECTION_FILE, json.dumps(asdict(connection), indent=2) + "\n")
+
+
+def load_connection(home: Path) -> Connection | None:
+    """The connection `orch up` saved, or None when there is none."""
+    path = home / CONNECTION_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return Connection(**{k: data.get(k, "") for k in Connection.__dataclass_fields__})
+
+
+def load_or_create_token(home: Path) -> str:
+    """The API token: generated on first start, then kept."""
+    path = home / "token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    write_private(path, token + "\n")
+    return token

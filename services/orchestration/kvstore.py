@@ -1,0 +1,246 @@
+"""Generic versioned access to one NATS KV bucket: compare-and-set writes,
+bulk reads over key filters, and idempotent creation of buckets and streams.
+
+Knows nothing of the information model; ``repository`` builds on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
+
+from orchestration.errors import Aborted, FailedPrecondition, Unavailable
+
+T = TypeVar("T")
+
+# JetStream error codes: "stream name already in use with a different configuration",
+# and "wrong last sequence" (the compare-and-set of a write failed).
+_STREAM_NAME_IN_USE = 10058
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+# A bulk read pulls at most this many messages per request, so that a huge
+# result never piles up in the client's pending buffer at once.
+_SCAN_CHUNK = 5000
+# Seconds a bulk read may go without receiving its requested chunk.
+_SCAN_TIMEOUT = 30.0
+# Bound on concurrent writes issued by one call (each is a publish awaiting its ack).
+_WRITE_CONCURRENCY = 256
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[T]):
+    """A stored value with the revision to pass to the next compare-and-set write."""
+
+    value: T
+    revision: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One live key of a bucket, as read by a bulk read."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+class Bucket:
+    """One KV bucket: reads, compare-and-set writes, bulk reads and purges."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str) -> None:
+        self._js = js
+        self._kv = kv
+        self.name = name
+        # The KV layout is fixed by the NATS KV specification (ADR-8).
+        self.stream = f"KV_{name}"
+        self._prefix = f"$KV.{name}."
+
+    async def get(self, key: str) -> Entry | None:
+        """The live value of key, or None when it is missing or deleted."""
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return Entry(key, entry.value or b"", entry.revision or 0)
+
+    async def write(self, key: str, value: bytes, revision: int | None, what: str) -> int:
+        """Create (revision None) or update (revision given) with compare-and-set; the new revision.
+
+        Raises Aborted when key exists on create, or its revision differs on update.
+        """
+        try:
+            if revision is None:
+                return await self._kv.create(key, value)
+            return await self._kv.update(key, value, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError as err:
+            raise _cas_failure(what, revision) from err
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write unconditionally (for upserts where last-writer-wins is the intent)."""
+        return await self._kv.put(key, value)
+
+    async def delete(self, key: str, revision: int | None, what: str) -> None:
+        """Delete key; with a revision, only if it is still the stored one (else Aborted)."""
+        try:
+            # nats-py treats last=0 as "no condition"; a revision is never 0.
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.APIError as err:
+            if err.err_code in _WRONG_LAST_SEQUENCE:
+                raise _cas_failure(what, revision) from err
+            raise
+
+    async def scan(self, *filters: str) -> list[Entry]:
+        """Every live key matching any of the filters (subject wildcards allowed).
+
+        One ephemeral pull consumer delivers the latest message per key in a few
+        round trips, whatever the number of keys: reading keys one by one would
+        cost a round trip each. Unlike ``KeyValue.watch``, the consumer's
+        creation reply says exactly how many messages to expect, so an empty
+        result returns at once and there is no race with an end-of-data marker.
+        """
+        if not filters:
+            return []
+        subjects = [self._prefix + f for f in filters]
+        name = uuid.uuid4().hex
+        config = api.ConsumerConfig(
+            name=name,
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            mem_storage=True,
+            # Removes the consumer should this process die before deleting it.
+            inactive_threshold=_SCAN_TIMEOUT,
+        )
+        if len(subjects) == 1:
+            config.filter_subject = subjects[0]
+        else:
+            config.filter_subjects = subjects
+        info = await self._js.add_consumer(self.stream, config=config)
+        try:
+            messages = await self._pull(name, info.num_pending or 0)
+        finally:
+            try:
+                await self._js.delete_consumer(self.stream, name)
+            except nats.js.errors.NotFoundError:
+                pass
+        entries = []
+        for msg in messages:
+            if _is_tombstone(msg):
+                continue
+            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, msg.metadata.sequence.stream))
+        return entries
+
+    async def _pull(self, consumer: str, expected: int) -> list[Msg]:
+        """Pull `expected` messages from consumer (fewer if keys vanished meanwhile)."""
+        received: list[Msg] = []
+        if expected == 0:
+            return received
+        # nats-py exposes neither the connection nor the JetStream API prefix
+        # (which differs under a JetStream domain) of a JetStreamContext.
+        nc = self._js._nc
+        next_subject = f"{self._js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{consumer}"
+        loop = asyncio.get_running_loop()
+        chunk_done: asyncio.Future[bool] = loop.create_future()
+        chunk_end = 0
+
+        async def on_message(msg: Msg) -> None:
+            if msg.headers and msg.headers.get(api.Header.STATUS):
+                # 404 no messages / 408 expired: nothing more for this request.
+                if not chunk_done.done():
+                    chunk_done.set_result(False)
+                return
+            received.append(msg)
+            if len(received) >= chunk_end and not chunk_done.done():
+                chunk_done.set_result(True)
+
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * _SCAN_CHUNK)
+        try:
+            while len(received) < expected:
+                batch = min(_SCAN_CHUNK, expected - len(received))
+                chunk_end = len(received) + batch
+                chunk_done = loop.create_future()
+                request = json.dumps({"batch": batch, "no_wait": True}).encode()
+                await nc.publish(next_subject, request, reply=inbox)
+                try:
+                    more = await asyncio.wait_for(chunk_done, _SCAN_TIMEOUT)
+                except asyncio.TimeoutError as err:
+                    raise Unavailable(f"reading bucket {self.name!r} timed out; is NATS overloaded?") from err
+                if not more:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return received
+
+    async def purge(self, *filters: str) -> None:
+        """Remove every key matching the filters at once (no delete markers are left)."""
+        for f in filters:
+            await self._js.purge_stream(self.stream, subject=self._prefix + f)
+
+    async def purge_all(self) -> None:
+        """Remove every key of the bucket."""
+        await self._js.purge_stream(self.stream)
+
+
+def _is_tombstone(msg: Msg) -> bool:
+    """True for delete and purge markers (a deleted key's latest message)."""
+    headers = msg.headers or {}
+    return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers
+
+
+def _cas_failure(what: str, revision: int | None) -> Aborted:
+    if revision is None:
+        return Aborted(f"{what} already exists")
+    return Aborted(f"{what} was changed concurrently (expected revision {revision}); re-read and retry")
+
+
+async def gather_bounded(calls: Iterable[Awaitable[T]], limit: int = _WRITE_CONCURRENCY) -> list[T]:
+    """Await all calls concurrently, at most `limit` at a time; results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(call: Awaitable[T]) -> T:
+        async with semaphore:
+            return await call
+
+    return list(await asyncio.gather(*(run(c) for c in calls)))
+
+
+async def open_bucket(js: JetStreamContext, name: str) -> Bucket:
+    """Create the bucket (history 1, file storage) or bind to the one that exists.
+
+    Creating with an identical configuration is idempotent on the server, so
+    processes that open concurrently all succeed; a bucket created by someone
+    else with other settings is used as it is.
+    """
+    try:
+        kv = await js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE)
+    except nats.js.errors.BadRequestError as err:
+        if err.err_code != _STREAM_NAME_IN_USE:
+            raise
+        kv = await js.key_value(name)
+    return Bucket(js, kv, name)
+
+
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """Create the stream, or accept the existing one if its retention matches."""
+    try:
+        await js.add_stream(config)
+        return
+    except nats.js.errors.BadRequestError as err:
+        if err.err_code != _STREAM_NAME_IN_USE:
+            raise
+    existing = await js.stream_info(config.name or "")
+    # Retention cannot change on a live stream, and the dispatchers rely on it.
+    if existing.config.retention != config.retention:
+        raise FailedPrecondition(
+            f"stream {config.name!r} exists with retention {existing.config.retention}, "
+            f"expected {config.retention}; delete it or use another subject prefix"
+        )

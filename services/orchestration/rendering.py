@@ -1,0 +1,55 @@
+"""Configuration rendering (as SolAr does it): templates with ``{{name}}``
+placeholders filled from parameter maps. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+
+import yaml
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.:-]+)\s*\}\}")
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """A configuration text read as a flat parameter map.
+
+    A YAML mapping gives its keys; scalar values become strings, lists are
+    joined with commas, mappings become JSON. Anything else (empty text, a
+    template, a list) holds no parameters.
+    """
+    if not text.strip():
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    params: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            params[str(key)] = ",".join("" if v is None else str(v) for v in value)
+        elif isinstance(value, dict):
+            params[str(key)] = json.dumps(value, sort_keys=True, default=str)
+        elif isinstance(value, bool):
+            params[str(key)] = "true" if value else "false"
+        else:
+            params[str(key)] = "" if value is None else str(value)
+    return params
+
+
+def render(template: str, parameters: Mapping[str, str]) -> str:
+    """Fill ``{{name}}`` placeholders; unknown ones stay as they are."""
+    return _PLACEHOLDER.sub(lambda m: parameters.get(m.group(1), m.group(0)), template)
+
+
+def digest(*parts: str) -> str:
+    """A short stable digest of configuration texts (to detect a change)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]

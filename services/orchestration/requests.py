@@ -1,0 +1,48 @@
+"""Requests on the internal channel: how they are made, published and
+accepted (one place for the gateway, the bus interface and the monitor)."""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+
+from nats.js import JetStreamContext
+
+from orchestration.leases import Leases
+from orchestration.repository import Repository
+from orchestration.subjects import Subjects
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import records_pb2 as rpb
+
+
+def new_request(kind: int, domain: str, solution: str, source: str, traceparent: str = "", **fields: object) -> rpb.Request:
+    """A request with fresh ids for itself and its root task."""
+    return rpb.Request(
+        uuid=str(uuidlib.uuid4()), task=str(uuidlib.uuid4()), kind=kind, domain=domain, solution=solution,
+        source=source, traceparent=traceparent, accepted=time.time_ns(), **fields,  # type: ignore[arg-type]
+    )
+
+
+def root_task(request: rpb.Request) -> pb.Task:
+    """The root task of the tree a request creates."""
+    return pb.Task(
+        uuid=request.task, type=pb.TASK_TYPE_SOLUTION, domain=request.domain, solution=request.solution,
+        version=request.version, request=request.uuid, status=pb.TASK_STATUS_INITIAL,
+        created=request.accepted, updated=request.accepted,
+    )
+
+
+async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subjects: Subjects, request: rpb.Request) -> str:
+    """Accept a request: queue it on its solution (FailedPrecondition when
+    busy), store its root task, publish it. Returns the root task id.
+
+    Should this process die between the steps, the lease holds the whole
+    request and a dispatcher picks it up from there."""
+    await leases.accept(request)
+    await repo.put_task(root_task(request), None)
+    await js.publish(
+        subjects.internal_request(request.domain, request.solution),
+        request.SerializeToString(),
+        headers={"Nats-Msg-Id": request.uuid},
+    )
+    return request.task

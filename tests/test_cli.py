@@ -1,0 +1,151 @@
+"""`orch up` as a real process tree, driven by the `orch` CLI in other processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestration.embedded_nats import free_port, wait_for_port
+
+DATA = Path(__file__).parent / "data"
+BIN = Path(sys.executable).parent
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a process (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Suite:
+    def __init__(self, home: Path, proc: subprocess.Popen, gateway: str) -> None:
+        self.home, self.proc, self.gateway = home, proc, gateway
+
+    def orch(self, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "ORCH_HOME": str(self.home)}
+        env.pop("ORCH_TOKEN", None)
+        return subprocess.run([str(BIN / "orch"), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    home = tmp_path_factory.mktemp("orch-home")
+    gateway = f"127.0.0.1:{free_port()}"
+    log = open(home / "up.log", "wb")
+    proc = subprocess.Popen(
+        [str(BIN / "orch"), "up", "--gateway-addr", gateway, "--nats-port", str(free_port())],
+        env={**os.environ, "ORCH_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "connection.json").exists():
+            assert proc.poll() is None, (home / "up.log").read_text()
+            assert time.monotonic() < deadline, "orch up did not come up in 60s"
+            time.sleep(0.1)
+        host, port = gateway.rsplit(":", 1)
+        wait_for_port(host, int(port))
+        yield Suite(home, proc, gateway)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_apply_and_list_demo2(suite: Suite) -> None:
+    result = suite.orch("apply", "-f", str(DATA / "demo2.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "applied model" in result.stdout
+
+    result = suite.orch("architecture", "list", "demo", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    architectures = json.loads(result.stdout)
+    assert [(a["Architecture"], a["Version"]) for a in architectures] == [("app", "V0.0.0")]
+
+    result = suite.orch("component", "list", "demo")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split()[:2] == ["COMPONENT", "VERSION"]
+    assert sorted(line.split()[0] for line in lines[1:]) == ["application", "network", "server", "tenant"]
+
+    result = suite.orch("component", "get", "demo", "server", "V1.0.0", "-o", "yaml")
+    assert result.returncode == 0 and "Component: server" in result.stdout
+
+    # Applying the same file again changes nothing and succeeds.
+    result = suite.orch("apply", "-f", str(DATA / "demo2.yaml"))
+    assert result.returncode == 0 and "0 stored" in result.stdout
+
+
+def test_errors_are_one_line_and_non_zero(suite: Suite, tmp_path: Path) -> None:
+    result = suite.orch("component", "get", "demo", "nothing", "V9")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: NOT_FOUND:") and len(result.stderr.strip().splitlines()) == 1
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("Name: demo\nComponents: [\n")
+    result = suite.orch("apply", "-f", str(bad))
+    assert result.returncode == 1 and "INVALID_ARGUMENT" in result.stderr and "line" in result.stderr
+
+    env_token = {**os.environ, "ORCH_HOME": str(suite.home), "ORCH_TOKEN": "wrong"}
+    result = subprocess.run([str(BIN / "orch"), "domain", "list"], env=env_token, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "UNAUTHENTICATED" in result.stderr
+
+
+def test_info_json(suite: Suite) -> None:
+    result = suite.orch("info", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["gateway"] == suite.gateway
+    assert info["nats_url"].startswith("nats://") and info["subject_prefix"] == "orch"
+
+
+def test_grpcurl_lists_services_through_reflection(suite: Suite) -> None:
+    result = subprocess.run([str(BIN / "grpcurl"), "-plaintext", suite.gateway, "list"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = result.stdout.split()
+    assert "orchestration.v1.CatalogService" in services and "grpc.health.v1.Health" in services
+    token = (suite.home / "token").read_text().strip()
+    result = subprocess.run(
+        [str(BIN / "grpcurl"), "-plaintext", "-H", f"authorization: Bearer {token}", suite.gateway,
+         "orchestration.v1.AdministrationService/ListDomains"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "demo" in result.stdout or "{" in result.stdout
+
+
+def test_services_run_as_named_children_and_ctrl_c_stops_all(suite: Suite) -> None:
+    children = children_of(suite.proc.pid)
+    cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in children]
+    assert any("nats-server" in c for c in cmdlines) and any("gateway" in c for c in cmdlines), cmdlines
+    suite.proc.send_signal(signal.SIGINT)
+    assert suite.proc.wait(timeout=30) == 0
+    for pid in children:
+        assert not alive(pid), f"child {pid} outlived orch up"

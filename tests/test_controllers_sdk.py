@@ -1,0 +1,314 @@
+"""The controller SDK against real gRPC on loopback: unary API, Status,
+authentication, the batched Execute stream, de-duplication, outcome mapping,
+and registration with a real (in-test) DispatcherService."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from controllers.sdk import (
+    UNKNOWN,
+    Backoff,
+    Controller,
+    InstanceRef,
+    InstanceState,
+    OperationContext,
+    Permanent,
+    Registrar,
+    Registration,
+    Result,
+    Retryable,
+)
+from controllers.sdk.testing import Served, recording_dispatcher, serve_in_process
+from orchestration.embedded_nats import free_port
+from orchestration.v1 import controller_pb2 as pb
+from orchestration.v1.model_pb2 import State, Transition
+
+CREDENTIAL = "controller-secret"
+T = Transition
+
+
+class Scripted(Controller):
+    """Behaves as the `behave` parameter says; counts runs per operation id."""
+
+    def __init__(self) -> None:
+        self.runs: Counter[str] = Counter()
+        self.states: dict[str, str] = {}
+        self.contexts: list[OperationContext] = []
+
+    async def _do(self, ctx: OperationContext, state: str) -> Result:
+        self.runs[ctx.operation_id] += 1
+        self.contexts.append(ctx)
+        behave = ctx.parameters.get("behave", "ok")
+        await asyncio.sleep(float(ctx.parameters.get("sleep", "0")))
+        if behave == "retryable":
+            raise Retryable("backend busy", after=2.5)
+        if behave == "permanent":
+            try:
+                raise LookupError("image gone")
+            except LookupError as err:
+                raise Permanent("no such image") from err
+        if behave == "boom":
+            raise ValueError("bug in controller")
+        if behave == "hang":
+            await asyncio.sleep(30)
+        self.states[ctx.uuid] = state
+        return Result(endpoint=f"test://{ctx.uuid}", configuration=f"cfg-{ctx.transition}")
+
+    async def create(self, ctx: OperationContext) -> Result:
+        return await self._do(ctx, "inactive")
+
+    async def configure(self, ctx: OperationContext) -> Result:
+        return await self._do(ctx, "inactive")
+
+    async def start(self, ctx: OperationContext) -> Result:
+        return await self._do(ctx, "active")
+
+    async def reconfigure(self, ctx: OperationContext) -> Result:
+        return await self._do(ctx, "active")
+
+    async def stop(self, ctx: OperationContext) -> Result:
+        return await self._do(ctx, "inactive")
+
+    async def destroy(self, ctx: OperationContext) -> None:
+        await self._do(ctx, "initial")
+        self.states.pop(ctx.uuid, None)
+
+    # reset is deliberately not implemented: the default must fail permanently.
+
+    async def status(self, ref: InstanceRef) -> InstanceState:
+        state = self.states.get(ref.uuid)
+        return InstanceState(state, f"test://{ref.uuid}") if state else UNKNOWN  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serve_in_process(Scripted(), CREDENTIAL) as s:
+        yield s
+
+
+def scripted(s: Served) -> Scripted:
+    controller = s.servicer.controller
+    assert isinstance(controller, Scripted)
+    return controller
+
+
+def op(transition: int, uuid: str = "u1", op_id: str | None = None, attempt: int = 1,
+       deadline_s: float = 10.0, **parameters: str) -> pb.Operation:
+    return pb.Operation(
+        operation_id=op_id or f"{uuid}-{transition}",
+        transition=transition,
+        instance=pb.InstanceReference(domain="d", solution="s", element="e", cluster="V1", uuid=uuid,
+                                      component="c", component_version="V1"),
+        parameters=parameters,
+        attempt=attempt,
+        deadline_unix_ms=int((time.time() + deadline_s) * 1000),
+        configuration="x=1",
+        providers=[pb.Provider(relationship="db", type=1, element="db", cluster="V1", endpoints=["db:1"])],
+        siblings=["test://u2"],
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+
+
+async def call(s: Served, operation: pb.Operation) -> pb.OperationResult:
+    """The unary RPC that matches the operation's transition."""
+    rpc, request = {
+        T.TRANSITION_CREATE: (s.stub.Create, pb.CreateRequest),
+        T.TRANSITION_CONFIGURE: (s.stub.Configure, pb.ConfigureRequest),
+        T.TRANSITION_START: (s.stub.Start, pb.StartRequest),
+        T.TRANSITION_RECONFIGURE: (s.stub.Reconfigure, pb.ReconfigureRequest),
+        T.TRANSITION_STOP: (s.stub.Stop, pb.StopRequest),
+        T.TRANSITION_DESTROY: (s.stub.Destroy, pb.DestroyRequest),
+        T.TRANSITION_RESET: (s.stub.Reset, pb.ResetRequest),
+    }[operation.transition]
+    response = await rpc(request(operation=operation), metadata=s.metadata)
+    return response.result
+
+
+async def status(s: Served, *uuids: str) -> dict[str, pb.InstanceStatus]:
+    refs = [pb.InstanceReference(uuid=u) for u in uuids]
+    response = await s.stub.Status(pb.StatusRequest(instances=refs), metadata=s.metadata)
+    return {st.uuid: st for st in response.statuses}
+
+
+async def test_unary_lifecycle_reports_states_and_status(served: Served) -> None:
+    expected = [
+        (T.TRANSITION_CREATE, State.STATE_INACTIVE, "inactive"),
+        (T.TRANSITION_CONFIGURE, State.STATE_INACTIVE, "inactive"),
+        (T.TRANSITION_START, State.STATE_ACTIVE, "active"),
+        (T.TRANSITION_RECONFIGURE, State.STATE_ACTIVE, "active"),
+        (T.TRANSITION_STOP, State.STATE_INACTIVE, "inactive"),
+    ]
+    for transition, state, _ in expected:
+        result = await call(served, op(transition))
+        assert (result.outcome, result.state) == (pb.OUTCOME_OK, state)
+        assert result.endpoint == "test://u1"
+        assert result.operation_id == f"u1-{transition}"
+    assert (await status(served, "u1"))["u1"].state == State.STATE_INACTIVE
+    result = await call(served, op(T.TRANSITION_DESTROY))
+    assert (result.outcome, result.state, result.endpoint) == (pb.OUTCOME_OK, State.STATE_INITIAL, "")
+    statuses = await status(served, "u1", "nobody")
+    assert not statuses["u1"].known and statuses["u1"].state == State.STATE_INITIAL
+    assert not statuses["nobody"].known
+
+
+async def test_context_carries_the_operation(served: Served) -> None:
+    before = time.time()
+    await call(served, op(T.TRANSITION_START, attempt=3, deadline_s=7))
+    ctx = scripted(served).contexts[-1]
+    assert (ctx.domain, ctx.solution, ctx.element, ctx.cluster, ctx.uuid) == ("d", "s", "e", "V1", "u1")
+    assert (ctx.component, ctx.component_version, ctx.transition, ctx.attempt) == ("c", "V1", "start", 3)
+    assert before + 6 < ctx.deadline < time.time() + 7.1
+    assert ctx.configuration == "x=1" and ctx.siblings == ("test://u2",)
+    assert ctx.providers[0].type == "context" and ctx.providers[0].endpoints == ("db:1",)
+    assert ctx.traceparent.startswith("00-0af7")
+    assert ctx.logger.extra == {"operation": ctx.operation_id, "instance": "u1", "solution": "s"}
+    assert ctx.instance == InstanceRef("d", "s", "e", "V1", "u1", "c", "V1")
+    with pytest.raises(TypeError):
+        ctx.parameters["behave"] = "boom"  # type: ignore[index]
+
+
+async def test_calls_without_or_with_a_wrong_credential_are_unauthenticated(served: Served) -> None:
+    for metadata in [(), (("authorization", "Bearer wrong"),)]:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await served.stub.Create(pb.CreateRequest(operation=op(T.TRANSITION_CREATE)), metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await served.stub.Status(pb.StatusRequest(), metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        stream = served.stub.Execute(metadata=metadata)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stream.read()
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert not scripted(served).runs
+
+
+async def test_unary_transition_must_match_the_rpc(served: Served) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.Create(pb.CreateRequest(operation=op(T.TRANSITION_START)), metadata=served.metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "create called with an operation whose transition is start" in (err.value.details() or "")
+    bad = op(T.TRANSITION_CREATE, op_id="x")
+    bad.operation_id = ""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.Create(pb.CreateRequest(operation=bad), metadata=served.metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not scripted(served).runs
+
+
+async def test_execute_batch_of_1000_returns_1000_results_in_fewer_messages(served: Served) -> None:
+    operations = [op(T.TRANSITION_CREATE, uuid=f"i{n}", sleep="0.01") for n in range(1000)]
+    stream = served.stub.Execute(metadata=served.metadata)
+    await stream.write(pb.ExecuteRequest(operations=operations))
+    results: list[pb.OperationResult] = []
+    messages = 0
+    while len(results) < 1000:
+        response = await stream.read()
+        assert response is not grpc.aio.EOF
+        messages += 1
+        results.extend(response.results)
+    await stream.done_writing()
+    assert await stream.read() is grpc.aio.EOF
+    assert sorted(r.operation_id for r in results) == sorted(o.operation_id for o in operations)
+    assert all(r.outcome == pb.OUTCOME_OK and r.state == State.STATE_INACTIVE for r in results)
+    assert messages < 100, f"{messages} response messages for 1000 results: results are not batched"
+    assert len(scripted(served).states) == 1000
+
+
+async def test_repeated_operation_id_runs_user_code_once(served: Served) -> None:
+    # Twice in one batch (the second waits for the running first), then again later.
+    slow = op(T.TRANSITION_CREATE, op_id="same", sleep="0.2")
+    stream = served.stub.Execute(metadata=served.metadata)
+    await stream.write(pb.ExecuteRequest(operations=[slow, slow]))
+    results: list[pb.OperationResult] = []
+    while len(results) < 2:
+        results.extend((await stream.read()).results)
+    await stream.write(pb.ExecuteRequest(operations=[slow]))
+    results.extend((await stream.read()).results)
+    await stream.done_writing()
+    again = await call(served, slow)
+    assert [r.outcome for r in [*results, again]] == [pb.OUTCOME_OK] * 4
+    assert scripted(served).runs["same"] == 1
+
+
+async def test_retryable_result_is_cached_per_attempt(served: Served) -> None:
+    first = await call(served, op(T.TRANSITION_START, op_id="r", behave="retryable"))
+    redelivered = await call(served, op(T.TRANSITION_START, op_id="r", behave="retryable"))
+    retried = await call(served, op(T.TRANSITION_START, op_id="r", attempt=2))
+    assert (first.outcome, redelivered.outcome, retried.outcome) == (pb.OUTCOME_RETRYABLE, pb.OUTCOME_RETRYABLE, pb.OUTCOME_OK)
+    assert scripted(served).runs["r"] == 2
+
+
+@pytest.mark.parametrize(
+    ("transition", "parameters", "outcome", "state", "message", "after_ms"),
+    [
+        (T.TRANSITION_START, {"behave": "retryable"}, pb.OUTCOME_RETRYABLE, State.STATE_UNSPECIFIED, "backend busy", 2500),
+        (T.TRANSITION_START, {"behave": "permanent"}, pb.OUTCOME_PERMANENT, State.STATE_FAILURE,
+         "no such image: image gone", 0),
+        (T.TRANSITION_START, {"behave": "boom"}, pb.OUTCOME_RETRYABLE, State.STATE_UNSPECIFIED,
+         "ValueError: bug in controller", 0),
+        (T.TRANSITION_RESET, {}, pb.OUTCOME_PERMANENT, State.STATE_FAILURE,
+         "controller Scripted does not implement reset", 0),
+    ],
+)
+async def test_outcomes_of_user_code(
+    served: Served, transition: int, parameters: dict[str, str], outcome: int, state: int, message: str, after_ms: int
+) -> None:
+    result = await call(served, op(transition, **parameters))
+    assert (result.outcome, result.state, result.message, result.retry_after_ms) == (outcome, state, message, after_ms)
+
+
+async def test_operation_past_its_deadline_is_cancelled_and_retryable(served: Served) -> None:
+    started = time.monotonic()
+    result = await call(served, op(T.TRANSITION_START, behave="hang", deadline_s=0.3))
+    assert time.monotonic() - started < 2
+    assert result.outcome == pb.OUTCOME_RETRYABLE
+    assert result.message.startswith("deadline exceeded after 0.")
+    late = await call(served, op(T.TRANSITION_STOP, deadline_s=-1))
+    assert late.outcome == pb.OUTCOME_RETRYABLE and "deadline passed" in late.message
+    assert "u1-5" not in scripted(served).runs  # never started
+
+
+async def test_registrar_registers_renews_and_unregisters() -> None:
+    async with recording_dispatcher(CREDENTIAL, lease_seconds=1) as (address, dispatcher):
+        registration = Registration("Internal", "V1.0.0", ("sim",), "replica-1", "127.0.0.1:7777")
+        registrar = Registrar([address], CREDENTIAL, registration)
+        await registrar.start()
+        await dispatcher.wait_for(registrations=3, timeout=3)  # renewed at lease/3
+        await registrar.stop()
+        assert len(dispatcher.unregistrations) == 1
+    times = [t for t, _ in dispatcher.registrations]
+    assert all(0.2 < b - a < 0.8 for a, b in zip(times, times[1:])), times  # lease 1 s: every ~0.33 s
+    request = dispatcher.registrations[0][1]
+    assert (request.name, request.version, list(request.aliases), request.replica, request.address) == (
+        "Internal", "V1.0.0", ["sim"], "replica-1", "127.0.0.1:7777")
+    unregistration = dispatcher.unregistrations[0]
+    assert (unregistration.name, unregistration.replica) == ("Internal", "replica-1")
+
+
+async def test_registrar_retries_until_a_dispatcher_answers() -> None:
+    port = free_port()
+    registration = Registration("Internal", "V1.0.0", (), "r", "127.0.0.1:1")
+    registrar = Registrar([f"127.0.0.1:{port}"], CREDENTIAL, registration, Backoff(first=0.05, maximum=0.1))
+    await registrar.start()
+    await asyncio.sleep(0.3)
+    assert not registrar.registered.is_set()
+    async with recording_dispatcher(CREDENTIAL, address=f"127.0.0.1:{port}") as (_, dispatcher):
+        await dispatcher.wait_for(registrations=1, timeout=3)
+        await registrar.stop()
+        assert len(dispatcher.unregistrations) == 1
+
+
+async def test_registrar_with_a_wrong_credential_keeps_trying_without_crashing() -> None:
+    async with recording_dispatcher(CREDENTIAL) as (address, dispatcher):
+        registrar = Registrar([address], "wrong", Registration("X", "V1", (), "r", "a:1"), Backoff(0.05, 0.1))
+        await registrar.start()
+        await asyncio.sleep(0.3)
+        assert not registrar.registered.is_set() and not dispatcher.registrations
+        await registrar.stop()
