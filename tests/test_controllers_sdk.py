@@ -5,6 +5,7 @@ and registration with a real (in-test) DispatcherService."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import grpc
 import pytest
 
 from controllers.sdk import (
+    RESULT_STATES,
     UNKNOWN,
     Backoff,
     Controller,
@@ -24,11 +26,13 @@ from controllers.sdk import (
     Registration,
     Result,
     Retryable,
+    StateName,
 )
+from controllers.sdk.runner import advertised_address, dispatcher_addresses
 from controllers.sdk.testing import Served, recording_dispatcher, serve_in_process
 from orchestration.embedded_nats import free_port
 from orchestration.v1 import controller_pb2 as pb
-from orchestration.v1.model_pb2 import State, Transition
+from orchestration.v1.model_pb2 import DependencyType, State, Transition
 
 CREDENTIAL = "controller-secret"
 T = Transition
@@ -39,10 +43,10 @@ class Scripted(Controller):
 
     def __init__(self) -> None:
         self.runs: Counter[str] = Counter()
-        self.states: dict[str, str] = {}
+        self.states: dict[str, StateName] = {}
         self.contexts: list[OperationContext] = []
 
-    async def _do(self, ctx: OperationContext, state: str) -> Result:
+    async def _do(self, ctx: OperationContext, state: StateName) -> Result:
         self.runs[ctx.operation_id] += 1
         self.contexts.append(ctx)
         behave = ctx.parameters.get("behave", "ok")
@@ -84,7 +88,7 @@ class Scripted(Controller):
 
     async def status(self, ref: InstanceRef) -> InstanceState:
         state = self.states.get(ref.uuid)
-        return InstanceState(state, f"test://{ref.uuid}") if state else UNKNOWN  # type: ignore[arg-type]
+        return InstanceState(state, f"test://{ref.uuid}") if state else UNKNOWN
 
 
 @pytest.fixture
@@ -99,18 +103,18 @@ def scripted(s: Served) -> Scripted:
     return controller
 
 
-def op(transition: int, uuid: str = "u1", op_id: str | None = None, attempt: int = 1,
-       deadline_s: float = 10.0, **parameters: str) -> pb.Operation:
+def op(transition: Transition, uuid: str = "u1", op_id: str | None = None, attempt: int = 1,
+       deadline_s: float = 10.0, params: dict[str, str] | None = None, **parameters: str) -> pb.Operation:
     return pb.Operation(
         operation_id=op_id or f"{uuid}-{transition}",
         transition=transition,
         instance=pb.InstanceReference(domain="d", solution="s", element="e", cluster="V1", uuid=uuid,
                                       component="c", component_version="V1"),
-        parameters=parameters,
+        parameters=(params or {}) | parameters,
         attempt=attempt,
         deadline_unix_ms=int((time.time() + deadline_s) * 1000),
         configuration="x=1",
-        providers=[pb.Provider(relationship="db", type=1, element="db", cluster="V1", endpoints=["db:1"])],
+        providers=[pb.Provider(relationship="db", type=DependencyType.DEPENDENCY_TYPE_CONTEXT, element="db", cluster="V1", endpoints=["db:1"])],
         siblings=["test://u2"],
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     )
@@ -156,6 +160,26 @@ async def test_unary_lifecycle_reports_states_and_status(served: Served) -> None
     statuses = await status(served, "u1", "nobody")
     assert not statuses["u1"].known and statuses["u1"].state == State.STATE_INITIAL
     assert not statuses["nobody"].known
+
+
+def test_result_states_follow_the_lifecycle() -> None:
+    assert RESULT_STATES == {
+        T.TRANSITION_CREATE: State.STATE_INACTIVE,
+        T.TRANSITION_CONFIGURE: State.STATE_INACTIVE,
+        T.TRANSITION_START: State.STATE_ACTIVE,
+        T.TRANSITION_RECONFIGURE: State.STATE_ACTIVE,
+        T.TRANSITION_STOP: State.STATE_INACTIVE,
+        T.TRANSITION_DESTROY: State.STATE_INITIAL,
+        T.TRANSITION_RESET: State.STATE_INITIAL,
+    }
+
+
+def test_advertised_address_and_dispatcher_list() -> None:
+    assert advertised_address("", "127.0.0.1:0", 4711) == "127.0.0.1:4711"
+    assert advertised_address("10.1.2.3", "0.0.0.0:0", 4711) == "10.1.2.3:4711"
+    assert advertised_address("ctl.svc:9000", "0.0.0.0:0", 4711) == "ctl.svc:9000"
+    assert advertised_address("", "0.0.0.0:0", 4711) == f"{socket.gethostname()}:4711"
+    assert dispatcher_addresses(("a:1,b:2", "c:3")) == ("a:1", "b:2", "c:3")
 
 
 async def test_context_carries_the_operation(served: Served) -> None:
@@ -258,9 +282,9 @@ async def test_retryable_result_is_cached_per_attempt(served: Served) -> None:
     ],
 )
 async def test_outcomes_of_user_code(
-    served: Served, transition: int, parameters: dict[str, str], outcome: int, state: int, message: str, after_ms: int
+    served: Served, transition: Transition, parameters: dict[str, str], outcome: int, state: int, message: str, after_ms: int
 ) -> None:
-    result = await call(served, op(transition, **parameters))
+    result = await call(served, op(transition, params=parameters))
     assert (result.outcome, result.state, result.message, result.retry_after_ms) == (outcome, state, message, after_ms)
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -39,13 +40,13 @@ class Peer:
     metadata: tuple[tuple[str, str], ...]
 
 
-def op(transition: int, uuid: str = "u1", attempt: int = 1, op_id: str = "", element: str = "web",
-       **parameters: str) -> pb.Operation:
+def op(transition: Transition, uuid: str = "u1", attempt: int = 1, op_id: str = "", element: str = "web",
+       params: dict[str, str] | None = None, **parameters: str) -> pb.Operation:
     return pb.Operation(
         operation_id=op_id or f"op-{next(_ids)}",
         transition=transition,
         instance=pb.InstanceReference(domain="demo", solution="shop", element=element, cluster="V1", uuid=uuid),
-        parameters=parameters,
+        parameters=(params or {}) | parameters,
         attempt=attempt,
         deadline_unix_ms=int((time.time() + 10) * 1000),
     )
@@ -83,7 +84,7 @@ def table(s: Served) -> SimController:
     return controller
 
 
-def op_log(tmp_path: Path) -> list[dict[str, object]]:
+def op_log(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (tmp_path / "ops.jsonl").read_text().splitlines()]
 
 
@@ -193,13 +194,13 @@ async def test_op_log_has_one_line_per_operation_with_exactly_the_keys(sim: Serv
     assert (first["solution"], first["element"], first["cluster"], first["instance"], first["operation_id"]) == (
         "shop", "web", "V1", "u1", create.operation_id)
     assert all(isinstance(line["started"], float) and line["started"] <= line["finished"] for line in lines)
-    assert abs(float(first["started"]) - time.time()) < 10  # type: ignore[arg-type]
+    assert abs(float(first["started"]) - time.time()) < 10
 
 
 async def test_sim_fail_fails_listed_operations_permanently(sim: Served) -> None:
     params = {"sim_fail": "start, stop"}
-    assert (await run(sim, op(T.TRANSITION_CREATE, **params))).outcome == OK
-    result = await run(sim, op(T.TRANSITION_START, **params))
+    assert (await run(sim, op(T.TRANSITION_CREATE, params=params))).outcome == OK
+    result = await run(sim, op(T.TRANSITION_START, params=params))
     assert (result.outcome, result.message) == (PERMANENT, "sim: start fails permanently (sim_fail)")
     assert (await status(sim, "u1"))["u1"].state == State.STATE_INACTIVE  # nothing changed
 
@@ -208,7 +209,7 @@ async def test_sim_fail_fails_listed_operations_permanently(sim: Served) -> None
 async def test_sim_fail_retryable_fails_the_first_attempts(sim: Served, times: str | None, failing_attempts: int) -> None:
     await run(sim, op(T.TRANSITION_CREATE))
     params = {"sim_fail_retryable": "start"} | ({"sim_fail_times": times} if times else {})
-    outcomes = [(await run(sim, op(T.TRANSITION_START, attempt=a, op_id="start-1", **params))).outcome
+    outcomes = [(await run(sim, op(T.TRANSITION_START, attempt=a, op_id="start-1", params=params))).outcome
                 for a in range(1, 5)]
     assert outcomes == [RETRYABLE] * failing_attempts + [OK] * (4 - failing_attempts)
     assert (await status(sim, "u1"))["u1"].state == State.STATE_ACTIVE
@@ -220,7 +221,7 @@ async def test_sim_latency_delays_each_operation_but_not_the_batch(sim: Served, 
     elapsed = time.monotonic() - started
     assert all(r.outcome == OK for r in results.values())
     assert 0.2 <= elapsed < 1.0  # every operation slept, concurrently
-    assert all(float(line["finished"]) - float(line["started"]) >= 0.2 for line in op_log(tmp_path))  # type: ignore[arg-type]
+    assert all(float(line["finished"]) - float(line["started"]) >= 0.2 for line in op_log(tmp_path))
 
 
 async def test_sim_endpoint_pattern(sim: Served) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from gateway.api.administration import AdministrationServicer
 from gateway.api.automation import AutomationServicer
+from gateway.api.channel import Channel
 from gateway.api.catalog import ArchitectureServicer, CatalogServicer
 from gateway.api.solutions import SolutionServicer
 from orchestration.grpcserver import Server
@@ -52,7 +53,8 @@ class Gateway:
         gw_grpc.add_AdministrationServiceServicer_to_server(AdministrationServicer(repo), server.grpc)
         gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
-        gw_grpc.add_SolutionServiceServicer_to_server(SolutionServicer(repo), server.grpc)
+        channel = Channel(repo, self._nc.jetstream(), Subjects(self.settings.prefix))
+        gw_grpc.add_SolutionServiceServicer_to_server(SolutionServicer(repo, channel), server.grpc)
         gw_grpc.add_AutomationServiceServicer_to_server(AutomationServicer(repo), server.grpc)
         await server.start()
         await server.set_serving(True)

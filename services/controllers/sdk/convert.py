@@ -6,32 +6,23 @@ from __future__ import annotations
 import logging
 import time
 from types import MappingProxyType
+from typing import cast
 
 from controllers.sdk.context import DependencyKind, InstanceRef, OperationContext, Provider
 from controllers.sdk.controller import InstanceState
+from orchestration.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
+
 from orchestration.v1 import controller_pb2 as pb
-from orchestration.v1.model_pb2 import DependencyType, State, Transition
+from orchestration.v1.model_pb2 import DependencyType, State
+
+__all__ = ["STATE_VALUES", "TRANSITION_NAMES", "deadline_of", "instance_ref", "instance_status", "operation_context"]
 
 # Used when a caller (grpcurl, a test) sends no deadline: an operation without
 # any bound could hold a concurrency slot forever.
 DEFAULT_TIMEOUT_S = 300.0
 
-TRANSITION_NAMES: dict[int, str] = {
-    Transition.TRANSITION_CREATE: "create",
-    Transition.TRANSITION_CONFIGURE: "configure",
-    Transition.TRANSITION_START: "start",
-    Transition.TRANSITION_RECONFIGURE: "reconfigure",
-    Transition.TRANSITION_STOP: "stop",
-    Transition.TRANSITION_DESTROY: "destroy",
-    Transition.TRANSITION_RESET: "reset",
-}
-
-STATE_VALUES: dict[str, State] = {
-    "initial": State.STATE_INITIAL,
-    "inactive": State.STATE_INACTIVE,
-    "active": State.STATE_ACTIVE,
-    "failure": State.STATE_FAILURE,
-}
+# The lifecycle's names, shared with the rest of the suite (one definition).
+STATE_VALUES: dict[str, State] = {name: cast(State, value) for name, value in STATES_BY_NAME.items()}
 
 _KINDS: dict[int, DependencyKind] = {
     DependencyType.DEPENDENCY_TYPE_CONTEXT: "context",

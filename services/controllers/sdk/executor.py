@@ -9,13 +9,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from controllers.sdk.context import OperationContext
 from controllers.sdk.controller import Controller, Result
 from controllers.sdk.convert import TRANSITION_NAMES, deadline_of, operation_context
 from controllers.sdk.errors import Permanent, Retryable
+from orchestration.lifecycle import EDGES
 from orchestration.v1 import controller_pb2 as pb
-from orchestration.v1.model_pb2 import State, Transition
+from orchestration.v1.model_pb2 import State
 
 log = logging.getLogger("controllers.sdk")
 
@@ -24,15 +26,7 @@ RETRYABLE = pb.Outcome.OUTCOME_RETRYABLE
 PERMANENT = pb.Outcome.OUTCOME_PERMANENT
 
 # The state an instance is in after a successful transition (DESIGN.md section 3).
-RESULT_STATES: dict[int, State] = {
-    Transition.TRANSITION_CREATE: State.STATE_INACTIVE,
-    Transition.TRANSITION_CONFIGURE: State.STATE_INACTIVE,
-    Transition.TRANSITION_START: State.STATE_ACTIVE,
-    Transition.TRANSITION_RECONFIGURE: State.STATE_ACTIVE,
-    Transition.TRANSITION_STOP: State.STATE_INACTIVE,
-    Transition.TRANSITION_DESTROY: State.STATE_INITIAL,
-    Transition.TRANSITION_RESET: State.STATE_INITIAL,
-}
+RESULT_STATES: dict[int, State] = {transition: cast(State, to) for transition, (_, to) in EDGES.items()}
 
 
 def _method(controller: Controller, transition: int) -> Callable[[OperationContext], Awaitable[Result | None]]:

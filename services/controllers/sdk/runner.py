@@ -65,8 +65,8 @@ def advertised_address(advertise: str, bound: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def _dispatchers(values: Sequence[str]) -> tuple[str, ...]:
-    # Repeatable, comma-separated or whitespace-separated (ORCH_DISPATCHER).
+def dispatcher_addresses(values: Sequence[str]) -> tuple[str, ...]:
+    """--dispatcher values: repeatable, comma- or whitespace-separated (ORCH_DISPATCHER)."""
     return tuple(a for v in values for a in v.replace(",", " ").split())
 
 
@@ -150,7 +150,7 @@ def run_controller(
             aliases=tuple(aliases),
             address=addr,
             advertise=advertise,
-            dispatchers=_dispatchers(dispatcher),
+            dispatchers=dispatcher_addresses(dispatcher),
             credential=credential,
             replica=replica or f"{socket.gethostname()}-{os.getpid()}",
         )

@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import grpc
 
-from orchestration.errors import NotFound
+from orchestration.errors import FailedPrecondition, NotFound
+from orchestration.leases import Leases
 from orchestration.names import check_name
 from orchestration.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration.v1 import model_pb2 as pb
+
+
+FINISHED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED)
 
 
 class AutomationServicer(gw_grpc.AutomationServiceServicer):
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
+        self.leases = Leases(repo.leases_bucket)
+
+    async def TerminateTask(self, request: gw.TerminateTaskRequest, context: grpc.aio.ServicerContext) -> gw.TerminateTaskResponse:
+        domain = await self._domain_of(request.domain, request.task)
+        task = (await self.repo.get_task(domain, request.task)).value
+        if task.status in FINISHED:
+            status = pb.TaskStatus.Name(task.status).removeprefix("TASK_STATUS_").lower()
+            raise FailedPrecondition(f"task {task.uuid} has already ended ({status}); nothing to terminate")
+        root = task
+        while root.parent:
+            root = (await self.repo.get_task(domain, root.parent)).value
+        await self.leases.request_termination(domain, root.uuid, task.uuid)
+        return gw.TerminateTaskResponse()
 
     async def ListTasks(self, request: gw.ListTasksRequest, context: grpc.aio.ServicerContext) -> gw.ListTasksResponse:
         check_name(request.domain, "domain")

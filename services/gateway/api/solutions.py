@@ -1,13 +1,18 @@
-"""SolutionService: the read side of solutions (the write side arrives with
-the task engine and answers UNIMPLEMENTED until then)."""
+"""SolutionService: reading solutions, and the requests that change them
+(deploy, resize, state changes, removal), which go to the dispatchers
+through the internal channel."""
 
 from __future__ import annotations
 
 import grpc
 
-from orchestration.errors import NotFound
+from gateway.api.channel import Channel
+from orchestration import planner
+from orchestration.errors import InvalidArgument, NotFound
+from orchestration.lifecycle import ACTIVE, INACTIVE, INITIAL
 from orchestration.names import check_name
 from orchestration.repository import Repository
+from orchestration.v1 import records_pb2 as rpb
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
@@ -40,9 +45,85 @@ def find_instance(cluster: pb.Cluster, path: str, uuid: str) -> pb.Instance:
     raise NotFound(f"instance '{uuid}' not found in cluster '{path}/{cluster.version}'")
 
 
+TARGET_STATES = (INITIAL, INACTIVE, ACTIVE)
+
+
+def check_target_state(state: int, what: str) -> None:
+    """A target state must be initial, inactive or active."""
+    if state not in TARGET_STATES:
+        raise InvalidArgument(f"{what}: {pb.State.Name(state) if state in pb.State.values() else state} is not a target state "
+                              "(STATE_INITIAL, STATE_INACTIVE or STATE_ACTIVE)")
+
+
 class SolutionServicer(gw_grpc.SolutionServiceServicer):
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, channel: Channel) -> None:
         self.repo = repo
+        self.channel = channel
+
+    async def _desired(self, domain: str, architecture: str, version: str, solution: str) -> tuple[str, pb.Solution]:
+        check_name(domain, "domain")
+        check_name(architecture, "architecture")
+        check_name(version, "version")
+        name = check_name(solution or architecture, "solution")
+        await self.repo.require_domain(domain)
+        found = await self.repo.get_architecture(domain, architecture, version)
+        catalog = {(c.name, c.version): c for c in await self.repo.list_components(domain)}
+        return name, planner.desired_solution(domain, name, found, catalog)
+
+    async def DeploySolution(self, request: gw.DeploySolutionRequest, context: grpc.aio.ServicerContext) -> gw.DeploySolutionResponse:
+        name, _ = await self._desired(request.domain, request.architecture, request.version, request.solution)
+        task = await self.channel.submit(
+            rpb.REQUEST_KIND_DEPLOY, request.domain, name, context, architecture=request.architecture, version=request.version
+        )
+        return gw.DeploySolutionResponse(task=task)
+
+    async def PlanSolution(self, request: gw.PlanSolutionRequest, context: grpc.aio.ServicerContext) -> gw.PlanSolutionResponse:
+        name, desired = await self._desired(request.domain, request.architecture, request.version, request.solution)
+        try:
+            current: pb.Solution | None = await self.repo.get_solution(request.domain, name)
+        except NotFound:
+            current = None
+        counter = iter(range(1, 1_000_000))
+        merged = planner.merge(current, desired, new_uuid=lambda: f"new-{next(counter)}")
+        return gw.PlanSolutionResponse(transitions=[
+            gw.PlannedTransition(element=p.element, cluster=p.cluster, instance=p.instance, transition=p.transition,
+                                 waits_for=p.waits_for)
+            for p in planner.plan(merged)
+        ])
+
+    async def RemoveSolution(self, request: gw.RemoveSolutionRequest, context: grpc.aio.ServicerContext) -> gw.RemoveSolutionResponse:
+        await self.repo.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution, context)
+        return gw.RemoveSolutionResponse(task=task)
+
+    async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
+        solution = await self._solution(request.domain, request.solution)
+        cluster = planner.find_cluster(solution, check_name(request.element, "element"), check_name(request.cluster, "cluster"))
+        if not request.HasField("size") and not request.state:
+            raise InvalidArgument("nothing to change: give a size, a state, or both")
+        if request.HasField("size") and not cluster.min <= request.size <= cluster.max:
+            raise InvalidArgument(f"size: {request.size} is outside min {cluster.min} .. max {cluster.max} of cluster "
+                                  f"'{request.element}/{request.cluster}'")
+        if request.state:
+            check_target_state(request.state, "state")
+        fields: dict[str, object] = {"element": request.element, "cluster": request.cluster, "state": request.state}
+        if request.HasField("size"):
+            fields["size"] = request.size
+        task = await self.channel.submit(rpb.REQUEST_KIND_SET_CLUSTER, request.domain, request.solution, context, **fields)
+        return gw.UpdateClusterResponse(task=task)
+
+    async def UpdateInstance(self, request: gw.UpdateInstanceRequest, context: grpc.aio.ServicerContext) -> gw.UpdateInstanceResponse:
+        solution = await self._solution(request.domain, request.solution)
+        element = find_element(solution, request.domain, request.element)
+        path = f"{request.domain}/{request.solution}"
+        cluster = find_cluster(element, path, request.cluster)
+        find_instance(cluster, f"{path}/{element.name}", request.instance)
+        check_target_state(request.state, "state")
+        task = await self.channel.submit(
+            rpb.REQUEST_KIND_SET_INSTANCE, request.domain, request.solution, context,
+            element=request.element, cluster=request.cluster, instance=request.instance, state=request.state,
+        )
+        return gw.UpdateInstanceResponse(task=task)
 
     async def _solution(self, domain: str, name: str) -> pb.Solution:
         check_name(domain, "domain")
