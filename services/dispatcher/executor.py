@@ -98,6 +98,10 @@ class Run:
         for uuid, record in records.instances.items():
             if (record.element, record.cluster) not in self.state.clusters:
                 continue
+            if record.instance.remove and (record.instance.state or INITIAL) == INITIAL:
+                # Torn down already (or never made): only the record is left to go.
+                await repo.delete_instance(self.domain, self.solution, record.element, record.cluster, uuid, record.revision)
+                continue
             slot = InstanceSlot(record.element, record.cluster, record.instance, record.revision)
             slot.path = instance_work(record.instance, self.state.clusters[slot.key].record)
             self.state.add_instance(slot)

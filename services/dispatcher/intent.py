@@ -28,6 +28,8 @@ async def apply_request(repo: Repository, request: rpb.Request) -> None:
         if request.kind == R.REQUEST_KIND_SET_CLUSTER:
             size = request.size if request.HasField("size") else None
             wanted = planner.set_cluster(current, request.element, request.cluster, size, request.state)
+        elif request.kind == R.REQUEST_KIND_SET_SOLUTION:
+            wanted = planner.set_solution(current, request.state)
         elif request.kind == R.REQUEST_KIND_SET_INSTANCE:
             wanted = planner.set_instance(current, request.element, request.cluster, request.instance, request.state)
         elif request.kind == R.REQUEST_KIND_REMOVE:

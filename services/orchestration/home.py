@@ -52,11 +52,15 @@ def load_connection(home: Path) -> Connection | None:
     return Connection(**{k: data.get(k, "") for k in Connection.__dataclass_fields__})
 
 
-def load_or_create_token(home: Path) -> str:
-    """The API token: generated on first start, then kept."""
-    path = home / "token"
+def load_or_create_secret(path: Path) -> str:
+    """A secret kept in a file: generated on first use, then read back."""
     if path.exists():
         return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    write_private(path, token + "\n")
-    return token
+    secret = secrets.token_urlsafe(32)
+    write_private(path, secret + "\n")
+    return secret
+
+
+def load_or_create_token(home: Path) -> str:
+    """The API token of the gateway."""
+    return load_or_create_secret(home / "token")

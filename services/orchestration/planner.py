@@ -180,6 +180,25 @@ def set_cluster(current: pb.Solution, element: str, version: str, size: int | No
     return result
 
 
+def set_solution(current: pb.Solution, state: int) -> pb.Solution:
+    """The solution with every (remaining) cluster sent to a target state."""
+    if state not in (INITIAL, INACTIVE, ACTIVE):
+        raise InvalidArgument(f"state '{state_name(state)}' is not a target state (initial, inactive or active)")
+    result = pb.Solution()
+    result.CopyFrom(current)
+    result.target = state
+    for element in result.elements:
+        if not element.remove:
+            element.target = state
+        for cluster in element.clusters:
+            if not cluster.remove:
+                cluster.target = state
+                for instance in cluster.instances:
+                    if not instance.remove:
+                        instance.target = state
+    return result
+
+
 def set_instance(current: pb.Solution, element: str, version: str, instance: str, state: int) -> pb.Solution:
     """The solution with one instance sent to another state."""
     if state not in (INITIAL, INACTIVE, ACTIVE):

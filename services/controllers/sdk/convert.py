@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from types import MappingProxyType
-from typing import cast
 
 from controllers.sdk.context import DependencyKind, InstanceRef, OperationContext, Provider
 from controllers.sdk.controller import InstanceState
@@ -22,7 +21,7 @@ __all__ = ["STATE_VALUES", "TRANSITION_NAMES", "deadline_of", "instance_ref", "i
 DEFAULT_TIMEOUT_S = 300.0
 
 # The lifecycle's names, shared with the rest of the suite (one definition).
-STATE_VALUES: dict[str, State] = {name: cast(State, value) for name, value in STATES_BY_NAME.items()}
+STATE_VALUES: dict[str, State] = dict(STATES_BY_NAME)
 
 _KINDS: dict[int, DependencyKind] = {
     DependencyType.DEPENDENCY_TYPE_CONTEXT: "context",

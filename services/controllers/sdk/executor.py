@@ -17,7 +17,7 @@ from controllers.sdk.convert import TRANSITION_NAMES, deadline_of, operation_con
 from controllers.sdk.errors import Permanent, Retryable
 from orchestration.lifecycle import EDGES
 from orchestration.v1 import controller_pb2 as pb
-from orchestration.v1.model_pb2 import State
+from orchestration.v1.model_pb2 import State, Transition
 
 log = logging.getLogger("controllers.sdk")
 
@@ -29,7 +29,7 @@ PERMANENT = pb.Outcome.OUTCOME_PERMANENT
 RESULT_STATES: dict[int, State] = {transition: cast(State, to) for transition, (_, to) in EDGES.items()}
 
 
-def _method(controller: Controller, transition: int) -> Callable[[OperationContext], Awaitable[Result | None]]:
+def _method(controller: Controller, transition: Transition) -> Callable[[OperationContext], Awaitable[Result | None]]:
     method: Callable[[OperationContext], Awaitable[Result | None]] = getattr(controller, TRANSITION_NAMES[transition])
     return method
 

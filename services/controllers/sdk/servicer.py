@@ -72,7 +72,7 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
             return permanent(operation.operation_id, "instance.uuid is required")
         return await self._dedup.run(operation, lambda: execute(self.controller, operation, self._log))
 
-    async def _unary(self, operation: pb.Operation, expected: int) -> pb.OperationResult:
+    async def _unary(self, operation: pb.Operation, expected: Transition) -> pb.OperationResult:
         if operation.transition != expected:
             given = TRANSITION_NAMES.get(operation.transition, "unspecified")
             raise InvalidArgument(

@@ -96,6 +96,12 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution, context)
         return gw.RemoveSolutionResponse(task=task)
 
+    async def UpdateSolution(self, request: gw.UpdateSolutionRequest, context: grpc.aio.ServicerContext) -> gw.UpdateSolutionResponse:
+        await self.repo.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        check_target_state(request.state, "state")
+        task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, context, state=request.state)
+        return gw.UpdateSolutionResponse(task=task)
+
     async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
         solution = await self._solution(request.domain, request.solution)
         cluster = planner.find_cluster(solution, check_name(request.element, "element"), check_name(request.cluster, "cluster"))

@@ -48,7 +48,7 @@ def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: 
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                 raise
-            line = "solution removed"
+            line = "waiting for a dispatcher" if root.status == pb.TASK_STATUS_INITIAL else "solution removed"
         status = pb.TaskStatus.Name(root.status).removeprefix("TASK_STATUS_").lower()
         shown = f"[{status}] {line}"
         if shown != last:
@@ -125,6 +125,22 @@ def delete(settings: Settings, domain: str, solution: str, wait: bool) -> None:
         wait_for(gateway, domain, solution, task)
 
 
+@click.command("set")
+@click.argument("domain")
+@click.argument("solution")
+@click.option("--state", type=TARGET_STATES, required=True, help="New target state of every cluster.")
+@click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@pass_settings
+def solution_set(settings: Settings, domain: str, solution: str, state: str, wait: bool) -> None:
+    """Send a whole solution to another state (stops and destroys go in reverse dependency order)."""
+    gateway = settings.gateway()
+    request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state])
+    task = gateway.call(gateway.solutions.UpdateSolution, request).task
+    click.echo(task)
+    if wait:
+        wait_for(gateway, domain, solution, task)
+
+
 @click.group()
 def cluster() -> None:
     """Clusters of a solution."""
@@ -192,7 +208,7 @@ def terminate(settings: Settings, task_id: str, domain_name: str) -> None:
 
 def register(groups: dict[str, click.Group], root: click.Group) -> None:
     """Add the engine commands to the solution and task groups and to orch."""
-    for command in (deploy, plan, delete):
+    for command in (deploy, plan, delete, solution_set):
         groups["solution"].add_command(command)
     groups["task"].add_command(terminate)
     root.add_command(cluster)

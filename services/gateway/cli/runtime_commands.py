@@ -20,7 +20,7 @@ from orchestration.embedded_nats import (
     wait_for_port,
     write_config,
 )
-from orchestration.home import Connection, load_or_create_token, orch_home, save_connection
+from orchestration.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection
 from orchestration.subjects import DEFAULT_PREFIX, check_prefix
 from orchestration.supervisor import ServiceSpec, Supervisor
 
@@ -49,8 +49,17 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 @click.option("--nats-port", default=4222, show_default=True, help="Port of the embedded NATS server (loopback only).")
 @click.option("--nats-url", "external_nats_url", default=None, help="Use this NATS server instead of starting one.")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
+@click.option("--dispatcher-addr", default="127.0.0.1:50052", show_default=True,
+              help="Listen address of the dispatcher (controller registration).")
+@click.option("--concurrency", default=None, type=int, help="Operations in flight per solution (dispatcher default).")
+@click.option("--operation-timeout", default=None, type=float, help="Seconds per controller operation (dispatcher default).")
+@click.option("--max-attempts", default=None, type=int, help="Attempts per operation (dispatcher default).")
+@click.option("--controller-wait", default=None, type=float, help="Seconds an operation waits for its controller.")
+@click.option("--sim-replicas", default=1, show_default=True, help="Replicas of the sim controller.")
 @pass_settings
-def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url: str | None, prefix: str) -> None:
+def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url: str | None, prefix: str,
+       dispatcher_addr: str, concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
+       controller_wait: float | None, sim_replicas: int) -> None:
     """Start NATS and every service in the foreground; Ctrl-C stops them all."""
     logs.configure("orch-up")
     try:
@@ -60,6 +69,8 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
     home = orch_home(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     token = load_or_create_token(home)
+    credential = home / "controller-credential"
+    load_or_create_secret(credential)
     supervisor = Supervisor()
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
@@ -88,7 +99,34 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
                 wait_ready=_port_ready(host, port),
             )
         )
-        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, subject_prefix=prefix, token=token))
+        dhost, dport = _split(dispatcher_addr)
+        engine_flags = [
+            flag
+            for name, value in (("--concurrency", concurrency), ("--operation-timeout", operation_timeout),
+                                ("--max-attempts", max_attempts), ("--controller-wait", controller_wait))
+            if value is not None
+            for flag in (name, str(value))
+        ]
+        supervisor.start(
+            ServiceSpec(
+                "dispatcher",
+                [python, "-m", "dispatcher", "--addr", dispatcher_addr, "--prefix", prefix,
+                 "--credential-file", str(credential), "--replica", "dispatcher-1", *engine_flags],
+                env=service_env,
+                wait_ready=_port_ready(dhost, dport),
+            )
+        )
+        for replica in range(1, sim_replicas + 1):
+            supervisor.start(
+                ServiceSpec(
+                    f"controller sim-{replica}",
+                    [python, "-m", "controllers.sim", "--addr", "127.0.0.1:0", "--dispatcher", dispatcher_addr,
+                     "--credential-file", str(credential), "--replica", f"sim-{replica}",
+                     "--state-file", str(home / f"sim-{replica}-state.jsonl"), "--op-log", str(home / "sim-ops.jsonl")],
+                )
+            )
+        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, subject_prefix=prefix, token=token,
+                                         dispatcher=dispatcher_addr))
         click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
     except BaseException:
         supervisor.stop_all()

@@ -1,0 +1,171 @@
+"""A whole suite as real processes: `orch up` on free ports with its own
+ORCH_HOME, the `orch` CLI run as a subprocess, a gRPC client with the token,
+and readers for the sim controller's op log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from orchestration.embedded_nats import free_port, wait_for_port
+from orchestration.grpcserver import bearer_metadata
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration.v1 import model_pb2 as pb
+
+DATA = Path(__file__).parent / "data"
+BIN = Path(sys.executable).parent
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a process (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Suite:
+    """A running `orch up` and ways to talk to it."""
+
+    def __init__(self, home: Path, proc: subprocess.Popen, gateway: str) -> None:
+        self.home, self.proc, self.gateway = home, proc, gateway
+        self.channel = grpc.insecure_channel(gateway)
+        self.metadata = bearer_metadata((home / "token").read_text().strip())
+        self.admin = gw_grpc.AdministrationServiceStub(self.channel)
+        self.solutions = gw_grpc.SolutionServiceStub(self.channel)
+        self.automation = gw_grpc.AutomationServiceStub(self.channel)
+        self.architectures = gw_grpc.ArchitectureServiceStub(self.channel)
+
+    def orch(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the orch CLI against this suite."""
+        env = {**os.environ, "ORCH_HOME": str(self.home)}
+        env.pop("ORCH_TOKEN", None)
+        return subprocess.run([str(BIN / "orch"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 120) -> str:
+        """Run the CLI; fail the test with its stderr unless it exits 0."""
+        result = self.orch(*args, timeout=timeout)
+        assert result.returncode == 0, f"orch {' '.join(args)} exited {result.returncode}: {result.stderr}"
+        return result.stdout
+
+    def apply(self, text: str, domain: str = "") -> None:
+        self.admin.Apply(gw.ApplyRequest(document=text, domain=domain), metadata=self.metadata, timeout=30)
+
+    def solution(self, domain: str, name: str) -> pb.Solution:
+        return self.solutions.RetrieveSolution(
+            gw.RetrieveSolutionRequest(domain=domain, solution=name), metadata=self.metadata, timeout=30
+        ).solution
+
+    def task(self, domain: str, uuid: str, tree: bool = False) -> gw.RetrieveTaskResponse:
+        return self.automation.RetrieveTask(
+            gw.RetrieveTaskRequest(domain=domain, task=uuid, tree=tree), metadata=self.metadata, timeout=30
+        )
+
+    def wait_task(self, domain: str, uuid: str, timeout: float = 60) -> pb.Task:
+        """Wait until a task ends; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = self.task(domain, uuid).task
+            if task.status in (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED):
+                return task
+            time.sleep(0.1)
+        raise AssertionError(f"task {uuid} did not end within {timeout}s")
+
+    def ops(self, solution: str | None = None) -> list[dict[str, Any]]:
+        """The sim controller's op log (of one solution)."""
+        path = self.home / "sim-ops.jsonl"
+        if not path.exists():
+            return []
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [op for op in lines if solution is None or op["solution"] == solution]
+
+    def services(self) -> dict[str, int]:
+        """pid of each child service by the name on its command line."""
+        found = {}
+        for pid in children_of(self.proc.pid):
+            line = cmdline(pid)
+            if "nats-server" in line:
+                found["nats-server"] = pid
+            elif "-m gateway" in line:
+                found["gateway"] = pid
+            elif "-m dispatcher" in line:
+                found["dispatcher"] = pid
+            elif "-m monitor" in line:
+                found["monitor"] = pid
+            elif "-m controllers.sim" in line:
+                replica = line.split("--replica ", 1)[1].split()[0]
+                found[replica] = pid
+        return found
+
+    def stop(self) -> int:
+        """Ctrl-C: stop the suite; returns orch up's exit code."""
+        self.channel.close()
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=30)
+
+
+@contextmanager
+def running_suite(home: Path, *flags: str) -> Iterator[Suite]:
+    """Start `orch up` with flags; always stop it."""
+    gateway = f"127.0.0.1:{free_port()}"
+    log = open(home / "up.log", "wb")
+    proc = subprocess.Popen(
+        [str(BIN / "orch"), "up", "--gateway-addr", gateway, "--nats-port", str(free_port()),
+         "--dispatcher-addr", f"127.0.0.1:{free_port()}", *flags],
+        env={**os.environ, "ORCH_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    suite = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "connection.json").exists():
+            assert proc.poll() is None, (home / "up.log").read_text()
+            assert time.monotonic() < deadline, "orch up did not come up in 60s"
+            time.sleep(0.05)
+        host, port = gateway.rsplit(":", 1)
+        wait_for_port(host, int(port))
+        suite = Suite(home, proc, gateway)
+        yield suite
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
