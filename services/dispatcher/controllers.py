@@ -14,6 +14,7 @@ import grpc
 
 from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.kvstore import Bucket
+from orchestration.registrations import controller_names, live_registrations
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import records_pb2 as rpb
@@ -27,14 +28,6 @@ class LinkLost(Exception):
 
 class NoController(Exception):
     """No live replica serves this controller."""
-
-
-def controller_names(registration: rpb.ControllerRegistration) -> list[str]:
-    """Every name a component's Controller field may use for this registration."""
-    names = [registration.name, *registration.aliases]
-    if registration.version:
-        names.append(f"{registration.name}:{registration.version}")
-    return names
 
 
 @dataclass
@@ -147,12 +140,7 @@ class ControllerPool:
 
     async def refresh(self) -> None:
         """Open links to new live replicas; drop expired or replaced ones."""
-        now_ms = int(time.time() * 1000)
-        live: dict[str, rpb.ControllerRegistration] = {}
-        for entry in await self.bucket.scan(">"):
-            registration = rpb.ControllerRegistration.FromString(entry.value)
-            if registration.expires_unix_ms > now_ms:
-                live[registration.replica] = registration
+        live = await live_registrations(self.bucket)
         for replica, link in list(self.links.items()):
             current = live.get(replica)
             if link.closed or current is None or current.address != link.registration.address:
@@ -195,11 +183,3 @@ class ControllerPool:
         except asyncio.TimeoutError:
             link.pending.pop(operation.operation_id, None)
             raise
-
-    async def status(self, name: str, refs: list[cpb.InstanceReference], timeout: float = 10.0) -> list[cpb.InstanceStatus]:
-        """Ask one replica of `name` for the real state of instances."""
-        link = await self.choose(name)
-        async with grpc.aio.insecure_channel(link.registration.address) as channel:
-            stub = cpb_grpc.ControllerServiceStub(channel)
-            reply = await stub.Status(cpb.StatusRequest(instances=refs), metadata=bearer_metadata(self.credential), timeout=timeout)
-        return list(reply.statuses)

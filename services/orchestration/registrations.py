@@ -1,0 +1,28 @@
+"""Controller registrations as stored in the controllers bucket: which names
+a registration answers to, and which registrations are live."""
+
+from __future__ import annotations
+
+import time
+
+from orchestration.kvstore import Bucket
+from orchestration.v1 import records_pb2 as rpb
+
+
+def controller_names(registration: rpb.ControllerRegistration) -> list[str]:
+    """Every name a component's Controller field may use for this registration."""
+    names = [registration.name, *registration.aliases]
+    if registration.version:
+        names.append(f"{registration.name}:{registration.version}")
+    return names
+
+
+async def live_registrations(bucket: Bucket) -> dict[str, rpb.ControllerRegistration]:
+    """Live (unexpired) registrations by replica id."""
+    now_ms = int(time.time() * 1000)
+    live: dict[str, rpb.ControllerRegistration] = {}
+    for entry in await bucket.scan(">"):
+        registration = rpb.ControllerRegistration.FromString(entry.value)
+        if registration.expires_unix_ms > now_ms:
+            live[registration.replica] = registration
+    return live
