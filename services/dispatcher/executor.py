@@ -21,7 +21,8 @@ from dispatcher.records import load_records
 from dispatcher.settings import EngineSettings
 from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.tasks import TaskBook
-from orchestration.errors import NotFound
+from orchestration.errors import Aborted, NotFound
+from orchestration.kvstore import persist
 from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, TRANSITION_NAMES, next_state
 from orchestration.planner import cluster_digest, cluster_parameters, instance_work
 from orchestration.repository import Repository
@@ -54,7 +55,8 @@ class Run:
         self.traceparent = traceparent
         self.state = SolutionState()
         self.ready: deque[str] = deque()
-        self.inflight = 0
+        self.inflight = 0  # operations sent and not answered (bounded by the concurrency limit)
+        self.handling = 0  # operations whose outcome is still being recorded
         self.retrying = 0  # instances waiting out a retry back-off
         self.stopping = ""  # why no new operations start ("" while running)
         self.final_status = S.TASK_STATUS_COMPLETED
@@ -62,6 +64,7 @@ class Run:
         self.lost = False
         self._idle = asyncio.Event()
         self._ops: set[asyncio.Task[None]] = set()
+        book.give_up = lambda: self.lost
         self._delete_on_finish = False
 
     # ---- preparation -----------------------------------------------------------
@@ -193,6 +196,7 @@ class Run:
             return
         self._mutate(slot, lambda: setattr(slot, "inflight", True))
         self.inflight += 1
+        self.handling += 1
         op = asyncio.create_task(self._operate(slot))
         self._ops.add(op)
         op.add_done_callback(self._ops.discard)
@@ -241,60 +245,76 @@ class Run:
             return self.ctx.settings.max_attempts
 
     async def _operate(self, slot: InstanceSlot) -> None:
+        """Run one operation and record its outcome; never leaves the run hanging."""
+        try:
+            await self._run_operation(slot)
+            await self._after(slot)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the store stayed away: stop, the run is resumed later
+            log.exception("recording an operation of %s failed; stopping the run so that it resumes", slot.record.uuid)
+            self.lose_lease()
+        finally:
+            self.handling -= 1
+            self._check_idle()
+
+    async def _run_operation(self, slot: InstanceSlot) -> None:
         cluster = self.state.clusters[slot.key]
         transition = slot.path[0]
         operation = self._operation(slot, cluster, transition)
-        outcome: str
+        name = TRANSITION_NAMES[transition]
         try:
-            phase = slot.record.sequence + 1
-            await self.book.progress(slot.task, transition, phase, slot.record.state)
-            timeout = self._timeout_of(cluster)
-            losses = 0
-            while True:
-                try:
-                    result = await self.ctx.pool.execute(cluster.controller or "?", operation, timeout=timeout + 1.0)
-                    break
-                except LinkLost:
-                    losses += 1
-                    if losses > MAX_LINK_LOSSES or self.stopping:
-                        raise
-                    await asyncio.sleep(0.2)
-            if result.outcome == cpb.OUTCOME_OK:
-                await self._succeeded(slot, cluster, transition, result)
-                outcome = "ok"
-            elif result.outcome == cpb.OUTCOME_PERMANENT:
-                await self._fail(slot, f"{TRANSITION_NAMES[transition]} failed: {result.message}")
-                outcome = "permanent"
-            else:
-                delay = result.retry_after_ms / 1000 if result.retry_after_ms else None
-                await self._retry(slot, cluster, transition, result.message or "retryable failure", delay)
-                outcome = "retryable"
+            await self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
+            result = await self._send(cluster, operation)
         except asyncio.TimeoutError:
-            await self._retry(slot, cluster, transition, f"{TRANSITION_NAMES[transition]} timed out after {self._timeout_of(cluster):.0f}s", None)
-            outcome = "timeout"
+            await self._retry(slot, cluster, transition, f"{name} timed out after {self._timeout_of(cluster):g}s", None)
+            return
         except NoController as err:
             await self._fail(slot, f"component '{cluster.component}' version '{slot.cluster}': {err}")
-            outcome = "no controller"
+            return
         except LinkLost as err:
-            await self._fail(slot, f"{TRANSITION_NAMES[transition]}: {err}")
-            outcome = "link lost"
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a run must account for every operation
-            log.exception("operation %s failed unexpectedly", operation.operation_id)
-            await self._retry(slot, cluster, transition, f"internal error: {type(err).__name__}: {err}", None)
-            outcome = "error"
+            await self._fail(slot, f"{name}: {err}")
+            return
         finally:
             self.inflight -= 1
             if slot.record.uuid in self.state.instances:
                 self._mutate(slot, lambda: setattr(slot, "inflight", False))
-        log.debug("%s %s -> %s", operation.operation_id, TRANSITION_NAMES[transition], outcome)
-        await self._after(slot)
+        if result.outcome == cpb.OUTCOME_OK:
+            await self._succeeded(slot, cluster, transition, result)
+        elif result.outcome == cpb.OUTCOME_PERMANENT:
+            await self._fail(slot, f"{name} failed: {result.message}")
+        else:
+            delay = result.retry_after_ms / 1000 if result.retry_after_ms else None
+            await self._retry(slot, cluster, transition, result.message or "retryable failure", delay)
+
+    async def _send(self, cluster: ClusterSlot, operation: cpb.Operation) -> cpb.OperationResult:
+        """Send to a replica; a replica that goes away mid-operation is replaced
+        (same operation id: the outcome was unknown)."""
+        losses = 0
+        while True:
+            try:
+                return await self.ctx.pool.execute(cluster.controller or "?", operation, timeout=self._timeout_of(cluster) + 1.0)
+            except LinkLost:
+                losses += 1
+                if losses > MAX_LINK_LOSSES or self.stopping:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def _store(self, slot: InstanceSlot) -> None:
-        slot.revision = await self.ctx.repo.put_instance(
-            self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision
-        )
+        """Write the instance record, waiting out NATS trouble. A lost
+        compare-and-set means someone wrote behind the owner's back (the run
+        holds the lease): re-read the revision and write again."""
+        repo = self.ctx.repo
+
+        async def write() -> None:
+            try:
+                slot.revision = await repo.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
+            except Aborted:
+                current = await repo.get_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid)
+                slot.revision = current.revision
+                slot.revision = await repo.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
+
+        await persist(write, lambda: self.lost)
 
     async def _succeeded(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int, result: cpb.OperationResult) -> None:
         before_active = slot.record.state == ACTIVE
@@ -323,7 +343,8 @@ class Run:
         if transition in (Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE):
             slot.record.members = self.state.membership(cluster)
         if slot.record.remove and slot.record.state == INITIAL and not slot.path:
-            await self.ctx.repo.delete_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid, slot.revision)
+            await persist(lambda: self.ctx.repo.delete_instance(
+                self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid, slot.revision), lambda: self.lost)
             self.state.remove_instance(slot)
         else:
             await self._store(slot)
@@ -388,8 +409,16 @@ class Run:
 
     async def _cluster_settled(self, cluster: ClusterSlot) -> None:
         """A cluster with no work left: reconfigure siblings whose view is stale, or complete it."""
-        if self.stopping:
+        # Two operations of a cluster may end together; only one settles it.
+        if self.stopping or cluster.busy or cluster.settling:
             return
+        cluster.settling = True
+        try:
+            await self._settle(cluster)
+        finally:
+            cluster.settling = False
+
+    async def _settle(self, cluster: ClusterSlot) -> None:
         if cluster.membership_changed:
             cluster.membership_changed = False
             current = self.state.membership(cluster)
@@ -427,7 +456,7 @@ class Run:
                                      state=slot.record.target).uuid
 
     def _check_idle(self) -> None:
-        if self.inflight > 0 or self.retrying > 0:
+        if self.inflight > 0 or self.handling > 0 or self.retrying > 0:
             return
         if not self.stopping and self.ready:
             return

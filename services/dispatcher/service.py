@@ -243,8 +243,11 @@ class Dispatcher:
                 except Aborted:
                     log.warning("lost the lease of %s; another dispatcher continues", key)
                     active.run.lose_lease()
-                except Exception:  # noqa: BLE001 - NATS away: retry next round; expiry protects
+                except Exception:  # noqa: BLE001 - NATS away: retry next round, unless the lease ran out
                     log.debug("renewing %s failed", key, exc_info=True)
+                    if active.lease.record.expires_unix_ms <= now_ms():
+                        log.warning("the lease of %s ran out while NATS was away; the run stops and resumes", key)
+                        active.run.lose_lease()
 
     async def _termination_loop(self) -> None:
         while True:

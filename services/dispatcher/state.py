@@ -58,6 +58,7 @@ class ClusterSlot:
     waiters: set[str] = field(default_factory=set)
     task: str = ""
     membership_changed: bool = False
+    settling: bool = False
     # Counters, kept by SolutionState.count.
     live: int = 0  # instances not being removed
     live_active: int = 0

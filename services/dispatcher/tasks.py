@@ -4,12 +4,13 @@ tree it persisted before), status changes, and the event each one emits."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import time
 import uuid as uuidlib
 
 from orchestration.errors import Aborted
 from orchestration.events import EventRecorder, new_event
-from orchestration.kvstore import gather_bounded
+from orchestration.kvstore import gather_bounded, persist
 from orchestration.lifecycle import TRANSITION_NAMES
 from orchestration.repository import Repository
 from orchestration.v1 import model_pb2 as pb
@@ -45,6 +46,8 @@ class TaskBook:
         self.revisions: dict[str, int | None] = {}
         self.root = root.uuid
         self._new: list[str] = []
+        # True once the run no longer owns the tree: stop waiting for NATS.
+        self.give_up: Callable[[], bool] = lambda: False
 
     async def load(self) -> None:
         """Read the tree as stored (a resumed run continues it)."""
@@ -84,6 +87,12 @@ class TaskBook:
         await gather_bounded([self._write(self.tasks[u]) for u in dirty])
 
     async def _write(self, task: pb.Task) -> None:
+        await persist(lambda: self._write_once(task), self.give_up)
+
+    async def _record(self, event: pb.Event, task: pb.Task) -> None:
+        await persist(lambda: self.recorder.record(event, task), self.give_up)
+
+    async def _write_once(self, task: pb.Task) -> None:
         task.updated = time.time_ns()
         revision = self.revisions.get(task.uuid)
         try:
@@ -114,7 +123,7 @@ class TaskBook:
         if error:
             task.error = error
         event = new_event(task, EVENT_OF_STATUS[status], comment=comment or error)
-        await asyncio.gather(self._write(task), self.recorder.record(event, task))
+        await asyncio.gather(self._write(task), self._record(event, task))
 
     async def progress(self, uuid: str, transition: int, phase: int, state: int) -> None:
         """Record that a task started its next transition (an execution event)."""
@@ -126,7 +135,12 @@ class TaskBook:
         if first:
             task.status = S.TASK_STATUS_EXECUTING
         event = new_event(task, pb.EVENT_TYPE_EXECUTION, comment=TRANSITION_NAMES.get(transition, ""))
-        if first:
-            await asyncio.gather(self._write(task), self.recorder.record(event, task))
-        else:
-            await self.recorder.record(event, task)
+        if not first:
+            await self._record(event, task)
+            return
+        await asyncio.gather(self._write(task), self._record(event, task))
+        # The first operation below a cluster or element task starts that task too.
+        parent = task.parent
+        while parent and self.tasks[parent].status == S.TASK_STATUS_INITIAL:
+            await self.set_status(parent, S.TASK_STATUS_EXECUTING)
+            parent = self.tasks[parent].parent

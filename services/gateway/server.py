@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from gateway.api.administration import AdministrationServicer
 from gateway.api.automation import AutomationServicer
 from gateway.api.channel import Channel
+from gateway.api.feeds import Feeds
+from gateway.bus import Bus
 from gateway.api.catalog import ArchitectureServicer, CatalogServicer
 from gateway.api.solutions import SolutionServicer
 from orchestration.grpcserver import Server
@@ -38,6 +40,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.server: Server | None = None
+        self.bus: Bus | None = None
         self._nc = None
 
     @property
@@ -53,15 +56,23 @@ class Gateway:
         gw_grpc.add_AdministrationServiceServicer_to_server(AdministrationServicer(repo), server.grpc)
         gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
-        channel = Channel(repo, self._nc.jetstream(), Subjects(self.settings.prefix))
-        gw_grpc.add_SolutionServiceServicer_to_server(SolutionServicer(repo, channel), server.grpc)
-        gw_grpc.add_AutomationServiceServicer_to_server(AutomationServicer(repo), server.grpc)
+        subjects = Subjects(self.settings.prefix)
+        channel = Channel(repo, self._nc.jetstream(), subjects)
+        feeds = Feeds(self._nc, subjects)
+        solutions = SolutionServicer(repo, channel, feeds)
+        automation = AutomationServicer(repo, feeds)
+        gw_grpc.add_SolutionServiceServicer_to_server(solutions, server.grpc)
+        gw_grpc.add_AutomationServiceServicer_to_server(automation, server.grpc)
+        self.bus = Bus(self._nc, subjects, solutions, automation)
+        await self.bus.start()
         await server.start()
         await server.set_serving(True)
         self.server = server
         log.info("listening on port %d, nats %s, prefix %s", server.port, redact(self.settings.nats_url), self.settings.prefix)
 
     async def stop(self) -> None:
+        if self.bus is not None:
+            await self.bus.stop()
         if self.server is not None:
             await self.server.set_serving(False)
             await self.server.stop()

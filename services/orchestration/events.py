@@ -62,6 +62,29 @@ def bus_payload(event: pb.Event, task: pb.Task, state: int = 0, configuration: s
     }).encode()
 
 
+def parse_bus_payload(data: bytes) -> tuple[pb.Event, pb.Task]:
+    """The event and task of a bus message (the inverse of bus_payload)."""
+    fields = json.loads(data)
+    task = pb.Task(
+        uuid=fields.get("task", ""), request=fields.get("request", ""), parent=fields.get("parent", ""),
+        type=pb.TaskType.Value("TASK_TYPE_" + fields.get("task_type", "unspecified").upper()),
+        status=pb.TaskStatus.Value("TASK_STATUS_" + fields.get("status", "unspecified").upper()),
+        phase=int(fields.get("phase", 0)), domain=fields.get("domain", ""), solution=fields.get("solution", ""),
+        element=fields.get("element", ""), cluster=fields.get("cluster", ""), instance=fields.get("instance", ""),
+        subtasks=fields.get("subtasks", []),
+    )
+    if fields.get("state"):
+        task.state = pb.State.Value("STATE_" + fields["state"].upper())
+    if fields.get("transition"):
+        task.transition = pb.Transition.Value("TRANSITION_" + fields["transition"].upper())
+    event = pb.Event(
+        uuid=fields.get("uuid", ""), domain=task.domain, task=task.uuid, source=fields.get("source", ""),
+        type=pb.EventType.Value("EVENT_TYPE_" + fields.get("type", "unspecified").upper()),
+        time=int(fields.get("time", 0)), comment=fields.get("comment", ""),
+    )
+    return event, task
+
+
 class EventRecorder:
     """Stores and publishes task events."""
 

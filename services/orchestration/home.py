@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_HOME = ".orch"
@@ -27,6 +27,8 @@ class Connection:
     subject_prefix: str
     token: str
     dispatcher: str = ""
+    # Addresses of the sim controller replicas (SimulatorService), for `orch sim`.
+    sims: list[str] = field(default_factory=list)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -49,7 +51,16 @@ def load_connection(home: Path) -> Connection | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    return Connection(**{k: data.get(k, "") for k in Connection.__dataclass_fields__})
+    # A field missing from an older file gets its default (required ones: empty).
+    values = {}
+    for f in fields(Connection):
+        if f.name in data:
+            values[f.name] = data[f.name]
+        elif f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+        else:
+            values[f.name] = "" if f.default is MISSING else f.default
+    return Connection(**values)
 
 
 def load_or_create_secret(path: Path) -> str:

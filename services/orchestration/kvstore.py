@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -244,3 +245,28 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
             f"stream {config.name!r} exists with retention {existing.config.retention}, "
             f"expected {config.retention}; delete it or use another subject prefix"
         )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for trouble that goes away by itself: NATS unreachable, slow, restarting."""
+    if isinstance(exc, (nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError, Unavailable)):
+        return True
+    return isinstance(exc, nats.errors.Error) and not isinstance(exc, nats.js.errors.APIError)
+
+
+async def persist(call: Callable[[], Awaitable[T]], give_up: Callable[[], bool] = lambda: False,
+                  first_delay: float = 0.05, max_delay: float = 2.0) -> T:
+    """Run a write until it succeeds, waiting out transient NATS trouble.
+
+    Durable state must not be skipped because NATS restarted; `give_up` ends
+    the wait (re-raising the error) when the caller no longer owns the work.
+    """
+    delay = first_delay
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or give_up():
+                raise
+        await asyncio.sleep(delay)
+        delay = min(max_delay, delay * 2)

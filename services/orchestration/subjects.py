@@ -90,9 +90,32 @@ class Subjects:
     def events_all(self) -> str:
         return f"{self.prefix}.events.>"
 
+    def events_filter(self, domain: str = "") -> str:
+        """Events of one domain (or of all)."""
+        return f"{self.prefix}.events.{encode_token(domain)}.>" if domain else self.events_all
+
+    @property
+    def bus_requests_all(self) -> str:
+        return f"{self.prefix}.requests.*"
+
+    def status_filter(self, domain: str = "", solution: str = "") -> str:
+        """Status messages of one solution, one domain, or all."""
+        if not domain:
+            return f"{self.prefix}.status.>"
+        return f"{self.prefix}.status.{encode_token(domain)}.{encode_token(solution) if solution else '*'}"
+
     def status(self, domain: str, solution: str) -> str:
         """External bus TOPIC2 subject of status messages."""
         return f"{self.prefix}.status.{encode_token(domain)}.{encode_token(solution)}"
+
+    @property
+    def status_all(self) -> str:
+        return f"{self.prefix}.status.>"
+
+    @property
+    def monitor_figures(self) -> str:
+        """Request-reply: the monitor answers with its last poll's figures (JSON)."""
+        return f"{self.prefix}.monitor.figures"
 
 
 def model_key(kind: str, *names: str) -> str:

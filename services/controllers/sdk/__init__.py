@@ -43,7 +43,7 @@ OperationResult), `dedup`, `servicer` (ControllerService), `registrar`,
 """
 
 from controllers.sdk.context import InstanceRef, OperationContext, Provider
-from controllers.sdk.controller import UNKNOWN, Controller, InstanceState, Result, StateName
+from controllers.sdk.controller import UNKNOWN, Controller, ExtraService, InstanceState, Result, StateName
 from controllers.sdk.errors import Permanent, Retryable
 from controllers.sdk.executor import RESULT_STATES, execute
 from controllers.sdk.registrar import Backoff, Registrar, Registration
@@ -57,6 +57,7 @@ __all__ = [
     "Backoff",
     "Controller",
     "ControllerServicer",
+    "ExtraService",
     "InstanceRef",
     "InstanceState",
     "OperationContext",

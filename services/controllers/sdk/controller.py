@@ -3,8 +3,11 @@ operation, plus status."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import grpc
 
 from controllers.sdk.context import InstanceRef, OperationContext
 from controllers.sdk.errors import Permanent
@@ -35,6 +38,19 @@ class InstanceState:
 
 
 UNKNOWN = InstanceState("initial", "", False)
+
+
+@dataclass(frozen=True)
+class ExtraService:
+    """A gRPC service a controller serves next to its ControllerService: on the
+    same port, behind the same credential, with health and reflection.
+
+    `name` is the full service name (for health checking and reflection);
+    `add` registers the servicer, as the generated ``add_*_to_server`` does.
+    """
+
+    name: str
+    add: Callable[[grpc.aio.Server], None]
 
 
 class Controller:
@@ -72,6 +88,17 @@ class Controller:
 
     async def close(self) -> None:
         """Release resources (called once, after the server stopped)."""
+
+    def extra_services(self) -> Sequence[ExtraService]:
+        """gRPC services of this controller's own to serve next to ControllerService
+        (an admin API, say); none by default. Called once, after `open`.
+
+        Example::
+
+            def extra_services(self) -> Sequence[ExtraService]:
+                return [ExtraService(ADMIN_SERVICE_NAME, lambda server: add_AdminServicer_to_server(Admin(self), server))]
+        """
+        return ()
 
     async def create(self, ctx: OperationContext) -> Result | None:
         """initial -> inactive: bring the instance into existence."""

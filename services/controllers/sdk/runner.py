@@ -79,8 +79,11 @@ async def serve(controller: Controller, settings: RunSettings, stop: asyncio.Eve
         loop.add_signal_handler(sig, stop.set)
     await controller.open()
     servicer = ControllerServicer(controller)
-    server = Server(settings.address, settings.credential, [SERVICE_NAME])
+    extras = list(controller.extra_services())
+    server = Server(settings.address, settings.credential, [SERVICE_NAME, *(e.name for e in extras)])
     pb_grpc.add_ControllerServiceServicer_to_server(servicer, server.grpc)
+    for extra in extras:
+        extra.add(server.grpc)
     await server.start()
     await server.set_serving(True)
     host, _ = split_address(settings.address)

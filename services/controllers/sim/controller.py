@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import get_args
@@ -13,6 +13,7 @@ from typing import get_args
 from controllers.sdk import (
     UNKNOWN,
     Controller,
+    ExtraService,
     InstanceRef,
     InstanceState,
     OperationContext,
@@ -21,6 +22,7 @@ from controllers.sdk import (
     Retryable,
     StateName,
 )
+from controllers.sim.admin import SIMULATOR_SERVICE_NAME, add_simulator
 from controllers.sim.oplog import OpLog
 from controllers.sim.settings import SimSettings
 from controllers.sim.table import InstanceTable, Record
@@ -55,6 +57,10 @@ class SimController(Controller):
         if record is None:
             return UNKNOWN
         return InstanceState(record.state, record.endpoint, True)
+
+    def extra_services(self) -> Sequence[ExtraService]:
+        """SimulatorService, for drift behind the orchestrator's back."""
+        return [ExtraService(SIMULATOR_SERVICE_NAME, add_simulator(self.set_state, lambda uuid: self.table.get(uuid) is not None))]
 
     def set_state(self, uuid: str, state: str) -> None:
         """Force the state of an instance, to simulate drift ("initial" removes it).

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
+
+from gateway.api.feeds import Feeds
 
 from orchestration.errors import FailedPrecondition, NotFound
 from orchestration.leases import Leases
@@ -17,9 +21,19 @@ FINISHED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIME
 
 
 class AutomationServicer(gw_grpc.AutomationServiceServicer):
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, feeds: Feeds) -> None:
         self.repo = repo
+        self.feeds = feeds
         self.leases = Leases(repo.leases_bucket)
+
+    async def WatchEvents(self, request: gw.WatchEventsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gw.WatchEventsResponse]:
+        if request.domain:
+            check_name(request.domain, "domain")
+            await self.repo.require_domain(request.domain)
+        if request.task:
+            check_name(request.task, "task")
+        async for item in self.feeds.events(request.domain, request.task):
+            yield item
 
     async def TerminateTask(self, request: gw.TerminateTaskRequest, context: grpc.aio.ServicerContext) -> gw.TerminateTaskResponse:
         domain = await self._domain_of(request.domain, request.task)

@@ -4,9 +4,12 @@ through the internal channel."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from gateway.api.channel import Channel
+from gateway.api.feeds import Feeds
 from orchestration import planner
 from orchestration.errors import InvalidArgument, NotFound
 from orchestration.lifecycle import ACTIVE, INACTIVE, INITIAL
@@ -56,9 +59,19 @@ def check_target_state(state: int, what: str) -> None:
 
 
 class SolutionServicer(gw_grpc.SolutionServiceServicer):
-    def __init__(self, repo: Repository, channel: Channel) -> None:
+    def __init__(self, repo: Repository, channel: Channel, feeds: Feeds) -> None:
         self.repo = repo
         self.channel = channel
+        self.feeds = feeds
+
+    async def WatchStatus(self, request: gw.WatchStatusRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gw.WatchStatusResponse]:
+        if request.domain:
+            check_name(request.domain, "domain")
+            await self.repo.require_domain(request.domain)
+        if request.solution:
+            check_name(request.solution, "solution")
+        async for item in self.feeds.status(request.domain, request.solution):
+            yield item
 
     async def _desired(self, domain: str, architecture: str, version: str, solution: str) -> tuple[str, pb.Solution]:
         check_name(domain, "domain")

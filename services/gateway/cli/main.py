@@ -8,7 +8,7 @@ from typing import Any
 import click
 import grpc
 
-from gateway.cli import engine_commands, model_commands, runtime_commands
+from gateway.cli import engine_commands, model_commands, runtime_commands, sim_commands, watch_commands
 from gateway.cli.client import Settings
 
 
@@ -40,3 +40,5 @@ def cli(ctx: click.Context, home: str | None, server: str | None) -> None:
 runtime_commands.register(cli)
 model_commands.register(cli)
 engine_commands.register({"solution": model_commands.solution, "task": model_commands.task}, cli)
+sim_commands.register(cli)
+watch_commands.register(model_commands.event, cli)

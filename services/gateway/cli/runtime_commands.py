@@ -15,6 +15,7 @@ from orchestration import logs
 from orchestration.embedded_nats import (
     EmbeddedNatsConfig,
     find_nats_server,
+    free_port,
     load_or_create_credentials,
     nats_url,
     wait_for_port,
@@ -56,10 +57,12 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 @click.option("--max-attempts", default=None, type=int, help="Attempts per operation (dispatcher default).")
 @click.option("--controller-wait", default=None, type=float, help="Seconds an operation waits for its controller.")
 @click.option("--sim-replicas", default=1, show_default=True, help="Replicas of the sim controller.")
+@click.option("--monitor-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between two polls of the monitor.")
 @pass_settings
 def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url: str | None, prefix: str,
        dispatcher_addr: str, concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
-       controller_wait: float | None, sim_replicas: int) -> None:
+       controller_wait: float | None, sim_replicas: int, monitor_interval: float) -> None:
     """Start NATS and every service in the foreground; Ctrl-C stops them all."""
     logs.configure("orch-up")
     try:
@@ -116,17 +119,29 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
                 wait_ready=_port_ready(dhost, dport),
             )
         )
+        sims = []
         for replica in range(1, sim_replicas + 1):
+            # A fixed port (kept across restarts by the supervisor) so that `orch sim` finds the replica.
+            sim_addr = f"127.0.0.1:{free_port()}"
+            sims.append(sim_addr)
             supervisor.start(
                 ServiceSpec(
                     f"controller sim-{replica}",
-                    [python, "-m", "controllers.sim", "--addr", "127.0.0.1:0", "--dispatcher", dispatcher_addr,
+                    [python, "-m", "controllers.sim", "--addr", sim_addr, "--dispatcher", dispatcher_addr,
                      "--credential-file", str(credential), "--replica", f"sim-{replica}",
                      "--state-file", str(home / f"sim-{replica}-state.jsonl"), "--op-log", str(home / "sim-ops.jsonl")],
                 )
             )
+        supervisor.start(
+            ServiceSpec(
+                "monitor",
+                [python, "-m", "monitor", "--prefix", prefix, "--credential-file", str(credential),
+                 "--interval", str(monitor_interval)],
+                env=service_env,
+            )
+        )
         save_connection(home, Connection(gateway=gateway_addr, nats_url=url, subject_prefix=prefix, token=token,
-                                         dispatcher=dispatcher_addr))
+                                         dispatcher=dispatcher_addr, sims=sims))
         click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
     except BaseException:
         supervisor.stop_all()

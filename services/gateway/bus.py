@@ -1,0 +1,127 @@
+"""The NATS message bus interface of the gateway (requests in): external
+systems publish JSON requests on ``<prefix>.requests.<operation>`` and get a
+JSON reply. Each operation runs the same code as its gRPC call, so
+validation, errors and effects are identical."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from gateway.api.automation import AutomationServicer
+from gateway.api.solutions import SolutionServicer
+from orchestration import codec
+from orchestration.errors import InvalidArgument, status_of
+from orchestration.subjects import Subjects
+from orchestration.v1 import gateway_pb2 as gw
+
+log = logging.getLogger("gateway.bus")
+
+MAX_REQUEST_BYTES = 1024 * 1024
+QUEUE_GROUP = "gateway"
+_STATES = {"initial", "inactive", "active", "failure"}
+
+
+class BusContext:
+    """Stands in for a gRPC context: carries the publisher's trace context."""
+
+    def __init__(self, msg: Msg) -> None:
+        self._traceparent = (msg.headers or {}).get("traceparent", "")
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("traceparent", self._traceparent),) if self._traceparent else ()
+
+
+Handler = Callable[[Any, Any], Awaitable[Message]]
+
+
+class Bus:
+    """Answers bus requests until stopped."""
+
+    def __init__(self, nc: NatsClient, subjects: Subjects, solutions: SolutionServicer, automation: AutomationServicer) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.operations: dict[str, tuple[type[Message], Handler]] = {
+            "deploy": (gw.DeploySolutionRequest, solutions.DeploySolution),
+            "cluster": (gw.UpdateClusterRequest, solutions.UpdateCluster),
+            "instance": (gw.UpdateInstanceRequest, solutions.UpdateInstance),
+            "solution": (gw.UpdateSolutionRequest, solutions.UpdateSolution),
+            "remove": (gw.RemoveSolutionRequest, solutions.RemoveSolution),
+            "terminate": (gw.TerminateTaskRequest, automation.TerminateTask),
+            "task": (gw.RetrieveTaskRequest, automation.RetrieveTask),
+        }
+        self._subscription = None
+
+    async def start(self) -> None:
+        self._subscription = await self.nc.subscribe(self.subjects.bus_requests_all, queue=QUEUE_GROUP, cb=self._on_message)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+
+    async def _on_message(self, msg: Msg) -> None:
+        if not msg.reply:
+            log.warning("bus request on %s without a reply subject ignored", msg.subject)
+            return
+        reply = await self.answer(msg.subject.rsplit(".", 1)[-1], msg.data, BusContext(msg))
+        await self.nc.publish(msg.reply, json.dumps(reply).encode())
+
+    async def answer(self, operation: str, data: bytes, context: BusContext) -> dict[str, Any]:
+        """The JSON reply to one request: a result, or {"error": {"code", "message"}}."""
+        try:
+            found = self.operations.get(operation)
+            if found is None:
+                raise InvalidArgument(f"unknown operation {operation!r}; one of {', '.join(sorted(self.operations))}")
+            request_type, handler = found
+            request = parse_request(data, request_type)
+            response = await handler(request, context)
+            return render_reply(request, response)
+        except grpc.aio.AbortError:  # pragma: no cover - handlers raise, they never abort
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply
+            code, message = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("bus request %s failed", operation)
+            return {"error": {"code": code.name, "message": message}}
+
+
+def parse_request(data: bytes, request_type: type[Message]) -> Message:
+    """A JSON payload as a gRPC request message (same field names)."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise InvalidArgument(f"payload: {len(data)} bytes is over the limit of {MAX_REQUEST_BYTES}")
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InvalidArgument(f"payload: not UTF-8 ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise InvalidArgument(f"payload: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    if not isinstance(payload, dict):
+        raise InvalidArgument(f"payload: expected a JSON object, got {type(payload).__name__}")
+    state = payload.get("state")
+    if isinstance(state, str) and state.lower() in _STATES:
+        payload["state"] = "STATE_" + state.upper()
+    try:
+        return json_format.ParseDict(payload, request_type())
+    except json_format.ParseError as err:
+        raise InvalidArgument(f"payload: {err}") from None
+
+
+def render_reply(request: Message, response: Message) -> dict[str, Any]:
+    """The JSON reply of a successful request."""
+    if isinstance(response, gw.RetrieveTaskResponse):
+        return {
+            "task": response.task.uuid,
+            "document": codec.to_document(response.task),
+            "subtasks": [codec.to_document(t) for t in response.subtasks],
+        }
+    if isinstance(response, gw.TerminateTaskResponse):
+        return {"task": request.task}  # type: ignore[attr-defined]
+    return {"task": response.task}  # type: ignore[attr-defined]

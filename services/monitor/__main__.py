@@ -1,0 +1,38 @@
+"""python -m monitor: run the monitor."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from monitor.service import serve
+from monitor.settings import MonitorSettings
+from orchestration import logs
+from orchestration.subjects import DEFAULT_PREFIX
+
+
+@click.command()
+@click.option("--nats-url", envvar="ORCH_NATS_URL", required=True, help="NATS URL (with credentials).")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
+@click.option("--credential-file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="File holding the controller credential (for the controllers' Status).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=MonitorSettings.interval, show_default=True,
+              help="Seconds between polls.")
+@click.option("--status-timeout", type=click.FloatRange(min=0.1), default=MonitorSettings.status_timeout,
+              show_default=True, help="Seconds per controller Status call.")
+@click.option("--batch-size", type=click.IntRange(min=1, max=20_000), default=MonitorSettings.batch_size, show_default=True,
+              help="Instances per Status call.")
+def main(nats_url: str, prefix: str, credential_file: str, interval: float, status_timeout: float, batch_size: int) -> None:
+    """Run the monitor: status, drift and compensation at an interval."""
+    logs.configure("monitor")
+    credential = Path(credential_file).read_text().strip()
+    if not credential:
+        raise click.BadParameter(f"{credential_file} is empty", param_hint="--credential-file")
+    asyncio.run(serve(MonitorSettings(nats_url=nats_url, prefix=prefix, credential=credential, interval=interval,
+                                      status_timeout=status_timeout, batch_size=batch_size)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Compensation: a RECONCILE request for a solution whose instances are not
+where their targets say, with back-off per solution so that a component that
+keeps failing does not cause a storm of tasks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+
+from orchestration.errors import FailedPrecondition
+from orchestration.leases import Leases
+from orchestration.repository import Repository
+from orchestration.requests import new_request, submit
+from orchestration.subjects import Subjects
+from orchestration.v1 import records_pb2 as rpb
+
+log = logging.getLogger("monitor.compensation")
+
+SOURCE = "monitor"
+SolutionKey = tuple[str, str]
+
+
+@dataclass
+class Backoff:
+    """After n consecutive compensations of a solution the next waits
+    interval * 2^n seconds (capped); a converged solution starts over.
+    Times are passed in (monotonic seconds), so tests need no clock."""
+
+    interval: float
+    cap: float = 300.0
+    _streak: dict[SolutionKey, int] = field(default_factory=dict)
+    _not_before: dict[SolutionKey, float] = field(default_factory=dict)
+
+    def allowed(self, key: SolutionKey, now: float) -> bool:
+        return now >= self._not_before.get(key, 0.0)
+
+    def compensated(self, key: SolutionKey, now: float) -> float:
+        """Note a compensation; the seconds until the next one is allowed."""
+        streak = self._streak.get(key, 0) + 1
+        self._streak[key] = streak
+        wait = min(self.cap, self.interval * 2**streak)
+        self._not_before[key] = now + wait
+        return wait
+
+    def converged(self, key: SolutionKey) -> None:
+        self._streak.pop(key, None)
+        self._not_before.pop(key, None)
+
+    def forget_except(self, keys: set[SolutionKey]) -> None:
+        """Drop the state of solutions that no longer exist."""
+        for key in [k for k in self._streak if k not in keys]:
+            self.converged(key)
+
+
+class Compensator:
+    """Submits RECONCILE requests through the internal channel."""
+
+    def __init__(self, repo: Repository, leases: Leases, js: JetStreamContext, subjects: Subjects) -> None:
+        self._repo, self._leases, self._js, self._subjects = repo, leases, js, subjects
+
+    async def submit(self, domain: str, solution: str, reason: str) -> str | None:
+        """The root task id, or None when the solution turned out to be busy."""
+        request = new_request(rpb.REQUEST_KIND_RECONCILE, domain, solution, SOURCE)
+        try:
+            task = await submit(self._repo, self._leases, self._js, self._subjects, request)
+        except FailedPrecondition:
+            return None  # a task started meanwhile: it converges the solution, or we try later
+        log.info("compensating %s/%s with task %s: %s", domain, solution, task, reason, extra={"task_id": task, "solution": solution})
+        return task

@@ -1,0 +1,91 @@
+"""What the monitor asks about: the instance records of every solution that
+have a target state, each with the controller that serves it. Read in bulk
+(three key-filter reads per solution), never one round trip per instance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from orchestration.errors import NotFound
+from orchestration.kvstore import gather_bounded
+from orchestration.repository import InstanceRecord, Repository
+from orchestration.v1 import model_pb2 as pb
+
+log = logging.getLogger("monitor.inventory")
+
+# Solutions read at once.
+_READ_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One instance to ask about, with what its Status request needs."""
+
+    domain: str
+    solution: str
+    record: InstanceRecord
+    component: str
+    # Name of the controller (as the catalog names it); "" when the
+    # component is not in the catalog.
+    controller: str
+
+    @property
+    def uuid(self) -> str:
+        return self.record.instance.uuid
+
+
+@dataclass
+class SolutionView:
+    """One solution as stored: header, element and cluster targets, watched instances."""
+
+    domain: str
+    header: pb.Solution
+    element_targets: dict[str, int] = field(default_factory=dict)
+    # (element, cluster version) -> target state.
+    cluster_targets: dict[tuple[str, str], int] = field(default_factory=dict)
+    instances: list[Watched] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+
+async def read_inventory(repo: Repository) -> list[SolutionView]:
+    """Every solution of every domain; a domain removed meanwhile is skipped."""
+    views: list[SolutionView] = []
+    for domain in await repo.list_domains():
+        try:
+            views.extend(await _read_domain(repo, domain))
+        except NotFound:
+            continue
+    return views
+
+
+async def _read_domain(repo: Repository, domain: str) -> list[SolutionView]:
+    headers, components = await asyncio.gather(repo.list_solutions(domain), repo.list_components(domain))
+    controllers = {(c.name, c.version): c.controller for c in components}
+    return await gather_bounded((_read_solution(repo, domain, h, controllers) for h in headers), _READ_CONCURRENCY)
+
+
+async def _read_solution(
+    repo: Repository, domain: str, header: pb.Solution, controllers: dict[tuple[str, str], str]
+) -> SolutionView:
+    elements, clusters, instances = await asyncio.gather(
+        repo.list_elements(domain, header.name),
+        repo.list_clusters(domain, header.name),
+        repo.list_instances(domain, header.name),
+    )
+    view = SolutionView(domain, header)
+    components = {e.value.name: e.value.component for e in elements}
+    view.element_targets = {e.value.name: e.value.target for e in elements}
+    view.cluster_targets = {(c.element, c.cluster.version): c.cluster.target for c in clusters}
+    for record in instances:
+        if record.instance.target == pb.STATE_UNSPECIFIED:
+            continue
+        component = components.get(record.element, "")
+        # A cluster is named for the component version it runs.
+        controller = controllers.get((component, record.cluster), "")
+        view.instances.append(Watched(domain, header.name, record, component, controller))
+    return view

@@ -1,0 +1,146 @@
+"""Asking controllers for the real state of instances: one Status call per
+batch of up to `batch_size` instances, on a live replica of the controller,
+with the controller credential as bearer token.
+
+Replicas may keep instances of their own (the sim does), so an instance one
+replica does not know is asked of the others before it is taken for gone:
+"unknown" makes the monitor recreate an instance, so it must be everybody's
+answer. Only the unknown ones are asked again, so a controller whose replicas
+share their state pays for this only where there is real drift."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
+from orchestration.kvstore import Bucket, gather_bounded
+from orchestration.registrations import controller_names, live_registrations
+from orchestration.v1 import controller_pb2 as cpb
+from orchestration.v1 import controller_pb2_grpc as cpb_grpc
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import records_pb2 as rpb
+
+log = logging.getLogger("monitor.probe")
+
+# Status calls in flight per controller.
+_CALL_CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The real state of an instance, and the controller (registration name) that reported it."""
+
+    state: int
+    controller: str
+
+
+@dataclass
+class Answer:
+    """What asking one controller about a set of instances gave."""
+
+    observed: dict[str, Observation] = field(default_factory=dict)
+    calls: int = 0
+    # Instances no replica could answer for (no replica, or every call failed).
+    unanswered: int = 0
+
+
+class StatusProbe:
+    """Status calls to the live replicas of each controller; `refresh` once per poll."""
+
+    def __init__(self, bucket: Bucket, credential: str, batch_size: int, timeout: float) -> None:
+        self._bucket = bucket
+        self._metadata = bearer_metadata(credential)
+        self._batch_size = batch_size
+        self._timeout = timeout
+        self._live: dict[str, rpb.ControllerRegistration] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        # Which replica goes first: turns, so that polls spread over replicas.
+        self._turn = itertools.count()
+        self._missing: set[str] = set()
+
+    async def refresh(self) -> None:
+        """Read the live registrations; close channels to replicas that went away."""
+        self._live = await live_registrations(self._bucket)
+        addresses = {r.address for r in self._live.values()}
+        for address in [a for a in self._channels if a not in addresses]:
+            await self._channels.pop(address).close()
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    def _replicas(self, name: str) -> list[rpb.ControllerRegistration]:
+        found = sorted((r for r in self._live.values() if name in controller_names(r)), key=lambda r: r.replica)
+        if found:
+            shift = next(self._turn) % len(found)
+            found = found[shift:] + found[:shift]
+        return found
+
+    async def ask(self, name: str, refs: Sequence[cpb.InstanceReference]) -> Answer:
+        """The real state of each instance served by controller `name`."""
+        replicas = self._replicas(name) if name else []
+        if not replicas:
+            if name not in self._missing:
+                self._missing.add(name)
+                log.warning("no live controller %r: %d instance(s) cannot be checked", name or "(component not in catalog)", len(refs))
+            return Answer(unanswered=len(refs))
+        if name in self._missing:
+            self._missing.discard(name)
+            log.info("controller %r is back", name)
+        batches = [refs[i : i + self._batch_size] for i in range(0, len(refs), self._batch_size)]
+        answer = Answer()
+        for part in await gather_bounded((self._batch(replicas, b) for b in batches), _CALL_CONCURRENCY):
+            answer.observed.update(part.observed)
+            answer.calls += part.calls
+            answer.unanswered += part.unanswered
+        return answer
+
+    async def _batch(self, replicas: list[rpb.ControllerRegistration], refs: Sequence[cpb.InstanceReference]) -> Answer:
+        answer = Answer()
+        pending = list(refs)
+        first: rpb.ControllerRegistration | None = None
+        failed = False
+        for replica in replicas:
+            answer.calls += 1
+            try:
+                response = await self._call(replica.address, pending)
+            except (grpc.aio.AioRpcError, asyncio.TimeoutError) as err:
+                detail = f"{err.code().name} {err.details()}" if isinstance(err, grpc.aio.AioRpcError) else "timed out"
+                log.warning("Status on controller %s replica %s (%s) failed: %s", replica.name, replica.replica, replica.address, detail)
+                failed = True
+                continue
+            first = first or replica
+            statuses = {s.uuid: s for s in response.statuses}
+            unknown = []
+            for ref in pending:
+                status = statuses.get(ref.uuid)
+                if status is not None and status.known and status.state != pb.STATE_UNSPECIFIED:
+                    answer.observed[ref.uuid] = Observation(status.state, replica.name)
+                else:
+                    unknown.append(ref)
+            pending = unknown
+            if not pending:
+                break
+        if first is None or (pending and failed):
+            # A replica that did not answer may have them: no verdict this time.
+            answer.unanswered += len(pending)
+            return answer
+        # Every replica said it does not have these: gone.
+        for ref in pending:
+            answer.observed[ref.uuid] = Observation(pb.STATE_INITIAL, first.name)
+        return answer
+
+    async def _call(self, address: str, refs: Sequence[cpb.InstanceReference]) -> cpb.StatusResponse:
+        channel = self._channels.get(address)
+        if channel is None:
+            options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=options)
+        stub = cpb_grpc.ControllerServiceStub(channel)
+        return await stub.Status(cpb.StatusRequest(instances=refs), metadata=self._metadata, timeout=self._timeout)

@@ -1,0 +1,216 @@
+"""The monitor process: one poll per interval, each poll reading the records,
+asking the controllers, publishing status, correcting drift and compensating;
+a poll that fails (NATS or a controller away) is logged and the next one tries
+again. SIGTERM/SIGINT stop it between or during polls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from monitor.compensation import Backoff, Compensator
+from monitor.drift import correct
+from monitor.figures import PollFigures
+from monitor.inventory import SolutionView, Watched, read_inventory
+from monitor.probe import Observation, StatusProbe
+from monitor.settings import MonitorSettings
+from monitor.status import StatusBoard
+from orchestration.events import EventRecorder
+from orchestration.kvstore import gather_bounded
+from orchestration.leases import Leases, solution_key
+from orchestration.lifecycle import state_name
+from orchestration.natsconn import connect, redact
+from orchestration.repository import Repository
+from orchestration.subjects import Subjects
+from orchestration.v1 import controller_pb2 as cpb
+
+log = logging.getLogger("monitor")
+
+
+def reference(watched: Watched) -> cpb.InstanceReference:
+    """What a controller's Status needs to know about an instance."""
+    r = watched.record
+    return cpb.InstanceReference(
+        domain=watched.domain, solution=watched.solution, element=r.element, cluster=r.cluster,
+        uuid=watched.uuid, component=watched.component, component_version=r.cluster,
+    )
+
+
+class _Tally:
+    """Counters of one poll, turned into PollFigures at its end."""
+
+    def __init__(self) -> None:
+        self.drifted = 0
+        self.deferred = 0
+        self.compensations = 0
+
+
+class Monitor:
+    """A monitor replica: `connect`, then `run` until stopped, then `close`."""
+
+    def __init__(self, settings: MonitorSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.prefix)
+        self.clock = clock
+        self.board = StatusBoard()
+        self.backoff = Backoff(settings.interval, settings.backoff_max)
+        self.last = PollFigures()
+        self.polls = 0
+        self._nc: NatsClient | None = None
+        self._probe: StatusProbe | None = None
+
+    async def connect(self) -> None:
+        """Connect to NATS, bind the repository and answer figure requests."""
+        nc = await connect(self.settings.nats_url, "monitor")
+        try:
+            js = nc.jetstream()
+            self.repo = Repository(js, self.subjects)
+            await self.repo.open()
+            self.leases = Leases(self.repo.leases_bucket)
+            self.recorder = EventRecorder(js, self.subjects, self.repo.put_event)
+            self.compensator = Compensator(self.repo, self.leases, js, self.subjects)
+            await nc.subscribe(self.subjects.monitor_figures, cb=self._answer_figures)
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc = nc
+        self._probe = StatusProbe(self.repo.controllers_bucket, self.settings.credential, self.settings.batch_size,
+                                  self.settings.status_timeout)
+        log.info("polling every %.1f s, nats %s, prefix %s", self.settings.interval, redact(self.settings.nats_url),
+                 self.settings.prefix)
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            await self._probe.close()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    async def _answer_figures(self, msg: Msg) -> None:
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(self.last.to_json(self.polls))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll at the interval until `stop` is set; a failed poll is logged, not fatal."""
+        while not stop.is_set():
+            started = self.clock()
+            try:
+                self.last = await self.poll()
+                self.polls += 1
+                log.info(self.last.log_line())
+            except Exception as err:  # noqa: BLE001 - NATS or a controller away: the next poll tries again
+                log.warning("poll failed: %s: %s", type(err).__name__, err)
+                log.debug("poll failure", exc_info=True)
+            wait = max(0.0, self.settings.interval - (self.clock() - started))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+    async def poll(self) -> PollFigures:
+        """One poll; see the module docstring."""
+        assert self._nc is not None and self._probe is not None, "connect() first"
+        started, time_ns = self.clock(), time.time_ns()
+        # Busy before or after reading: a task that ran in between changed the records under us.
+        busy_before = await self._busy()
+        views = await read_inventory(self.repo)
+        await self._probe.refresh()
+        by_controller: dict[str, list[Watched]] = defaultdict(list)
+        for view in views:
+            for watched in view.instances:
+                by_controller[watched.controller].append(watched)
+        answers = await asyncio.gather(
+            *(self._probe.ask(name, [reference(w) for w in group]) for name, group in by_controller.items())
+        )
+        observed: dict[str, Observation] = {}
+        for answer in answers:
+            observed.update(answer.observed)
+        for message in self.board.messages(views, observed, time_ns):
+            await self._nc.publish(self.subjects.status(message.domain, message.solution), message.encode())
+        await self._nc.flush()
+        busy = busy_before | await self._busy()
+        tally = _Tally()
+        for view in views:
+            await self._act(view, observed, view_busy=solution_key(view.domain, view.name) in busy, tally=tally)
+        self.backoff.forget_except({(v.domain, v.name) for v in views})
+        return PollFigures(
+            time=time_ns, solutions=len(views), instances=len(observed),
+            unanswered=sum(a.unanswered for a in answers), drifted=tally.drifted, drift_deferred=tally.deferred,
+            compensations=tally.compensations, controller_calls=sum(a.calls for a in answers),
+            duration_seconds=round(self.clock() - started, 6),
+        )
+
+    async def _busy(self) -> set[str]:
+        return {lease.key for lease in await self.leases.all()}
+
+    async def _act(self, view: SolutionView, observed: dict[str, Observation], view_busy: bool, tally: _Tally) -> None:
+        """Correct drift, then compensate, unless a task runs for the solution."""
+        drifting = [
+            (w, observed[w.uuid]) for w in view.instances
+            if w.uuid in observed and observed[w.uuid].state != w.record.instance.state
+        ]
+        if view_busy or (drifting and await self.leases.get(view.domain, view.name) is not None):
+            # The running task owns the records; it will see the real state itself.
+            tally.deferred += len(drifting)
+            return
+        if drifting:
+            written = await gather_bounded(correct(self.repo, self.recorder, w, o) for w, o in drifting)
+            tally.drifted += sum(written)
+            if not all(written):
+                return  # records changed under us: look again next poll
+        await self._compensate(view, observed, tally)
+
+    async def _compensate(self, view: SolutionView, observed: dict[str, Observation], tally: _Tally) -> None:
+        key = (view.domain, view.name)
+        off = [w for w in view.instances if w.uuid in observed and observed[w.uuid].state != w.record.instance.target]
+        if not off:
+            if all(w.uuid in observed for w in view.instances):
+                self.backoff.converged(key)
+            return
+        if not self.backoff.allowed(key, self.clock()):
+            return
+        # Re-read before acting: the records (now corrected) decide, not this poll's snapshot.
+        fresh = await self.repo.list_instances(view.domain, view.name)
+        off_now = [r for r in fresh if r.instance.target and r.instance.state != r.instance.target]
+        if not off_now:
+            return
+        first = off_now[0].instance
+        reason = (f"{len(off_now)} instance(s) off target, e.g. {first.uuid} "
+                  f"{_name(first.state)} (target {_name(first.target)})")
+        if await self.compensator.submit(view.domain, view.name, reason) is not None:
+            tally.compensations += 1
+            wait = self.backoff.compensated(key, self.clock())
+            log.debug("next compensation of %s/%s not before %.0f s", view.domain, view.name, wait)
+
+
+def _name(state: int) -> str:
+    return state_name(state) or "initial"
+
+
+async def serve(settings: MonitorSettings) -> None:
+    """Run a monitor until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    monitor = Monitor(settings)
+    try:
+        while not stop.is_set():
+            try:
+                await monitor.connect()
+                break
+            except Exception as err:  # noqa: BLE001 - NATS not there yet: try again
+                log.warning("cannot connect to NATS yet: %s: %s", type(err).__name__, err)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.interval)
+        await monitor.run(stop)
+    finally:
+        log.info("stopping")
+        await monitor.close()

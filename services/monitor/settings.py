@@ -1,0 +1,24 @@
+"""Settings of a monitor process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Where the monitor connects and how often it polls."""
+
+    nats_url: str
+    prefix: str
+    # Controller credential: the monitor calls the controllers' Status with it.
+    credential: str
+    # Seconds between the starts of two polls.
+    interval: float = 5.0
+    # Deadline of one Status call (seconds).
+    status_timeout: float = 10.0
+    # Instances per Status call: large enough that 10,000 instances are two
+    # calls, small enough that a message stays far below the 8 MiB limit.
+    batch_size: int = 5000
+    # Longest wait between two compensations of one solution (seconds).
+    backoff_max: float = 300.0

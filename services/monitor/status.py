@@ -1,0 +1,99 @@
+"""Status messages on the bus (the book's TOPIC2, ``<prefix>.status.<domain>.<solution>``):
+one per instance per poll, and one per cluster, element and solution whose
+rolled-up real state changed since the previous poll."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from monitor.inventory import SolutionView
+from monitor.probe import Observation
+from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, state_name
+
+# (kind, domain, solution, element, cluster) of an aggregate.
+AggregateKey = tuple[str, str, str, str, str]
+
+
+def roll_up(states: Iterable[int], target: int) -> int:
+    """One state for a group, by the dispatcher's rule: failure if any member
+    failed, else the lowest state present (the target when there are none)."""
+    present = set(states)
+    if not present:
+        return target or INITIAL
+    if FAILURE in present:
+        return FAILURE
+    for state in (INITIAL, INACTIVE, ACTIVE):
+        if state in present:
+            return state
+    return target
+
+
+@dataclass(frozen=True)
+class StatusMessage:
+    """One message: its subject's domain and solution, and its JSON fields."""
+
+    domain: str
+    solution: str
+    payload: dict[str, object]
+
+    def encode(self) -> bytes:
+        return json.dumps(self.payload, separators=(",", ":")).encode()
+
+
+def _message(kind: str, time_ns: int, domain: str, solution: str, element: str, cluster: str, instance: str,
+             state: int, target: int) -> StatusMessage:
+    return StatusMessage(domain, solution, {
+        "time": time_ns, "kind": kind, "domain": domain, "solution": solution, "element": element,
+        "cluster": cluster, "instance": instance, "state": state_name(state), "target": state_name(target),
+    })
+
+
+@dataclass
+class StatusBoard:
+    """Builds each poll's messages; remembers aggregate states between polls."""
+
+    _last: dict[AggregateKey, int] = field(default_factory=dict)
+
+    def messages(self, views: Iterable[SolutionView], observed: Mapping[str, Observation], time_ns: int) -> list[StatusMessage]:
+        """Instance messages for every observed instance, aggregate messages for changes."""
+        out: list[StatusMessage] = []
+        seen: set[AggregateKey] = set()
+        for view in views:
+            d, s = view.domain, view.name
+            clusters: dict[tuple[str, str], list[int]] = {}
+            for watched in view.instances:
+                found = observed.get(watched.uuid)
+                if found is None:
+                    continue  # not checked this poll: no news is not a status
+                r = watched.record
+                out.append(_message("instance", time_ns, d, s, r.element, r.cluster, watched.uuid, found.state, r.instance.target))
+                clusters.setdefault((r.element, r.cluster), []).append(found.state)
+            elements: dict[str, list[int]] = {}
+            for (element, cluster), states in sorted(clusters.items()):
+                target = view.cluster_targets.get((element, cluster), 0)
+                rolled = roll_up(states, target)
+                elements.setdefault(element, []).append(rolled)
+                out.extend(self._changed(seen, ("cluster", d, s, element, cluster), rolled, target, time_ns))
+            solution_states: list[int] = []
+            for element, states in sorted(elements.items()):
+                target = view.element_targets.get(element, 0)
+                rolled = roll_up(states, target)
+                solution_states.append(rolled)
+                out.extend(self._changed(seen, ("element", d, s, element, ""), rolled, target, time_ns))
+            if solution_states:
+                target = view.header.target
+                out.extend(self._changed(seen, ("solution", d, s, "", ""), roll_up(solution_states, target), target, time_ns))
+        # Forget what was not seen: a solution that comes back is news again.
+        for key in [k for k in self._last if k not in seen]:
+            del self._last[key]
+        return out
+
+    def _changed(self, seen: set[AggregateKey], key: AggregateKey, state: int, target: int, time_ns: int) -> list[StatusMessage]:
+        seen.add(key)
+        if self._last.get(key) == state:
+            return []
+        self._last[key] = state
+        kind, domain, solution, element, cluster = key
+        return [_message(kind, time_ns, domain, solution, element, cluster, "", state, target)]

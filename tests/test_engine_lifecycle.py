@@ -1,0 +1,174 @@
+"""The task engine through real processes (DESIGN.md sections 3 and 5):
+scale up and down, rolling upgrade, permanent failure and its repair, and
+one instance sent to another state. Every assertion is on an outcome: the
+stored solution, the task tree, or the sim controller's op log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import engine_model as m
+from orchestration.v1 import model_pb2 as pb
+from suite import Suite, running_suite
+
+ACTIVE, INACTIVE, FAILURE = pb.STATE_ACTIVE, pb.STATE_INACTIVE, pb.STATE_FAILURE
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with running_suite(tmp_path_factory.mktemp("engine-lifecycle")) as running:
+        yield running
+
+
+def deploy(suite: Suite, domain: str, architecture: str, version: str, *, succeed: bool = True) -> str:
+    """Deploy and wait; the root task id. `succeed` says how the CLI must exit."""
+    result = suite.orch("solution", "deploy", domain, architecture, version, "--wait", "-o", "json")
+    assert (result.returncode == 0) == succeed, f"deploy exited {result.returncode}: {result.stderr}"
+    return json.loads(result.stdout)["task"]
+
+
+def instances(suite: Suite, domain: str, solution: str) -> dict[tuple[str, str], list[pb.Instance]]:
+    """Stored instances by (element, cluster)."""
+    found = suite.solution(domain, solution)
+    return {(e.name, c.version): list(c.instances) for e in found.elements for c in e.clusters}
+
+
+def ops_of(suite: Suite, solution: str, after: float = 0.0) -> list[dict[str, Any]]:
+    """Op log lines of a solution whose operation started at or after `after`."""
+    return [op for op in suite.ops(solution) if op["started"] >= after]
+
+
+def test_scale_up_then_down_creates_then_removes_instances(suite: Suite) -> None:
+    suite.apply(m.single("scale", "scale", 3, min=1, max=5, params={"sim_latency_ms": 10}))
+    deploy(suite, "scale", "scale", "V1")
+    first = {i.uuid for i in instances(suite, "scale", "scale")[("web", "V1")]}
+    assert len(first) == 3
+
+    suite.ok("cluster", "set", "scale", "scale", "web", "V1", "--size", "5", "--wait")
+    grown = instances(suite, "scale", "scale")[("web", "V1")]
+    assert len(grown) == 5 and all(i.state == ACTIVE for i in grown)
+    added = {i.uuid for i in grown} - first
+    assert len(added) == 2
+    ops = suite.ops("scale")
+    for uuid in added:
+        # An instance that started before its sibling is reconfigured once more.
+        done = [op["operation"] for op in ops if op["instance"] == uuid]
+        assert done[:3] == ["create", "configure", "start"] and set(done[3:]) <= {"reconfigure"}, done
+    grow_ops = ops_of(suite, "scale", after=min(op["started"] for op in ops if op["instance"] in added))
+    # The running members learn of the new ones.
+    assert {op["instance"] for op in grow_ops if op["operation"] == "reconfigure"} >= first
+
+    before_shrink = max(op["finished"] for op in ops)
+    suite.ok("cluster", "set", "scale", "scale", "web", "V1", "--size", "2", "--wait")
+    left = instances(suite, "scale", "scale")[("web", "V1")]
+    # Records of removed instances are deleted, not kept as "initial".
+    assert len(left) == 2 and all(i.state == ACTIVE and not i.remove for i in left)
+    kept = {i.uuid for i in left}
+    removed = {i.uuid for i in grown} - kept
+    assert len(removed) == 3
+    shrink_ops = ops_of(suite, "scale", after=before_shrink)
+    for uuid in removed:
+        assert [(op["operation"], op["outcome"]) for op in shrink_ops if op["instance"] == uuid] == [
+            ("stop", "ok"), ("destroy", "ok")
+        ]
+    # The survivors keep running; membership changed, so each got a
+    # reconfigure after the last removed instance had stopped.
+    last_stop = max(op["finished"] for op in shrink_ops if op["operation"] == "stop")
+    for uuid in kept:
+        mine = [op for op in shrink_ops if op["instance"] == uuid]
+        assert {op["operation"] for op in mine} == {"reconfigure"}, mine
+        assert any(op["started"] >= last_stop for op in mine)
+
+
+def test_rolling_upgrade_keeps_min_active_and_removes_the_old_cluster(suite: Suite) -> None:
+    # Latency makes the operations of both clusters overlap in time, so that
+    # a wrong order would show in the sweep below.
+    params = {"sim_latency_ms": 20}
+    v1 = m.Component("web", "V1")
+    v2 = m.Component("web", "V2")
+    arch_v1 = m.architecture("roll", "V1", [m.Element("web", "web", [m.Cluster("V1", 3, min=2, max=3, params=params)])])
+    arch_v2 = m.architecture("roll", "V2", [m.Element("web", "web", [m.Cluster("V2", 3, min=2, max=3, params=params)])])
+    suite.apply(m.domain("roll", [v1, v2], [arch_v1, arch_v2]))
+    deploy(suite, "roll", "roll", "V1")
+    old = {i.uuid for i in instances(suite, "roll", "roll")[("web", "V1")]}
+    assert len(old) == 3
+    upgrade_from = max(op["finished"] for op in suite.ops("roll"))
+
+    deploy(suite, "roll", "roll", "V2")
+    after = instances(suite, "roll", "roll")
+    assert list(after) == [("web", "V2")], "the old cluster's records must be gone"
+    assert len(after[("web", "V2")]) == 3 and all(i.state == ACTIVE for i in after[("web", "V2")])
+
+    ops = ops_of(suite, "roll", after=upgrade_from)
+    new_starts = [op for op in ops if op["cluster"] == "V2" and op["operation"] == "start"]
+    old_stops = [op for op in ops if op["cluster"] == "V1" and op["operation"] == "stop"]
+    assert len(new_starts) == 3 and {op["instance"] for op in old_stops} == old
+    assert max(op["finished"] for op in new_starts) <= min(op["started"] for op in old_stops)
+    assert {op["instance"] for op in ops if op["operation"] == "destroy"} == old
+
+    # Sweep: an instance counts as active from the end of its start to the
+    # beginning of its stop. On equal times the stop is counted first (the
+    # pessimistic order).
+    changes = [(op["finished"], 1, +1) for op in new_starts] + [(op["started"], 0, -1) for op in old_stops]
+    active = len(old)
+    for _, _, delta in sorted(changes):
+        active += delta
+        assert active >= 2, "element web had fewer than min (2) active instances"
+    assert active == 3
+
+
+def task_tree(suite: Suite, domain: str, root: str) -> dict[str, dict[str, Any]]:
+    """The task tree as `orch task get ROOT --tree -o json` prints it, by uuid."""
+    tree = json.loads(suite.ok("task", "get", root, "--domain", domain, "--tree", "-o", "json"))
+    return {task["UUID"]: task for task in tree}
+
+
+def test_permanent_failure_fails_every_parent_and_a_fixed_deploy_repairs_the_instance(suite: Suite) -> None:
+    broken = m.architecture("svc", "V1", [m.Element("web", "web", [m.Cluster("V1", 1, params={"sim_fail": "start"})])])
+    fixed = m.architecture("svc", "V2", [m.Element("web", "web", [m.Cluster("V1", 1)])])
+    suite.apply(m.domain("fail", [m.Component("web", "V1")], [broken, fixed]))
+
+    root = deploy(suite, "fail", "svc", "V1", succeed=False)
+    [instance] = instances(suite, "fail", "svc")[("web", "V1")]
+    assert instance.state == FAILURE and "fails permanently" in instance.error
+    tasks = task_tree(suite, "fail", root)
+    assert tasks[root]["Status"] == "failed" and "fails permanently" in tasks[root]["Error"]
+    [leaf] = [t for t in tasks.values() if t.get("Instance") == instance.uuid]
+    chain = []
+    task: dict[str, Any] | None = leaf
+    while task is not None:
+        chain.append(task)
+        task = tasks.get(task.get("Parent", ""))
+    assert [t["Type"] for t in chain] == ["Instance", "Cluster", "Element", "Solution"]
+    for t in chain:
+        assert t["Status"] == "failed", t
+        assert "start failed: sim: start fails permanently" in t["Error"], t
+
+    deploy(suite, "fail", "svc", "V2")
+    [repaired] = instances(suite, "fail", "svc")[("web", "V1")]
+    assert repaired.uuid == instance.uuid and repaired.state == ACTIVE and not repaired.error
+    history = [(op["operation"], op["outcome"]) for op in suite.ops("svc") if op["instance"] == instance.uuid]
+    assert history == [
+        ("create", "ok"), ("configure", "ok"), ("start", "permanent"),
+        ("reset", "ok"), ("create", "ok"), ("configure", "ok"), ("start", "ok"),
+    ]
+
+
+def test_instance_set_inactive_stops_exactly_that_instance(suite: Suite) -> None:
+    suite.apply(m.single("inst", "inst", 3, max=3))
+    deploy(suite, "inst", "inst", "V1")
+    members = instances(suite, "inst", "inst")[("web", "V1")]
+    target = sorted(i.uuid for i in members)[1]
+    since = max(op["finished"] for op in suite.ops("inst"))
+
+    suite.ok("instance", "set", "inst", "inst", "web", "V1", target, "--state", "inactive", "--wait")
+    states = {i.uuid: i.state for i in instances(suite, "inst", "inst")[("web", "V1")]}
+    assert states == {i.uuid: (INACTIVE if i.uuid == target else ACTIVE) for i in members}
+    ops = ops_of(suite, "inst", after=since)
+    assert [(op["instance"], op["operation"]) for op in ops if op["operation"] != "reconfigure"] == [(target, "stop")]
+    # The others stay up and learn that a member left.
+    assert {op["instance"] for op in ops if op["operation"] == "reconfigure"} == {i.uuid for i in members} - {target}
