@@ -9,7 +9,7 @@ import click
 
 from dispatcher.service import DispatcherSettings, serve
 from dispatcher.settings import EngineSettings
-from orchestration import logs
+from orchestration.runtime import metrics_option, service_process
 from orchestration.subjects import DEFAULT_PREFIX
 
 
@@ -26,17 +26,18 @@ from orchestration.subjects import DEFAULT_PREFIX
 @click.option("--controller-wait", default=EngineSettings.controller_wait, show_default=True,
               help="Seconds an operation waits for its controller to register.")
 @click.option("--task-timeout", default=EngineSettings.task_timeout, show_default=True, help="Seconds per task tree.")
+@metrics_option
 def main(addr: str, nats_url: str, prefix: str, credential_file: str, replica: str | None, concurrency: int,
-         operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float) -> None:
+         operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float, metrics_addr: str) -> None:
     """Run a dispatcher replica."""
-    logs.configure("dispatcher")
     engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
                             controller_wait=controller_wait, task_timeout=task_timeout)
     settings = DispatcherSettings(address=addr, nats_url=nats_url, prefix=prefix,
                                   credential=Path(credential_file).read_text().strip(), engine=engine)
     if replica:
         settings = DispatcherSettings(**{**settings.__dict__, "replica": replica})
-    asyncio.run(serve(settings))
+    with service_process("dispatcher", metrics_addr):
+        asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

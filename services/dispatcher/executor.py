@@ -16,13 +16,18 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from dispatcher.controllers import ControllerPool, LinkLost, NoController
 from dispatcher.records import load_records
 from dispatcher.settings import EngineSettings
 from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.tasks import TaskBook
+from orchestration import telemetry
 from orchestration.errors import Aborted, NotFound
 from orchestration.kvstore import persist
+from orchestration.metrics import OPERATION_SECONDS, OPERATIONS
 from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, TRANSITION_NAMES, next_state
 from orchestration.planner import cluster_digest, cluster_parameters, instance_work
 from orchestration.repository import Repository
@@ -31,6 +36,7 @@ from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
 
 log = logging.getLogger("dispatcher.run")
+_tracer = telemetry.tracer("dispatcher")
 S = pb.TaskStatus
 MAX_LINK_LOSSES = 50
 
@@ -65,6 +71,7 @@ class Run:
         self._idle = asyncio.Event()
         self._ops: set[asyncio.Task[None]] = set()
         book.give_up = lambda: self.lost
+        book.root_context = telemetry.context_of(traceparent)
         self._delete_on_finish = False
 
     # ---- preparation -----------------------------------------------------------
@@ -145,6 +152,7 @@ class Run:
         finally:
             deadline.cancel()
         if self.lost:
+            self.book.end_spans()
             return S.TASK_STATUS_UNSPECIFIED
         await self._finish()
         return self.book.root_task.status
@@ -263,22 +271,43 @@ class Run:
         transition = slot.path[0]
         operation = self._operation(slot, cluster, transition)
         name = TRANSITION_NAMES[transition]
-        try:
-            await self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
-            result = await self._send(cluster, operation)
-        except asyncio.TimeoutError:
-            await self._retry(slot, cluster, transition, f"{name} timed out after {self._timeout_of(cluster):g}s", None)
-            return
-        except NoController as err:
-            await self._fail(slot, f"component '{cluster.component}' version '{slot.cluster}': {err}")
-            return
-        except LinkLost as err:
-            await self._fail(slot, f"{name}: {err}")
-            return
-        finally:
-            self.inflight -= 1
-            if slot.record.uuid in self.state.instances:
-                self._mutate(slot, lambda: setattr(slot, "inflight", False))
+        parent = trace.set_span_in_context(self.book.span_of(slot.task))
+        started = time.perf_counter()
+        outcome = "ok"
+        with _tracer.start_as_current_span(f"{name} {slot.record.uuid}", context=parent, kind=SpanKind.CLIENT) as span:
+            span.set_attribute("orch.transition", name)
+            span.set_attribute("orch.operation_id", operation.operation_id)
+            span.set_attribute("orch.instance", slot.record.uuid)
+            span.set_attribute("orch.task_id", slot.task)
+            operation.traceparent = telemetry.traceparent(span)
+            try:
+                await self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
+                result = await self._send(cluster, operation)
+                if result.outcome != cpb.OUTCOME_OK:
+                    outcome = "permanent" if result.outcome == cpb.OUTCOME_PERMANENT else "retryable"
+                    telemetry.fail(span, result.message)
+            except asyncio.TimeoutError:
+                outcome = "timeout"
+                message = f"{name} timed out after {self._timeout_of(cluster):g}s"
+                telemetry.fail(span, message)
+                await self._retry(slot, cluster, transition, message, None)
+                return
+            except NoController as err:
+                outcome = "no controller"
+                telemetry.fail(span, str(err))
+                await self._fail(slot, f"component '{cluster.component}' version '{slot.cluster}': {err}")
+                return
+            except LinkLost as err:
+                outcome = "link lost"
+                telemetry.fail(span, str(err))
+                await self._fail(slot, f"{name}: {err}")
+                return
+            finally:
+                OPERATIONS.labels(name, outcome).inc()
+                OPERATION_SECONDS.labels(name).observe(time.perf_counter() - started)
+                self.inflight -= 1
+                if slot.record.uuid in self.state.instances:
+                    self._mutate(slot, lambda: setattr(slot, "inflight", False))
         if result.outcome == cpb.OUTCOME_OK:
             await self._succeeded(slot, cluster, transition, result)
         elif result.outcome == cpb.OUTCOME_PERMANENT:

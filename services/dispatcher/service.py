@@ -77,7 +77,7 @@ class Dispatcher:
         return self.server.port
 
     async def start(self) -> None:
-        self._nc = await connect(self.settings.nats_url, f"dispatcher {self.settings.replica}")
+        self._nc = await connect(self.settings.nats_url, f"dispatcher {self.settings.replica}", self._nats_state)
         js = self._nc.jetstream()
         self.js = js
         self.repo = Repository(js, self.subjects)
@@ -99,6 +99,10 @@ class Dispatcher:
             asyncio.create_task(self._termination_loop(), name="terminations"),
         ]
         log.info("replica %s on port %d, nats %s", self.settings.replica, server.port, redact(self.settings.nats_url))
+
+    async def _nats_state(self, up: bool) -> None:
+        if self.server is not None:
+            await self.server.set_serving(up)
 
     async def stop(self) -> None:
         for loop in self._loops:

@@ -9,13 +9,20 @@ import time
 import uuid as uuidlib
 
 from orchestration.errors import Aborted
-from orchestration.events import EventRecorder, new_event
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from orchestration import telemetry
+from orchestration.events import EventRecorder, new_event, task_status_name, task_type_name
 from orchestration.kvstore import gather_bounded, persist
 from orchestration.lifecycle import TRANSITION_NAMES
+from orchestration.metrics import TASKS
 from orchestration.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 
 S = pb.TaskStatus
+_tracer = telemetry.tracer("dispatcher")
 FINISHED = (S.TASK_STATUS_COMPLETED, S.TASK_STATUS_FAILED, S.TASK_STATUS_TIMEOUT, S.TASK_STATUS_TERMINATED)
 EVENT_OF_STATUS = {
     S.TASK_STATUS_EXECUTING: pb.EVENT_TYPE_EXECUTION,
@@ -48,6 +55,9 @@ class TaskBook:
         self._new: list[str] = []
         # True once the run no longer owns the tree: stop waiting for NATS.
         self.give_up: Callable[[], bool] = lambda: False
+        # One span per task, open while the task runs; the root's parent is the request's span.
+        self.root_context: otel_context.Context | None = None
+        self.spans: dict[str, Span] = {}
 
     async def load(self) -> None:
         """Read the tree as stored (a resumed run continues it)."""
@@ -111,6 +121,39 @@ class TaskBook:
             task.subtasks.extend(merged_subtasks)
             self.revisions[task.uuid] = await self.repo.put_task(task, stored.revision)
 
+    def span_of(self, uuid: str) -> Span:
+        """The span of a task (started on first use, as a child of its parent's)."""
+        span = self.spans.get(uuid)
+        if span is not None:
+            return span
+        task = self.tasks[uuid]
+        if task.parent and task.parent in self.tasks:
+            parent = trace.set_span_in_context(self.span_of(task.parent))
+        else:
+            parent = self.root_context
+        kind = task_type_name(task.type)
+        label = {"solution": task.solution, "element": task.element, "cluster": f"{task.element}/{task.cluster}",
+                 "instance": task.instance}.get(kind, task.uuid)
+        span = _tracer.start_span(f"{kind} {label}", context=parent, attributes={
+            "orch.task_id": task.uuid, "orch.domain": task.domain, "orch.solution": task.solution,
+            "orch.element": task.element, "orch.cluster": task.cluster, "orch.instance": task.instance,
+        })
+        self.spans[uuid] = span
+        return span
+
+    def _close_span(self, uuid: str, status: int, error: str) -> None:
+        span = self.span_of(uuid)
+        if status != S.TASK_STATUS_COMPLETED:
+            telemetry.fail(span, error or task_status_name(status))
+        span.end()
+        del self.spans[uuid]
+
+    def end_spans(self) -> None:
+        """End the spans still open (the run stopped without finishing them)."""
+        for span in self.spans.values():
+            span.end()
+        self.spans.clear()
+
     def finished(self, uuid: str) -> bool:
         return self.tasks[uuid].status in FINISHED
 
@@ -122,6 +165,11 @@ class TaskBook:
         task.status = status
         if error:
             task.error = error
+        TASKS.labels(task_type_name(task.type), task_status_name(status)).inc()
+        if status in FINISHED:
+            self._close_span(uuid, status, error)
+        else:
+            self.span_of(uuid)
         event = new_event(task, EVENT_OF_STATUS[status], comment=comment or error)
         await asyncio.gather(self._write(task), self._record(event, task))
 
@@ -134,6 +182,7 @@ class TaskBook:
         first = task.status == S.TASK_STATUS_INITIAL
         if first:
             task.status = S.TASK_STATUS_EXECUTING
+            TASKS.labels(task_type_name(task.type), "executing").inc()
         event = new_event(task, pb.EVENT_TYPE_EXECUTION, comment=TRANSITION_NAMES.get(transition, ""))
         if not first:
             await self._record(event, task)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from gateway.server import GatewaySettings, serve
-from orchestration import logs
+from orchestration.runtime import metrics_option, service_process
 from orchestration.subjects import DEFAULT_PREFIX
 
 
@@ -17,11 +17,12 @@ from orchestration.subjects import DEFAULT_PREFIX
 @click.option("--nats-url", envvar="ORCH_NATS_URL", required=True, help="NATS URL (with credentials).")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), required=True, help="File holding the API token.")
-def main(addr: str, nats_url: str, prefix: str, token_file: str) -> None:
+@metrics_option
+def main(addr: str, nats_url: str, prefix: str, token_file: str, metrics_addr: str) -> None:
     """Run the gateway service."""
-    logs.configure("gateway")
-    token = Path(token_file).read_text().strip()
-    asyncio.run(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token)))
+    with service_process("gateway", metrics_addr):
+        token = Path(token_file).read_text().strip()
+        asyncio.run(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token)))
 
 
 if __name__ == "__main__":

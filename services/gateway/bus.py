@@ -18,7 +18,9 @@ from nats.aio.msg import Msg
 
 from gateway.api.automation import AutomationServicer
 from gateway.api.solutions import SolutionServicer
-from orchestration import codec
+from opentelemetry.trace import SpanKind
+
+from orchestration import codec, telemetry
 from orchestration.errors import InvalidArgument, status_of
 from orchestration.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
@@ -28,16 +30,6 @@ log = logging.getLogger("gateway.bus")
 MAX_REQUEST_BYTES = 1024 * 1024
 QUEUE_GROUP = "gateway"
 _STATES = {"initial", "inactive", "active", "failure"}
-
-
-class BusContext:
-    """Stands in for a gRPC context: carries the publisher's trace context."""
-
-    def __init__(self, msg: Msg) -> None:
-        self._traceparent = (msg.headers or {}).get("traceparent", "")
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("traceparent", self._traceparent),) if self._traceparent else ()
 
 
 Handler = Callable[[Any, Any], Awaitable[Message]]
@@ -59,6 +51,7 @@ class Bus:
             "task": (gw.RetrieveTaskRequest, automation.RetrieveTask),
         }
         self._subscription = None
+        self.tracer = telemetry.tracer("gateway.bus")
 
     async def start(self) -> None:
         self._subscription = await self.nc.subscribe(self.subjects.bus_requests_all, queue=QUEUE_GROUP, cb=self._on_message)
@@ -71,10 +64,15 @@ class Bus:
         if not msg.reply:
             log.warning("bus request on %s without a reply subject ignored", msg.subject)
             return
-        reply = await self.answer(msg.subject.rsplit(".", 1)[-1], msg.data, BusContext(msg))
+        operation = msg.subject.rsplit(".", 1)[-1]
+        parent = telemetry.context_of((msg.headers or {}).get("traceparent", ""))
+        with self.tracer.start_as_current_span(f"bus {operation}", context=parent, kind=SpanKind.SERVER) as span:
+            reply = await self.answer(operation, msg.data)
+            if "error" in reply:
+                telemetry.fail(span, reply["error"]["message"])
         await self.nc.publish(msg.reply, json.dumps(reply).encode())
 
-    async def answer(self, operation: str, data: bytes, context: BusContext) -> dict[str, Any]:
+    async def answer(self, operation: str, data: bytes) -> dict[str, Any]:
         """The JSON reply to one request: a result, or {"error": {"code", "message"}}."""
         try:
             found = self.operations.get(operation)
@@ -82,7 +80,7 @@ class Bus:
                 raise InvalidArgument(f"unknown operation {operation!r}; one of {', '.join(sorted(self.operations))}")
             request_type, handler = found
             request = parse_request(data, request_type)
-            response = await handler(request, context)
+            response = await handler(request, None)
             return render_reply(request, response)
         except grpc.aio.AbortError:  # pragma: no cover - handlers raise, they never abort
             raise

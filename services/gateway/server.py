@@ -49,7 +49,7 @@ class Gateway:
         return self.server.port
 
     async def start(self) -> None:
-        self._nc = await connect(self.settings.nats_url, "gateway")
+        self._nc = await connect(self.settings.nats_url, "gateway", self._nats_state)
         repo = Repository(self._nc.jetstream(), Subjects(self.settings.prefix))
         await repo.open()
         server = Server(self.settings.address, self.settings.token, SERVICE_NAMES)
@@ -69,6 +69,10 @@ class Gateway:
         await server.set_serving(True)
         self.server = server
         log.info("listening on port %d, nats %s, prefix %s", server.port, redact(self.settings.nats_url), self.settings.prefix)
+
+    async def _nats_state(self, up: bool) -> None:
+        if self.server is not None:
+            await self.server.set_serving(up)
 
     async def stop(self) -> None:
         if self.bus is not None:

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from monitor.compensation import Backoff, Compensator
-from monitor.drift import correct
+from monitor.drift import correct, effective_state, is_drift
 from monitor.figures import PollFigures
 from monitor.inventory import SolutionView, Watched, read_inventory
 from monitor.probe import Observation, StatusProbe
@@ -154,7 +154,7 @@ class Monitor:
         """Correct drift, then compensate, unless a task runs for the solution."""
         drifting = [
             (w, observed[w.uuid]) for w in view.instances
-            if w.uuid in observed and observed[w.uuid].state != w.record.instance.state
+            if w.uuid in observed and is_drift(w.record.instance.state, observed[w.uuid].state)
         ]
         if view_busy or (drifting and await self.leases.get(view.domain, view.name) is not None):
             # The running task owns the records; it will see the real state itself.
@@ -169,7 +169,10 @@ class Monitor:
 
     async def _compensate(self, view: SolutionView, observed: dict[str, Observation], tally: _Tally) -> None:
         key = (view.domain, view.name)
-        off = [w for w in view.instances if w.uuid in observed and observed[w.uuid].state != w.record.instance.target]
+        off = [
+            w for w in view.instances
+            if w.uuid in observed and effective_state(w.record.instance.state, observed[w.uuid].state) != w.record.instance.target
+        ]
         if not off:
             if all(w.uuid in observed for w in view.instances):
                 self.backoff.converged(key)

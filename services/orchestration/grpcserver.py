@@ -12,7 +12,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from opentelemetry.trace import SpanKind
+
+from orchestration import telemetry
 from orchestration.errors import status_of
+from orchestration.metrics import GRPC_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             if given is None or not hmac.compare_digest(given.encode(), self._token):
                 log.warning("rejected call to %s: %s", method, "missing token" if given is None else "wrong token")
                 return _deny(handler, "missing or invalid bearer token: pass 'authorization: Bearer <token>' (orch finds it in $ORCH_HOME/token)")
-        return _guard(handler, method)
+        if public:
+            return handler
+        return _guard(handler, method, _metadata_value(details.invocation_metadata, "traceparent"))
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -68,33 +74,51 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     return _rebuild(handler, unary, stream)
 
 
-def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+def _metadata_value(metadata: Iterable[Any] | None, name: str) -> str:
+    for key, value in metadata or ():
+        if key == name and isinstance(value, str):
+            return value
+    return ""
+
+
+def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) -> grpc.RpcMethodHandler:
+    """Wrap a handler: a server span per call, errors as statuses, call metrics."""
+    tracer = telemetry.tracer("orchestration.grpc")
+    parent = telemetry.context_of(traceparent_value)
+
+    async def fail(exc: BaseException, context: grpc.aio.ServicerContext, span: Any) -> None:
         code, message = status_of(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("%s failed", method, exc_info=exc)
+        telemetry.fail(span, message)
+        GRPC_CALLS.labels(method, code.name).inc()
         await context.abort(code, message)
 
     def wrap_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await behaviour(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every error becomes a status
-                await fail(exc, context)
+            with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER) as span:
+                try:
+                    response = await behaviour(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                    await fail(exc, context, span)
+                GRPC_CALLS.labels(method, "OK").inc()
+                return response
 
         return call
 
     def wrap_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                async for item in behaviour(request, context):
-                    yield item
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                await fail(exc, context)
+            with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER) as span:
+                try:
+                    async for item in behaviour(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    await fail(exc, context, span)
+                GRPC_CALLS.labels(method, "OK").inc()
 
         return call
 

@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+from opentelemetry import trace
+
 
 class _Readable(logging.Formatter):
     def __init__(self, service: str) -> None:
@@ -51,12 +53,24 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return {k: getattr(record, k) for k in FIELDS if getattr(record, k, None)}
 
 
+class TraceLogFilter(logging.Filter):
+    """Adds the current trace id to every record that has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "trace_id", None):
+            context = trace.get_current_span().get_span_context()
+            if context.is_valid:
+                record.trace_id = format(context.trace_id, "032x")
+        return True
+
+
 def configure(service: str, level: str | None = None, fmt: str | None = None) -> None:
     """Send the root logger to stderr in the chosen format."""
     level = (level or os.environ.get("ORCH_LOG_LEVEL") or "INFO").upper()
     fmt = fmt or os.environ.get("ORCH_LOG_FORMAT") or "text"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Json(service) if fmt == "json" else _Readable(service))
+    handler.addFilter(TraceLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -10,17 +11,23 @@ from nats.aio.client import Client as NatsClient
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str) -> NatsClient:
-    """A NATS connection that keeps reconnecting when the server goes away."""
+async def connect(url: str, name: str, on_state: Callable[[bool], Awaitable[None]] | None = None) -> NatsClient:
+    """A NATS connection that keeps reconnecting when the server goes away;
+    `on_state(False)` runs on every loss and `on_state(True)` on every return
+    (services report NOT_SERVING in between)."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
 
     async def on_disconnect() -> None:
         log.warning("nats: disconnected")
+        if on_state is not None:
+            await on_state(False)
 
     async def on_reconnect() -> None:
         log.info("nats: reconnected")
+        if on_state is not None:
+            await on_state(True)
 
     return await nats.connect(
         servers=[url],

@@ -11,15 +11,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
+from opentelemetry.trace import SpanKind
+
 from controllers.sdk.context import OperationContext
 from controllers.sdk.controller import Controller, Result
 from controllers.sdk.convert import TRANSITION_NAMES, deadline_of, operation_context
 from controllers.sdk.errors import Permanent, Retryable
+from orchestration import telemetry
 from orchestration.lifecycle import EDGES
+from orchestration.metrics import OPERATION_SECONDS, OPERATIONS
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import State, Transition
 
 log = logging.getLogger("controllers.sdk")
+_tracer = telemetry.tracer("controllers.sdk")
 
 OK = pb.Outcome.OUTCOME_OK
 RETRYABLE = pb.Outcome.OUTCOME_RETRYABLE
@@ -48,7 +53,28 @@ def permanent(operation_id: str, message: str) -> pb.OperationResult:
 
 async def execute(controller: Controller, operation: pb.Operation, logger: logging.Logger = log) -> pb.OperationResult:
     """Run one operation of `controller` and report how it ended; never raises
-    (except CancelledError when the caller itself is cancelled)."""
+    (except CancelledError when the caller itself is cancelled).
+
+    Each operation is a span, a child of the dispatcher's span for it."""
+    name = TRANSITION_NAMES.get(operation.transition, "operation")
+    parent = telemetry.context_of(operation.traceparent)
+    started = time.perf_counter()
+    with _tracer.start_as_current_span(f"{name} {operation.instance.uuid}", context=parent, kind=SpanKind.SERVER) as span:
+        span.set_attribute("orch.operation_id", operation.operation_id)
+        span.set_attribute("orch.transition", name)
+        span.set_attribute("orch.instance", operation.instance.uuid)
+        span.set_attribute("orch.element", operation.instance.element)
+        span.set_attribute("orch.cluster", operation.instance.cluster)
+        result = await _execute(controller, operation, logger)
+        if result.outcome != OK:
+            telemetry.fail(span, result.message)
+    outcome = pb.Outcome.Name(result.outcome).removeprefix("OUTCOME_").lower()
+    OPERATIONS.labels(name, outcome).inc()
+    OPERATION_SECONDS.labels(name).observe(time.perf_counter() - started)
+    return result
+
+
+async def _execute(controller: Controller, operation: pb.Operation, logger: logging.Logger) -> pb.OperationResult:
     op_id = operation.operation_id
     if operation.transition not in RESULT_STATES:
         return permanent(op_id, f"unknown transition {operation.transition}")

@@ -18,7 +18,7 @@ import click
 from controllers.sdk.controller import Controller
 from controllers.sdk.registrar import Registrar, Registration
 from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
-from orchestration import logs
+from orchestration.runtime import METRICS_HELP, service_process
 from orchestration.grpcserver import Server
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 
@@ -142,8 +142,12 @@ def run_controller(
         )
     """
 
-    def main(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str, **own: Any) -> None:
-        logs.configure(name)
+    def main(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str,
+             metrics_addr: str, **own: Any) -> None:
+        with service_process(name, metrics_addr):
+            run(addr, advertise, dispatcher, credential_file, replica, own)
+
+    def run(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str, own: dict[str, Any]) -> None:
         credential = Path(credential_file).read_text().strip()
         if not credential:
             raise click.BadParameter(f"{credential_file} is empty", param_hint="--credential-file")
@@ -168,6 +172,7 @@ def run_controller(
         click.Option(["--credential-file"], required=True, type=click.Path(exists=True, dir_okay=False),
                      help="File holding the controller credential (bearer token both ways)."),
         click.Option(["--replica"], default="", help="Unique replica id (default: hostname-pid)."),
+        click.Option(["--metrics-addr"], envvar="ORCH_METRICS_ADDR", default="", help=METRICS_HELP),
         *options,
     ]
     command = click.Command(name, callback=main, params=params, help=f"Run the {name} {version} controller.")

@@ -3,23 +3,14 @@ dispatchers (one solution runs one request at a time)."""
 
 from __future__ import annotations
 
-import grpc
 from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind
 
+from orchestration import telemetry
 from orchestration.leases import Leases
 from orchestration.repository import Repository
 from orchestration.requests import new_request, submit
 from orchestration.subjects import Subjects
-
-
-def traceparent_of(context: grpc.aio.ServicerContext | None) -> str:
-    """The caller's W3C trace context, if it sent one."""
-    if context is None:
-        return ""
-    for key, value in context.invocation_metadata() or ():
-        if key == "traceparent" and isinstance(value, str):
-            return value
-    return ""
 
 
 class Channel:
@@ -31,9 +22,16 @@ class Channel:
         self.subjects = subjects
         self.leases = Leases(repo.leases_bucket)
         self.source = source
+        self.tracer = telemetry.tracer("gateway.channel")
 
-    async def submit(self, kind: int, domain: str, solution: str, context: grpc.aio.ServicerContext | None = None,
-                     **fields: object) -> str:
-        """Accept one request; returns its root task id (FailedPrecondition when the solution is busy)."""
-        request = new_request(kind, domain, solution, self.source, traceparent_of(context), **fields)
-        return await submit(self.repo, self.leases, self.js, self.subjects, request)
+    async def submit(self, kind: int, domain: str, solution: str, **fields: object) -> str:
+        """Accept one request; returns its root task id (FailedPrecondition when the solution is busy).
+
+        The request carries the trace context of a producer span (the NATS hop),
+        a child of the caller's span, so the dispatcher's work joins the trace."""
+        with self.tracer.start_as_current_span("publish request", kind=SpanKind.PRODUCER) as span:
+            request = new_request(kind, domain, solution, self.source, telemetry.traceparent(span), **fields)
+            span.set_attribute("orch.domain", domain)
+            span.set_attribute("orch.solution", solution)
+            span.set_attribute("orch.task_id", request.task)
+            return await submit(self.repo, self.leases, self.js, self.subjects, request)

@@ -86,7 +86,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
     async def DeploySolution(self, request: gw.DeploySolutionRequest, context: grpc.aio.ServicerContext) -> gw.DeploySolutionResponse:
         name, _ = await self._desired(request.domain, request.architecture, request.version, request.solution)
         task = await self.channel.submit(
-            rpb.REQUEST_KIND_DEPLOY, request.domain, name, context, architecture=request.architecture, version=request.version
+            rpb.REQUEST_KIND_DEPLOY, request.domain, name, architecture=request.architecture, version=request.version
         )
         return gw.DeploySolutionResponse(task=task)
 
@@ -106,13 +106,13 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
 
     async def RemoveSolution(self, request: gw.RemoveSolutionRequest, context: grpc.aio.ServicerContext) -> gw.RemoveSolutionResponse:
         await self.repo.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
-        task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution, context)
+        task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution)
         return gw.RemoveSolutionResponse(task=task)
 
     async def UpdateSolution(self, request: gw.UpdateSolutionRequest, context: grpc.aio.ServicerContext) -> gw.UpdateSolutionResponse:
         await self.repo.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
         check_target_state(request.state, "state")
-        task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, context, state=request.state)
+        task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, state=request.state)
         return gw.UpdateSolutionResponse(task=task)
 
     async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
@@ -128,7 +128,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         fields: dict[str, object] = {"element": request.element, "cluster": request.cluster, "state": request.state}
         if request.HasField("size"):
             fields["size"] = request.size
-        task = await self.channel.submit(rpb.REQUEST_KIND_SET_CLUSTER, request.domain, request.solution, context, **fields)
+        task = await self.channel.submit(rpb.REQUEST_KIND_SET_CLUSTER, request.domain, request.solution, **fields)
         return gw.UpdateClusterResponse(task=task)
 
     async def UpdateInstance(self, request: gw.UpdateInstanceRequest, context: grpc.aio.ServicerContext) -> gw.UpdateInstanceResponse:
@@ -139,7 +139,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         find_instance(cluster, f"{path}/{element.name}", request.instance)
         check_target_state(request.state, "state")
         task = await self.channel.submit(
-            rpb.REQUEST_KIND_SET_INSTANCE, request.domain, request.solution, context,
+            rpb.REQUEST_KIND_SET_INSTANCE, request.domain, request.solution,
             element=request.element, cluster=request.cluster, instance=request.instance, state=request.state,
         )
         return gw.UpdateInstanceResponse(task=task)

@@ -1,0 +1,93 @@
+"""Tracing for every service: one OpenTelemetry trace per request, carried
+as W3C ``traceparent`` in gRPC metadata, NATS headers and operations.
+
+Spans are always made (their ids go into logs and task records), but they
+are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-specific
+variable) is set: without it no exporter, thread or connection exists."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_provider: TracerProvider | None = None
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def exporting() -> bool:
+    """True when an OTLP endpoint is configured."""
+    return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
+
+
+def setup(service: str) -> None:
+    """Install the tracer provider of this process (once, at start)."""
+    global _provider
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if exporting():
+        # Imported only when needed: the exporter pulls in its gRPC client.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+
+
+def shutdown() -> None:
+    """Flush and stop the exporter (at clean exit)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def traceparent(span: Span | None = None) -> str:
+    """The W3C traceparent of a span (the current one by default)."""
+    carrier: dict[str, str] = {}
+    ctx = trace.set_span_in_context(span) if span is not None else None
+    _PROPAGATOR.inject(carrier, context=ctx)
+    return carrier.get("traceparent", "")
+
+
+def context_of(traceparent_value: str) -> otel_context.Context | None:
+    """The context a traceparent names (None when empty or malformed)."""
+    if not traceparent_value:
+        return None
+    ctx = _PROPAGATOR.extract({"traceparent": traceparent_value})
+    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+
+
+def trace_id_of(traceparent_value: str) -> str:
+    """The trace id (32 hex digits) of a traceparent, or ""."""
+    parts = traceparent_value.split("-")
+    return parts[1] if len(parts) == 4 else ""
+
+
+def fail(span: Span, message: str) -> None:
+    """Mark a span as failed with a message."""
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+@contextmanager
+def activated(traceparent_value: str) -> Iterator[None]:
+    """Run a block in the context of a remote parent."""
+    ctx = context_of(traceparent_value)
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

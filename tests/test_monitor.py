@@ -1,0 +1,260 @@
+"""The monitor through real processes (DESIGN.md sections 4 and 5): status on
+the bus for every instance, drift behind the orchestrator's back detected and
+repaired by a compensating task, back-off for a component that keeps failing,
+and the figures of the last poll. `orch up --monitor-interval 1`: "within two
+intervals" is two seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import pytest
+
+import engine_model as m
+from monitor.compensation import Backoff
+from monitor.status import roll_up
+from orchestration.v1 import model_pb2 as pb
+from suite import DATA, Suite, running_suite
+
+INTERVAL = 1.0
+# Detection must happen within two poll intervals.
+WITHIN = 2 * INTERVAL
+
+Message = dict[str, Any]
+
+
+class BusTap:
+    """A plain nats-py client on a thread of its own, so that the blocking CLI
+    calls of a test never stall it: records status messages as they arrive."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bus tap", daemon=True)
+        self._thread.start()
+        self._lock = threading.Lock()
+        # (monotonic receipt time, payload)
+        self._received: list[tuple[float, Message]] = []
+        self._run(self._connect(url))
+
+    def _run(self, coro: Any, timeout: float = 10.0) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    async def _connect(self, url: str) -> None:
+        self._nc = await nats.connect(url)
+
+        async def on_status(msg: Any) -> None:
+            with self._lock:
+                self._received.append((time.monotonic(), json.loads(msg.data)))
+
+        await self._nc.subscribe(f"{self.prefix}.status.>", cb=on_status)
+
+    def since(self, start: float) -> list[tuple[float, Message]]:
+        """Messages received at or after `start` (monotonic)."""
+        with self._lock:
+            return [(t, msg) for t, msg in self._received if t >= start]
+
+    def wait_for(self, start: float, match: Callable[[Message], bool], timeout: float) -> float | None:
+        """Receipt time of the first message since `start` that matches, waiting up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for received, msg in self.since(start):
+                if match(msg):
+                    return received
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+
+    def request(self, subject: str) -> Message:
+        async def ask() -> bytes:
+            return (await self._nc.request(subject, b"", timeout=5)).data
+
+        return json.loads(self._run(ask()))
+
+    def close(self) -> None:
+        self._run(self._nc.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@dataclass
+class Deployed:
+    suite: Suite
+    tap: BusTap
+    # When `orch solution deploy --wait` returned (monotonic).
+    finished: float
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    with running_suite(tmp_path_factory.mktemp("monitor"), "--monitor-interval", str(INTERVAL)) as suite:
+        info = json.loads(suite.ok("info", "-o", "json"))
+        tap = BusTap(info["nats_url"], info["subject_prefix"])
+        try:
+            suite.ok("apply", "-f", str(DATA / "demo2.yaml"))
+            suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait")
+            yield Deployed(suite, tap, time.monotonic())
+        finally:
+            tap.close()
+
+
+def instances_of(suite: Suite, domain: str, solution: str) -> dict[str, tuple[str, str, pb.Instance]]:
+    """Stored instances by uuid, with their element and cluster."""
+    found = suite.solution(domain, solution)
+    return {i.uuid: (e.name, c.version, i) for e in found.elements for c in e.clusters for i in c.instances}
+
+
+def roots(suite: Suite, domain: str) -> list[dict[str, Any]]:
+    """Root tasks as `orch task list DOMAIN --roots -o json` prints them, oldest first."""
+    return json.loads(suite.ok("task", "list", domain, "--roots", "-o", "json"))
+
+
+def drift_events(suite: Suite, domain: str, uuid: str) -> list[dict[str, Any]]:
+    events = json.loads(suite.ok("event", "list", domain, "-o", "json"))
+    return [e for e in events if str(e.get("Type", "")).lower() == "drift" and uuid in e.get("Comment", "")]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+        time.sleep(0.1)
+
+
+def test_status_of_every_instance_is_published_within_two_intervals_of_a_deploy(deployed: Deployed) -> None:
+    suite, tap = deployed.suite, deployed.tap
+    wanted = instances_of(suite, "demo", "app")
+    assert len(wanted) == 23
+    seen: dict[str, Message] = {}
+
+    def all_seen() -> bool:
+        for _, msg in tap.since(deployed.finished):
+            if msg["kind"] == "instance":
+                seen[msg["instance"]] = msg
+        return set(seen) >= set(wanted)
+
+    deadline = deployed.finished + WITHIN
+    while not all_seen() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert set(wanted) - set(seen) == set(), "instances without a status message within two intervals"
+    for uuid, (element, cluster, _) in wanted.items():
+        msg = seen[uuid]
+        assert (msg["domain"], msg["solution"], msg["element"], msg["cluster"]) == ("demo", "app", element, cluster)
+        assert (msg["state"], msg["target"]) == ("active", "active")
+        assert isinstance(msg["time"], int) and abs(msg["time"] / 1e9 - time.time()) < 30
+    # Aggregates are published when they change: the solution became active.
+    solution_active = tap.wait_for(
+        0.0, lambda msg: msg["kind"] == "solution" and msg["solution"] == "app" and msg["state"] == "active", WITHIN
+    )
+    assert solution_active is not None
+
+
+def force_and_watch_repair(deployed: Deployed, uuid: str, state: str, repair: list[str]) -> None:
+    """Force `state` in the sim, then check detection (status and drift event
+    within two intervals) and repair (one compensating task, these operations)."""
+    suite, tap = deployed.suite, deployed.tap
+    before = {t["UUID"] for t in roots(suite, "demo")}
+    start, wall = time.monotonic(), time.time()
+    out = suite.ok("sim", "set-state", uuid, state)
+    forced, forced_wall = time.monotonic(), time.time()
+    assert uuid in out
+
+    detected = tap.wait_for(start, lambda msg: msg.get("instance") == uuid and msg["state"] == state, WITHIN + 1)
+    assert detected is not None and detected - forced <= WITHIN, f"status {state} not published within two intervals"
+
+    def repaired() -> bool:
+        new = [t for t in roots(suite, "demo") if t["UUID"] not in before]
+        return bool(new) and all(t["Status"] == "completed" for t in new) and \
+            instances_of(suite, "demo", "app")[uuid][2].state == pb.STATE_ACTIVE
+
+    wait_until(repaired, 15, f"repair of {uuid} after {state}")
+    [compensation] = [t for t in roots(suite, "demo") if t["UUID"] not in before]
+    assert compensation["Status"] == "completed" and compensation["Solution"] == "app"
+
+    [event] = drift_events(suite, "demo", uuid)
+    assert f"active -> {state}" in event["Comment"] and "reported by controller Internal" in event["Comment"]
+    assert event["Time"] / 1e9 - forced_wall <= WITHIN
+    done = [op["operation"] for op in suite.ops("app") if op["instance"] == uuid and op["started"] >= wall]
+    assert done == repair
+    assert all(op["outcome"] == "ok" for op in suite.ops("app") if op["started"] >= wall)
+
+
+def test_an_instance_forced_to_failure_is_detected_and_rebuilt(deployed: Deployed) -> None:
+    uuid = sorted(u for u, (element, _, _) in instances_of(deployed.suite, "demo", "app").items() if element == "app")[0]
+    force_and_watch_repair(deployed, uuid, "failure", ["reset", "create", "configure", "start"])
+
+
+def test_an_instance_forced_to_inactive_is_detected_and_started(deployed: Deployed) -> None:
+    uuid = sorted(u for u, (element, _, _) in instances_of(deployed.suite, "demo", "app").items() if element == "db")[0]
+    force_and_watch_repair(deployed, uuid, "inactive", ["start"])
+
+
+def test_set_state_of_an_unknown_instance_fails_clearly(deployed: Deployed) -> None:
+    result = deployed.suite.orch("sim", "set-state", "no-such-instance", "failure")
+    assert result.returncode == 1
+    assert "no sim controller knows instance no-such-instance" in result.stderr
+
+
+def test_a_start_that_always_fails_is_compensated_with_back_off(deployed: Deployed) -> None:
+    suite = deployed.suite
+    suite.apply(m.single("flaky", "flaky", 1, params={"sim_fail": "start"}))
+    failed = suite.orch("solution", "deploy", "flaky", "flaky", "V1", "--wait")
+    assert failed.returncode != 0
+    window = 6.0
+    time.sleep(window)
+    tasks = roots(suite, "flaky")
+    compensations = len(tasks) - 1
+    # One per interval would be about six; doubling back-off (2 s, then 4 s) allows two, three at a stretch.
+    assert 1 <= compensations <= 3, [t["Status"] for t in tasks]
+    for task in tasks:
+        suite.wait_task("flaky", task["UUID"], timeout=10)
+    # Every compensation was a real attempt: one more start, failing as the first did.
+    starts = [op["outcome"] for op in suite.ops("flaky") if op["operation"] == "start"]
+    assert starts == ["permanent"] * len(tasks)
+
+
+def test_figures_of_the_last_poll_are_answered_on_request(deployed: Deployed) -> None:
+    figures = deployed.tap.request(f"{deployed.tap.prefix}.monitor.figures")
+    assert figures["polls"] >= 2
+    assert figures["instances"] >= 23 and figures["unanswered"] == 0
+    assert figures["controller_calls"] >= 1
+    assert 0 < figures["duration_seconds"] < INTERVAL
+    for key in ("drifted", "compensations", "solutions", "time"):
+        assert key in figures
+
+
+# ---- pure parts, no processes ------------------------------------------------
+
+
+def test_back_off_doubles_per_compensation_up_to_the_cap_and_resets_when_converged() -> None:
+    backoff = Backoff(interval=1.0, cap=5.0)
+    key = ("d", "s")
+    assert backoff.allowed(key, 0.0)
+    assert backoff.compensated(key, 0.0) == 2.0
+    assert not backoff.allowed(key, 1.9) and backoff.allowed(key, 2.0)
+    assert backoff.compensated(key, 2.0) == 4.0
+    assert backoff.compensated(key, 6.0) == 5.0  # 8 s capped
+    backoff.converged(key)
+    assert backoff.allowed(key, 6.1) and backoff.compensated(key, 6.1) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("states", "target", "rolled"),
+    [
+        ([pb.STATE_ACTIVE, pb.STATE_ACTIVE], pb.STATE_ACTIVE, pb.STATE_ACTIVE),
+        ([pb.STATE_ACTIVE, pb.STATE_INACTIVE], pb.STATE_ACTIVE, pb.STATE_INACTIVE),
+        ([pb.STATE_ACTIVE, pb.STATE_FAILURE, pb.STATE_INITIAL], pb.STATE_ACTIVE, pb.STATE_FAILURE),
+        ([], pb.STATE_INACTIVE, pb.STATE_INACTIVE),
+    ],
+)
+def test_roll_up_reports_failure_first_then_the_lowest_state(states: list[int], target: int, rolled: int) -> None:
+    assert roll_up(states, target) == rolled
