@@ -138,14 +138,14 @@ class Suite:
 
 
 @contextmanager
-def running_suite(home: Path, *flags: str) -> Iterator[Suite]:
-    """Start `orch up` with flags; always stop it."""
+def running_suite(home: Path, *flags: str, env: dict[str, str] | None = None) -> Iterator[Suite]:
+    """Start `orch up` with flags (and extra environment); always stop it."""
     gateway = f"127.0.0.1:{free_port()}"
     log = open(home / "up.log", "wb")
     proc = subprocess.Popen(
         [str(BIN / "orch"), "up", "--gateway-addr", gateway, "--nats-port", str(free_port()),
          "--dispatcher-addr", f"127.0.0.1:{free_port()}", *flags],
-        env={**os.environ, "ORCH_HOME": str(home)},
+        env={**os.environ, **(env or {}), "ORCH_HOME": str(home)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -20,6 +20,7 @@ import pytest
 
 import engine_model as m
 from monitor.compensation import Backoff
+from monitor.drift import is_drift
 from monitor.status import roll_up
 from orchestration.v1 import model_pb2 as pb
 from suite import DATA, Suite, running_suite
@@ -217,9 +218,10 @@ def test_a_start_that_always_fails_is_compensated_with_back_off(deployed: Deploy
     assert 1 <= compensations <= 3, [t["Status"] for t in tasks]
     for task in tasks:
         suite.wait_task("flaky", task["UUID"], timeout=10)
-    # Every compensation was a real attempt: one more start, failing as the first did.
-    starts = [op["outcome"] for op in suite.ops("flaky") if op["operation"] == "start"]
-    assert starts == ["permanent"] * len(tasks)
+    # Every compensation was a real attempt from a reset, failing as the first did.
+    history = [(op["operation"], op["outcome"]) for op in suite.ops("flaky")]
+    first = [("create", "ok"), ("configure", "ok"), ("start", "permanent")]
+    assert history == first + [("reset", "ok"), *first] * compensations
 
 
 def test_figures_of_the_last_poll_are_answered_on_request(deployed: Deployed) -> None:
@@ -245,6 +247,26 @@ def test_back_off_doubles_per_compensation_up_to_the_cap_and_resets_when_converg
     assert backoff.compensated(key, 6.0) == 5.0  # 8 s capped
     backoff.converged(key)
     assert backoff.allowed(key, 6.1) and backoff.compensated(key, 6.1) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("stored", "observed", "drift"),
+    [
+        (pb.STATE_ACTIVE, pb.STATE_FAILURE, True),
+        (pb.STATE_ACTIVE, pb.STATE_INACTIVE, True),
+        (pb.STATE_ACTIVE, pb.STATE_INITIAL, True),
+        (pb.STATE_ACTIVE, pb.STATE_ACTIVE, False),
+        (pb.STATE_UNSPECIFIED, pb.STATE_INITIAL, False),
+        # The engine's failure verdict stands while the instance exists: the next reconciliation resets it.
+        (pb.STATE_FAILURE, pb.STATE_INACTIVE, False),
+        (pb.STATE_FAILURE, pb.STATE_ACTIVE, False),
+        (pb.STATE_FAILURE, pb.STATE_INITIAL, True),
+    ],
+)
+def test_drift_is_a_differing_state_except_a_failure_verdict_on_an_existing_instance(
+    stored: int, observed: int, drift: bool
+) -> None:
+    assert is_drift(stored, observed) is drift
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ class TaskBook:
         task = pb.Task(
             uuid=uuid, type=kind, parent=parent, status=S.TASK_STATUS_INITIAL, domain=parent_task.domain,
             solution=parent_task.solution, version=parent_task.version, request=parent_task.request,
-            created=now, updated=now, **fields,  # type: ignore[arg-type]
+            trace=parent_task.trace, created=now, updated=now, **fields,  # type: ignore[arg-type]
         )
         self.tasks[uuid] = task
         self.revisions[uuid] = None

@@ -215,7 +215,7 @@ TASK = Spec(
      F("Subtasks", "subtasks", "strs"), F("Events", "events", "strs"),
      F("Request", "request", optional=True), F("Error", "error", optional=True),
      F("Created", "created", "int64", optional=True), F("Updated", "updated", "int64", optional=True),
-     F("Transition", "transition", TRANSITION, optional=True)),
+     F("Transition", "transition", TRANSITION, optional=True), F("Trace", "trace", optional=True)),
     _uuid, "<UUID>",
 )
 EVENT = Spec(

@@ -8,6 +8,7 @@ import uuid as uuidlib
 
 from nats.js import JetStreamContext
 
+from orchestration import telemetry
 from orchestration.leases import Leases
 from orchestration.repository import Repository
 from orchestration.subjects import Subjects
@@ -28,7 +29,7 @@ def root_task(request: rpb.Request) -> pb.Task:
     return pb.Task(
         uuid=request.task, type=pb.TASK_TYPE_SOLUTION, domain=request.domain, solution=request.solution,
         version=request.version, request=request.uuid, status=pb.TASK_STATUS_INITIAL,
-        created=request.accepted, updated=request.accepted,
+        created=request.accepted, updated=request.accepted, trace=telemetry.trace_id_of(request.traceparent),
     )
 
 

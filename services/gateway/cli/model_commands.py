@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -19,11 +20,23 @@ def _enum(enum: object, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()  # type: ignore[attr-defined]
 
 
+FINISHED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED)
+
+
+def duration(t: pb.Task) -> str:
+    """How long a task ran (so far, while it runs)."""
+    if not t.created:
+        return "-"
+    end = t.updated if t.status in FINISHED else time.time_ns()
+    return f"{max(0, end - t.created) / 1e9:.3f}s"
+
+
 def task_row(t: pb.Task) -> list[str]:
     return [
         t.uuid,
         _enum(pb.TaskType, t.type, "TASK_TYPE_"),
         _enum(pb.TaskStatus, t.status, "TASK_STATUS_"),
+        duration(t),
         t.solution,
         "/".join(x for x in (t.element, t.cluster, t.instance) if x),
         t.parent or "-",
@@ -31,7 +44,7 @@ def task_row(t: pb.Task) -> list[str]:
     ]
 
 
-TASK_HEADERS = ["TASK", "TYPE", "STATUS", "SOLUTION", "TARGET", "PARENT", "ERROR"]
+TASK_HEADERS = ["TASK", "TYPE", "STATUS", "DURATION", "SOLUTION", "TARGET", "PARENT", "ERROR"]
 
 
 @click.command()
@@ -246,6 +259,19 @@ def task_get(settings: Settings, task_id: str, domain_name: str, tree: bool, out
     reply = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain_name, task=task_id, tree=tree))
     tasks = [reply.task, *reply.subtasks]
     emit(output, tasks if tree else reply.task, TASK_HEADERS, [task_row(t) for t in tasks])
+
+
+@task.command("trace")
+@click.argument("task_id", metavar="ID")
+@click.option("--domain", "domain_name", default="", help="Domain of the task (found when omitted).")
+@pass_settings
+def task_trace(settings: Settings, task_id: str, domain_name: str) -> None:
+    """Print the trace id of a task's request (look it up in Jaeger)."""
+    gateway = settings.gateway()
+    found = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain_name, task=task_id)).task
+    if not found.trace:
+        raise click.ClickException(f"task {task_id} has no trace id (it was not made by a traced request)")
+    click.echo(found.trace)
 
 
 @click.group()

@@ -1,0 +1,154 @@
+"""One trace per request across every service, exported over OTLP to an
+in-process receiver (opentelemetry-proto's TraceService on real gRPC)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from orchestration.embedded_nats import free_port
+from suite import DATA, Suite, running_suite
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    error: bool
+    attributes: dict[str, str]
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """Collects every span exported to it."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.lock = threading.Lock()
+
+    def Export(self, request, context):  # type: ignore[no-untyped-def]
+        with self.lock:
+            for resource_spans in request.resource_spans:
+                service = next((a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), "")
+                for scope in resource_spans.scope_spans:
+                    for span in scope.spans:
+                        self.spans.append(ReceivedSpan(
+                            service, span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
+                            span.status.code == 2, {a.key: a.value.string_value for a in span.attributes},
+                        ))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
+        with self.lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[Receiver, int]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    found = Receiver()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(found, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield found, port
+    server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory, receiver: tuple[Receiver, int]) -> Iterator[Suite]:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    with running_suite(tmp_path_factory.mktemp("tracing"), env=env) as running:
+        running.ok("apply", "-f", str(DATA / "demo2.yaml"))
+        yield running
+
+
+def wait_for_spans(receiver: Receiver, trace_id: str, predicate, timeout: float = 15) -> list[ReceivedSpan]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        spans = receiver.of_trace(trace_id)
+        if predicate(spans):
+            return spans
+        time.sleep(0.2)
+    return receiver.of_trace(trace_id)
+
+
+def test_a_deploy_is_one_trace_from_gateway_to_every_controller_operation(suite: Suite, receiver: tuple[Receiver, int]) -> None:
+    task = json.loads(suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait", "-o", "json"))["task"]
+    trace_id = suite.ok("task", "trace", task).strip()
+    assert len(trace_id) == 32
+    solution = suite.solution("demo", "app")
+    instances = {i.uuid for e in solution.elements for c in e.clusters for i in c.instances}
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        done = {s.attributes.get("orch.instance") for s in spans if s.service == "Internal"}
+        return instances <= done and any(s.name.startswith("solution ") for s in spans)
+
+    spans = wait_for_spans(receiver[0], trace_id, complete)
+    services = {s.service for s in spans}
+    assert {"gateway", "dispatcher", "Internal"} <= services, services
+    by_id = {s.span_id: s for s in spans}
+    gateway_roots = {s.span_id for s in spans if s.service == "gateway"}
+    for uuid in instances:
+        operations = [s for s in spans if s.service == "Internal" and s.attributes.get("orch.instance") == uuid]
+        names = {s.name.split()[0] for s in operations}
+        assert {"create", "configure", "start"} <= names, (uuid, names)
+        for span in operations:
+            chain = span
+            while chain.parent_id and chain.parent_id in by_id and chain.span_id not in gateway_roots:
+                chain = by_id[chain.parent_id]
+            assert chain.span_id in gateway_roots, f"{span.name} does not lead back to the gateway"
+
+
+def test_a_failing_operation_span_is_an_error(suite: Suite, receiver: tuple[Receiver, int]) -> None:
+    broken = (DATA / "demo2.yaml").read_text()
+    start = broken.index("    Architectures:")
+    end = broken.index("    Solutions:")
+    architecture = broken[start:end].replace("app - V0.0.0", "app - V0.0.1").replace("Version: V0.0.0", "Version: V0.0.1", 1)
+    architecture = architecture.replace("""                  'cidr':         '10.0.1.0/24'
+                  'gateway':      '10.0.1.1'
+""", """                  'cidr':         '10.0.1.0/24'
+                  'gateway':      '10.0.1.1'
+                  'sim_fail':     'reconfigure,start'
+""", 1)
+    header = "Name: demo\n"
+    suite.apply(header + "\n".join(line[4:] for line in architecture.splitlines()))
+    result = suite.orch("solution", "deploy", "demo", "app", "V0.0.1", "--solution", "broken", "--wait", "-o", "json")
+    assert result.returncode == 1
+    task = json.loads(result.stdout)["task"]
+    trace_id = suite.ok("task", "trace", task).strip()
+    spans = wait_for_spans(receiver[0], trace_id, lambda found: any(s.error and s.service == "Internal" for s in found))
+    failed = [s for s in spans if s.error]
+    assert any(s.service == "Internal" and s.name.startswith("start ") for s in failed), [s.name for s in failed]
+    assert any(s.service == "dispatcher" and s.name.startswith("solution ") for s in failed)
+
+
+def test_no_exporter_without_an_endpoint() -> None:
+    probe = """
+import os, sys, threading
+from orchestration import telemetry
+telemetry.setup("probe")
+with telemetry.tracer("probe").start_as_current_span("x"):
+    pass
+print(sorted(t.name for t in threading.enumerate()), "opentelemetry.exporter.otlp.proto.grpc.trace_exporter" in sys.modules)
+"""
+    env_without = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
+    quiet = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env_without, timeout=60)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "['MainThread'] False"
+    exporting = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                               env={**env_without, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    assert exporting.returncode == 0, exporting.stderr
+    assert exporting.stdout.strip().endswith("True") and "MainThread" in exporting.stdout
+    assert exporting.stdout.count("'") > 2, "an exporter thread runs when an endpoint is set"
