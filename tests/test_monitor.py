@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import nats
 import pytest
 
@@ -22,7 +23,9 @@ import engine_model as m
 from monitor.compensation import Backoff
 from monitor.drift import is_drift
 from monitor.status import roll_up
+from orchestration.home import load_connection
 from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import sim_pb2, sim_pb2_grpc
 from suite import DATA, Suite, running_suite
 
 INTERVAL = 1.0
@@ -203,6 +206,16 @@ def test_set_state_of_an_unknown_instance_fails_clearly(deployed: Deployed) -> N
     result = deployed.suite.orch("sim", "set-state", "no-such-instance", "failure")
     assert result.returncode == 1
     assert "no sim controller knows instance no-such-instance" in result.stderr
+
+
+def test_the_simulator_service_requires_the_controller_credential(deployed: Deployed) -> None:
+    connection = load_connection(deployed.suite.home)
+    assert connection is not None and len(connection.sims) == 1
+    with grpc.insecure_channel(connection.sims[0]) as channel:
+        stub = sim_pb2_grpc.SimulatorServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SetState(sim_pb2.SetStateRequest(uuid="x", state=pb.STATE_FAILURE), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_start_that_always_fails_is_compensated_with_back_off(deployed: Deployed) -> None:

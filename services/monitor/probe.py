@@ -36,7 +36,7 @@ _CALL_CONCURRENCY = 4
 class Observation:
     """The real state of an instance, and the controller (registration name) that reported it."""
 
-    state: int
+    state: pb.State
     controller: str
 
 

@@ -29,15 +29,16 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
 
     async def SetState(self, request: pb.SetStateRequest, context: grpc.aio.ServicerContext) -> pb.SetStateResponse:
         state = _STATE_NAMES.get(request.state)
-        if state is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state is required: initial, inactive, active or failure")
-        if not request.uuid:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "uuid is required")
+        if state is None or not request.uuid:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "uuid and state (initial, inactive, active or failure) are required"
+            )
+            return pb.SetStateResponse()  # not reached: abort raises
         # Several sim replicas each hold their own instances: "not mine" is an
         # answer (known=false), not an error, so a caller can ask them in turn.
         if not self._has(request.uuid):
             return pb.SetStateResponse(known=False)
-        self._set_state(request.uuid, state)  # type: ignore[arg-type]  # checked above
+        self._set_state(request.uuid, state)
         return pb.SetStateResponse(known=True)
 
 

@@ -40,7 +40,7 @@ def set_state(settings: Settings, uuid: str, state: str) -> None:
         metadata = bearer_metadata(credential_path.read_text().strip())
     except OSError as err:
         raise click.ClickException(f"cannot read the controller credential {credential_path}: {err.strerror}") from err
-    request = pb.SetStateRequest(uuid=uuid, state=STATES_BY_NAME[state])  # type: ignore[arg-type]
+    request = pb.SetStateRequest(uuid=uuid, state=STATES_BY_NAME[state])
     unreachable = []
     # Each replica holds its own instances: ask them in turn until one has it.
     for address in connection.sims:
@@ -48,7 +48,7 @@ def set_state(settings: Settings, uuid: str, state: str) -> None:
             try:
                 reply = pb_grpc.SimulatorServiceStub(channel).SetState(request, metadata=metadata, timeout=10)
             except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
                     unreachable.append(address)
                     continue
                 raise

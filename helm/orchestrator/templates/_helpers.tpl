@@ -1,0 +1,206 @@
+{{/* Names ----------------------------------------------------------------- */}}
+
+{{- define "orchestrator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release (resource names are "<fullname>-<component>"). */}}
+{{- define "orchestrator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "orchestrator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels: call with (dict "root" $ "component" "gateway"). */}}
+{{- define "orchestrator.labels" -}}
+helm.sh/chart: {{ include "orchestrator.chart" .root }}
+{{ include "orchestrator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: {{ include "orchestrator.name" .root }}
+{{- end }}
+
+{{- define "orchestrator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "orchestrator.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "orchestrator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "orchestrator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "orchestrator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Secrets: names of the Secrets in use (given or generated) --------------- */}}
+
+{{- define "orchestrator.tokenSecret" -}}
+{{- default (printf "%s-api-token" (include "orchestrator.fullname" .)) .Values.gateway.auth.existingSecret }}
+{{- end }}
+
+{{- define "orchestrator.credentialSecret" -}}
+{{- default (printf "%s-controller-credential" (include "orchestrator.fullname" .)) .Values.controllerCredential.existingSecret }}
+{{- end }}
+
+{{- define "orchestrator.natsSecret" -}}
+{{- default (printf "%s-nats-auth" (include "orchestrator.fullname" .)) .Values.nats.auth.existingSecret }}
+{{- end }}
+
+{{/*
+A secret value kept across upgrades: the one in the live Secret when there
+is one (lookup; empty when rendering offline), else a new random one.
+Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
+*/}}
+{{- define "orchestrator.secretValue" -}}
+{{- $live := lookup "v1" "Secret" .root.Release.Namespace .secret }}
+{{- if and $live $live.data (hasKey $live.data .key) }}
+{{- index $live.data .key }}
+{{- else }}
+{{- randAlphaNum (int .length) | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/* NATS -------------------------------------------------------------------- */}}
+
+{{- define "orchestrator.natsName" -}}
+{{- printf "%s-nats" (include "orchestrator.fullname" .) }}
+{{- end }}
+
+{{/* Environment of every service: NATS URL (from the Secret), logs, metrics, traces. */}}
+{{- define "orchestrator.serviceEnv" -}}
+{{- $root := . }}
+{{- if .Values.nats.enabled }}
+- name: NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "orchestrator.natsSecret" . }}
+      key: user
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "orchestrator.natsSecret" . }}
+      key: password
+- name: ORCH_NATS_URL
+  value: "nats://$(NATS_USER):$(NATS_PASSWORD)@{{ include "orchestrator.natsName" . }}:4222"
+{{- else }}
+- name: ORCH_NATS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.nats.external.existingSecret }}
+      key: {{ .Values.nats.external.existingSecretKey }}
+{{- end }}
+- name: ORCH_LOG_LEVEL
+  value: {{ .Values.log.level | quote }}
+- name: ORCH_LOG_FORMAT
+  value: {{ .Values.log.format | quote }}
+{{- if .Values.metrics.enabled }}
+- name: ORCH_METRICS_ADDR
+  value: "0.0.0.0:{{ .Values.metrics.port }}"
+{{- end }}
+{{- with (include "orchestrator.otlpEndpoint" .) }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Where traces go: the chart's Jaeger, else tracing.otlpEndpoint, else nowhere. */}}
+{{- define "orchestrator.otlpEndpoint" -}}
+{{- if .Values.jaeger.enabled }}
+{{- printf "http://%s-jaeger:4317" (include "orchestrator.fullname" .) }}
+{{- else }}
+{{- .Values.tracing.otlpEndpoint }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations: call with (dict "root" $ "extra" .Values.x.podAnnotations). */}}
+{{- define "orchestrator.podAnnotations" -}}
+{{- if .root.Values.metrics.enabled }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .root.Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* gRPC health probes on a port: call with (dict "root" $ "port" N). */}}
+{{- define "orchestrator.grpcProbes" -}}
+livenessProbe:
+  grpc:
+    port: {{ .port }}
+  {{- toYaml .root.Values.probes.liveness | nindent 2 }}
+readinessProbe:
+  grpc:
+    port: {{ .port }}
+  {{- toYaml .root.Values.probes.readiness | nindent 2 }}
+{{- end }}
+
+{{/*
+Init container of the pods that open the repository: waits for NATS, creates
+the suite's streams and KV buckets (the services' own configuration) and gives
+them nats.jetstream.replicas replicas.
+*/}}
+{{- define "orchestrator.jetstreamInit" -}}
+- name: jetstream-init
+  image: {{ include "orchestrator.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["python", "/opt/orchestrator-scripts/jetstream_init.py"]
+  env:
+    {{- include "orchestrator.serviceEnv" . | nindent 4 }}
+    - name: ORCH_PREFIX
+      value: {{ .Values.prefix | quote }}
+    - name: ORCH_JETSTREAM_REPLICAS
+      value: {{ .Values.nats.jetstream.replicas | quote }}
+  volumeMounts:
+    - name: scripts
+      mountPath: /opt/orchestrator-scripts
+      readOnly: true
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml .Values.jetstreamInit.resources | nindent 4 }}
+{{- end }}
+
+{{- define "orchestrator.scriptsVolume" -}}
+- name: scripts
+  configMap:
+    name: {{ include "orchestrator.fullname" . }}-scripts
+{{- end }}
+
+{{/* Checks of values the schema cannot express. */}}
+{{- define "orchestrator.checks" -}}
+{{- if and .Values.nats.enabled (gt (int .Values.nats.jetstream.replicas) (int .Values.nats.replicas)) }}
+{{- fail (printf "nats.jetstream.replicas (%v) must not exceed nats.replicas (%v)" .Values.nats.jetstream.replicas .Values.nats.replicas) }}
+{{- end }}
+{{- if and (not .Values.nats.enabled) (not .Values.nats.external.existingSecret) }}
+{{- fail "nats.external.existingSecret must name a Secret holding the NATS URL when nats.enabled is false" }}
+{{- end }}
+{{- if and .Values.gateway.tls.enabled (not .Values.gateway.tls.secretName) }}
+{{- fail "gateway.tls.secretName must name a kubernetes.io/tls Secret when gateway.tls.enabled is true" }}
+{{- end }}
+{{- $names := dict }}
+{{- range .Values.controllers }}
+{{- if hasKey $names .name }}
+{{- fail (printf "controllers: the name %q is used twice" .name) }}
+{{- end }}
+{{- $_ := set $names .name true }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,155 @@
+"""From settings and an operation to what exactly runs: the template
+namespace of an instance, and the rendered launch spec (argv, environment,
+files, endpoint, readiness probe) with digests to tell whether it changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from controllers.process.readiness import Probe
+from controllers.process.settings import ProcessSettings
+from controllers.process.template import TemplateError, Value, render
+from controllers.process.workdir import InstanceRecord
+from controllers.sdk import OperationContext, Permanent
+
+# The environment a process inherits from the controller; nothing else leaks
+# (the controller's own credentials and settings stay with it).
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+# Where a bare command name is looked up first: the controller's own Python
+# environment (a virtualenv's bin holds `python`, `nats-server`, ...).
+BIN_DIR = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything rendered for one instance at one moment."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    files: dict[str, str]
+    endpoint: str
+    probe: Probe
+
+    @property
+    def launch_digest(self) -> str:
+        """Changes when the process must be restarted to see the change."""
+        return _digest({"argv": self.argv, "env": self.env})
+
+    @property
+    def files_digest(self) -> str:
+        return _digest(self.files)
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def namespace(ctx: OperationContext, record: InstanceRecord, work_dir: Path, base_dir: Path) -> dict[str, Value]:
+    """Every name a template may use: the cluster's parameters, overridden by
+    the instance's own values, its siblings' and its providers' endpoints."""
+    values: dict[str, Value] = dict(ctx.parameters)
+    values.update({
+        "uuid": record.uuid,
+        "domain": record.domain,
+        "solution": record.solution,
+        "element": record.element,
+        "cluster": record.cluster,
+        "component": ctx.component,
+        "host": record.host,
+        "work_dir": str(work_dir),
+        "base_dir": str(base_dir),
+        "python": sys.executable,
+        "bin_dir": str(BIN_DIR),
+        "configuration": ctx.configuration,
+        "siblings": list(ctx.siblings),
+    })
+    for name, port in record.ports.items():
+        values[f"ports.{name}"] = str(port)
+    if "port" in record.ports:
+        values["port"] = str(record.ports["port"])
+    for provider in ctx.providers:
+        values[f"providers.{provider.relationship}"] = list(provider.endpoints)
+    return values
+
+
+def render_endpoint(settings: ProcessSettings, values: dict[str, Value]) -> str:
+    return _render(settings.endpoint, values, "endpoint")
+
+
+def launch_spec(settings: ProcessSettings, values: dict[str, Value], work_dir: Path) -> LaunchSpec:
+    """Render every template of `settings`; a failure names the key and fails permanently."""
+    endpoint = render_endpoint(settings, values)
+    values = {**values, "endpoint": endpoint}
+    argv = _split(_render(settings.command, values, "command"), "command")
+    argv += [_render(arg, values, f"args[{i}]") for i, arg in enumerate(settings.args)]
+    argv[0] = resolve(argv[0], work_dir, "command")
+    env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+    env["PATH"] = os.pathsep.join([str(BIN_DIR), env.get("PATH", os.defpath)])
+    # Output reaches the log files at once, so a failure's tail shows it.
+    env["PYTHONUNBUFFERED"] = "1"
+    env["ORCH_INSTANCE"] = str(values["uuid"])
+    env["ORCH_WORK_DIR"] = str(work_dir)
+    env.update({key: _render(value, values, f"env.{key}") for key, value in settings.env.items()})
+    files = {name: _render(text, values, f"files.{name}") for name, text in settings.files.items()}
+    return LaunchSpec(tuple(argv), env, files, endpoint, _probe(settings, values, work_dir))
+
+
+def _probe(settings: ProcessSettings, values: dict[str, Value], work_dir: Path) -> Probe:
+    given = [(key, text) for key, text in (("ready_tcp", settings.ready_tcp), ("ready_http", settings.ready_http),
+                                            ("ready_command", settings.ready_command)) if text]
+    if len(given) > 1:
+        raise Permanent(f"process: choose one readiness probe, not {' and '.join(key for key, _ in given)}")
+    if not given:
+        return Probe()
+    key, text = given[0]
+    rendered = _render(text, values, key)
+    if key == "ready_command":
+        argv = _split(rendered, key)
+        argv[0] = resolve(argv[0], work_dir, key)
+        return Probe("command", shlex.join(argv))
+    return Probe("tcp" if key == "ready_tcp" else "http", rendered)
+
+
+def resolve(program: str, work_dir: Path, key: str) -> str:
+    """The absolute path of a program: `python` is the controller's own
+    interpreter; a bare name is looked up in the controller's bin directory,
+    then on PATH; a relative path is relative to the instance's work dir."""
+    if program in ("python", "python3"):
+        return sys.executable
+    if "/" not in program:
+        beside = BIN_DIR / program
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
+        found = shutil.which(program)
+        if found:
+            return found
+        raise Permanent(f"process: {key}: program '{program}' not found in {BIN_DIR} or on PATH")
+    path = Path(program) if Path(program).is_absolute() else work_dir / program
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise Permanent(f"process: {key}: '{path}' is not an executable file")
+    return str(path)
+
+
+def _render(template: str, values: dict[str, Value], where: str) -> str:
+    try:
+        return render(template, values, where)
+    except TemplateError as err:
+        raise Permanent(f"process: {err}") from None
+
+
+def _split(line: str, key: str) -> list[str]:
+    try:
+        argv = shlex.split(line)
+    except ValueError as err:
+        raise Permanent(f"process: {key} {line!r} cannot be split into arguments: {err}") from None
+    if not argv:
+        raise Permanent(f"process: {key} is empty after rendering")
+    return argv

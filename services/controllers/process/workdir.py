@@ -1,0 +1,177 @@
+"""The process controller's on-disk state: one directory per instance under
+the controller's work dir, holding what it needs to survive its own restart.
+
+    <work-dir>/<uuid>/instance.json   identity, host and allocated ports (written by create)
+    <work-dir>/<uuid>/pid.json        the running process: pid, kernel start time, digests, probe
+    <work-dir>/<uuid>/stdout.log      the process's output (appended across restarts)
+    <work-dir>/<uuid>/stderr.log
+    <work-dir>/<uuid>/...             the rendered `files`, and the process's working directory
+
+The directory existing means the instance exists; pid.json existing means the
+controller started a process and did not stop it yet (whether it still runs is
+for `procs` to tell). Writes are atomic (temporary file, then rename), so a
+kill in mid-write never leaves a torn record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from controllers.process.readiness import Probe
+
+INSTANCE_FILE = "instance.json"
+PID_FILE = "pid.json"
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+
+# Instance uuids come from the engine; anything else must not become a path.
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What create decided for an instance (kept until destroy)."""
+
+    uuid: str
+    domain: str
+    solution: str
+    element: str
+    cluster: str
+    host: str
+    ports: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """The process an instance runs (the pid file).
+
+    `starttime` is the kernel's start time of the pid (clock ticks since
+    boot): together with the pid it names one process for good, so a pid
+    reused by someone else after a reboot or a crash is never signalled.
+    `launch` and `files` are digests of what the process was started with,
+    so that a repeated start or reconfigure changes nothing when nothing changed.
+    """
+
+    pid: int
+    starttime: int
+    argv: tuple[str, ...]
+    started: float
+    launch: str
+    files: str
+    probe: Probe
+
+
+class WorkDir:
+    """The instance directories under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, uuid: str) -> Path:
+        if not _SAFE.match(uuid):
+            raise ValueError(f"instance uuid {uuid!r} cannot name a directory")
+        return self.root / uuid
+
+    def uuids(self) -> list[str]:
+        """Every instance that has a directory."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _SAFE.match(p.name))
+
+    def exists(self, uuid: str) -> bool:
+        return self.path(uuid).is_dir()
+
+    def read_instance(self, uuid: str) -> InstanceRecord | None:
+        data = _read_json(self.path(uuid) / INSTANCE_FILE)
+        if data is None:
+            return None
+        return InstanceRecord(**{**data, "ports": {str(k): int(v) for k, v in data.get("ports", {}).items()}})
+
+    def write_instance(self, record: InstanceRecord) -> None:
+        directory = self.path(record.uuid)
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_json(directory / INSTANCE_FILE, {**asdict(record), "ports": dict(record.ports)})
+
+    def read_process(self, uuid: str) -> ProcessRecord | None:
+        data = _read_json(self.path(uuid) / PID_FILE)
+        if data is None:
+            return None
+        try:
+            return ProcessRecord(
+                pid=int(data["pid"]), starttime=int(data["starttime"]), argv=tuple(data["argv"]),
+                started=float(data["started"]), launch=str(data["launch"]), files=str(data["files"]),
+                probe=Probe(**data["probe"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def write_process(self, uuid: str, record: ProcessRecord) -> None:
+        data = asdict(record)
+        data["argv"] = list(record.argv)
+        _write_json(self.path(uuid) / PID_FILE, data)
+
+    def clear_process(self, uuid: str) -> None:
+        (self.path(uuid) / PID_FILE).unlink(missing_ok=True)
+
+    def write_files(self, uuid: str, files: Mapping[str, str]) -> None:
+        """Write rendered files whose content differs (an unchanged file keeps its mtime)."""
+        directory = self.path(uuid)
+        for name, content in files.items():
+            target = directory / name
+            try:
+                if target.read_text(encoding="utf-8") == content:
+                    continue
+            except OSError:
+                pass
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text(content, encoding="utf-8")
+            os.replace(tmp, target)
+
+    def log_paths(self, uuid: str) -> tuple[Path, Path]:
+        directory = self.path(uuid)
+        return directory / STDOUT_FILE, directory / STDERR_FILE
+
+    def remove(self, uuid: str) -> None:
+        shutil.rmtree(self.path(uuid), ignore_errors=True)
+
+
+def allocate_ports(host: str, names: Iterable[str], taken: set[int]) -> dict[str, int]:
+    """A free port for each name, none of them in `taken` (ports other instances hold).
+
+    The kernel picks the port (bind to 0); the socket closes at once, so the
+    process can bind it later. Ports the controller handed out already are
+    skipped, since their processes may be stopped right now.
+    """
+    ports: dict[str, int] = {}
+    for name in names:
+        for _ in range(100):
+            with socket.socket() as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in taken:
+                break
+        taken.add(port)
+        ports[name] = port
+    return ports
+
+
+def _read_json(path: Path) -> dict | None:  # type: ignore[type-arg]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,122 @@
+"""Crashes lose nothing: real processes killed with SIGKILL mid-deploy."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controllers.sim.table import InstanceTable
+from models import chain
+from orchestration.v1 import model_pb2 as pb
+from suite import Suite, running_suite
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Iterator[Suite]:
+    with running_suite(tmp_path, "--operation-timeout", "5") as running:
+        yield running
+
+
+def wait_for_pid(suite: Suite, name: str, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = suite.services().get(name)
+        if pid:
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"{name} did not come back within {timeout}s")
+
+
+def sim_instances(suite: Suite) -> dict[str, str]:
+    """uuid -> state of what the sim controller holds (read from a copy of its journal)."""
+    copy = suite.home / "sim-copy.jsonl"
+    shutil.copy(suite.home / "sim-1-state.jsonl", copy)
+    table = InstanceTable(copy)
+    table.open()
+    try:
+        return {r.uuid: r.state for r in table.records()}
+    finally:
+        table.close()
+
+
+def assert_nothing_lost_or_duplicated(suite: Suite, domain: str, solution: str) -> None:
+    found = suite.solution(domain, solution)
+    instances = {i.uuid: i for e in found.elements for c in e.clusters for i in c.instances}
+    assert all(i.state == pb.STATE_ACTIVE for i in instances.values())
+    creates: dict[str, set[str]] = defaultdict(set)
+    for op in suite.ops(solution):
+        if op["operation"] == "create" and op["outcome"] == "ok":
+            creates[op["instance"]].add(op["operation_id"])
+    duplicated = {uuid: ids for uuid, ids in creates.items() if len(ids) > 1}
+    assert not duplicated, f"instances created under several operation ids: {duplicated}"
+    assert set(creates) == set(instances), "every instance was created, and nothing else"
+    held = {uuid for uuid, state in sim_instances(suite).items()}
+    assert held <= set(instances), f"the sim holds instances the solution does not know: {held - set(instances)}"
+
+
+def test_dispatcher_killed_repeatedly_during_a_deploy(suite: Suite) -> None:
+    suite.apply(chain("crash", [20, 100, 180], parameters={"sim_latency_ms": 10}))
+    task = json.loads(suite.ok("solution", "deploy", "crash", "app", "V1", "-o", "json"))["task"]
+    rng = random.Random(7)
+    kills = 0
+    while kills < 4 and suite.task("crash", task).task.status in (pb.TASK_STATUS_INITIAL, pb.TASK_STATUS_EXECUTING):
+        time.sleep(rng.uniform(0.3, 1.2))
+        os.kill(wait_for_pid(suite, "dispatcher"), signal.SIGKILL)
+        kills += 1
+        time.sleep(0.2)
+    assert kills >= 2, "the deploy ended before the dispatcher could be killed twice; make it longer"
+    root = suite.wait_task("crash", task, timeout=120)
+    assert root.status == pb.TASK_STATUS_COMPLETED, root.error
+    assert_nothing_lost_or_duplicated(suite, "crash", "app")
+
+
+def test_gateway_killed_running_tasks_are_unaffected(suite: Suite) -> None:
+    suite.apply(chain("gw", [10, 40], parameters={"sim_latency_ms": 20}))
+    task = json.loads(suite.ok("solution", "deploy", "gw", "app", "V1", "-o", "json"))["task"]
+    time.sleep(0.3)
+    os.kill(wait_for_pid(suite, "gateway"), signal.SIGKILL)
+    time.sleep(2.5)  # orch up restarts it after a second
+    wait_for_pid(suite, "gateway")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            root = suite.wait_task("gw", task, timeout=60)
+            break
+        except Exception:  # noqa: BLE001 - the gateway may still be coming back
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    assert root.status == pb.TASK_STATUS_COMPLETED, root.error
+    assert_nothing_lost_or_duplicated(suite, "gw", "app")
+    # orch up supervises its children, and says so.
+    output = (suite.home / "up.log").read_text()
+    assert "gateway exited unexpectedly" in output and "restarted gateway" in output
+
+
+def test_nats_killed_and_restarted_mid_deploy(suite: Suite) -> None:
+    suite.apply(chain("nats", [10, 60, 60], parameters={"sim_latency_ms": 10}))
+    task = json.loads(suite.ok("solution", "deploy", "nats", "app", "V1", "-o", "json"))["task"]
+    time.sleep(0.8)
+    os.kill(wait_for_pid(suite, "nats-server"), signal.SIGKILL)
+    time.sleep(1.5)
+    wait_for_pid(suite, "nats-server")
+    deadline = time.monotonic() + 90
+    root = None
+    while time.monotonic() < deadline:
+        try:
+            root = suite.wait_task("nats", task, timeout=5)
+            break
+        except Exception:  # noqa: BLE001 - NATS and the gateway come back
+            time.sleep(0.5)
+    assert root is not None and root.status == pb.TASK_STATUS_COMPLETED, root
+    assert_nothing_lost_or_duplicated(suite, "nats", "app")
