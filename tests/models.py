@@ -83,10 +83,16 @@ def chain(name: str, sizes: list[int], parameters: Mapping[str, object] | None =
 
 
 def flat(name: str, size: int, parameters: Mapping[str, object] | None = None, elements: int = 1,
-         architecture: str = "app", version: str = "V1") -> str:
+         architecture: str = "app", version: str = "V1", maximum: int | None = None) -> str:
     """Independent elements of `size` instances each."""
     return domain(name, [component("c0")], architecture, version,
-                  [element(f"e{i}", "c0", size, parameters=parameters) for i in range(elements)])
+                  [element(f"e{i}", "c0", size, parameters=parameters, maximum=maximum) for i in range(elements)])
+
+
+def architecture_only(document: str) -> str:
+    """The same domain document without its components (to add a version)."""
+    head, tail = document.split("Components:", 1)
+    return head + "Architectures:" + tail.split("Architectures:", 1)[1]
 
 
 def fan_out(name: str, root_size: int, leaves: int, leaf_size: int, parameters: Mapping[str, object] | None = None,

@@ -211,6 +211,7 @@ class Dispatcher:
         except BaseException:
             self.runs.pop(lease.key, None)
             raise
+        log.info("running task %s of %s", book.root, lease.key, extra={"task_id": book.root, "solution": request.solution})
         active.task = asyncio.create_task(self._execute(active), name=f"run {lease.key}")
 
     async def _execute(self, active: ActiveRun) -> None:

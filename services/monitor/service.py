@@ -26,13 +26,16 @@ from monitor.status import StatusBoard
 from orchestration.events import EventRecorder
 from orchestration.kvstore import gather_bounded
 from orchestration.leases import Leases, solution_key
-from orchestration.lifecycle import state_name
+from orchestration.lifecycle import INITIAL, state_name
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
 from orchestration.subjects import Subjects
 from orchestration.v1 import controller_pb2 as cpb
 
 log = logging.getLogger("monitor")
+
+# Solutions acted on at once (drift corrections, compensations).
+_SOLUTION_CONCURRENCY = 32
 
 
 def reference(watched: Watched) -> cpb.InstanceReference:
@@ -137,8 +140,10 @@ class Monitor:
         await self._nc.flush()
         busy = busy_before | await self._busy()
         tally = _Tally()
-        for view in views:
-            await self._act(view, observed, view_busy=solution_key(view.domain, view.name) in busy, tally=tally)
+        await gather_bounded(
+            (self._act(v, observed, view_busy=solution_key(v.domain, v.name) in busy, tally=tally) for v in views),
+            _SOLUTION_CONCURRENCY,
+        )
         self.backoff.forget_except({(v.domain, v.name) for v in views})
         return PollFigures(
             time=time_ns, solutions=len(views), instances=len(observed),
@@ -181,7 +186,7 @@ class Monitor:
             return
         # Re-read before acting: the records (now corrected) decide, not this poll's snapshot.
         fresh = await self.repo.list_instances(view.domain, view.name)
-        off_now = [r for r in fresh if r.instance.target and r.instance.state != r.instance.target]
+        off_now = [r for r in fresh if r.instance.target and (r.instance.state or INITIAL) != r.instance.target]
         if not off_now:
             return
         first = off_now[0].instance

@@ -83,9 +83,8 @@ Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
 {{- printf "%s-nats" (include "orchestrator.fullname" .) }}
 {{- end }}
 
-{{/* Environment of every service: NATS URL (from the Secret), logs, metrics, traces. */}}
-{{- define "orchestrator.serviceEnv" -}}
-{{- $root := . }}
+{{/* Environment of every service that talks to NATS: the URL built from the Secret. */}}
+{{- define "orchestrator.natsEnv" -}}
 {{- if .Values.nats.enabled }}
 - name: NATS_USER
   valueFrom:
@@ -106,6 +105,10 @@ Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
       name: {{ .Values.nats.external.existingSecret }}
       key: {{ .Values.nats.external.existingSecretKey }}
 {{- end }}
+{{- end }}
+
+{{/* Environment of every service: logs, metrics, traces. */}}
+{{- define "orchestrator.commonEnv" -}}
 - name: ORCH_LOG_LEVEL
   value: {{ .Values.log.level | quote }}
 - name: ORCH_LOG_FORMAT
@@ -118,6 +121,11 @@ Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{- define "orchestrator.serviceEnv" -}}
+{{ include "orchestrator.natsEnv" . }}
+{{ include "orchestrator.commonEnv" . }}
 {{- end }}
 
 {{/* Where traces go: the chart's Jaeger, else tracing.otlpEndpoint, else nowhere. */}}
@@ -164,7 +172,7 @@ them nats.jetstream.replicas replicas.
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   command: ["python", "/opt/orchestrator-scripts/jetstream_init.py"]
   env:
-    {{- include "orchestrator.serviceEnv" . | nindent 4 }}
+    {{- include "orchestrator.natsEnv" . | nindent 4 }}
     - name: ORCH_PREFIX
       value: {{ .Values.prefix | quote }}
     - name: ORCH_JETSTREAM_REPLICAS
@@ -177,6 +185,11 @@ them nats.jetstream.replicas replicas.
     {{- toYaml .Values.securityContext | nindent 4 }}
   resources:
     {{- toYaml .Values.jetstreamInit.resources | nindent 4 }}
+{{- end }}
+
+{{/* "true" when the init container runs: streams and buckets need more than one replica. */}}
+{{- define "orchestrator.jetstreamInitEnabled" -}}
+{{- if gt (int .Values.nats.jetstream.replicas) 1 }}true{{ end }}
 {{- end }}
 
 {{- define "orchestrator.scriptsVolume" -}}

@@ -129,11 +129,40 @@ class Processes:
             return False
         return True
 
+    def reap(self) -> None:
+        """Collect children that ended (so that none lingers as a zombie)."""
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
     def forget(self, record: ProcessRecord) -> None:
         child = self._children.pop(record.pid, None)
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=0.1)
+
+
+def kill_strays(directory: Path) -> list[int]:
+    """SIGKILL every process whose working directory is `directory` or below.
+
+    The safety net of destroy and reset: a process whose pid file was lost
+    (a crash between spawn and writing it) still runs in its instance's
+    directory, and must not outlive the instance.
+    """
+    killed = []
+    prefix = str(directory.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == prefix or cwd.startswith(prefix + "/"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
 
 
 def _signal_group(pgid: int, signum: int) -> None:

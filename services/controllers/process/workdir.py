@@ -46,6 +46,7 @@ class InstanceRecord:
     cluster: str
     host: str
     ports: Mapping[str, int] = field(default_factory=dict)
+    endpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,10 @@ class WorkDir:
         data = _read_json(self.path(uuid) / INSTANCE_FILE)
         if data is None:
             return None
-        return InstanceRecord(**{**data, "ports": {str(k): int(v) for k, v in data.get("ports", {}).items()}})
+        try:
+            return InstanceRecord(**{**data, "ports": {str(k): int(v) for k, v in data.get("ports", {}).items()}})
+        except (TypeError, ValueError, AttributeError):
+            return None
 
     def write_instance(self, record: InstanceRecord) -> None:
         directory = self.path(record.uuid)
@@ -138,6 +142,10 @@ class WorkDir:
     def log_paths(self, uuid: str) -> tuple[Path, Path]:
         directory = self.path(uuid)
         return directory / STDOUT_FILE, directory / STDERR_FILE
+
+    def taken_ports(self) -> set[int]:
+        """Every port some instance holds."""
+        return {port for uuid in self.uuids() if (r := self.read_instance(uuid)) for port in r.ports.values()}
 
     def remove(self, uuid: str) -> None:
         shutil.rmtree(self.path(uuid), ignore_errors=True)

@@ -1,0 +1,270 @@
+"""The process controller: instances are operating-system processes, one
+work directory each, configured from the cluster's parameters (`settings`).
+
+Every operation is idempotent and reads the real state (work dir, pid file,
+/proc) before acting, never an in-memory belief, so that a repeated
+operation, a controller restart or a process killed by hand all end right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+from controllers.process.procs import Processes, kill_strays, tail
+from controllers.process.readiness import check
+from controllers.process.settings import ProcessSettings
+from controllers.process.spec import LaunchSpec, launch_spec, namespace, render_endpoint
+from controllers.process.workdir import InstanceRecord, ProcessRecord, WorkDir, allocate_ports
+from controllers.sdk import (
+    UNKNOWN,
+    Controller,
+    InstanceRef,
+    InstanceState,
+    OperationContext,
+    Permanent,
+    Result,
+    Retryable,
+)
+
+log = logging.getLogger("controllers.process")
+
+# Leave this much of an operation's deadline to report "not ready yet" as a
+# retryable outcome, rather than being cancelled by the SDK without a word.
+DEADLINE_MARGIN = 1.0
+READY_POLL = 0.1
+# Reset kills: a failed instance gets a short SIGTERM grace, not its full stop_grace.
+RESET_GRACE = 0.5
+
+
+class ProcessController(Controller):
+    """Runs each instance as a local process (controller `process`, V1.0.0).
+
+    `work_dir` holds one directory per instance (see `workdir`); `base_dir`
+    is offered to templates as `{{base_dir}}` (where the example scripts are).
+    """
+
+    def __init__(self, work_dir: Path, base_dir: Path) -> None:
+        self.dirs = WorkDir(work_dir)
+        self.base_dir = base_dir
+        self.procs = Processes()
+        # One operation per instance at a time (status reads without waiting).
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def open(self) -> None:
+        self.dirs.root.mkdir(parents=True, exist_ok=True)
+        running = 0
+        for uuid in self.dirs.uuids():
+            record = self.dirs.read_process(uuid)
+            if record is not None and self.procs.running(record):
+                running += 1
+        # Adoption needs nothing more: the pid files are the truth, and every
+        # operation and status checks them against /proc.
+        log.info("work dir %s: %d instances, %d running processes adopted", self.dirs.root, len(self.dirs.uuids()), running)
+
+    # ---- status ------------------------------------------------------------------
+
+    async def status(self, ref: InstanceRef) -> InstanceState:
+        """active: the process runs and passes its probe; inactive: the instance
+        exists without a ready process; initial (unknown): no instance."""
+        record = self.dirs.read_instance(ref.uuid) if self.dirs.exists(ref.uuid) else None
+        if record is None:
+            return UNKNOWN
+        process = self.dirs.read_process(ref.uuid)
+        if process is not None and self.procs.running(process):
+            if await check(process.probe, self.dirs.path(ref.uuid), time.time() - process.started):
+                return InstanceState("active", record.endpoint)
+        return InstanceState("inactive", record.endpoint)
+
+    # ---- operations --------------------------------------------------------------
+
+    async def create(self, ctx: OperationContext) -> Result:
+        settings = ProcessSettings.parse(ctx.parameters)
+        async with self._locks[ctx.uuid]:
+            record = self.dirs.read_instance(ctx.uuid)
+            if record is not None:
+                if (record.solution, record.element, record.cluster) != (ctx.solution, ctx.element, ctx.cluster):
+                    raise Permanent(f"process: instance {ctx.uuid} already exists in "
+                                    f"{record.solution}/{record.element}/{record.cluster}")
+                return Result(endpoint=record.endpoint)
+            # No await from here to the write: two creates cannot pick the same port.
+            names = (["port"] if settings.port == "auto" else []) + [n for n in settings.ports if n != "port"]
+            ports = allocate_ports(settings.host, names, self.dirs.taken_ports())
+            if settings.port not in ("", "auto"):
+                ports["port"] = int(settings.port)
+            record = InstanceRecord(ctx.uuid, ctx.domain, ctx.solution, ctx.element, ctx.cluster, settings.host, ports)
+            record = replace(record, endpoint=render_endpoint(settings, self._values(ctx, record)))
+            self.dirs.write_instance(record)
+            ctx.logger.info("created %s (ports %s)", self.dirs.path(ctx.uuid), ports or "none")
+            return Result(endpoint=record.endpoint)
+
+    async def configure(self, ctx: OperationContext) -> Result:
+        settings = ProcessSettings.parse(ctx.parameters)
+        async with self._locks[ctx.uuid]:
+            record = self._existing(ctx)
+            spec = self._spec(ctx, settings, record)
+            self.dirs.write_files(ctx.uuid, spec.files)
+            return Result(endpoint=record.endpoint)
+
+    async def start(self, ctx: OperationContext) -> Result:
+        settings = ProcessSettings.parse(ctx.parameters)
+        async with self._locks[ctx.uuid]:
+            record = self._existing(ctx)
+            spec = self._spec(ctx, settings, record)
+            self.dirs.write_files(ctx.uuid, spec.files)
+            process = self._running(ctx.uuid)
+            if process is not None and (process.launch, process.files) != (spec.launch_digest, spec.files_digest):
+                ctx.logger.info("process %d runs with another configuration: restarting it", process.pid)
+                await self._stop(ctx.uuid, process, settings.stop_grace)
+                process = None
+            if process is None:
+                process = self._spawn(ctx, spec)
+            await self._wait_ready(ctx, process, settings)
+            return Result(endpoint=record.endpoint)
+
+    async def reconfigure(self, ctx: OperationContext) -> Result:
+        """Render again; a running process takes a change as `reconfigure` says
+        (a changed command line or environment always restarts it)."""
+        settings = ProcessSettings.parse(ctx.parameters)
+        async with self._locks[ctx.uuid]:
+            record = self._existing(ctx)
+            spec = self._spec(ctx, settings, record)
+            self.dirs.write_files(ctx.uuid, spec.files)
+            process = self._running(ctx.uuid)
+            mode = settings.reconfigure.mode
+            if process is not None and process.launch == spec.launch_digest and process.files != spec.files_digest:
+                if mode == "signal":
+                    ctx.logger.info("files changed: signal %d to process %d", settings.reconfigure.signal, process.pid)
+                    self.procs.signal(process, settings.reconfigure.signal)
+                if mode in ("signal", "none"):
+                    process = replace(process, files=spec.files_digest, probe=spec.probe)
+                    self.dirs.write_process(ctx.uuid, process)
+            if process is not None and (process.launch, process.files) != (spec.launch_digest, spec.files_digest):
+                ctx.logger.info("configuration changed: restarting process %d", process.pid)
+                await self._stop(ctx.uuid, process, settings.stop_grace)
+                process = None
+            if process is None:
+                process = self._spawn(ctx, spec)
+            elif process.probe != spec.probe:
+                process = replace(process, probe=spec.probe)
+                self.dirs.write_process(ctx.uuid, process)
+            await self._wait_ready(ctx, process, settings)
+            return Result(endpoint=record.endpoint)
+
+    async def stop(self, ctx: OperationContext) -> Result:
+        async with self._locks[ctx.uuid]:
+            record = self._existing(ctx)
+            process = self.dirs.read_process(ctx.uuid)
+            if process is not None:
+                await self._stop(ctx.uuid, process, _grace(ctx))
+            return Result(endpoint=record.endpoint)
+
+    async def destroy(self, ctx: OperationContext) -> Result:
+        async with self._locks[ctx.uuid]:
+            await self._remove(ctx, _grace(ctx))
+        return Result()
+
+    async def reset(self, ctx: OperationContext) -> Result:
+        async with self._locks[ctx.uuid]:
+            await self._remove(ctx, min(RESET_GRACE, _grace(ctx)))
+        return Result()
+
+    # ---- helpers -----------------------------------------------------------------
+
+    def _values(self, ctx: OperationContext, record: InstanceRecord) -> dict[str, str | list[str]]:
+        return namespace(ctx, record, self.dirs.path(record.uuid), self.base_dir)
+
+    def _spec(self, ctx: OperationContext, settings: ProcessSettings, record: InstanceRecord) -> LaunchSpec:
+        spec = launch_spec(settings, self._values(ctx, record), self.dirs.path(record.uuid))
+        if spec.endpoint != record.endpoint:
+            # The endpoint template changed since create: report the new one from now on.
+            self.dirs.write_instance(replace(record, endpoint=spec.endpoint))
+        return spec
+
+    def _existing(self, ctx: OperationContext) -> InstanceRecord:
+        record = self.dirs.read_instance(ctx.uuid)
+        if record is None:
+            raise Permanent(f"process: instance {ctx.uuid} of element {ctx.element} does not exist ({ctx.transition})")
+        return record
+
+    def _running(self, uuid: str) -> ProcessRecord | None:
+        """The instance's live process; a pid file of a dead one is dropped."""
+        process = self.dirs.read_process(uuid)
+        if process is None:
+            return None
+        if self.procs.running(process):
+            return process
+        self.procs.forget(process)
+        self.dirs.clear_process(uuid)
+        return None
+
+    def _spawn(self, ctx: OperationContext, spec: LaunchSpec) -> ProcessRecord:
+        stdout, stderr = self.dirs.log_paths(ctx.uuid)
+        try:
+            process = self.procs.spawn(spec.argv, spec.env, self.dirs.path(ctx.uuid), stdout, stderr)
+        except OSError as err:
+            raise Permanent(f"process: cannot run {spec.argv[0]}") from err
+        process = replace(process, launch=spec.launch_digest, files=spec.files_digest, probe=spec.probe)
+        self.dirs.write_process(ctx.uuid, process)
+        ctx.logger.info("started process %d: %s", process.pid, " ".join(spec.argv))
+        return process
+
+    async def _stop(self, uuid: str, process: ProcessRecord, grace: float) -> None:
+        await self.procs.stop(process, grace)
+        self.dirs.clear_process(uuid)
+
+    async def _remove(self, ctx: OperationContext, grace: float) -> None:
+        if not self.dirs.exists(ctx.uuid):
+            return
+        process = self.dirs.read_process(ctx.uuid)
+        if process is not None:
+            await self.procs.stop(process, grace)
+        strays = kill_strays(self.dirs.path(ctx.uuid))
+        if strays:
+            ctx.logger.warning("killed processes left in the work dir: %s", strays)
+        self.procs.reap()
+        self.dirs.remove(ctx.uuid)
+        self._locks.pop(ctx.uuid, None)
+
+    async def _wait_ready(self, ctx: OperationContext, process: ProcessRecord, settings: ProcessSettings) -> None:
+        """Until the probe passes. A process that exits, or is not ready within
+        `ready_timeout` of its spawn, fails permanently with its last output;
+        running out of the operation's deadline first is retryable (the next
+        start keeps waiting on the same process)."""
+        directory = self.dirs.path(ctx.uuid)
+        ready_by = process.started + settings.ready_timeout
+        give_up = ctx.deadline - DEADLINE_MARGIN
+        while True:
+            if not self.procs.running(process):
+                code = self.procs.exit_code(process)
+                self.procs.forget(process)
+                self.dirs.clear_process(ctx.uuid)
+                how = "exited" if code is None else f"exited with code {code}"
+                raise Permanent(f"process: {process.argv[0]} {how} {time.time() - process.started:.1f}s after it "
+                                f"started, before it was ready ({process.probe.describe()}); last output:\n"
+                                f"{tail(self.dirs.log_paths(ctx.uuid))}")
+            if await check(process.probe, directory, time.time() - process.started):
+                return
+            now = time.time()
+            if now >= ready_by:
+                await self._stop(ctx.uuid, process, RESET_GRACE)
+                raise Permanent(f"process: {process.argv[0]} was not ready within {settings.ready_timeout:g}s "
+                                f"({process.probe.describe()}); stopped it; last output:\n"
+                                f"{tail(self.dirs.log_paths(ctx.uuid))}")
+            if now >= give_up:
+                raise Retryable(f"process: {process.argv[0]} not ready yet after {now - process.started:.1f}s "
+                                f"({process.probe.describe()}; ready_timeout {settings.ready_timeout:g}s); last output:\n"
+                                f"{tail(self.dirs.log_paths(ctx.uuid))}", after=0.2)
+            await asyncio.sleep(READY_POLL)
+
+
+def _grace(ctx: OperationContext) -> float:
+    """stop_grace of the cluster; malformed settings must not keep an instance from stopping."""
+    try:
+        return ProcessSettings.parse(ctx.parameters).stop_grace
+    except Permanent:
+        return ProcessSettings.stop_grace
