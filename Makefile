@@ -6,7 +6,7 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup generate run test lint-proto clean
+.PHONY: setup generate run test test-faults bench lint-proto clean
 
 setup: $(VENV)/.installed $(GEN_STAMP)
 
@@ -33,6 +33,9 @@ lint-proto: setup
 
 test: setup lint-proto
 	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) .orch

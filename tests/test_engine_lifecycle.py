@@ -20,7 +20,10 @@ ACTIVE, INACTIVE, FAILURE = pb.STATE_ACTIVE, pb.STATE_INACTIVE, pb.STATE_FAILURE
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    with running_suite(tmp_path_factory.mktemp("engine-lifecycle")) as running:
+    # The monitor polls once at start and then stays out of the way: it would
+    # otherwise reset the deliberately failed instance on its own (by design)
+    # and make the op log of these tests depend on its timing.
+    with running_suite(tmp_path_factory.mktemp("engine-lifecycle"), "--monitor-interval", "3600") as running:
         yield running
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ import click
 from dispatcher.service import DispatcherSettings, serve
 from dispatcher.settings import EngineSettings
 from orchestration.runtime import metrics_option, service_process
+from orchestration.runtime import run as run_service
 from orchestration.subjects import DEFAULT_PREFIX
 
 
@@ -37,7 +37,7 @@ def main(addr: str, nats_url: str, prefix: str, credential_file: str, replica: s
     if replica:
         settings = DispatcherSettings(**{**settings.__dict__, "replica": replica})
     with service_process("dispatcher", metrics_addr):
-        asyncio.run(serve(settings))
+        run_service(serve(settings))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -30,6 +31,14 @@ class NoController(Exception):
     """No live replica serves this controller."""
 
 
+# A stream message holds at most this many operations (and the member lists
+# they refer to), so that no message comes near the gRPC size limit.
+MAX_BATCH_OPERATIONS = 500
+MAX_BATCH_ENDPOINTS = 50_000
+
+Views = dict[str, tuple[str, ...]]
+
+
 @dataclass
 class Link:
     """One bidirectional Execute stream to one controller replica."""
@@ -37,7 +46,7 @@ class Link:
     registration: rpb.ControllerRegistration
     credential: str
     pending: dict[str, asyncio.Future[cpb.OperationResult]] = field(default_factory=dict)
-    outbox: list[cpb.Operation] = field(default_factory=list)
+    outbox: list[tuple[cpb.Operation, Views]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
     _task: asyncio.Task[None] | None = None
@@ -58,15 +67,15 @@ class Link:
                 await self._task
         self._fail_pending()
 
-    def submit(self, operation: cpb.Operation) -> asyncio.Future[cpb.OperationResult]:
-        """Queue an operation; the future resolves with its result."""
+    def submit(self, operation: cpb.Operation, views: Views) -> asyncio.Future[cpb.OperationResult]:
+        """Queue an operation (with the member lists it refers to); the future resolves with its result."""
         if self.closed:
             raise LinkLost(f"controller replica {self.registration.replica} is gone")
         future = self.pending.get(operation.operation_id)
         if future is None or future.done():
             future = asyncio.get_running_loop().create_future()
             self.pending[operation.operation_id] = future
-        self.outbox.append(operation)
+        self.outbox.append((operation, views))
         self.wakeup.set()
         return future
 
@@ -76,13 +85,31 @@ class Link:
                 future.set_exception(LinkLost(f"controller replica {self.registration.replica} disconnected"))
         self.pending.clear()
 
-    async def _requests(self):  # type: ignore[no-untyped-def]
+    def _batches(self, queued: list[tuple[cpb.Operation, Views]]) -> Iterator[cpb.ExecuteRequest]:
+        """Everything queued, in as few messages as the size bounds allow."""
+        operations: list[cpb.Operation] = []
+        views: Views = {}
+        endpoints = 0
+        for operation, needed in queued:
+            extra = sum(len(v) for k, v in needed.items() if k not in views)
+            if operations and (len(operations) >= MAX_BATCH_OPERATIONS or endpoints + extra > MAX_BATCH_ENDPOINTS):
+                yield _request(operations, views)
+                operations, views, endpoints = [], {}, 0
+                extra = sum(len(v) for v in needed.values())
+            operations.append(operation)
+            views.update(needed)
+            endpoints += extra
+        if operations:
+            yield _request(operations, views)
+
+    async def _requests(self) -> AsyncIterator[cpb.ExecuteRequest]:
         while not self.closed:
             await self.wakeup.wait()
             self.wakeup.clear()
             if self.outbox:
-                batch, self.outbox = self.outbox, []
-                yield cpb.ExecuteRequest(operations=batch)
+                queued, self.outbox = self.outbox, []
+                for request in self._batches(queued):
+                    yield request
 
     async def _run(self) -> None:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
@@ -104,6 +131,12 @@ class Link:
         finally:
             self.closed = True
             self._fail_pending()
+
+
+def _request(operations: list[cpb.Operation], views: Views) -> cpb.ExecuteRequest:
+    return cpb.ExecuteRequest(
+        operations=operations, members=[cpb.Members(key=k, endpoints=v) for k, v in views.items()]
+    )
 
 
 class ControllerPool:
@@ -174,10 +207,10 @@ class ControllerPool:
                 await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
             await self.refresh()
 
-    async def execute(self, name: str, operation: cpb.Operation, timeout: float) -> cpb.OperationResult:
+    async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None) -> cpb.OperationResult:
         """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError)."""
         link = await self.choose(name)
-        future = link.submit(operation)
+        future = link.submit(operation, views or {})
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
         except asyncio.TimeoutError:

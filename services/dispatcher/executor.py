@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from dispatcher.controllers import ControllerPool, LinkLost, NoController
+from dispatcher.controllers import ControllerPool, LinkLost, NoController, Views
 from dispatcher.records import load_records
 from dispatcher.settings import EngineSettings
 from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
@@ -39,6 +39,8 @@ log = logging.getLogger("dispatcher.run")
 _tracer = telemetry.tracer("dispatcher")
 S = pb.TaskStatus
 MAX_LINK_LOSSES = 50
+# Transitions that tell a controller the endpoints of the instance's siblings.
+SIBLING_AWARE = (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE)
 
 
 @dataclass(frozen=True)
@@ -215,16 +217,25 @@ class Run:
         change()
         self.state.count(slot, +1)
 
-    def _operation(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int) -> cpb.Operation:
+    def _operation(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int) -> tuple[cpb.Operation, Views]:
+        """The operation to send, and the member lists it refers to."""
         record = slot.record
+        views: Views = {}
         providers = []
         for rel in cluster.record.relationships:
+            key = f"{rel.element}/{rel.version}"
+            provider = self.state.clusters.get((rel.element, rel.version))
+            views[key] = self.state.endpoints(provider) if provider else ()
             providers.append(cpb.Provider(
                 relationship=rel.name, type=rel.type, element=rel.element, cluster=rel.version,
-                endpoints=self.state.provider_endpoints((rel.element, rel.version)), configuration=rel.configuration,
+                configuration=rel.configuration, members=key,
             ))
+        members = ""
+        if transition in SIBLING_AWARE:
+            members = f"{slot.element}/{slot.cluster}"
+            views[members] = self.state.endpoints(cluster)
         name = TRANSITION_NAMES[transition]
-        return cpb.Operation(
+        operation = cpb.Operation(
             operation_id=f"{record.uuid}-{record.sequence + 1}-{name}",
             transition=transition,
             instance=cpb.InstanceReference(
@@ -234,11 +245,12 @@ class Run:
             configuration=cluster.record.configuration,
             parameters=cluster.parameters,
             providers=providers,
-            siblings=self.state.sibling_endpoints(cluster, record.uuid),
+            members=members,
+            endpoint=record.endpoint,
             attempt=slot.attempt,
             deadline_unix_ms=int((time.time() + self._timeout_of(cluster)) * 1000),
-            traceparent=self.traceparent,
         )
+        return operation, views
 
     def _timeout_of(self, cluster: ClusterSlot) -> float:
         try:
@@ -269,7 +281,7 @@ class Run:
     async def _run_operation(self, slot: InstanceSlot) -> None:
         cluster = self.state.clusters[slot.key]
         transition = slot.path[0]
-        operation = self._operation(slot, cluster, transition)
+        operation, views = self._operation(slot, cluster, transition)
         name = TRANSITION_NAMES[transition]
         parent = trace.set_span_in_context(self.book.span_of(slot.task))
         started = time.perf_counter()
@@ -282,7 +294,7 @@ class Run:
             operation.traceparent = telemetry.traceparent(span)
             try:
                 await self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
-                result = await self._send(cluster, operation)
+                result = await self._send(cluster, operation, views)
                 if result.outcome != cpb.OUTCOME_OK:
                     outcome = "permanent" if result.outcome == cpb.OUTCOME_PERMANENT else "retryable"
                     telemetry.fail(span, result.message)
@@ -316,13 +328,13 @@ class Run:
             delay = result.retry_after_ms / 1000 if result.retry_after_ms else None
             await self._retry(slot, cluster, transition, result.message or "retryable failure", delay)
 
-    async def _send(self, cluster: ClusterSlot, operation: cpb.Operation) -> cpb.OperationResult:
+    async def _send(self, cluster: ClusterSlot, operation: cpb.Operation, views: Views) -> cpb.OperationResult:
         """Send to a replica; a replica that goes away mid-operation is replaced
         (same operation id: the outcome was unknown)."""
         losses = 0
         while True:
             try:
-                return await self.ctx.pool.execute(cluster.controller or "?", operation, timeout=self._timeout_of(cluster) + 1.0)
+                return await self.ctx.pool.execute(cluster.controller or "?", operation, self._timeout_of(cluster) + 1.0, views)
             except LinkLost:
                 losses += 1
                 if losses > MAX_LINK_LOSSES or self.stopping:
@@ -366,9 +378,10 @@ class Run:
             slot.path.pop(0)
             slot.attempt = 1
 
+        before_endpoint = slot.record.endpoint
         self._mutate(slot, apply)
-        if (slot.record.state == ACTIVE) != before_active:
-            cluster.membership_changed = True
+        if (slot.record.state == ACTIVE) != before_active or (before_active and slot.record.endpoint != before_endpoint):
+            self.state.members_changed(cluster)
         if transition in (Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE):
             slot.record.members = self.state.membership(cluster)
         if slot.record.remove and slot.record.state == INITIAL and not slot.path:
@@ -521,7 +534,7 @@ class Run:
                 with contextlib.suppress(NotFound):
                     await repo.delete_cluster(self.domain, self.solution, cluster.element, cluster.record.version)
                 continue
-            endpoints = self.state.provider_endpoints(key)
+            endpoints = self.state.endpoints(cluster)
             if cluster.record.state != rolled or cluster.record.endpoint != ",".join(endpoints):
                 cluster.record.state = rolled
                 cluster.record.endpoint = ",".join(endpoints)

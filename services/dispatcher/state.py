@@ -59,6 +59,11 @@ class ClusterSlot:
     task: str = ""
     membership_changed: bool = False
     settling: bool = False
+    # Membership of the cluster as a token "<digest at load>:<changes since>":
+    # cheap to compare, unlike a digest of every endpoint after each change.
+    membership_base: str = ""
+    membership_version: int = 0
+    view: tuple[str, ...] | None = None
     # Counters, kept by SolutionState.count.
     live: int = 0  # instances not being removed
     live_active: int = 0
@@ -110,6 +115,7 @@ class SolutionState:
                     slot.service_providers.append(provider.key)
                     provider.service_dependants.append(slot.key)
         for slot in self.clusters.values():
+            slot.membership_base = digest(*self.endpoints(slot))
             if slot.record.remove:
                 slot.replacements = [
                     other.key for other in self.clusters.values()
@@ -151,28 +157,23 @@ class SolutionState:
         return []
 
     def membership(self, cluster: ClusterSlot) -> str:
-        """Digest of the endpoints of the cluster's live active instances."""
-        endpoints = sorted(
-            self.instances[u].record.endpoint or u for u in cluster.members
-            if not self.instances[u].record.remove and self.instances[u].record.state == ACTIVE
-        )
-        return digest(*endpoints)
+        """Token of the cluster's current membership (changes with every join, leave or new endpoint)."""
+        return f"{cluster.membership_base}:{cluster.membership_version}"
 
-    def sibling_endpoints(self, cluster: ClusterSlot, exclude: str) -> list[str]:
-        return sorted(
-            self.instances[u].record.endpoint for u in cluster.members
-            if u != exclude and self.instances[u].record.state == ACTIVE and not self.instances[u].record.remove
-            and self.instances[u].record.endpoint
-        )
+    def members_changed(self, cluster: ClusterSlot) -> None:
+        cluster.membership_version += 1
+        cluster.membership_changed = True
+        cluster.view = None
 
-    def provider_endpoints(self, key: ClusterKey) -> list[str]:
-        cluster = self.clusters.get(key)
-        if cluster is None:
-            return []
-        return sorted(
-            self.instances[u].record.endpoint for u in cluster.members
-            if self.instances[u].record.state == ACTIVE and self.instances[u].record.endpoint
-        )
+    def endpoints(self, cluster: ClusterSlot) -> tuple[str, ...]:
+        """Endpoints of the cluster's live active instances (cached until membership changes)."""
+        if cluster.view is None:
+            cluster.view = tuple(sorted(
+                self.instances[u].record.endpoint for u in cluster.members
+                if self.instances[u].record.state == ACTIVE and not self.instances[u].record.remove
+                and self.instances[u].record.endpoint
+            ))
+        return cluster.view
 
     def applied_digest(self, cluster: ClusterSlot) -> str:
         return cluster_digest(cluster.record)

@@ -174,21 +174,17 @@ class TaskBook:
         await asyncio.gather(self._write(task), self._record(event, task))
 
     async def progress(self, uuid: str, transition: int, phase: int, state: int) -> None:
-        """Record that a task started its next transition (an execution event)."""
+        """A task starts its next transition. The first one makes it (and the
+        cluster and element tasks above it) executing, with an event each; the
+        later ones are kept in the record and reach the store with the next
+        status change (one write per transition is the instance's own)."""
         task = self.tasks[uuid]
         task.transition = transition
         task.phase = phase
         task.state = state
-        first = task.status == S.TASK_STATUS_INITIAL
-        if first:
-            task.status = S.TASK_STATUS_EXECUTING
-            TASKS.labels(task_type_name(task.type), "executing").inc()
-        event = new_event(task, pb.EVENT_TYPE_EXECUTION, comment=TRANSITION_NAMES.get(transition, ""))
-        if not first:
-            await self._record(event, task)
+        if task.status != S.TASK_STATUS_INITIAL:
             return
-        await asyncio.gather(self._write(task), self._record(event, task))
-        # The first operation below a cluster or element task starts that task too.
+        await self.set_status(uuid, S.TASK_STATUS_EXECUTING, comment=TRANSITION_NAMES.get(transition, ""))
         parent = task.parent
         while parent and self.tasks[parent].status == S.TASK_STATUS_INITIAL:
             await self.set_status(parent, S.TASK_STATUS_EXECUTING)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 
 from gateway.server import GatewaySettings, serve
 from orchestration.runtime import metrics_option, service_process
+from orchestration.runtime import run as run_service
 from orchestration.subjects import DEFAULT_PREFIX
 
 
@@ -22,7 +22,7 @@ def main(addr: str, nats_url: str, prefix: str, token_file: str, metrics_addr: s
     """Run the gateway service."""
     with service_process("gateway", metrics_addr):
         token = Path(token_file).read_text().strip()
-        asyncio.run(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token)))
+        run_service(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token)))
 
 
 if __name__ == "__main__":

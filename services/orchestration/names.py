@@ -17,6 +17,7 @@ from orchestration.errors import InvalidArgument
 NAME_RULE = "1 to 128 characters: letters, digits and _ . : @ -, starting with a letter or digit, no '..'"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 _PLAIN = re.compile(r"[A-Za-z0-9_-]")
+_ALL_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def is_valid_name(name: str) -> bool:
@@ -36,6 +37,8 @@ def check_name(name: object, what: str) -> str:
 
 def encode_token(name: str) -> str:
     """Encode a name as one KV-key / subject token (reversible)."""
+    if _ALL_PLAIN.fullmatch(name):  # most names (uuids, plain words): nothing to escape
+        return name
     return "".join(c if _PLAIN.match(c) else "=%02X" % ord(c) for c in name)
 
 

@@ -4,8 +4,10 @@ tracing (exported only when configured), a Prometheus endpoint."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -31,3 +33,13 @@ def service_process(name: str, metrics_addr: str = "") -> Iterator[None]:
         yield
     finally:
         telemetry.shutdown()
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine, on uvloop where it is installed (faster I/O)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main)
+        return
+    uvloop.run(main)

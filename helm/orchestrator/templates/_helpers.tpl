@@ -124,8 +124,8 @@ Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
 {{- end }}
 
 {{- define "orchestrator.serviceEnv" -}}
-{{ include "orchestrator.natsEnv" . }}
-{{ include "orchestrator.commonEnv" . }}
+{{ include "orchestrator.natsEnv" . | trim }}
+{{ include "orchestrator.commonEnv" . | trim }}
 {{- end }}
 
 {{/* Where traces go: the chart's Jaeger, else tracing.otlpEndpoint, else nowhere. */}}
@@ -172,7 +172,7 @@ them nats.jetstream.replicas replicas.
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   command: ["python", "/opt/orchestrator-scripts/jetstream_init.py"]
   env:
-    {{- include "orchestrator.natsEnv" . | nindent 4 }}
+    {{- include "orchestrator.natsEnv" . | trim | nindent 4 }}
     - name: ORCH_PREFIX
       value: {{ .Values.prefix | quote }}
     - name: ORCH_JETSTREAM_REPLICAS
@@ -215,5 +215,47 @@ them nats.jetstream.replicas replicas.
 {{- fail (printf "controllers: the name %q is used twice" .name) }}
 {{- end }}
 {{- $_ := set $names .name true }}
+{{- end }}
+{{- end }}
+
+{{/*
+nats-server configuration. $NAME values come from the container's
+environment (POD_NAME; NATS_USER and NATS_PASSWORD from the Secret; one
+NATS_ROUTE_<i> per server, its route URL with those credentials), so no
+secret is written into the ConfigMap. Routes name every server of the
+StatefulSet through the headless Service.
+*/}}
+{{- define "orchestrator.natsConfig" -}}
+{{- $name := include "orchestrator.natsName" . -}}
+server_name: $POD_NAME
+listen: 0.0.0.0:4222
+http_port: 8222
+pid_file: /var/run/nats/nats.pid
+max_payload: {{ .Values.nats.maxPayload }}
+lame_duck_duration: 30s
+lame_duck_grace_period: 10s
+authorization {
+  user: $NATS_USER
+  password: $NATS_PASSWORD
+}
+jetstream {
+  store_dir: /data
+  max_memory_store: {{ .Values.nats.jetstream.maxMemoryStore }}
+  max_file_store: {{ .Values.nats.jetstream.maxFileStore }}
+}
+{{- if gt (int .Values.nats.replicas) 1 }}
+cluster {
+  name: {{ $name }}
+  listen: 0.0.0.0:6222
+  authorization {
+    user: $NATS_USER
+    password: $NATS_PASSWORD
+  }
+  routes: [
+    {{- range $i, $_ := until (int .Values.nats.replicas) }}
+    $NATS_ROUTE_{{ $i }}
+    {{- end }}
+  ]
+}
 {{- end }}
 {{- end }}

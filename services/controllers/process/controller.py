@@ -243,7 +243,7 @@ class ProcessController(Controller):
                 code = self.procs.exit_code(process)
                 self.procs.forget(process)
                 self.dirs.clear_process(ctx.uuid)
-                how = "exited" if code is None else f"exited with code {code}"
+                how = "exited" if code is None else f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
                 raise Permanent(f"process: {process.argv[0]} {how} {time.time() - process.started:.1f}s after it "
                                 f"started, before it was ready ({process.probe.describe()}); last output:\n"
                                 f"{tail(self.dirs.log_paths(ctx.uuid))}")

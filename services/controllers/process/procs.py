@@ -87,8 +87,7 @@ class Processes:
         """True while the recorded process runs (the same process, not a reused pid)."""
         child = self._children.get(record.pid)
         if child is not None and child.poll() is not None:
-            del self._children[record.pid]
-            return False
+            return False  # kept until `forget`, for its exit code
         current = starttime(record.pid)
         if current is None:
             return False

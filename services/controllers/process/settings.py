@@ -69,7 +69,8 @@ class ProcessSettings:
         """Settings from cluster parameters; anything malformed fails permanently, naming the key."""
         command = parameters.get("command", "").strip()
         if not command:
-            raise Permanent("process: parameter 'command' is required (the program to run)")
+            raise Permanent("process: parameter 'command' is required (the program to run), in the architecture's, "
+                            "element's or cluster's Configuration, which must be a YAML map")
         port = parameters.get("port", "").strip().lower()
         if port not in ("", "auto") and not _is_port(port):
             raise Permanent(f"process: parameter port={port!r} must be 'auto' or a port number")

@@ -19,6 +19,7 @@ from controllers.sdk.controller import Controller
 from controllers.sdk.registrar import Registrar, Registration
 from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
 from orchestration.runtime import METRICS_HELP, service_process
+from orchestration.runtime import run as run_service
 from orchestration.grpcserver import Server
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 
@@ -162,7 +163,7 @@ def run_controller(
             replica=replica or f"{socket.gethostname()}-{os.getpid()}",
         )
         instance = controller if isinstance(controller, Controller) else controller(own)
-        asyncio.run(serve(instance, settings))
+        run_service(serve(instance, settings))
 
     params: list[click.Parameter] = [
         click.Option(["--addr"], default="127.0.0.1:0", show_default=True, help="Listen address of the ControllerService."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -31,6 +31,17 @@ class _Stream:
     results: list[pb.OperationResult] = field(default_factory=list)
     inflight: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def resolve_members(operation: pb.Operation, views: Mapping[str, Sequence[str]]) -> None:
+    """Fill in siblings and provider endpoints that a stream message sent once
+    for all its operations (see controller.proto, Members)."""
+    if operation.members:
+        own = operation.endpoint
+        operation.siblings.extend(e for e in views.get(operation.members, ()) if e != own)
+    for provider in operation.providers:
+        if provider.members:
+            provider.endpoints.extend(views.get(provider.members, ()))
 
 
 class ControllerServicer(pb_grpc.ControllerServiceServicer):
@@ -154,7 +165,10 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
 
     async def _read(self, requests: AsyncIterator[pb.ExecuteRequest], stream: _Stream) -> None:
         async for request in requests:
+            views = {m.key: m.endpoints for m in request.members}
             for operation in request.operations:
+                if views:
+                    resolve_members(operation, views)
                 await self._slots.acquire()
                 stream.inflight += 1
                 task = asyncio.create_task(self._execute_one(operation, stream))

@@ -132,6 +132,15 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
                      "--state-file", str(home / f"sim-{replica}-state.jsonl"), "--op-log", str(home / "sim-ops.jsonl")],
                 )
             )
+        # Instances of the process controller are local processes; their work dirs
+        # (and pid files, for adoption after a restart) live under $ORCH_HOME/process.
+        supervisor.start(
+            ServiceSpec(
+                "controller process-1",
+                [python, "-m", "controllers.process", "--addr", "127.0.0.1:0", "--dispatcher", dispatcher_addr,
+                 "--credential-file", str(credential), "--replica", "process-1", "--work-dir", str(home / "process")],
+            )
+        )
         supervisor.start(
             ServiceSpec(
                 "monitor",

@@ -1,0 +1,192 @@
+"""`make bench`: deploy synthetic architectures on a fresh `orch up` (default
+settings: every transition durable, events published, monitor running) and
+print what it cost. Writes bench/results.json.
+
+    python bench/run.py [--sizes 100,1000,10000] [--shapes flat,chain,fanout] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nats
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from models import chain, fan_out, flat  # noqa: E402
+from suite import Suite, running_suite  # noqa: E402
+
+from orchestration.v1 import gateway_pb2 as gw  # noqa: E402
+
+CLOCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def model(shape: str, n: int, parameters: dict[str, object] | None = None) -> str:
+    """A domain named "bench" with one architecture app/V1 of n sim instances."""
+    if shape == "flat":
+        per = min(n, 100)
+        return flat("bench", per, parameters=parameters, elements=max(1, n // per))
+    if shape == "chain":
+        return chain("bench", [n // 5] * 5, parameters=parameters)
+    if shape == "fanout":
+        return fan_out("bench", n // 10, 9, n // 10, parameters=parameters)
+    raise ValueError(shape)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Result:
+    shape: str
+    instances: int
+    latency_ms: int
+    accepted_to_active_s: float
+    transitions: int
+    transitions_per_s: float
+    transition_median_ms: float
+    transition_p99_ms: float
+    first_operation_ms: float
+    teardown_s: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    floor_s: float = 0.0
+
+
+async def root_done(url: str, task: str, timeout: float) -> int:
+    """Wait for the completion (or failure) event of a root task; its time (ns)."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
+        event = json.loads(msg.data)
+        if event["task"] == task and event["type"] in ("completion", "failure", "termination", "timeout") and not done.done():
+            done.set_result(event["time"] if event["type"] == "completion" else -1)
+
+    subscription = await js.subscribe("orch.events.bench.solution.>", cb=on_event, ordered_consumer=True)
+    try:
+        return await asyncio.wait_for(done, timeout)
+    finally:
+        await subscription.unsubscribe()
+        await nc.close()
+
+
+def deploy_and_wait(suite: Suite, url: str, request: object, call) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    started = time.time()
+    task = call(request, metadata=suite.metadata, timeout=60).task
+    accepted = time.time()
+    finished_ns = asyncio.run(root_done(url, task, timeout=900))
+    if finished_ns < 0:
+        raise SystemExit(f"task {task} did not complete: {suite.task('bench', task).task.error}")
+    del started
+    return accepted, finished_ns / 1e9
+
+
+def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as home:
+        with running_suite(Path(home)) as suite:
+            url = json.loads(suite.ok("info", "-o", "json"))["nats_url"]
+            suite.apply(model(shape, n, {"sim_latency_ms": latency_ms} if latency_ms else None))
+            pids = suite.services()
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            request = gw.DeploySolutionRequest(domain="bench", architecture="app", version="V1")
+            accepted, finished = deploy_and_wait(suite, url, request, suite.solutions.DeploySolution)
+            cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
+            rss = {name: round(peak_rss_mb(pid), 1) for name, pid in pids.items()}
+            ops = suite.ops("app")
+            teardown_request = gw.RemoveSolutionRequest(domain="bench", solution="app")
+            t_accepted, t_finished = deploy_and_wait(suite, url, teardown_request, suite.solutions.RemoveSolution)
+    by_instance: dict[str, list[dict]] = defaultdict(list)
+    for op in ops:
+        by_instance[op["instance"]].append(op)
+    durations = []
+    for chain_ops in by_instance.values():
+        previous = accepted
+        for op in sorted(chain_ops, key=lambda o: o["started"]):
+            durations.append(op["finished"] - previous)
+            previous = op["finished"]
+    durations.sort()
+    wall = finished - accepted
+    return Result(
+        shape=shape, instances=n, latency_ms=latency_ms,
+        accepted_to_active_s=round(wall, 3),
+        transitions=len(ops),
+        transitions_per_s=round(len(ops) / wall, 1),
+        transition_median_ms=round(statistics.median(durations) * 1000, 1),
+        transition_p99_ms=round(durations[int(len(durations) * 0.99)] * 1000, 1),
+        first_operation_ms=round((min(o["started"] for o in ops) - accepted) * 1000, 1),
+        teardown_s=round(t_finished - t_accepted, 3),
+        cpu_s=cpu, peak_rss_mb=rss,
+        floor_s=round(3 * n * latency_ms / 1000 / concurrency, 3) if latency_ms else 0.0,
+    )
+
+
+def table(results: list[Result]) -> str:
+    header = ["shape", "N", "lat ms", "active s", "trans/s", "med ms", "p99 ms", "1st op ms", "teardown s",
+              "cpu s (all)", "rss MB (all)", "floor s"]
+    rows = [header]
+    for r in results:
+        rows.append([r.shape, str(r.instances), str(r.latency_ms), f"{r.accepted_to_active_s:.2f}", f"{r.transitions_per_s:.0f}",
+                     f"{r.transition_median_ms:.0f}", f"{r.transition_p99_ms:.0f}", f"{r.first_operation_ms:.0f}",
+                     f"{r.teardown_s:.2f}", f"{sum(r.cpu_s.values()):.1f}", f"{sum(r.peak_rss_mb.values()):.0f}",
+                     f"{r.floor_s:.2f}" if r.floor_s else "-"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--shapes", default="flat,chain,fanout")
+    parser.add_argument("--latency-run", type=int, default=10000, help="N of the run with sim_latency_ms 50 (0: none)")
+    parser.add_argument("--concurrency", type=int, default=1000, help="the dispatcher's default limit (for the floor)")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    results: list[Result] = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        for shape in args.shapes.split(","):
+            result = measure(shape, n, 0, args.concurrency)
+            results.append(result)
+            print(f"{shape:>7} N={n:<6} active in {result.accepted_to_active_s:.2f}s", flush=True)
+    if args.latency_run:
+        result = measure("flat", args.latency_run, 50, args.concurrency)
+        results.append(result)
+        print(f"latency run N={args.latency_run}: {result.accepted_to_active_s:.2f}s (floor {result.floor_s:.2f}s)", flush=True)
+    print()
+    print(table(results))
+    summary: dict[str, object] = {"results": [asdict(r) for r in results]}
+    for shape in args.shapes.split(","):
+        pair = {r.instances: r.accepted_to_active_s for r in results if r.shape == shape and not r.latency_ms}
+        if 1000 in pair and 10000 in pair:
+            exponent = math.log(pair[10000] / pair[1000]) / math.log(10)
+            summary[f"scaling_exponent_{shape}"] = round(exponent, 3)
+            print(f"scaling exponent {shape} (1,000 -> 10,000): {exponent:.2f}")
+    Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
