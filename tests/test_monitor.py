@@ -24,6 +24,7 @@ from monitor.compensation import Backoff
 from monitor.drift import is_drift
 from monitor.status import roll_up
 from orchestration.home import load_connection
+from orchestration.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import sim_pb2, sim_pb2_grpc
 from suite import DATA, Suite, running_suite
@@ -60,7 +61,7 @@ class BusTap:
             with self._lock:
                 self._received.append((time.monotonic(), json.loads(msg.data)))
 
-        await self._nc.subscribe(f"{self.prefix}.status.>", cb=on_status)
+        await self._nc.subscribe(Subjects(self.prefix).status_filter(), cb=on_status)
 
     def since(self, start: float) -> list[tuple[float, Message]]:
         """Messages received at or after `start` (monotonic)."""
@@ -238,7 +239,7 @@ def test_a_start_that_always_fails_is_compensated_with_back_off(deployed: Deploy
 
 
 def test_figures_of_the_last_poll_are_answered_on_request(deployed: Deployed) -> None:
-    figures = deployed.tap.request(f"{deployed.tap.prefix}.monitor.figures")
+    figures = deployed.tap.request(Subjects(deployed.tap.prefix).monitor_figures)
     assert figures["polls"] >= 2
     assert figures["instances"] >= 23 and figures["unanswered"] == 0
     assert figures["controller_calls"] >= 1

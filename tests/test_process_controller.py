@@ -6,6 +6,7 @@ language and settings, which need no process."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -18,9 +19,10 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
+from controllers.process import ProcessController
 from controllers.process.settings import ProcessSettings
 from controllers.process.template import TemplateError, endpoint_fields, render
-from controllers.sdk import Permanent
+from controllers.sdk import UNKNOWN, OperationContext, Permanent
 from orchestration.grpcserver import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
@@ -227,6 +229,7 @@ def test_restarting_the_controller_adopts_its_processes(suite: Suite) -> None:
     refs = [cpb.InstanceReference(domain=DOMAIN, solution=SOLUTION, uuid=i.uuid) for i in every]
     metadata = bearer_metadata((suite.home / "controller-credential").read_text().strip())
     answer = wait_for(lambda: _status(suite, refs, metadata), what="Status of the new controller")
+    assert answer is not None
     assert {s.uuid: (s.state, s.endpoint) for s in answer.statuses} == {i.uuid: (pb.STATE_ACTIVE, i.endpoint) for i in every}
     # A few monitor polls later: nothing restarted, nothing started twice.
     time.sleep(2.5)
@@ -236,7 +239,10 @@ def test_restarting_the_controller_adopts_its_processes(suite: Suite) -> None:
 
 def _status(suite: Suite, refs: list[cpb.InstanceReference], metadata: Any) -> cpb.StatusResponse | None:
     try:
-        return controller_stub(suite).Status(cpb.StatusRequest(instances=refs), metadata=metadata, timeout=5)
+        answer: cpb.StatusResponse = controller_stub(suite).Status(
+            cpb.StatusRequest(instances=refs), metadata=metadata, timeout=5
+        )
+        return answer
     except grpc.RpcError:
         return None
 
@@ -311,7 +317,7 @@ NODES = ["nats://127.0.0.1:4222?cluster=6222&monitor=8222", "nats://127.0.0.1:42
 
 
 def test_template_renders_values_lists_and_endpoint_fields() -> None:
-    values = {"uuid": "u1", "ports.client": "4224", "siblings": NODES, "providers.db": []}
+    values: dict[str, str | list[str]] = {"uuid": "u1", "ports.client": "4224", "siblings": NODES, "providers.db": []}
     routes = "{{siblings | format '\"nats-route://{host}:{cluster}\"' | join ', '}}"
     assert render(routes, values) == '"nats-route://127.0.0.1:6222", "nats-route://127.0.0.1:6223"'
     assert render("{{ siblings | format '{url}' }}", values) == "nats://127.0.0.1:4222,nats://127.0.0.1:4223"
@@ -349,3 +355,69 @@ def test_settings_parse_and_reject_with_the_key() -> None:
     ]:
         with pytest.raises(Permanent, match=re.escape(message)):
             ProcessSettings.parse(parameters)
+
+
+# ---- operations in process (real processes, no engine) ----------------------------------
+
+
+def context(transition: str, parameters: dict[str, str] | None = None, siblings: tuple[str, ...] = (),
+            uuid: str = "u-1") -> OperationContext:
+    return OperationContext(
+        domain="d", solution="s", element="e", cluster="V1", uuid=uuid, component="c", component_version="V1",
+        operation_id=f"{uuid}-{transition}", transition=transition, attempt=1, deadline=time.time() + 10,
+        configuration="", parameters=parameters or {}, providers=(), siblings=siblings,
+        logger=logging.LoggerAdapter(logging.getLogger("test.process"), {}),
+    )
+
+
+def pid_of(controller: ProcessController, uuid: str = "u-1") -> int:
+    record = controller.dirs.read_process(uuid)
+    assert record is not None
+    return record.pid
+
+
+async def test_operations_are_idempotent_and_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    controller = ProcessController(tmp_path / "work", tmp_path)
+    await controller.open()
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    params = {"command": "python", "args": json.dumps(["-c", stubborn]), "port": "auto", "stop_grace": "0.3",
+              "files": json.dumps({"peers.txt": "{{siblings | join ' '}}"}), "reconfigure": "none"}
+    created = await controller.create(context("create", params))
+    assert (await controller.create(context("create", params))).endpoint == created.endpoint
+    await controller.configure(context("configure", params))
+    await controller.start(context("start", params))
+    pid = pid_of(controller)
+    await controller.start(context("start", params))
+    assert pid_of(controller) == pid
+    ref = context("status").instance
+    assert (await controller.status(ref)).state == "active"
+
+    # A sibling joins: with reconfigure=none the file changes and the process stays.
+    await controller.reconfigure(context("reconfigure", params, ("127.0.0.1:7001",)))
+    assert (tmp_path / "work" / "u-1" / "peers.txt").read_text() == "127.0.0.1:7001"
+    assert pid_of(controller) == pid
+    # With reconfigure=restart the same change restarts it.
+    await controller.reconfigure(context("reconfigure", {**params, "reconfigure": "restart"}, ("127.0.0.1:7002",)))
+    assert pid_of(controller) != pid and not alive(pid)
+
+    pid = pid_of(controller)
+    started = time.monotonic()
+    await controller.stop(context("stop", params))
+    assert time.monotonic() - started >= 0.3 and not alive(pid)  # SIGTERM ignored: SIGKILL after stop_grace
+    await controller.stop(context("stop", params))
+    assert (await controller.status(ref)).state == "inactive"
+    await controller.destroy(context("destroy", params))
+    await controller.destroy(context("destroy", params))
+    assert await controller.status(ref) == UNKNOWN and list((tmp_path / "work").iterdir()) == []
+
+
+async def test_reset_kills_the_whole_process_group(tmp_path: Path) -> None:
+    controller = ProcessController(tmp_path / "work", tmp_path)
+    await controller.open()
+    params = {"command": "sh -c 'sleep 30 & exec sleep 31'"}
+    await controller.create(context("create", params))
+    await controller.start(context("start", params))
+    assert len(processes_in(tmp_path / "work")) == 2  # the shell's background child and itself
+    await controller.reset(context("reset", params))
+    wait_for(lambda: not processes_in(tmp_path / "work"), timeout=5, what="no process left")
+    assert not (tmp_path / "work" / "u-1").exists()

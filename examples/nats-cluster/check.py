@@ -55,7 +55,8 @@ def main(domain: str = "examples", name: str = "nats-cluster") -> int:
         routes = {r["remote_name"] for r in routez.get("routes") or []}
         ok = node["State"] == "active" and routes == names - {f"nats-{uuid}"}
         healthy &= ok
-        print(f"{'ok  ' if ok else 'FAIL'} nats {uuid} {node['State']} {node['Endpoint']}: routes to {len(routes)} of {len(names) - 1} other nodes")
+        print(f"{'ok  ' if ok else 'FAIL'} nats {uuid} {node['State']} {node['Endpoint']}: "
+              f"routes to {len(routes)} of {len(names) - 1} other nodes")
     for uuid, instance in sorted(web.items()):
         code, report = get_json(instance["Endpoint"] + "/")
         ok = code == 200 and report.get("can_publish") is True

@@ -17,6 +17,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import nats
+from nats.aio.client import Client
 
 SERVERS = [url for url in os.environ.get("NATS_URLS", "").split(",") if url]
 TIMEOUT = 3.0
@@ -26,7 +27,7 @@ async def _quiet(error: Exception) -> None:
     """nats-py logs every failed attempt; the report says what matters."""
 
 
-async def connect(url: str) -> nats.NATS:
+async def connect(url: str) -> Client:
     # nats-py retries a refused first connection forever: bound it.
     return await asyncio.wait_for(
         nats.connect(url, connect_timeout=1, allow_reconnect=False, error_cb=_quiet), timeout=2.0
@@ -40,12 +41,12 @@ async def check() -> dict[str, object]:
     last one: with two or more nodes, the message crosses a route.
     """
     report: dict[str, object] = {"can_publish": False, "servers": SERVERS, "unreachable": []}
-    clients: list[tuple[str, nats.NATS]] = []
+    clients: list[tuple[str, Client]] = []
     try:
         for url in SERVERS:
             try:
                 clients.append((url, await connect(url)))
-            except (asyncio.TimeoutError, OSError, nats.errors.Error):
+            except (TimeoutError, OSError, nats.errors.Error):
                 report["unreachable"].append(url)  # type: ignore[attr-defined]
         if not clients:
             report["error"] = "no NATS server reachable" if SERVERS else "no NATS server given (NATS_URLS is empty)"

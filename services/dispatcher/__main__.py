@@ -11,6 +11,7 @@ from dispatcher.settings import EngineSettings
 from orchestration.runtime import metrics_option, service_process
 from orchestration.runtime import run as run_service
 from orchestration.subjects import DEFAULT_PREFIX
+from orchestration.tls import TlsConfig, tls_options
 
 
 @click.command()
@@ -27,13 +28,16 @@ from orchestration.subjects import DEFAULT_PREFIX
               help="Seconds an operation waits for its controller to register.")
 @click.option("--task-timeout", default=EngineSettings.task_timeout, show_default=True, help="Seconds per task tree.")
 @metrics_option
+@tls_options
 def main(addr: str, nats_url: str, prefix: str, credential_file: str, replica: str | None, concurrency: int,
-         operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float, metrics_addr: str) -> None:
+         operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float, metrics_addr: str,
+         tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run a dispatcher replica."""
     engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
                             controller_wait=controller_wait, task_timeout=task_timeout)
     settings = DispatcherSettings(address=addr, nats_url=nats_url, prefix=prefix,
-                                  credential=Path(credential_file).read_text().strip(), engine=engine)
+                                  credential=Path(credential_file).read_text().strip(), engine=engine,
+                                  tls=TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth))
     if replica:
         settings = DispatcherSettings(**{**settings.__dict__, "replica": replica})
     with service_process("dispatcher", metrics_addr):

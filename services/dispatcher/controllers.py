@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,9 +17,12 @@ import grpc
 from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.kvstore import Bucket
 from orchestration.registrations import controller_names, live_registrations
+from orchestration.tls import TlsConfig
+from orchestration.tls import channel as tls_channel
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import records_pb2 as rpb
+from orchestration.v1.model_pb2 import Transition
 
 log = logging.getLogger("dispatcher.controllers")
 
@@ -45,6 +49,7 @@ class Link:
 
     registration: rpb.ControllerRegistration
     credential: str
+    tls: TlsConfig | None = None
     pending: dict[str, asyncio.Future[cpb.OperationResult]] = field(default_factory=dict)
     outbox: list[tuple[cpb.Operation, Views]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,7 +119,7 @@ class Link:
     async def _run(self) -> None:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         try:
-            async with grpc.aio.insecure_channel(self.registration.address, options=options) as channel:
+            async with tls_channel(self.registration.address, self.tls, options) as channel:
                 stub = cpb_grpc.ControllerServiceStub(channel)
                 call = stub.Execute(self._requests(), metadata=bearer_metadata(self.credential))
                 async for response in call:
@@ -139,14 +144,36 @@ def _request(operations: list[cpb.Operation], views: Views) -> cpb.ExecuteReques
     )
 
 
-class ControllerPool:
-    """Live controller replicas by name, kept in step with the registrations bucket."""
+# Operations after which a controller holds nothing of the instance any more.
+_FORGETTING = (Transition.TRANSITION_DESTROY, Transition.TRANSITION_RESET)
 
-    def __init__(self, bucket: Bucket, credential: str, wait_for_controller: float = 30.0) -> None:
+
+def _rendezvous(instance: str, replica: str) -> bytes:
+    """Rendezvous-hash weight: the same in every dispatcher process (hash() is salted)."""
+    return hashlib.blake2b(f"{instance}\0{replica}".encode(), digest_size=8).digest()
+
+
+class ControllerPool:
+    """Live controller replicas by name, kept in step with the registrations bucket.
+
+    A replica may hold instances of its own (the sim keeps one table per
+    replica), so every operation of an instance goes to one replica, its
+    home: the replica that got the instance's last operation or, for an
+    instance this dispatcher has not sent anything for yet, the registered
+    replica that rendezvous hashing picks (the same pick after a dispatcher
+    restart). While the home is registered but unreachable (a replica being
+    restarted), its operations wait for it; once its registration is gone
+    (unregistered or expired), the instance moves to another replica.
+    """
+
+    def __init__(self, bucket: Bucket, credential: str, wait_for_controller: float = 30.0, tls: TlsConfig | None = None) -> None:
         self.bucket = bucket
+        self.tls = tls
         self.credential = credential
         self.wait_for_controller = wait_for_controller
         self.links: dict[str, Link] = {}
+        self.registered: dict[str, rpb.ControllerRegistration] = {}
+        self.homes: dict[str, str] = {}  # instance uuid -> replica id
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -174,6 +201,7 @@ class ControllerPool:
     async def refresh(self) -> None:
         """Open links to new live replicas; drop expired or replaced ones."""
         live = await live_registrations(self.bucket)
+        self.registered = live
         for replica, link in list(self.links.items()):
             current = live.get(replica)
             if link.closed or current is None or current.address != link.registration.address:
@@ -181,7 +209,7 @@ class ControllerPool:
                 del self.links[replica]
         for replica, registration in live.items():
             if replica not in self.links:
-                link = Link(registration, self.credential)
+                link = Link(registration, self.credential, self.tls)
                 link.start()
                 self.links[replica] = link
                 log.info("controller %s replica %s at %s", registration.name, replica, registration.address)
@@ -192,14 +220,33 @@ class ControllerPool:
     def _candidates(self, name: str) -> list[Link]:
         return [link for link in self.links.values() if not link.closed and name in controller_names(link.registration)]
 
-    async def choose(self, name: str) -> Link:
-        """The least loaded live replica serving `name`; waits a while for one."""
+    def _home(self, name: str, instance: str) -> str:
+        """The replica an instance's operations go to ("" when any will do)."""
+        serving = [r for r, registration in self.registered.items() if name in controller_names(registration)]
+        if not instance or not serving:
+            return ""
+        home = self.homes.get(instance, "")
+        if home in serving:
+            return home
+        return max(serving, key=lambda replica: _rendezvous(instance, replica))
+
+    async def choose(self, name: str, instance: str = "") -> Link:
+        """The live replica of `name` for an operation of `instance` (its home,
+        see the class docstring; the least loaded one without an instance);
+        waits a while for one."""
         deadline = time.monotonic() + self.wait_for_controller
         while True:
             candidates = self._candidates(name)
-            if candidates:
-                return min(candidates, key=lambda link: link.load)
+            home = self._home(name, instance)
+            chosen = [link for link in candidates if link.registration.replica == home] if home else candidates
             remaining = deadline - time.monotonic()
+            if not chosen and candidates and remaining <= 0:
+                chosen = candidates  # the home stayed unreachable all this time: move the instance
+            if chosen:
+                link = min(chosen, key=lambda link: link.load)
+                if instance:
+                    self.homes[instance] = link.registration.replica
+                return link
             if remaining <= 0:
                 raise NoController(f"no controller '{name}' is registered (waited {self.wait_for_controller:.0f}s)")
             self.changed.clear()
@@ -207,12 +254,25 @@ class ControllerPool:
                 await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
             await self.refresh()
 
-    async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None) -> cpb.OperationResult:
-        """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError)."""
-        link = await self.choose(name)
+    async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None,
+                      budget: float | None = None) -> cpb.OperationResult:
+        """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError).
+
+        `timeout` bounds the wait for the result here; `budget` (seconds), when
+        given, sets the operation's deadline from the moment it is sent: the
+        time spent before (recording progress, waiting for a replica) is not
+        the controller's.
+        """
+        instance = operation.instance.uuid
+        link = await self.choose(name, instance)
+        if budget is not None:
+            operation.deadline_unix_ms = int((time.time() + budget) * 1000)
         future = link.submit(operation, views or {})
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
+            result = await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
         except asyncio.TimeoutError:
             link.pending.pop(operation.operation_id, None)
             raise
+        if result.outcome == cpb.OUTCOME_OK and operation.transition in _FORGETTING:
+            self.homes.pop(instance, None)
+        return result

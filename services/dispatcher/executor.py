@@ -334,7 +334,8 @@ class Run:
         losses = 0
         while True:
             try:
-                return await self.ctx.pool.execute(cluster.controller or "?", operation, self._timeout_of(cluster) + 1.0, views)
+                timeout = self._timeout_of(cluster)
+                return await self.ctx.pool.execute(cluster.controller or "?", operation, timeout + 1.0, views, budget=timeout)
             except LinkLost:
                 losses += 1
                 if losses > MAX_LINK_LOSSES or self.stopping:

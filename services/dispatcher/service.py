@@ -31,6 +31,7 @@ from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
 from orchestration.requests import root_task
 from orchestration.subjects import Subjects
+from orchestration.tls import TlsConfig
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import model_pb2 as pb
@@ -49,6 +50,7 @@ class DispatcherSettings:
     nats_url: str
     prefix: str
     credential: str
+    tls: TlsConfig = field(default_factory=TlsConfig)
     replica: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     engine: EngineSettings = field(default_factory=EngineSettings)
 
@@ -83,11 +85,13 @@ class Dispatcher:
         self.repo = Repository(js, self.subjects)
         await self.repo.open()
         self.leases = Leases(self.repo.leases_bucket)
-        self.pool = ControllerPool(self.repo.controllers_bucket, self.settings.credential, self.settings.engine.controller_wait)
+        self.pool = ControllerPool(self.repo.controllers_bucket, self.settings.credential, self.settings.engine.controller_wait,
+                                   self.settings.tls)
         await self.pool.start()
         self.recorder = EventRecorder(js, self.subjects, self.repo.put_event)
         self.ctx = RunContext(self.repo, self.pool, self.settings.engine)
-        server = Server(self.settings.address, self.settings.credential, [dpb.DESCRIPTOR.services_by_name["DispatcherService"].full_name])
+        server = Server(self.settings.address, self.settings.credential,
+                        [dpb.DESCRIPTOR.services_by_name["DispatcherService"].full_name], self.settings.tls)
         dpb_grpc.add_DispatcherServiceServicer_to_server(RegistrationServicer(self.repo.controllers_bucket), server.grpc)
         await server.start()
         await server.set_serving(True)

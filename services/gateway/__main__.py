@@ -10,6 +10,7 @@ from gateway.server import GatewaySettings, serve
 from orchestration.runtime import metrics_option, service_process
 from orchestration.runtime import run as run_service
 from orchestration.subjects import DEFAULT_PREFIX
+from orchestration.tls import TlsConfig, tls_options
 
 
 @click.command()
@@ -18,11 +19,14 @@ from orchestration.subjects import DEFAULT_PREFIX
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), required=True, help="File holding the API token.")
 @metrics_option
-def main(addr: str, nats_url: str, prefix: str, token_file: str, metrics_addr: str) -> None:
+@tls_options
+def main(addr: str, nats_url: str, prefix: str, token_file: str, metrics_addr: str, tls_cert: str, tls_key: str,
+         tls_ca: str, tls_client_auth: bool) -> None:
     """Run the gateway service."""
     with service_process("gateway", metrics_addr):
         token = Path(token_file).read_text().strip()
-        run_service(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token)))
+        tls = TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth)
+        run_service(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token, tls=tls)))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.api.administration import AdministrationServicer
 from gateway.api.automation import AutomationServicer
@@ -18,6 +18,7 @@ from orchestration.grpcserver import Server
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
 from orchestration.subjects import Subjects
+from orchestration.tls import TlsConfig
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 
@@ -32,6 +33,7 @@ class GatewaySettings:
     nats_url: str
     prefix: str
     token: str
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 class Gateway:
@@ -52,7 +54,7 @@ class Gateway:
         self._nc = await connect(self.settings.nats_url, "gateway", self._nats_state)
         repo = Repository(self._nc.jetstream(), Subjects(self.settings.prefix))
         await repo.open()
-        server = Server(self.settings.address, self.settings.token, SERVICE_NAMES)
+        server = Server(self.settings.address, self.settings.token, SERVICE_NAMES, self.settings.tls)
         gw_grpc.add_AdministrationServiceServicer_to_server(AdministrationServicer(repo), server.grpc)
         gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)

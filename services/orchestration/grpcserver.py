@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from orchestration import telemetry
 from orchestration.errors import status_of
 from orchestration.metrics import GRPC_CALLS
+from orchestration.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: 
 class Server:
     """A grpc.aio server with health and reflection; `health` sets serving status."""
 
-    def __init__(self, address: str, token: str | None, service_names: list[str]) -> None:
+    def __init__(self, address: str, token: str | None, service_names: list[str], tls: TlsConfig | None = None) -> None:
         self.grpc = grpc.aio.server(
             interceptors=[GuardInterceptor(token)],
             options=[
@@ -169,9 +170,13 @@ class Server:
         reflection.enable_server_reflection(
             [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
         )
-        self.port = self.grpc.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+        try:
+            if tls is not None and tls.enabled:
+                self.port = self.grpc.add_secure_port(address, tls.server_credentials())
+            else:
+                self.port = self.grpc.add_insecure_port(address)
+        except RuntimeError as err:
+            raise OSError(f"cannot listen on {address}: the port is in use or the address is not valid") from err
 
     async def set_serving(self, serving: bool) -> None:
         """Report every service (and the server as a whole) as (not) serving."""

@@ -109,10 +109,6 @@ class Subjects:
         return f"{self.prefix}.status.{encode_token(domain)}.{encode_token(solution)}"
 
     @property
-    def status_all(self) -> str:
-        return f"{self.prefix}.status.>"
-
-    @property
     def monitor_figures(self) -> str:
         """Request-reply: the monitor answers with its last poll's figures (JSON)."""
         return f"{self.prefix}.monitor.figures"

@@ -104,7 +104,7 @@ def _default_endpoint(port: str, ports: tuple[str, ...]) -> str:
     if port:
         return "{{host}}:{{port}}"
     if ports:
-        return "{{host}}:{{ports.%s}}" % ports[0]
+        return "{{host}}:{{ports." + ports[0] + "}}"
     return "process://{{host}}/{{uuid}}"
 
 

@@ -120,21 +120,21 @@ def _tokens(expression: str, where: str) -> list[tuple[str, str]]:
 def evaluate(expression: str, namespace: Namespace, where: str = "template") -> Value:
     """The value of one placeholder's inside (``name | filter 'arg' | ...``)."""
     stages: list[list[tuple[str, str]]] = [[]]
-    for token in _tokens(expression, where):
-        if token[0] == "pipe":
+    for kind, text in _tokens(expression, where):
+        if kind == "pipe":
             stages.append([])
         else:
-            stages[-1].append(token)
+            stages[-1].append((kind, text))
     head, *filters = stages
     if len(head) != 1:
         raise TemplateError(f"{where}: {{{{{expression}}}}} must start with one name or quoted text")
-    kind, token = head[0]
+    kind, name = head[0]
     if kind == "text":
-        value: Value = token
-    elif token in namespace:
-        value = namespace[token]
+        value: Value = name
+    elif name in namespace:
+        value = namespace[name]
     else:
-        raise TemplateError(f"{where}: unknown name '{token}' (known: {', '.join(sorted(namespace))})")
+        raise TemplateError(f"{where}: unknown name '{name}' (known: {', '.join(sorted(namespace))})")
     for stage in filters:
         value = _apply(stage, value, where)
     return value

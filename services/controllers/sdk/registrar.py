@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import grpc
 
 from orchestration.grpcserver import bearer_metadata
+from orchestration.tls import TlsConfig
+from orchestration.tls import channel as tls_channel
 from orchestration.v1 import dispatcher_pb2 as pb
 from orchestration.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -66,7 +68,8 @@ class Registrar:
     """
 
     def __init__(
-        self, dispatchers: Sequence[str], credential: str, registration: Registration, backoff: Backoff = Backoff()
+        self, dispatchers: Sequence[str], credential: str, registration: Registration, backoff: Backoff = Backoff(),
+        tls: TlsConfig | None = None,
     ) -> None:
         if not dispatchers:
             raise ValueError("at least one dispatcher address is needed")
@@ -76,6 +79,7 @@ class Registrar:
         self._backoff = backoff
         self._current = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tls = tls
         self._task: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
         self.lease_seconds = 0.0
@@ -108,7 +112,7 @@ class Registrar:
                 ("grpc.min_reconnect_backoff_ms", backoff_ms),
                 ("grpc.max_reconnect_backoff_ms", int(self._backoff.maximum * 1000)),
             ]
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=options)
+            channel = self._channels[address] = tls_channel(address, self._tls, options)
         return pb_grpc.DispatcherServiceStub(channel)
 
     async def _register_once(self) -> float:

@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
 from orchestration.runtime import METRICS_HELP, service_process
 from orchestration.runtime import run as run_service
 from orchestration.grpcserver import Server
+from orchestration.tls import TlsConfig
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 
 log = logging.getLogger("controllers.sdk.runner")
@@ -41,6 +42,7 @@ class RunSettings:
     dispatchers: tuple[str, ...]
     credential: str
     replica: str
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -81,7 +83,7 @@ async def serve(controller: Controller, settings: RunSettings, stop: asyncio.Eve
     await controller.open()
     servicer = ControllerServicer(controller)
     extras = list(controller.extra_services())
-    server = Server(settings.address, settings.credential, [SERVICE_NAME, *(e.name for e in extras)])
+    server = Server(settings.address, settings.credential, [SERVICE_NAME, *(e.name for e in extras)], settings.tls)
     pb_grpc.add_ControllerServiceServicer_to_server(servicer, server.grpc)
     for extra in extras:
         extra.add(server.grpc)
@@ -95,7 +97,7 @@ async def serve(controller: Controller, settings: RunSettings, stop: asyncio.Eve
     registrar: Registrar | None = None
     if settings.dispatchers:
         registration = Registration(settings.name, settings.version, settings.aliases, settings.replica, advertise)
-        registrar = Registrar(settings.dispatchers, settings.credential, registration)
+        registrar = Registrar(settings.dispatchers, settings.credential, registration, tls=settings.tls)
         await registrar.start()
     else:
         log.warning("no --dispatcher given: serving without registration")
@@ -144,11 +146,13 @@ def run_controller(
     """
 
     def main(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str,
-             metrics_addr: str, **own: Any) -> None:
+             metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool, **own: Any) -> None:
         with service_process(name, metrics_addr):
-            run(addr, advertise, dispatcher, credential_file, replica, own)
+            tls = TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth)
+            run(addr, advertise, dispatcher, credential_file, replica, tls, own)
 
-    def run(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str, own: dict[str, Any]) -> None:
+    def run(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str, tls: TlsConfig,
+            own: dict[str, Any]) -> None:
         credential = Path(credential_file).read_text().strip()
         if not credential:
             raise click.BadParameter(f"{credential_file} is empty", param_hint="--credential-file")
@@ -161,6 +165,7 @@ def run_controller(
             dispatchers=dispatcher_addresses(dispatcher),
             credential=credential,
             replica=replica or f"{socket.gethostname()}-{os.getpid()}",
+            tls=tls,
         )
         instance = controller if isinstance(controller, Controller) else controller(own)
         run_service(serve(instance, settings))
@@ -174,6 +179,10 @@ def run_controller(
                      help="File holding the controller credential (bearer token both ways)."),
         click.Option(["--replica"], default="", help="Unique replica id (default: hostname-pid)."),
         click.Option(["--metrics-addr"], envvar="ORCH_METRICS_ADDR", default="", help=METRICS_HELP),
+        click.Option(["--tls-cert"], envvar="ORCH_TLS_CERT", default="", help="PEM certificate (server, and client for mutual TLS)."),
+        click.Option(["--tls-key"], envvar="ORCH_TLS_KEY", default="", help="PEM private key."),
+        click.Option(["--tls-ca"], envvar="ORCH_TLS_CA", default="", help="PEM CA bundle to trust."),
+        click.Option(["--tls-client-auth"], envvar="ORCH_TLS_CLIENT_AUTH", is_flag=True, help="Require client certificates."),
         *options,
     ]
     command = click.Command(name, callback=main, params=params, help=f"Run the {name} {version} controller.")

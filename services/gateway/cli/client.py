@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
@@ -12,6 +12,7 @@ import grpc
 
 from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.home import Connection, load_connection, orch_home
+from orchestration.tls import TlsConfig, channel
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 
 T = TypeVar("T")
@@ -55,6 +56,7 @@ class Settings:
 
     home: str | None
     server: str | None
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     def connection(self) -> Connection:
         found = load_connection(orch_home(self.home))
@@ -68,12 +70,12 @@ class Settings:
     def gateway(self) -> Gateway:
         address = self.server
         token = os.environ.get("ORCH_TOKEN")
+        tls = self.tls
         if address is None or token is None:
             connection = self.connection()
             address = address or connection.gateway
             token = token or connection.token
-        channel = grpc.insecure_channel(
-            address,
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-        )
-        return Gateway(channel, bearer_metadata(token))
+            if not tls.ca and connection.tls_ca:
+                tls = TlsConfig(tls.cert, tls.key, connection.tls_ca)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        return Gateway(channel(address, tls, options, aio=False), bearer_metadata(token))

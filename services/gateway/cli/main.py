@@ -10,6 +10,7 @@ import grpc
 
 from gateway.cli import engine_commands, model_commands, runtime_commands, sim_commands, watch_commands
 from gateway.cli.client import Settings
+from orchestration.tls import TlsConfig
 
 
 class _Group(click.Group):
@@ -31,10 +32,13 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.option("--home", envvar="ORCH_HOME", default=None, help="Directory of the running suite (default ./.orch).")
 @click.option("--server", default=None, help="Gateway address host:port (default: from $ORCH_HOME).")
+@click.option("--tls-ca", envvar="ORCH_TLS_CA", default="", help="CA bundle to trust: talk TLS to the gateway.")
+@click.option("--tls-cert", envvar="ORCH_TLS_CERT", default="", help="Client certificate (mutual TLS).")
+@click.option("--tls-key", envvar="ORCH_TLS_KEY", default="", help="Client key (mutual TLS).")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, server: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, server: str | None, tls_ca: str, tls_cert: str, tls_key: str) -> None:
     """orch: the lifecycle orchestration engine."""
-    ctx.obj = Settings(home=home, server=server)
+    ctx.obj = Settings(home=home, server=server, tls=TlsConfig(tls_cert, tls_key, tls_ca))
 
 
 runtime_commands.register(cli)
