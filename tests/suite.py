@@ -142,6 +142,9 @@ def running_suite(home: Path, *flags: str, env: dict[str, str] | None = None) ->
     """Start `orch up` with flags (and extra environment); always stop it."""
     gateway = f"127.0.0.1:{free_port()}"
     log = open(home / "up.log", "wb")
+    if not any(flag.startswith("--monitor-interval") for flag in flags):
+        # The monitor repairs what tests break on purpose; tests that want it say so.
+        flags = (*flags, "--monitor-interval", "3600")
     proc = subprocess.Popen(
         [str(BIN / "orch"), "up", "--gateway-addr", gateway, "--nats-port", str(free_port()),
          "--dispatcher-addr", f"127.0.0.1:{free_port()}", *flags],

@@ -421,6 +421,9 @@ class Run:
         def apply() -> None:
             slot.record.state = FAILURE
             slot.record.error = message
+            # The failed step is over: the next one (a reset, later) gets a new operation id
+            # instead of the controller's remembered failure.
+            slot.record.sequence += 1
             slot.path.clear()
             slot.failed = True
 

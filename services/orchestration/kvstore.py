@@ -7,6 +7,7 @@ Knows nothing of the information model; ``repository`` builds on it.
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -214,7 +215,16 @@ async def gather_bounded(calls: Iterable[Awaitable[T]], limit: int = _WRITE_CONC
     return list(await asyncio.gather(*(run(c) for c in calls)))
 
 
-async def open_bucket(js: JetStreamContext, name: str) -> Bucket:
+def replicas_from_environment() -> int:
+    """JetStream replicas of new buckets and streams: ORCH_JS_REPLICAS (default 1;
+    3 on a NATS cluster, so that losing a node loses nothing)."""
+    value = os.environ.get("ORCH_JS_REPLICAS", "1")
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise ValueError(f"ORCH_JS_REPLICAS={value!r}: expected 1 to 5")
+    return int(value)
+
+
+async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Bucket:
     """Create the bucket (history 1, file storage) or bind to the one that exists.
 
     Creating with an identical configuration is idempotent on the server, so
@@ -222,7 +232,7 @@ async def open_bucket(js: JetStreamContext, name: str) -> Bucket:
     else with other settings is used as it is.
     """
     try:
-        kv = await js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE)
+        kv = await js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE, replicas=replicas)
     except nats.js.errors.BadRequestError as err:
         if err.err_code != _STREAM_NAME_IN_USE:
             raise

@@ -30,7 +30,8 @@ async def connect(url: str, name: str, on_state: Callable[[bool], Awaitable[None
             await on_state(True)
 
     return await nats.connect(
-        servers=[url],
+        # A comma-separated list names several servers of one cluster.
+        servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -42,7 +43,9 @@ async def connect(url: str, name: str, on_state: Callable[[bool], Awaitable[None
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs."""
+    """The URL(s) without passwords, for logs."""
+    if "," in url:
+        return ",".join(redact(u.strip()) for u in url.split(","))
     if "@" not in url:
         return url
     scheme, rest = url.split("://", 1) if "://" in url else ("nats", url)

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext, api
 
 from orchestration import records as rk
 from orchestration.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
-from orchestration.kvstore import Bucket, Versioned, ensure_stream, gather_bounded, open_bucket
+from orchestration.kvstore import Bucket, Versioned, ensure_stream, gather_bounded, open_bucket, replicas_from_environment
 from orchestration.model_diff import WRITE_ORDER, Change, diff_model
 from orchestration.solution_records import ClusterRecord, InstanceRecord, SolutionRecords
 from orchestration.subjects import Subjects
@@ -64,9 +64,11 @@ class _Buckets:
 class Repository(SolutionRecords, TaskRecords):
     """The information model in NATS KV; `open()` before use."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
+    def __init__(self, js: JetStreamContext, subjects: Subjects, replicas: int | None = None) -> None:
         self._js = js
         self._subjects = subjects
+        # Replicas of what open() creates (things that exist keep theirs).
+        self._replicas = replicas if replicas is not None else replicas_from_environment()
         self._opened: _Buckets | None = None
 
     @property
@@ -101,12 +103,13 @@ class Repository(SolutionRecords, TaskRecords):
         """Create or bind every bucket and both streams (safe to run concurrently with others)."""
         s = self._subjects
         names = (s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.events_bucket, s.controllers_bucket, s.leases_bucket)
-        buckets = await asyncio.gather(*(open_bucket(self._js, n) for n in names))
+        buckets = await asyncio.gather(*(open_bucket(self._js, n, self._replicas) for n in names))
         requests = api.StreamConfig(
             name=s.requests_stream,
             subjects=[s.internal_requests_all],
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
+            num_replicas=self._replicas,
         )
         events = api.StreamConfig(
             name=s.events_stream,
@@ -114,6 +117,7 @@ class Repository(SolutionRecords, TaskRecords):
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
             duplicate_window=EVENTS_DUPLICATE_WINDOW,
+            num_replicas=self._replicas,
         )
         await asyncio.gather(ensure_stream(self._js, requests), ensure_stream(self._js, events))
         self._opened = _Buckets(*buckets)
