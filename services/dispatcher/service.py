@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -27,6 +28,7 @@ from orchestration.errors import Aborted, NotFound, OrchestrationError
 from orchestration.events import EventRecorder
 from orchestration.grpcserver import Server
 from orchestration.leases import LEASE_SECONDS, Lease, Leases, now_ms
+from orchestration.metrics import REQUESTS_WAITING
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
 from orchestration.requests import root_task
@@ -137,7 +139,12 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 - NATS may not be reachable yet
                 log.warning("cannot subscribe to the internal channel yet", exc_info=True)
                 await asyncio.sleep(1)
+        counted = 0.0
         while True:
+            if time.monotonic() - counted > 2.0:
+                counted = time.monotonic()
+                with contextlib.suppress(Exception):
+                    REQUESTS_WAITING.set((await subscription.consumer_info()).num_pending or 0)
             try:
                 messages = await subscription.fetch(batch=64, timeout=1.0)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):

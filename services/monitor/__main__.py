@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 
 from monitor.service import serve
 from monitor.settings import MonitorSettings
-from orchestration import logs
+from orchestration.runtime import metrics_option, service_process
+from orchestration.runtime import run as run_service
 from orchestration.subjects import DEFAULT_PREFIX
+from orchestration.tls import TlsConfig, tls_options
 
 
 @click.command()
@@ -24,14 +25,18 @@ from orchestration.subjects import DEFAULT_PREFIX
               show_default=True, help="Seconds per controller Status call.")
 @click.option("--batch-size", type=click.IntRange(min=1, max=20_000), default=MonitorSettings.batch_size, show_default=True,
               help="Instances per Status call.")
-def main(nats_url: str, prefix: str, credential_file: str, interval: float, status_timeout: float, batch_size: int) -> None:
+@metrics_option
+@tls_options
+def main(nats_url: str, prefix: str, credential_file: str, interval: float, status_timeout: float, batch_size: int,
+         metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run the monitor: status, drift and compensation at an interval."""
-    logs.configure("monitor")
     credential = Path(credential_file).read_text().strip()
     if not credential:
         raise click.BadParameter(f"{credential_file} is empty", param_hint="--credential-file")
-    asyncio.run(serve(MonitorSettings(nats_url=nats_url, prefix=prefix, credential=credential, interval=interval,
-                                      status_timeout=status_timeout, batch_size=batch_size)))
+    with service_process("monitor", metrics_addr):
+        run_service(serve(MonitorSettings(nats_url=nats_url, prefix=prefix, credential=credential, interval=interval,
+                                          status_timeout=status_timeout, batch_size=batch_size,
+                                          tls=TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth))))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
+from opentelemetry.trace import SpanKind
+
+from orchestration import telemetry
 from orchestration.errors import FailedPrecondition
 from orchestration.leases import Leases
 from orchestration.repository import Repository
@@ -17,6 +20,7 @@ from orchestration.subjects import Subjects
 from orchestration.v1 import records_pb2 as rpb
 
 log = logging.getLogger("monitor.compensation")
+_tracer = telemetry.tracer("monitor")
 
 SOURCE = "monitor"
 SolutionKey = tuple[str, str]
@@ -62,7 +66,14 @@ class Compensator:
 
     async def submit(self, domain: str, solution: str, reason: str) -> str | None:
         """The root task id, or None when the solution turned out to be busy."""
-        request = new_request(rpb.REQUEST_KIND_RECONCILE, domain, solution, SOURCE)
+        with _tracer.start_as_current_span(f"compensate {solution}", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("orch.domain", domain)
+            span.set_attribute("orch.solution", solution)
+            request = new_request(rpb.REQUEST_KIND_RECONCILE, domain, solution, SOURCE, telemetry.traceparent(span))
+            return await self._submit(request, reason)
+
+    async def _submit(self, request: rpb.Request, reason: str) -> str | None:
+        domain, solution = request.domain, request.solution
         try:
             task = await submit(self._repo, self._leases, self._js, self._subjects, request)
         except FailedPrecondition:

@@ -21,6 +21,8 @@ import grpc
 from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.kvstore import Bucket, gather_bounded
 from orchestration.registrations import controller_names, live_registrations
+from orchestration.tls import TlsConfig
+from orchestration.tls import channel as tls_channel
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
@@ -53,7 +55,8 @@ class Answer:
 class StatusProbe:
     """Status calls to the live replicas of each controller; `refresh` once per poll."""
 
-    def __init__(self, bucket: Bucket, credential: str, batch_size: int, timeout: float) -> None:
+    def __init__(self, bucket: Bucket, credential: str, batch_size: int, timeout: float, tls: TlsConfig | None = None) -> None:
+        self._tls = tls
         self._bucket = bucket
         self._metadata = bearer_metadata(credential)
         self._batch_size = batch_size
@@ -141,6 +144,6 @@ class StatusProbe:
         channel = self._channels.get(address)
         if channel is None:
             options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=options)
+            channel = self._channels[address] = tls_channel(address, self._tls, options)
         stub = cpb_grpc.ControllerServiceStub(channel)
         return await stub.Status(cpb.StatusRequest(instances=refs), metadata=self._metadata, timeout=self._timeout)

@@ -23,15 +23,18 @@ from monitor.inventory import SolutionView, Watched, read_inventory
 from monitor.probe import Observation, StatusProbe
 from monitor.settings import MonitorSettings
 from monitor.status import StatusBoard
+from orchestration import telemetry
 from orchestration.events import EventRecorder
 from orchestration.kvstore import gather_bounded
 from orchestration.leases import Leases, solution_key
 from orchestration.lifecycle import INITIAL, state_name
+from orchestration.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
 from orchestration.subjects import Subjects
 from orchestration.v1 import controller_pb2 as cpb
 
+_tracer = telemetry.tracer("monitor")
 log = logging.getLogger("monitor")
 
 # Solutions acted on at once (drift corrections, compensations).
@@ -86,7 +89,7 @@ class Monitor:
             raise
         self._nc = nc
         self._probe = StatusProbe(self.repo.controllers_bucket, self.settings.credential, self.settings.batch_size,
-                                  self.settings.status_timeout)
+                                  self.settings.status_timeout, self.settings.tls)
         log.info("polling every %.1f s, nats %s, prefix %s", self.settings.interval, redact(self.settings.nats_url),
                  self.settings.prefix)
 
@@ -107,8 +110,15 @@ class Monitor:
         while not stop.is_set():
             started = self.clock()
             try:
-                self.last = await self.poll()
+                with _tracer.start_as_current_span("monitor poll") as span:
+                    self.last = await self.poll()
+                    span.set_attribute("orch.instances", self.last.instances)
+                    span.set_attribute("orch.drifted", self.last.drifted)
                 self.polls += 1
+                POLL_SECONDS.observe(self.last.duration_seconds)
+                POLLED.set(self.last.instances)
+                DRIFTS.inc(self.last.drifted)
+                COMPENSATIONS.inc(self.last.compensations)
                 log.info(self.last.log_line())
             except Exception as err:  # noqa: BLE001 - NATS or a controller away: the next poll tries again
                 log.warning("poll failed: %s: %s", type(err).__name__, err)

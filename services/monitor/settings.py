@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from orchestration.tls import TlsConfig
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,8 @@ class MonitorSettings:
     interval: float = 5.0
     # Deadline of one Status call (seconds).
     status_timeout: float = 10.0
+    # TLS towards the controllers (empty: plaintext).
+    tls: TlsConfig = field(default_factory=TlsConfig)
     # Instances per Status call: large enough that 10,000 instances are two
     # calls, small enough that a message stays far below the 8 MiB limit.
     batch_size: int = 5000

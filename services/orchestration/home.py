@@ -31,6 +31,8 @@ class Connection:
     tls_ca: str = ""
     # Addresses of the sim controller replicas (SimulatorService), for `orch sim`.
     sims: list[str] = field(default_factory=list)
+    # host:port of each service's Prometheus /metrics endpoint, by service name.
+    metrics: dict[str, str] = field(default_factory=dict)
 
 
 def write_private(path: Path, text: str) -> None:

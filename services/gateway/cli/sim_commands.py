@@ -12,6 +12,7 @@ from gateway.cli.client import Settings
 from orchestration.grpcserver import bearer_metadata
 from orchestration.home import orch_home
 from orchestration.lifecycle import STATES_BY_NAME
+from orchestration.tls import TlsConfig, channel
 from orchestration.v1 import sim_pb2 as pb
 from orchestration.v1 import sim_pb2_grpc as pb_grpc
 
@@ -44,9 +45,9 @@ def set_state(settings: Settings, uuid: str, state: str) -> None:
     unreachable = []
     # Each replica holds its own instances: ask them in turn until one has it.
     for address in connection.sims:
-        with grpc.insecure_channel(address) as channel:
+        with channel(address, settings.tls if settings.tls.ca else TlsConfig(ca=connection.tls_ca), aio=False) as open_channel:
             try:
-                reply = pb_grpc.SimulatorServiceStub(channel).SetState(request, metadata=metadata, timeout=10)
+                reply = pb_grpc.SimulatorServiceStub(open_channel).SetState(request, metadata=metadata, timeout=10)
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.UNAVAILABLE:
                     unreachable.append(address)

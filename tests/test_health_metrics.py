@@ -1,0 +1,102 @@
+"""Health follows NATS (NOT_SERVING while it is away) and every service
+serves Prometheus metrics that count real work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dispatcher.service import Dispatcher, DispatcherSettings
+from orchestration.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server
+from suite import DATA, Suite, running_suite
+
+
+async def health_of(address: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+        return reply.status
+
+
+async def wait_health(address: str, expected: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await health_of(address)
+        if last == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"health stayed {last}, expected {expected}")
+
+
+async def test_dispatcher_health_follows_nats(tmp_path: Path) -> None:
+    config = EmbeddedNatsConfig(data_dir=tmp_path / "nats", port=free_port())
+    creds = NatsCredentials("h", "h-secret")
+    server = start_nats_server(config, creds)
+    (tmp_path / "credential").write_text("c")
+    dispatcher = Dispatcher(DispatcherSettings(address="127.0.0.1:0", nats_url=nats_url(config.host, config.port, creds),
+                                               prefix="health", credential="c", replica="h1"))
+    try:
+        await dispatcher.start()
+        address = f"127.0.0.1:{dispatcher.port}"
+        await wait_health(address, health_pb2.HealthCheckResponse.SERVING)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+        await wait_health(address, health_pb2.HealthCheckResponse.NOT_SERVING)
+        server = start_nats_server(config, creds)
+        await wait_health(address, health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        await dispatcher.stop()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with running_suite(tmp_path_factory.mktemp("metrics"), "--monitor-interval", "1") as running:
+        yield running
+
+
+def scrape(address: str) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:
+    suite.ok("apply", "-f", str(DATA / "demo2.yaml"))
+    suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait")
+    endpoints = json.loads(suite.ok("info", "-o", "json"))["metrics"]
+    assert {"gateway", "dispatcher", "controller sim-1", "monitor"} <= set(endpoints)
+    dispatcher = scrape(endpoints["dispatcher"])
+    assert dispatcher['orch_controller_operations_total{outcome="ok",transition="create"}'] == 23
+    assert dispatcher['orch_tasks_total{status="completed",type="instance"}'] == 23
+    assert "orch_requests_waiting" in dispatcher
+    sim = scrape(endpoints["controller sim-1"])
+    assert sim['orch_controller_operations_total{outcome="ok",transition="start"}'] == 23
+    gateway = scrape(endpoints["gateway"])
+    deploys = [v for k, v in gateway.items() if k.startswith("orch_grpc_calls_total") and "DeploySolution" in k and 'code="OK"' in k]
+    assert deploys == [1.0]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        monitor = scrape(endpoints["monitor"])
+        if monitor.get("orch_monitor_poll_seconds_count", 0) >= 1 and monitor.get("orch_monitor_instances_polled") == 23:
+            break
+        time.sleep(0.5)
+    assert monitor.get("orch_monitor_instances_polled") == 23
