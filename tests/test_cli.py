@@ -6,77 +6,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestration.embedded_nats import free_port, wait_for_port
-
-DATA = Path(__file__).parent / "data"
-BIN = Path(sys.executable).parent
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of a process (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
-    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-class Suite:
-    def __init__(self, home: Path, proc: subprocess.Popen, gateway: str) -> None:
-        self.home, self.proc, self.gateway = home, proc, gateway
-
-    def orch(self, *args: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "ORCH_HOME": str(self.home)}
-        env.pop("ORCH_TOKEN", None)
-        return subprocess.run([str(BIN / "orch"), *args], env=env, capture_output=True, text=True, timeout=60)
+from suite import BIN, DATA, Suite, alive, running_suite
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    home = tmp_path_factory.mktemp("orch-home")
-    gateway = f"127.0.0.1:{free_port()}"
-    log = open(home / "up.log", "wb")
-    proc = subprocess.Popen(
-        [str(BIN / "orch"), "up", "--gateway-addr", gateway, "--nats-port", str(free_port())],
-        env={**os.environ, "ORCH_HOME": str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not (home / "connection.json").exists():
-            assert proc.poll() is None, (home / "up.log").read_text()
-            assert time.monotonic() < deadline, "orch up did not come up in 60s"
-            time.sleep(0.1)
-        host, port = gateway.rsplit(":", 1)
-        wait_for_port(host, int(port))
-        yield Suite(home, proc, gateway)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_suite(tmp_path_factory.mktemp("orch-home")) as running:
+        yield running
 
 
 def test_apply_and_list_demo2(suite: Suite) -> None:
@@ -142,10 +83,9 @@ def test_grpcurl_lists_services_through_reflection(suite: Suite) -> None:
 
 
 def test_services_run_as_named_children_and_ctrl_c_stops_all(suite: Suite) -> None:
-    children = children_of(suite.proc.pid)
-    cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in children]
-    assert any("nats-server" in c for c in cmdlines) and any("gateway" in c for c in cmdlines), cmdlines
+    services = suite.services()
+    assert {"nats-server", "gateway", "dispatcher", "monitor", "sim-1"} <= set(services), services
     suite.proc.send_signal(signal.SIGINT)
     assert suite.proc.wait(timeout=30) == 0
-    for pid in children:
-        assert not alive(pid), f"child {pid} outlived orch up"
+    for name, pid in services.items():
+        assert not alive(pid), f"{name} (pid {pid}) outlived orch up"

@@ -184,7 +184,9 @@ class Run:
         for uuid in subtree:
             subtree.extend(self.book.tasks[uuid].subtasks)
         self.terminated.update(subtree)
-        for uuid in subtree:
+        # Leaves first, the terminated task last: whoever sees it ended (a
+        # client waiting on the root) finds its whole subtree ended too.
+        for uuid in reversed(subtree):
             await self.book.set_status(uuid, S.TASK_STATUS_TERMINATED, error="terminated on request")
         if task == self.book.root:
             self._stop("terminated on request", S.TASK_STATUS_TERMINATED)

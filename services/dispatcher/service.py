@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from orchestration.leases import LEASE_SECONDS, Lease, Leases, now_ms
 from orchestration.metrics import REQUESTS_WAITING
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
+from orchestration.runtime import serve_until_signalled
 from orchestration.requests import root_task
 from orchestration.subjects import Subjects
 from orchestration.tls import TlsConfig
@@ -279,12 +279,4 @@ class Dispatcher:
 
 async def serve(settings: DispatcherSettings) -> None:
     """Run a dispatcher until SIGTERM or SIGINT."""
-    dispatcher = Dispatcher(settings)
-    await dispatcher.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping")
-    await dispatcher.stop()
+    await serve_until_signalled(Dispatcher(settings), "dispatcher")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 
 from gateway.api.administration import AdministrationServicer
@@ -17,6 +15,7 @@ from gateway.api.solutions import SolutionServicer
 from orchestration.grpcserver import Server
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
+from orchestration.runtime import serve_until_signalled
 from orchestration.subjects import Subjects
 from orchestration.tls import TlsConfig
 from orchestration.v1 import gateway_pb2 as gw
@@ -87,13 +86,5 @@ class Gateway:
 
 
 async def serve(settings: GatewaySettings) -> None:
-    """Run the gateway until SIGTERM or SIGINT."""
-    gateway = Gateway(settings)
-    await gateway.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping")
-    await gateway.stop()
+    """Run a gateway until SIGTERM or SIGINT."""
+    await serve_until_signalled(Gateway(settings), "gateway")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from orchestration.lifecycle import INITIAL, state_name
 from orchestration.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
+from orchestration.runtime import stop_on_signals
 from orchestration.subjects import Subjects
 from orchestration.v1 import controller_pb2 as cpb
 
@@ -214,10 +214,7 @@ def _name(state: int) -> str:
 
 async def serve(settings: MonitorSettings) -> None:
     """Run a monitor until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     monitor = Monitor(settings)
     try:
         while not stop.is_set():

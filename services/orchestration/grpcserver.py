@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import SpanKind
 
 from orchestration import telemetry
-from orchestration.errors import status_of
+from orchestration.errors import InvalidArgument, status_of
 from orchestration.metrics import GRPC_CALLS
 from orchestration.tls import TlsConfig
 
@@ -95,10 +95,12 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
         GRPC_CALLS.labels(method, code.name).inc()
         await context.abort(code, message)
 
-    def wrap_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_unary(behaviour: Callable[..., Any], deserialize: Callable[[bytes], Any] | None = None) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER) as span:
                 try:
+                    if deserialize is not None:
+                        request = _decode(deserialize, request)
                     response = await behaviour(request, context)
                 except grpc.aio.AbortError:
                     raise
@@ -109,10 +111,12 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
 
         return call
 
-    def wrap_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_stream(behaviour: Callable[..., Any], deserialize: Callable[[bytes], Any] | None = None) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER) as span:
                 try:
+                    if deserialize is not None:
+                        request = _decode(deserialize, request)
                     async for item in behaviour(request, context):
                         yield item
                 except grpc.aio.AbortError:
@@ -123,13 +127,15 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
 
         return call
 
+    # A single request arrives as bytes and is decoded inside the call, so that
+    # an undecodable one is INVALID_ARGUMENT rather than grpc's UNKNOWN.
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            wrap_unary(handler.unary_unary, handler.request_deserializer), None, handler.response_serializer
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            wrap_stream(handler.unary_stream, handler.request_deserializer), None, handler.response_serializer
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
@@ -140,14 +146,23 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
     )
 
 
+def _decode(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
+    """The request message, or InvalidArgument when the bytes are not one (bad wire format, bad UTF-8)."""
+    try:
+        return deserialize(raw)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, or whatever a custom deserializer raises
+        raise InvalidArgument(f"request: cannot be decoded: {exc}") from None
+
+
 def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: Callable[..., Any]) -> grpc.RpcMethodHandler:
     des, ser = handler.request_deserializer, handler.response_serializer
+    # A refused call's single request is never decoded.
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, des, ser)
+        return grpc.unary_unary_rpc_method_handler(unary, None, ser)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary, des, ser)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream, des, ser)
+        return grpc.unary_stream_rpc_method_handler(stream, None, ser)
     return grpc.stream_stream_rpc_method_handler(stream, des, ser)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import asyncio
+import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -43,3 +44,27 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
         return
     uvloop.run(main)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets: how every service learns to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve_until_signalled(service: Startable, name: str) -> None:
+    """Start a service, run until SIGTERM or SIGINT, then stop it."""
+    stop = stop_on_signals()
+    await service.start()
+    await stop.wait()
+    logging.getLogger(name).info("stopping")
+    await service.stop()

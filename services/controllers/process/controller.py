@@ -83,6 +83,7 @@ class ProcessController(Controller):
     # ---- operations --------------------------------------------------------------
 
     async def create(self, ctx: OperationContext) -> Result:
+        """The work dir and the ports, decided once and kept until destroy."""
         settings = ProcessSettings.parse(ctx.parameters)
         async with self._locks[ctx.uuid]:
             record = self.dirs.read_instance(ctx.uuid)
@@ -105,57 +106,52 @@ class ProcessController(Controller):
     async def configure(self, ctx: OperationContext) -> Result:
         settings = ProcessSettings.parse(ctx.parameters)
         async with self._locks[ctx.uuid]:
-            record = self._existing(ctx)
-            spec = self._spec(ctx, settings, record)
+            spec = self._spec(ctx, settings, self._existing(ctx))
             self.dirs.write_files(ctx.uuid, spec.files)
-            return Result(endpoint=record.endpoint)
+            return Result(endpoint=spec.endpoint)
 
     async def start(self, ctx: OperationContext) -> Result:
+        """Spawn the process, or keep the one that runs with this very
+        configuration, and wait until it is ready."""
         settings = ProcessSettings.parse(ctx.parameters)
         async with self._locks[ctx.uuid]:
-            record = self._existing(ctx)
-            spec = self._spec(ctx, settings, record)
+            spec = self._spec(ctx, settings, self._existing(ctx))
             self.dirs.write_files(ctx.uuid, spec.files)
             process = self._running(ctx.uuid)
             if process is not None and (process.launch, process.files) != (spec.launch_digest, spec.files_digest):
                 ctx.logger.info("process %d runs with another configuration: restarting it", process.pid)
-                await self._stop(ctx.uuid, process, settings.stop_grace)
+                await self._stop(ctx.uuid, process, _grace(ctx))
                 process = None
-            if process is None:
-                process = self._spawn(ctx, spec)
-            await self._wait_ready(ctx, process, settings)
-            return Result(endpoint=record.endpoint)
+            await self._wait_ready(ctx, self._keep_or_spawn(ctx, spec, process), settings)
+            return Result(endpoint=spec.endpoint)
 
     async def reconfigure(self, ctx: OperationContext) -> Result:
-        """Render again; a running process takes a change as `reconfigure` says
-        (a changed command line or environment always restarts it)."""
+        """Render again; a running process takes changed files as `reconfigure`
+        says (restart, a signal, or nothing); a changed command line or
+        environment always restarts it; a process that is gone is started."""
         settings = ProcessSettings.parse(ctx.parameters)
         async with self._locks[ctx.uuid]:
-            record = self._existing(ctx)
-            spec = self._spec(ctx, settings, record)
+            spec = self._spec(ctx, settings, self._existing(ctx))
             self.dirs.write_files(ctx.uuid, spec.files)
             process = self._running(ctx.uuid)
-            mode = settings.reconfigure.mode
+            how = settings.reconfigure
             if process is not None and process.launch == spec.launch_digest and process.files != spec.files_digest:
-                if mode == "signal":
-                    ctx.logger.info("files changed: signal %d to process %d", settings.reconfigure.signal, process.pid)
-                    self.procs.signal(process, settings.reconfigure.signal)
-                if mode in ("signal", "none"):
-                    process = replace(process, files=spec.files_digest, probe=spec.probe)
+                if how.mode == "signal":
+                    ctx.logger.info("files changed: signal %d to process %d", how.signal, process.pid)
+                    if not self.procs.signal(process, how.signal):
+                        process = None  # it ended just now: start it below
+                if process is not None and how.mode in ("signal", "none"):
+                    process = replace(process, files=spec.files_digest)
                     self.dirs.write_process(ctx.uuid, process)
             if process is not None and (process.launch, process.files) != (spec.launch_digest, spec.files_digest):
                 ctx.logger.info("configuration changed: restarting process %d", process.pid)
-                await self._stop(ctx.uuid, process, settings.stop_grace)
+                await self._stop(ctx.uuid, process, _grace(ctx))
                 process = None
-            if process is None:
-                process = self._spawn(ctx, spec)
-            elif process.probe != spec.probe:
-                process = replace(process, probe=spec.probe)
-                self.dirs.write_process(ctx.uuid, process)
-            await self._wait_ready(ctx, process, settings)
-            return Result(endpoint=record.endpoint)
+            await self._wait_ready(ctx, self._keep_or_spawn(ctx, spec, process), settings)
+            return Result(endpoint=spec.endpoint)
 
     async def stop(self, ctx: OperationContext) -> Result:
+        """SIGTERM the process group, SIGKILL after stop_grace; the work dir stays."""
         async with self._locks[ctx.uuid]:
             record = self._existing(ctx)
             process = self.dirs.read_process(ctx.uuid)
@@ -164,11 +160,13 @@ class ProcessController(Controller):
             return Result(endpoint=record.endpoint)
 
     async def destroy(self, ctx: OperationContext) -> Result:
+        """Remove the work dir (and whatever still runs there)."""
         async with self._locks[ctx.uuid]:
             await self._remove(ctx, _grace(ctx))
         return Result()
 
     async def reset(self, ctx: OperationContext) -> Result:
+        """Kill whatever is left of a failed instance, quickly, and remove it."""
         async with self._locks[ctx.uuid]:
             await self._remove(ctx, min(RESET_GRACE, _grace(ctx)))
         return Result()
@@ -201,6 +199,15 @@ class ProcessController(Controller):
         self.procs.forget(process)
         self.dirs.clear_process(uuid)
         return None
+
+    def _keep_or_spawn(self, ctx: OperationContext, spec: LaunchSpec, process: ProcessRecord | None) -> ProcessRecord:
+        """The running process (with the probe now configured), or a new one."""
+        if process is None:
+            return self._spawn(ctx, spec)
+        if process.probe != spec.probe:
+            process = replace(process, probe=spec.probe)
+            self.dirs.write_process(ctx.uuid, process)
+        return process
 
     def _spawn(self, ctx: OperationContext, spec: LaunchSpec) -> ProcessRecord:
         stdout, stderr = self.dirs.log_paths(ctx.uuid)
@@ -263,8 +270,11 @@ class ProcessController(Controller):
 
 
 def _grace(ctx: OperationContext) -> float:
-    """stop_grace of the cluster; malformed settings must not keep an instance from stopping."""
+    """stop_grace of the cluster, cut short so that SIGKILL still comes within
+    the operation's deadline; malformed settings must not keep an instance
+    from stopping."""
     try:
-        return ProcessSettings.parse(ctx.parameters).stop_grace
+        grace = ProcessSettings.parse(ctx.parameters).stop_grace
     except Permanent:
-        return ProcessSettings.stop_grace
+        grace = ProcessSettings.stop_grace
+    return max(0.0, min(grace, ctx.deadline - time.time() - DEADLINE_MARGIN))

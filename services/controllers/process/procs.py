@@ -24,6 +24,17 @@ BANNER = "=== process controller: starting "
 _NO_PROBE = Probe()
 
 
+def boot_id() -> str:
+    """The kernel's id of this boot ("" where there is none)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+BOOT_ID = boot_id()
+
+
 def _stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (state first)."""
     try:
@@ -81,13 +92,16 @@ class Processes:
             )
         self._children[proc.pid] = proc
         started = starttime(proc.pid)
-        return ProcessRecord(proc.pid, started if started is not None else -1, tuple(argv), time.time(), "", "", _NO_PROBE)
+        return ProcessRecord(proc.pid, started if started is not None else -1, tuple(argv), time.time(), "", "",
+                             _NO_PROBE, BOOT_ID)
 
     def running(self, record: ProcessRecord) -> bool:
         """True while the recorded process runs (the same process, not a reused pid)."""
         child = self._children.get(record.pid)
         if child is not None and child.poll() is not None:
             return False  # kept until `forget`, for its exit code
+        if record.boot != BOOT_ID:
+            return False  # recorded before a reboot: that process is gone
         current = starttime(record.pid)
         if current is None:
             return False
@@ -114,7 +128,7 @@ class Processes:
             _signal_group(record.pid, signal.SIGKILL)
             while self.running(record):
                 await asyncio.sleep(POLL)
-        elif starttime(record.pid) is None and group_members(record.pid):
+        elif record.boot == BOOT_ID and starttime(record.pid) is None and group_members(record.pid):
             _signal_group(record.pid, signal.SIGKILL)
         self.forget(record)
 

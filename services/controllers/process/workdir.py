@@ -54,8 +54,11 @@ class ProcessRecord:
     """The process an instance runs (the pid file).
 
     `starttime` is the kernel's start time of the pid (clock ticks since
-    boot): together with the pid it names one process for good, so a pid
-    reused by someone else after a reboot or a crash is never signalled.
+    boot) and `boot` the kernel's boot id: together with the pid they name
+    one process for good, so a pid reused by someone else (after the process
+    ended, or after a reboot) is never adopted or signalled. The command line
+    is not compared: a process may rewrite it (setproctitle), and a process
+    wrongly taken for gone would be started twice.
     `launch` and `files` are digests of what the process was started with,
     so that a repeated start or reconfigure changes nothing when nothing changed.
     """
@@ -67,6 +70,7 @@ class ProcessRecord:
     launch: str
     files: str
     probe: Probe
+    boot: str = ""
 
 
 class WorkDir:
@@ -111,7 +115,7 @@ class WorkDir:
             return ProcessRecord(
                 pid=int(data["pid"]), starttime=int(data["starttime"]), argv=tuple(data["argv"]),
                 started=float(data["started"]), launch=str(data["launch"]), files=str(data["files"]),
-                probe=Probe(**data["probe"]),
+                probe=Probe(**data["probe"]), boot=str(data.get("boot", "")),
             )
         except (KeyError, TypeError, ValueError):
             return None
