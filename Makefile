@@ -34,6 +34,10 @@ lint-proto: setup
 test: setup lint-proto
 	$(BIN)/python -m pytest -q
 
+# The fault-injection tests alone (they also run in `make test`).
+test-faults: setup
+	$(BIN)/python -m pytest -q -m faults
+
 bench: setup
 	$(BIN)/python bench/run.py
 

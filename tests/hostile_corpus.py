@@ -50,6 +50,7 @@ class Case:
     request: Any  # a request message, or bytes sent as they are (raw wire format)
     code: grpc.StatusCode
     needles: tuple[str, ...]
+    group: str = ""  # cases of one group run in one test
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ def name_document(**hostile: str) -> dict[str, Any]:
 
 def to_yaml(data: Any) -> str:
     """YAML text of plain data; every unusual character escaped, so it reads back exactly."""
-    return yaml.safe_dump(data, allow_unicode=False, sort_keys=False, width=1 << 20)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, allow_unicode=False, sort_keys=False, width=1 << 20)
 
 
 def name_cases() -> list[Case]:
@@ -223,27 +225,31 @@ def name_cases() -> list[Case]:
     a protobuf model through StoreModel."""
     cases = []
     for position, word in NAME_POSITIONS.items():
+        template = codec.parse_document(to_yaml(name_document(**{position: "x"}))).model
         for label, name in HOSTILE_NAMES.items():
             text = to_yaml(name_document(**{position: name}))
             cases.append(Case(f"apply-{position}-{label}", "AdministrationService/Apply",
-                              gw.ApplyRequest(document=text), INVALID, (word,)))
+                              gw.ApplyRequest(document=text), INVALID, (word,), f"apply-{position}"))
             # The same content as a message: the codec does not check names, validation must.
-            model = codec.parse_document(to_yaml(name_document(**{position: name or "x"}))).model
+            model = pb.Model()
+            model.CopyFrom(template)
             _rename(model.domains[0], position, name)
             cases.append(Case(f"store-{position}-{label}", "AdministrationService/StoreModel",
-                              gw.StoreModelRequest(model=model), INVALID, (word,)))
+                              gw.StoreModelRequest(model=model), INVALID, (word,), f"store-{position}"))
     return cases
 
 
 def _rename(domain: pb.Domain, position: str, name: str) -> None:
     """Put name into one position of a parsed name_document (protobuf form), everywhere it occurs."""
-    old = VALID_NAMES[position] if position != "domain" else None
     if position == "domain":
         domain.name = name
         return
+    renamed = 0
     for message, field in _name_fields(domain, position):
-        if getattr(message, field) in (old, "x"):
+        if getattr(message, field) == "x":
             setattr(message, field, name)
+            renamed += 1
+    assert renamed, position
 
 
 def _name_fields(domain: pb.Domain, position: str) -> list[tuple[Any, str]]:
@@ -307,7 +313,7 @@ def request_name_cases() -> list[Case]:
                 if request_type is gw.UpdateClusterRequest:
                     fields["size"] = 3
                 short = method.split("/")[1]
-                cases.append(Case(f"{short}-{field}-{label}", method, request_type(**fields), INVALID, (field,)))
+                cases.append(Case(f"{short}-{field}-{label}", method, request_type(**fields), INVALID, (field,), short))
     return cases
 
 
@@ -797,6 +803,7 @@ def read_and_change_cases() -> list[Case]:
 
 
 def grpc_cases() -> list[Case]:
+    """Every gRPC case: the hand-written ones first, then the name matrices (grouped)."""
     cases = apply_cases() + store_cases() + read_and_change_cases() + name_cases() + request_name_cases()
     ids = [case.id for case in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"

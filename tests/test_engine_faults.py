@@ -15,11 +15,10 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-import engine_model as m
+import models
 from controllers.sim.table import InstanceTable
 from orchestration.v1 import model_pb2 as pb
 from suite import Suite, running_suite
@@ -42,27 +41,15 @@ def start_deploy(suite: Suite, domain: str, architecture: str) -> str:
     return json.loads(suite.ok("solution", "deploy", domain, architecture, "V1", "-o", "json"))["task"]
 
 
-def chain(domain: str, arch: str, sizes: tuple[int, int], params: dict[str, object]) -> str:
-    """Element `app` (sizes[1]) needs element `base` (sizes[0]) active before it is created."""
-    base = m.Component("base")
-    needs_base = m.Dependency("base", "context", "base", "V1")
-    app = m.Component("app", dependencies=[needs_base])
-    elements = [
-        m.Element("base", "base", [m.Cluster("V1", sizes[0], params=params)]),
-        m.Element("app", "app", [m.Cluster("V1", sizes[1], params=params,
-                                           relationships=[m.Relationship(needs_base, "base", "V1")])]),
-    ]
-    return m.domain(domain, [base, app], [m.architecture(arch, "V1", elements)])
-
-
 def all_instances(suite: Suite, domain: str, solution: str) -> list[pb.Instance]:
+    """Every stored instance of a solution."""
     found = suite.solution(domain, solution)
     return [i for e in found.elements for c in e.clusters for i in c.instances]
 
 
 def test_operation_slower_than_its_deadline_is_retried_then_fails(suite: Suite) -> None:
     params = {"sim_latency_ms": 1500, "orch_operation_timeout": 0.3, "orch_max_attempts": 3}
-    suite.apply(m.single("slow", "slow", 1, params=params))
+    suite.apply(models.flat("slow", 1, parameters=params, architecture="slow"))
     root = suite.wait_task("slow", start_deploy(suite, "slow", "slow"), timeout=30)
     assert root.status == pb.TASK_STATUS_FAILED
     assert "3 attempts" in root.error and "deadline exceeded" in root.error, root.error
@@ -82,7 +69,8 @@ def test_operation_slower_than_its_deadline_is_retried_then_fails(suite: Suite) 
 
 
 def test_retryable_failure_succeeds_on_the_third_attempt_with_the_same_operation_id(suite: Suite) -> None:
-    suite.apply(m.single("flaky", "flaky", 1, params={"sim_fail_retryable": "create", "sim_fail_times": 2}))
+    suite.apply(models.flat("flaky", 1, parameters={"sim_fail_retryable": "create", "sim_fail_times": 2},
+                            architecture="flaky"))
     root = suite.wait_task("flaky", start_deploy(suite, "flaky", "flaky"), timeout=30)
     assert root.status == pb.TASK_STATUS_COMPLETED, root.error
     [instance] = all_instances(suite, "flaky", "flaky")
@@ -93,8 +81,9 @@ def test_retryable_failure_succeeds_on_the_third_attempt_with_the_same_operation
 
 
 def test_terminate_stops_the_run_and_no_operation_starts_afterwards(suite: Suite) -> None:
-    # Two tiers of 15 at 300 ms per operation: about 2 s of staged work.
-    suite.apply(chain("stop", "stop", (15, 15), {"sim_latency_ms": 300}))
+    # Two tiers of 15 (the second needs the first active before it is
+    # created) at 300 ms per operation: about 2 s of staged work.
+    suite.apply(models.chain("stop", [15, 15], parameters={"sim_latency_ms": 300}, architecture="stop"))
     task = start_deploy(suite, "stop", "stop")
     deadline = time.monotonic() + 30
     while not suite.ops("stop"):  # work has begun
@@ -117,7 +106,7 @@ def test_terminate_stops_the_run_and_no_operation_starts_afterwards(suite: Suite
 
 
 def test_missing_controller_fails_the_deploy_naming_the_controller(suite: Suite) -> None:
-    suite.apply(m.single("lost", "lost", 1, controller="nowhere"))
+    suite.apply(models.flat("lost", 1, architecture="lost").replace("Controller: sim", "Controller: nowhere"))
     result = suite.orch("solution", "deploy", "lost", "lost", "V1", "--wait", "-o", "json")
     assert result.returncode != 0
     assert "no controller 'nowhere'" in result.stderr, result.stderr
@@ -149,7 +138,7 @@ def wait_for_pid(suite: Suite, name: str, other_than: int, timeout: float = 30) 
 
 
 def test_two_replicas_share_the_work_and_a_sigkilled_one_loses_nothing(suite: Suite) -> None:
-    suite.apply(chain("twin", "twin", (20, 20), {"sim_latency_ms": 100}))
+    suite.apply(models.chain("twin", [20, 20], parameters={"sim_latency_ms": 100}, architecture="twin"))
     task = start_deploy(suite, "twin", "twin")
     deadline = time.monotonic() + 30
     while not suite.ops("twin"):

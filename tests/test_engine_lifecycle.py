@@ -6,12 +6,12 @@ stored solution, the task tree, or the sim controller's op log."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
-import engine_model as m
+import models
 from orchestration.v1 import model_pb2 as pb
 from suite import Suite, running_suite
 
@@ -25,6 +25,13 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     # and make the op log of these tests depend on its timing.
     with running_suite(tmp_path_factory.mktemp("engine-lifecycle"), "--monitor-interval", "3600") as running:
         yield running
+
+
+def web(domain: str, architecture: str, version: str, size: int, maximum: int | None = None,
+        parameters: Mapping[str, object] | None = None) -> str:
+    """A domain document: `architecture` `version` with one element web (component web V1)."""
+    element = models.element("web", "web", size, maximum=maximum, parameters=parameters)
+    return models.domain(domain, [models.component("web")], architecture, version, [element])
 
 
 def deploy(suite: Suite, domain: str, architecture: str, version: str, *, succeed: bool = True) -> str:
@@ -46,7 +53,7 @@ def ops_of(suite: Suite, solution: str, after: float = 0.0) -> list[dict[str, An
 
 
 def test_scale_up_then_down_creates_then_removes_instances(suite: Suite) -> None:
-    suite.apply(m.single("scale", "scale", 3, min=1, max=5, params={"sim_latency_ms": 10}))
+    suite.apply(web("scale", "scale", "V1", 3, maximum=5, parameters={"sim_latency_ms": 10}))
     deploy(suite, "scale", "scale", "V1")
     first = {i.uuid for i in instances(suite, "scale", "scale")[("web", "V1")]}
     assert len(first) == 3
@@ -91,11 +98,15 @@ def test_rolling_upgrade_keeps_min_active_and_removes_the_old_cluster(suite: Sui
     # Latency makes the operations of both clusters overlap in time, so that
     # a wrong order would show in the sweep below.
     params = {"sim_latency_ms": 20}
-    v1 = m.Component("web", "V1")
-    v2 = m.Component("web", "V2")
-    arch_v1 = m.architecture("roll", "V1", [m.Element("web", "web", [m.Cluster("V1", 3, min=2, max=3, params=params)])])
-    arch_v2 = m.architecture("roll", "V2", [m.Element("web", "web", [m.Cluster("V2", 3, min=2, max=3, params=params)])])
-    suite.apply(m.domain("roll", [v1, v2], [arch_v1, arch_v2]))
+    components = [models.component("web", "V1"), models.component("web", "V2")]
+
+    def roll(version: str) -> str:
+        # Architecture roll `version` puts element web on component web `version`.
+        return models.domain("roll", components, "roll", version,
+                             [models.element("web", "web", 3, version=version, minimum=2, parameters=params)])
+
+    suite.apply(roll("V1"))
+    suite.apply(models.architecture_only(roll("V2")))
     deploy(suite, "roll", "roll", "V1")
     old = {i.uuid for i in instances(suite, "roll", "roll")[("web", "V1")]}
     assert len(old) == 3
@@ -131,9 +142,9 @@ def task_tree(suite: Suite, domain: str, root: str) -> dict[str, dict[str, Any]]
 
 
 def test_permanent_failure_fails_every_parent_and_a_fixed_deploy_repairs_the_instance(suite: Suite) -> None:
-    broken = m.architecture("svc", "V1", [m.Element("web", "web", [m.Cluster("V1", 1, params={"sim_fail": "start"})])])
-    fixed = m.architecture("svc", "V2", [m.Element("web", "web", [m.Cluster("V1", 1)])])
-    suite.apply(m.domain("fail", [m.Component("web", "V1")], [broken, fixed]))
+    suite.apply(web("fail", "svc", "V1", 1, parameters={"sim_fail": "start"}))
+    # The fix: the same element and cluster, without the failure.
+    suite.apply(models.architecture_only(web("fail", "svc", "V2", 1)))
 
     root = deploy(suite, "fail", "svc", "V1", succeed=False)
     [instance] = instances(suite, "fail", "svc")[("web", "V1")]
@@ -162,7 +173,7 @@ def test_permanent_failure_fails_every_parent_and_a_fixed_deploy_repairs_the_ins
 
 
 def test_instance_set_inactive_stops_exactly_that_instance(suite: Suite) -> None:
-    suite.apply(m.single("inst", "inst", 3, max=3))
+    suite.apply(web("inst", "inst", "V1", 3))
     deploy(suite, "inst", "inst", "V1")
     members = instances(suite, "inst", "inst")[("web", "V1")]
     target = sorted(i.uuid for i in members)[1]

@@ -260,3 +260,11 @@ async def test_health_needs_no_token_and_reports_serving(client: Client) -> None
     stub = health_pb2_grpc.HealthStub(client.channel)
     reply = await stub.Check(health_pb2.HealthCheckRequest(service="orchestration.v1.CatalogService"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_domain_with_solutions_cannot_be_removed(client: Client) -> None:
+    await client.apply((DATA / "demo3.yaml").read_text())
+    code, message = await code_of(client.admin.RemoveDomain(gw.RemoveDomainRequest(domain="demo"), metadata=AUTH))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "app" in message
+    domains = await client.admin.ListDomains(gw.ListDomainsRequest(), metadata=AUTH)
+    assert "demo" in domains.domains

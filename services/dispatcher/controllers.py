@@ -1,6 +1,7 @@
 """Links to controller replicas: registrations come from the KV bucket (any
 dispatcher may have taken them), operations go out in batches on one gRPC
-stream per replica, results come back in batches."""
+stream per replica, results come back in batches. The operations of one
+instance stay on one replica (see ControllerPool)."""
 
 from __future__ import annotations
 

@@ -96,11 +96,15 @@ def parse_request(data: bytes, request_type: type[Message]) -> Message:
     if len(data) > MAX_REQUEST_BYTES:
         raise InvalidArgument(f"payload: {len(data)} bytes is over the limit of {MAX_REQUEST_BYTES}")
     try:
-        payload = json.loads(data.decode("utf-8"))
+        payload = json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
     except UnicodeDecodeError as err:
         raise InvalidArgument(f"payload: not UTF-8 ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise InvalidArgument(f"payload: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise InvalidArgument("payload: JSON nested too deeply") from None
+    except ValueError as err:  # an integer of more than 4300 digits, a duplicate key
+        raise InvalidArgument(f"payload: {str(err).split(';')[0]}") from None
     if not isinstance(payload, dict):
         raise InvalidArgument(f"payload: expected a JSON object, got {type(payload).__name__}")
     state = payload.get("state")
@@ -110,6 +114,16 @@ def parse_request(data: bytes, request_type: type[Message]) -> Message:
         return json_format.ParseDict(payload, request_type())
     except json_format.ParseError as err:
         raise InvalidArgument(f"payload: {err}") from None
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a repeated key is an error (one reader would take the first, another the last)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key!r}")
+        found[key] = value
+    return found
 
 
 def render_reply(request: Message, response: Message) -> dict[str, Any]:

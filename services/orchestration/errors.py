@@ -51,7 +51,16 @@ class DeadlineExceeded(OrchestrationError):
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status code and message for any exception; never a traceback."""
+    """The gRPC status code and message for any exception; never a traceback.
+
+    The message is one line of visible text: a name from a hostile request
+    (newline, escape sequence, bidi override) is shown escaped, not acted out."""
     if isinstance(exc, OrchestrationError):
-        return exc.code, exc.message
+        return exc.code, _visible(exc.message)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the service log"
+
+
+def _visible(message: str) -> str:
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)

@@ -54,6 +54,25 @@ class ModelLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            # A scalar its tag cannot hold: !!int abc, !!bool maybe, month 13, a 5000-digit integer.
+            shown = str(node.value) if isinstance(node, yaml.ScalarNode) else node.id
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise _Refused(problem=f"{shown!r} is not a valid {kind} ({str(exc).split(';')[0]})",
+                           problem_mark=node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        # YAML 1.1 reads 1:30 as 90 (base 60); a long chain such as 1:1:1:... costs quadratic time.
+        if ":" in str(node.value):
+            shown = node.value if len(node.value) <= 20 else node.value[:17] + "..."
+            raise _Refused(problem=f"base-60 integers such as {shown!r} are not allowed (quote the value)",
+                           problem_mark=node.start_mark)
+        return int(super().construct_yaml_int(node))
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -65,6 +84,9 @@ class ModelLoader(yaml.SafeLoader):
                     raise _Refused(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+ModelLoader.add_constructor("tag:yaml.org,2002:int", ModelLoader.construct_yaml_int)
 
 
 def decode_document(text: str | bytes) -> str:

@@ -11,7 +11,7 @@ as strings: YAML lists arrive comma-joined, maps as JSON). Pure: no I/O.
 | `host` | 127.0.0.1 | the address the process listens on and reports (`{{host}}`) |
 | `port` | none | `auto` (a free port, kept for the instance's life) or a fixed number (`{{port}}`) |
 | `ports` | none | more named ports, each allocated like `port: auto` (`{{ports.NAME}}`) |
-| `endpoint` | `{{host}}:{{port}}` | the endpoint reported to the engine (without a port: `process://{{host}}/{{uuid}}`) |
+| `endpoint` | `{{host}}:{{port}}` | the endpoint reported to the engine (else the first of `ports`, else `process://{{host}}/{{uuid}}`) |
 | `ready_tcp` | none | ready when host:port accepts a connection |
 | `ready_http` | none | ready when a GET of the URL answers 2xx or 3xx |
 | `ready_command` | none | ready when the command exits 0 (run in the work dir, 5 s limit) |
@@ -19,7 +19,8 @@ as strings: YAML lists arrive comma-joined, maps as JSON). Pure: no I/O.
 | `stop_grace` | 5 | seconds between SIGTERM and SIGKILL |
 | `reconfigure` | restart | `restart`, `signal:NAME` (e.g. `signal:HUP`) or `none`: how a changed file reaches a running process |
 
-Every value except the numbers and `reconfigure` is a template (`template.py`).
+`command`, `args`, `env`, `files`, `endpoint` and the `ready_*` probes are
+templates (`template.py`); the other values are taken as they are.
 Without a readiness key the process is ready once it has stayed up for one
 second, which still catches a command that exits at once.
 """

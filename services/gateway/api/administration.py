@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from orchestration import codec, validation
-from orchestration.errors import InvalidArgument
+from orchestration.errors import FailedPrecondition, InvalidArgument
 from orchestration.names import check_name
 from orchestration.repository import ApplyResult, Repository
 from orchestration.v1 import gateway_pb2 as gw
@@ -72,5 +72,12 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
 
     async def RemoveDomain(self, request: gw.RemoveDomainRequest, context: grpc.aio.ServicerContext) -> gw.RemoveDomainResponse:
         check_name(request.domain, "domain")
+        solutions = await self.repo.list_solutions(request.domain)
+        if solutions:
+            names = ", ".join(s.name for s in solutions[:5]) + (" ..." if len(solutions) > 5 else "")
+            # Removing the records would leave the running instances without an owner.
+            raise FailedPrecondition(
+                f"domain '{request.domain}' still has solutions ({names}); tear them down first with `orch solution delete`"
+            )
         await self.repo.remove_domain(request.domain)
         return gw.RemoveDomainResponse()

@@ -53,7 +53,11 @@ TASK_HEADERS = ["TASK", "TYPE", "STATUS", "DURATION", "SOLUTION", "TARGET", "PAR
 @pass_settings
 def apply(settings: Settings, path: str, domain: str) -> None:
     """Validate a model, domain, component or architecture file and store all of it (or nothing)."""
-    text = Path(path).read_bytes().decode("utf-8", errors="strict")
+    try:
+        text = Path(path).read_bytes().decode("utf-8", errors="strict")
+    except UnicodeDecodeError as err:
+        # A protobuf string carries UTF-8 only: say so here rather than fail in the gRPC library.
+        raise click.ClickException(f"{path}: not valid UTF-8 (byte {err.start}); model files are UTF-8 YAML") from None
     gateway = settings.gateway()
     result = gateway.call(gateway.admin.Apply, gw.ApplyRequest(document=text, domain=domain))
     kind = gw.DocumentKind.Name(result.kind).removeprefix("DOCUMENT_KIND_").lower()
