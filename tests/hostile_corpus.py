@@ -459,7 +459,12 @@ def apply_cases() -> list[Case]:
          INVALID, ("document", "limit")),
         ("multibyte-over-4MiB", _text("Name: demo\n# " + "\u00e9" * (2 * MiB + 1) + "\n"), INVALID, ("document", "limit")),
         ("message-over-8MiB", _text("Name: demo\n# " + "x" * (8 * MiB) + "\n"), TOO_LARGE, ("larger than max",)),
-        ("long-key", _text("Name: demo\n" + "k" * (3 * MiB) + ": 1\n"), INVALID, ("line",)),
+        ("long-plain-key", _text("Name: demo\n" + "k" * (64 * 1024) + ": 1\n"), INVALID, ("line",)),
+        # Messages echo names: a huge one must not make the status itself too large to deliver.
+        ("huge-unknown-key", _text("Name: demo\n? " + "k" * MiB + "\n: 1\n"), INVALID, ("unknown key", "left out")),
+        ("huge-entry-key", _text("Name: demo\nComponents:\n  ? " + "c" * MiB + "\n  : {Component: x}\n"),
+         INVALID, ("key must equal", "left out")),
+        ("huge-escaped-key", _text('Name: demo\n? "' + "\\x1b" * (MiB // 4) + '"\n: 1\n'), INVALID, ("unknown key",)),
         # Encoding and characters.
         ("invalid-utf8", _raw_apply(b"Name: demo\nComponents: {}\n# \xff\xfe\n"), INVALID, ("UTF-8",)),
         ("invalid-utf8-overlong", _raw_apply(b"Name: \xc0\xae\xc0\xae\n"), INVALID, ("UTF-8",)),
@@ -741,6 +746,9 @@ def store_cases() -> list[Case]:
             uuid="t1", domain="other", type=pb.TASK_TYPE_SOLUTION, status=pb.TASK_STATUS_COMPLETED)])), INVALID, ("other",)),
         ("domain-task-subtask-hostile", SD, gw.StoreDomainRequest(domain=pb.Domain(name=DOMAIN, tasks=[pb.Task(
             uuid="t1", type=pb.TASK_TYPE_SOLUTION, status=pb.TASK_STATUS_COMPLETED, subtasks=["a.>"])])), INVALID, ("Subtasks",)),
+        ("model-huge-element-name", SM, gw.StoreModelRequest(model=pb.Model(domains=[pb.Domain(
+            name=DOMAIN, architectures=[arch(lambda a: setattrs(a.elements[0], name="e" * (2 * MiB)))])])),
+         INVALID, ("not a valid name", "left out")),
         ("model-duplicate-domain", SM, gw.StoreModelRequest(model=two), INVALID, ("duplicate domain", "twin")),
         ("model-empty-domain", SM, gw.StoreModelRequest(model=pb.Model(domains=[pb.Domain()])), INVALID, ("domain", "required")),
         ("model-invalid-utf8-domain", SM, _nested_string([1, 3, 1], b"d\xe9mo"), INVALID, ("UTF-8",)),

@@ -297,10 +297,6 @@ def test_scaling_nats_3_4_3_reconfigures_the_siblings_and_leaves_a_healthy_clust
     assert code == 200 and report["can_publish"] is True, report
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "dispatcher: a sibling's stored membership token is '<digest of the active endpoints at run start>:<changes in "
-    "this run>'; when a scale-down removes the node the previous scale-up added, the new run's token equals the "
-    "one the siblings stored, so they are not reconfigured (the cluster stays healthy through NATS gossip)"))
 def test_scaling_down_rerenders_the_remaining_siblings_routes(suite: Suite) -> None:
     assert stale_routes(suite) == {}
 

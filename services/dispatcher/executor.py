@@ -236,6 +236,7 @@ class Run:
         if transition in SIBLING_AWARE:
             members = f"{slot.element}/{slot.cluster}"
             views[members] = self.state.endpoints(cluster)
+            slot.sent_siblings = self.state.others(cluster, slot)
         name = TRANSITION_NAMES[transition]
         operation = cpb.Operation(
             operation_id=f"{record.uuid}-{record.sequence + 1}-{name}",
@@ -385,8 +386,8 @@ class Run:
         self._mutate(slot, apply)
         if (slot.record.state == ACTIVE) != before_active or (before_active and slot.record.endpoint != before_endpoint):
             self.state.members_changed(cluster)
-        if transition in (Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE):
-            slot.record.members = self.state.membership(cluster)
+        if transition in SIBLING_AWARE:
+            slot.record.members = self.state.told(slot.sent_siblings, slot)
         if slot.record.remove and slot.record.state == INITIAL and not slot.path:
             await persist(lambda: self.ctx.repo.delete_instance(
                 self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid, slot.revision), lambda: self.lost)

@@ -4,6 +4,7 @@ and counters that make every gate check O(1) in the size of the solution."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from orchestration.lifecycle import ACTIVE, INITIAL
@@ -13,6 +14,14 @@ from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
 
 ClusterKey = tuple[str, str]  # (element, version)
+_MODULUS = 2**64
+
+
+def member_hash(slot: InstanceSlot) -> int:
+    """A stable 64-bit hash of who a member is; membership hashes are sums of these,
+    so adding or removing one member is arithmetic, not a new digest of the whole list."""
+    identity = slot.record.endpoint or slot.record.uuid
+    return int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=8).digest(), "big")
 
 
 @dataclass
@@ -29,6 +38,8 @@ class InstanceSlot:
     attempt: int = 1
     task: str = ""
     failed: bool = False
+    # Membership hash of the siblings sent with the operation in flight.
+    sent_siblings: int = 0
 
     @property
     def key(self) -> ClusterKey:
@@ -59,11 +70,10 @@ class ClusterSlot:
     task: str = ""
     membership_changed: bool = False
     settling: bool = False
-    # Membership of the cluster as a token "<digest at load>:<changes since>":
-    # cheap to compare, unlike a digest of every endpoint after each change.
-    membership_base: str = ""
-    membership_version: int = 0
+    # Endpoints of the live active members, and an order-free hash of who they
+    # are (endpoint, or uuid while there is none); rebuilt after a change.
     view: tuple[str, ...] | None = None
+    view_hash: int = 0
     # Counters, kept by SolutionState.count.
     live: int = 0  # instances not being removed
     live_active: int = 0
@@ -115,7 +125,6 @@ class SolutionState:
                     slot.service_providers.append(provider.key)
                     provider.service_dependants.append(slot.key)
         for slot in self.clusters.values():
-            slot.membership_base = digest(*self.endpoints(slot))
             if slot.record.remove:
                 slot.replacements = [
                     other.key for other in self.clusters.values()
@@ -156,24 +165,36 @@ class SolutionState:
             return [k for k in cluster.context_dependants if self.clusters[k].alive_going_away > 0]
         return []
 
-    def membership(self, cluster: ClusterSlot) -> str:
-        """Token of the cluster's current membership (changes with every join, leave or new endpoint)."""
-        return f"{cluster.membership_base}:{cluster.membership_version}"
-
     def members_changed(self, cluster: ClusterSlot) -> None:
-        cluster.membership_version += 1
         cluster.membership_changed = True
         cluster.view = None
+
+    def _member(self, slot: InstanceSlot) -> bool:
+        return slot.record.state == ACTIVE and not slot.record.remove
 
     def endpoints(self, cluster: ClusterSlot) -> tuple[str, ...]:
         """Endpoints of the cluster's live active instances (cached until membership changes)."""
         if cluster.view is None:
-            cluster.view = tuple(sorted(
-                self.instances[u].record.endpoint for u in cluster.members
-                if self.instances[u].record.state == ACTIVE and not self.instances[u].record.remove
-                and self.instances[u].record.endpoint
-            ))
+            members = [self.instances[u] for u in cluster.members if self._member(self.instances[u])]
+            cluster.view = tuple(sorted(m.record.endpoint for m in members if m.record.endpoint))
+            cluster.view_hash = sum(member_hash(m) for m in members) % _MODULUS
         return cluster.view
+
+    def membership(self, cluster: ClusterSlot) -> str:
+        """Who the cluster's live active members are, as a short token."""
+        self.endpoints(cluster)
+        return format(cluster.view_hash, "016x")
+
+    def others(self, cluster: ClusterSlot, slot: InstanceSlot) -> int:
+        """The membership hash without this instance (what its siblings are)."""
+        self.endpoints(cluster)
+        own = member_hash(slot) if self._member(slot) else 0
+        return (cluster.view_hash - own) % _MODULUS
+
+    @staticmethod
+    def told(others: int, slot: InstanceSlot) -> str:
+        """The membership an instance knows of: the siblings it was sent, and itself."""
+        return format((others + member_hash(slot)) % _MODULUS, "016x")
 
     def applied_digest(self, cluster: ClusterSlot) -> str:
         return cluster_digest(cluster.record)

@@ -103,9 +103,23 @@ def _architecture(architecture: pb.Architecture, catalog: Catalog, path: str) ->
     check_name(architecture.version, f"{path}/Version")
     _unique(((e.name,) for e in architecture.elements), f"{path}/Elements", "element")
     elements = {e.name: e for e in architecture.elements}
+    # Every element's own names first: a relationship's complaint about its target would hide them.
+    for element in architecture.elements:
+        _element_names(element, catalog, f"{path}/Elements/{element.name}")
     for element in architecture.elements:
         _element(element, elements, catalog, f"{path}/Elements/{element.name}")
     _no_cycle(architecture, f"{path}/Elements")
+
+
+def _element_names(element: pb.ElementConfiguration, catalog: Catalog, path: str) -> None:
+    """An element's names, its component and its cluster versions, before any relationship."""
+    check_name(element.name, f"{path}/Element")
+    check_name(element.component, f"{path}/Component")
+    if not any(name == element.component for name, _ in catalog):
+        raise InvalidArgument(f"{path}/Component: unknown component {element.component!r} in the catalog")
+    _unique(((c.version,) for c in element.clusters), f"{path}/Clusters", "cluster")
+    for cluster in element.clusters:
+        check_name(cluster.version, f"{path}/Clusters/{cluster.version}/Version")
 
 
 def _element(
@@ -114,14 +128,8 @@ def _element(
     catalog: Catalog,
     path: str,
 ) -> None:
-    check_name(element.name, f"{path}/Element")
-    check_name(element.component, f"{path}/Component")
-    if not any(name == element.component for name, _ in catalog):
-        raise InvalidArgument(f"{path}/Component: unknown component {element.component!r} in the catalog")
-    _unique(((c.version,) for c in element.clusters), f"{path}/Clusters", "cluster")
     for cluster in element.clusters:
         where = f"{path}/Clusters/{cluster.version}"
-        check_name(cluster.version, f"{where}/Version")
         component = catalog.get((element.component, cluster.version))
         if component is None:
             raise InvalidArgument(
