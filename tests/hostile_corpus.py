@@ -281,39 +281,43 @@ def _name_fields(domain: pb.Domain, position: str) -> list[tuple[Any, str]]:
     return found
 
 
-# The name fields of requests that read or change things: (method, request type, field, valid values).
-_REQUEST_FIELDS: list[tuple[str, type, dict[str, str], bool]] = [
+# Requests with name fields, and valid values for all of them: (method, request type, values).
+REQUEST_FIELDS: list[tuple[str, type, dict[str, str]]] = [
     ("CatalogService/RetrieveComponent", gw.RetrieveComponentRequest,
-     {"domain": DOMAIN, "component": "server", "version": "V1.0.0"}, True),
+     {"domain": DOMAIN, "component": "server", "version": "V1.0.0"}),
     ("ArchitectureService/RetrieveArchitecture", gw.RetrieveArchitectureRequest,
-     {"domain": DOMAIN, "architecture": "app", "version": "V0.0.0"}, True),
+     {"domain": DOMAIN, "architecture": "app", "version": "V0.0.0"}),
     ("SolutionService/DeploySolution", gw.DeploySolutionRequest,
-     {"domain": DOMAIN, "architecture": "app", "version": "V0.0.0", "solution": "app2"}, False),
+     {"domain": DOMAIN, "architecture": "app", "version": "V0.0.0", "solution": "app2"}),
     ("SolutionService/UpdateInstance", gw.UpdateInstanceRequest,
-     {"domain": DOMAIN, "solution": SOLUTION, "element": ELEMENT, "cluster": CLUSTER, "instance": INSTANCE}, False),
+     {"domain": DOMAIN, "solution": SOLUTION, "element": ELEMENT, "cluster": CLUSTER, "instance": INSTANCE}),
     ("SolutionService/UpdateCluster", gw.UpdateClusterRequest,
-     {"domain": DOMAIN, "solution": SOLUTION, "element": ELEMENT, "cluster": CLUSTER}, False),
-    ("AutomationService/RetrieveTask", gw.RetrieveTaskRequest, {"domain": DOMAIN, "task": ROOT_TASK}, True),
+     {"domain": DOMAIN, "solution": SOLUTION, "element": ELEMENT, "cluster": CLUSTER}),
+    ("AutomationService/RetrieveTask", gw.RetrieveTaskRequest, {"domain": DOMAIN, "task": ROOT_TASK}),
 ]
-_FIELD_WORD = {"cluster": "cluster", "instance": "instance"}
+
+
+def request_with(request_type: type, values: dict[str, Any]) -> Any:
+    """The request, with what it needs besides names to get past the name checks."""
+    if request_type is gw.UpdateInstanceRequest:
+        values = {**values, "state": pb.STATE_INACTIVE}
+    if request_type is gw.UpdateClusterRequest:
+        values = {**values, "size": 3}
+    return request_type(**values)
 
 
 def request_name_cases() -> list[Case]:
     """Every hostile name in every name field of the requests above (the others valid)."""
     cases = []
-    for method, request_type, valid, _read_only in _REQUEST_FIELDS:
+    for method, request_type, valid in REQUEST_FIELDS:
         for field in valid:
             for label, name in HOSTILE_NAMES.items():
                 if name == "" and (request_type, field) in ((gw.DeploySolutionRequest, "solution"),
                                                           (gw.RetrieveTaskRequest, "domain")):
                     continue  # empty means "the default" here, not a bad name
-                fields: dict[str, Any] = {**valid, field: name}
-                if request_type is gw.UpdateInstanceRequest:
-                    fields["state"] = pb.STATE_INACTIVE
-                if request_type is gw.UpdateClusterRequest:
-                    fields["size"] = 3
                 short = method.split("/")[1]
-                cases.append(Case(f"{short}-{field}-{label}", method, request_type(**fields), INVALID, (field,), short))
+                request = request_with(request_type, {**valid, field: name})
+                cases.append(Case(f"{short}-{field}-{label}", method, request, INVALID, (field,), short))
     return cases
 
 

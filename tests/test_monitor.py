@@ -19,7 +19,6 @@ import grpc
 import nats
 import pytest
 
-import engine_model as m
 from monitor.compensation import Backoff
 from monitor.drift import is_drift
 from monitor.status import roll_up
@@ -27,6 +26,7 @@ from orchestration.home import load_connection
 from orchestration.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import sim_pb2, sim_pb2_grpc
+from models import flat
 from suite import DATA, Suite, running_suite
 
 INTERVAL = 1.0
@@ -221,7 +221,7 @@ def test_the_simulator_service_requires_the_controller_credential(deployed: Depl
 
 def test_a_start_that_always_fails_is_compensated_with_back_off(deployed: Deployed) -> None:
     suite = deployed.suite
-    suite.apply(m.single("flaky", "flaky", 1, params={"sim_fail": "start"}))
+    suite.apply(flat("flaky", 1, parameters={"sim_fail": "start"}, architecture="flaky"))
     failed = suite.orch("solution", "deploy", "flaky", "flaky", "V1", "--wait")
     assert failed.returncode != 0
     window = 6.0

@@ -27,8 +27,8 @@ from dispatcher.tasks import TaskBook
 from orchestration import telemetry
 from orchestration.errors import Aborted, NotFound
 from orchestration.kvstore import persist
-from orchestration.metrics import OPERATION_SECONDS, OPERATIONS
 from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, TRANSITION_NAMES, next_state
+from orchestration.metrics import OPERATION_SECONDS, OPERATIONS
 from orchestration.planner import cluster_digest, cluster_parameters, instance_work
 from orchestration.repository import Repository
 from orchestration.v1 import controller_pb2 as cpb
@@ -60,7 +60,6 @@ class Run:
         self.book = book
         self.domain = book.root_task.domain
         self.solution = book.root_task.solution
-        self.traceparent = traceparent
         self.state = SolutionState()
         self.ready: deque[str] = deque()
         self.inflight = 0  # operations sent and not answered (bounded by the concurrency limit)
@@ -119,19 +118,9 @@ class Run:
             self.state.add_instance(slot)
         self.state.link()
         await self.book.load()
-        root = self.book.root
         for slot in self.state.instances.values():
-            if not slot.path:
-                continue
-            cluster = self.state.clusters[slot.key]
-            element_task = self.book.ensure(root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
-            cluster_task = self.book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,
-                                            element=slot.element, cluster=slot.cluster)
-            cluster.task = cluster_task.uuid
-            instance_task = self.book.ensure(cluster_task.uuid, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
-                                             element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
-                                             state=slot.record.target)
-            slot.task = instance_task.uuid
+            if slot.path:
+                self._attach_task(slot, self.state.clusters[slot.key])
         await self.book.persist()
 
     # ---- execution -------------------------------------------------------------
@@ -495,6 +484,7 @@ class Run:
                 await self.book.set_status(element_task, S.TASK_STATUS_COMPLETED)
 
     def _attach_task(self, slot: InstanceSlot, cluster: ClusterSlot) -> None:
+        """Give an instance its task (and its cluster and element theirs), made once per tree."""
         root = self.book.root
         element_task = self.book.ensure(root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
         cluster_task = self.book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,

@@ -61,10 +61,11 @@ class TaskBook:
 
     async def load(self) -> None:
         """Read the tree as stored (a resumed run continues it)."""
-        for task in await self.repo.get_task_tree(self.root_task.domain, self.root):
-            stored = await self.repo.get_task(task.domain, task.uuid)
-            self.tasks[task.uuid] = stored.value
-            self.revisions[task.uuid] = stored.revision
+        tree = await self.repo.get_task_tree(self.root_task.domain, self.root)
+        stored = await gather_bounded(self.repo.get_task(task.domain, task.uuid) for task in tree)
+        for task, versioned in zip(tree, stored):
+            self.tasks[task.uuid] = versioned.value
+            self.revisions[task.uuid] = versioned.revision
 
     @property
     def root_task(self) -> pb.Task:
