@@ -73,6 +73,27 @@ class Result:
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     floor_s: float = 0.0
+    # One monitor poll of every instance (after the deploy): duration and CPU seconds.
+    monitor_poll_s: float = 0.0
+    monitor_poll_cpu_s: float = 0.0
+
+
+async def monitor_poll(url: str, instances: int, timeout: float = 60) -> float:
+    """Duration of the monitor's first poll that saw every instance."""
+    nc = await nats.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                figures = json.loads((await nc.request("orch.monitor.figures", b"", timeout=2)).data)
+                if figures.get("instances") == instances:
+                    return float(figures["duration_seconds"])
+            except Exception:  # noqa: BLE001 - no poll yet
+                pass
+            await asyncio.sleep(0.5)
+        return -1.0
+    finally:
+        await nc.close()
 
 
 async def root_done(url: str, task: str, timeout: float) -> int:
@@ -107,7 +128,8 @@ def deploy_and_wait(suite: Suite, url: str, request: object, call) -> tuple[floa
 
 def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as home:
-        with running_suite(Path(home)) as suite:
+        # Default settings: the monitor polls every 5 s, as under `make run`.
+        with running_suite(Path(home), "--monitor-interval", "5") as suite:
             url = json.loads(suite.ok("info", "-o", "json"))["nats_url"]
             suite.apply(model(shape, n, {"sim_latency_ms": latency_ms} if latency_ms else None))
             pids = suite.services()
@@ -115,6 +137,11 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
             request = gw.DeploySolutionRequest(domain="bench", architecture="app", version="V1")
             accepted, finished = deploy_and_wait(suite, url, request, suite.solutions.DeploySolution)
             cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
+            poll = poll_cpu = 0.0
+            if shape == "flat" and n >= 10000 and not latency_ms:
+                monitor_cpu = cpu_seconds(pids["monitor"])
+                poll = asyncio.run(monitor_poll(url, n))
+                poll_cpu = cpu_seconds(pids["monitor"]) - monitor_cpu
             rss = {name: round(peak_rss_mb(pid), 1) for name, pid in pids.items()}
             ops = suite.ops("app")
             teardown_request = gw.RemoveSolutionRequest(domain="bench", solution="app")
@@ -141,6 +168,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
         teardown_s=round(t_finished - t_accepted, 3),
         cpu_s=cpu, peak_rss_mb=rss,
         floor_s=round(3 * n * latency_ms / 1000 / concurrency, 3) if latency_ms else 0.0,
+        monitor_poll_s=round(poll, 3), monitor_poll_cpu_s=round(poll_cpu, 2),
     )
 
 
@@ -177,6 +205,9 @@ def main() -> None:
         print(f"latency run N={args.latency_run}: {result.accepted_to_active_s:.2f}s (floor {result.floor_s:.2f}s)", flush=True)
     print()
     print(table(results))
+    for r in results:
+        if r.monitor_poll_s:
+            print(f"monitor poll of {r.instances} instances: {r.monitor_poll_s:.2f}s (monitor CPU while waiting for it: {r.monitor_poll_cpu_s:.2f}s)")
     summary: dict[str, object] = {"results": [asdict(r) for r in results]}
     for shape in args.shapes.split(","):
         pair = {r.instances: r.accepted_to_active_s for r in results if r.shape == shape and not r.latency_ms}

@@ -51,6 +51,7 @@ class Case:
     code: grpc.StatusCode
     needles: tuple[str, ...]
     group: str = ""  # cases of one group run in one test
+    streaming: bool = False  # a server-streaming call (the error comes with the first read)
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,8 @@ REQUEST_FIELDS: list[tuple[str, type, dict[str, str]]] = [
      {"domain": DOMAIN, "component": "server", "version": "V1.0.0"}),
     ("ArchitectureService/RetrieveArchitecture", gw.RetrieveArchitectureRequest,
      {"domain": DOMAIN, "architecture": "app", "version": "V0.0.0"}),
+    ("SolutionService/PlanSolution", gw.PlanSolutionRequest,
+     {"domain": DOMAIN, "architecture": "app", "version": "V0.0.0", "solution": "app"}),
     ("SolutionService/DeploySolution", gw.DeploySolutionRequest,
      {"domain": DOMAIN, "architecture": "app", "version": "V0.0.0", "solution": "app2"}),
     ("SolutionService/UpdateInstance", gw.UpdateInstanceRequest,
@@ -313,6 +316,7 @@ def request_name_cases() -> list[Case]:
         for field in valid:
             for label, name in HOSTILE_NAMES.items():
                 if name == "" and (request_type, field) in ((gw.DeploySolutionRequest, "solution"),
+                                                          (gw.PlanSolutionRequest, "solution"),
                                                           (gw.RetrieveTaskRequest, "domain")):
                     continue  # empty means "the default" here, not a bad name
                 short = method.split("/")[1]
@@ -761,6 +765,58 @@ def store_cases() -> list[Case]:
     return [Case(f"store-{name}", method, request, code, needles) for name, method, request, code, needles in c]
 
 
+SCALE = 30_000  # enough that any quadratic check would take minutes
+
+
+def scale_cases() -> list[Case]:
+    """Large, invalid models within the size limits, shaped so that a check that
+    scans instead of looking up (or a round trip per entry) would take minutes.
+    Each is invalid only at its very end."""
+    n = SCALE
+    SM, SD = "AdministrationService/StoreModel", "AdministrationService/StoreDomain"
+
+    def cluster_(**fields: Any) -> pb.ClusterConfiguration:
+        return pb.ClusterConfiguration(version="v", state=pb.STATE_ACTIVE, min=1, max=1, size=1, **fields)
+
+    many_domains = pb.Model(domains=[pb.Domain(name=f"d{i}") for i in range(n)] + [pb.Domain(name="last>")])
+    repeated_domain = pb.Model(domains=[pb.Domain(name=DOMAIN)] * (n * 10))
+    # n components; n elements of the last one; the last element's size is wrong.
+    components = [pb.Component(name=f"c{i}", version="v", controller="sim") for i in range(n)]
+    elements = [pb.ElementConfiguration(name=f"e{i}", component=f"c{n - 1}", clusters=[cluster_()]) for i in range(n)]
+    elements[-1].clusters[0].size = 7
+    catalog_scan = pb.Domain(name="scale", components=components, architectures=[
+        pb.Architecture(name="a", version="v", elements=elements)])
+    # A component with n dependencies; n relationships on the last one; the last one of the wrong type.
+    dependencies = [pb.Dependency(name=f"d{i}", type=pb.DEPENDENCY_TYPE_SERVICE, component="b", version="v")
+                    for i in range(n)]
+    relationships = [pb.RelationshipConfiguration(name=f"r{i}", dependency=f"d{n - 1}", type=pb.DEPENDENCY_TYPE_SERVICE,
+                                                  element="eb", version="v") for i in range(n)]
+    relationships[-1].type = pb.DEPENDENCY_TYPE_CONTEXT
+    dependency_scan = pb.Domain(name="scale", components=[
+        pb.Component(name="c", version="v", controller="sim", dependencies=dependencies),
+        pb.Component(name="b", version="v", controller="sim")], architectures=[pb.Architecture(name="a", version="v", elements=[
+            pb.ElementConfiguration(name="ec", component="c", clusters=[cluster_(relationships=relationships)]),
+            pb.ElementConfiguration(name="eb", component="b", clusters=[cluster_()])])])
+    # An element needing n others; the last of them needs it back (a cycle).
+    fan = [pb.RelationshipConfiguration(name=f"r{i}", dependency="d", type=pb.DEPENDENCY_TYPE_SERVICE, element=f"e{i}",
+                                        version="v") for i in range(n)]
+    others = [pb.ElementConfiguration(name=f"e{i}", component="c", clusters=[cluster_()]) for i in range(n)]
+    others[-1].clusters[0].relationships.add(name="back", dependency="d", type=pb.DEPENDENCY_TYPE_SERVICE, element="a",
+                                             version="v")
+    cycle_scan = pb.Domain(name="scale", components=[pb.Component(name="c", version="v", controller="sim", dependencies=[
+        pb.Dependency(name="d", type=pb.DEPENDENCY_TYPE_SERVICE, component="c", version="v")])], architectures=[
+        pb.Architecture(name="a", version="v", elements=[
+            pb.ElementConfiguration(name="a", component="c", clusters=[cluster_(relationships=fan)]), *others])])
+    c: list[tuple[str, str, Any, tuple[str, ...]]] = [
+        ("many-domains-last-invalid", SM, gw.StoreModelRequest(model=many_domains), ("last>",)),
+        ("one-domain-300000-times", SM, gw.StoreModelRequest(model=repeated_domain), ("duplicate domain",)),
+        ("elements-times-catalog", SD, gw.StoreDomainRequest(domain=catalog_scan), (f"e{n - 1}", "Max")),
+        ("relationships-times-dependencies", SD, gw.StoreDomainRequest(domain=dependency_scan), (f"r{n - 1}", "Type")),
+        ("relationships-times-targets", SD, gw.StoreDomainRequest(domain=cycle_scan), ("cycle", f"a -> e{n - 1} -> a")),
+    ]
+    return [Case(f"scale-{name}", method, request, INVALID, needles) for name, method, request, needles in c]
+
+
 def read_and_change_cases() -> list[Case]:
     RC, RA = "CatalogService/RetrieveComponent", "ArchitectureService/RetrieveArchitecture"
     RD, RS = "AdministrationService/RetrieveDomain", "SolutionService/RetrieveSolution"
@@ -811,12 +867,29 @@ def read_and_change_cases() -> list[Case]:
          grpc.StatusCode.FAILED_PRECONDITION, ("already ended",)),
         ("cluster-invalid-utf8", UC, _nested_string([2], b"a\xffp"), INVALID, ("UTF-8",)),
     ]
-    return [Case(f"call-{name}", method, request, code, needles) for name, method, request, code, needles in c]
+    cases = [Case(f"call-{name}", method, request, code, needles) for name, method, request, code, needles in c]
+    WE, WS = "AutomationService/WatchEvents", "SolutionService/WatchStatus"
+    # A watch subscribes to a subject built from its names: a wildcard must never get that far.
+    watches: list[tuple[str, str, Any, grpc.StatusCode, tuple[str, ...]]] = [
+        ("watch-events-domain-wildcard", WE, gw.WatchEventsRequest(domain="demo.>"), INVALID, ("domain",)),
+        ("watch-events-domain-star", WE, gw.WatchEventsRequest(domain="*"), INVALID, ("domain",)),
+        ("watch-events-task-wildcard", WE, gw.WatchEventsRequest(domain=DOMAIN, task="a.*"), INVALID, ("task",)),
+        ("watch-events-task-newline", WE, gw.WatchEventsRequest(domain=DOMAIN, task="a\nb"), INVALID, ("task",)),
+        ("watch-events-unknown-domain", WE, gw.WatchEventsRequest(domain="nowhere"), NOT_FOUND, ("nowhere",)),
+        ("watch-status-domain-gt", WS, gw.WatchStatusRequest(domain=">"), INVALID, ("domain",)),
+        ("watch-status-solution-wildcard", WS, gw.WatchStatusRequest(domain=DOMAIN, solution="app.*"), INVALID, ("solution",)),
+        ("watch-status-solution-space", WS, gw.WatchStatusRequest(domain=DOMAIN, solution="a b"), INVALID, ("solution",)),
+        ("watch-status-unknown-domain", WS, gw.WatchStatusRequest(domain="nowhere"), NOT_FOUND, ("nowhere",)),
+        ("watch-events-invalid-utf8", WE, _nested_string([1], b"de\xffmo"), INVALID, ("UTF-8",)),
+    ]
+    cases += [Case(f"call-{name}", method, request, code, needles, streaming=True)
+              for name, method, request, code, needles in watches]
+    return cases
 
 
 def grpc_cases() -> list[Case]:
     """Every gRPC case: the hand-written ones first, then the name matrices (grouped)."""
-    cases = apply_cases() + store_cases() + read_and_change_cases() + name_cases() + request_name_cases()
+    cases = apply_cases() + store_cases() + scale_cases() + read_and_change_cases() + name_cases() + request_name_cases()
     ids = [case.id for case in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"
     return cases

@@ -120,3 +120,37 @@ def test_nats_killed_and_restarted_mid_deploy(suite: Suite) -> None:
             time.sleep(0.5)
     assert root is not None and root.status == pb.TASK_STATUS_COMPLETED, root
     assert_nothing_lost_or_duplicated(suite, "nats", "app")
+
+
+def test_monitor_killed_only_monitoring_pauses(tmp_path: Path) -> None:
+    with running_suite(tmp_path, "--monitor-interval", "1") as suite:
+        suite.apply(chain("mon", [3, 6]))
+        os.kill(wait_for_pid(suite, "monitor"), signal.SIGKILL)
+        # While the monitor is down, deploys run as usual.
+        task = json.loads(suite.ok("solution", "deploy", "mon", "app", "V1", "--wait", "-o", "json"))["task"]
+        assert suite.task("mon", task).task.status == pb.TASK_STATUS_COMPLETED
+        # orch up brings it back, and it polls again.
+        wait_for_pid(suite, "monitor")
+        info = json.loads(suite.ok("info", "-o", "json"))
+        import asyncio
+
+        import nats
+
+        async def figures() -> dict:
+            nc = await nats.connect(info["nats_url"])
+            try:
+                for _ in range(40):
+                    try:
+                        reply = await nc.request("orch.monitor.figures", b"", timeout=1)
+                        found = json.loads(reply.data)
+                        if found.get("instances") == 9:
+                            return found
+                    except Exception:  # noqa: BLE001 - not back yet
+                        pass
+                    await asyncio.sleep(0.5)
+                return {}
+            finally:
+                await nc.close()
+
+        assert asyncio.run(figures()).get("instances") == 9
+        assert "monitor exited unexpectedly" in (tmp_path / "up.log").read_text()

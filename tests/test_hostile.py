@@ -24,6 +24,7 @@ import json
 import math
 import os
 import string
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -137,13 +138,22 @@ async def env(nats_server) -> AsyncIterator[Env]:
         await gateway.stop()
 
 
-async def rpc(env: Env, method: str, request: Any) -> tuple[grpc.StatusCode, str]:
-    """Call orchestration.v1.<method> with the token; a request given as bytes goes out as it is."""
+async def rpc(env: Env, method: str, request: Any, streaming: bool = False) -> tuple[grpc.StatusCode, str]:
+    """Call orchestration.v1.<method> with the token; a request given as bytes goes out as it is.
+    A streaming call that has not failed after its first second counts as OK (it is watching)."""
     serialize = (lambda raw: raw) if isinstance(request, bytes) else type(request).SerializeToString
-    call = env.channel.unary_unary(f"/orchestration.v1.{method}", request_serializer=serialize,
-                                   response_deserializer=lambda raw: raw)
+    path = f"/orchestration.v1.{method}"
     try:
-        await call(request, metadata=AUTH, timeout=30)
+        if streaming:
+            stream = env.channel.unary_stream(path, request_serializer=serialize, response_deserializer=lambda raw: raw)
+            call = stream(request, metadata=AUTH)
+            try:
+                await asyncio.wait_for(call.read(), timeout=1)
+            except asyncio.TimeoutError:
+                call.cancel()
+        else:
+            unary = env.channel.unary_unary(path, request_serializer=serialize, response_deserializer=lambda raw: raw)
+            await unary(request, metadata=AUTH, timeout=30)
     except grpc.aio.AioRpcError as err:
         return err.code(), err.details() or ""
     return grpc.StatusCode.OK, ""
@@ -162,7 +172,7 @@ def check_message(what: str, message: str, needles: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("case", SINGLE_CASES, ids=[c.id for c in SINGLE_CASES])
 async def test_grpc_hostile_input(env: Env, case: corpus.Case) -> None:
-    code, message = await rpc(env, case.method, case.request)
+    code, message = await rpc(env, case.method, case.request, case.streaming)
     assert code == case.code, f"{case.id}: got {code.name}: {message!r}"
     check_message(case.id, message, case.needles)
     await env.assert_unchanged_and_healthy(case.id)
@@ -200,6 +210,31 @@ async def test_many_hostile_requests_at_once_leave_the_gateway_serving(env: Env)
     results = await asyncio.gather(*(rpc(env, c.method, c.request) for c in heavy * 3))
     assert {code for code, _ in results} == {grpc.StatusCode.INVALID_ARGUMENT}
     await env.assert_unchanged_and_healthy("concurrent")
+
+
+async def test_gateway_answers_while_it_parses_a_large_document(env: Env) -> None:
+    """Pure-Python YAML parsing takes seconds for a document well within the limit:
+    meanwhile the gateway must go on answering (health checks above all)."""
+    document = "".join("- a\n" for _ in range(75_000))  # 300 KB of list: seconds of parsing
+    address = f"127.0.0.1:{env.gateway.port}"
+
+    def client() -> tuple[int, float, bool, grpc.RpcError | None]:
+        with grpc.insecure_channel(address) as channel:
+            apply = gw_grpc.AdministrationServiceStub(channel).Apply
+            future = apply.future(gw.ApplyRequest(document=document), metadata=AUTH, timeout=60)
+            time.sleep(0.3)
+            started = time.monotonic()
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            latency = time.monotonic() - started
+            answered_first = not future.done()
+            return status, latency, answered_first, future.exception()
+
+    # The client runs in a thread: the gateway runs on this event loop.
+    status, latency, answered_first, error = await asyncio.to_thread(client)
+    assert status == SERVING and latency < 1.0, f"health took {latency:.2f}s during the parse"
+    assert answered_first, "the document was parsed before the health check: make it larger"
+    assert isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    await env.assert_unchanged_and_healthy("large document")
 
 
 # ---- generated: one field of demo2 mutated ------------------------------------

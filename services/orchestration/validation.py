@@ -11,6 +11,7 @@ Paths are relative to the domain; validate_model prefixes ``Domains/<name>/``.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from orchestration.errors import InvalidArgument
 from orchestration.lifecycle import ACTIVE, INACTIVE, INITIAL, STATE_NAMES
@@ -53,8 +54,9 @@ def _validate_domain(domain: pb.Domain, catalog: Catalog, prefix: str) -> None:
     _unique(((c.name, c.version) for c in domain.controllers), f"{prefix}Controllers", "controller")
     for component in domain.components:
         _component(component, catalog, f"{prefix}Components/{component.name} - {component.version}")
+    names = {name for name, _ in catalog}
     for architecture in domain.architectures:
-        _architecture(architecture, catalog, f"{prefix}Architectures/{architecture.name} - {architecture.version}")
+        _architecture(architecture, catalog, names, f"{prefix}Architectures/{architecture.name} - {architecture.version}")
     for solution in domain.solutions:
         _solution(solution, f"{prefix}Solutions/{solution.name}")
     tasks = {t.uuid for t in domain.tasks}
@@ -98,36 +100,52 @@ def _component(component: pb.Component, catalog: Catalog, path: str) -> None:
             )
 
 
-def _architecture(architecture: pb.Architecture, catalog: Catalog, path: str) -> None:
+@dataclass
+class _Lookups:
+    """One architecture's indexes: every check is a lookup, never a scan (a
+    document of a few MiB can hold 100,000 elements, dependencies or relationships)."""
+
+    elements: dict[str, pb.ElementConfiguration]
+    versions: dict[str, set[str]]
+    dependencies: dict[tuple[str, str], dict[str, pb.Dependency]] = field(default_factory=dict)
+
+    def dependency(self, component: pb.Component, name: str) -> pb.Dependency | None:
+        found = self.dependencies.get((component.name, component.version))
+        if found is None:
+            found = self.dependencies[(component.name, component.version)] = {}
+            for dependency in component.dependencies:
+                found.setdefault(dependency.name, dependency)
+        return found.get(name)
+
+
+def _architecture(architecture: pb.Architecture, catalog: Catalog, names: set[str], path: str) -> None:
     check_name(architecture.name, f"{path}/Architecture")
     check_name(architecture.version, f"{path}/Version")
     _unique(((e.name,) for e in architecture.elements), f"{path}/Elements", "element")
-    elements = {e.name: e for e in architecture.elements}
+    lookups = _Lookups(
+        elements={e.name: e for e in architecture.elements},
+        versions={e.name: {c.version for c in e.clusters} for e in architecture.elements},
+    )
     # Every element's own names first: a relationship's complaint about its target would hide them.
     for element in architecture.elements:
-        _element_names(element, catalog, f"{path}/Elements/{element.name}")
+        _element_names(element, names, f"{path}/Elements/{element.name}")
     for element in architecture.elements:
-        _element(element, elements, catalog, f"{path}/Elements/{element.name}")
+        _element(element, lookups, catalog, f"{path}/Elements/{element.name}")
     _no_cycle(architecture, f"{path}/Elements")
 
 
-def _element_names(element: pb.ElementConfiguration, catalog: Catalog, path: str) -> None:
+def _element_names(element: pb.ElementConfiguration, names: set[str], path: str) -> None:
     """An element's names, its component and its cluster versions, before any relationship."""
     check_name(element.name, f"{path}/Element")
     check_name(element.component, f"{path}/Component")
-    if not any(name == element.component for name, _ in catalog):
+    if element.component not in names:
         raise InvalidArgument(f"{path}/Component: unknown component {element.component!r} in the catalog")
     _unique(((c.version,) for c in element.clusters), f"{path}/Clusters", "cluster")
     for cluster in element.clusters:
         check_name(cluster.version, f"{path}/Clusters/{cluster.version}/Version")
 
 
-def _element(
-    element: pb.ElementConfiguration,
-    elements: Mapping[str, pb.ElementConfiguration],
-    catalog: Catalog,
-    path: str,
-) -> None:
+def _element(element: pb.ElementConfiguration, lookups: _Lookups, catalog: Catalog, path: str) -> None:
     for cluster in element.clusters:
         where = f"{path}/Clusters/{cluster.version}"
         component = catalog.get((element.component, cluster.version))
@@ -138,7 +156,7 @@ def _element(
         _cluster_sizes(cluster, where)
         _unique(((r.name,) for r in cluster.relationships), f"{where}/Relationships", "relationship")
         for relationship in cluster.relationships:
-            _relationship(relationship, component, elements, catalog, f"{where}/Relationships/{relationship.name}")
+            _relationship(relationship, component, lookups, f"{where}/Relationships/{relationship.name}")
 
 
 def _cluster_sizes(cluster: pb.ClusterConfiguration, path: str) -> None:
@@ -158,13 +176,12 @@ def _cluster_sizes(cluster: pb.ClusterConfiguration, path: str) -> None:
 def _relationship(
     relationship: pb.RelationshipConfiguration,
     component: pb.Component,
-    elements: Mapping[str, pb.ElementConfiguration],
-    catalog: Catalog,
+    lookups: _Lookups,
     path: str,
 ) -> None:
     check_name(relationship.name, f"{path}/Relationship")
     check_name(relationship.dependency, f"{path}/Dependency")
-    dependency = next((d for d in component.dependencies if d.name == relationship.dependency), None)
+    dependency = lookups.dependency(component, relationship.dependency)
     if dependency is None:
         raise InvalidArgument(
             f"{path}/Dependency: component {component.name!r} version {component.version!r} "
@@ -175,11 +192,11 @@ def _relationship(
         got = _DEPENDENCY_TYPES.get(relationship.type, "")
         raise InvalidArgument(f"{path}/Type: {got!r} differs from the type {expected!r} of dependency {dependency.name!r}")
     check_name(relationship.element, f"{path}/Element")
-    target = elements.get(relationship.element)
+    target = lookups.elements.get(relationship.element)
     if target is None:
         raise InvalidArgument(f"{path}/Element: unknown element {relationship.element!r} in this architecture")
     check_name(relationship.version, f"{path}/Version")
-    if not any(c.version == relationship.version for c in target.clusters):
+    if relationship.version not in lookups.versions[target.name]:
         raise InvalidArgument(f"{path}/Version: element {target.name!r} has no cluster of version {relationship.version!r}")
     if target.component != dependency.component:
         raise InvalidArgument(
@@ -190,11 +207,12 @@ def _relationship(
 
 def _no_cycle(architecture: pb.Architecture, path: str) -> None:
     """Reject elements that depend on each other in a circle, naming the circle."""
-    needs: dict[str, list[str]] = {}
+    needs: dict[str, dict[str, None]] = {}  # element -> the elements it needs, in order, each once
     for element in architecture.elements:
-        targets = needs.setdefault(element.name, [])
+        targets = needs.setdefault(element.name, {})
         for cluster in element.clusters:
-            targets.extend(r.element for r in cluster.relationships if r.element not in targets)
+            for relationship in cluster.relationships:
+                targets.setdefault(relationship.element, None)
     done: set[str] = set()
     # Iterative depth-first search: an architecture may hold many elements.
     for start in needs:

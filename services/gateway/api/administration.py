@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from orchestration import codec, validation
@@ -23,17 +25,22 @@ KINDS = {
 async def apply_model(repo: Repository, model: pb.Model, kind: str) -> ApplyResult:
     """Validate everything in model against the stored catalog, then store it
     all (the one write path of the model: Apply and every Store call)."""
-    catalogs = {}
+    catalogs: dict[str, dict[tuple[str, str], pb.Component]] = {}
+    # Read once: a model may name many domains (or one domain many times), and
+    # each read is a round trip to NATS.
+    existing = set(await repo.list_domains())
     for domain in model.domains:
         check_name(domain.name, "Domains: domain name")
-        existing = set(await repo.list_domains())
+        if domain.name in catalogs:
+            continue  # named twice: validate_model rejects it
         if kind in ("component", "architecture") and domain.name not in existing:
             await repo.require_domain(domain.name)
         stored = await repo.list_components(domain.name) if domain.name in existing else []
         catalog = {(c.name, c.version): c for c in stored}
         catalog.update({(c.name, c.version): c for c in domain.components})
         catalogs[domain.name] = catalog
-    validation.validate_model(model, catalogs)
+    # Validating a large model takes a while: off the event loop, which keeps serving.
+    await asyncio.to_thread(validation.validate_model, model, catalogs)
     return await repo.apply_model(model)
 
 
@@ -44,7 +51,9 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
     async def Apply(self, request: gw.ApplyRequest, context: grpc.aio.ServicerContext) -> gw.ApplyResponse:
         if not request.document.strip():
             raise InvalidArgument("document: empty; pass the YAML text of a model, domain, component or architecture")
-        document = codec.parse_document(request.document, request.domain)
+        # Parsing YAML in pure Python takes seconds for a document of a few MiB: off
+        # the event loop, so that the gateway answers other calls (and health checks) meanwhile.
+        document = await asyncio.to_thread(codec.parse_document, request.document, request.domain)
         result = await apply_model(self.repo, document.model, document.kind)
         return gw.ApplyResponse(kind=KINDS[document.kind], stored=result.stored, unchanged=result.unchanged)
 
