@@ -23,7 +23,7 @@ _ALL_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 def is_valid_name(name: str) -> bool:
     """True when name follows the name rule."""
     # fullmatch: with match, "$" would also accept a name that ends in a newline.
-    return bool(_NAME.match(name)) and ".." not in name
+    return bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def check_name(name: object, what: str) -> str:

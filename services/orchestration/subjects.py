@@ -18,7 +18,7 @@ _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 def check_prefix(prefix: str) -> str:
     """Return prefix if it is one safe subject token, else raise ValueError."""
-    if not _PREFIX.match(prefix):
+    if not _PREFIX.fullmatch(prefix):
         raise ValueError(f"subject prefix {prefix!r} must match {_PREFIX.pattern}")
     return prefix
 

@@ -70,6 +70,8 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
             await self.repo.require_domain(request.domain)
         if request.solution:
             check_name(request.solution, "solution")
+            if not request.domain:
+                raise InvalidArgument("solution: give the domain of the solution too")
         async for item in self.feeds.status(request.domain, request.solution):
             yield item
 
