@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -202,11 +203,9 @@ class Run:
         self._ops.add(op)
         op.add_done_callback(self._ops.discard)
 
-    def _mutate(self, slot: InstanceSlot, change) -> None:  # type: ignore[no-untyped-def]
-        """Apply a change to an instance, keeping its cluster's counters right."""
-        self.state.count(slot, -1)
-        change()
-        self.state.count(slot, +1)
+    def _mutate(self, slot: InstanceSlot, change: Callable[[], object]) -> None:
+        """Apply a change to an instance (see SolutionState.update)."""
+        self.state.update(slot, change)
 
     def _operation(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int) -> tuple[cpb.Operation, Views]:
         """The operation to send, and the member lists it refers to."""
@@ -351,8 +350,6 @@ class Run:
         await persist(write, lambda: self.lost)
 
     async def _succeeded(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int, result: cpb.OperationResult) -> None:
-        before_active = slot.record.state == ACTIVE
-
         def apply() -> None:
             record = slot.record
             record.state = next_state(record.state or INITIAL, transition)
@@ -371,10 +368,7 @@ class Run:
             slot.path.pop(0)
             slot.attempt = 1
 
-        before_endpoint = slot.record.endpoint
         self._mutate(slot, apply)
-        if (slot.record.state == ACTIVE) != before_active or (before_active and slot.record.endpoint != before_endpoint):
-            self.state.members_changed(cluster)
         if transition in SIBLING_AWARE:
             slot.record.members = self.state.told(slot.sent_siblings, slot)
         if slot.record.remove and slot.record.state == INITIAL and not slot.path:

@@ -5,6 +5,7 @@ and counters that make every gate check O(1) in the size of the solution."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestration.lifecycle import ACTIVE, INITIAL
@@ -70,10 +71,12 @@ class ClusterSlot:
     task: str = ""
     membership_changed: bool = False
     settling: bool = False
-    # Endpoints of the live active members, and an order-free hash of who they
-    # are (endpoint, or uuid while there is none); rebuilt after a change.
-    view: tuple[str, ...] | None = None
+    # The live active members (uuid -> endpoint) and an order-free hash of who
+    # they are (endpoint, or uuid while there is none), both kept up to date by
+    # SolutionState.count; the endpoint list is rebuilt after a real change only.
+    active_members: dict[str, str] = field(default_factory=dict)
     view_hash: int = 0
+    view: tuple[str, ...] | None = None
     # Counters, kept by SolutionState.count.
     live: int = 0  # instances not being removed
     live_active: int = 0
@@ -107,6 +110,8 @@ class SolutionState:
         self.count(slot, +1)
 
     def remove_instance(self, slot: InstanceSlot) -> None:
+        if self._member(slot):
+            self.members_changed(self.clusters[slot.key])
         self.count(slot, -1)
         self.clusters[slot.key].members.discard(slot.record.uuid)
         del self.instances[slot.record.uuid]
@@ -125,6 +130,9 @@ class SolutionState:
                     slot.service_providers.append(provider.key)
                     provider.service_dependants.append(slot.key)
         for slot in self.clusters.values():
+            # Members whose view of the cluster is stale (it changed since they
+            # were told, maybe in an earlier run) are found when it settles.
+            slot.membership_changed = True
             if slot.record.remove:
                 slot.replacements = [
                     other.key for other in self.clusters.values()
@@ -147,6 +155,25 @@ class SolutionState:
             cluster.alive_going_away += sign
         if slot.busy:
             cluster.busy += sign
+        if state == ACTIVE and not record.remove:
+            cluster.view_hash = (cluster.view_hash + sign * member_hash(slot)) % _MODULUS
+            if sign > 0:
+                cluster.active_members[record.uuid] = record.endpoint
+            else:
+                cluster.active_members.pop(record.uuid, None)
+
+    def update(self, slot: InstanceSlot, change: Callable[[], object]) -> None:
+        """Apply a change to an instance, keeping its cluster's counters and
+        membership right (a join, a leave or a new endpoint is a change of membership)."""
+        before = self._identity(slot)
+        self.count(slot, -1)
+        change()
+        self.count(slot, +1)
+        if self._identity(slot) != before:
+            self.members_changed(self.clusters[slot.key])
+
+    def _identity(self, slot: InstanceSlot) -> str | None:
+        return (slot.record.endpoint or slot.record.uuid) if self._member(slot) else None
 
     def blockers(self, slot: InstanceSlot) -> list[ClusterKey]:
         """Clusters the instance's next transition waits for (empty: it may go)."""
@@ -175,19 +202,15 @@ class SolutionState:
     def endpoints(self, cluster: ClusterSlot) -> tuple[str, ...]:
         """Endpoints of the cluster's live active instances (cached until membership changes)."""
         if cluster.view is None:
-            members = [self.instances[u] for u in cluster.members if self._member(self.instances[u])]
-            cluster.view = tuple(sorted(m.record.endpoint for m in members if m.record.endpoint))
-            cluster.view_hash = sum(member_hash(m) for m in members) % _MODULUS
+            cluster.view = tuple(e for e in cluster.active_members.values() if e)
         return cluster.view
 
     def membership(self, cluster: ClusterSlot) -> str:
         """Who the cluster's live active members are, as a short token."""
-        self.endpoints(cluster)
         return format(cluster.view_hash, "016x")
 
     def others(self, cluster: ClusterSlot, slot: InstanceSlot) -> int:
         """The membership hash without this instance (what its siblings are)."""
-        self.endpoints(cluster)
         own = member_hash(slot) if self._member(slot) else 0
         return (cluster.view_hash - own) % _MODULUS
 
