@@ -191,7 +191,8 @@ class Run:
             return
         blockers = self.state.blockers(slot)
         if blockers:
-            self.state.clusters[blockers[0]].waiters.add(slot.record.uuid)
+            key, kind = blockers[0]
+            self.state.clusters[key].waiters[kind].add(slot.record.uuid)
             return
         if self.inflight >= self.ctx.settings.concurrency:
             self.ready.append(slot.record.uuid)
@@ -426,7 +427,11 @@ class Run:
         cluster = self.state.clusters[slot.key]
         if slot.record.uuid in self.state.instances:
             self._schedule(slot)
-        waiters, cluster.waiters = cluster.waiters, set()
+        waiters: set[str] = set()
+        for kind in self.state.released(cluster):
+            if cluster.waiters[kind]:
+                waiters |= cluster.waiters[kind]
+                cluster.waiters[kind] = set()
         for uuid in waiters:
             waiter = self.state.instances.get(uuid)
             if waiter is not None:
@@ -502,7 +507,7 @@ class Run:
         blocked = [s for s in self.state.instances.values() if s.path and not s.failed and s.task not in self.terminated]
         if blocked and not self.stopping:
             first = blocked[0]
-            waits = ", ".join(f"{e}/{v}" for e, v in self.state.blockers(first))
+            waits = ", ".join(f"{e}/{v}" for (e, v), _ in self.state.blockers(first))
             await self._fail(first, f"{TRANSITION_NAMES[first.path[0]]} can never run: it waits for {waits}")
         reason = self.stopping
         for uuid, task in list(self.book.tasks.items()):

@@ -15,6 +15,11 @@ from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
 
 ClusterKey = tuple[str, str]  # (element, version)
+# Plain ints: attribute access on protobuf enum wrappers is slow in a hot path.
+_CREATE = int(Transition.TRANSITION_CREATE)
+_START = int(Transition.TRANSITION_START)
+_STOP = int(Transition.TRANSITION_STOP)
+_DESTROY = int(Transition.TRANSITION_DESTROY)
 _MODULUS = 2**64
 
 
@@ -67,7 +72,12 @@ class ClusterSlot:
     context_dependants: list[ClusterKey] = field(default_factory=list)
     service_dependants: list[ClusterKey] = field(default_factory=list)
     replacements: list[ClusterKey] = field(default_factory=list)
-    waiters: set[str] = field(default_factory=set)
+    # Instances blocked by this cluster, by what they wait for ("active": it to
+    # be active; "down": its members going down to have stopped; "away": its
+    # members going away to be destroyed). They are looked at again only when
+    # that condition holds, so a big cluster does not wake a big waiting one
+    # at each of its operations.
+    waiters: dict[str, set[str]] = field(default_factory=lambda: {"active": set(), "down": set(), "away": set()})
     task: str = ""
     membership_changed: bool = False
     settling: bool = False
@@ -175,22 +185,28 @@ class SolutionState:
     def _identity(self, slot: InstanceSlot) -> str | None:
         return (slot.record.endpoint or slot.record.uuid) if self._member(slot) else None
 
-    def blockers(self, slot: InstanceSlot) -> list[ClusterKey]:
-        """Clusters the instance's next transition waits for (empty: it may go)."""
+    def blockers(self, slot: InstanceSlot) -> list[tuple[ClusterKey, str]]:
+        """Clusters the instance's next transition waits for, and for what (empty: it may go)."""
         cluster = self.clusters[slot.key]
         transition = slot.path[0]
-        if transition == Transition.TRANSITION_CREATE:
-            return [k for k in cluster.context_providers if not self.clusters[k].active]
-        if transition == Transition.TRANSITION_START:
-            return [k for k in cluster.service_providers if not self.clusters[k].active]
-        if transition == Transition.TRANSITION_STOP:
-            waits = [k for k in cluster.service_dependants if self.clusters[k].active_going_down > 0]
+        if transition == _CREATE:
+            return [(k, "active") for k in cluster.context_providers if not self.clusters[k].active]
+        if transition == _START:
+            return [(k, "active") for k in cluster.service_providers if not self.clusters[k].active]
+        if transition == _STOP:
+            waits = [(k, "down") for k in cluster.service_dependants if self.clusters[k].active_going_down > 0]
             if cluster.record.remove:
-                waits += [k for k in cluster.replacements if not self.clusters[k].active]
+                waits += [(k, "active") for k in cluster.replacements if not self.clusters[k].active]
             return waits
-        if transition == Transition.TRANSITION_DESTROY:
-            return [k for k in cluster.context_dependants if self.clusters[k].alive_going_away > 0]
+        if transition == _DESTROY:
+            return [(k, "away") for k in cluster.context_dependants if self.clusters[k].alive_going_away > 0]
         return []
+
+    @staticmethod
+    def released(cluster: ClusterSlot) -> list[str]:
+        """The kinds of waiting this cluster no longer causes."""
+        return [kind for kind, holds in (("active", cluster.active), ("down", cluster.active_going_down == 0),
+                                         ("away", cluster.alive_going_away == 0)) if holds]
 
     def members_changed(self, cluster: ClusterSlot) -> None:
         cluster.membership_changed = True
