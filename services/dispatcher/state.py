@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestration.lifecycle import ACTIVE, INITIAL
-from orchestration.planner import cluster_digest
-from orchestration.rendering import digest
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
 
@@ -234,6 +232,3 @@ class SolutionState:
     def told(others: int, slot: InstanceSlot) -> str:
         """The membership an instance knows of: the siblings it was sent, and itself."""
         return format((others + member_hash(slot)) % _MODULUS, "016x")
-
-    def applied_digest(self, cluster: ClusterSlot) -> str:
-        return cluster_digest(cluster.record)

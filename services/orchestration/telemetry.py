@@ -8,8 +8,6 @@ variable) is set: without it no exporter, thread or connection exists."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -77,17 +75,3 @@ def trace_id_of(traceparent_value: str) -> str:
 def fail(span: Span, message: str) -> None:
     """Mark a span as failed with a message."""
     span.set_status(Status(StatusCode.ERROR, message))
-
-
-@contextmanager
-def activated(traceparent_value: str) -> Iterator[None]:
-    """Run a block in the context of a remote parent."""
-    ctx = context_of(traceparent_value)
-    if ctx is None:
-        yield
-        return
-    token = otel_context.attach(ctx)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
