@@ -14,13 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import pytest
 
 from models import architecture_only, flat
 from orchestration.embedded_nats import free_port
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, running_suite
+from suite import running_suite
 
 
 def test_requests_on_a_busy_solution_are_refused_and_the_last_accepted_intent_wins(tmp_path: Path) -> None:
