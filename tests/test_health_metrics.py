@@ -100,3 +100,37 @@ def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:
             break
         time.sleep(0.5)
     assert monitor.get("orch_monitor_instances_polled") == 23
+
+
+async def test_gateway_answers_unavailable_while_nats_is_away(tmp_path: Path) -> None:
+    from gateway.server import Gateway, GatewaySettings
+    from orchestration.grpcserver import bearer_metadata
+    from orchestration.v1 import gateway_pb2 as gw
+    from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+
+    config = EmbeddedNatsConfig(data_dir=tmp_path / "nats", port=free_port())
+    creds = NatsCredentials("g", "g-secret")
+    server = start_nats_server(config, creds)
+    gateway = Gateway(GatewaySettings(address="127.0.0.1:0", nats_url=nats_url(config.host, config.port, creds),
+                                      prefix="away", token="t"))
+    try:
+        await gateway.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            admin = gw_grpc.AdministrationServiceStub(channel)
+            assert list((await admin.ListDomains(gw.ListDomainsRequest(), metadata=bearer_metadata("t"))).domains) == []
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as away:
+                await admin.ListDomains(gw.ListDomainsRequest(), metadata=bearer_metadata("t"), timeout=30)
+            assert away.value.code() == grpc.StatusCode.UNAVAILABLE, away.value.details()
+            assert "NATS" in away.value.details()
+            server = start_nats_server(config, creds)
+            await wait_health(f"127.0.0.1:{gateway.port}", health_pb2.HealthCheckResponse.SERVING)
+            assert list((await admin.ListDomains(gw.ListDomainsRequest(), metadata=bearer_metadata("t"))).domains) == []
+    finally:
+        await gateway.stop()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()

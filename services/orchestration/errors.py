@@ -60,6 +60,9 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     the problem (at the end) stays readable."""
     if isinstance(exc, OrchestrationError):
         return exc.code, _bounded(_visible(exc.message))
+    if type(exc).__module__.startswith("nats.") or isinstance(exc, TimeoutError):
+        # The store or channel is away or slow (restarting NATS, a lost leader): worth a retry.
+        return grpc.StatusCode.UNAVAILABLE, f"NATS did not answer ({type(exc).__name__}); try again in a moment"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the service log"
 
 

@@ -67,12 +67,12 @@ class Leases:
             return None
         return Lease(key, rpb.SolutionLease.FromString(entry.value), entry.revision)
 
-    async def accept(self, request: rpb.Request) -> None:
-        """Queue a request's root task on its solution, or FailedPrecondition if busy."""
+    async def accept(self, request: rpb.Request) -> int:
+        """Queue a request's root task on its solution (the lease's revision), or FailedPrecondition if busy."""
         key = solution_key(request.domain, request.solution)
         record = rpb.SolutionLease(task=request.task, request=request)
         try:
-            await self.bucket.write(key, record.SerializeToString(), None, f"lease of solution '{request.solution}'")
+            return await self.bucket.write(key, record.SerializeToString(), None, f"lease of solution '{request.solution}'")
         except Aborted:
             current = await self.get(request.domain, request.solution)
             busy = current.record.task if current else "another task"
@@ -80,6 +80,10 @@ class Leases:
                 f"solution '{request.domain}/{request.solution}' is busy with task {busy}; "
                 "wait for it to finish (orch task get) or terminate it (orch task terminate), then try again"
             ) from None
+
+    async def withdraw(self, request: rpb.Request, revision: int) -> None:
+        """Take back a queued request that could not be published (only if still untouched)."""
+        await self.bucket.delete(solution_key(request.domain, request.solution), revision, "solution lease")
 
     async def claim(self, lease: Lease, owner: str) -> Lease:
         """Take (or renew) the lease for owner; Aborted if someone else changed it."""

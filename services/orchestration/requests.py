@@ -3,6 +3,7 @@ accepted (one place for the gateway, the bus interface and the monitor)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid as uuidlib
 
@@ -38,12 +39,19 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
     busy), store its root task, publish it. Returns the root task id.
 
     Should this process die between the steps, the lease holds the whole
-    request and a dispatcher picks it up from there."""
-    await leases.accept(request)
-    await repo.put_task(root_task(request), None)
-    await js.publish(
-        subjects.internal_request(request.domain, request.solution),
-        request.SerializeToString(),
-        headers={"Nats-Msg-Id": request.uuid},
-    )
+    request and a dispatcher picks it up from there. Should a step fail (NATS
+    trouble), the queued request is taken back before the error reaches the
+    caller, so that an error means "not accepted" and a retry is safe."""
+    revision = await leases.accept(request)
+    try:
+        await repo.put_task(root_task(request), None)
+        await js.publish(
+            subjects.internal_request(request.domain, request.solution),
+            request.SerializeToString(),
+            headers={"Nats-Msg-Id": request.uuid},
+        )
+    except Exception:
+        with contextlib.suppress(Exception):
+            await leases.withdraw(request, revision)
+        raise
     return request.task
