@@ -51,14 +51,15 @@ class Gateway:
 
     async def start(self) -> None:
         self._nc = await connect(self.settings.nats_url, "gateway", self._nats_state)
-        repo = Repository(self._nc.jetstream(), Subjects(self.settings.prefix))
+        subjects = Subjects(self.settings.prefix)
+        js = self._nc.jetstream()
+        repo = Repository(js, subjects)
         await repo.open()
         server = Server(self.settings.address, self.settings.token, SERVICE_NAMES, self.settings.tls)
         gw_grpc.add_AdministrationServiceServicer_to_server(AdministrationServicer(repo), server.grpc)
         gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
-        subjects = Subjects(self.settings.prefix)
-        channel = Channel(repo, self._nc.jetstream(), subjects)
+        channel = Channel(repo, js, subjects)
         feeds = Feeds(self._nc, subjects)
         solutions = SolutionServicer(repo, channel, feeds)
         automation = AutomationServicer(repo, feeds)
