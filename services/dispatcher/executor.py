@@ -285,8 +285,12 @@ class Run:
             span.set_attribute("orch.task_id", slot.task)
             operation.traceparent = telemetry.traceparent(span)
             try:
-                await self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
-                result = await self._send(cluster, operation, views)
+                # The task's first status change is stored while the operation runs.
+                starting = self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
+                if starting is None:
+                    result = await self._send(cluster, operation, views)
+                else:
+                    _, result = await asyncio.gather(starting, self._send(cluster, operation, views))
                 if result.outcome != cpb.OUTCOME_OK:
                     outcome = "permanent" if result.outcome == cpb.OUTCOME_PERMANENT else "retryable"
                     telemetry.fail(span, result.message)
@@ -490,7 +494,7 @@ class Run:
                                         element=slot.element, cluster=slot.cluster)
         cluster.task = cluster_task.uuid
         slot.task = self.book.ensure(cluster_task.uuid, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
-                                     element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
+                                     lazy=True, element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
                                      state=slot.record.target).uuid
 
     def _check_idle(self) -> None:

@@ -4,7 +4,7 @@ tree it persisted before), status changes, and the event each one emits."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 import time
 import uuid as uuidlib
 
@@ -71,8 +71,13 @@ class TaskBook:
     def root_task(self) -> pb.Task:
         return self.tasks[self.root]
 
-    def ensure(self, parent: str, kind: int, *names: str, **fields: object) -> pb.Task:
-        """The subtask of parent for names, made (not yet stored) if it is new."""
+    def ensure(self, parent: str, kind: int, *names: str, lazy: bool = False, **fields: object) -> pb.Task:
+        """The subtask of parent for names, made (not yet stored) if it is new.
+
+        A lazy task is not stored by persist() but by its first status change:
+        the parent lists it from the start (its id is deterministic, so a
+        resumed run finds the same one), and a tree read skips a subtask not
+        stored yet. Instance tasks are lazy, which saves a write each."""
         uuid = child_id(self.root, *names)
         found = self.tasks.get(uuid)
         if found is not None:
@@ -87,7 +92,8 @@ class TaskBook:
         self.tasks[uuid] = task
         self.revisions[uuid] = None
         parent_task.subtasks.append(uuid)
-        self._new.append(uuid)
+        if not lazy:
+            self._new.append(uuid)
         if parent not in self._new:
             self._new.append(parent)
         return task
@@ -174,19 +180,23 @@ class TaskBook:
         event = new_event(task, EVENT_OF_STATUS[status], comment=comment or error)
         await asyncio.gather(self._write(task), self._record(event, task))
 
-    async def progress(self, uuid: str, transition: int, phase: int, state: int) -> None:
+    def progress(self, uuid: str, transition: int, phase: int, state: int) -> Awaitable[None] | None:
         """A task starts its next transition. The first one makes it (and the
-        cluster and element tasks above it) executing, with an event each; the
-        later ones are kept in the record and reach the store with the next
-        status change (one write per transition is the instance's own)."""
+        cluster and element tasks above it) executing, with an event each: the
+        writes to await (None when there are none). Later ones are kept in the
+        record and reach the store with the next status change (one write per
+        transition is the instance's own)."""
         task = self.tasks[uuid]
         task.transition = transition
         task.phase = phase
         task.state = state
         if task.status != S.TASK_STATUS_INITIAL:
-            return
-        await self.set_status(uuid, S.TASK_STATUS_EXECUTING, comment=TRANSITION_NAMES.get(transition, ""))
-        parent = task.parent
+            return None
+        return self._start(uuid, TRANSITION_NAMES.get(transition, ""))
+
+    async def _start(self, uuid: str, comment: str) -> None:
+        await self.set_status(uuid, S.TASK_STATUS_EXECUTING, comment=comment)
+        parent = self.tasks[uuid].parent
         while parent and self.tasks[parent].status == S.TASK_STATUS_INITIAL:
             await self.set_status(parent, S.TASK_STATUS_EXECUTING)
             parent = self.tasks[parent].parent

@@ -11,6 +11,7 @@ import uuid as uuidlib
 
 from nats.js import JetStreamContext
 
+from orchestration.publisher import publisher_for
 from orchestration.lifecycle import TRANSITION_NAMES, state_name
 from orchestration.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
@@ -90,6 +91,7 @@ class EventRecorder:
 
     def __init__(self, js: JetStreamContext, subjects: Subjects, put_event) -> None:  # type: ignore[no-untyped-def]
         self.js = js
+        self._publisher = publisher_for(js)
         self.subjects = subjects
         self._put_event = put_event
 
@@ -98,5 +100,5 @@ class EventRecorder:
         subject = self.subjects.event(task.domain, task_type_name(task.type), event_type_name(event.type))
         await asyncio.gather(
             self._put_event(event),
-            self.js.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid}),
+            self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid}),
         )

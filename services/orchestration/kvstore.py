@@ -21,6 +21,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from orchestration.errors import Aborted, FailedPrecondition, Unavailable
+from orchestration.publisher import publisher_for
 
 T = TypeVar("T")
 
@@ -61,6 +62,7 @@ class Bucket:
     def __init__(self, js: JetStreamContext, kv: KeyValue, name: str) -> None:
         self._js = js
         self._kv = kv
+        self._publisher = publisher_for(js)
         self.name = name
         # The KV layout is fixed by the NATS KV specification (ADR-8).
         self.stream = f"KV_{name}"
@@ -80,11 +82,33 @@ class Bucket:
         Raises Aborted when key exists on create, or its revision differs on update.
         """
         try:
+            return await self._publish(key, value, revision or 0)
+        except nats.js.errors.APIError as err:
+            if err.err_code not in _WRONG_LAST_SEQUENCE:
+                raise
             if revision is None:
-                return await self._kv.create(key, value)
-            return await self._kv.update(key, value, last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError as err:
+                # Creating a deleted key: its delete marker is the revision to expect.
+                marker = await self._delete_marker(key)
+                if marker is not None:
+                    try:
+                        return await self._publish(key, value, marker)
+                    except nats.js.errors.APIError as again:
+                        if again.err_code not in _WRONG_LAST_SEQUENCE:
+                            raise
             raise _cas_failure(what, revision) from err
+
+    async def _publish(self, key: str, value: bytes, last: int) -> int:
+        return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
+
+    async def _delete_marker(self, key: str) -> int | None:
+        """The revision of key's delete marker, or None when the key is live."""
+        try:
+            await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError as err:
+            # nats-py reports a deleted key as not found, with the marker as its entry.
+            entry = getattr(err, "entry", None)
+            return entry.revision if entry is not None else None
+        return None
 
     async def put(self, key: str, value: bytes) -> int:
         """Write unconditionally (for upserts where last-writer-wins is the intent)."""

@@ -2,8 +2,9 @@
 as W3C ``traceparent`` in gRPC metadata, NATS headers and operations.
 
 Spans are always made (their ids go into logs and task records), but they
-are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-specific
-variable) is set: without it no exporter, thread or connection exists."""
+are recorded and exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or the
+traces-specific variable) is set: without it no exporter, thread or
+connection exists."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -29,7 +31,11 @@ def exporting() -> bool:
 def setup(service: str) -> None:
     """Install the tracer provider of this process (once, at start)."""
     global _provider
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    # Without an exporter nobody reads the spans: they keep their ids (for
+    # logs, task records and the traceparent sent on) but record nothing,
+    # which makes them several times cheaper in the dispatcher's hot path.
+    sampler = ParentBased(ALWAYS_ON) if exporting() else ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
     if exporting():
         # Imported only when needed: the exporter pulls in its gRPC client.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
