@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
+from nats.aio.subscription import Subscription
 
 from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.kvstore import Bucket
-from orchestration.registrations import controller_names, live_registrations
+from orchestration.registrations import controller_names, live_registrations, registration_key
 from orchestration.tls import TlsConfig
 from orchestration.tls import channel as tls_channel
 from orchestration.v1 import controller_pb2 as cpb
@@ -149,6 +150,11 @@ def _request(operations: list[cpb.Operation], views: Views) -> cpb.ExecuteReques
 _FORGETTING = (Transition.TRANSITION_DESTROY, Transition.TRANSITION_RESET)
 
 
+def _time_out(future: asyncio.Future[cpb.OperationResult]) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())
+
+
 def _rendezvous(instance: str, replica: str) -> bytes:
     """Rendezvous-hash weight: the same in every dispatcher process (hash() is salted)."""
     return hashlib.blake2b(f"{instance}\0{replica}".encode(), digest_size=8).digest()
@@ -175,14 +181,27 @@ class ControllerPool:
         self.links: dict[str, Link] = {}
         self.registered: dict[str, rpb.ControllerRegistration] = {}
         self.homes: dict[str, str] = {}  # instance uuid -> replica id
+        # Replicas registered under each controller name, worked out once per refresh.
+        self._serving: dict[str, list[str]] = {}
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+        self._watch: Subscription | None = None
 
     async def start(self) -> None:
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="controller pool")
+        # A replica that registers is linked at once, not at the next periodic refresh.
+        self._watch = await self.bucket.on_change(self._registration_changed)
+
+    async def _registration_changed(self, key: str) -> None:
+        if not any(registration_key(r.name, replica) == key for replica, r in self.registered.items()):
+            asyncio.ensure_future(self.refresh())
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(Exception):
+                await self._watch.unsubscribe()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -200,9 +219,16 @@ class ControllerPool:
                 log.debug("refreshing controller registrations failed", exc_info=True)
 
     async def refresh(self) -> None:
-        """Open links to new live replicas; drop expired or replaced ones."""
+        """Open links to new live replicas; drop expired or replaced ones.
+        Callers at the same time share one read of the registrations."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresh())
+        await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> None:
         live = await live_registrations(self.bucket)
         self.registered = live
+        self._serving = {}
         for replica, link in list(self.links.items()):
             current = live.get(replica)
             if link.closed or current is None or current.address != link.registration.address:
@@ -221,9 +247,16 @@ class ControllerPool:
     def _candidates(self, name: str) -> list[Link]:
         return [link for link in self.links.values() if not link.closed and name in controller_names(link.registration)]
 
+    def _serving_replicas(self, name: str) -> list[str]:
+        serving = self._serving.get(name)
+        if serving is None:
+            serving = [r for r, registration in self.registered.items() if name in controller_names(registration)]
+            self._serving[name] = serving
+        return serving
+
     def _home(self, name: str, instance: str) -> str:
         """The replica an instance's operations go to ("" when any will do)."""
-        serving = [r for r, registration in self.registered.items() if name in controller_names(registration)]
+        serving = self._serving_replicas(name)
         if not instance or not serving:
             return ""
         home = self.homes.get(instance, "")
@@ -236,9 +269,14 @@ class ControllerPool:
         see the class docstring; the least loaded one without an instance);
         waits a while for one."""
         deadline = time.monotonic() + self.wait_for_controller
+        refreshed = False
         while True:
-            candidates = self._candidates(name)
             home = self._home(name, instance)
+            link = self.links.get(home)
+            if link is not None and not link.closed:
+                self.homes[instance] = home
+                return link  # the common case: the home replica is connected
+            candidates = self._candidates(name)
             chosen = [link for link in candidates if link.registration.replica == home] if home else candidates
             remaining = deadline - time.monotonic()
             if not chosen and candidates and remaining <= 0:
@@ -250,6 +288,11 @@ class ControllerPool:
                 return link
             if remaining <= 0:
                 raise NoController(f"no controller '{name}' is registered (waited {self.wait_for_controller:.0f}s)")
+            if not refreshed:
+                # A replica may have registered since the last periodic refresh: look now.
+                refreshed = True
+                await self.refresh()
+                continue
             self.changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
@@ -269,11 +312,14 @@ class ControllerPool:
         if budget is not None:
             operation.deadline_unix_ms = int((time.time() + budget) * 1000)
         future = link.submit(operation, views or {})
+        timer = asyncio.get_running_loop().call_later(timeout, _time_out, future)
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
+            result = await future
         except asyncio.TimeoutError:
             link.pending.pop(operation.operation_id, None)
             raise
+        finally:
+            timer.cancel()
         if result.outcome == cpb.OUTCOME_OK and operation.transition in _FORGETTING:
             self.homes.pop(instance, None)
         return result

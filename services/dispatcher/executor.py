@@ -21,15 +21,15 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from dispatcher.controllers import ControllerPool, LinkLost, NoController, Views
-from dispatcher.records import load_records
+from dispatcher.records import Intent
 from dispatcher.settings import EngineSettings
 from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.tasks import TaskBook
 from orchestration import telemetry
 from orchestration.errors import Aborted, NotFound
-from orchestration.kvstore import persist
+from orchestration.kvstore import gather_bounded, persist
 from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, TRANSITION_NAMES, next_state
-from orchestration.metrics import OPERATION_SECONDS, OPERATIONS
+from orchestration.metrics import OPERATIONS, OPERATION_SECONDS, labelled
 from orchestration.planner import cluster_digest, cluster_parameters, instance_work
 from orchestration.repository import Repository
 from orchestration.v1 import controller_pb2 as cpb
@@ -78,17 +78,19 @@ class Run:
 
     # ---- preparation -----------------------------------------------------------
 
-    async def prepare(self) -> None:
-        """Load the solution and build (or find) the task tree; persist it."""
+    async def prepare(self, intent: Intent) -> None:
+        """Take the solution's records and build (or find) the task tree; persist it."""
         repo = self.ctx.repo
-        records = await load_records(repo, self.domain, self.solution)
+        records = intent.records
         if records.header is None:
             raise NotFound(f"solution '{self.domain}/{self.solution}' has no records")
         header = records.header.value
         self._delete_on_finish = header.target == INITIAL and all(e.value.remove for e in records.elements.values())
-        catalog = {(c.name, c.version): c for c in await repo.list_components(self.domain)}
-        architecture = None
-        if header.architecture and header.version:
+        catalog = intent.catalog
+        if catalog is None:
+            catalog = {(c.name, c.version): c for c in await repo.list_components(self.domain)}
+        architecture = intent.architecture
+        if architecture is None and header.architecture and header.version:
             with contextlib.suppress(NotFound):
                 architecture = await repo.get_architecture(self.domain, header.architecture, header.version)
         designs = {}
@@ -112,11 +114,15 @@ class Run:
                 continue
             if record.instance.remove and (record.instance.state or INITIAL) == INITIAL:
                 # Torn down already (or never made): only the record is left to go.
-                await repo.delete_instance(self.domain, self.solution, record.element, record.cluster, uuid, record.revision)
+                if record.revision is not None:
+                    await repo.delete_instance(self.domain, self.solution, record.element, record.cluster, uuid, record.revision)
                 continue
-            slot = InstanceSlot(record.element, record.cluster, record.instance, record.revision)
+            slot = InstanceSlot(record.element, record.cluster, record.instance, record.revision, unsaved=uuid in intent.unsaved)
             slot.path = instance_work(record.instance, self.state.clusters[slot.key].record)
             self.state.add_instance(slot)
+        # Changed records with nothing to do are stored now; the others before their first operation.
+        idle = [slot for slot in self.state.instances.values() if slot.unsaved and not slot.path]
+        await gather_bounded(self._store(slot) for slot in idle)
         self.state.link()
         await self.book.load()
         for slot in self.state.instances.values():
@@ -129,9 +135,17 @@ class Run:
     async def execute(self) -> int:
         """Run to the end; returns the root task's final status."""
         root = self.book.root
-        if not self.book.finished(root):
-            await self.book.set_status(root, S.TASK_STATUS_EXECUTING)
+        # The root's status is stored while the first operations go out.
+        starting = None if self.book.finished(root) else asyncio.ensure_future(self.book.set_status(root, S.TASK_STATUS_EXECUTING))
         deadline = asyncio.get_running_loop().call_later(self.ctx.settings.task_timeout, self._timeout)
+        # New and changed instance records are stored alongside the first
+        # operations instead of before all of them (each instance's own first
+        # operation waits for its record).
+        saving = []
+        for slot in self.state.instances.values():
+            if slot.unsaved:
+                slot.saving = asyncio.ensure_future(self._store(slot))
+                saving.append(slot.saving)
         try:
             for slot in list(self.state.instances.values()):
                 if slot.path:
@@ -143,6 +157,9 @@ class Run:
             await self._idle.wait()
         finally:
             deadline.cancel()
+            await asyncio.gather(*saving, return_exceptions=True)
+            if starting is not None:
+                await starting
         if self.lost:
             self.book.end_spans()
             return S.TASK_STATUS_UNSPECIFIED
@@ -271,6 +288,8 @@ class Run:
             self._check_idle()
 
     async def _run_operation(self, slot: InstanceSlot) -> None:
+        if slot.saving is not None:
+            await slot.saving  # the intent of an instance is durable before its first operation
         cluster = self.state.clusters[slot.key]
         transition = slot.path[0]
         operation, views = self._operation(slot, cluster, transition)
@@ -311,8 +330,8 @@ class Run:
                 await self._fail(slot, f"{name}: {err}")
                 return
             finally:
-                OPERATIONS.labels(name, outcome).inc()
-                OPERATION_SECONDS.labels(name).observe(time.perf_counter() - started)
+                labelled(OPERATIONS, name, outcome).inc()
+                labelled(OPERATION_SECONDS, name).observe(time.perf_counter() - started)
                 self.inflight -= 1
                 if slot.record.uuid in self.state.instances:
                     self._mutate(slot, lambda: setattr(slot, "inflight", False))
@@ -347,10 +366,12 @@ class Run:
         async def write() -> None:
             try:
                 slot.revision = await repo.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
+                slot.unsaved = False
             except Aborted:
                 current = await repo.get_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid)
                 slot.revision = current.revision
                 slot.revision = await repo.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
+                slot.unsaved = False
 
         await persist(write, lambda: self.lost)
 

@@ -8,13 +8,14 @@ from orchestration.errors import FailedPrecondition, NotFound
 from orchestration.repository import Repository
 from orchestration.v1 import records_pb2 as rpb
 
-from dispatcher.records import load_records, write_intent
+from dispatcher.records import Intent, load_records, write_intent
 
 R = rpb.RequestKind
 
 
-async def apply_request(repo: Repository, request: rpb.Request) -> None:
-    """Store what the request asks for in the solution's records."""
+async def apply_request(repo: Repository, request: rpb.Request) -> Intent:
+    """Store what the request asks for in the solution's records (instance
+    records are left to the run, see Intent)."""
     records = await load_records(repo, request.domain, request.solution)
     current = records.tree()
     if request.kind == R.REQUEST_KIND_DEPLOY:
@@ -38,4 +39,7 @@ async def apply_request(repo: Repository, request: rpb.Request) -> None:
             wanted = current
         else:
             raise FailedPrecondition(f"unknown request kind {request.kind}")
-    await write_intent(repo, request.domain, records, wanted)
+    intent = await write_intent(repo, request.domain, records, wanted)
+    if request.kind == R.REQUEST_KIND_DEPLOY:
+        intent.catalog, intent.architecture = catalog, architecture  # the run needs them too
+    return intent

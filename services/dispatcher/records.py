@@ -66,30 +66,56 @@ def _strip(message: pb.Solution | pb.Element | pb.Cluster, repeated: str) -> byt
     return copy.SerializeToString(deterministic=True)
 
 
-async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet, wanted: pb.Solution) -> None:
-    """Store `wanted` over `current`: create new records, update changed ones
-    (each a compare-and-set on the revision read), leave equal ones alone."""
+@dataclass
+class Intent:
+    """A solution's records as a request wants them, and which instance
+    records are still to be written: each is stored by the run just before
+    its instance's first operation, so that a big deploy starts at once."""
+
+    records: SolutionRecordSet
+    unsaved: set[str] = field(default_factory=set)
+    # The domain's components and the solution's architecture, when already read.
+    catalog: dict[tuple[str, str], pb.Component] | None = None
+    architecture: pb.Architecture | None = None
+
+
+async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet, wanted: pb.Solution) -> Intent:
+    """Store `wanted` over `current` down to the clusters (create new records,
+    compare-and-set changed ones, leave equal ones alone); instance records
+    that are new or changed are returned unsaved."""
     name = wanted.name
-    writes = []
     header_bytes = _strip(wanted, "elements")
-    if current.header is None:
-        writes.append(repo.put_solution_header(domain, pb.Solution.FromString(header_bytes), None))
-    elif _strip(current.header.value, "elements") != header_bytes:
-        writes.append(repo.put_solution_header(domain, pb.Solution.FromString(header_bytes), current.header.revision))
+    header = current.header
+    if header is None or _strip(header.value, "elements") != header_bytes:
+        value = pb.Solution.FromString(header_bytes)
+        header = Versioned(value, await repo.put_solution_header(domain, value, header.revision if header else None))
+    records = SolutionRecordSet(header, dict(current.elements), dict(current.clusters), dict(current.instances))
+    intent = Intent(records)
+    writes = []
+
+    async def element_written(element: pb.Element, revision: int | None) -> None:
+        records.elements[element.name] = Versioned(element, await repo.put_element(domain, name, element, revision))
+
+    async def cluster_written(element: str, cluster: pb.Cluster, revision: int | None) -> None:
+        stored = await repo.put_cluster(domain, name, element, cluster, revision)
+        records.clusters[(element, cluster.version)] = ClusterRecord(element, cluster, stored)
+
     for element in wanted.elements:
         element_bytes = _strip(element, "clusters")
         old_element = current.elements.get(element.name)
         if old_element is None or _strip(old_element.value, "clusters") != element_bytes:
-            writes.append(repo.put_element(domain, name, pb.Element.FromString(element_bytes), old_element.revision if old_element else None))
+            writes.append(element_written(pb.Element.FromString(element_bytes), old_element.revision if old_element else None))
         for cluster in element.clusters:
             cluster_bytes = _strip(cluster, "instances")
             old_cluster = current.clusters.get((element.name, cluster.version))
             if old_cluster is None or _strip(old_cluster.cluster, "instances") != cluster_bytes:
                 revision = old_cluster.revision if old_cluster else None
-                writes.append(repo.put_cluster(domain, name, element.name, pb.Cluster.FromString(cluster_bytes), revision))
+                writes.append(cluster_written(element.name, pb.Cluster.FromString(cluster_bytes), revision))
             for instance in cluster.instances:
                 old_instance = current.instances.get(instance.uuid)
                 if old_instance is None or old_instance.instance != instance:
                     revision = old_instance.revision if old_instance else None
-                    writes.append(repo.put_instance(domain, name, element.name, cluster.version, instance, revision))
+                    records.instances[instance.uuid] = InstanceRecord(element.name, cluster.version, instance, revision)
+                    intent.unsaved.add(instance.uuid)
     await gather_bounded(writes)
+    return intent

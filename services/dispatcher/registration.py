@@ -10,7 +10,8 @@ import grpc
 from orchestration.errors import InvalidArgument
 from orchestration.kvstore import Bucket
 from orchestration.leases import now_ms
-from orchestration.names import check_name, encode_token
+from orchestration.names import check_name
+from orchestration.registrations import registration_key
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import records_pb2 as rpb
@@ -18,10 +19,6 @@ from orchestration.v1 import records_pb2 as rpb
 log = logging.getLogger("dispatcher.registration")
 
 REGISTRATION_SECONDS = 15
-
-
-def registration_key(name: str, replica: str) -> str:
-    return f"{encode_token(name)}.{encode_token(replica)}"
 
 
 class RegistrationServicer(dpb_grpc.DispatcherServiceServicer):

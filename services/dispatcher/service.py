@@ -212,8 +212,7 @@ class Dispatcher:
             if book.finished(book.root):
                 await self._end(active)
                 return
-            await apply_request(self.repo, request)
-            await run.prepare()
+            await run.prepare(await apply_request(self.repo, request))
         except OrchestrationError as err:
             log.warning("request %s cannot run: %s", request.uuid, err.message)
             await book.set_status(book.root, pb.TASK_STATUS_FAILED, error=err.message)

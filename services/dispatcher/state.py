@@ -4,6 +4,7 @@ and counters that make every gate check O(1) in the size of the solution."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ class InstanceSlot:
     element: str
     cluster: str
     record: pb.Instance
-    revision: int
+    revision: int | None  # None: not stored yet
+    unsaved: bool = False  # the record (new or changed intent) is still to be written
+    saving: asyncio.Future[None] | None = None  # that write, while it runs
     path: list[int] = field(default_factory=list)
     inflight: bool = False
     waiting: bool = False  # queued for a retry back-off

@@ -17,7 +17,7 @@ from orchestration import telemetry
 from orchestration.events import EventRecorder, new_event, task_status_name, task_type_name
 from orchestration.kvstore import gather_bounded, persist
 from orchestration.lifecycle import TRANSITION_NAMES
-from orchestration.metrics import TASKS
+from orchestration.metrics import TASKS, labelled
 from orchestration.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 
@@ -172,7 +172,7 @@ class TaskBook:
         task.status = status
         if error:
             task.error = error
-        TASKS.labels(task_type_name(task.type), task_status_name(status)).inc()
+        labelled(TASKS, task_type_name(task.type), task_status_name(status)).inc()
         if status in FINISHED:
             self._close_span(uuid, status, error)
         else:

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from orchestration import telemetry
 from orchestration.errors import InvalidArgument, status_of
-from orchestration.metrics import GRPC_CALLS
+from orchestration.metrics import GRPC_CALLS, labelled
 from orchestration.tls import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
         if code == grpc.StatusCode.INTERNAL:
             log.exception("%s failed", method, exc_info=exc)
         telemetry.fail(span, message)
-        GRPC_CALLS.labels(method, code.name).inc()
+        labelled(GRPC_CALLS, method, code.name).inc()
         await context.abort(code, message)
 
     def wrap_unary(behaviour: Callable[..., Any], deserialize: Callable[[bytes], Any] | None = None) -> Callable[..., Any]:
@@ -106,7 +106,7 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
                     raise
                 except Exception as exc:  # noqa: BLE001 - every error becomes a status
                     await fail(exc, context, span)
-                GRPC_CALLS.labels(method, "OK").inc()
+                labelled(GRPC_CALLS, method, "OK").inc()
                 return response
 
         return call
@@ -123,7 +123,7 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
                     raise
                 except Exception as exc:  # noqa: BLE001
                     await fail(exc, context, span)
-                GRPC_CALLS.labels(method, "OK").inc()
+                labelled(GRPC_CALLS, method, "OK").inc()
 
         return call
 

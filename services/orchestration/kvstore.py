@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
@@ -109,6 +110,18 @@ class Bucket:
             entry = getattr(err, "entry", None)
             return entry.revision if entry is not None else None
         return None
+
+    async def on_change(self, callback: Callable[[str], Awaitable[None]]) -> Subscription:
+        """Call back with the key of every write or delete from now on. Core
+        NATS, not a consumer: nothing is replayed, and a change made while
+        disconnected is missed (callers also read the bucket now and then)."""
+        # nats-py keeps the connection of a context private.
+        nc = self._js._nc
+
+        async def changed(msg: Msg) -> None:
+            await callback(msg.subject[len(self._prefix):])
+
+        return await nc.subscribe(self._prefix + ">", cb=changed)
 
     async def put(self, key: str, value: bytes) -> int:
         """Write unconditionally (for upserts where last-writer-wins is the intent)."""

@@ -3,7 +3,13 @@ service on its own port (``--metrics-addr``)."""
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 GRPC_CALLS = Counter("orch_grpc_calls_total", "gRPC calls served, by method and status code", ["method", "code"])
 OPERATIONS = Counter("orch_controller_operations_total", "Controller operations, by transition and outcome",
@@ -19,6 +25,13 @@ POLL_SECONDS = Histogram("orch_monitor_poll_seconds", "Duration of one monitor p
 POLLED = Gauge("orch_monitor_instances_polled", "Instances asked about in the last poll")
 DRIFTS = Counter("orch_monitor_drift_total", "Instances whose real state differed from the stored one")
 COMPENSATIONS = Counter("orch_monitor_compensations_total", "Compensating requests submitted by the monitor")
+
+
+@functools.cache
+def labelled(metric: M, *values: str) -> M:
+    """The child of a metric for label values (``labels()`` is looked up once,
+    not at every operation of a hot path)."""
+    return metric.labels(*values)
 
 
 def serve(address: str) -> int:

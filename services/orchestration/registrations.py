@@ -6,7 +6,13 @@ from __future__ import annotations
 import time
 
 from orchestration.kvstore import Bucket
+from orchestration.names import encode_token
 from orchestration.v1 import records_pb2 as rpb
+
+
+def registration_key(name: str, replica: str) -> str:
+    """The key of a replica's registration in the controllers bucket."""
+    return f"{encode_token(name)}.{encode_token(replica)}"
 
 
 def controller_names(registration: rpb.ControllerRegistration) -> list[str]:

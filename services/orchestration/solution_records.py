@@ -36,7 +36,7 @@ class InstanceRecord:
     element: str
     cluster: str
     instance: Instance
-    revision: int
+    revision: int | None  # None: not stored yet
 
 
 class SolutionRecords:

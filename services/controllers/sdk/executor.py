@@ -19,7 +19,7 @@ from controllers.sdk.convert import TRANSITION_NAMES, deadline_of, operation_con
 from controllers.sdk.errors import Permanent, Retryable
 from orchestration import telemetry
 from orchestration.lifecycle import EDGES
-from orchestration.metrics import OPERATION_SECONDS, OPERATIONS
+from orchestration.metrics import OPERATIONS, OPERATION_SECONDS, labelled
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import State, Transition
 
@@ -69,8 +69,8 @@ async def execute(controller: Controller, operation: pb.Operation, logger: loggi
         if result.outcome != OK:
             telemetry.fail(span, result.message)
     outcome = pb.Outcome.Name(result.outcome).removeprefix("OUTCOME_").lower()
-    OPERATIONS.labels(name, outcome).inc()
-    OPERATION_SECONDS.labels(name).observe(time.perf_counter() - started)
+    labelled(OPERATIONS, name, outcome).inc()
+    labelled(OPERATION_SECONDS, name).observe(time.perf_counter() - started)
     return result
 
 
