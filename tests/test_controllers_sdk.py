@@ -198,6 +198,30 @@ async def test_context_carries_the_operation(served: Served) -> None:
         ctx.parameters["behave"] = "boom"  # type: ignore[index]
 
 
+async def test_stream_member_lists_reach_each_operation_without_its_own_endpoint(served: Served) -> None:
+    members = [f"test://m{i}" for i in range(300)]
+    first, second = op(T.TRANSITION_CONFIGURE, uuid="m0"), op(T.TRANSITION_START, uuid="m7")
+    for operation in (first, second):
+        operation.ClearField("siblings")
+        operation.members = "e/V1"
+        operation.providers[0].ClearField("endpoints")
+        operation.providers[0].members = "db/V1"
+    first.endpoint, second.endpoint = "test://m0", "test://m7"
+    stream = served.stub.Execute(metadata=served.metadata)
+    await stream.write(pb.ExecuteRequest(operations=[first, second], members=[
+        pb.Members(key="e/V1", endpoints=members), pb.Members(key="db/V1", endpoints=["db:1", "db:2"])]))
+    results = []
+    while len(results) < 2:
+        results.extend((await stream.read()).results)
+    await stream.done_writing()
+    assert all(r.outcome == pb.OUTCOME_OK for r in results)
+    contexts = {c.uuid: c for c in scripted(served).contexts}
+    assert list(contexts["m0"].siblings) == members[1:] and len(contexts["m0"].siblings) == 299
+    assert contexts["m7"].siblings == tuple(m for m in members if m != "test://m7")
+    assert contexts["m7"].siblings[0] == "test://m0" and "test://m7" not in contexts["m7"].siblings
+    assert contexts["m0"].providers[0].endpoints == ("db:1", "db:2")
+
+
 async def test_calls_without_or_with_a_wrong_credential_are_unauthenticated(served: Served) -> None:
     for metadata in [(), (("authorization", "Bearer wrong"),)]:
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -499,9 +499,8 @@ class Run:
                     self._schedule(slot)
                 return
         if cluster.task and not self.book.finished(cluster.task):
-            for uuid in list(self.book.tasks[cluster.task].subtasks):
-                if uuid not in self.terminated:
-                    await self.book.set_status(uuid, S.TASK_STATUS_COMPLETED)
+            await gather_bounded(self.book.set_status(uuid, S.TASK_STATUS_COMPLETED)
+                                 for uuid in self.book.tasks[cluster.task].subtasks if uuid not in self.terminated)
             await self.book.set_status(cluster.task, S.TASK_STATUS_COMPLETED)
             element_task = self.book.tasks[cluster.task].parent
             if all(self.book.finished(u) for u in self.book.tasks[element_task].subtasks):

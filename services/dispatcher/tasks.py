@@ -178,7 +178,11 @@ class TaskBook:
         else:
             self.span_of(uuid)
         event = new_event(task, EVENT_OF_STATUS[status], comment=comment or error)
-        await asyncio.gather(self._write(task), self._record(event, task))
+        recording = asyncio.ensure_future(self._record(event, task))
+        try:
+            await self._write(task)
+        finally:
+            await recording
 
     def progress(self, uuid: str, transition: int, phase: int, state: int) -> Awaitable[None] | None:
         """A task starts its next transition. The first one makes it (and the

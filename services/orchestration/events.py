@@ -98,7 +98,9 @@ class EventRecorder:
     async def record(self, event: pb.Event, task: pb.Task, state: int = 0, configuration: str = "") -> None:
         """Store the event and publish it; both are done when this returns."""
         subject = self.subjects.event(task.domain, task_type_name(task.type), event_type_name(event.type))
-        await asyncio.gather(
-            self._put_event(event),
-            self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid}),
-        )
+        published = asyncio.ensure_future(
+            self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid}))
+        try:
+            await self._put_event(event)
+        finally:
+            await published

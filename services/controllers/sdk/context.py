@@ -4,7 +4,7 @@ dispatcher knows about the operation to apply to it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,7 +78,7 @@ class OperationContext:
     configuration: str
     parameters: Mapping[str, str]
     providers: tuple[Provider, ...]
-    siblings: tuple[str, ...]
+    siblings: Sequence[str]  # read-only; a view shared with the other operations of a batch
     logger: logging.LoggerAdapter[logging.Logger]
     traceparent: str = ""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from controllers.sdk.context import DependencyKind, InstanceRef, OperationContext, Provider
@@ -14,7 +15,7 @@ from orchestration.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import DependencyType, State
 
-__all__ = ["STATE_VALUES", "TRANSITION_NAMES", "deadline_of", "instance_ref", "instance_status", "operation_context"]
+__all__ = ["STATE_VALUES", "TRANSITION_NAMES", "Siblings", "Views", "deadline_of", "instance_ref", "instance_status", "operation_context"]
 
 # Used when a caller (grpcurl, a test) sends no deadline: an operation without
 # any bound could hold a concurrency slot forever.
@@ -48,8 +49,51 @@ def deadline_of(operation: pb.Operation, now: float) -> float:
     return operation.deadline_unix_ms / 1000.0
 
 
-def operation_context(operation: pb.Operation, logger: logging.Logger, now: float | None = None) -> OperationContext:
-    """The context user code receives for one operation."""
+# Member lists a stream message sends once for all its operations (see
+# controller.proto, Members), by key.
+Views = Mapping[str, tuple[str, ...]]
+
+
+class Siblings(Sequence[str]):
+    """The endpoints of a cluster's members but one (the instance's own): a
+    view of the list shared by a whole stream message, so that an operation
+    costs nothing per member until its code reads them."""
+
+    def __init__(self, members: tuple[str, ...], own: str) -> None:
+        self._members = members
+        self._own = own
+        self._items: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._items is None:
+            self._items = tuple(e for e in self._members if e != self._own) if self._own in self._members else self._members
+        return self._items
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+def operation_context(operation: pb.Operation, logger: logging.Logger, now: float | None = None,
+                      views: Views | None = None) -> OperationContext:
+    """The context user code receives for one operation. Siblings and
+    provider endpoints come from `views` where the operation names a member
+    list (a stream message), else from the operation itself (a unary call)."""
+    views = views or {}
     ref = operation.instance
     providers = tuple(
         Provider(
@@ -58,7 +102,7 @@ def operation_context(operation: pb.Operation, logger: logging.Logger, now: floa
             type=_KINDS.get(p.type, "service"),
             element=p.element,
             cluster=p.cluster,
-            endpoints=tuple(p.endpoints),
+            endpoints=views.get(p.members, ()) if p.members else tuple(p.endpoints),
             configuration=p.configuration,
         )
         for p in operation.providers
@@ -80,7 +124,7 @@ def operation_context(operation: pb.Operation, logger: logging.Logger, now: floa
         # Read-only: the context is shared by the whole run of one operation.
         parameters=MappingProxyType(dict(operation.parameters)),
         providers=providers,
-        siblings=tuple(operation.siblings),
+        siblings=Siblings(views.get(operation.members, ()), operation.endpoint) if operation.members else tuple(operation.siblings),
         logger=logging.LoggerAdapter(logger, extra),
         traceparent=operation.traceparent,
     )

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from controllers.sdk.context import OperationContext
 from controllers.sdk.controller import Controller, Result
-from controllers.sdk.convert import TRANSITION_NAMES, deadline_of, operation_context
+from controllers.sdk.convert import TRANSITION_NAMES, Views, deadline_of, operation_context
 from controllers.sdk.errors import Permanent, Retryable
 from orchestration import telemetry
 from orchestration.lifecycle import EDGES
@@ -51,7 +51,8 @@ def permanent(operation_id: str, message: str) -> pb.OperationResult:
     return pb.OperationResult(operation_id=operation_id, outcome=PERMANENT, state=State.STATE_FAILURE, message=message)
 
 
-async def execute(controller: Controller, operation: pb.Operation, logger: logging.Logger = log) -> pb.OperationResult:
+async def execute(controller: Controller, operation: pb.Operation, logger: logging.Logger = log,
+                  views: Views | None = None) -> pb.OperationResult:
     """Run one operation of `controller` and report how it ended; never raises
     (except CancelledError when the caller itself is cancelled).
 
@@ -65,7 +66,7 @@ async def execute(controller: Controller, operation: pb.Operation, logger: loggi
         span.set_attribute("orch.instance", operation.instance.uuid)
         span.set_attribute("orch.element", operation.instance.element)
         span.set_attribute("orch.cluster", operation.instance.cluster)
-        result = await _execute(controller, operation, logger)
+        result = await _execute(controller, operation, logger, views)
         if result.outcome != OK:
             telemetry.fail(span, result.message)
     outcome = pb.Outcome.Name(result.outcome).removeprefix("OUTCOME_").lower()
@@ -74,7 +75,8 @@ async def execute(controller: Controller, operation: pb.Operation, logger: loggi
     return result
 
 
-async def _execute(controller: Controller, operation: pb.Operation, logger: logging.Logger) -> pb.OperationResult:
+async def _execute(controller: Controller, operation: pb.Operation, logger: logging.Logger,
+                   views: Views | None) -> pb.OperationResult:
     op_id = operation.operation_id
     if operation.transition not in RESULT_STATES:
         return permanent(op_id, f"unknown transition {operation.transition}")
@@ -83,7 +85,7 @@ async def _execute(controller: Controller, operation: pb.Operation, logger: logg
     if budget <= 0:
         # Running now could only be cut short: say so without touching anything.
         return retryable(op_id, f"deadline passed {-budget:.1f} s before the operation started")
-    ctx = operation_context(operation, logger, now)
+    ctx = operation_context(operation, logger, now, views)
     loop = asyncio.get_running_loop()
     timeout = asyncio.timeout_at(loop.time() + budget)
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from controllers.sdk.controller import Controller, InstanceState
-from controllers.sdk.convert import TRANSITION_NAMES, instance_ref, instance_status
+from controllers.sdk.convert import TRANSITION_NAMES, Views, instance_ref, instance_status
 from controllers.sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
 from controllers.sdk.errors import Permanent
 from controllers.sdk.executor import execute, permanent
@@ -31,17 +31,6 @@ class _Stream:
     results: list[pb.OperationResult] = field(default_factory=list)
     inflight: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def resolve_members(operation: pb.Operation, views: Mapping[str, Sequence[str]]) -> None:
-    """Fill in siblings and provider endpoints that a stream message sent once
-    for all its operations (see controller.proto, Members)."""
-    if operation.members:
-        own = operation.endpoint
-        operation.siblings.extend(e for e in views.get(operation.members, ()) if e != own)
-    for provider in operation.providers:
-        if provider.members:
-            provider.endpoints.extend(views.get(provider.members, ()))
 
 
 class ControllerServicer(pb_grpc.ControllerServiceServicer):
@@ -75,13 +64,14 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
         # cache, where a re-delivery on the next stream finds them.
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self, operation: pb.Operation) -> pb.OperationResult:
-        """The result of one operation, through de-duplication and the executor."""
+    async def run(self, operation: pb.Operation, views: Views | None = None) -> pb.OperationResult:
+        """The result of one operation, through de-duplication and the executor
+        (`views`: the member lists of its stream message, see Views)."""
         if not operation.operation_id:
             return permanent("", "operation_id is required")
         if not operation.instance.uuid:
             return permanent(operation.operation_id, "instance.uuid is required")
-        return await self._dedup.run(operation, lambda: execute(self.controller, operation, self._log))
+        return await self._dedup.run(operation, lambda: execute(self.controller, operation, self._log, views))
 
     async def _unary(self, operation: pb.Operation, expected: Transition) -> pb.OperationResult:
         if operation.transition != expected:
@@ -165,19 +155,18 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
 
     async def _read(self, requests: AsyncIterator[pb.ExecuteRequest], stream: _Stream) -> None:
         async for request in requests:
-            views = {m.key: m.endpoints for m in request.members}
+            # One copy of each member list per message, shared by its operations.
+            views = {m.key: tuple(m.endpoints) for m in request.members}
             for operation in request.operations:
-                if views:
-                    resolve_members(operation, views)
                 await self._slots.acquire()
                 stream.inflight += 1
-                task = asyncio.create_task(self._execute_one(operation, stream))
+                task = asyncio.create_task(self._execute_one(operation, stream, views))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _execute_one(self, operation: pb.Operation, stream: _Stream) -> None:
+    async def _execute_one(self, operation: pb.Operation, stream: _Stream, views: Views) -> None:
         try:
-            result = await self.run(operation)
+            result = await self.run(operation, views)
         except Exception as err:  # noqa: BLE001 - the executor should not raise; never lose an answer
             self._log.exception("operation %s failed in the SDK", operation.operation_id)
             result = permanent(operation.operation_id, f"controller SDK error: {type(err).__name__}: {err}")
