@@ -15,10 +15,11 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from dispatcher.controllers import ControllerPool, LinkLost, NoController, Views
 from dispatcher.records import Intent
@@ -294,14 +295,9 @@ class Run:
         transition = slot.path[0]
         operation, views = self._operation(slot, cluster, transition)
         name = TRANSITION_NAMES[transition]
-        parent = trace.set_span_in_context(self.book.span_of(slot.task))
         started = time.perf_counter()
         outcome = "ok"
-        with _tracer.start_as_current_span(f"{name} {slot.record.uuid}", context=parent, kind=SpanKind.CLIENT) as span:
-            span.set_attribute("orch.transition", name)
-            span.set_attribute("orch.operation_id", operation.operation_id)
-            span.set_attribute("orch.instance", slot.record.uuid)
-            span.set_attribute("orch.task_id", slot.task)
+        with self._operation_span(name, slot, operation.operation_id) as span:
             operation.traceparent = telemetry.traceparent(span)
             try:
                 # The task's first status change is stored while the operation runs.
@@ -342,6 +338,19 @@ class Run:
         else:
             delay = result.retry_after_ms / 1000 if result.retry_after_ms else None
             await self._retry(slot, cluster, transition, result.message or "retryable failure", delay)
+
+    def _operation_span(self, name: str, slot: InstanceSlot, operation_id: str) -> AbstractContextManager[Span]:
+        """The current span while an operation runs: its own, a child of its
+        instance task's; or, when nothing is recorded (no exporter), the task's
+        span itself, whose ids reach the logs and the controller just as well."""
+        task_span = self.book.span_of(slot.task)
+        if not task_span.is_recording():
+            return trace.use_span(task_span, end_on_exit=False)
+        return _tracer.start_as_current_span(
+            f"{name} {slot.record.uuid}", context=trace.set_span_in_context(task_span), kind=SpanKind.CLIENT,
+            attributes={"orch.transition": name, "orch.operation_id": operation_id, "orch.instance": slot.record.uuid,
+                        "orch.task_id": slot.task},
+        )
 
     async def _send(self, cluster: ClusterSlot, operation: cpb.Operation, views: Views) -> cpb.OperationResult:
         """Send to a replica; a replica that goes away mid-operation is replaced

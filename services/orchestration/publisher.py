@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 
 import nats.errors
 import nats.js.errors
@@ -25,19 +26,25 @@ from nats.js import JetStreamContext
 # How long a publish waits for its acknowledgement (nats-py's default).
 ACK_TIMEOUT = 5.0
 _NO_RESPONDERS = "503"
-_SEQ = b'"seq":'
+_SEQ = re.compile(rb'"seq":\s*(\d+)')
+# Granularity of acknowledgement time-outs (seconds).
+_SWEEP_SECONDS = 0.25
 
 
 class Publisher:
-    """Acknowledged JetStream publishes over one connection: start(), then publish()."""
+    """Acknowledged JetStream publishes over one connection (see publisher_for)."""
 
     def __init__(self, nc: Client) -> None:
         self._nc = nc
         self._prefix = ""
-        self._pending: dict[str, asyncio.Future[Msg]] = {}
+        # Token -> (the publish's future, when it times out in loop time).
+        self._pending: dict[str, tuple[asyncio.Future[Msg], float]] = {}
         self._counter = itertools.count(1)
         self._subscription: Subscription | None = None
         self._lock = asyncio.Lock()
+        # One timer for all pending publishes (a timer each costs more than the
+        # publish), running only while some are pending.
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def _start(self) -> None:
         async with self._lock:
@@ -48,9 +55,20 @@ class Publisher:
                                                               pending_bytes_limit=0)
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._pending.pop(msg.subject[len(self._prefix):], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        pending = self._pending.pop(msg.subject[len(self._prefix):], None)
+        if pending is not None and not pending[0].done():
+            pending[0].set_result(msg)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            now = loop.time()
+            for token, (future, deadline) in list(self._pending.items()):
+                if deadline <= now:
+                    del self._pending[token]
+                    if not future.done():
+                        future.set_exception(nats.errors.TimeoutError())
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None,
                       timeout: float = ACK_TIMEOUT) -> int:
@@ -65,21 +83,21 @@ class Publisher:
         token = str(next(self._counter))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
-        self._pending[token] = future
-        expire = loop.call_later(timeout, _expire, future)
+        self._pending[token] = (future, loop.time() + timeout)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep())
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
             reply = await future
         finally:
-            expire.cancel()
             self._pending.pop(token, None)
+            if not self._pending and self._sweeper is not None:
+                self._sweeper.cancel()
+                self._sweeper = None
         data = reply.data
-        start = data.find(_SEQ)
-        if start > 0 and b'"error"' not in data:
-            end = start + len(_SEQ)
-            while end < len(data) and data[end] in b"0123456789 ":
-                end += 1
-            return int(data[start + len(_SEQ):end])
+        found = _SEQ.search(data)
+        if found is not None and b'"error"' not in data:
+            return int(found.group(1))
         if not data and reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
             raise nats.js.errors.NoStreamResponseError
         response = json.loads(data)
@@ -98,8 +116,3 @@ def publisher_for(js: JetStreamContext) -> Publisher:
         publisher = Publisher(nc)
         nc._orch_publisher = publisher  # type: ignore[attr-defined]
     return publisher
-
-
-def _expire(future: asyncio.Future[Msg]) -> None:
-    if not future.done():
-        future.set_exception(nats.errors.TimeoutError())

@@ -27,6 +27,8 @@ NO_TASK = "_"
 
 def _need(**names: str) -> None:
     """Reject empty names: they would make an invalid key such as ``a..b``."""
+    if all(names.values()):
+        return
     for role, value in names.items():
         if not value:
             raise InvalidArgument(f"{role} name is required")
