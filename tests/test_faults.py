@@ -66,7 +66,8 @@ def assert_nothing_lost_or_duplicated(suite: Suite, domain: str, solution: str) 
 
 
 def test_dispatcher_killed_repeatedly_during_a_deploy(suite: Suite) -> None:
-    suite.apply(chain("crash", [20, 100, 180], parameters={"sim_latency_ms": 10}))
+    # Five tiers at 150 ms per operation: at least 2.5 s of staged work, whatever the engine's speed.
+    suite.apply(chain("crash", [20, 60, 80, 80, 60], parameters={"sim_latency_ms": 150}))
     task = json.loads(suite.ok("solution", "deploy", "crash", "app", "V1", "-o", "json"))["task"]
     rng = random.Random(7)
     kills = 0

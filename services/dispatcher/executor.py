@@ -41,6 +41,8 @@ log = logging.getLogger("dispatcher.run")
 _tracer = telemetry.tracer("dispatcher")
 S = pb.TaskStatus
 MAX_LINK_LOSSES = 50
+# Instances set going per turn of the event loop when a run starts.
+START_SLICE = 64
 # Transitions that tell a controller the endpoints of the instance's siblings.
 SIBLING_AWARE = (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE)
 
@@ -142,15 +144,17 @@ class Run:
         # New and changed instance records are stored alongside the first
         # operations instead of before all of them (each instance's own first
         # operation waits for its record).
-        saving = []
-        for slot in self.state.instances.values():
-            if slot.unsaved:
-                slot.saving = asyncio.ensure_future(self._store(slot))
-                saving.append(slot.saving)
+        saving: list[asyncio.Future[None]] = []
         try:
-            for slot in list(self.state.instances.values()):
+            # In slices, letting the first operations out while the rest are set up.
+            for count, slot in enumerate(list(self.state.instances.values()), 1):
+                if slot.unsaved:
+                    slot.saving = asyncio.ensure_future(self._store(slot))
+                    saving.append(slot.saving)
                 if slot.path:
                     self._schedule(slot)
+                if count % START_SLICE == 0:
+                    await asyncio.sleep(0)
             for cluster in list(self.state.clusters.values()):
                 if cluster.busy == 0:
                     await self._cluster_settled(cluster)
@@ -517,12 +521,11 @@ class Run:
 
     def _attach_task(self, slot: InstanceSlot, cluster: ClusterSlot) -> None:
         """Give an instance its task (and its cluster and element theirs), made once per tree."""
-        root = self.book.root
-        element_task = self.book.ensure(root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
-        cluster_task = self.book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,
-                                        element=slot.element, cluster=slot.cluster)
-        cluster.task = cluster_task.uuid
-        slot.task = self.book.ensure(cluster_task.uuid, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
+        if not cluster.task:
+            element_task = self.book.ensure(self.book.root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
+            cluster.task = self.book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,
+                                            element=slot.element, cluster=slot.cluster).uuid
+        slot.task = self.book.ensure(cluster.task, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
                                      lazy=True, element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
                                      state=slot.record.target).uuid
 
