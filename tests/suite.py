@@ -125,6 +125,8 @@ class Suite:
                 found["dispatcher"] = pid
             elif "-m monitor" in line:
                 found["monitor"] = pid
+            elif "-m controllers.process" in line:
+                found["process"] = pid
             elif "-m controllers.sim" in line:
                 replica = line.split("--replica ", 1)[1].split()[0]
                 found[replica] = pid

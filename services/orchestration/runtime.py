@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import asyncio
+import gc
 import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -36,8 +37,17 @@ def service_process(name: str, metrics_addr: str = "") -> Iterator[None]:
         telemetry.shutdown()
 
 
+# Thresholds of the cyclic garbage collector. Reference counting frees almost
+# everything a service allocates; with the default (700, 10, 10) the collector
+# still walked a run's live state (tens of thousands of objects) thousands of
+# times: 16 % of the dispatcher's CPU at 10,000 instances, 1 % with these.
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine, on uvloop where it is installed (faster I/O)."""
+    gc.freeze()  # what start-up made (modules, generated code) lives as long as the process
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
