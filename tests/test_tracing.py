@@ -152,3 +152,27 @@ print(sorted(t.name for t in threading.enumerate()), "opentelemetry.exporter.otl
     assert exporting.returncode == 0, exporting.stderr
     assert exporting.stdout.strip().endswith("True") and "MainThread" in exporting.stdout
     assert exporting.stdout.count("'") > 2, "an exporter thread runs when an endpoint is set"
+
+
+@pytest.mark.parametrize("value", [
+    "", "garbage", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319z-b7ad6b7169203331-01",
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+])
+def test_a_malformed_traceparent_names_no_context(value: str) -> None:
+    from orchestration import telemetry
+
+    assert telemetry.context_of(value) is None
+
+
+def test_a_traceparent_names_its_remote_parent_as_the_propagator_reads_it() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from orchestration import telemetry
+
+    for value in ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"):
+        ours = trace.get_current_span(telemetry.context_of(value)).get_span_context()
+        theirs = trace.get_current_span(TraceContextTextMapPropagator().extract({"traceparent": value})).get_span_context()
+        assert (ours.trace_id, ours.span_id, ours.trace_flags, ours.is_remote) == \
+            (theirs.trace_id, theirs.span_id, theirs.trace_flags, theirs.is_remote)

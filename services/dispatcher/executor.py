@@ -345,15 +345,10 @@ class Run:
 
     def _operation_span(self, name: str, slot: InstanceSlot, operation_id: str) -> AbstractContextManager[Span]:
         """The current span while an operation runs: its own, a child of its
-        instance task's; or, when nothing is recorded (no exporter), the task's
-        span itself, whose ids reach the logs and the controller just as well."""
-        task_span = self.book.span_of(slot.task)
-        if not task_span.is_recording():
-            return trace.use_span(task_span, end_on_exit=False)
-        return _tracer.start_as_current_span(
-            f"{name} {slot.record.uuid}", context=trace.set_span_in_context(task_span), kind=SpanKind.CLIENT,
-            attributes={"orch.transition": name, "orch.operation_id": operation_id, "orch.instance": slot.record.uuid,
-                        "orch.task_id": slot.task},
+        instance task's (or that task's span when nothing is recorded)."""
+        return telemetry.hot_span(
+            _tracer, f"{name} {slot.record.uuid}", trace.set_span_in_context(self.book.span_of(slot.task)), SpanKind.CLIENT,
+            {"orch.transition": name, "orch.operation_id": operation_id, "orch.instance": slot.record.uuid, "orch.task_id": slot.task},
         )
 
     async def _send(self, cluster: ClusterSlot, operation: cpb.Operation, views: Views) -> cpb.OperationResult:

@@ -56,16 +56,13 @@ async def execute(controller: Controller, operation: pb.Operation, logger: loggi
     """Run one operation of `controller` and report how it ended; never raises
     (except CancelledError when the caller itself is cancelled).
 
-    Each operation is a span, a child of the dispatcher's span for it."""
+    Each operation is a span, a child of the dispatcher's span for it (when spans are recorded)."""
     name = TRANSITION_NAMES.get(operation.transition, "operation")
     parent = telemetry.context_of(operation.traceparent)
     started = time.perf_counter()
-    with _tracer.start_as_current_span(f"{name} {operation.instance.uuid}", context=parent, kind=SpanKind.SERVER) as span:
-        span.set_attribute("orch.operation_id", operation.operation_id)
-        span.set_attribute("orch.transition", name)
-        span.set_attribute("orch.instance", operation.instance.uuid)
-        span.set_attribute("orch.element", operation.instance.element)
-        span.set_attribute("orch.cluster", operation.instance.cluster)
+    attributes = {"orch.operation_id": operation.operation_id, "orch.transition": name, "orch.instance": operation.instance.uuid,
+                  "orch.element": operation.instance.element, "orch.cluster": operation.instance.cluster}
+    with telemetry.hot_span(_tracer, f"{name} {operation.instance.uuid}", parent, SpanKind.SERVER, attributes) as span:
         result = await _execute(controller, operation, logger, views)
         if result.outcome != OK:
             telemetry.fail(span, result.message)
