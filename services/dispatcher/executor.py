@@ -219,7 +219,7 @@ class Run:
         if self.inflight >= self.ctx.settings.concurrency:
             self.ready.append(slot.record.uuid)
             return
-        self._mutate(slot, lambda: setattr(slot, "inflight", True))
+        slot.inflight = True  # with work on its path the instance was busy already: no counter changes
         self.inflight += 1
         self.handling += 1
         op = asyncio.create_task(self._operate(slot))
@@ -234,37 +234,39 @@ class Run:
         """The operation to send, and the member lists it refers to."""
         record = slot.record
         views: Views = {}
-        providers = []
         for rel in cluster.record.relationships:
-            key = f"{rel.element}/{rel.version}"
             provider = self.state.clusters.get((rel.element, rel.version))
-            views[key] = self.state.endpoints(provider) if provider else ()
-            providers.append(cpb.Provider(
-                relationship=rel.name, type=rel.type, element=rel.element, cluster=rel.version,
-                configuration=rel.configuration, members=key,
-            ))
-        members = ""
+            views[f"{rel.element}/{rel.version}"] = self.state.endpoints(provider) if provider else ()
+        operation = cpb.Operation()
+        operation.CopyFrom(self._template(cluster))
         if transition in SIBLING_AWARE:
-            members = f"{slot.element}/{slot.cluster}"
-            views[members] = self.state.endpoints(cluster)
+            operation.members = f"{slot.element}/{slot.cluster}"
+            views[operation.members] = self.state.endpoints(cluster)
             slot.sent_siblings = self.state.others(cluster, slot)
-        name = TRANSITION_NAMES[transition]
-        operation = cpb.Operation(
-            operation_id=f"{record.uuid}-{record.sequence + 1}-{name}",
-            transition=transition,
-            instance=cpb.InstanceReference(
-                domain=self.domain, solution=self.solution, element=slot.element, cluster=slot.cluster,
-                uuid=record.uuid, component=cluster.component, component_version=slot.cluster,
-            ),
-            configuration=cluster.record.configuration,
-            parameters=cluster.parameters,
-            providers=providers,
-            members=members,
-            endpoint=record.endpoint,
-            attempt=slot.attempt,
-            deadline_unix_ms=int((time.time() + self._timeout_of(cluster)) * 1000),
-        )
+        operation.operation_id = f"{record.uuid}-{record.sequence + 1}-{TRANSITION_NAMES[transition]}"
+        operation.transition = transition
+        operation.instance.uuid = record.uuid
+        operation.endpoint = record.endpoint
+        operation.attempt = slot.attempt
+        operation.deadline_unix_ms = int((time.time() + self._timeout_of(cluster)) * 1000)
         return operation, views
+
+    def _template(self, cluster: ClusterSlot) -> cpb.Operation:
+        """What every operation of a cluster has in common (made once, copied per operation)."""
+        if cluster.template is None:
+            cluster.template = cpb.Operation(
+                instance=cpb.InstanceReference(
+                    domain=self.domain, solution=self.solution, element=cluster.element, cluster=cluster.record.version,
+                    component=cluster.component, component_version=cluster.record.version,
+                ),
+                configuration=cluster.record.configuration,
+                parameters=cluster.parameters,
+                providers=[cpb.Provider(
+                    relationship=rel.name, type=rel.type, element=rel.element, cluster=rel.version,
+                    configuration=rel.configuration, members=f"{rel.element}/{rel.version}",
+                ) for rel in cluster.record.relationships],
+            )
+        return cluster.template
 
     def _timeout_of(self, cluster: ClusterSlot) -> float:
         try:
@@ -333,7 +335,9 @@ class Run:
                 labelled(OPERATIONS, name, outcome).inc()
                 labelled(OPERATION_SECONDS, name).observe(time.perf_counter() - started)
                 self.inflight -= 1
-                if slot.record.uuid in self.state.instances:
+                if slot.path:
+                    slot.inflight = False  # still busy: no counter changes
+                elif slot.record.uuid in self.state.instances:
                     self._mutate(slot, lambda: setattr(slot, "inflight", False))
         if result.outcome == cpb.OUTCOME_OK:
             await self._succeeded(slot, cluster, transition, result)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestration.lifecycle import ACTIVE, INITIAL
+from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
 
@@ -80,6 +81,8 @@ class ClusterSlot:
     # at each of its operations.
     waiters: dict[str, set[str]] = field(default_factory=lambda: {"active": set(), "down": set(), "away": set()})
     task: str = ""
+    # What every operation of the cluster has in common (see Run._template).
+    template: cpb.Operation | None = None
     membership_changed: bool = False
     settling: bool = False
     # The live active members (uuid -> endpoint) and an order-free hash of who
