@@ -629,3 +629,39 @@ async def test_reset_model_empties_buckets_and_streams(repo: Repository, nc: Nat
         assert (await js.stream_info(stream)).state.messages == 0
     # Still usable afterwards.
     assert (await repo.apply_model(load_model("demo2.yaml"))).unchanged == []
+
+
+async def test_gather_bounded_keeps_order_and_bound_and_raises_after_all_finished() -> None:
+    running = peak = 0
+    finished: list[int] = []
+
+    async def call(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001 * (i % 3))
+        running -= 1
+        finished.append(i)
+        if i == 5:
+            raise ValueError("five")
+        return i * 2
+
+    assert await kvstore.gather_bounded((call(i) for i in range(20) if i != 5), limit=4) == [i * 2 for i in range(20) if i != 5]
+    assert peak == 4
+    finished.clear()
+    with pytest.raises(ValueError, match="five"):
+        await kvstore.gather_bounded((call(i) for i in range(20)), limit=4)
+    assert sorted(finished) == list(range(20)), "every call ran to its end"
+    assert await kvstore.gather_bounded([], limit=4) == []
+
+
+async def test_gather_bounded_of_many_calls_is_linear() -> None:
+    async def call(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert len(await kvstore.gather_bounded((call(i) for i in range(50_000)), limit=256)) == 50_000
+    # A semaphore's wake-ups made this quadratic (tens of seconds); linear, it takes well under a second.
+    assert loop.time() - started < 20

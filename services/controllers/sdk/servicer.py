@@ -16,6 +16,7 @@ from controllers.sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
 from controllers.sdk.errors import Permanent
 from controllers.sdk.executor import execute, permanent
 from orchestration.errors import FailedPrecondition, InvalidArgument, Unavailable
+from orchestration.kvstore import gather_bounded
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 from orchestration.v1.model_pb2 import Transition
@@ -112,18 +113,15 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         """All statuses in one answer; fails as a whole rather than report a
         guess, since "unknown" would make the monitor recreate the instance."""
-        slots = asyncio.Semaphore(self._concurrency)
-
         async def one(ref: pb.InstanceReference) -> InstanceState:
-            async with slots:
-                try:
-                    return await self.controller.status(instance_ref(ref))
-                except Permanent as err:
-                    raise FailedPrecondition(f"status of instance {ref.uuid}: {err.message}") from err
-                except Exception as err:  # noqa: BLE001 - reported as a status code
-                    raise Unavailable(f"status of instance {ref.uuid} failed: {type(err).__name__}: {err}") from err
+            try:
+                return await self.controller.status(instance_ref(ref))
+            except Permanent as err:
+                raise FailedPrecondition(f"status of instance {ref.uuid}: {err.message}") from err
+            except Exception as err:  # noqa: BLE001 - reported as a status code
+                raise Unavailable(f"status of instance {ref.uuid} failed: {type(err).__name__}: {err}") from err
 
-        states = await asyncio.gather(*(one(ref) for ref in request.instances))
+        states = await gather_bounded((one(ref) for ref in request.instances), self._concurrency)
         return pb.StatusResponse(
             statuses=[instance_status(ref.uuid, s) for ref, s in zip(request.instances, states, strict=True)]
         )
