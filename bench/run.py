@@ -209,6 +209,9 @@ def main() -> None:
         if r.monitor_poll_s:
             print(f"monitor poll of {r.instances} instances: {r.monitor_poll_s:.2f}s (monitor CPU while waiting for it: {r.monitor_poll_cpu_s:.2f}s)")
     summary: dict[str, object] = {"results": [asdict(r) for r in results]}
+    first = statistics.median(r.first_operation_ms for r in results)
+    summary["first_operation_median_ms"] = first
+    print(f"request to first operation, median of the runs: {first:.0f} ms")
     for shape in args.shapes.split(","):
         pair = {r.instances: r.accepted_to_active_s for r in results if r.shape == shape and not r.latency_ms}
         if 1000 in pair and 10000 in pair:

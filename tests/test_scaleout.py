@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -61,6 +62,9 @@ class Cluster:
                 proc.wait()
         for log in self.logs:
             log.close()
+
+
+T = TypeVar("T")
 
 
 def nats_node(cluster: Cluster, index: int, ports: list[int], routes: list[int]) -> None:
@@ -112,6 +116,19 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
         found.stop()
 
 
+def retried(call: Callable[[], T], seconds: float = 90) -> T:
+    """A read as a careful client makes it: UNAVAILABLE means "try again in a
+    moment" (right after a node dies, NATS may not have moved its consumers yet)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def ops(path: Path) -> list[dict]:
     import json
 
@@ -157,8 +174,8 @@ def test_deploy_survives_a_nats_node_and_a_dispatcher_killed(cluster: tuple[Clus
             creates[op["instance"]].add(op["operation_id"])
     uuids = set()
     for name in names:
-        solution = solutions.RetrieveSolution(gw.RetrieveSolutionRequest(domain="scale", solution=name), metadata=metadata,
-                                              timeout=30).solution
+        solution = retried(lambda: solutions.RetrieveSolution(gw.RetrieveSolutionRequest(domain="scale", solution=name),
+                                                              metadata=metadata, timeout=30)).solution
         instances = [i for e in solution.elements for c in e.clusters for i in c.instances]
         assert len(instances) == 50 and all(i.state == pb.STATE_ACTIVE for i in instances)
         uuids |= {i.uuid for i in instances}
