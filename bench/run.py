@@ -78,15 +78,15 @@ class Result:
     monitor_poll_cpu_s: float = 0.0
 
 
-async def monitor_poll(url: str, instances: int, timeout: float = 60) -> float:
-    """Duration of the monitor's first poll that saw every instance."""
+async def monitor_poll(url: str, instances: int, after_ns: int, timeout: float = 60) -> float:
+    """Duration of the monitor's first poll that started after `after_ns` and saw every instance."""
     nc = await nats.connect(url)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 figures = json.loads((await nc.request("orch.monitor.figures", b"", timeout=2)).data)
-                if figures.get("instances") == instances:
+                if figures.get("instances") == instances and figures.get("time", 0) >= after_ns:
                     return float(figures["duration_seconds"])
             except Exception:  # noqa: BLE001 - no poll yet
                 pass
@@ -140,7 +140,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
             poll = poll_cpu = 0.0
             if shape == "flat" and n >= 10000 and not latency_ms:
                 monitor_cpu = cpu_seconds(pids["monitor"])
-                poll = asyncio.run(monitor_poll(url, n))
+                poll = asyncio.run(monitor_poll(url, n, int(finished * 1e9)))
                 poll_cpu = cpu_seconds(pids["monitor"]) - monitor_cpu
             rss = {name: round(peak_rss_mb(pid), 1) for name, pid in pids.items()}
             ops = suite.ops("app")

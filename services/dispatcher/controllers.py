@@ -189,10 +189,11 @@ class ControllerPool:
         self._watch: Subscription | None = None
 
     async def start(self) -> None:
+        # A replica that registers is linked at once, not at the next periodic
+        # refresh (watching from before the first read: nothing falls in between).
+        self._watch = await self.bucket.on_change(self._registration_changed)
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="controller pool")
-        # A replica that registers is linked at once, not at the next periodic refresh.
-        self._watch = await self.bucket.on_change(self._registration_changed)
 
     async def _registration_changed(self, key: str) -> None:
         if not any(registration_key(r.name, replica) == key for replica, r in self.registered.items()):
