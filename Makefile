@@ -6,7 +6,7 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup generate run test test-faults bench lint-proto clean
+.PHONY: setup generate run test test-faults bench lint-proto typecheck clean
 
 setup: $(VENV)/.installed $(GEN_STAMP)
 
@@ -31,7 +31,10 @@ run: setup
 lint-proto: setup
 	$(BIN)/buf lint
 
-test: setup lint-proto
+typecheck: setup
+	cd services && ../$(BIN)/mypy
+
+test: setup lint-proto typecheck
 	$(BIN)/python -m pytest -q
 
 # The fault-injection tests alone (they also run in `make test`).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -70,7 +71,7 @@ class Run:
         self.handling = 0  # operations whose outcome is still being recorded
         self.retrying = 0  # instances waiting out a retry back-off
         self.stopping = ""  # why no new operations start ("" while running)
-        self.final_status = S.TASK_STATUS_COMPLETED
+        self.final_status: pb.TaskStatus = S.TASK_STATUS_COMPLETED
         self.terminated: set[str] = set()
         self.lost = False
         self._idle = asyncio.Event()
@@ -112,16 +113,16 @@ class Run:
                 element=element_name, record=record.cluster, revision=record.revision, component=component_name,
                 controller=component.controller if component else "", parameters=designs.get((element_name, version), {}),
             ))
-        for uuid, record in records.instances.items():
-            if (record.element, record.cluster) not in self.state.clusters:
+        for uuid, stored in records.instances.items():
+            if (stored.element, stored.cluster) not in self.state.clusters:
                 continue
-            if record.instance.remove and (record.instance.state or INITIAL) == INITIAL:
+            if stored.instance.remove and (stored.instance.state or INITIAL) == INITIAL:
                 # Torn down already (or never made): only the record is left to go.
-                if record.revision is not None:
-                    await repo.delete_instance(self.domain, self.solution, record.element, record.cluster, uuid, record.revision)
+                if stored.revision is not None:
+                    await repo.delete_instance(self.domain, self.solution, stored.element, stored.cluster, uuid, stored.revision)
                 continue
-            slot = InstanceSlot(record.element, record.cluster, record.instance, record.revision, unsaved=uuid in intent.unsaved)
-            slot.path = instance_work(record.instance, self.state.clusters[slot.key].record)
+            slot = InstanceSlot(stored.element, stored.cluster, stored.instance, stored.revision, unsaved=uuid in intent.unsaved)
+            slot.path = instance_work(stored.instance, self.state.clusters[slot.key].record)
             self.state.add_instance(slot)
         # Changed records with nothing to do are stored now; the others before their first operation.
         idle = [slot for slot in self.state.instances.values() if slot.unsaved and not slot.path]
@@ -174,7 +175,7 @@ class Run:
     def _timeout(self) -> None:
         self._stop(f"task tree exceeded its deadline of {self.ctx.settings.task_timeout:.0f}s", S.TASK_STATUS_TIMEOUT)
 
-    def _stop(self, reason: str, status: int) -> None:
+    def _stop(self, reason: str, status: pb.TaskStatus) -> None:
         if not self.stopping:
             self.stopping = reason
             self.final_status = status
@@ -230,7 +231,7 @@ class Run:
         """Apply a change to an instance (see SolutionState.update)."""
         self.state.update(slot, change)
 
-    def _operation(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int) -> tuple[cpb.Operation, Views]:
+    def _operation(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition) -> tuple[cpb.Operation, Views]:
         """The operation to send, and the member lists it refers to."""
         record = slot.record
         views: Views = {}
@@ -387,7 +388,7 @@ class Run:
 
         await persist(write, lambda: self.lost)
 
-    async def _succeeded(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int, result: cpb.OperationResult) -> None:
+    async def _succeeded(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition, result: cpb.OperationResult) -> None:
         def apply() -> None:
             record = slot.record
             record.state = next_state(record.state or INITIAL, transition)
@@ -416,7 +417,7 @@ class Run:
         else:
             await self._store(slot)
 
-    async def _retry(self, slot: InstanceSlot, cluster: ClusterSlot, transition: int, message: str, delay: float | None) -> None:
+    async def _retry(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition, message: str, delay: float | None) -> None:
         attempts = self._attempts_of(cluster)
         if slot.attempt >= attempts:
             await self._fail(slot, f"{TRANSITION_NAMES[transition]} failed after {slot.attempt} attempts: {message}")
@@ -424,7 +425,11 @@ class Run:
         settings = self.ctx.settings
         if delay is None:
             delay = random.uniform(0, min(settings.backoff_max, settings.backoff_base * 2 ** (slot.attempt - 1)))
-        self._mutate(slot, lambda: (setattr(slot, "waiting", True), setattr(slot, "attempt", slot.attempt + 1)))
+        def wait() -> None:
+            slot.waiting = True
+            slot.attempt += 1
+
+        self._mutate(slot, wait)
         self.retrying += 1
         log.info("retrying %s of %s in %.2fs (attempt %d): %s", TRANSITION_NAMES[transition], slot.record.uuid, delay,
                  slot.attempt, message, extra={"instance": slot.record.uuid, "task_id": slot.task})
@@ -505,7 +510,7 @@ class Run:
                 for slot in stale:
                     if not slot.task:
                         self._attach_task(slot, cluster)
-                    self._mutate(slot, lambda s=slot: s.path.append(Transition.TRANSITION_RECONFIGURE))
+                    self._mutate(slot, functools.partial(slot.path.append, Transition.TRANSITION_RECONFIGURE))
                 await self.book.persist()
                 for slot in stale:
                     self._schedule(slot)
@@ -557,7 +562,7 @@ class Run:
     async def _roll_up(self) -> None:
         """Write cluster, element and solution states; delete what was removed."""
         repo = self.ctx.repo
-        by_element: dict[str, list[int]] = {}
+        by_element: dict[str, list[pb.State]] = {}
         for key, cluster in list(self.state.clusters.items()):
             states = [self.state.instances[u].record.state or INITIAL for u in cluster.members]
             rolled = _roll(states, cluster.record.target)
@@ -572,12 +577,12 @@ class Run:
                 cluster.revision = await repo.put_cluster(self.domain, self.solution, cluster.element, cluster.record, cluster.revision)
             by_element.setdefault(cluster.element, []).append(rolled)
         for element in await repo.list_elements(self.domain, self.solution):
-            states = by_element.get(element.value.name)
-            if states is None:
+            found = by_element.get(element.value.name)
+            if found is None:
                 if element.value.remove:
                     await repo.delete_element(self.domain, self.solution, element.value.name, element.revision)
                 continue
-            rolled = _roll(states, element.value.target)
+            rolled = _roll(found, element.value.target)
             if element.value.state != rolled:
                 element.value.state = rolled
                 await repo.put_element(self.domain, self.solution, element.value, element.revision)
@@ -591,7 +596,7 @@ class Run:
             await repo.put_solution_header(self.domain, header.value, header.revision)
 
 
-def _roll(states: list[int], target: int) -> int:
+def _roll(states: list[pb.State], target: pb.State) -> pb.State:
     """One state for a group: failure if any failed, else the common state
     (or the lowest one while they differ)."""
     if not states:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
@@ -73,7 +74,7 @@ class Dispatcher:
         self.runs: dict[str, ActiveRun] = {}
         self.server: Server | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._nc = None
+        self._nc: Client | None = None
 
     @property
     def port(self) -> int:
@@ -81,8 +82,8 @@ class Dispatcher:
         return self.server.port
 
     async def start(self) -> None:
-        self._nc = await connect(self.settings.nats_url, f"dispatcher {self.settings.replica}", self._nats_state)
-        js = self._nc.jetstream()
+        self._nc = nc = await connect(self.settings.nats_url, f"dispatcher {self.settings.replica}", self._nats_state)
+        js = nc.jetstream()
         self.js = js
         self.repo = Repository(js, self.subjects)
         await self.repo.open()

@@ -40,7 +40,7 @@ class InstanceSlot:
     revision: int | None  # None: not stored yet
     unsaved: bool = False  # the record (new or changed intent) is still to be written
     saving: asyncio.Future[None] | None = None  # that write, while it runs
-    path: list[int] = field(default_factory=list)
+    path: list[Transition] = field(default_factory=list)
     inflight: bool = False
     waiting: bool = False  # queued for a retry back-off
     attempt: int = 1

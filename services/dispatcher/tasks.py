@@ -84,7 +84,7 @@ class TaskBook:
     def root_task(self) -> pb.Task:
         return self.tasks[self.root]
 
-    def ensure(self, parent: str, kind: int, *names: str, lazy: bool = False, **fields: object) -> pb.Task:
+    def ensure(self, parent: str, kind: pb.TaskType, *names: str, lazy: bool = False, **fields: object) -> pb.Task:
         """The subtask of parent for names, made (not yet stored) if it is new.
 
         A lazy task is not stored by persist() but by its first status change:
@@ -147,6 +147,7 @@ class TaskBook:
         if span is not None:
             return span
         task = self.tasks[uuid]
+        parent: otel_context.Context | None
         if task.parent and task.parent in self.tasks:
             parent = trace.set_span_in_context(self.span_of(task.parent))
         else:
@@ -177,7 +178,7 @@ class TaskBook:
     def finished(self, uuid: str) -> bool:
         return self.tasks[uuid].status in FINISHED
 
-    async def set_status(self, uuid: str, status: int, error: str = "", comment: str = "") -> None:
+    async def set_status(self, uuid: str, status: pb.TaskStatus, error: str = "", comment: str = "") -> None:
         """Change a task's status, store it and record its event."""
         task = self.tasks[uuid]
         if task.status == status or task.status in FINISHED:
@@ -197,7 +198,7 @@ class TaskBook:
         finally:
             await recording
 
-    def progress(self, uuid: str, transition: int, phase: int, state: int) -> Awaitable[None] | None:
+    def progress(self, uuid: str, transition: pb.Transition, phase: int, state: pb.State) -> Awaitable[None] | None:
         """A task starts its next transition. The first one makes it (and the
         cluster and element tasks above it) executing, with an event each: the
         writes to await (None when there are none). Later ones are kept in the

@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from gateway.api.automation import AutomationServicer
 from gateway.api.solutions import SolutionServicer
@@ -50,7 +51,7 @@ class Bus:
             "terminate": (gw.TerminateTaskRequest, automation.TerminateTask),
             "task": (gw.RetrieveTaskRequest, automation.RetrieveTask),
         }
-        self._subscription = None
+        self._subscription: Subscription | None = None
         self.tracer = telemetry.tracer("gateway.bus")
 
     async def start(self) -> None:

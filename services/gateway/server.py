@@ -13,6 +13,8 @@ from gateway.bus import Bus
 from gateway.api.catalog import ArchitectureServicer, CatalogServicer
 from gateway.api.solutions import SolutionServicer
 from orchestration.grpcserver import Server
+from nats.aio.client import Client
+
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
 from orchestration.runtime import serve_until_signalled
@@ -42,7 +44,7 @@ class Gateway:
         self.settings = settings
         self.server: Server | None = None
         self.bus: Bus | None = None
-        self._nc = None
+        self._nc: Client | None = None
 
     @property
     def port(self) -> int:
@@ -50,9 +52,9 @@ class Gateway:
         return self.server.port
 
     async def start(self) -> None:
-        self._nc = await connect(self.settings.nats_url, "gateway", self._nats_state)
+        self._nc = nc = await connect(self.settings.nats_url, "gateway", self._nats_state)
         subjects = Subjects(self.settings.prefix)
-        js = self._nc.jetstream()
+        js = nc.jetstream()
         repo = Repository(js, subjects)
         await repo.open()
         server = Server(self.settings.address, self.settings.token, SERVICE_NAMES, self.settings.tls)
@@ -60,12 +62,12 @@ class Gateway:
         gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
         channel = Channel(repo, js, subjects)
-        feeds = Feeds(self._nc, subjects)
+        feeds = Feeds(nc, subjects)
         solutions = SolutionServicer(repo, channel, feeds)
         automation = AutomationServicer(repo, feeds)
         gw_grpc.add_SolutionServiceServicer_to_server(solutions, server.grpc)
         gw_grpc.add_AutomationServiceServicer_to_server(automation, server.grpc)
-        self.bus = Bus(self._nc, subjects, solutions, automation)
+        self.bus = Bus(nc, subjects, solutions, automation)
         await self.bus.start()
         await server.start()
         await server.set_serving(True)

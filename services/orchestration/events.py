@@ -29,7 +29,7 @@ def task_status_name(value: int) -> str:
     return pb.TaskStatus.Name(value).removeprefix("TASK_STATUS_").lower()
 
 
-def new_event(task: pb.Task, kind: int, comment: str = "", source: str = "") -> pb.Event:
+def new_event(task: pb.Task, kind: pb.EventType, comment: str = "", source: str = "") -> pb.Event:
     """An event of `task` happening now."""
     return pb.Event(
         uuid=str(uuidlib.uuid4()), domain=task.domain, task=task.uuid, type=kind,

@@ -12,10 +12,10 @@ INACTIVE = State.STATE_INACTIVE
 ACTIVE = State.STATE_ACTIVE
 FAILURE = State.STATE_FAILURE
 
-STATE_NAMES = {INITIAL: "initial", INACTIVE: "inactive", ACTIVE: "active", FAILURE: "failure"}
-STATES_BY_NAME = {v: k for k, v in STATE_NAMES.items()}
+STATE_NAMES: dict[int, str] = {INITIAL: "initial", INACTIVE: "inactive", ACTIVE: "active", FAILURE: "failure"}
+STATES_BY_NAME: dict[str, State] = {"initial": INITIAL, "inactive": INACTIVE, "active": ACTIVE, "failure": FAILURE}
 
-TRANSITION_NAMES = {
+TRANSITION_NAMES: dict[int, str] = {
     Transition.TRANSITION_CREATE: "create",
     Transition.TRANSITION_CONFIGURE: "configure",
     Transition.TRANSITION_START: "start",
@@ -24,10 +24,10 @@ TRANSITION_NAMES = {
     Transition.TRANSITION_DESTROY: "destroy",
     Transition.TRANSITION_RESET: "reset",
 }
-TRANSITIONS_BY_NAME = {v: k for k, v in TRANSITION_NAMES.items()}
+TRANSITIONS_BY_NAME: dict[str, Transition] = {name: Transition.Value("TRANSITION_" + name.upper()) for name in TRANSITION_NAMES.values()}
 
 # transition -> (from, to)
-EDGES: dict[int, tuple[int, int]] = {
+EDGES: dict[Transition, tuple[State, State]] = {
     Transition.TRANSITION_CREATE: (INITIAL, INACTIVE),
     Transition.TRANSITION_CONFIGURE: (INACTIVE, INACTIVE),
     Transition.TRANSITION_START: (INACTIVE, ACTIVE),
@@ -43,7 +43,7 @@ def state_name(state: int) -> str:
     return STATE_NAMES.get(state, "")
 
 
-def next_state(state: int, transition: int) -> int:
+def next_state(state: int, transition: Transition) -> State:
     """State reached by applying transition in state; ValueError if not allowed."""
     source, target = EDGES[transition]
     if source != state:
@@ -51,7 +51,7 @@ def next_state(state: int, transition: int) -> int:
     return target
 
 
-def plan_transitions(current: int, target: int) -> list[int]:
+def plan_transitions(current: int, target: int) -> list[Transition]:
     """The transitions from current to target state.
 
     Initial to active is create, configure, start (a created instance is always
@@ -64,7 +64,7 @@ def plan_transitions(current: int, target: int) -> list[int]:
     if target == FAILURE:
         raise ValueError("failure is not a target state")
     # Breadth-first over the state-changing edges; configure is added after create.
-    queue: deque[tuple[int, list[int]]] = deque([(current, [])])
+    queue: deque[tuple[int, list[Transition]]] = deque([(current, [])])
     seen = {current}
     while queue:
         state, path = queue.popleft()

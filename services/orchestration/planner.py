@@ -73,8 +73,11 @@ def desired_solution(domain: str, solution: str, architecture: pb.Architecture, 
     return result
 
 
+_RANKS: dict[int, int] = {INITIAL: 0, INACTIVE: 1, ACTIVE: 2}
+
+
 def _rank(state: int) -> int:
-    return {INITIAL: 0, INACTIVE: 1, ACTIVE: 2}.get(state, 0)
+    return _RANKS.get(state, 0)
 
 
 def cluster_digest(cluster: pb.Cluster) -> str:
@@ -160,7 +163,7 @@ def teardown(current: pb.Solution) -> pb.Solution:
     return result
 
 
-def set_cluster(current: pb.Solution, element: str, version: str, size: int | None, state: int,
+def set_cluster(current: pb.Solution, element: str, version: str, size: int | None, state: pb.State,
                 new_uuid: Callable[[], str] = lambda: str(uuidlib.uuid4())) -> pb.Solution:
     """The solution with one cluster resized and/or sent to another state."""
     result = pb.Solution()
@@ -180,7 +183,7 @@ def set_cluster(current: pb.Solution, element: str, version: str, size: int | No
     return result
 
 
-def set_solution(current: pb.Solution, state: int) -> pb.Solution:
+def set_solution(current: pb.Solution, state: pb.State) -> pb.Solution:
     """The solution with every (remaining) cluster sent to a target state."""
     if state not in (INITIAL, INACTIVE, ACTIVE):
         raise InvalidArgument(f"state '{state_name(state)}' is not a target state (initial, inactive or active)")
@@ -199,7 +202,7 @@ def set_solution(current: pb.Solution, state: int) -> pb.Solution:
     return result
 
 
-def set_instance(current: pb.Solution, element: str, version: str, instance: str, state: int) -> pb.Solution:
+def set_instance(current: pb.Solution, element: str, version: str, instance: str, state: pb.State) -> pb.Solution:
     """The solution with one instance sent to another state."""
     if state not in (INITIAL, INACTIVE, ACTIVE):
         raise InvalidArgument(f"state '{state_name(state)}' is not a target state (initial, inactive or active)")
@@ -224,7 +227,7 @@ def find_cluster(solution: pb.Solution, element: str, version: str) -> pb.Cluste
     raise NotFound(f"element '{element}' not found in solution '{solution.name}'")
 
 
-def instance_work(instance: pb.Instance, cluster: pb.Cluster) -> list[int]:
+def instance_work(instance: pb.Instance, cluster: pb.Cluster) -> list[Transition]:
     """The transitions that bring an instance to its target with its
     cluster's current configuration applied."""
     state = instance.state or INITIAL
@@ -245,7 +248,7 @@ class Planned:
     element: str
     cluster: str
     instance: str
-    transition: int
+    transition: Transition
     waits_for: tuple[str, ...]
 
 
@@ -273,7 +276,7 @@ def plan(solution: pb.Solution) -> list[Planned]:
             if cluster.remove:
                 replacements = [c.version for c in element.clusters if not c.remove and c.target == ACTIVE]
                 stop_waits += tuple(f"cluster {element.name}/{v} active" for v in replacements)
-            waits = {
+            waits: dict[int, tuple[str, ...]] = {
                 Transition.TRANSITION_CREATE: ctx,
                 Transition.TRANSITION_START: svc,
                 Transition.TRANSITION_STOP: stop_waits,

@@ -17,7 +17,7 @@ from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 
 
-def new_request(kind: int, domain: str, solution: str, source: str, traceparent: str = "", **fields: object) -> rpb.Request:
+def new_request(kind: rpb.RequestKind, domain: str, solution: str, source: str, traceparent: str = "", **fields: object) -> rpb.Request:
     """A request with fresh ids for itself and its root task."""
     return rpb.Request(
         uuid=str(uuidlib.uuid4()), task=str(uuidlib.uuid4()), kind=kind, domain=domain, solution=solution,

@@ -11,6 +11,7 @@ from orchestration.leases import Leases
 from orchestration.repository import Repository
 from orchestration.requests import new_request, submit
 from orchestration.subjects import Subjects
+from orchestration.v1 import records_pb2 as rpb
 
 
 class Channel:
@@ -24,7 +25,7 @@ class Channel:
         self.source = source
         self.tracer = telemetry.tracer("gateway.channel")
 
-    async def submit(self, kind: int, domain: str, solution: str, **fields: object) -> str:
+    async def submit(self, kind: rpb.RequestKind, domain: str, solution: str, **fields: object) -> str:
         """Accept one request; returns its root task id (FailedPrecondition when the solution is busy).
 
         The request carries the trace context of a producer span (the NATS hop),

@@ -71,14 +71,14 @@ class Feeds:
                 await subscription.unsubscribe()
 
 
-def _state(name: str) -> int:
+def _state(name: str) -> pb.State:
     return pb.State.Value("STATE_" + name.upper()) if name else pb.STATE_UNSPECIFIED
 
 
 def status_response(fields: dict[str, object]) -> gw.WatchStatusResponse:
     """A status message of the bus as a gRPC response."""
     return gw.WatchStatusResponse(
-        time=int(fields.get("time", 0)), kind=str(fields.get("kind", "")), domain=str(fields.get("domain", "")),
+        time=int(str(fields.get("time", 0))), kind=str(fields.get("kind", "")), domain=str(fields.get("domain", "")),
         solution=str(fields.get("solution", "")), element=str(fields.get("element", "")),
         cluster=str(fields.get("cluster", "")), instance=str(fields.get("instance", "")),
         state=_state(str(fields.get("state", ""))), target=_state(str(fields.get("target", ""))),

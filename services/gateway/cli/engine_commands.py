@@ -160,7 +160,7 @@ def cluster_set(settings: Settings, domain: str, solution: str, element: str, cl
     """Resize a cluster and/or send it to another state."""
     gateway = settings.gateway()
     request = gw.UpdateClusterRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
-                                      state=STATES_BY_NAME[state] if state else 0)
+                                      state=STATES_BY_NAME[state] if state else pb.STATE_UNSPECIFIED)
     if size is not None:
         request.size = size
     task = gateway.call(gateway.solutions.UpdateCluster, request).task
