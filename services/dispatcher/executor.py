@@ -113,6 +113,7 @@ class Run:
                 element=element_name, record=record.cluster, revision=record.revision, component=component_name,
                 controller=component.controller if component else "", parameters=designs.get((element_name, version), {}),
             ))
+        digests = {key: cluster_digest(cluster.record) for key, cluster in self.state.clusters.items()}
         for uuid, stored in records.instances.items():
             if (stored.element, stored.cluster) not in self.state.clusters:
                 continue
@@ -122,7 +123,7 @@ class Run:
                     await repo.delete_instance(self.domain, self.solution, stored.element, stored.cluster, uuid, stored.revision)
                 continue
             slot = InstanceSlot(stored.element, stored.cluster, stored.instance, stored.revision, unsaved=uuid in intent.unsaved)
-            slot.path = instance_work(stored.instance, self.state.clusters[slot.key].record)
+            slot.path = instance_work(stored.instance, self.state.clusters[slot.key].record, digests[slot.key])
             self.state.add_instance(slot)
         # Changed records with nothing to do are stored now; the others before their first operation.
         idle = [slot for slot in self.state.instances.values() if slot.unsaved and not slot.path]

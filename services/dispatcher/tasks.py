@@ -25,6 +25,7 @@ from orchestration.v1 import model_pb2 as pb
 
 S = pb.TaskStatus
 _tracer = telemetry.tracer("dispatcher")
+_INITIAL = S.TASK_STATUS_INITIAL
 FINISHED = (S.TASK_STATUS_COMPLETED, S.TASK_STATUS_FAILED, S.TASK_STATUS_TIMEOUT, S.TASK_STATUS_TERMINATED)
 EVENT_OF_STATUS = {
     S.TASK_STATUS_EXECUTING: pb.EVENT_TYPE_EXECUTION,
@@ -98,7 +99,7 @@ class TaskBook:
         parent_task = self.tasks[parent]
         now = time.time_ns()
         task = pb.Task(
-            uuid=uuid, type=kind, parent=parent, status=S.TASK_STATUS_INITIAL, domain=parent_task.domain,
+            uuid=uuid, type=kind, parent=parent, status=_INITIAL, domain=parent_task.domain,
             solution=parent_task.solution, version=parent_task.version, request=parent_task.request,
             trace=parent_task.trace, created=now, updated=now, **fields,  # type: ignore[arg-type]
         )

@@ -3,6 +3,7 @@ planning of a path from one state to another. Pure: no I/O."""
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 
 from orchestration.v1.model_pb2 import State, Transition
@@ -57,6 +58,15 @@ def plan_transitions(current: int, target: int) -> list[Transition]:
     Initial to active is create, configure, start (a created instance is always
     configured before it starts). Unspecified current means initial.
     """
+    return list(_planned(current, target))
+
+
+@functools.lru_cache(maxsize=64)
+def _planned(current: int, target: int) -> tuple[Transition, ...]:
+    return tuple(_search(current, target))
+
+
+def _search(current: int, target: int) -> list[Transition]:
     if current == State.STATE_UNSPECIFIED:
         current = INITIAL
     if current == target:

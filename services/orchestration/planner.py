@@ -227,12 +227,15 @@ def find_cluster(solution: pb.Solution, element: str, version: str) -> pb.Cluste
     raise NotFound(f"element '{element}' not found in solution '{solution.name}'")
 
 
-def instance_work(instance: pb.Instance, cluster: pb.Cluster) -> list[Transition]:
+def instance_work(instance: pb.Instance, cluster: pb.Cluster, digest: str | None = None) -> list[Transition]:
     """The transitions that bring an instance to its target with its
-    cluster's current configuration applied."""
+    cluster's current configuration applied (`digest`: the cluster's
+    cluster_digest, when the caller has it already)."""
     state = instance.state or INITIAL
     path = plan_transitions(state, instance.target or INITIAL)
-    if instance.target in (INACTIVE, ACTIVE) and instance.applied != cluster_digest(cluster):
+    if digest is None:
+        digest = cluster_digest(cluster)
+    if instance.target in (INACTIVE, ACTIVE) and instance.applied != digest:
         if Transition.TRANSITION_CONFIGURE not in path:
             if state == ACTIVE and instance.target == ACTIVE:
                 path = [Transition.TRANSITION_RECONFIGURE]
