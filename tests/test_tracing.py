@@ -176,3 +176,19 @@ def test_a_traceparent_names_its_remote_parent_as_the_propagator_reads_it() -> N
         theirs = trace.get_current_span(TraceContextTextMapPropagator().extract({"traceparent": value})).get_span_context()
         assert (ours.trace_id, ours.span_id, ours.trace_flags, ours.is_remote) == \
             (theirs.trace_id, theirs.span_id, theirs.trace_flags, theirs.is_remote)
+
+
+def test_a_spans_traceparent_is_what_the_propagator_writes() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from orchestration import telemetry
+
+    for flags in (0, 1):
+        span = NonRecordingSpan(SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0x00F067AA0BA902B7, is_remote=False,
+                                            trace_flags=TraceFlags(flags)))
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
+        assert telemetry.traceparent(span) == carrier["traceparent"]
+    assert telemetry.traceparent(trace.INVALID_SPAN) == ""

@@ -17,9 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 _recording = False  # spans are recorded (an exporter is configured)
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -60,11 +58,11 @@ def tracer(name: str) -> trace.Tracer:
 
 
 def traceparent(span: Span | None = None) -> str:
-    """The W3C traceparent of a span (the current one by default)."""
-    carrier: dict[str, str] = {}
-    ctx = trace.set_span_in_context(span) if span is not None else None
-    _PROPAGATOR.inject(carrier, context=ctx)
-    return carrier.get("traceparent", "")
+    """The W3C traceparent of a span (the current one by default; "" when it has no valid ids)."""
+    context = (span if span is not None else trace.get_current_span()).get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def context_of(traceparent_value: str) -> otel_context.Context | None:
