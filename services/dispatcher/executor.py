@@ -146,13 +146,11 @@ class Run:
         # New and changed instance records are stored alongside the first
         # operations instead of before all of them (each instance's own first
         # operation waits for its record).
-        saving: list[asyncio.Future[None]] = []
         try:
             # In slices, letting the first operations out while the rest are set up.
             for count, slot in enumerate(list(self.state.instances.values()), 1):
                 if slot.unsaved:
                     slot.saving = asyncio.ensure_future(self._store(slot))
-                    saving.append(slot.saving)
                 if slot.path:
                     self._schedule(slot)
                 if count % START_SLICE == 0:
@@ -164,7 +162,8 @@ class Run:
             await self._idle.wait()
         finally:
             deadline.cancel()
-            await asyncio.gather(*saving, return_exceptions=True)
+            # Records of instances that never got to their first operation.
+            await asyncio.gather(*(s.saving for s in self.state.instances.values() if s.saving is not None), return_exceptions=True)
             if starting is not None:
                 await starting
         if self.lost:
@@ -299,6 +298,7 @@ class Run:
     async def _run_operation(self, slot: InstanceSlot) -> None:
         if slot.saving is not None:
             await slot.saving  # the intent of an instance is durable before its first operation
+            slot.saving = None
         cluster = self.state.clusters[slot.key]
         transition = slot.path[0]
         operation, views = self._operation(slot, cluster, transition)

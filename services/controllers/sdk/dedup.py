@@ -23,7 +23,9 @@ class OperationDeduplicator:
 
     def __init__(self, capacity: int = DEFAULT_CACHE_SIZE) -> None:
         self._capacity = capacity
-        self._done: OrderedDict[str, tuple[int, pb.OperationResult]] = OrderedDict()
+        # op id -> (attempt, outcome, serialized result): a serialized result
+        # takes a third of the memory of a message (tens of MB at 100,000).
+        self._done: OrderedDict[str, tuple[int, int, bytes]] = OrderedDict()
         self._running: dict[str, asyncio.Future[pb.OperationResult]] = {}
 
     def __len__(self) -> int:
@@ -34,11 +36,11 @@ class OperationDeduplicator:
         entry = self._done.get(operation.operation_id)
         if entry is None:
             return None
-        attempt, result = entry
-        if result.outcome == pb.Outcome.OUTCOME_RETRYABLE and max(1, operation.attempt) > attempt:
+        attempt, outcome, result = entry
+        if outcome == pb.Outcome.OUTCOME_RETRYABLE and max(1, operation.attempt) > attempt:
             return None
         self._done.move_to_end(operation.operation_id)
-        return result
+        return pb.OperationResult.FromString(result)
 
     async def run(
         self, operation: pb.Operation, run: Callable[[], Awaitable[pb.OperationResult]]
@@ -71,7 +73,7 @@ class OperationDeduplicator:
         return result
 
     def _remember(self, op_id: str, attempt: int, result: pb.OperationResult) -> None:
-        self._done[op_id] = (attempt, result)
+        self._done[op_id] = (attempt, result.outcome, result.SerializeToString())
         self._done.move_to_end(op_id)
         while len(self._done) > self._capacity:
             self._done.popitem(last=False)
