@@ -156,7 +156,7 @@ class TaskBook:
         kind = task_type_name(task.type)
         label = {"solution": task.solution, "element": task.element, "cluster": f"{task.element}/{task.cluster}",
                  "instance": task.instance}.get(kind, task.uuid)
-        span = _tracer.start_span(f"{kind} {label}", context=parent, attributes={
+        span = telemetry.child_span(_tracer, f"{kind} {label}", parent, {
             "orch.task_id": task.uuid, "orch.domain": task.domain, "orch.solution": task.solution,
             "orch.element": task.element, "orch.cluster": task.cluster, "orch.instance": task.instance,
         })

@@ -9,6 +9,7 @@ import json
 import time
 import uuid as uuidlib
 
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from nats.js import JetStreamContext
 
 from orchestration.publisher import publisher_for
@@ -17,16 +18,26 @@ from orchestration.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 
 
+def _names(enum: EnumTypeWrapper, prefix: str) -> dict[int, str]:
+    return {number: name.removeprefix(prefix).lower() for name, number in enum.items()}
+
+
+# Looked up on every status change: dictionaries, not enum reflection.
+_TASK_TYPES = _names(pb.TaskType, "TASK_TYPE_")
+_EVENT_TYPES = _names(pb.EventType, "EVENT_TYPE_")
+_TASK_STATUSES = _names(pb.TaskStatus, "TASK_STATUS_")
+
+
 def task_type_name(value: int) -> str:
-    return pb.TaskType.Name(value).removeprefix("TASK_TYPE_").lower()
+    return _TASK_TYPES.get(value) or pb.TaskType.Name(value)  # Name raises on an unknown value, as before
 
 
 def event_type_name(value: int) -> str:
-    return pb.EventType.Name(value).removeprefix("EVENT_TYPE_").lower()
+    return _EVENT_TYPES.get(value) or pb.EventType.Name(value)
 
 
 def task_status_name(value: int) -> str:
-    return pb.TaskStatus.Name(value).removeprefix("TASK_STATUS_").lower()
+    return _TASK_STATUSES.get(value) or pb.TaskStatus.Name(value)
 
 
 def new_event(task: pb.Task, kind: pb.EventType, comment: str = "", source: str = "") -> pb.Event:

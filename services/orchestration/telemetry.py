@@ -88,10 +88,28 @@ def hot_span(tracer: trace.Tracer, name: str, context: otel_context.Context | No
     parent itself, whose ids reach the logs and the next hop just as well,
     at a fraction of the cost."""
     parent = trace.get_current_span(context)
-    parent_context = parent.get_span_context()
-    if _recording and (not parent_context.is_valid or parent_context.trace_flags.sampled):
+    if _worth_a_span(parent):
         return tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes)
     return trace.use_span(parent, end_on_exit=False)
+
+
+def child_span(tracer: trace.Tracer, name: str, context: otel_context.Context | None,
+               attributes: dict[str, str] | None = None) -> Span:
+    """A started span for a long-lived unit of work (a task), or, under the
+    same rule as hot_span, its parent standing in for it (ending it then does nothing)."""
+    parent = trace.get_current_span(context)
+    if _worth_a_span(parent):
+        return tracer.start_span(name, context=context, attributes=attributes)
+    return parent
+
+
+def _worth_a_span(parent: Span) -> bool:
+    """A new span is made where spans are recorded (unless the parent was
+    sampled out), and wherever there are no ids to reuse yet."""
+    context = parent.get_span_context()
+    if not context.is_valid:
+        return True
+    return _recording and bool(context.trace_flags.sampled)
 
 
 def trace_id_of(traceparent_value: str) -> str:
