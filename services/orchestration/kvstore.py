@@ -60,9 +60,12 @@ class Entry:
 class Bucket:
     """One KV bucket: reads, compare-and-set writes, bulk reads and purges."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str, replicas: int = 1) -> None:
         self._js = js
         self._kv = kv
+        # On a replicated bucket the count a new consumer reports may come from
+        # a replica that lags: bulk reads then read until NATS says "no more".
+        self._replicated = replicas > 1
         self._publisher = publisher_for(js)
         self.name = name
         # The KV layout is fixed by the NATS KV specification (ADR-8).
@@ -178,9 +181,10 @@ class Bucket:
         return entries
 
     async def _pull(self, consumer: str, expected: int) -> list[Msg]:
-        """Pull `expected` messages from consumer (fewer if keys vanished meanwhile)."""
+        """Pull the consumer's messages: `expected` of them (fewer if keys
+        vanished meanwhile), or on a replicated bucket, all it has."""
         received: list[Msg] = []
-        if expected == 0:
+        if expected == 0 and not self._replicated:
             return received
         # nats-py exposes neither the connection nor the JetStream API prefix
         # (which differs under a JetStream domain) of a JetStreamContext.
@@ -202,19 +206,27 @@ class Bucket:
 
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * _SCAN_CHUNK)
+        deadline = loop.time() + _SCAN_TIMEOUT
         try:
-            while len(received) < expected:
-                batch = min(_SCAN_CHUNK, expected - len(received))
+            while len(received) < expected or self._replicated:
+                batch = min(_SCAN_CHUNK, expected - len(received)) if len(received) < expected else _SCAN_CHUNK
                 chunk_end = len(received) + batch
                 chunk_done = loop.create_future()
                 request = json.dumps({"batch": batch, "no_wait": True}).encode()
                 await nc.publish(next_subject, request, reply=inbox)
                 try:
-                    more = await asyncio.wait_for(chunk_done, _SCAN_TIMEOUT)
+                    more = await asyncio.wait_for(chunk_done, max(0.0, deadline - loop.time()))
                 except asyncio.TimeoutError as err:
                     raise Unavailable(f"reading bucket {self.name!r} timed out; is NATS overloaded?") from err
                 if not more:
-                    break
+                    # "No messages": the end, unless the consumer still holds some
+                    # (on a cluster, one not quite ready answers so too).
+                    info = await self._js.consumer_info(self.stream, consumer)
+                    if not info.num_pending:
+                        break
+                    if loop.time() > deadline:
+                        raise Unavailable(f"reading bucket {self.name!r} timed out; is NATS overloaded?")
+                    await asyncio.sleep(0.01)
         finally:
             await sub.unsubscribe()
         return received
@@ -288,7 +300,7 @@ async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Buc
         if err.err_code != _STREAM_NAME_IN_USE:
             raise
         kv = await js.key_value(name)
-    return Bucket(js, kv, name)
+    return Bucket(js, kv, name, replicas)
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
