@@ -96,6 +96,22 @@ async def monitor_poll(url: str, instances: int, after_ns: int, timeout: float =
         await nc.close()
 
 
+async def controllers_registered(url: str, count: int, timeout: float = 60) -> None:
+    """Wait until `count` controller replicas have registered: the suite is up
+    (a deploy sent earlier would measure their start-up, not the engine)."""
+    nc = await nats.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = await nc.jetstream().stream_info("KV_orch_controllers", subjects_filter=">")
+            if len(info.state.subjects or {}) >= count:
+                return
+            await asyncio.sleep(0.1)
+        raise SystemExit(f"fewer than {count} controllers registered after {timeout:.0f}s")
+    finally:
+        await nc.close()
+
+
 async def root_done(url: str, task: str, timeout: float) -> int:
     """Wait for the completion (or failure) event of a root task; its time (ns)."""
     nc = await nats.connect(url)
@@ -132,6 +148,8 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
         with running_suite(Path(home), "--monitor-interval", "5") as suite:
             url = json.loads(suite.ok("info", "-o", "json"))["nats_url"]
             suite.apply(model(shape, n, {"sim_latency_ms": latency_ms} if latency_ms else None))
+            asyncio.run(controllers_registered(url, 2))  # the sim and the process controller
+            time.sleep(1.0)  # and the suite settled after its start-up
             pids = suite.services()
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             request = gw.DeploySolutionRequest(domain="bench", architecture="app", version="V1")
