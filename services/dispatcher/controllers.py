@@ -197,7 +197,13 @@ class ControllerPool:
 
     async def _registration_changed(self, key: str) -> None:
         if not any(registration_key(r.name, replica) == key for replica, r in self.registered.items()):
-            asyncio.ensure_future(self.refresh())
+            asyncio.ensure_future(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # noqa: BLE001 - NATS may be away; the periodic refresh tries again
+            log.debug("refreshing controller registrations failed", exc_info=True)
 
     async def stop(self) -> None:
         if self._watch is not None:
