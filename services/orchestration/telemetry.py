@@ -1,10 +1,11 @@
 """Tracing for every service: one OpenTelemetry trace per request, carried
 as W3C ``traceparent`` in gRPC metadata, NATS headers and operations.
 
-Spans are always made (their ids go into logs and task records), but they
-are recorded and exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or the
-traces-specific variable) is set: without it no exporter, thread or
-connection exists."""
+Spans are recorded and exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or
+the traces-specific variable) is set. Without it no exporter, thread or
+connection exists, and the hot paths make no spans of their own (see
+hot_span and child_span): trace and span ids still reach logs, task records
+and every traceparent sent on."""
 
 from __future__ import annotations
 
