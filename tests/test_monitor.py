@@ -21,8 +21,8 @@ import pytest
 
 from monitor.compensation import Backoff
 from monitor.drift import is_drift
-from monitor.status import roll_up
 from orchestration.home import load_connection
+from orchestration.lifecycle import roll_up
 from orchestration.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import sim_pb2, sim_pb2_grpc

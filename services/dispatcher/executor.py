@@ -30,7 +30,7 @@ from dispatcher.tasks import TaskBook
 from orchestration import telemetry
 from orchestration.errors import Aborted, NotFound
 from orchestration.kvstore import gather_bounded, persist
-from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, TRANSITION_NAMES, next_state
+from orchestration.lifecycle import ACTIVE, FAILURE, INITIAL, TRANSITION_NAMES, next_state, roll_up
 from orchestration.metrics import OPERATIONS, OPERATION_SECONDS, labelled
 from orchestration.planner import cluster_digest, cluster_parameters, instance_work
 from orchestration.repository import Repository
@@ -566,7 +566,7 @@ class Run:
         by_element: dict[str, list[pb.State]] = {}
         for key, cluster in list(self.state.clusters.items()):
             states = [self.state.instances[u].record.state or INITIAL for u in cluster.members]
-            rolled = _roll(states, cluster.record.target)
+            rolled = roll_up(states or [INITIAL], cluster.record.target)  # no members left: initial
             if cluster.record.remove and not cluster.members:
                 with contextlib.suppress(NotFound):
                     await repo.delete_cluster(self.domain, self.solution, cluster.element, cluster.record.version)
@@ -583,7 +583,7 @@ class Run:
                 if element.value.remove:
                     await repo.delete_element(self.domain, self.solution, element.value.name, element.revision)
                 continue
-            rolled = _roll(found, element.value.target)
+            rolled = roll_up(found, element.value.target)
             if element.value.state != rolled:
                 element.value.state = rolled
                 await repo.put_element(self.domain, self.solution, element.value, element.revision)
@@ -591,20 +591,7 @@ class Run:
         if self._delete_on_finish and not self.state.instances and self.final_status == S.TASK_STATUS_COMPLETED:
             await repo.remove_solution(self.domain, self.solution)
             return
-        rolled = _roll([s for states in by_element.values() for s in states], header.value.target)
+        rolled = roll_up([s for states in by_element.values() for s in states] or [INITIAL], header.value.target)
         if header.value.state != rolled:
             header.value.state = rolled
             await repo.put_solution_header(self.domain, header.value, header.revision)
-
-
-def _roll(states: list[pb.State], target: pb.State) -> pb.State:
-    """One state for a group: failure if any failed, else the common state
-    (or the lowest one while they differ)."""
-    if not states:
-        return INITIAL
-    if FAILURE in states:
-        return FAILURE
-    for state in (INITIAL, INACTIVE, ACTIVE):
-        if state in states:
-            return state
-    return target

@@ -10,24 +10,10 @@ from dataclasses import dataclass, field
 
 from monitor.inventory import SolutionView
 from monitor.probe import Observation
-from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, state_name
+from orchestration.lifecycle import roll_up, state_name
 
 # (kind, domain, solution, element, cluster) of an aggregate.
 AggregateKey = tuple[str, str, str, str, str]
-
-
-def roll_up(states: Iterable[int], target: int) -> int:
-    """One state for a group, by the dispatcher's rule: failure if any member
-    failed, else the lowest state present (the target when there are none)."""
-    present = set(states)
-    if not present:
-        return target or INITIAL
-    if FAILURE in present:
-        return FAILURE
-    for state in (INITIAL, INACTIVE, ACTIVE):
-        if state in present:
-            return state
-    return target
 
 
 @dataclass(frozen=True)

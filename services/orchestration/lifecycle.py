@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 from collections import deque
+from collections.abc import Iterable
+from typing import cast
 
 from orchestration.v1.model_pb2 import State, Transition
 
@@ -42,6 +44,21 @@ EDGES: dict[Transition, tuple[State, State]] = {
 def state_name(state: int) -> str:
     """Readable name of a state ("" when unspecified)."""
     return STATE_NAMES.get(state, "")
+
+
+def roll_up(states: Iterable[int], target: int) -> State:
+    """One state for a group (a cluster, an element, a solution): failure if
+    any member failed, else the lowest state present (the target when there
+    are none)."""
+    present = set(states)
+    if not present:
+        return cast(State, target or INITIAL)
+    if FAILURE in present:
+        return FAILURE
+    for state in (INITIAL, INACTIVE, ACTIVE):
+        if state in present:
+            return state
+    return cast(State, target)
 
 
 def next_state(state: int, transition: Transition) -> State:
