@@ -202,7 +202,7 @@ class ControllerPool:
     async def _refresh_quietly(self) -> None:
         try:
             await self.refresh()
-        except Exception:  # noqa: BLE001 - NATS may be away; the periodic refresh tries again
+        except Exception:  # noqa: BLE001 - NATS may be away; the next refresh tries again
             log.debug("refreshing controller registrations failed", exc_info=True)
 
     async def stop(self) -> None:
@@ -220,10 +220,7 @@ class ControllerPool:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            try:
-                await self.refresh()
-            except Exception:  # noqa: BLE001 - NATS may be away; try again
-                log.debug("refreshing controller registrations failed", exc_info=True)
+            await self._refresh_quietly()
 
     async def refresh(self) -> None:
         """Open links to new live replicas; drop expired or replaced ones.

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from orchestration.errors import Aborted, FailedPrecondition, Unavailable
+from orchestration.natsconn import connection_of
 from orchestration.publisher import publisher_for
 
 T = TypeVar("T")
@@ -118,8 +119,7 @@ class Bucket:
         """Call back with the key of every write or delete from now on. Core
         NATS, not a consumer: nothing is replayed, and a change made while
         disconnected is missed (callers also read the bucket now and then)."""
-        # nats-py keeps the connection of a context private.
-        nc = self._js._nc
+        nc = connection_of(self._js)
 
         async def changed(msg: Msg) -> None:
             await callback(msg.subject[len(self._prefix):])
@@ -186,9 +186,9 @@ class Bucket:
         received: list[Msg] = []
         if expected == 0 and not self._replicated:
             return received
-        # nats-py exposes neither the connection nor the JetStream API prefix
-        # (which differs under a JetStream domain) of a JetStreamContext.
-        nc = self._js._nc
+        nc = connection_of(self._js)
+        # nats-py keeps the JetStream API prefix (which differs under a
+        # JetStream domain) private too.
         next_subject = f"{self._js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{consumer}"
         loop = asyncio.get_running_loop()
         chunk_done: asyncio.Future[bool] = loop.create_future()

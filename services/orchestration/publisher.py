@@ -23,6 +23,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from orchestration.natsconn import connection_of
+
 # How long a publish waits for its acknowledgement (nats-py's default).
 ACK_TIMEOUT = 5.0
 _NO_RESPONDERS = "503"
@@ -109,8 +111,7 @@ class Publisher:
 def publisher_for(js: JetStreamContext) -> Publisher:
     """The publisher of a JetStream context's connection (one per connection,
     kept on the connection so that it lives and goes with it)."""
-    # nats-py keeps the connection of a context private.
-    nc: Client = js._nc  # noqa: SLF001
+    nc = connection_of(js)
     publisher = getattr(nc, "_orch_publisher", None)
     if publisher is None:
         publisher = Publisher(nc)
