@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from nats.aio.client import Client
+
 from gateway.api.administration import AdministrationServicer
 from gateway.api.automation import AutomationServicer
 from gateway.api.channel import Channel
@@ -13,8 +15,6 @@ from gateway.bus import Bus
 from gateway.api.catalog import ArchitectureServicer, CatalogServicer
 from gateway.api.solutions import SolutionServicer
 from orchestration.grpcserver import Server
-from nats.aio.client import Client
-
 from orchestration.natsconn import connect, redact
 from orchestration.repository import Repository
 from orchestration.runtime import serve_until_signalled
