@@ -67,6 +67,12 @@ def load_or_create_credentials(directory: Path) -> NatsCredentials:
     return creds
 
 
+# Soft memory limit of the embedded nats-server (Go's GOMEMLIMIT) unless the
+# environment sets one: its garbage collector then works harder near the limit
+# instead of letting the heap double (10,000 instances: ~130 -> ~90 MB RSS).
+MEMORY_LIMIT = "80MiB"
+
+
 @dataclass(frozen=True)
 class EmbeddedNatsConfig:
     data_dir: Path
@@ -103,7 +109,8 @@ def start_nats_server(config: EmbeddedNatsConfig, creds: NatsCredentials, log_pa
     args = [find_nats_server(), "-c", str(conf)]
     if log_path is not None:
         args += ["-l", str(log_path)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"GOMEMLIMIT": MEMORY_LIMIT, **os.environ}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         wait_for_port(config.host, config.port, proc=proc)
     except Exception:
