@@ -42,7 +42,8 @@ log = logging.getLogger("dispatcher.run")
 _tracer = telemetry.tracer("dispatcher")
 S = pb.TaskStatus
 MAX_LINK_LOSSES = 50
-# Instances set going per turn of the event loop when a run starts.
+# Instances set going per turn of the event loop when a run starts: 1, 2, 4,
+# ... up to START_SLICE, so that the first operations leave at once.
 START_SLICE = 64
 # Transitions that tell a controller the endpoints of the instance's siblings.
 SIBLING_AWARE = (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE)
@@ -147,14 +148,17 @@ class Run:
         # operations instead of before all of them (each instance's own first
         # operation waits for its record).
         try:
-            # In slices, letting the first operations out while the rest are set up.
-            for count, slot in enumerate(list(self.state.instances.values()), 1):
+            # In growing slices, letting the first operations out while the rest are set up.
+            size, in_slice = 1, 0
+            for slot in list(self.state.instances.values()):
                 if slot.unsaved:
                     slot.saving = asyncio.ensure_future(self._store(slot))
                 if slot.path:
                     self._schedule(slot)
-                if count % START_SLICE == 0:
+                in_slice += 1
+                if in_slice == size:
                     await asyncio.sleep(0)
+                    size, in_slice = min(2 * size, START_SLICE), 0
             for cluster in list(self.state.clusters.values()):
                 if cluster.busy == 0:
                     await self._cluster_settled(cluster)

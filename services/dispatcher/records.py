@@ -3,6 +3,7 @@ intent for it record by record (compare-and-set, only what changed)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from orchestration.errors import NotFound
@@ -53,9 +54,11 @@ async def load_records(repo: Repository, domain: str, solution: str) -> Solution
         header = await repo.get_solution_header(domain, solution)
     except NotFound:
         return SolutionRecordSet(header=None)
-    elements = {v.value.name: v for v in await repo.list_elements(domain, solution)}
-    clusters = {(c.element, c.cluster.version): c for c in await repo.list_clusters(domain, solution)}
-    instances = {i.instance.uuid: i for i in await repo.list_instances(domain, solution)}
+    listed_elements, listed_clusters, listed_instances = await asyncio.gather(
+        repo.list_elements(domain, solution), repo.list_clusters(domain, solution), repo.list_instances(domain, solution))
+    elements = {v.value.name: v for v in listed_elements}
+    clusters = {(c.element, c.cluster.version): c for c in listed_clusters}
+    instances = {i.instance.uuid: i for i in listed_instances}
     return SolutionRecordSet(header, elements, clusters, instances)
 
 
@@ -84,14 +87,18 @@ async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet
     compare-and-set changed ones, leave equal ones alone); instance records
     that are new or changed are returned unsaved."""
     name = wanted.name
-    header_bytes = _strip(wanted, "elements")
-    header = current.header
-    if header is None or _strip(header.value, "elements") != header_bytes:
-        value = pb.Solution.FromString(header_bytes)
-        header = Versioned(value, await repo.put_solution_header(domain, value, header.revision if header else None))
-    records = SolutionRecordSet(header, dict(current.elements), dict(current.clusters), dict(current.instances))
+    records = SolutionRecordSet(current.header, dict(current.elements), dict(current.clusters), dict(current.instances))
     intent = Intent(records)
+    # All at once: one connection publishes them in order, so the header is
+    # stored before the records under it.
     writes = []
+
+    async def header_written(header: pb.Solution, revision: int | None) -> None:
+        records.header = Versioned(header, await repo.put_solution_header(domain, header, revision))
+
+    header_bytes = _strip(wanted, "elements")
+    if current.header is None or _strip(current.header.value, "elements") != header_bytes:
+        writes.append(header_written(pb.Solution.FromString(header_bytes), current.header.revision if current.header else None))
 
     async def element_written(element: pb.Element, revision: int | None) -> None:
         records.elements[element.name] = Versioned(element, await repo.put_element(domain, name, element, revision))

@@ -194,13 +194,19 @@ class Dispatcher:
 
     async def _start_run(self, lease: Lease) -> None:
         """Claim the lease, apply the request's intent, persist the tree, start the run."""
+        request = lease.record.request
+        # The root task is read while the lease is claimed (the gateway stored it; a read is harmless).
+        reading = asyncio.ensure_future(self.repo.get_task(request.domain, request.task))
         try:
             lease = await self.leases.claim(lease, self.settings.replica)
         except Aborted:
+            reading.cancel()
             return
-        request = lease.record.request
+        except BaseException:
+            reading.cancel()
+            raise
         try:
-            root = await self.repo.get_task(request.domain, request.task)
+            root = await reading
         except NotFound:
             await self.repo.put_task(root_task(request), None)
             root = await self.repo.get_task(request.domain, request.task)

@@ -75,6 +75,8 @@ class TaskBook:
 
     async def load(self) -> None:
         """Read the tree as stored (a resumed run continues it)."""
+        if not self.root_task.subtasks:
+            return  # a new request: nothing below the root yet
         tree = await self.repo.get_task_tree(self.root_task.domain, self.root)
         stored = await gather_bounded(self.repo.get_task(task.domain, task.uuid) for task in tree)
         for task, versioned in zip(tree, stored):
