@@ -41,6 +41,12 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def environment_of(pid: int) -> dict[str, str]:
+    """The environment a process was started with (from /proc)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

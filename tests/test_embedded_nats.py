@@ -9,11 +9,7 @@ import pytest
 
 from conftest import NatsServer
 from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, start_nats_server
-
-
-def environment_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+from suite import environment_of
 
 
 def test_embedded_server_has_a_soft_memory_limit(nats_server: NatsServer) -> None:

@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dispatcher.service import Dispatcher, DispatcherSettings
-from orchestration.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server
-from suite import DATA, Suite, running_suite
+from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server
+from suite import DATA, Suite, environment_of, running_suite
 
 
 async def health_of(address: str) -> int:
@@ -77,6 +77,10 @@ def scrape(address: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
     return values
+
+
+def test_orch_up_gives_the_embedded_nats_server_a_memory_limit(suite: Suite) -> None:
+    assert environment_of(suite.services()["nats-server"])["GOMEMLIMIT"] == MEMORY_LIMIT
 
 
 def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:

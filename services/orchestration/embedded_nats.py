@@ -73,6 +73,11 @@ def load_or_create_credentials(directory: Path) -> NatsCredentials:
 MEMORY_LIMIT = "80MiB"
 
 
+def server_environment() -> dict[str, str]:
+    """What the embedded nats-server's environment adds to this process's."""
+    return {} if "GOMEMLIMIT" in os.environ else {"GOMEMLIMIT": MEMORY_LIMIT}
+
+
 @dataclass(frozen=True)
 class EmbeddedNatsConfig:
     data_dir: Path
@@ -109,8 +114,8 @@ def start_nats_server(config: EmbeddedNatsConfig, creds: NatsCredentials, log_pa
     args = [find_nats_server(), "-c", str(conf)]
     if log_path is not None:
         args += ["-l", str(log_path)]
-    env = {"GOMEMLIMIT": MEMORY_LIMIT, **os.environ}
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **server_environment()})
     try:
         wait_for_port(config.host, config.port, proc=proc)
     except Exception:

@@ -18,6 +18,7 @@ from orchestration.embedded_nats import (
     free_port,
     load_or_create_credentials,
     nats_url,
+    server_environment,
     wait_for_port,
     write_config,
 )
@@ -100,7 +101,7 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
             creds = load_or_create_credentials(home)
             conf = write_config(config, creds)
             supervisor.start(ServiceSpec("nats-server", [find_nats_server(), "-c", str(conf), "-l", str(home / "nats-server.log")],
-                                         wait_ready=_port_ready(config.host, config.port)))
+                                         env=server_environment(), wait_ready=_port_ready(config.host, config.port)))
             url = nats_url(config.host, config.port, creds)
         env = {"ORCH_NATS_URL": url}
         if otlp_endpoint:
