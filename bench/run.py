@@ -2,6 +2,11 @@
 settings: every transition durable, events published, monitor running) and
 print what it cost. Writes bench/results.json.
 
+Every instance goes create, configure, start: the sim components declare
+`orch_siblings: ignore` (they do not use member lists), except in the one
+run that shows the cost of telling every member of its siblings (each gets a
+reconfigure once the cluster is up).
+
     python bench/run.py [--sizes 100,1000,10000] [--shapes flat,chain,fanout] [--quick]
 """
 
@@ -63,6 +68,9 @@ class Result:
     shape: str
     instances: int
     latency_ms: int
+    # "ignore" (create, configure, start) or "reconfigure" (and a reconfigure
+    # when the member list changed after the instance was told it).
+    siblings: str
     accepted_to_active_s: float
     transitions: int
     transitions_per_s: float
@@ -142,12 +150,15 @@ def deploy_and_wait(suite: Suite, url: str, request: object, call) -> tuple[floa
     return accepted, finished_ns / 1e9
 
 
-def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
+def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str = "ignore") -> Result:
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as home:
         # Default settings: the monitor polls every 5 s, as under `make run`.
         with running_suite(Path(home), "--monitor-interval", "5") as suite:
             url = json.loads(suite.ok("info", "-o", "json"))["nats_url"]
-            suite.apply(model(shape, n, {"sim_latency_ms": latency_ms} if latency_ms else None))
+            parameters: dict[str, object] = {"sim_latency_ms": latency_ms} if latency_ms else {}
+            if siblings == "ignore":
+                parameters["orch_siblings"] = "ignore"
+            suite.apply(model(shape, n, parameters))
             asyncio.run(controllers_registered(url, 2))  # the sim and the process controller
             time.sleep(1.0)  # and the suite settled after its start-up
             pids = suite.services()
@@ -156,7 +167,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
             accepted, finished = deploy_and_wait(suite, url, request, suite.solutions.DeploySolution)
             cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
             poll = poll_cpu = 0.0
-            if shape == "flat" and n >= 10000 and not latency_ms:
+            if shape == "flat" and n >= 10000 and not latency_ms and siblings == "ignore":
                 monitor_cpu = cpu_seconds(pids["monitor"])
                 poll = asyncio.run(monitor_poll(url, n, int(finished * 1e9)))
                 poll_cpu = cpu_seconds(pids["monitor"]) - monitor_cpu
@@ -176,7 +187,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
     durations.sort()
     wall = finished - accepted
     return Result(
-        shape=shape, instances=n, latency_ms=latency_ms,
+        shape=shape, instances=n, latency_ms=latency_ms, siblings=siblings,
         accepted_to_active_s=round(wall, 3),
         transitions=len(ops),
         transitions_per_s=round(len(ops) / wall, 1),
@@ -191,11 +202,11 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int) -> Result:
 
 
 def table(results: list[Result]) -> str:
-    header = ["shape", "N", "lat ms", "active s", "trans/s", "med ms", "p99 ms", "1st op ms", "teardown s",
+    header = ["shape", "N", "lat ms", "siblings", "active s", "trans/s", "med ms", "p99 ms", "1st op ms", "teardown s",
               "cpu s (all)", "rss MB (all)", "floor s"]
     rows = [header]
     for r in results:
-        rows.append([r.shape, str(r.instances), str(r.latency_ms), f"{r.accepted_to_active_s:.2f}", f"{r.transitions_per_s:.0f}",
+        rows.append([r.shape, str(r.instances), str(r.latency_ms), r.siblings, f"{r.accepted_to_active_s:.2f}", f"{r.transitions_per_s:.0f}",
                      f"{r.transition_median_ms:.0f}", f"{r.transition_p99_ms:.0f}", f"{r.first_operation_ms:.0f}",
                      f"{r.teardown_s:.2f}", f"{sum(r.cpu_s.values()):.1f}", f"{sum(r.peak_rss_mb.values()):.0f}",
                      f"{r.floor_s:.2f}" if r.floor_s else "-"])
@@ -208,6 +219,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--shapes", default="flat,chain,fanout")
     parser.add_argument("--latency-run", type=int, default=10000, help="N of the run with sim_latency_ms 50 (0: none)")
+    parser.add_argument("--siblings-run", type=int, default=10000,
+                        help="N of the flat run whose members are told of their siblings (0: none)")
     parser.add_argument("--concurrency", type=int, default=1000, help="the dispatcher's default limit (for the floor)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
@@ -221,17 +234,22 @@ def main() -> None:
         result = measure("flat", args.latency_run, 50, args.concurrency)
         results.append(result)
         print(f"latency run N={args.latency_run}: {result.accepted_to_active_s:.2f}s (floor {result.floor_s:.2f}s)", flush=True)
+    if args.siblings_run:
+        result = measure("flat", args.siblings_run, 0, args.concurrency, siblings="reconfigure")
+        results.append(result)
+        print(f"siblings run N={args.siblings_run}: {result.accepted_to_active_s:.2f}s", flush=True)
     print()
     print(table(results))
     for r in results:
         if r.monitor_poll_s:
             print(f"monitor poll of {r.instances} instances: {r.monitor_poll_s:.2f}s (monitor CPU while waiting for it: {r.monitor_poll_cpu_s:.2f}s)")
     summary: dict[str, object] = {"results": [asdict(r) for r in results]}
-    first = statistics.median(r.first_operation_ms for r in results)
+    first = statistics.median(r.first_operation_ms for r in results if r.siblings == "ignore")
     summary["first_operation_median_ms"] = first
     print(f"request to first operation, median of the runs: {first:.0f} ms")
     for shape in args.shapes.split(","):
-        pair = {r.instances: r.accepted_to_active_s for r in results if r.shape == shape and not r.latency_ms}
+        pair = {r.instances: r.accepted_to_active_s for r in results
+                if r.shape == shape and not r.latency_ms and r.siblings == "ignore"}
         if 1000 in pair and 10000 in pair:
             exponent = math.log(pair[10000] / pair[1000]) / math.log(10)
             summary[f"scaling_exponent_{shape}"] = round(exponent, 3)

@@ -172,6 +172,25 @@ def test_permanent_failure_fails_every_parent_and_a_fixed_deploy_repairs_the_ins
     ]
 
 
+def test_a_cluster_that_ignores_its_siblings_is_never_reconfigured(suite: Suite) -> None:
+    suite.apply(web("alone", "alone", "V1", 3, maximum=5, parameters={"sim_latency_ms": 10, "orch_siblings": "ignore"}))
+    deploy(suite, "alone", "alone", "V1")
+    first = instances(suite, "alone", "alone")[("web", "V1")]
+    assert len(first) == 3 and all(i.state == ACTIVE for i in first)
+    before_growth = max(op["finished"] for op in suite.ops("alone"))
+
+    suite.ok("cluster", "set", "alone", "alone", "web", "V1", "--size", "5", "--wait")
+    grown = instances(suite, "alone", "alone")[("web", "V1")]
+    assert len(grown) == 5 and all(i.state == ACTIVE for i in grown)
+    ops = suite.ops("alone")
+    # Each instance went create, configure, start and nothing else, before
+    # and after the cluster grew; none was told of members.
+    for instance in grown:
+        assert [op["operation"] for op in ops if op["instance"] == instance.uuid] == ["create", "configure", "start"]
+        assert instance.members == ""
+    assert not [op for op in ops_of(suite, "alone", after=before_growth) if op["instance"] in {i.uuid for i in first}]
+
+
 def test_instance_set_inactive_stops_exactly_that_instance(suite: Suite) -> None:
     suite.apply(web("inst", "inst", "V1", 3))
     deploy(suite, "inst", "inst", "V1")

@@ -244,7 +244,7 @@ class Run:
             views[f"{rel.element}/{rel.version}"] = self.state.endpoints(provider) if provider else ()
         operation = cpb.Operation()
         operation.CopyFrom(self._template(cluster))
-        if transition in SIBLING_AWARE:
+        if transition in SIBLING_AWARE and not cluster.ignores_siblings:
             operation.members = f"{slot.element}/{slot.cluster}"
             views[operation.members] = self.state.endpoints(cluster)
             slot.sent_siblings = self.state.others(cluster, slot)
@@ -413,7 +413,7 @@ class Run:
             slot.attempt = 1
 
         self._mutate(slot, apply)
-        if transition in SIBLING_AWARE:
+        if transition in SIBLING_AWARE and not cluster.ignores_siblings:
             slot.record.members = self.state.told(slot.sent_siblings, slot)
         if slot.record.remove and slot.record.state == INITIAL and not slot.path:
             await persist(lambda: self.ctx.repo.delete_instance(
@@ -503,8 +503,8 @@ class Run:
             cluster.settling = False
 
     async def _settle(self, cluster: ClusterSlot) -> None:
-        if cluster.membership_changed:
-            cluster.membership_changed = False
+        changed, cluster.membership_changed = cluster.membership_changed, False
+        if changed and not cluster.ignores_siblings:
             current = self.state.membership(cluster)
             stale = [
                 self.state.instances[u] for u in cluster.members

@@ -58,6 +58,10 @@ class InstanceSlot:
         return bool(self.path) or self.inflight or self.waiting
 
 
+# Cluster parameter: "ignore" when the component does not use its member list.
+SIBLINGS_PARAMETER = "orch_siblings"
+
+
 @dataclass
 class ClusterSlot:
     """One cluster, its providers and dependants, and its counters."""
@@ -85,6 +89,12 @@ class ClusterSlot:
     template: cpb.Operation | None = None
     membership_changed: bool = False
     settling: bool = False
+
+    @property
+    def ignores_siblings(self) -> bool:
+        """The cluster's parameter `orch_siblings: ignore`: its component does
+        not use its member list (no list sent, no reconfigure when it changes)."""
+        return self.parameters.get(SIBLINGS_PARAMETER) == "ignore"
     # The live active members (uuid -> endpoint) and an order-free hash of who
     # they are (endpoint, or uuid while there is none), both kept up to date by
     # SolutionState.count; the endpoint list is rebuilt after a real change only.
