@@ -1,0 +1,88 @@
+"""Acknowledged JetStream publishes (orchestration.publisher) against a real
+nats-server: what every KV write and event of the engine goes through."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import api
+
+from conftest import NatsServer
+from orchestration.publisher import publisher_for
+from orchestration.subjects import Subjects
+
+
+def stream_name(subjects: Subjects) -> str:
+    return f"{subjects.prefix}_S"
+
+
+@pytest.fixture
+async def stream(nc: NatsClient, subjects: Subjects) -> str:
+    """A stream on `<prefix>.s.>`; its subject prefix."""
+    await nc.jetstream().add_stream(name=stream_name(subjects), subjects=[f"{subjects.prefix}.s.>"])
+    return f"{subjects.prefix}.s"
+
+
+async def test_publish_returns_the_stream_sequence(nc: NatsClient, subjects: Subjects, stream: str) -> None:
+    publisher = publisher_for(nc.jetstream())
+    assert await publisher.publish(f"{stream}.a", b"1") == 1
+    assert await publisher.publish(f"{stream}.b", b"2", {"Nats-Msg-Id": "x"}) == 2
+    message = await nc.jetstream().get_msg(stream_name(subjects), 2)
+    assert message.data == b"2" and message.headers == {"Nats-Msg-Id": "x"}
+
+
+async def test_an_expected_sequence_is_enforced_with_a_plain_or_an_enum_header(nc: NatsClient, stream: str) -> None:
+    publisher = publisher_for(nc.jetstream())
+    assert await publisher.publish(f"{stream}.k", b"1", {"Nats-Expected-Last-Subject-Sequence": "0"}) == 1
+    for header in ("Nats-Expected-Last-Subject-Sequence", api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE):
+        with pytest.raises(nats.js.errors.APIError) as refused:
+            await publisher.publish(f"{stream}.k", b"2", {header: "0"})
+        assert refused.value.err_code == 10071  # wrong last sequence
+    assert await publisher.publish(f"{stream}.k", b"2", {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "1"}) == 2
+
+
+async def test_writes_in_flight_together_are_stored_in_the_order_issued(nc: NatsClient, stream: str) -> None:
+    publisher = publisher_for(nc.jetstream())
+    assert await asyncio.gather(*(publisher.publish(f"{stream}.n", str(i).encode()) for i in range(200))) == list(range(1, 201))
+
+
+async def test_no_stream_and_no_acknowledgement_are_errors(nc: NatsClient, subjects: Subjects) -> None:
+    publisher = publisher_for(nc.jetstream())
+    with pytest.raises(nats.js.errors.NoStreamResponseError):
+        await publisher.publish(f"{subjects.prefix}.nowhere", b"x")
+    silent = await nc.subscribe(f"{subjects.prefix}.silent")  # takes the message, never answers
+    with pytest.raises(nats.errors.TimeoutError):
+        await publisher.publish(f"{subjects.prefix}.silent", b"x", timeout=0.3)
+    await silent.unsubscribe()
+
+
+async def test_bad_headers_and_a_closed_connection_are_refused_and_nothing_is_sent(
+        nats_server: NatsServer, nc: NatsClient, subjects: Subjects, stream: str) -> None:
+    client = await nats.connect(nats_server.url)
+    publisher = publisher_for(client.jetstream())
+    # A value cannot smuggle in a header of its own: its line breaks become spaces.
+    assert await publisher.publish(f"{stream}.h", b"ok", {"X-Test": "a\r\nInjected: yes"}) == 1
+    assert (await nc.jetstream().get_msg(stream_name(subjects), 1)).headers == {"X-Test": "a  Injected: yes"}
+    with pytest.raises(nats.errors.BadHeaderError):
+        await publisher.publish(f"{stream}.h", b"x", {"Bad Name": "x"})
+    await client.close()
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await publisher.publish(f"{stream}.h", b"x")
+    assert (await nc.jetstream().stream_info(stream_name(subjects))).state.messages == 1
+
+
+async def test_a_caller_that_gives_up_leaves_nothing_waiting(nc: NatsClient, subjects: Subjects) -> None:
+    publisher = publisher_for(nc.jetstream())
+    silent = await nc.subscribe(f"{subjects.prefix}.silent")
+    waiting = asyncio.ensure_future(publisher.publish(f"{subjects.prefix}.silent", b"x"))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not publisher._pending
+    await silent.unsubscribe()
