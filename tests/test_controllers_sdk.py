@@ -269,6 +269,25 @@ async def test_execute_batch_of_1000_returns_1000_results_in_fewer_messages(serv
     assert len(scripted(served).states) == 1000
 
 
+async def test_results_of_operations_finishing_one_by_one_share_messages(served: Served) -> None:
+    # 600 operations in flight, finishing spread over 120 ms: with many running,
+    # a result waits a moment for others instead of taking a message of its own.
+    operations = [op(T.TRANSITION_CREATE, uuid=f"s{n}", sleep=f"{n * 0.0002:.4f}") for n in range(600)]
+    stream = served.stub.Execute(metadata=served.metadata)
+    await stream.write(pb.ExecuteRequest(operations=operations))
+    results: list[pb.OperationResult] = []
+    messages = 0
+    while len(results) < 600:
+        response = await stream.read()
+        assert response is not grpc.aio.EOF
+        messages += 1
+        results.extend(response.results)
+    await stream.done_writing()
+    assert await stream.read() is grpc.aio.EOF
+    assert sorted(r.operation_id for r in results) == sorted(o.operation_id for o in operations)
+    assert messages < 150, f"{messages} response messages for 600 results finishing one by one"
+
+
 async def test_repeated_operation_id_runs_user_code_once(served: Served) -> None:
     # Twice in one batch (the second waits for the running first), then again later.
     slow = op(T.TRANSITION_CREATE, op_id="same", sleep="0.2")

@@ -22,6 +22,12 @@ from orchestration.v1 import controller_pb2_grpc as pb_grpc
 from orchestration.v1.model_pb2 import Transition
 
 DEFAULT_CONCURRENCY = 1024
+# An Execute stream with at least COALESCE_INFLIGHT operations running waits
+# COALESCE_SECONDS before sending fewer than COALESCE_BELOW results: fewer,
+# fuller messages when operations take time and finish one by one.
+COALESCE_INFLIGHT = 64
+COALESCE_BELOW = 32
+COALESCE_SECONDS = 0.002
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ControllerService"].full_name
 
 
@@ -137,6 +143,10 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
         try:
             while True:
                 if stream.results:
+                    if len(stream.results) < COALESCE_BELOW and stream.inflight >= COALESCE_INFLIGHT:
+                        # Many operations running and few of them done: let the
+                        # ones about to finish share this message.
+                        await asyncio.sleep(COALESCE_SECONDS)
                     results, stream.results = stream.results, []
                     yield pb.ExecuteResponse(results=results)
                     continue
