@@ -43,6 +43,11 @@ MAX_BATCH_OPERATIONS = 500
 MAX_BATCH_ENDPOINTS = 50_000
 
 Views = dict[str, tuple[str, ...]]
+# With at least COALESCE_INFLIGHT operations out on a link, fewer than
+# COALESCE_BELOW queued ones wait COALESCE_SECONDS for others to join them.
+COALESCE_INFLIGHT = 64
+COALESCE_BELOW = 32
+COALESCE_SECONDS = 0.002
 
 
 @dataclass
@@ -113,6 +118,9 @@ class Link:
         while not self.closed:
             await self.wakeup.wait()
             self.wakeup.clear()
+            if len(self.outbox) < COALESCE_BELOW and len(self.pending) >= COALESCE_INFLIGHT:
+                # Many operations out and few queued: let the next ones share this message.
+                await asyncio.sleep(COALESCE_SECONDS)
             if self.outbox:
                 queued, self.outbox = self.outbox, []
                 for request in self._batches(queued):
