@@ -89,12 +89,6 @@ class ClusterSlot:
     template: cpb.Operation | None = None
     membership_changed: bool = False
     settling: bool = False
-
-    @property
-    def ignores_siblings(self) -> bool:
-        """The cluster's parameter `orch_siblings: ignore`: its component does
-        not use its member list (no list sent, no reconfigure when it changes)."""
-        return self.parameters.get(SIBLINGS_PARAMETER) == "ignore"
     # The live active members (uuid -> endpoint) and an order-free hash of who
     # they are (endpoint, or uuid while there is none), both kept up to date by
     # SolutionState.count; the endpoint list is rebuilt after a real change only.
@@ -107,6 +101,12 @@ class ClusterSlot:
     active_going_down: int = 0  # active, and leaving active
     alive_going_away: int = 0  # not initial, and going to initial
     busy: int = 0  # instances with work left
+
+    @property
+    def ignores_siblings(self) -> bool:
+        """The cluster's parameter `orch_siblings: ignore`: its component does
+        not use its member list (no list sent, no reconfigure when it changes)."""
+        return self.parameters.get(SIBLINGS_PARAMETER) == "ignore"
 
     @property
     def key(self) -> ClusterKey:
