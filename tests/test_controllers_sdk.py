@@ -250,13 +250,14 @@ async def test_unary_transition_must_match_the_rpc(served: Served) -> None:
     assert not scripted(served).runs
 
 
-async def test_execute_batch_of_1000_returns_1000_results_in_fewer_messages(served: Served) -> None:
-    operations = [op(T.TRANSITION_CREATE, uuid=f"i{n}", sleep="0.01") for n in range(1000)]
+async def execute_batch(served: Served, operations: list[pb.Operation]) -> tuple[list[pb.OperationResult], int]:
+    """Send operations as one Execute message; every result (each operation's
+    once) and how many response messages they came in."""
     stream = served.stub.Execute(metadata=served.metadata)
     await stream.write(pb.ExecuteRequest(operations=operations))
     results: list[pb.OperationResult] = []
     messages = 0
-    while len(results) < 1000:
+    while len(results) < len(operations):
         response = await stream.read()
         assert response is not grpc.aio.EOF
         messages += 1
@@ -264,6 +265,12 @@ async def test_execute_batch_of_1000_returns_1000_results_in_fewer_messages(serv
     await stream.done_writing()
     assert await stream.read() is grpc.aio.EOF
     assert sorted(r.operation_id for r in results) == sorted(o.operation_id for o in operations)
+    return results, messages
+
+
+async def test_execute_batch_of_1000_returns_1000_results_in_fewer_messages(served: Served) -> None:
+    operations = [op(T.TRANSITION_CREATE, uuid=f"i{n}", sleep="0.01") for n in range(1000)]
+    results, messages = await execute_batch(served, operations)
     assert all(r.outcome == pb.OUTCOME_OK and r.state == State.STATE_INACTIVE for r in results)
     assert messages < 100, f"{messages} response messages for 1000 results: results are not batched"
     assert len(scripted(served).states) == 1000
@@ -273,18 +280,7 @@ async def test_results_of_operations_finishing_one_by_one_share_messages(served:
     # 600 operations in flight, finishing spread over 120 ms: with many running,
     # a result waits a moment for others instead of taking a message of its own.
     operations = [op(T.TRANSITION_CREATE, uuid=f"s{n}", sleep=f"{n * 0.0002:.4f}") for n in range(600)]
-    stream = served.stub.Execute(metadata=served.metadata)
-    await stream.write(pb.ExecuteRequest(operations=operations))
-    results: list[pb.OperationResult] = []
-    messages = 0
-    while len(results) < 600:
-        response = await stream.read()
-        assert response is not grpc.aio.EOF
-        messages += 1
-        results.extend(response.results)
-    await stream.done_writing()
-    assert await stream.read() is grpc.aio.EOF
-    assert sorted(r.operation_id for r in results) == sorted(o.operation_id for o in operations)
+    _, messages = await execute_batch(served, operations)
     assert messages < 150, f"{messages} response messages for 600 results finishing one by one"
 
 
