@@ -7,7 +7,7 @@ Every instance goes create, configure, start: the sim components declare
 run that shows the cost of telling every member of its siblings (each gets a
 reconfigure once the cluster is up).
 
-    python bench/run.py [--sizes 100,1000,10000] [--shapes flat,chain,fanout] [--quick]
+    python bench/run.py [--sizes 100,1000,10000] [--shapes flat,chain,fanout] [--latency-run N] [--siblings-run N]
 """
 
 from __future__ import annotations
