@@ -3,7 +3,6 @@ subject prefix per test so that tests never see each other's data."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from orchestration.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server
+from orchestration.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server, stop_nats_server
 from orchestration.subjects import Subjects
 
 DATA = Path(__file__).parent / "data"
@@ -36,12 +35,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     try:
         yield NatsServer(nats_url(config.host, config.port, creds), proc, config, creds)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_nats_server(proc)
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 
 from conftest import NatsServer
-from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, start_nats_server
+from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, start_nats_server, stop_nats_server
 from suite import environment_of
 
 
@@ -22,5 +21,4 @@ def test_the_environment_overrides_the_memory_limit(tmp_path: Path, monkeypatch:
     try:
         assert environment_of(server.pid)["GOMEMLIMIT"] == "1GiB"
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
+        stop_nats_server(server)

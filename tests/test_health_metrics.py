@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dispatcher.service import Dispatcher, DispatcherSettings
-from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server
+from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server, stop_nats_server
 from suite import DATA, Suite, environment_of, running_suite
 
 
@@ -56,11 +55,7 @@ async def test_dispatcher_health_follows_nats(tmp_path: Path) -> None:
         await wait_health(address, health_pb2.HealthCheckResponse.SERVING)
     finally:
         await dispatcher.stop()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_nats_server(server)
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +128,4 @@ async def test_gateway_answers_unavailable_while_nats_is_away(tmp_path: Path) ->
             assert list((await admin.ListDomains(gw.ListDomainsRequest(), metadata=bearer_metadata("t"))).domains) == []
     finally:
         await gateway.stop()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_nats_server(server)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -123,3 +124,13 @@ def start_nats_server(config: EmbeddedNatsConfig, creds: NatsCredentials, log_pa
         proc.wait()
         raise
     return proc
+
+
+def stop_nats_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a server start_nats_server started: SIGTERM, then SIGKILL after `timeout` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
