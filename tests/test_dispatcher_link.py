@@ -11,8 +11,8 @@ import pytest
 
 from controllers.sdk import Controller, OperationContext, Result
 from controllers.sdk.testing import serve_in_process
-from dispatcher import controllers
 from dispatcher.controllers import Link
+from orchestration import batching
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration.v1.model_pb2 import Transition
@@ -39,7 +39,7 @@ def create(uuid: str, sleep: float) -> cpb.Operation:
 
 async def test_operations_queued_one_by_one_while_many_are_out_share_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     # A wide window, so that a slow machine cannot spread the late operations over several.
-    monkeypatch.setattr(controllers, "COALESCE_SECONDS", 0.5)
+    monkeypatch.setattr(batching, "COALESCE_SECONDS", 0.5)
     async with serve_in_process(Sleepy(), CREDENTIAL) as served:
         messages: list[int] = []
         read = served.servicer._read

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 from nats.aio.subscription import Subscription
 
+from orchestration.batching import let_others_join
 from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.kvstore import Bucket
 from orchestration.registrations import controller_names, live_registrations, registration_key
@@ -43,11 +44,6 @@ MAX_BATCH_OPERATIONS = 500
 MAX_BATCH_ENDPOINTS = 50_000
 
 Views = dict[str, tuple[str, ...]]
-# With at least COALESCE_INFLIGHT operations out on a link, fewer than
-# COALESCE_BELOW queued ones wait COALESCE_SECONDS for others to join them.
-COALESCE_INFLIGHT = 64
-COALESCE_BELOW = 32
-COALESCE_SECONDS = 0.002
 
 
 @dataclass
@@ -118,9 +114,7 @@ class Link:
         while not self.closed:
             await self.wakeup.wait()
             self.wakeup.clear()
-            if len(self.outbox) < COALESCE_BELOW and len(self.pending) >= COALESCE_INFLIGHT:
-                # Many operations out and few queued: let the next ones share this message.
-                await asyncio.sleep(COALESCE_SECONDS)
+            await let_others_join(len(self.outbox), len(self.pending))
             if self.outbox:
                 queued, self.outbox = self.outbox, []
                 for request in self._batches(queued):

@@ -15,6 +15,7 @@ from controllers.sdk.convert import TRANSITION_NAMES, Views, instance_ref, insta
 from controllers.sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
 from controllers.sdk.errors import Permanent
 from controllers.sdk.executor import execute, permanent
+from orchestration.batching import let_others_join
 from orchestration.errors import FailedPrecondition, InvalidArgument, Unavailable
 from orchestration.kvstore import gather_bounded
 from orchestration.v1 import controller_pb2 as pb
@@ -22,12 +23,6 @@ from orchestration.v1 import controller_pb2_grpc as pb_grpc
 from orchestration.v1.model_pb2 import Transition
 
 DEFAULT_CONCURRENCY = 1024
-# An Execute stream with at least COALESCE_INFLIGHT operations running waits
-# COALESCE_SECONDS before sending fewer than COALESCE_BELOW results: fewer,
-# fuller messages when operations take time and finish one by one.
-COALESCE_INFLIGHT = 64
-COALESCE_BELOW = 32
-COALESCE_SECONDS = 0.002
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ControllerService"].full_name
 
 
@@ -143,10 +138,7 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
         try:
             while True:
                 if stream.results:
-                    if len(stream.results) < COALESCE_BELOW and stream.inflight >= COALESCE_INFLIGHT:
-                        # Many operations running and few of them done: let the
-                        # ones about to finish share this message.
-                        await asyncio.sleep(COALESCE_SECONDS)
+                    await let_others_join(len(stream.results), stream.inflight)
                     results, stream.results = stream.results, []
                     yield pb.ExecuteResponse(results=results)
                     continue
