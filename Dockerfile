@@ -65,5 +65,5 @@ EXPOSE 50051 50052 50060
 # gateway, 127.0.0.1:50051); ORCH_HEALTH_ADDR=none for the monitor, which has no
 # gRPC server. Kubernetes ignores this and uses the chart's grpc probes.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "orchestration.healthcheck"]
+    CMD ["python", "-m", "orchestration.runtime.healthcheck"]
 CMD ["orch", "up", "--gateway-addr", "0.0.0.0:50051"]

@@ -13,8 +13,15 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from orchestration.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server, stop_nats_server
-from orchestration.subjects import Subjects
+from cli.embedded_nats import (
+    EmbeddedNatsConfig,
+    NatsCredentials,
+    free_port,
+    nats_url,
+    start_nats_server,
+    stop_nats_server,
+)
+from orchestration.store.subjects import Subjects
 
 DATA = Path(__file__).parent / "data"
 

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import yaml
 
-from orchestration import codec
+from orchestration.model import codec
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 

@@ -4,27 +4,29 @@ and readers for the sim controller's op log."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
-from orchestration.embedded_nats import free_port, wait_for_port
-from orchestration.grpcserver import bearer_metadata
+from cli.embedded_nats import free_port, wait_for_port
+from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
 
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent
+T = TypeVar("T")
 
 
 def children_of(pid: int) -> list[int]:
@@ -52,6 +54,25 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def wait_until(check: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy and return that; fail
+    the test naming `what` if it has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+        time.sleep(interval)
+    return value
+
+
+async def eventually(check: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.05) -> T:
+    """wait_until for a coroutine: the event loop runs while it waits."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+        await asyncio.sleep(interval)
+    return value
 
 
 def alive(pid: int) -> bool:

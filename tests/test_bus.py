@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from orchestration.v1 import gateway_pb2 as gw
-from suite import DATA, Suite, running_suite
+from suite import DATA, Suite, eventually, running_suite
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,11 @@ def test_deploy_over_the_bus_and_follow_the_events(suite: Suite) -> None:
             if event["task"] == root and event["type"] in ("completion", "failure"):
                 done.set()
 
-        await asyncio.sleep(0.5)
+        # Subscribe only once the deploy has recorded its first event, so that
+        # the subscriber really is late and must be given what it missed.
+        await eventually(lambda: suite.automation.ListEvents(gw.ListEventsRequest(domain="demo", task=root),
+                                                             metadata=suite.metadata, timeout=10).events,
+                         timeout=30, what="the deploy's first event")
         subscription = await js.subscribe("orch.events.>", cb=collect, ordered_consumer=True)
         await asyncio.wait_for(done.wait(), timeout=60)
         await subscription.unsubscribe()

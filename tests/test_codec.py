@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import empty_pb2
 
-from orchestration import codec
-from orchestration.errors import InvalidArgument
+from orchestration.model import codec
+from orchestration.model.errors import InvalidArgument
+from orchestration.model.yamlsafe import MAX_DEPTH, load_yaml
 from orchestration.v1 import model_pb2 as pb
-from orchestration.yamlsafe import MAX_DEPTH, load_yaml
 
 DATA = Path(__file__).parent / "data"
 

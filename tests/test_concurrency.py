@@ -9,17 +9,16 @@ import os
 import re
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-
 from models import architecture_only, flat
-from orchestration.embedded_nats import free_port
+
+from cli.embedded_nats import free_port
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import running_suite
+from suite import running_suite, wait_until
 
 
 def test_requests_on_a_busy_solution_are_refused_and_the_last_accepted_intent_wins(tmp_path: Path) -> None:
@@ -91,7 +90,12 @@ def test_two_dispatchers_share_work_but_never_a_solution_at_once(tmp_path: Path)
                 env={**os.environ, "ORCH_NATS_URL": info["nats_url"]}, stdout=log, stderr=subprocess.STDOUT,
             )
             try:
-                time.sleep(1.5)
+                def second_ready() -> bool:
+                    assert second.poll() is None, log_path.read_text()
+                    return "replica dispatcher-2 on port" in log_path.read_text()
+
+                # It logs this once it serves and its request consumer is started.
+                wait_until(second_ready, timeout=30, what="the second dispatcher starting")
                 names = [f"s{i}" for i in range(12)]
                 suite.apply(flat("pair", 4, parameters={"sim_latency_ms": 20}))
                 tasks = []

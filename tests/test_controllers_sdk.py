@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from cli.embedded_nats import free_port
 from controllers.sdk import (
     RESULT_STATES,
     UNKNOWN,
@@ -30,9 +31,9 @@ from controllers.sdk import (
 )
 from controllers.sdk.runner import advertised_address, dispatcher_addresses
 from controllers.sdk.testing import Served, recording_dispatcher, serve_in_process
-from orchestration.embedded_nats import free_port
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import DependencyType, State, Transition
+from suite import eventually
 
 CREDENTIAL = "controller-secret"
 T = Transition
@@ -50,6 +51,7 @@ class Scripted(Controller):
         self.runs[ctx.operation_id] += 1
         self.contexts.append(ctx)
         behave = ctx.parameters.get("behave", "ok")
+        # A fixed wait on purpose: the `sleep` parameter makes this operation slow.
         await asyncio.sleep(float(ctx.parameters.get("sleep", "0")))
         if behave == "retryable":
             raise Retryable("backend busy", after=2.5)
@@ -61,7 +63,7 @@ class Scripted(Controller):
         if behave == "boom":
             raise ValueError("bug in controller")
         if behave == "hang":
-            await asyncio.sleep(30)
+            await asyncio.sleep(30)  # on purpose: outlasts any deadline a test gives it
         self.states[ctx.uuid] = state
         return Result(endpoint=f"test://{ctx.uuid}", configuration=f"cfg-{ctx.transition}")
 
@@ -355,12 +357,17 @@ async def test_registrar_registers_renews_and_unregisters() -> None:
     assert (unregistration.name, unregistration.replica) == ("Internal", "replica-1")
 
 
-async def test_registrar_retries_until_a_dispatcher_answers() -> None:
+def refused_registrations(caplog: pytest.LogCaptureFixture) -> int:
+    """How many times a registrar logged that a dispatcher refused or did not answer."""
+    return sum("cannot register with dispatcher" in r.getMessage() for r in caplog.records)
+
+
+async def test_registrar_retries_until_a_dispatcher_answers(caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
     registration = Registration("Internal", "V1.0.0", (), "r", "127.0.0.1:1")
     registrar = Registrar([f"127.0.0.1:{port}"], CREDENTIAL, registration, Backoff(first=0.05, maximum=0.1))
     await registrar.start()
-    await asyncio.sleep(0.3)
+    await eventually(lambda: refused_registrations(caplog) >= 3, timeout=10, what="three failed attempts")
     assert not registrar.registered.is_set()
     async with recording_dispatcher(CREDENTIAL, address=f"127.0.0.1:{port}") as (_, dispatcher):
         await dispatcher.wait_for(registrations=1, timeout=3)
@@ -368,10 +375,12 @@ async def test_registrar_retries_until_a_dispatcher_answers() -> None:
         assert len(dispatcher.unregistrations) == 1
 
 
-async def test_registrar_with_a_wrong_credential_keeps_trying_without_crashing() -> None:
+async def test_registrar_with_a_wrong_credential_keeps_trying_without_crashing(caplog: pytest.LogCaptureFixture) -> None:
     async with recording_dispatcher(CREDENTIAL) as (address, dispatcher):
         registrar = Registrar([address], "wrong", Registration("X", "V1", (), "r", "a:1"), Backoff(0.05, 0.1))
         await registrar.start()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: refused_registrations(caplog) >= 3, timeout=10, what="three refused attempts")
+        assert "UNAUTHENTICATED" in caplog.text
+        assert not registrar._task.done(), "the registrar stopped trying"  # type: ignore[union-attr]
         assert not registrar.registered.is_set() and not dispatcher.registrations
         await registrar.stop()

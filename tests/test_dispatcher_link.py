@@ -12,10 +12,11 @@ import pytest
 from controllers.sdk import Controller, OperationContext, Result
 from controllers.sdk.testing import serve_in_process
 from dispatcher.controllers import Link
-from orchestration import batching
+from orchestration.runtime import batching
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration.v1.model_pb2 import Transition
+from suite import eventually
 
 CREDENTIAL = "link-secret"
 
@@ -24,7 +25,7 @@ class Sleepy(Controller):
     """Creates after the number of seconds its `sleep` parameter says."""
 
     async def create(self, ctx: OperationContext) -> Result:
-        await asyncio.sleep(float(ctx.parameters.get("sleep", "0")))
+        await asyncio.sleep(float(ctx.parameters.get("sleep", "0")))  # on purpose: a slow operation
         return Result(endpoint=f"sleepy://{ctx.uuid}")
 
 
@@ -56,11 +57,10 @@ async def test_operations_queued_one_by_one_while_many_are_out_share_messages(mo
         link.start()
         try:
             futures = [link.submit(create(f"busy{n}", 2.0), {}) for n in range(100)]
-            while not messages:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: messages, timeout=10, what="the first message reaching the controller", interval=0.01)
             for n in range(40):  # one at a time, as results come back during a run
                 futures.append(link.submit(create(f"late{n}", 0.0), {}))
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0.001)  # on purpose: paces the submissions, one per loop turn or so
             results = await asyncio.wait_for(asyncio.gather(*futures), 10)
         finally:
             await link.close()

@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import NatsServer
-from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, start_nats_server, stop_nats_server
+
+from cli.embedded_nats import (
+    MEMORY_LIMIT,
+    EmbeddedNatsConfig,
+    NatsCredentials,
+    free_port,
+    start_nats_server,
+    stop_nats_server,
+)
 from suite import environment_of
 
 

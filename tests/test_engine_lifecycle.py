@@ -5,13 +5,17 @@ stored solution, the task tree, or the sim controller's op log."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import nats
 import pytest
 
 import models
+from orchestration.store import keys as rk
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from suite import Suite, running_suite
 
@@ -205,3 +209,43 @@ def test_instance_set_inactive_stops_exactly_that_instance(suite: Suite) -> None
     assert [(op["instance"], op["operation"]) for op in ops if op["operation"] != "reconfigure"] == [(target, "stop")]
     # The others stay up and learn that a member left.
     assert {op["instance"] for op in ops if op["operation"] == "reconfigure"} == {i.uuid for i in members} - {target}
+
+
+def _erase_design(suite: Suite, domain: str, architecture: str, version: str, component: str) -> None:
+    """Delete an architecture and a component from the model bucket behind the
+    API's back (the API refuses while a solution uses them): the catalog edit
+    a running solution must not notice."""
+    connection = json.loads((suite.home / "connection.json").read_text())
+
+    async def erase() -> None:
+        nc = await nats.connect(connection["nats_url"])
+        try:
+            bucket = await nc.jetstream().key_value(Subjects(connection["subject_prefix"]).model_bucket)
+            await bucket.delete(rk.architecture_key(domain, architecture, version))
+            await bucket.delete(rk.component_key(domain, component, version))
+        finally:
+            await nc.close()
+
+    asyncio.run(erase())
+
+
+def test_a_running_solution_runs_from_its_records_whatever_happens_to_the_catalog(suite: Suite) -> None:
+    suite.apply(web("records", "records", "V1", 1, maximum=3, parameters={"sim_latency_ms": 5, "tier": "gold"}))
+    deploy(suite, "records", "records", "V1")
+    [cluster] = [c for e in suite.solution("records", "records").elements for c in e.clusters]
+    # The cluster record carries what a run needs: controller, parameters, rendered configuration.
+    assert cluster.controller == "sim"
+    assert cluster.parameters["tier"] == "gold" and cluster.parameters["element"] == "web"
+    assert cluster.configuration == "web web V1"
+    _erase_design(suite, "records", "records", "V1", "web")
+    assert suite.orch("component", "get", "records", "web", "V1").returncode != 0
+
+    # Scaling up and stopping still reach the same controller with the same configuration and parameters.
+    started = max(op["finished"] for op in suite.ops("records"))
+    suite.ok("cluster", "set", "records", "records", "web", "V1", "--size", "2", "--wait")
+    suite.ok("solution", "set", "records", "records", "--state", "inactive", "--wait")
+    after = suite.solution("records", "records")
+    assert [i.state for e in after.elements for c in e.clusters for i in c.instances] == [INACTIVE, INACTIVE]
+    ops = ops_of(suite, "records", after=started)
+    assert {op["operation"] for op in ops} >= {"create", "configure", "start", "stop"}
+    assert all(op["outcome"] == "ok" for op in ops), ops

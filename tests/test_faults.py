@@ -17,7 +17,7 @@ import pytest
 from controllers.sim.table import InstanceTable
 from models import chain
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, running_suite
+from suite import Suite, alive, running_suite, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -28,11 +28,12 @@ def suite(tmp_path: Path) -> Iterator[Suite]:
         yield running
 
 
-def wait_for_pid(suite: Suite, name: str, timeout: float = 30) -> int:
+def wait_for_pid(suite: Suite, name: str, timeout: float = 30, other_than: int = 0) -> int:
+    """pid of the child service `name` (one other than `other_than`: a restarted one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = suite.services().get(name)
-        if pid:
+        if pid and pid != other_than:
             return pid
         time.sleep(0.05)
     raise AssertionError(f"{name} did not come back within {timeout}s")
@@ -48,6 +49,17 @@ def sim_instances(suite: Suite) -> dict[str, str]:
         return {r.uuid: r.state for r in table.records()}
     finally:
         table.close()
+
+
+def kill(pid: int) -> None:
+    """SIGKILL a child service and wait until it is really gone."""
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), timeout=10, what=f"pid {pid} dying")
+
+
+def work_started(suite: Suite, solution: str) -> None:
+    """Wait until the sim controller has run an operation of the deploy: it is under way."""
+    wait_until(lambda: suite.ops(solution), timeout=30, what=f"the deploy of {solution} starting")
 
 
 def assert_nothing_lost_or_duplicated(suite: Suite, domain: str, solution: str) -> None:
@@ -72,10 +84,10 @@ def test_dispatcher_killed_repeatedly_during_a_deploy(suite: Suite) -> None:
     rng = random.Random(7)
     kills = 0
     while kills < 4 and suite.task("crash", task).task.status in (pb.TASK_STATUS_INITIAL, pb.TASK_STATUS_EXECUTING):
+        # On purpose: fault injection at random moments of the deploy (seeded).
         time.sleep(rng.uniform(0.3, 1.2))
-        os.kill(wait_for_pid(suite, "dispatcher"), signal.SIGKILL)
+        kill(wait_for_pid(suite, "dispatcher"))
         kills += 1
-        time.sleep(0.2)
     assert kills >= 2, "the deploy ended before the dispatcher could be killed twice; make it longer"
     root = suite.wait_task("crash", task, timeout=120)
     assert root.status == pb.TASK_STATUS_COMPLETED, root.error
@@ -85,10 +97,10 @@ def test_dispatcher_killed_repeatedly_during_a_deploy(suite: Suite) -> None:
 def test_gateway_killed_running_tasks_are_unaffected(suite: Suite) -> None:
     suite.apply(chain("gw", [10, 40], parameters={"sim_latency_ms": 20}))
     task = json.loads(suite.ok("solution", "deploy", "gw", "app", "V1", "-o", "json"))["task"]
-    time.sleep(0.3)
-    os.kill(wait_for_pid(suite, "gateway"), signal.SIGKILL)
-    time.sleep(2.5)  # orch up restarts it after a second
-    wait_for_pid(suite, "gateway")
+    work_started(suite, "app")
+    victim = wait_for_pid(suite, "gateway")
+    kill(victim)
+    wait_for_pid(suite, "gateway", other_than=victim)  # orch up restarts it after a second
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -107,10 +119,10 @@ def test_gateway_killed_running_tasks_are_unaffected(suite: Suite) -> None:
 def test_nats_killed_and_restarted_mid_deploy(suite: Suite) -> None:
     suite.apply(chain("nats", [10, 60, 60], parameters={"sim_latency_ms": 10}))
     task = json.loads(suite.ok("solution", "deploy", "nats", "app", "V1", "-o", "json"))["task"]
-    time.sleep(0.8)
-    os.kill(wait_for_pid(suite, "nats-server"), signal.SIGKILL)
-    time.sleep(1.5)
-    wait_for_pid(suite, "nats-server")
+    work_started(suite, "app")
+    victim = wait_for_pid(suite, "nats-server")
+    kill(victim)
+    wait_for_pid(suite, "nats-server", other_than=victim)
     deadline = time.monotonic() + 90
     root = None
     while time.monotonic() < deadline:

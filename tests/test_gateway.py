@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from gateway.server import Gateway, GatewaySettings
-from orchestration.grpcserver import bearer_metadata
-from orchestration.subjects import Subjects
+from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb

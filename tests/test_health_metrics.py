@@ -15,8 +15,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cli.embedded_nats import (
+    MEMORY_LIMIT,
+    EmbeddedNatsConfig,
+    NatsCredentials,
+    free_port,
+    nats_url,
+    start_nats_server,
+    stop_nats_server,
+)
 from dispatcher.service import Dispatcher, DispatcherSettings
-from orchestration.embedded_nats import MEMORY_LIMIT, EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server, stop_nats_server
 from suite import DATA, Suite, environment_of, running_suite
 
 
@@ -103,7 +111,7 @@ def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:
 
 async def test_gateway_answers_unavailable_while_nats_is_away(tmp_path: Path) -> None:
     from gateway.server import Gateway, GatewaySettings
-    from orchestration.grpcserver import bearer_metadata
+    from orchestration.runtime.grpcserver import bearer_metadata
     from orchestration.v1 import gateway_pb2 as gw
     from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 

@@ -21,9 +21,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from orchestration import healthcheck
-from orchestration.grpcserver import Server
-from orchestration.subjects import Subjects
+from orchestration.runtime import healthcheck
+from orchestration.runtime.grpcserver import Server
+from orchestration.store.subjects import Subjects
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "orchestrator"
@@ -310,7 +310,7 @@ def test_production_values(production: list[Manifest]) -> None:
     assert "--tls-cert" in container["args"]
     # Kubernetes' grpc probes cannot speak TLS: the probe runs the health check in the container.
     probe = container["readinessProbe"]["exec"]["command"]
-    assert probe[:4] == ["python", "-m", "orchestration.healthcheck", "--tls"] and probe[-1] == "127.0.0.1:50051"
+    assert probe[:4] == ["python", "-m", "orchestration.runtime.healthcheck", "--tls"] and probe[-1] == "127.0.0.1:50051"
     assert find(production, "Service", "-gateway")["spec"]["type"] == "LoadBalancer"
     dispatcher = service_container(production, "dispatcher")
     assert dispatcher["resources"]["limits"] == {"cpu": "4", "memory": "2Gi"}
@@ -404,6 +404,6 @@ def test_dockerfile_matches_the_chart() -> None:
     assert len(re.findall(r"^FROM ", dockerfile, re.M)) == 2  # builder + runtime
     uid = int(re.search(r"^USER (\d+):\d+$", dockerfile, re.M).group(1))
     assert uid == values_file(CHART / "values.yaml")["podSecurityContext"]["runAsUser"]
-    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-m\", \"orchestration\.healthcheck\"\]", dockerfile, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-m\", \"orchestration\.runtime\.healthcheck\"\]", dockerfile, re.M)
     # The same code generation as `make generate`.
     assert "grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services" in dockerfile

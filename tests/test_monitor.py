@@ -18,15 +18,15 @@ from typing import Any
 import grpc
 import nats
 import pytest
+from models import flat
 
-from monitor.compensation import Backoff
+from cli.home import load_connection
+from monitor.compensation import Pacing
 from monitor.drift import is_drift
-from orchestration.home import load_connection
-from orchestration.lifecycle import roll_up
-from orchestration.subjects import Subjects
+from orchestration.model.lifecycle import roll_up
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import sim_pb2, sim_pb2_grpc
-from models import flat
 from suite import DATA, Suite, running_suite
 
 INTERVAL = 1.0
@@ -225,6 +225,8 @@ def test_a_start_that_always_fails_is_compensated_with_back_off(deployed: Deploy
     failed = suite.orch("solution", "deploy", "flaky", "flaky", "V1", "--wait")
     assert failed.returncode != 0
     window = 6.0
+    # A fixed wait on purpose: the test counts the compensations made in this
+    # window (how many did NOT happen is the back-off), so no condition can end it early.
     time.sleep(window)
     tasks = roots(suite, "flaky")
     compensations = len(tasks) - 1
@@ -251,8 +253,8 @@ def test_figures_of_the_last_poll_are_answered_on_request(deployed: Deployed) ->
 # ---- pure parts, no processes ------------------------------------------------
 
 
-def test_back_off_doubles_per_compensation_up_to_the_cap_and_resets_when_converged() -> None:
-    backoff = Backoff(interval=1.0, cap=5.0)
+def test_pacing_doubles_per_compensation_up_to_the_cap_and_resets_when_converged() -> None:
+    backoff = Pacing(interval=1.0, cap=5.0)
     key = ("d", "s")
     assert backoff.allowed(key, 0.0)
     assert backoff.compensated(key, 0.0) == 2.0

@@ -19,19 +19,19 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
+from cli.home import load_connection
 from controllers.process import ProcessController
 from controllers.process.settings import ProcessSettings
 from controllers.process.template import TemplateError, endpoint_fields, render
 from controllers.sdk import UNKNOWN, OperationContext, Permanent
-from orchestration.grpcserver import bearer_metadata
+from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, alive, children_of, cmdline, running_suite
+from suite import Suite, alive, children_of, cmdline, running_suite, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "nats-cluster" / "nats-cluster.yaml"
-HAS_MONITOR = (REPO / "services" / "monitor" / "__main__.py").exists()
 DOMAIN, SOLUTION = "examples", "nats-cluster"
 
 T = TypeVar("T")
@@ -160,6 +160,18 @@ def rendered_routes(suite: Suite, instance: pb.Instance) -> set[str]:
     return set(re.findall(r"nats-route://127\.0\.0\.1:(\d+)", conf))
 
 
+def monitor_figure(suite: Suite, name: str) -> float:
+    """One value of the monitor's Prometheus metrics (0 before it is first set)."""
+    connection = load_connection(suite.home)
+    assert connection is not None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{connection.metrics['monitor']}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def controller_pid(suite: Suite) -> int | None:
     for pid in children_of(suite.proc.pid):
         if "-m controllers.process" in cmdline(pid) and alive(pid):
@@ -233,8 +245,11 @@ def test_restarting_the_controller_adopts_its_processes(suite: Suite) -> None:
     answer = wait_for(lambda: _status(suite, refs, metadata), what="Status of the new controller")
     assert answer is not None
     assert {s.uuid: (s.state, s.endpoint) for s in answer.statuses} == {i.uuid: (pb.STATE_ACTIVE, i.endpoint) for i in every}
-    # A few monitor polls later: nothing restarted, nothing started twice.
-    time.sleep(2.5)
+    # Two monitor polls later: nothing drifted, nothing restarted, nothing started twice.
+    polls, drifts = monitor_figure(suite, "orch_monitor_poll_seconds_count"), monitor_figure(suite, "orch_monitor_drift_total")
+    wait_until(lambda: monitor_figure(suite, "orch_monitor_poll_seconds_count") >= polls + 2, timeout=15,
+               what="two monitor polls")
+    assert monitor_figure(suite, "orch_monitor_drift_total") == drifts
     assert processes_in(work_root(suite)) == before
     assert all(i.state == pb.STATE_ACTIVE for i in instances(suite, "nats") + instances(suite, "web"))
 
@@ -249,7 +264,6 @@ def _status(suite: Suite, refs: list[cpb.InstanceReference], metadata: Any) -> c
         return None
 
 
-@pytest.mark.skipif(not HAS_MONITOR, reason="needs the monitor (python -m monitor)")
 def test_a_nats_server_killed_by_hand_runs_again(suite: Suite) -> None:
     victim = instances(suite, "nats")[0]
     pid_file = work_root(suite) / victim.uuid / "pid.json"

@@ -1,4 +1,4 @@
-"""Acknowledged JetStream publishes (orchestration.publisher) against a real
+"""Acknowledged JetStream publishes (orchestration.store.publisher) against a real
 nats-server: what every KV write and event of the engine goes through."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+from conftest import NatsServer
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
-from conftest import NatsServer
-from orchestration.publisher import publisher_for
-from orchestration.subjects import Subjects
+from orchestration.store.publisher import publisher_for
+from orchestration.store.subjects import Subjects
 
 
 def stream_name(subjects: Subjects) -> str:
@@ -80,7 +80,8 @@ async def test_a_caller_that_gives_up_leaves_nothing_waiting(nc: NatsClient, sub
     publisher = publisher_for(nc.jetstream())
     silent = await nc.subscribe(f"{subjects.prefix}.silent")
     waiting = asyncio.ensure_future(publisher.publish(f"{subjects.prefix}.silent", b"x"))
-    await asyncio.sleep(0.1)
+    await silent.next_msg(timeout=10)  # published: the caller now waits for an acknowledgement
+    assert publisher._pending and not waiting.done()
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting

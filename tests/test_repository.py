@@ -14,12 +14,13 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
-from orchestration import kvstore
-from orchestration.codec import parse_document
-from orchestration.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from orchestration.names import encode_token
-from orchestration.repository import ApplyResult, InstanceRecord, Repository
-from orchestration.subjects import Subjects
+from orchestration.model.codec import parse_document
+from orchestration.model.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from orchestration.model.names import encode_token
+from orchestration.runtime import concurrency
+from orchestration.store import kvstore
+from orchestration.store.repository import ApplyResult, InstanceRecord, Repository
+from orchestration.store.subjects import Subjects
 from orchestration.v1.model_pb2 import (
     Architecture,
     Cluster,
@@ -648,29 +649,29 @@ async def test_gather_bounded_keeps_order_and_bound_and_raises_after_all_finishe
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.001 * (i % 3))
+        await asyncio.sleep(0.001 * (i % 3))  # on purpose: calls of uneven length finish out of order
         running -= 1
         finished.append(i)
         if i == 5:
             raise ValueError("five")
         return i * 2
 
-    assert await kvstore.gather_bounded((call(i) for i in range(20) if i != 5), limit=4) == [i * 2 for i in range(20) if i != 5]
+    assert await concurrency.gather_bounded((call(i) for i in range(20) if i != 5), limit=4) == [i * 2 for i in range(20) if i != 5]
     assert peak == 4
     finished.clear()
     with pytest.raises(ValueError, match="five"):
-        await kvstore.gather_bounded((call(i) for i in range(20)), limit=4)
+        await concurrency.gather_bounded((call(i) for i in range(20)), limit=4)
     assert sorted(finished) == list(range(20)), "every call ran to its end"
-    assert await kvstore.gather_bounded([], limit=4) == []
+    assert await concurrency.gather_bounded([], limit=4) == []
 
 
 async def test_gather_bounded_of_many_calls_is_linear() -> None:
     async def call(i: int) -> int:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # on purpose: each call yields to the loop once, as a real one would
         return i
 
     loop = asyncio.get_running_loop()
     started = loop.time()
-    assert len(await kvstore.gather_bounded((call(i) for i in range(50_000)), limit=256)) == 50_000
+    assert len(await concurrency.gather_bounded((call(i) for i in range(50_000)), limit=256)) == 50_000
     # A semaphore's wake-ups made this quadratic (tens of seconds); linear, it takes well under a second.
     assert loop.time() - started < 20

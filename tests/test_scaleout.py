@@ -6,6 +6,7 @@ was spread over both dispatchers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -19,14 +20,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import nats
 import pytest
-
 from models import flat
-from orchestration.embedded_nats import find_nats_server, free_port, wait_for_port
-from orchestration.grpcserver import bearer_metadata
+
+from cli.embedded_nats import find_nats_server, free_port, wait_for_port
+from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from suite import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -81,6 +84,27 @@ def nats_node(cluster: Cluster, index: int, ports: list[int], routes: list[int])
     cluster.start(f"nats-{index}", [find_nats_server(), "-c", str(conf)])
 
 
+def jetstream_answers(port: int) -> bool:
+    """True once JetStream answers through this node: the cluster has elected its meta leader."""
+    async def ask() -> bool:
+        nc = await nats.connect(f"nats://{USER}:{PASSWORD}@127.0.0.1:{port}", allow_reconnect=False, connect_timeout=2)
+        try:
+            await nc.jetstream(timeout=1).account_info()
+            return True
+        except Exception:  # noqa: BLE001 - no meta leader yet (or no route to it)
+            return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def logged(cluster: Cluster, name: str, *texts: str) -> bool:
+    """True when the log of process `name` contains every one of `texts`."""
+    log = (cluster.home / f"{name}.log").read_text()
+    return all(text in log for text in texts)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
     found = Cluster(tmp_path)
@@ -90,7 +114,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
             nats_node(found, index, ports, routes)
         for port in ports:
             wait_for_port("127.0.0.1", port)
-        time.sleep(2.0)  # the cluster elects its JetStream meta leader
+        wait_until(lambda: all(jetstream_answers(port) for port in ports), timeout=30,
+                   what="a JetStream meta leader for the cluster")
         (tmp_path / "token").write_text(TOKEN)
         (tmp_path / "credential").write_text(CREDENTIAL)
         env = {
@@ -143,14 +168,17 @@ def test_deploy_survives_a_nats_node_and_a_dispatcher_killed(cluster: tuple[Clus
     solutions = gw_grpc.SolutionServiceStub(channel)
     automation = gw_grpc.AutomationServiceStub(channel)
     admin.Apply(gw.ApplyRequest(document=flat("scale", 50, parameters={"sim_latency_ms": 20})), metadata=metadata, timeout=30)
-    time.sleep(2.0)  # both sims registered
+    dispatchers = ("dispatcher-1", "dispatcher-2")
+    wait_until(lambda: all(logged(found, d, "replica sim-1 at ", "replica sim-2 at ") for d in dispatchers),
+               timeout=30, what="both dispatchers knowing both sims")
     names = [f"s{i}" for i in range(6)]
     tasks = {}
     for name in names:
         reply = solutions.DeploySolution(gw.DeploySolutionRequest(domain="scale", architecture="app", version="V1", solution=name),
                                          metadata=metadata, timeout=30)
         tasks[name] = reply.task
-    time.sleep(1.0)
+    # Mid-deploy: the dispatcher about to be killed is running some of it.
+    wait_until(lambda: logged(found, "dispatcher-1", "running task"), timeout=30, what="dispatcher-1 running a task")
     found.kill("nats-1")
     found.kill("dispatcher-1")
 

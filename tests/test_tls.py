@@ -6,12 +6,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from certs import make_pki
+
 from gateway.server import Gateway, GatewaySettings
-from orchestration.grpcserver import bearer_metadata
-from orchestration.subjects import Subjects
-from orchestration.tls import TlsConfig, channel
+from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.tls import TlsConfig, channel
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 

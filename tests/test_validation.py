@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestration import codec, validation
-from orchestration.errors import InvalidArgument
+from orchestration.model import codec, validation
+from orchestration.model.errors import InvalidArgument
 from orchestration.v1 import model_pb2 as pb
 
 DATA = Path(__file__).parent / "data"

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import grpc
 from nats.aio.subscription import Subscription
 
-from orchestration.batching import let_others_join
-from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
-from orchestration.kvstore import Bucket
-from orchestration.registrations import controller_names, live_registrations, registration_key
-from orchestration.tls import TlsConfig
-from orchestration.tls import channel as tls_channel
+from orchestration.runtime.batching import let_others_join
+from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
+from orchestration.runtime.tls import TlsConfig
+from orchestration.runtime.tls import channel as tls_channel
+from orchestration.store.kvstore import Bucket
+from orchestration.store.registrations import controller_names, live_registrations, registration_key
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import records_pb2 as rpb

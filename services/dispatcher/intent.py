@@ -4,21 +4,22 @@ the same request twice stores the same records, which crash recovery needs)."""
 from __future__ import annotations
 
 import asyncio
-
-from orchestration import planner
-from orchestration.errors import FailedPrecondition, NotFound
-from orchestration.repository import Repository
-from orchestration.v1 import model_pb2 as pb
-from orchestration.v1 import records_pb2 as rpb
+import contextlib
 
 from dispatcher.records import Intent, load_records, write_intent
+from orchestration.model import planner
+from orchestration.model.errors import FailedPrecondition, NotFound
+from orchestration.store.repository import Repository
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import records_pb2 as rpb
 
 R = rpb.RequestKind
 
 
 async def apply_request(repo: Repository, request: rpb.Request) -> Intent:
     """Store what the request asks for in the solution's records (instance
-    records are left to the run, see Intent)."""
+    records are left to the run, see Intent). The one place a request is
+    planned: the cluster records written here carry everything a run needs."""
     if request.kind == R.REQUEST_KIND_DEPLOY:
         # Independent reads, at once: a request's first operation waits for them.
         records, (architecture, catalog) = await asyncio.gather(
@@ -45,14 +46,9 @@ async def apply_request(repo: Repository, request: rpb.Request) -> Intent:
             wanted = current
         else:
             raise FailedPrecondition(f"unknown request kind {request.kind}")
-    intent = await write_intent(repo, request.domain, records, wanted)
-    if request.kind == R.REQUEST_KIND_DEPLOY:
-        # The run needs them too, with the components of elements the new architecture dropped.
-        dropped = {(e.component, c.version) for e in wanted.elements for c in e.clusters} - catalog.keys()
-        if dropped:
-            catalog.update(await _components(repo, request.domain, dropped))
-        intent.catalog, intent.architecture = catalog, architecture
-    return intent
+    if planner.missing_design(wanted):
+        wanted = await _backfill(repo, request.domain, wanted, current)
+    return await write_intent(repo, request.domain, records, wanted)
 
 
 async def _design(repo: Repository, request: rpb.Request) -> tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]:
@@ -60,6 +56,30 @@ async def _design(repo: Repository, request: rpb.Request) -> tuple[pb.Architectu
     architecture = await repo.get_architecture(request.domain, request.architecture, request.version)
     used = {(element.component, cluster.version) for element in architecture.elements for cluster in element.clusters}
     return architecture, await _components(repo, request.domain, used)
+
+
+async def _backfill(repo: Repository, domain: str, wanted: pb.Solution, current: pb.Solution | None) -> pb.Solution:
+    """Cluster records stored before records carried their controller and
+    parameters get them once: from the architecture the solution was
+    deployed from, else (a cluster that left it) the controller from the
+    catalog. What cannot be found stays empty; its operations then fail with
+    "no controller", as they would have before."""
+    source = current if current is not None else wanted
+    design = pb.Solution()
+    with contextlib.suppress(NotFound):
+        architecture = await repo.get_architecture(domain, source.architecture or source.name, source.version)
+        used = {(e.component, c.version) for e in architecture.elements for c in e.clusters}
+        design = planner.desired_solution(domain, wanted.name, architecture, await _components(repo, domain, used))
+    filled = planner.fill_design(wanted, design)
+    rest = {(e.component, c.version) for e in filled.elements for c in e.clusters if not c.controller}
+    if rest:
+        found = await _components(repo, domain, rest)
+        for element in filled.elements:
+            for cluster in element.clusters:
+                component = found.get((element.component, cluster.version))
+                if not cluster.controller and component is not None:
+                    cluster.controller = component.controller
+    return filled
 
 
 async def _components(repo: Repository, domain: str, keys: set[tuple[str, str]]) -> dict[tuple[str, str], pb.Component]:

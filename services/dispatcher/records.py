@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from orchestration.errors import NotFound
-from orchestration.kvstore import Versioned, gather_bounded
-from orchestration.repository import Repository
-from orchestration.solution_records import ClusterRecord, InstanceRecord
+from orchestration.model.errors import NotFound
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.store.kvstore import Versioned
+from orchestration.store.repository import Repository
+from orchestration.store.solution_records import ClusterRecord, InstanceRecord
 from orchestration.v1 import model_pb2 as pb
 
 
@@ -77,9 +78,6 @@ class Intent:
 
     records: SolutionRecordSet
     unsaved: set[str] = field(default_factory=set)
-    # The domain's components and the solution's architecture, when already read.
-    catalog: dict[tuple[str, str], pb.Component] | None = None
-    architecture: pb.Architecture | None = None
 
 
 async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet, wanted: pb.Solution) -> Intent:

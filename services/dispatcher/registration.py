@@ -7,11 +7,11 @@ import logging
 
 import grpc
 
-from orchestration.errors import InvalidArgument
-from orchestration.kvstore import Bucket
-from orchestration.leases import now_ms
-from orchestration.names import check_name
-from orchestration.registrations import registration_key
+from orchestration.model.errors import InvalidArgument
+from orchestration.model.names import check_name
+from orchestration.store.kvstore import Bucket
+from orchestration.store.leases import now_ms
+from orchestration.store.registrations import registration_key
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import records_pb2 as rpb

@@ -24,17 +24,17 @@ from dispatcher.intent import apply_request
 from dispatcher.registration import RegistrationServicer
 from dispatcher.settings import EngineSettings
 from dispatcher.tasks import TaskBook
-from orchestration.errors import Aborted, NotFound, OrchestrationError
-from orchestration.events import EventRecorder
-from orchestration.grpcserver import Server
-from orchestration.leases import LEASE_SECONDS, Lease, Leases, now_ms
-from orchestration.metrics import REQUESTS_WAITING
-from orchestration.natsconn import connect, redact
-from orchestration.repository import Repository
-from orchestration.runtime import serve_until_signalled
-from orchestration.requests import root_task
-from orchestration.subjects import Subjects
-from orchestration.tls import TlsConfig
+from orchestration.model.errors import Aborted, NotFound, OrchestrationError
+from orchestration.runtime.grpcserver import Server
+from orchestration.runtime.metrics import REQUESTS_WAITING
+from orchestration.runtime.process import serve_until_signalled
+from orchestration.runtime.tls import TlsConfig
+from orchestration.store.events import EventRecorder
+from orchestration.store.leases import LEASE_SECONDS, Lease, Leases, now_ms
+from orchestration.store.natsconn import connect, redact
+from orchestration.store.repository import Repository
+from orchestration.store.requests import root_task
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import model_pb2 as pb

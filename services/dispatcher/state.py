@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestration.lifecycle import ACTIVE, INITIAL
+from orchestration.model.lifecycle import ACTIVE, INITIAL
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition

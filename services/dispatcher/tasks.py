@@ -6,21 +6,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable
 import time
 import uuid as uuidlib
+from collections.abc import Awaitable, Callable
 
-from orchestration.errors import Aborted
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from orchestration import telemetry
-from orchestration.events import EventRecorder, new_event, task_status_name, task_type_name
-from orchestration.kvstore import gather_bounded, persist
-from orchestration.lifecycle import TRANSITION_NAMES
-from orchestration.metrics import TASKS, labelled
-from orchestration.repository import Repository
+from orchestration.model.errors import Aborted
+from orchestration.model.lifecycle import TRANSITION_NAMES
+from orchestration.runtime import telemetry
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.runtime.metrics import TASKS, labelled
+from orchestration.store.events import EventRecorder, new_event, task_status_name, task_type_name
+from orchestration.store.kvstore import persist
+from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 
 S = pb.TaskStatus

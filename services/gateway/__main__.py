@@ -7,10 +7,11 @@ from pathlib import Path
 import click
 
 from gateway.server import GatewaySettings, serve
-from orchestration.runtime import metrics_option, service_process
-from orchestration.runtime import run as run_service
-from orchestration.subjects import DEFAULT_PREFIX
-from orchestration.tls import TlsConfig, tls_options
+from orchestration.runtime.process import metrics_option
+from orchestration.runtime.process import run as run_service
+from orchestration.runtime.process import service_process
+from orchestration.runtime.tls import TlsConfig, tls_options
+from orchestration.store.subjects import DEFAULT_PREFIX
 
 
 @click.command()

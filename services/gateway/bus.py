@@ -16,14 +16,15 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry.trace import SpanKind
 
 from gateway.api.automation import AutomationServicer
 from gateway.api.solutions import SolutionServicer
-from opentelemetry.trace import SpanKind
-
-from orchestration import codec, telemetry
-from orchestration.errors import InvalidArgument, status_of
-from orchestration.subjects import Subjects
+from orchestration.model import codec
+from orchestration.model.errors import InvalidArgument
+from orchestration.runtime import telemetry
+from orchestration.runtime.status import status_of
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 
 log = logging.getLogger("gateway.bus")

@@ -9,17 +9,17 @@ from nats.aio.client import Client
 
 from gateway.api.administration import AdministrationServicer
 from gateway.api.automation import AutomationServicer
+from gateway.api.catalog import ArchitectureServicer, CatalogServicer
 from gateway.api.channel import Channel
 from gateway.api.feeds import Feeds
-from gateway.bus import Bus
-from gateway.api.catalog import ArchitectureServicer, CatalogServicer
 from gateway.api.solutions import SolutionServicer
-from orchestration.grpcserver import Server
-from orchestration.natsconn import connect, redact
-from orchestration.repository import Repository
-from orchestration.runtime import serve_until_signalled
-from orchestration.subjects import Subjects
-from orchestration.tls import TlsConfig
+from gateway.bus import Bus
+from orchestration.runtime.grpcserver import Server
+from orchestration.runtime.process import serve_until_signalled
+from orchestration.runtime.tls import TlsConfig
+from orchestration.store.natsconn import connect, redact
+from orchestration.store.repository import Repository
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 

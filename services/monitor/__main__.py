@@ -8,10 +8,11 @@ import click
 
 from monitor.service import serve
 from monitor.settings import MonitorSettings
-from orchestration.runtime import metrics_option, service_process
-from orchestration.runtime import run as run_service
-from orchestration.subjects import DEFAULT_PREFIX
-from orchestration.tls import TlsConfig, tls_options
+from orchestration.runtime.process import metrics_option
+from orchestration.runtime.process import run as run_service
+from orchestration.runtime.process import service_process
+from orchestration.runtime.tls import TlsConfig, tls_options
+from orchestration.store.subjects import DEFAULT_PREFIX
 
 
 @click.command()

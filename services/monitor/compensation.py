@@ -8,15 +8,15 @@ import logging
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
-
 from opentelemetry.trace import SpanKind
 
-from orchestration import telemetry
-from orchestration.errors import FailedPrecondition
-from orchestration.leases import Leases
-from orchestration.repository import Repository
-from orchestration.requests import new_request, submit
-from orchestration.subjects import Subjects
+from orchestration.model.errors import FailedPrecondition
+from orchestration.runtime import telemetry
+from orchestration.runtime.backoff import Backoff
+from orchestration.store.leases import Leases
+from orchestration.store.repository import Repository
+from orchestration.store.requests import new_request, submit
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import records_pb2 as rpb
 
 log = logging.getLogger("monitor.compensation")
@@ -27,10 +27,11 @@ SolutionKey = tuple[str, str]
 
 
 @dataclass
-class Backoff:
+class Pacing:
     """After n consecutive compensations of a solution the next waits
-    interval * 2^n seconds (capped); a converged solution starts over.
-    Times are passed in (monotonic seconds), so tests need no clock."""
+    interval * 2^n seconds (capped: the one Backoff rule, starting at twice
+    the interval); a converged solution starts over. Times are passed in
+    (monotonic seconds), so tests need no clock."""
 
     interval: float
     cap: float = 300.0
@@ -44,7 +45,7 @@ class Backoff:
         """Note a compensation; the seconds until the next one is allowed."""
         streak = self._streak.get(key, 0) + 1
         self._streak[key] = streak
-        wait = min(self.cap, self.interval * 2**streak)
+        wait = Backoff(first=2 * self.interval, maximum=self.cap).delay(streak)
         self._not_before[key] = now + wait
         return wait
 

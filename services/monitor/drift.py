@@ -16,10 +16,10 @@ import logging
 
 from monitor.inventory import Watched
 from monitor.probe import Observation
-from orchestration.errors import Aborted, NotFound
-from orchestration.events import EventRecorder, new_event
-from orchestration.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, state_name
-from orchestration.repository import Repository
+from orchestration.model.errors import Aborted, NotFound
+from orchestration.model.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, state_name
+from orchestration.store.events import EventRecorder, new_event
+from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 
 log = logging.getLogger("monitor.drift")

@@ -8,9 +8,9 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from orchestration.errors import NotFound
-from orchestration.kvstore import gather_bounded
-from orchestration.repository import InstanceRecord, Repository
+from orchestration.model.errors import NotFound
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.store.repository import InstanceRecord, Repository
 from orchestration.v1 import model_pb2 as pb
 
 log = logging.getLogger("monitor.inventory")
@@ -27,8 +27,8 @@ class Watched:
     solution: str
     record: InstanceRecord
     component: str
-    # Name of the controller (as the catalog names it); "" when the
-    # component is not in the catalog.
+    # Name of the controller, from the cluster record; "" when the record
+    # has none (written by an earlier version and not deployed since).
     controller: str
 
     @property
@@ -64,14 +64,11 @@ async def read_inventory(repo: Repository) -> list[SolutionView]:
 
 
 async def _read_domain(repo: Repository, domain: str) -> list[SolutionView]:
-    headers, components = await asyncio.gather(repo.list_solutions(domain), repo.list_components(domain))
-    controllers = {(c.name, c.version): c.controller for c in components}
-    return await gather_bounded((_read_solution(repo, domain, h, controllers) for h in headers), _READ_CONCURRENCY)
+    headers = await repo.list_solutions(domain)
+    return await gather_bounded((_read_solution(repo, domain, h) for h in headers), _READ_CONCURRENCY)
 
 
-async def _read_solution(
-    repo: Repository, domain: str, header: pb.Solution, controllers: dict[tuple[str, str], str]
-) -> SolutionView:
+async def _read_solution(repo: Repository, domain: str, header: pb.Solution) -> SolutionView:
     elements, clusters, instances = await asyncio.gather(
         repo.list_elements(domain, header.name),
         repo.list_clusters(domain, header.name),
@@ -81,11 +78,13 @@ async def _read_solution(
     components = {e.value.name: e.value.component for e in elements}
     view.element_targets = {e.value.name: e.value.target for e in elements}
     view.cluster_targets = {(c.element, c.cluster.version): c.cluster.target for c in clusters}
+    # The controller a cluster was deployed with is in its record: a later
+    # catalog edit does not change whom the monitor asks.
+    controllers = {(c.element, c.cluster.version): c.cluster.controller for c in clusters}
     for record in instances:
         if record.instance.target == pb.STATE_UNSPECIFIED:
             continue
         component = components.get(record.element, "")
-        # A cluster is named for the component version it runs.
-        controller = controllers.get((component, record.cluster), "")
+        controller = controllers.get((record.element, record.cluster), "")
         view.instances.append(Watched(domain, header.name, record, component, controller))
     return view

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from orchestration.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
-from orchestration.kvstore import Bucket, gather_bounded
-from orchestration.registrations import controller_names, live_registrations
-from orchestration.tls import TlsConfig
-from orchestration.tls import channel as tls_channel
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
+from orchestration.runtime.tls import TlsConfig
+from orchestration.runtime.tls import channel as tls_channel
+from orchestration.store.kvstore import Bucket
+from orchestration.store.registrations import controller_names, live_registrations
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb

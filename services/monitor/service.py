@@ -15,23 +15,23 @@ from collections.abc import Callable
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from monitor.compensation import Backoff, Compensator
+from monitor.compensation import Compensator, Pacing
 from monitor.drift import correct, effective_state, is_drift
 from monitor.figures import PollFigures
 from monitor.inventory import SolutionView, Watched, read_inventory
 from monitor.probe import Observation, StatusProbe
 from monitor.settings import MonitorSettings
 from monitor.status import StatusBoard
-from orchestration import telemetry
-from orchestration.events import EventRecorder
-from orchestration.kvstore import gather_bounded
-from orchestration.leases import Leases, solution_key
-from orchestration.lifecycle import INITIAL, state_name
-from orchestration.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
-from orchestration.natsconn import connect, redact
-from orchestration.repository import Repository
-from orchestration.runtime import stop_on_signals
-from orchestration.subjects import Subjects
+from orchestration.model.lifecycle import INITIAL, state_name
+from orchestration.runtime import telemetry
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.runtime.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
+from orchestration.runtime.process import stop_on_signals
+from orchestration.store.events import EventRecorder
+from orchestration.store.leases import Leases, solution_key
+from orchestration.store.natsconn import connect, redact
+from orchestration.store.repository import Repository
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import controller_pb2 as cpb
 
 _tracer = telemetry.tracer("monitor")
@@ -67,7 +67,7 @@ class Monitor:
         self.subjects = Subjects(settings.prefix)
         self.clock = clock
         self.board = StatusBoard()
-        self.backoff = Backoff(settings.interval, settings.backoff_max)
+        self.backoff = Pacing(settings.interval, settings.backoff_max)
         self.last = PollFigures()
         self.polls = 0
         self._nc: NatsClient | None = None

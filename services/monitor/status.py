@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from monitor.inventory import SolutionView
 from monitor.probe import Observation
-from orchestration.lifecycle import roll_up, state_name
+from orchestration.model.lifecycle import roll_up, state_name
 
 # (kind, domain, solution, element, cluster) of an aggregate.
 AggregateKey = tuple[str, str, str, str, str]

@@ -14,8 +14,8 @@ import os
 import sys
 
 import nats
-from orchestration.repository import Repository
-from orchestration.subjects import Subjects
+from orchestration.store.repository import Repository
+from orchestration.store.subjects import Subjects
 
 DEADLINE = 600.0
 

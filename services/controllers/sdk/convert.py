@@ -10,8 +10,7 @@ from types import MappingProxyType
 
 from controllers.sdk.context import DependencyKind, InstanceRef, OperationContext, Provider
 from controllers.sdk.controller import InstanceState
-from orchestration.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
-
+from orchestration.model.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import DependencyType, State
 

@@ -17,9 +17,9 @@ from controllers.sdk.context import OperationContext
 from controllers.sdk.controller import Controller, Result
 from controllers.sdk.convert import TRANSITION_NAMES, Views, deadline_of, operation_context
 from controllers.sdk.errors import Permanent, Retryable
-from orchestration import telemetry
-from orchestration.lifecycle import EDGES
-from orchestration.metrics import OPERATIONS, OPERATION_SECONDS, labelled
+from orchestration.model.lifecycle import EDGES
+from orchestration.runtime import telemetry
+from orchestration.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import State, Transition
 

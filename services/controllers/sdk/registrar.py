@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 
-from orchestration.grpcserver import bearer_metadata
-from orchestration.tls import TlsConfig
-from orchestration.tls import channel as tls_channel
+from orchestration.runtime.backoff import Backoff, Jitter
+from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.tls import TlsConfig
+from orchestration.runtime.tls import channel as tls_channel
 from orchestration.v1 import dispatcher_pb2 as pb
 from orchestration.v1 import dispatcher_pb2_grpc as pb_grpc
 
@@ -35,19 +35,9 @@ class Registration:
     address: str
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delays between attempts while no dispatcher answers (seconds)."""
-
-    first: float = 0.2
-    maximum: float = 10.0
-    factor: float = 2.0
-
-    def delay(self, failures: int) -> float:
-        """The delay after `failures` failures in a row, with jitter so that
-        replicas restarted together do not call in lock-step."""
-        base = min(self.maximum, self.first * self.factor ** max(0, failures - 1))
-        return base * random.uniform(0.5, 1.0)
+# Delays between attempts while no dispatcher answers, with jitter so that
+# replicas restarted together do not call in lock-step.
+REGISTRATION_BACKOFF = Backoff(first=0.2, maximum=10.0, jitter=Jitter.HALF)
 
 
 class Registrar:
@@ -68,7 +58,7 @@ class Registrar:
     """
 
     def __init__(
-        self, dispatchers: Sequence[str], credential: str, registration: Registration, backoff: Backoff = Backoff(),
+        self, dispatchers: Sequence[str], credential: str, registration: Registration, backoff: Backoff = REGISTRATION_BACKOFF,
         tls: TlsConfig | None = None,
     ) -> None:
         if not dispatchers:

@@ -18,10 +18,11 @@ import click
 from controllers.sdk.controller import Controller
 from controllers.sdk.registrar import Registrar, Registration
 from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
-from orchestration.runtime import METRICS_HELP, service_process
-from orchestration.runtime import run as run_service
-from orchestration.grpcserver import Server
-from orchestration.tls import TlsConfig
+from orchestration.runtime.grpcserver import Server
+from orchestration.runtime.process import METRICS_HELP
+from orchestration.runtime.process import run as run_service
+from orchestration.runtime.process import service_process
+from orchestration.runtime.tls import TlsConfig
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 
 log = logging.getLogger("controllers.sdk.runner")

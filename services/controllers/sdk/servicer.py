@@ -15,9 +15,9 @@ from controllers.sdk.convert import TRANSITION_NAMES, Views, instance_ref, insta
 from controllers.sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
 from controllers.sdk.errors import Permanent
 from controllers.sdk.executor import execute, permanent
-from orchestration.batching import let_others_join
-from orchestration.errors import FailedPrecondition, InvalidArgument, Unavailable
-from orchestration.kvstore import gather_bounded
+from orchestration.model.errors import FailedPrecondition, InvalidArgument, Unavailable
+from orchestration.runtime.batching import let_others_join
+from orchestration.runtime.concurrency import gather_bounded
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 from orchestration.v1.model_pb2 import Transition

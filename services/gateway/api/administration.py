@@ -6,10 +6,10 @@ import asyncio
 
 import grpc
 
-from orchestration import codec, validation
-from orchestration.errors import FailedPrecondition, InvalidArgument
-from orchestration.names import check_name
-from orchestration.repository import ApplyResult, Repository
+from orchestration.model import codec, validation
+from orchestration.model.errors import FailedPrecondition, InvalidArgument
+from orchestration.model.names import check_name
+from orchestration.store.repository import ApplyResult, Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb

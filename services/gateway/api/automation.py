@@ -7,15 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from gateway.api.feeds import Feeds
-
-from orchestration.errors import FailedPrecondition, NotFound
-from orchestration.leases import Leases
-from orchestration.names import check_name
-from orchestration.repository import Repository
+from orchestration.model.errors import FailedPrecondition, NotFound
+from orchestration.model.names import check_name
+from orchestration.store.leases import Leases
+from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
-
 
 FINISHED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED)
 

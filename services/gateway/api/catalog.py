@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from gateway.api.administration import apply_model
-from orchestration.names import check_name
-from orchestration.repository import Repository
+from orchestration.model.names import check_name
+from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb

@@ -6,11 +6,11 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
-from orchestration import telemetry
-from orchestration.leases import Leases
-from orchestration.repository import Repository
-from orchestration.requests import new_request, submit
-from orchestration.subjects import Subjects
+from orchestration.runtime import telemetry
+from orchestration.store.leases import Leases
+from orchestration.store.repository import Repository
+from orchestration.store.requests import new_request, submit
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import records_pb2 as rpb
 
 

@@ -12,8 +12,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
-from orchestration.events import parse_bus_payload
-from orchestration.subjects import Subjects
+from orchestration.store.events import parse_bus_payload
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 

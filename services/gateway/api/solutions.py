@@ -10,15 +10,15 @@ import grpc
 
 from gateway.api.channel import Channel
 from gateway.api.feeds import Feeds
-from orchestration import planner
-from orchestration.errors import InvalidArgument, NotFound
-from orchestration.lifecycle import ACTIVE, INACTIVE, INITIAL
-from orchestration.names import check_name
-from orchestration.repository import Repository
-from orchestration.v1 import records_pb2 as rpb
+from orchestration.model import planner
+from orchestration.model.errors import InvalidArgument, NotFound
+from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL
+from orchestration.model.names import check_name
+from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import records_pb2 as rpb
 
 
 def find_element(solution: pb.Solution, domain: str, name: str) -> pb.Element:
@@ -75,7 +75,9 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         async for item in self.feeds.status(request.domain, request.solution):
             yield item
 
-    async def _desired(self, domain: str, architecture: str, version: str, solution: str) -> tuple[str, pb.Solution]:
+    async def _design(self, domain: str, architecture: str, version: str, solution: str) -> tuple[str, pb.Architecture, planner.Catalog]:
+        """The solution's name, the architecture and the domain's catalog;
+        NotFound when the architecture or one of its components is missing."""
         check_name(domain, "domain")
         check_name(architecture, "architecture")
         check_name(version, "version")
@@ -83,17 +85,20 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         await self.repo.require_domain(domain)
         found = await self.repo.get_architecture(domain, architecture, version)
         catalog = {(c.name, c.version): c for c in await self.repo.list_components(domain)}
-        return name, planner.desired_solution(domain, name, found, catalog)
+        planner.resolve_components(found, catalog)
+        return name, found, catalog
 
     async def DeploySolution(self, request: gw.DeploySolutionRequest, context: grpc.aio.ServicerContext) -> gw.DeploySolutionResponse:
-        name, _ = await self._desired(request.domain, request.architecture, request.version, request.solution)
+        # Checked here so that a mistake is answered at once; planned once, by the dispatcher that accepts it.
+        name, _, _ = await self._design(request.domain, request.architecture, request.version, request.solution)
         task = await self.channel.submit(
             rpb.REQUEST_KIND_DEPLOY, request.domain, name, architecture=request.architecture, version=request.version
         )
         return gw.DeploySolutionResponse(task=task)
 
     async def PlanSolution(self, request: gw.PlanSolutionRequest, context: grpc.aio.ServicerContext) -> gw.PlanSolutionResponse:
-        name, desired = await self._desired(request.domain, request.architecture, request.version, request.solution)
+        name, architecture, catalog = await self._design(request.domain, request.architecture, request.version, request.solution)
+        desired = planner.desired_solution(request.domain, name, architecture, catalog)
         try:
             current: pb.Solution | None = await self.repo.get_solution(request.domain, name)
         except NotFound:

@@ -1,0 +1,81 @@
+"""Finding and calling the gateway from the CLI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+import grpc
+
+from cli.home import Connection, load_connection, orch_home
+from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
+from orchestration.runtime.tls import TlsConfig, channel
+from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+
+T = TypeVar("T")
+
+
+@dataclass
+class Gateway:
+    """Stubs of every gateway service on one channel."""
+
+    channel: grpc.Channel
+    metadata: tuple[tuple[str, str], ...]
+
+    @property
+    def admin(self) -> gw_grpc.AdministrationServiceStub:
+        return gw_grpc.AdministrationServiceStub(self.channel)
+
+    @property
+    def catalog(self) -> gw_grpc.CatalogServiceStub:
+        return gw_grpc.CatalogServiceStub(self.channel)
+
+    @property
+    def architectures(self) -> gw_grpc.ArchitectureServiceStub:
+        return gw_grpc.ArchitectureServiceStub(self.channel)
+
+    @property
+    def solutions(self) -> gw_grpc.SolutionServiceStub:
+        return gw_grpc.SolutionServiceStub(self.channel)
+
+    @property
+    def automation(self) -> gw_grpc.AutomationServiceStub:
+        return gw_grpc.AutomationServiceStub(self.channel)
+
+    def call(self, method: Callable[..., T], request: Any, timeout: float = 30.0) -> T:
+        """Call one unary RPC with the token."""
+        return method(request, metadata=self.metadata, timeout=timeout)
+
+
+@dataclass
+class Settings:
+    """Global CLI settings (from flags, environment and $ORCH_HOME)."""
+
+    home: str | None
+    server: str | None
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    def connection(self) -> Connection:
+        found = load_connection(orch_home(self.home))
+        if found is None:
+            raise click.ClickException(
+                f"no running suite found in {orch_home(self.home)}: start one with `orch up` (or `make run`), "
+                "or set ORCH_HOME to its directory"
+            )
+        return found
+
+    def gateway(self) -> Gateway:
+        address = self.server
+        token = os.environ.get("ORCH_TOKEN")
+        tls = self.tls
+        if address is None or token is None:
+            connection = self.connection()
+            address = address or connection.gateway
+            token = token or connection.token
+            if not tls.ca and connection.tls_ca:
+                tls = TlsConfig(tls.cert, tls.key, connection.tls_ca)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        return Gateway(channel(address, tls, options, aio=False), bearer_metadata(token))

@@ -1,0 +1,215 @@
+"""Commands that change solutions through the task engine, and follow them:
+deploy, plan, delete, cluster set, instance set, task terminate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+import grpc
+
+from cli.client import Gateway, Settings
+from cli.output import emit, output_option
+from orchestration.model.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import model_pb2 as pb
+
+pass_settings = click.make_pass_decorator(Settings)
+TARGET_STATES = click.Choice(["initial", "inactive", "active"])
+FINISHED = {
+    pb.TASK_STATUS_COMPLETED: "completed",
+    pb.TASK_STATUS_FAILED: "failed",
+    pb.TASK_STATUS_TIMEOUT: "timed out",
+    pb.TASK_STATUS_TERMINATED: "terminated",
+}
+
+
+def progress_line(solution: pb.Solution) -> str:
+    """Instances in their target state over the total, per element."""
+    parts = []
+    for element in solution.elements:
+        instances = [i for c in element.clusters for i in c.instances if not i.remove]
+        done = sum(1 for i in instances if i.state == i.target)
+        parts.append(f"{element.name} {done}/{len(instances)}")
+    return ", ".join(parts) if parts else "no instances"
+
+
+def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: float = 0.5) -> None:
+    """Show progress until the task ends; exit 0 if it completed, 1 otherwise."""
+    tty = sys.stderr.isatty()
+    last = ""
+    while True:
+        root = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain, task=task)).task
+        try:
+            current = gateway.call(gateway.solutions.RetrieveSolution, gw.RetrieveSolutionRequest(domain=domain, solution=solution))
+            line = progress_line(current.solution)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                raise
+            line = "waiting for a dispatcher" if root.status == pb.TASK_STATUS_INITIAL else "solution removed"
+        status = pb.TaskStatus.Name(root.status).removeprefix("TASK_STATUS_").lower()
+        shown = f"[{status}] {line}"
+        if shown != last:
+            click.echo(("\r" if tty else "") + shown + ("" if tty else "\n"), err=True, nl=False)
+            last = shown
+        if root.status in FINISHED:
+            if tty:
+                click.echo("", err=True)
+            if root.status == pb.TASK_STATUS_COMPLETED:
+                click.echo(f"task {task} completed", err=True)
+                return
+            click.echo(f"error: task {task} {FINISHED[root.status]}: {root.error}", err=True)
+            sys.exit(1)
+        time.sleep(interval)
+
+
+def _started(output: str, task: str) -> None:
+    if output == "json":
+        click.echo(json.dumps({"task": task}))
+    else:
+        click.echo(task)
+
+
+@click.command("deploy")
+@click.argument("domain")
+@click.argument("architecture")
+@click.argument("version")
+@click.option("--solution", default="", help="Solution name (default: the architecture's name).")
+@click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_settings
+def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, wait: bool, output: str) -> None:
+    """Create or update a solution from an architecture version; prints the root task id."""
+    gateway = settings.gateway()
+    request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution)
+    task = gateway.call(gateway.solutions.DeploySolution, request).task
+    _started(output, task)
+    if wait:
+        wait_for(gateway, domain, solution or architecture, task)
+
+
+@click.command("plan")
+@click.argument("domain")
+@click.argument("architecture")
+@click.argument("version")
+@click.option("--solution", default="", help="Solution name (default: the architecture's name).")
+@output_option
+@pass_settings
+def plan(settings: Settings, domain: str, architecture: str, version: str, solution: str, output: str) -> None:
+    """The transitions a deploy would run (per instance, with what each waits for); runs nothing."""
+    gateway = settings.gateway()
+    request = gw.PlanSolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution)
+    transitions = list(gateway.call(gateway.solutions.PlanSolution, request).transitions)
+    data = [
+        {"Element": t.element, "Cluster": t.cluster, "Instance": t.instance,
+         "Transition": TRANSITION_NAMES.get(t.transition, ""), "WaitsFor": list(t.waits_for)}
+        for t in transitions
+    ]
+    rows = [[d["Element"], d["Cluster"], d["Instance"], d["Transition"], ", ".join(d["WaitsFor"]) or "-"] for d in data]
+    emit(output, data, ["ELEMENT", "CLUSTER", "INSTANCE", "TRANSITION", "WAITS FOR"], rows)
+
+
+@click.command("delete")
+@click.argument("domain")
+@click.argument("solution")
+@click.option("--wait", is_flag=True, help="Show progress until the teardown ends.")
+@pass_settings
+def delete(settings: Settings, domain: str, solution: str, wait: bool) -> None:
+    """Tear a solution down (reverse dependency order), then remove its records."""
+    gateway = settings.gateway()
+    task = gateway.call(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution)).task
+    click.echo(task)
+    if wait:
+        wait_for(gateway, domain, solution, task)
+
+
+@click.command("set")
+@click.argument("domain")
+@click.argument("solution")
+@click.option("--state", type=TARGET_STATES, required=True, help="New target state of every cluster.")
+@click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@pass_settings
+def solution_set(settings: Settings, domain: str, solution: str, state: str, wait: bool) -> None:
+    """Send a whole solution to another state (stops and destroys go in reverse dependency order)."""
+    gateway = settings.gateway()
+    request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state])
+    task = gateway.call(gateway.solutions.UpdateSolution, request).task
+    click.echo(task)
+    if wait:
+        wait_for(gateway, domain, solution, task)
+
+
+@click.group()
+def cluster() -> None:
+    """Clusters of a solution."""
+
+
+@cluster.command("set")
+@click.argument("domain")
+@click.argument("solution")
+@click.argument("element")
+@click.argument("cluster_name", metavar="CLUSTER")
+@click.option("--size", type=int, default=None, help="New number of instances (min..max).")
+@click.option("--state", type=TARGET_STATES, default=None, help="New target state.")
+@click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@pass_settings
+def cluster_set(settings: Settings, domain: str, solution: str, element: str, cluster_name: str, size: int | None,
+                state: str | None, wait: bool) -> None:
+    """Resize a cluster and/or send it to another state."""
+    gateway = settings.gateway()
+    request = gw.UpdateClusterRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
+                                      state=STATES_BY_NAME[state] if state else pb.STATE_UNSPECIFIED)
+    if size is not None:
+        request.size = size
+    task = gateway.call(gateway.solutions.UpdateCluster, request).task
+    click.echo(task)
+    if wait:
+        wait_for(gateway, domain, solution, task)
+
+
+@click.group()
+def instance() -> None:
+    """Instances of a solution."""
+
+
+@instance.command("set")
+@click.argument("domain")
+@click.argument("solution")
+@click.argument("element")
+@click.argument("cluster_name", metavar="CLUSTER")
+@click.argument("uuid")
+@click.option("--state", type=TARGET_STATES, required=True, help="New target state.")
+@click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@pass_settings
+def instance_set(settings: Settings, domain: str, solution: str, element: str, cluster_name: str, uuid: str,
+                 state: str, wait: bool) -> None:
+    """Send one instance to another state."""
+    gateway = settings.gateway()
+    request = gw.UpdateInstanceRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
+                                       instance=uuid, state=STATES_BY_NAME[state])
+    task = gateway.call(gateway.solutions.UpdateInstance, request).task
+    click.echo(task)
+    if wait:
+        wait_for(gateway, domain, solution, task)
+
+
+@click.command("terminate")
+@click.argument("task_id", metavar="ID")
+@click.option("--domain", "domain_name", default="", help="Domain of the task (found when omitted).")
+@pass_settings
+def terminate(settings: Settings, task_id: str, domain_name: str) -> None:
+    """Terminate a running task and its subtree."""
+    gateway = settings.gateway()
+    gateway.call(gateway.automation.TerminateTask, gw.TerminateTaskRequest(domain=domain_name, task=task_id))
+    click.echo(f"termination of {task_id} requested")
+
+
+def register(groups: dict[str, click.Group], root: click.Group) -> None:
+    """Add the engine commands to the solution and task groups and to orch."""
+    for command in (deploy, plan, delete, solution_set):
+        groups["solution"].add_command(command)
+    groups["task"].add_command(terminate)
+    root.add_command(cluster)
+    root.add_command(instance)

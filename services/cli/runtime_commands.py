@@ -1,0 +1,168 @@
+"""Runtime commands: `orch up` (the seed's main routine, layer A) and `orch info`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import click
+
+from cli.client import Settings
+from cli.embedded_nats import (
+    EmbeddedNatsConfig,
+    find_nats_server,
+    free_port,
+    load_or_create_credentials,
+    nats_url,
+    server_environment,
+    wait_for_port,
+    write_config,
+)
+from cli.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection
+from cli.supervisor import ServiceSpec, Supervisor
+from orchestration.runtime import logs
+from orchestration.runtime.tls import tls_options
+from orchestration.store.subjects import DEFAULT_PREFIX, check_prefix
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subprocess.Popen], None]:
+    def wait(proc: subprocess.Popen) -> None:
+        try:
+            wait_for_port(host, port, timeout=timeout, proc=proc)
+        except (RuntimeError, TimeoutError) as err:
+            raise click.ClickException(f"service did not come up on {host}:{port}: {err}") from err
+
+    return wait
+
+
+@click.command()
+@click.option("--gateway-addr", default="127.0.0.1:50051", show_default=True, help="Listen address of the gateway API.")
+@click.option("--nats-port", default=4222, show_default=True, help="Port of the embedded NATS server (loopback only).")
+@click.option("--nats-url", "external_nats_url", default=None, help="Use this NATS server instead of starting one.")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
+@click.option("--dispatcher-addr", default="127.0.0.1:50052", show_default=True,
+              help="Listen address of the dispatcher (controller registration).")
+@click.option("--concurrency", default=None, type=int, help="Operations in flight per solution (dispatcher default).")
+@click.option("--operation-timeout", default=None, type=float, help="Seconds per controller operation (dispatcher default).")
+@click.option("--max-attempts", default=None, type=int, help="Attempts per operation (dispatcher default).")
+@click.option("--controller-wait", default=None, type=float, help="Seconds an operation waits for its controller.")
+@click.option("--sim-replicas", default=1, show_default=True, help="Replicas of the sim controller.")
+@click.option("--monitor-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between two polls of the monitor.")
+@click.option("--otlp-endpoint", envvar="OTEL_EXPORTER_OTLP_ENDPOINT", default="",
+              help="Export traces of every service over OTLP/gRPC to this endpoint (e.g. http://jaeger:4317).")
+@tls_options
+@pass_settings
+def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url: str | None, prefix: str,
+       dispatcher_addr: str, concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
+       controller_wait: float | None, sim_replicas: int, monitor_interval: float, otlp_endpoint: str,
+       tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
+    """Start NATS and every service in the foreground; Ctrl-C stops them all."""
+    logs.configure("orch-up")
+    try:
+        check_prefix(prefix)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--prefix") from err
+    if bool(tls_cert) != bool(tls_key) or (tls_cert and not tls_ca):
+        raise click.UsageError("TLS needs --tls-cert, --tls-key and --tls-ca together")
+    home = orch_home(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    token = load_or_create_token(home)
+    credential = home / "controller-credential"
+    load_or_create_secret(credential)
+    supervisor = Supervisor()
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    python = sys.executable
+    metrics: dict[str, str] = {}
+
+    def spec(name: str, argv: list[str], env: dict[str, str], ready: str = "") -> ServiceSpec:
+        """A service with its own metrics port and the suite-wide environment."""
+        metrics[name] = f"127.0.0.1:{free_port()}"
+        wait = _port_ready(*_split(ready)) if ready else None
+        return ServiceSpec(name, argv, env={**env, "ORCH_METRICS_ADDR": metrics[name]}, wait_ready=wait)
+
+    url = external_nats_url
+    try:
+        if url is None:
+            config = EmbeddedNatsConfig(data_dir=home / "nats", port=nats_port)
+            creds = load_or_create_credentials(home)
+            conf = write_config(config, creds)
+            supervisor.start(ServiceSpec("nats-server", [find_nats_server(), "-c", str(conf), "-l", str(home / "nats-server.log")],
+                                         env=server_environment(), wait_ready=_port_ready(config.host, config.port)))
+            url = nats_url(config.host, config.port, creds)
+        env = {"ORCH_NATS_URL": url}
+        if otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
+        if tls_cert:
+            env.update(ORCH_TLS_CERT=tls_cert, ORCH_TLS_KEY=tls_key, ORCH_TLS_CA=tls_ca)
+            if tls_client_auth:
+                env["ORCH_TLS_CLIENT_AUTH"] = "1"
+        engine_flags = [
+            flag
+            for name, value in (("--concurrency", concurrency), ("--operation-timeout", operation_timeout),
+                                ("--max-attempts", max_attempts), ("--controller-wait", controller_wait))
+            if value is not None
+            for flag in (name, str(value))
+        ]
+        controller = ["--dispatcher", dispatcher_addr, "--credential-file", str(credential)]
+        supervisor.start(spec("gateway", [python, "-m", "gateway", "--addr", gateway_addr, "--prefix", prefix,
+                                          "--token-file", str(home / "token")], env, ready=gateway_addr))
+        supervisor.start(spec("dispatcher", [python, "-m", "dispatcher", "--addr", dispatcher_addr, "--prefix", prefix,
+                                             "--credential-file", str(credential), "--replica", "dispatcher-1", *engine_flags],
+                              env, ready=dispatcher_addr))
+        sims = []
+        for replica in range(1, sim_replicas + 1):
+            # A fixed port (kept across restarts by the supervisor) so that `orch sim` finds the replica.
+            sims.append(f"127.0.0.1:{free_port()}")
+            supervisor.start(spec(f"controller sim-{replica}", [
+                python, "-m", "controllers.sim", "--addr", sims[-1], *controller, "--replica", f"sim-{replica}",
+                "--state-file", str(home / f"sim-{replica}-state.jsonl"), "--op-log", str(home / "sim-ops.jsonl")], env))
+        # Instances of the process controller are local processes; their work dirs
+        # (and pid files, for adoption after a restart) live under $ORCH_HOME/process.
+        supervisor.start(spec("controller process-1", [
+            python, "-m", "controllers.process", "--addr", "127.0.0.1:0", *controller, "--replica", "process-1",
+            "--work-dir", str(home / "process")], env))
+        supervisor.start(spec("monitor", [python, "-m", "monitor", "--prefix", prefix, "--credential-file", str(credential),
+                                          "--interval", str(monitor_interval)], env))
+        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, subject_prefix=prefix, token=token,
+                                         dispatcher=dispatcher_addr, sims=sims, tls_ca=tls_ca, metrics=metrics))
+        click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
+    except BaseException:
+        supervisor.stop_all()
+        raise
+    supervisor.run()
+    click.echo("orch is down.", err=True)
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_settings
+def info(settings: Settings, output: str) -> None:
+    """Where the running suite listens (for scripts: -o json)."""
+    connection = settings.connection()
+    data = {"gateway": settings.server or connection.gateway, "nats_url": connection.nats_url,
+            "subject_prefix": connection.subject_prefix, "metrics": connection.metrics}
+    if output == "json":
+        click.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+
+
+def register(group: click.Group) -> None:
+    """Add the runtime commands to the orch group."""
+    group.add_command(up)
+    group.add_command(info)

@@ -1,0 +1,131 @@
+"""Settling and the roll-up of a run: a cluster with no work left has its
+stale members reconfigured or its tasks completed; at the end every task is
+closed and the states of clusters, elements and the solution are rolled up
+from their instances (what was torn down is deleted)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from dispatcher.scheduler import Scheduler
+from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.tasks import TaskBook
+from orchestration.model.errors import NotFound
+from orchestration.model.lifecycle import ACTIVE, INITIAL, roll_up
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.store.repository import Repository
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1.model_pb2 import Transition
+
+S = pb.TaskStatus
+
+
+def attach_task(book: TaskBook, slot: InstanceSlot, cluster: ClusterSlot) -> None:
+    """Give an instance its task (and its cluster and element theirs), made once per tree."""
+    if not cluster.task:
+        element_task = book.ensure(book.root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
+        cluster.task = book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,
+                                   element=slot.element, cluster=slot.cluster).uuid
+    slot.task = book.ensure(cluster.task, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
+                            lazy=True, element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
+                            state=slot.record.target).uuid
+
+
+class Settler:
+    """Settles the clusters of one run and closes it."""
+
+    def __init__(self, repo: Repository, book: TaskBook, state: SolutionState, scheduler: Scheduler,
+                 domain: str, solution: str) -> None:
+        self.repo, self.book, self.state, self.scheduler = repo, book, state, scheduler
+        self.domain, self.solution = domain, solution
+
+    async def cluster_settled(self, cluster: ClusterSlot) -> None:
+        """A cluster with no work left: reconfigure siblings whose view is stale, or complete it."""
+        # Two operations of a cluster may end together; only one settles it.
+        if self.scheduler.stopping or cluster.busy or cluster.settling:
+            return
+        cluster.settling = True
+        try:
+            await self._settle(cluster)
+        finally:
+            cluster.settling = False
+
+    async def _settle(self, cluster: ClusterSlot) -> None:
+        changed, cluster.membership_changed = cluster.membership_changed, False
+        if changed and not cluster.ignores_siblings and await self._reconfigure_stale(cluster):
+            return
+        book = self.book
+        if cluster.task and not book.finished(cluster.task):
+            await gather_bounded(book.set_status(uuid, S.TASK_STATUS_COMPLETED)
+                                 for uuid in book.tasks[cluster.task].subtasks if uuid not in self.scheduler.terminated)
+            await book.set_status(cluster.task, S.TASK_STATUS_COMPLETED)
+            element_task = book.tasks[cluster.task].parent
+            if all(book.finished(u) for u in book.tasks[element_task].subtasks):
+                await book.set_status(element_task, S.TASK_STATUS_COMPLETED)
+
+    async def _reconfigure_stale(self, cluster: ClusterSlot) -> bool:
+        """Members told of other siblings than the cluster has now get a
+        reconfigure; False when every member is up to date."""
+        current = self.state.membership(cluster)
+        stale = [
+            slot for slot in (self.state.instances[u] for u in cluster.members)
+            if slot.record.state == ACTIVE and not slot.record.remove and slot.record.members != current
+        ]
+        if not stale:
+            return False
+        for slot in stale:
+            if not slot.task:
+                attach_task(self.book, slot, cluster)
+            self.state.update(slot, functools.partial(slot.path.append, Transition.TRANSITION_RECONFIGURE))
+        await self.book.persist()
+        for slot in stale:
+            self.scheduler.schedule(slot)
+        return True
+
+    async def close_tasks(self) -> None:
+        """Every task still open ends: TIMEOUT or TERMINATED, with why the run stopped."""
+        reason = self.scheduler.stopping
+        final = self.scheduler.final_status
+        status = final if final in (S.TASK_STATUS_TIMEOUT, S.TASK_STATUS_TERMINATED) else S.TASK_STATUS_TERMINATED
+        for uuid in list(self.book.tasks):
+            if uuid == self.book.root or self.book.finished(uuid):
+                continue
+            await self.book.set_status(uuid, status, error=reason or "not run")
+
+    async def roll_up(self, delete_on_finish: bool) -> None:
+        """Write cluster, element and solution states; delete what was removed
+        (the whole solution when it was torn down completely)."""
+        repo, domain, solution = self.repo, self.domain, self.solution
+        by_element: dict[str, list[pb.State]] = {}
+        for cluster in list(self.state.clusters.values()):
+            states = [self.state.instances[u].record.state or INITIAL for u in cluster.members]
+            rolled = roll_up(states or [INITIAL], cluster.record.target)  # no members left: initial
+            if cluster.record.remove and not cluster.members:
+                with contextlib.suppress(NotFound):
+                    await repo.delete_cluster(domain, solution, cluster.element, cluster.record.version)
+                continue
+            endpoints = ",".join(self.state.endpoints(cluster))
+            if cluster.record.state != rolled or cluster.record.endpoint != endpoints:
+                cluster.record.state = rolled
+                cluster.record.endpoint = endpoints
+                cluster.revision = await repo.put_cluster(domain, solution, cluster.element, cluster.record, cluster.revision)
+            by_element.setdefault(cluster.element, []).append(rolled)
+        for element in await repo.list_elements(domain, solution):
+            found = by_element.get(element.value.name)
+            if found is None:
+                if element.value.remove:
+                    await repo.delete_element(domain, solution, element.value.name, element.revision)
+                continue
+            rolled = roll_up(found, element.value.target)
+            if element.value.state != rolled:
+                element.value.state = rolled
+                await repo.put_element(domain, solution, element.value, element.revision)
+        header = await repo.get_solution_header(domain, solution)
+        if delete_on_finish and not self.state.instances and self.scheduler.final_status == S.TASK_STATUS_COMPLETED:
+            await repo.remove_solution(domain, solution)
+            return
+        rolled = roll_up([s for states in by_element.values() for s in states] or [INITIAL], header.value.target)
+        if header.value.state != rolled:
+            header.value.state = rolled
+            await repo.put_solution_header(domain, header.value, header.revision)

@@ -1,0 +1,50 @@
+"""Errors a client can act on, each naming the gRPC status code it is
+answered with (by name: this package imports no gRPC;
+``orchestration.runtime.status`` is the one place that maps exceptions to
+status codes)."""
+
+from __future__ import annotations
+
+
+class OrchestrationError(Exception):
+    """An error a client can act on; `code` is the gRPC status to return."""
+
+    code: str = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(OrchestrationError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(OrchestrationError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(OrchestrationError):
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(OrchestrationError):
+    code = "FAILED_PRECONDITION"
+
+
+class Aborted(OrchestrationError):
+    """A compare-and-set write lost a race; the caller may re-read and retry."""
+
+    code = "ABORTED"
+
+
+class Unauthenticated(OrchestrationError):
+    code = "UNAUTHENTICATED"
+
+
+class Unavailable(OrchestrationError):
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(OrchestrationError):
+    code = "DEADLINE_EXCEEDED"

@@ -1,0 +1,208 @@
+"""One way to build a gRPC server of the suite: bearer-token authentication,
+exception-to-status mapping, health checking and server reflection."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import SpanKind
+
+from orchestration.model.errors import InvalidArgument
+from orchestration.runtime import telemetry
+from orchestration.runtime.metrics import GRPC_CALLS, labelled
+from orchestration.runtime.status import status_of
+from orchestration.runtime.tls import TlsConfig
+
+log = logging.getLogger(__name__)
+
+# Calls that need no token: probes and schema discovery.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that carries the token."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _token_of(metadata: Iterable[Any] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):]
+    return None
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer token and turns exceptions into gRPC statuses."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token.encode() if token else None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        public = method.startswith(PUBLIC_PREFIXES)
+        if not public and self._token is not None:
+            given = _token_of(details.invocation_metadata)
+            if given is None or not hmac.compare_digest(given.encode(), self._token):
+                log.warning("rejected call to %s: %s", method, "missing token" if given is None else "wrong token")
+                return _deny(handler, "missing or invalid bearer token: pass 'authorization: Bearer <token>' (orch finds it in $ORCH_HOME/token)")
+        if public:
+            return handler
+        return _guard(handler, method, _metadata_value(details.invocation_metadata, "traceparent"))
+
+
+def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover
+
+    return _rebuild(handler, unary, stream)
+
+
+def _metadata_value(metadata: Iterable[Any] | None, name: str) -> str:
+    for key, value in metadata or ():
+        if key == name and isinstance(value, str):
+            return value
+    return ""
+
+
+def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) -> grpc.RpcMethodHandler:
+    """Wrap a handler: a server span per call, errors as statuses, call metrics."""
+    tracer = telemetry.tracer("orchestration.grpc")
+    parent = telemetry.context_of(traceparent_value)
+
+    async def fail(exc: BaseException, context: grpc.aio.ServicerContext, span: Any) -> None:
+        code, message = status_of(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("%s failed", method, exc_info=exc)
+        telemetry.fail(span, message)
+        labelled(GRPC_CALLS, method, code.name).inc()
+        await context.abort(code, message)
+
+    def wrap_unary(behaviour: Callable[..., Any], deserialize: Callable[[bytes], Any] | None = None) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER) as span:
+                try:
+                    if deserialize is not None:
+                        request = _decode(deserialize, request)
+                    response = await behaviour(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                    await fail(exc, context, span)
+                labelled(GRPC_CALLS, method, "OK").inc()
+                return response
+
+        return call
+
+    def wrap_stream(behaviour: Callable[..., Any], deserialize: Callable[[bytes], Any] | None = None) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER) as span:
+                try:
+                    if deserialize is not None:
+                        request = _decode(deserialize, request)
+                    async for item in behaviour(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    await fail(exc, context, span)
+                labelled(GRPC_CALLS, method, "OK").inc()
+
+        return call
+
+    # A single request arrives as bytes and is decoded inside the call, so that
+    # an undecodable one is INVALID_ARGUMENT rather than grpc's UNKNOWN.
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap_unary(handler.unary_unary, handler.request_deserializer), None, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap_stream(handler.unary_stream, handler.request_deserializer), None, handler.response_serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+    )
+
+
+def _decode(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
+    """The request message, or InvalidArgument when the bytes are not one (bad wire format, bad UTF-8)."""
+    try:
+        return deserialize(raw)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, or whatever a custom deserializer raises
+        raise InvalidArgument(f"request: cannot be decoded: {exc}") from None
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    des, ser = handler.request_deserializer, handler.response_serializer
+    # A refused call's single request is never decoded.
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary, None, ser)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, des, ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream, None, ser)
+    return grpc.stream_stream_rpc_method_handler(stream, des, ser)
+
+
+class Server:
+    """A grpc.aio server with health and reflection; `health` sets serving status."""
+
+    def __init__(self, address: str, token: str | None, service_names: list[str], tls: TlsConfig | None = None) -> None:
+        self.grpc = grpc.aio.server(
+            interceptors=[GuardInterceptor(token)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # A port in use is an error, not a port shared with a stranger.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        self._services = service_names
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
+        )
+        try:
+            if tls is not None and tls.enabled:
+                self.port = self.grpc.add_secure_port(address, tls.server_credentials())
+            else:
+                self.port = self.grpc.add_insecure_port(address)
+        except RuntimeError as err:
+            raise OSError(f"cannot listen on {address}: the port is in use or the address is not valid") from err
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report every service (and the server as a whole) as (not) serving."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self._services]:
+            result = self.health.set(name, status)
+            if isinstance(result, Awaitable):
+                await result
+
+    async def start(self) -> None:
+        await self.grpc.start()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.grpc.stop(grace)

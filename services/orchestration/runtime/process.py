@@ -1,0 +1,80 @@
+"""What every service process does around its main loop: structured logs,
+tracing (exported only when configured), a Prometheus endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import click
+
+from orchestration.runtime import logs, metrics, telemetry
+
+METRICS_HELP = "host:port of the Prometheus /metrics endpoint (empty: none)."
+
+
+def metrics_option(func):  # type: ignore[no-untyped-def]
+    """The --metrics-addr option of every service."""
+    return click.option("--metrics-addr", envvar="ORCH_METRICS_ADDR", default="", help=METRICS_HELP)(func)
+
+
+@contextmanager
+def service_process(name: str, metrics_addr: str = "") -> Iterator[None]:
+    """Set up logging, tracing and metrics for a service; flush traces at exit."""
+    logs.configure(name)
+    telemetry.setup(name)
+    port = metrics.serve(metrics_addr)
+    if port:
+        logging.getLogger(name).info("metrics on port %d", port)
+    try:
+        yield
+    finally:
+        telemetry.shutdown()
+
+
+# Thresholds of the cyclic garbage collector. Reference counting frees almost
+# everything a service allocates; with the default (700, 10, 10) the collector
+# still walked a run's live state (tens of thousands of objects) thousands of
+# times: 16 % of the dispatcher's CPU at 10,000 instances, 1 % with these.
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine, on uvloop where it is installed (faster I/O)."""
+    gc.freeze()  # what start-up made (modules, generated code) lives as long as the process
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets: how every service learns to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve_until_signalled(service: Startable, name: str) -> None:
+    """Start a service, run until SIGTERM or SIGINT, then stop it."""
+    stop = stop_on_signals()
+    await service.start()
+    await stop.wait()
+    logging.getLogger(name).info("stopping")
+    await service.stop()

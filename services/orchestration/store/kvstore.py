@@ -1,0 +1,321 @@
+"""Generic versioned access to one NATS KV bucket: compare-and-set writes,
+bulk reads over key filters, and idempotent creation of buckets and streams.
+
+Knows nothing of the information model; ``repository`` builds on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
+
+from orchestration.model.errors import Aborted, FailedPrecondition, Unavailable
+from orchestration.runtime.backoff import Backoff
+from orchestration.store.natsconn import connection_of
+from orchestration.store.publisher import publisher_for
+
+T = TypeVar("T")
+
+# JetStream error codes: "stream name already in use with a different configuration",
+# and "wrong last sequence" (the compare-and-set of a write failed).
+_STREAM_NAME_IN_USE = 10058
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+# A bulk read pulls at most this many messages per request, so that a huge
+# result never piles up in the client's pending buffer at once.
+_SCAN_CHUNK = 5000
+# Seconds a bulk read may go without receiving its requested chunk.
+_SCAN_TIMEOUT = 30.0
+# Waits between tries of a write while NATS is away (restarting, electing a leader).
+STORE_BACKOFF = Backoff(first=0.05, maximum=2.0)
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[T]):
+    """A stored value with the revision to pass to the next compare-and-set write."""
+
+    value: T
+    revision: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One live key of a bucket, as read by a bulk read."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+class Bucket:
+    """One KV bucket: reads, compare-and-set writes, bulk reads and purges."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str, replicas: int = 1) -> None:
+        self._js = js
+        self._kv = kv
+        # On a replicated bucket the count a new consumer reports may come from
+        # a replica that lags: bulk reads then read until NATS says "no more".
+        self._replicated = replicas > 1
+        self._publisher = publisher_for(js)
+        self.name = name
+        # The KV layout is fixed by the NATS KV specification (ADR-8).
+        self.stream = f"KV_{name}"
+        self._prefix = f"$KV.{name}."
+
+    async def get(self, key: str) -> Entry | None:
+        """The live value of key, or None when it is missing or deleted."""
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return Entry(key, entry.value or b"", entry.revision or 0)
+
+    async def write(self, key: str, value: bytes, revision: int | None, what: str) -> int:
+        """Create (revision None) or update (revision given) with compare-and-set; the new revision.
+
+        Raises Aborted when key exists on create, or its revision differs on update.
+        """
+        try:
+            return await self._publish(key, value, revision or 0)
+        except nats.js.errors.APIError as err:
+            if err.err_code not in _WRONG_LAST_SEQUENCE:
+                raise
+            if revision is None:
+                # Creating a deleted key: its delete marker is the revision to expect.
+                marker = await self._delete_marker(key)
+                if marker is not None:
+                    try:
+                        return await self._publish(key, value, marker)
+                    except nats.js.errors.APIError as again:
+                        if again.err_code not in _WRONG_LAST_SEQUENCE:
+                            raise
+            raise _cas_failure(what, revision) from err
+
+    async def _publish(self, key: str, value: bytes, last: int) -> int:
+        return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
+
+    async def _delete_marker(self, key: str) -> int | None:
+        """The revision of key's delete marker, or None when the key is live."""
+        try:
+            await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError as err:
+            # nats-py reports a deleted key as not found, with the marker as its entry.
+            entry = getattr(err, "entry", None)
+            return entry.revision if entry is not None else None
+        return None
+
+    async def on_change(self, callback: Callable[[str], Awaitable[None]]) -> Subscription:
+        """Call back with the key of every write or delete from now on. Core
+        NATS, not a consumer: nothing is replayed, and a change made while
+        disconnected is missed (callers also read the bucket now and then)."""
+        nc = connection_of(self._js)
+
+        async def changed(msg: Msg) -> None:
+            await callback(msg.subject[len(self._prefix):])
+
+        return await nc.subscribe(self._prefix + ">", cb=changed)
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write unconditionally (for upserts where last-writer-wins is the intent)."""
+        return await self._kv.put(key, value)
+
+    async def delete(self, key: str, revision: int | None, what: str) -> None:
+        """Delete key; with a revision, only if it is still the stored one (else Aborted)."""
+        try:
+            # nats-py treats last=0 as "no condition"; a revision is never 0.
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.APIError as err:
+            if err.err_code in _WRONG_LAST_SEQUENCE:
+                raise _cas_failure(what, revision) from err
+            raise
+
+    async def scan(self, *filters: str) -> list[Entry]:
+        """Every live key matching any of the filters (subject wildcards allowed).
+
+        One ephemeral pull consumer delivers the latest message per key in a few
+        round trips, whatever the number of keys: reading keys one by one would
+        cost a round trip each. Unlike ``KeyValue.watch``, the consumer's
+        creation reply says exactly how many messages to expect, so an empty
+        result returns at once and there is no race with an end-of-data marker.
+        """
+        if not filters:
+            return []
+        subjects = [self._prefix + f for f in filters]
+        name = uuid.uuid4().hex
+        config = api.ConsumerConfig(
+            name=name,
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            mem_storage=True,
+            # Removes the consumer should this process die before deleting it.
+            inactive_threshold=_SCAN_TIMEOUT,
+        )
+        if len(subjects) == 1:
+            config.filter_subject = subjects[0]
+        else:
+            config.filter_subjects = subjects
+        info = await self._js.add_consumer(self.stream, config=config)
+        try:
+            messages = await self._pull(name, info.num_pending or 0)
+        finally:
+            try:
+                await self._js.delete_consumer(self.stream, name)
+            except nats.js.errors.NotFoundError:
+                pass
+        entries = []
+        for msg in messages:
+            if _is_tombstone(msg):
+                continue
+            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, msg.metadata.sequence.stream))
+        return entries
+
+    async def _pull(self, consumer: str, expected: int) -> list[Msg]:
+        """Pull the consumer's messages: `expected` of them (fewer if keys
+        vanished meanwhile), or on a replicated bucket, all it has."""
+        received: list[Msg] = []
+        if expected == 0 and not self._replicated:
+            return received
+        nc = connection_of(self._js)
+        # nats-py keeps the JetStream API prefix (which differs under a
+        # JetStream domain) private too.
+        next_subject = f"{self._js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{consumer}"
+        loop = asyncio.get_running_loop()
+        chunk_done: asyncio.Future[bool] = loop.create_future()
+        chunk_end = 0
+
+        async def on_message(msg: Msg) -> None:
+            if msg.headers and msg.headers.get(api.Header.STATUS):
+                # 404 no messages / 408 expired: nothing more for this request.
+                if not chunk_done.done():
+                    chunk_done.set_result(False)
+                return
+            received.append(msg)
+            if len(received) >= chunk_end and not chunk_done.done():
+                chunk_done.set_result(True)
+
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * _SCAN_CHUNK)
+        deadline = loop.time() + _SCAN_TIMEOUT
+        try:
+            while len(received) < expected or self._replicated:
+                batch = min(_SCAN_CHUNK, expected - len(received)) if len(received) < expected else _SCAN_CHUNK
+                chunk_end = len(received) + batch
+                chunk_done = loop.create_future()
+                request = json.dumps({"batch": batch, "no_wait": True}).encode()
+                await nc.publish(next_subject, request, reply=inbox)
+                try:
+                    more = await asyncio.wait_for(chunk_done, max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError as err:
+                    raise Unavailable(f"reading bucket {self.name!r} timed out; is NATS overloaded?") from err
+                if not more:
+                    # "No messages": the end, unless the consumer still holds some
+                    # (on a cluster, one not quite ready answers so too).
+                    info = await self._js.consumer_info(self.stream, consumer)
+                    if not info.num_pending:
+                        break
+                    if loop.time() > deadline:
+                        raise Unavailable(f"reading bucket {self.name!r} timed out; is NATS overloaded?")
+                    await asyncio.sleep(0.01)
+        finally:
+            await sub.unsubscribe()
+        return received
+
+    async def purge(self, *filters: str) -> None:
+        """Remove every key matching the filters at once (no delete markers are left)."""
+        for f in filters:
+            await self._js.purge_stream(self.stream, subject=self._prefix + f)
+
+    async def purge_all(self) -> None:
+        """Remove every key of the bucket."""
+        await self._js.purge_stream(self.stream)
+
+
+def _is_tombstone(msg: Msg) -> bool:
+    """True for delete and purge markers (a deleted key's latest message)."""
+    headers = msg.headers or {}
+    return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers
+
+
+def _cas_failure(what: str, revision: int | None) -> Aborted:
+    if revision is None:
+        return Aborted(f"{what} already exists")
+    return Aborted(f"{what} was changed concurrently (expected revision {revision}); re-read and retry")
+
+
+def replicas_from_environment() -> int:
+    """JetStream replicas of new buckets and streams: ORCH_JS_REPLICAS (default 1;
+    3 on a NATS cluster, so that losing a node loses nothing)."""
+    value = os.environ.get("ORCH_JS_REPLICAS", "1")
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise ValueError(f"ORCH_JS_REPLICAS={value!r}: expected 1 to 5")
+    return int(value)
+
+
+async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Bucket:
+    """Create the bucket (history 1, file storage) or bind to the one that exists.
+
+    Creating with an identical configuration is idempotent on the server, so
+    processes that open concurrently all succeed; a bucket created by someone
+    else with other settings is used as it is.
+    """
+    try:
+        kv = await js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE, replicas=replicas)
+    except nats.js.errors.BadRequestError as err:
+        if err.err_code != _STREAM_NAME_IN_USE:
+            raise
+        kv = await js.key_value(name)
+    return Bucket(js, kv, name, replicas)
+
+
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """Create the stream, or accept the existing one if its retention matches."""
+    try:
+        await js.add_stream(config)
+        return
+    except nats.js.errors.BadRequestError as err:
+        if err.err_code != _STREAM_NAME_IN_USE:
+            raise
+    existing = await js.stream_info(config.name or "")
+    # Retention cannot change on a live stream, and the dispatchers rely on it.
+    if existing.config.retention != config.retention:
+        raise FailedPrecondition(
+            f"stream {config.name!r} exists with retention {existing.config.retention}, "
+            f"expected {config.retention}; delete it or use another subject prefix"
+        )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for trouble that goes away by itself: NATS unreachable, slow, restarting."""
+    if isinstance(exc, (nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError, Unavailable)):
+        return True
+    return isinstance(exc, nats.errors.Error) and not isinstance(exc, nats.js.errors.APIError)
+
+
+async def persist(call: Callable[[], Awaitable[T]], give_up: Callable[[], bool] = lambda: False,
+                  backoff: Backoff = STORE_BACKOFF) -> T:
+    """Run a write until it succeeds, waiting out transient NATS trouble.
+
+    Durable state must not be skipped because NATS restarted; `give_up` ends
+    the wait (re-raising the error) when the caller no longer owns the work.
+    """
+    failures = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or give_up():
+                raise
+        failures += 1
+        await asyncio.sleep(backoff.delay(failures))

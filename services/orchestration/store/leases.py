@@ -1,0 +1,117 @@
+"""Solution leases: the record that says which root task a solution is busy
+with and which dispatcher runs it (DESIGN.md sections 4 and 5).
+
+The gateway creates the lease (owner empty: queued) when it accepts a
+request, so that a second request for a busy solution is refused at once;
+a dispatcher claims it with a compare-and-set, renews it while it works and
+deletes it when the root task ends. A lease that is not renewed expires and
+any dispatcher may take the work over."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from orchestration.model.errors import Aborted, FailedPrecondition
+from orchestration.model.names import encode_token
+from orchestration.store.kvstore import Bucket
+from orchestration.v1 import records_pb2 as rpb
+
+LEASE_SECONDS = 10.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# Keys start with the domain, so that removing a domain removes its leases.
+def solution_key(domain: str, solution: str) -> str:
+    return f"{encode_token(domain)}.solution.{encode_token(solution)}"
+
+
+def _terminations(domain: str, root: str) -> str:
+    return f"{encode_token(domain)}.terminate.{encode_token(root)}"
+
+
+def termination_key(domain: str, root: str, task: str) -> str:
+    return f"{_terminations(domain, root)}.{encode_token(task)}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease as read, with the revision to pass to the next compare-and-set."""
+
+    key: str
+    record: rpb.SolutionLease
+    revision: int
+
+    def claimable_by(self, owner: str, at_ms: int, queued_grace_ms: int = 0) -> bool:
+        """True when `owner` may take this lease over now."""
+        if self.record.owner == owner:
+            return True
+        if not self.record.owner:
+            return at_ms - self.record.request.accepted // 1_000_000 >= queued_grace_ms
+        return self.record.expires_unix_ms <= at_ms
+
+
+class Leases:
+    """Reads and compare-and-set writes of leases and termination requests."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+
+    async def get(self, domain: str, solution: str) -> Lease | None:
+        key = solution_key(domain, solution)
+        entry = await self.bucket.get(key)
+        if entry is None:
+            return None
+        return Lease(key, rpb.SolutionLease.FromString(entry.value), entry.revision)
+
+    async def accept(self, request: rpb.Request) -> int:
+        """Queue a request's root task on its solution (the lease's revision), or FailedPrecondition if busy."""
+        key = solution_key(request.domain, request.solution)
+        record = rpb.SolutionLease(task=request.task, request=request)
+        try:
+            return await self.bucket.write(key, record.SerializeToString(), None, f"lease of solution '{request.solution}'")
+        except Aborted:
+            current = await self.get(request.domain, request.solution)
+            busy = current.record.task if current else "another task"
+            raise FailedPrecondition(
+                f"solution '{request.domain}/{request.solution}' is busy with task {busy}; "
+                "wait for it to finish (orch task get) or terminate it (orch task terminate), then try again"
+            ) from None
+
+    async def withdraw(self, request: rpb.Request, revision: int) -> None:
+        """Take back a queued request that could not be published (only if still untouched)."""
+        await self.bucket.delete(solution_key(request.domain, request.solution), revision, "solution lease")
+
+    async def claim(self, lease: Lease, owner: str) -> Lease:
+        """Take (or renew) the lease for owner; Aborted if someone else changed it."""
+        record = rpb.SolutionLease()
+        record.CopyFrom(lease.record)
+        record.owner = owner
+        record.expires_unix_ms = now_ms() + int(LEASE_SECONDS * 1000)
+        revision = await self.bucket.write(lease.key, record.SerializeToString(), lease.revision, "solution lease")
+        return Lease(lease.key, record, revision)
+
+    async def release(self, lease: Lease) -> None:
+        """Delete the lease if it is still ours as we last wrote it."""
+        await self.bucket.delete(lease.key, lease.revision, "solution lease")
+
+    async def all(self) -> list[Lease]:
+        """Every solution lease."""
+        return [
+            Lease(e.key, rpb.SolutionLease.FromString(e.value), e.revision)
+            for e in await self.bucket.scan("*.solution.*")
+        ]
+
+    async def request_termination(self, domain: str, root: str, task: str) -> None:
+        record = rpb.Termination(domain=domain, task=task, requested=time.time_ns())
+        await self.bucket.put(termination_key(domain, root, task), record.SerializeToString())
+
+    async def terminations(self, domain: str, root: str) -> list[rpb.Termination]:
+        entries = await self.bucket.scan(_terminations(domain, root) + ".*")
+        return [rpb.Termination.FromString(e.value) for e in entries]
+
+    async def clear_terminations(self, domain: str, root: str) -> None:
+        await self.bucket.purge(_terminations(domain, root) + ".>")

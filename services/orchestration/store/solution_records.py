@@ -1,0 +1,202 @@
+"""Solutions in the solutions bucket: whole trees, and versioned access to
+single records (solution, element, cluster, instance) for the task engine.
+
+Mixed into ``Repository``; one instance update writes one small value, and
+every write that can race is a compare-and-set on the record's revision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from orchestration.model.diff import canonical_solution
+from orchestration.model.errors import Aborted, AlreadyExists, NotFound
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.store import keys as rk
+from orchestration.store.kvstore import Bucket, Versioned
+from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """A cluster record (without instances) with its element and revision."""
+
+    element: str
+    cluster: Cluster
+    revision: int
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """An instance record with the element and cluster it belongs to, and its revision."""
+
+    element: str
+    cluster: str
+    instance: Instance
+    revision: int | None  # None: not stored yet
+
+
+class SolutionRecords:
+    """Solution trees and records; the host class supplies the bucket and the domain check."""
+
+    @property
+    def _solutions(self) -> Bucket:
+        raise NotImplementedError
+
+    async def require_domain(self, name: str) -> None:
+        """Raise NotFound unless the domain exists."""
+        raise NotImplementedError
+
+    # ---- solutions: whole trees ------------------------------------------------
+
+    async def list_solutions(self, domain: str) -> list[Solution]:
+        """Solution headers (without elements) of the domain, sorted by name."""
+        await self.require_domain(domain)
+        return await self._solution_headers(domain)
+
+    async def get_solution(self, domain: str, name: str) -> Solution:
+        """The full solution tree, in canonical order (NotFound)."""
+        trees = await self._solution_trees(*rk.solution_filters(domain, name))
+        if name not in trees:
+            await self.require_domain(domain)
+            raise NotFound(rk.not_found(rk.describe_solution(name), domain))
+        return trees[name]
+
+    async def store_solution(self, domain: str, solution: Solution) -> bool:
+        """Store a new full solution; False if stored identically; AlreadyExists if stored with other content."""
+        await self.require_domain(domain)
+        header, *children = rk.split_solution(domain, solution)
+        try:
+            # Creating the header decides a race between two stores of the same name.
+            await self._solutions.write(header.key, header.value.SerializeToString(), None, header.what)
+        except Aborted:
+            if await self.get_solution(domain, solution.name) == canonical_solution(solution):
+                return False
+            raise AlreadyExists(
+                f"{header.what} already exists with different content; change it with the solution operations "
+                "or remove it first"
+            ) from None
+        await gather_bounded(self._solutions.write(r.key, r.value.SerializeToString(), None, r.what) for r in children)
+        return True
+
+    async def remove_solution(self, domain: str, name: str) -> None:
+        """Delete every record of the solution (NotFound when it has none)."""
+        header, subtree = rk.solution_filters(domain, name)
+        # Records without a header (an interrupted store) are removed too.
+        if await self._solutions.get(header) is None and not await self._solutions.scan(subtree):
+            await self.require_domain(domain)
+            raise NotFound(rk.not_found(rk.describe_solution(name), domain))
+        # Children first, header last: an interrupted removal leaves a solution to remove again.
+        await self._solutions.purge(subtree)
+        await self._solutions.purge(header)
+
+    async def _solution_headers(self, domain: str) -> list[Solution]:
+        entries = await self._solutions.scan(rk.solutions_filter(domain))
+        return sorted((Solution.FromString(e.value) for e in entries), key=lambda s: s.name)
+
+    async def _solution_trees(self, *filters: str) -> dict[str, Solution]:
+        return rk.assemble_solutions((e.key, e.value) for e in await self._solutions.scan(*filters))
+
+    # ---- solutions: versioned records for the task engine ----------------------
+
+    async def get_solution_header(self, domain: str, solution: str) -> Versioned[Solution]:
+        """The solution record (without elements) and its revision (NotFound)."""
+        return await self._get_record(Solution, rk.solution_key(domain, solution), domain, rk.describe_solution(solution))
+
+    async def put_solution_header(self, domain: str, solution: Solution, revision: int | None) -> int:
+        """Create (revision None) or compare-and-set the solution record; elements are not stored here."""
+        what = rk.in_domain(rk.describe_solution(solution.name), domain)
+        key = rk.solution_key(domain, solution.name)
+        return await self._solutions.write(key, rk.solution_header(solution).SerializeToString(), revision, what)
+
+    async def get_element(self, domain: str, solution: str, element: str) -> Versioned[Element]:
+        """An element record (without clusters) and its revision (NotFound)."""
+        key = rk.element_key(domain, solution, element)
+        return await self._get_record(Element, key, domain, rk.describe_element(solution, element))
+
+    async def put_element(self, domain: str, solution: str, element: Element, revision: int | None) -> int:
+        """Create or compare-and-set an element record; clusters are not stored here."""
+        what = rk.in_domain(rk.describe_element(solution, element.name), domain)
+        key = rk.element_key(domain, solution, element.name)
+        return await self._solutions.write(key, rk.bare_element(element).SerializeToString(), revision, what)
+
+    async def list_elements(self, domain: str, solution: str) -> list[Versioned[Element]]:
+        """Element records (without clusters) of a solution, sorted by name."""
+        entries = await self._solutions.scan(rk.level_filter(domain, solution, 1))
+        return sorted((Versioned(Element.FromString(e.value), e.revision) for e in entries), key=lambda v: v.value.name)
+
+    async def get_cluster(self, domain: str, solution: str, element: str, cluster: str) -> Versioned[Cluster]:
+        """A cluster record (without instances) and its revision (NotFound)."""
+        key = rk.cluster_key(domain, solution, element, cluster)
+        return await self._get_record(Cluster, key, domain, rk.describe_cluster(solution, element, cluster))
+
+    async def put_cluster(self, domain: str, solution: str, element: str, cluster: Cluster, revision: int | None) -> int:
+        """Create or compare-and-set a cluster record; instances are not stored here."""
+        what = rk.in_domain(rk.describe_cluster(solution, element, cluster.version), domain)
+        key = rk.cluster_key(domain, solution, element, cluster.version)
+        return await self._solutions.write(key, rk.bare_cluster(cluster).SerializeToString(), revision, what)
+
+    async def list_clusters(self, domain: str, solution: str, element: str = "") -> list[ClusterRecord]:
+        """Cluster records of a solution (or of one element), sorted by (element, version)."""
+        entries = await self._solutions.scan(rk.level_filter(domain, solution, 2, element))
+        found = [ClusterRecord(rk.decode_key(e.key)[2], Cluster.FromString(e.value), e.revision) for e in entries]
+        return sorted(found, key=lambda r: (r.element, r.cluster.version))
+
+    async def delete_cluster(self, domain: str, solution: str, element: str, cluster: str, revision: int | None = None) -> None:
+        """Delete a cluster record (its instances are deleted one by one before)."""
+        what = rk.describe_cluster(solution, element, cluster)
+        key = rk.cluster_key(domain, solution, element, cluster)
+        if revision is None and await self._solutions.get(key) is None:
+            raise NotFound(rk.not_found(what, domain))
+        await self._solutions.delete(key, revision, rk.in_domain(what, domain))
+
+    async def delete_element(self, domain: str, solution: str, element: str, revision: int | None = None) -> None:
+        """Delete an element record (its clusters are deleted before)."""
+        what = rk.describe_element(solution, element)
+        key = rk.element_key(domain, solution, element)
+        if revision is None and await self._solutions.get(key) is None:
+            raise NotFound(rk.not_found(what, domain))
+        await self._solutions.delete(key, revision, rk.in_domain(what, domain))
+
+    async def get_instance(self, domain: str, solution: str, element: str, cluster: str, uuid: str) -> Versioned[Instance]:
+        """An instance record and its revision (NotFound)."""
+        key = rk.instance_key(domain, solution, element, cluster, uuid)
+        return await self._get_record(Instance, key, domain, rk.describe_instance(solution, element, cluster, uuid))
+
+    async def put_instance(
+        self, domain: str, solution: str, element: str, cluster: str, instance: Instance, revision: int | None
+    ) -> int:
+        """Create (revision None) or compare-and-set an instance record; the new revision."""
+        what = rk.in_domain(rk.describe_instance(solution, element, cluster, instance.uuid), domain)
+        key = rk.instance_key(domain, solution, element, cluster, instance.uuid)
+        return await self._solutions.write(key, instance.SerializeToString(), revision, what)
+
+    async def delete_instance(
+        self, domain: str, solution: str, element: str, cluster: str, uuid: str, revision: int | None = None
+    ) -> None:
+        """Delete an instance record; with a revision, only if unchanged since (else Aborted)."""
+        what = rk.describe_instance(solution, element, cluster, uuid)
+        key = rk.instance_key(domain, solution, element, cluster, uuid)
+        if revision is None and await self._solutions.get(key) is None:
+            raise NotFound(rk.not_found(what, domain))
+        await self._solutions.delete(key, revision, rk.in_domain(what, domain))
+
+    async def list_instances(self, domain: str, solution: str, element: str = "", cluster: str = "") -> list[InstanceRecord]:
+        """Instance records of a solution, optionally of one element and/or cluster, sorted by (element, cluster, uuid)."""
+        entries = await self._solutions.scan(rk.level_filter(domain, solution, 3, element, cluster))
+        found = []
+        for e in entries:
+            names = rk.decode_key(e.key)
+            found.append(InstanceRecord(names[2], names[3], Instance.FromString(e.value), e.revision))
+        return sorted(found, key=lambda r: (r.element, r.cluster, r.instance.uuid))
+
+    async def _get_record(self, cls: type[M], key: str, domain: str, what: str) -> Versioned[M]:
+        entry = await self._solutions.get(key)
+        if entry is None:
+            raise NotFound(rk.not_found(what, domain))
+        return Versioned(cls.FromString(entry.value), entry.revision)

@@ -1,0 +1,134 @@
+"""Tasks and events in their buckets: versioned tasks for the task engine,
+task trees, and the immutable event history.
+
+Mixed into ``Repository``. An event is keyed by the task that received it
+(``Event.task``); ``Event.source`` is the task that caused it, which in a
+task tree is the receiver itself, its parent or one of its subtasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from orchestration.model.errors import Aborted, AlreadyExists, NotFound
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.store import keys as rk
+from orchestration.store.kvstore import Bucket, Entry, Versioned
+from orchestration.v1.model_pb2 import Event, Task
+
+# Key filters per bulk read when collecting the events of a task's neighbours.
+_FILTERS_PER_SCAN = 256
+
+
+class TaskRecords:
+    """Tasks and events; the host class supplies the buckets and the domain check."""
+
+    @property
+    def _task_bucket(self) -> Bucket:
+        raise NotImplementedError
+
+    @property
+    def _event_bucket(self) -> Bucket:
+        raise NotImplementedError
+
+    async def require_domain(self, name: str) -> None:
+        """Raise NotFound unless the domain exists."""
+        raise NotImplementedError
+
+    # ---- tasks -----------------------------------------------------------------
+
+    async def put_task(self, task: Task, revision: int | None) -> int:
+        """Create (revision None) or compare-and-set a task; the new revision."""
+        what = rk.in_domain(f"task {task.uuid!r}", task.domain)
+        return await self._task_bucket.write(rk.task_key(task.domain, task.uuid), task.SerializeToString(), revision, what)
+
+    async def get_task(self, domain: str, uuid: str) -> Versioned[Task]:
+        """A task and its revision (NotFound)."""
+        entry = await self._task_bucket.get(rk.task_key(domain, uuid))
+        if entry is None:
+            raise NotFound(rk.not_found(f"task {uuid!r}", domain))
+        return Versioned(Task.FromString(entry.value), entry.revision)
+
+    async def list_tasks(self, domain: str, solution: str = "", request: str = "") -> list[Task]:
+        """Tasks of the domain, optionally of one solution and/or request, oldest first."""
+        await self.require_domain(domain)
+        return [
+            t
+            for t in await self._tasks(domain)
+            if (not solution or t.solution == solution) and (not request or t.request == request)
+        ]
+
+    async def get_task_tree(self, domain: str, uuid: str) -> list[Task]:
+        """The task and all its descendants, parents before children."""
+        tree = [(await self.get_task(domain, uuid)).value]
+        seen = {uuid}
+        level = tree
+        # One round of concurrent reads per level: a tree is shallow but can be wide.
+        while level:
+            wanted = [s for t in level for s in t.subtasks if s not in seen]
+            seen.update(wanted)
+            found = await gather_bounded(self._task_bucket.get(rk.task_key(domain, s)) for s in dict.fromkeys(wanted))
+            level = [Task.FromString(e.value) for e in found if e is not None]
+            tree.extend(level)
+        return tree
+
+    async def _tasks(self, domain: str) -> list[Task]:
+        entries = await self._task_bucket.scan(rk.domain_filters(domain)[1])
+        return sorted((Task.FromString(e.value) for e in entries), key=lambda t: (t.created, t.uuid))
+
+    # ---- events ----------------------------------------------------------------
+
+    async def put_event(self, event: Event) -> int:
+        """Store an event (immutable; storing the same event again is a no-op); its revision."""
+        key = rk.event_key(event.domain, event.task, event.uuid)
+        what = rk.in_domain(f"event {event.uuid!r}", event.domain)
+        try:
+            return await self._event_bucket.write(key, event.SerializeToString(), None, what)
+        except Aborted:
+            existing = await self._event_bucket.get(key)
+            if existing is not None and Event.FromString(existing.value) == event:
+                return existing.revision  # a retried store after a crash or time-out
+            raise AlreadyExists(f"{what} already exists with different content; events are immutable") from None
+
+    async def list_events(self, domain: str, task: str = "") -> list[Event]:
+        """Events of the domain, or those a task received or caused; oldest first."""
+        await self.require_domain(domain)
+        if not task:
+            return await self._events(domain)
+        return _by_time(e for e in await self._events_near(domain, task) if task in (e.task, e.source))
+
+    async def _events(self, domain: str) -> list[Event]:
+        entries = await self._event_bucket.scan(rk.events_filter(domain))
+        return _by_time(Event.FromString(e.value) for e in entries)
+
+    async def get_event(self, domain: str, uuid: str, task: str = "") -> Event:
+        """One event, optionally only if the task received or caused it (NotFound)."""
+        if task:
+            entry = await self._event_bucket.get(rk.event_key(domain, task, uuid))
+            if entry is not None:
+                return Event.FromString(entry.value)
+        # Without the receiving task the key is unknown: search by uuid.
+        for found in await self._event_bucket.scan(rk.events_filter(domain, uuid=uuid)):
+            event = Event.FromString(found.value)
+            if not task or task in (event.task, event.source):
+                return event
+        raise NotFound(rk.not_found(f"event {uuid!r}", domain))
+
+    async def _events_near(self, domain: str, task: str) -> list[Event]:
+        """Events received by the task, its parent or its subtasks (where what it caused lands)."""
+        try:
+            record = (await self.get_task(domain, task)).value
+        except NotFound:
+            # No tree to follow: what it caused may be anywhere in the domain.
+            return await self._events(domain)
+        receivers = [r for r in dict.fromkeys([task, record.parent, *record.subtasks]) if r]
+        filters = [rk.events_filter(domain, r) for r in receivers]
+        # Chunked: a cluster task may have thousands of subtasks, and one consumer
+        # request carries every filter.
+        chunks = [filters[i : i + _FILTERS_PER_SCAN] for i in range(0, len(filters), _FILTERS_PER_SCAN)]
+        scanned: list[list[Entry]] = await gather_bounded(self._event_bucket.scan(*c) for c in chunks)
+        return [Event.FromString(e.value) for entries in scanned for e in entries]
+
+
+def _by_time(events: Iterable[Event]) -> list[Event]:
+    return sorted(events, key=lambda e: (e.time, e.uuid))
