@@ -54,7 +54,7 @@ async def repo(nc: NatsClient, subjects: Subjects) -> Repository:
 @pytest.fixture
 async def demo(repo: Repository) -> Repository:
     """A repository with the domain "demo"."""
-    assert await repo.create_domain(D) is True
+    assert await repo.model.create_domain(D) is True
     return repo
 
 
@@ -147,8 +147,8 @@ async def test_open_is_idempotent_and_safe_when_concurrent(nats_server, subjects
             status = await (await js.key_value(bucket)).status()
             assert status.history == 1
         # All three handles work on the same store.
-        assert await repos[1].create_domain(D) is True
-        assert await repos[2].list_domains() == [D]
+        assert await repos[1].model.create_domain(D) is True
+        assert await repos[2].model.list_domains() == [D]
     finally:
         for c in clients:
             await c.close()
@@ -156,122 +156,122 @@ async def test_open_is_idempotent_and_safe_when_concurrent(nats_server, subjects
 
 async def test_a_repository_must_be_opened(nc: NatsClient, subjects: Subjects) -> None:
     with pytest.raises(RuntimeError, match="open"):
-        await Repository(nc.jetstream(), subjects).list_domains()
+        await Repository(nc.jetstream(), subjects).model.list_domains()
 
 
 # ---- domains -----------------------------------------------------------------
 
 
 async def test_domains_are_created_listed_required_and_removed(repo: Repository) -> None:
-    assert await repo.list_domains() == []  # empty bucket: no hang, no error
-    assert await repo.create_domain("zeta") is True
-    assert await repo.create_domain("alpha") is True
-    assert await repo.create_domain("alpha") is False
-    assert await repo.list_domains() == ["alpha", "zeta"]
-    await repo.require_domain("alpha")
+    assert await repo.model.list_domains() == []  # empty bucket: no hang, no error
+    assert await repo.model.create_domain("zeta") is True
+    assert await repo.model.create_domain("alpha") is True
+    assert await repo.model.create_domain("alpha") is False
+    assert await repo.model.list_domains() == ["alpha", "zeta"]
+    await repo.model.require_domain("alpha")
     with pytest.raises(NotFound, match="domain 'nope' not found"):
-        await repo.require_domain("nope")
+        await repo.model.require_domain("nope")
     with pytest.raises(NotFound, match="domain 'nope' not found"):
         await repo.remove_domain("nope")
     await repo.remove_domain("zeta")
-    assert await repo.list_domains() == ["alpha"]
-    assert await repo.create_domain("zeta") is True  # a removed domain can be created again
+    assert await repo.model.list_domains() == ["alpha"]
+    assert await repo.model.create_domain("zeta") is True  # a removed domain can be created again
 
 
 async def test_empty_name_is_rejected_not_turned_into_a_bad_key(demo: Repository) -> None:
     with pytest.raises(InvalidArgument, match="version name is required"):
-        await demo.get_component(D, "server", "")
+        await demo.model.get_component(D, "server", "")
 
 
 # ---- components --------------------------------------------------------------
 
 
 async def test_components_are_stored_read_listed_and_removed(demo: Repository) -> None:
-    assert await demo.list_components(D) == []
-    assert await demo.store_component(D, component("server", "V2.0.0")) is True
-    assert await demo.store_component(D, component("network", "V1.0.0")) is True
-    assert await demo.store_component(D, component("server", "V1.0.0")) is True
-    assert await demo.get_component(D, "server", "V2.0.0") == component("server", "V2.0.0")
-    listed = [(c.name, c.version) for c in await demo.list_components(D)]
+    assert await demo.model.list_components(D) == []
+    assert await demo.model.store_component(D, component("server", "V2.0.0")) is True
+    assert await demo.model.store_component(D, component("network", "V1.0.0")) is True
+    assert await demo.model.store_component(D, component("server", "V1.0.0")) is True
+    assert await demo.model.get_component(D, "server", "V2.0.0") == component("server", "V2.0.0")
+    listed = [(c.name, c.version) for c in await demo.model.list_components(D)]
     assert listed == [("network", "V1.0.0"), ("server", "V1.0.0"), ("server", "V2.0.0")]
     with pytest.raises(NotFound, match="component 'server' version 'V9' not found in domain 'demo'"):
-        await demo.get_component(D, "server", "V9")
+        await demo.model.get_component(D, "server", "V9")
     with pytest.raises(NotFound, match="domain 'other' not found"):
-        await demo.get_component("other", "server", "V1.0.0")
+        await demo.model.get_component("other", "server", "V1.0.0")
     with pytest.raises(NotFound, match="domain 'other' not found"):
-        await demo.store_component("other", component())
+        await demo.model.store_component("other", component())
     with pytest.raises(NotFound, match="domain 'other' not found"):
-        await demo.list_components("other")
-    await demo.remove_component(D, "server", "V2.0.0")
-    assert [(c.name, c.version) for c in await demo.list_components(D)] == [("network", "V1.0.0"), ("server", "V1.0.0")]
+        await demo.model.list_components("other")
+    await demo.model.remove_component(D, "server", "V2.0.0")
+    assert [(c.name, c.version) for c in await demo.model.list_components(D)] == [("network", "V1.0.0"), ("server", "V1.0.0")]
     with pytest.raises(NotFound, match="component 'server' version 'V2.0.0' not found"):
-        await demo.remove_component(D, "server", "V2.0.0")
+        await demo.model.remove_component(D, "server", "V2.0.0")
 
 
 async def test_components_are_immutable(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     original = component("server", "V1.0.0", configuration="image: centos")
-    assert await demo.store_component(D, original) is True
+    assert await demo.model.store_component(D, original) is True
     before = await key_revisions(nc, subjects.model_bucket)
-    assert await demo.store_component(D, component("server", "V1.0.0", configuration="image: centos")) is False
+    assert await demo.model.store_component(D, component("server", "V1.0.0", configuration="image: centos")) is False
     with pytest.raises(AlreadyExists, match="component 'server' version 'V1.0.0' in domain 'demo' already exists"):
-        await demo.store_component(D, component("server", "V1.0.0", configuration="image: ubuntu"))
-    assert await demo.get_component(D, "server", "V1.0.0") == original
+        await demo.model.store_component(D, component("server", "V1.0.0", configuration="image: ubuntu"))
+    assert await demo.model.get_component(D, "server", "V1.0.0") == original
     assert await key_revisions(nc, subjects.model_bucket) == before  # neither store wrote anything
 
 
 async def test_concurrent_stores_of_one_component_are_decided_by_the_server(demo: Repository) -> None:
     results = await asyncio.gather(
-        *(demo.store_component(D, component(configuration=f"v{i}")) for i in range(5)), return_exceptions=True
+        *(demo.model.store_component(D, component(configuration=f"v{i}")) for i in range(5)), return_exceptions=True
     )
     assert results.count(True) == 1
     assert sum(isinstance(r, AlreadyExists) for r in results) == 4
     winner = results.index(True)
-    assert (await demo.get_component(D, "server", "V1.0.0")).configuration == f"v{winner}"
+    assert (await demo.model.get_component(D, "server", "V1.0.0")).configuration == f"v{winner}"
 
 
 async def test_a_component_in_use_cannot_be_removed(demo: Repository) -> None:
-    await demo.store_component(D, component("server", "V1.0.0"))
-    await demo.store_component(D, component("application", "V1.0.0", server="server:V1.0.0"))
-    await demo.store_architecture(D, architecture("app", "V0.0.0", uses=("application", "V1.0.0")))
+    await demo.model.store_component(D, component("server", "V1.0.0"))
+    await demo.model.store_component(D, component("application", "V1.0.0", server="server:V1.0.0"))
+    await demo.model.store_architecture(D, architecture("app", "V0.0.0", uses=("application", "V1.0.0")))
     with pytest.raises(FailedPrecondition, match="used by component 'application' version 'V1.0.0'"):
-        await demo.remove_component(D, "server", "V1.0.0")
+        await demo.model.remove_component(D, "server", "V1.0.0")
     with pytest.raises(FailedPrecondition, match="used by architecture 'app' version 'V0.0.0'"):
-        await demo.remove_component(D, "application", "V1.0.0")
-    assert len(await demo.list_components(D)) == 2  # nothing was removed
-    await demo.remove_architecture(D, "app", "V0.0.0")
-    await demo.remove_component(D, "application", "V1.0.0")
-    await demo.remove_component(D, "server", "V1.0.0")
-    assert await demo.list_components(D) == []
+        await demo.model.remove_component(D, "application", "V1.0.0")
+    assert len(await demo.model.list_components(D)) == 2  # nothing was removed
+    await demo.model.remove_architecture(D, "app", "V0.0.0")
+    await demo.model.remove_component(D, "application", "V1.0.0")
+    await demo.model.remove_component(D, "server", "V1.0.0")
+    assert await demo.model.list_components(D) == []
 
 
 # ---- architectures -----------------------------------------------------------
 
 
 async def test_architectures_are_stored_read_listed_immutable_and_removed(demo: Repository) -> None:
-    assert await demo.list_architectures(D) == []
-    assert await demo.store_architecture(D, architecture("app", "V1.0.0")) is True
-    assert await demo.store_architecture(D, architecture("app", "V0.0.0")) is True
-    assert await demo.store_architecture(D, architecture("app", "V0.0.0")) is False
+    assert await demo.model.list_architectures(D) == []
+    assert await demo.model.store_architecture(D, architecture("app", "V1.0.0")) is True
+    assert await demo.model.store_architecture(D, architecture("app", "V0.0.0")) is True
+    assert await demo.model.store_architecture(D, architecture("app", "V0.0.0")) is False
     with pytest.raises(AlreadyExists, match="architecture 'app' version 'V0.0.0' in domain 'demo' already exists"):
-        await demo.store_architecture(D, architecture("app", "V0.0.0", uses=("server", "V2.0.0")))
-    assert await demo.get_architecture(D, "app", "V0.0.0") == architecture("app", "V0.0.0")
-    assert [a.version for a in await demo.list_architectures(D)] == ["V0.0.0", "V1.0.0"]
+        await demo.model.store_architecture(D, architecture("app", "V0.0.0", uses=("server", "V2.0.0")))
+    assert await demo.model.get_architecture(D, "app", "V0.0.0") == architecture("app", "V0.0.0")
+    assert [a.version for a in await demo.model.list_architectures(D)] == ["V0.0.0", "V1.0.0"]
     with pytest.raises(NotFound, match="architecture 'app' version 'V9' not found in domain 'demo'"):
-        await demo.get_architecture(D, "app", "V9")
-    await demo.remove_architecture(D, "app", "V1.0.0")
-    assert [a.version for a in await demo.list_architectures(D)] == ["V0.0.0"]
+        await demo.model.get_architecture(D, "app", "V9")
+    await demo.model.remove_architecture(D, "app", "V1.0.0")
+    assert [a.version for a in await demo.model.list_architectures(D)] == ["V0.0.0"]
 
 
 async def test_an_architecture_a_solution_was_deployed_from_cannot_be_removed(demo: Repository) -> None:
-    await demo.store_architecture(D, architecture("app", "V0.0.0"))
-    await demo.store_architecture(D, architecture("app", "V1.0.0"))
-    await demo.store_solution(D, solution("prod", sizes=(1,), architecture="app"))  # deployed from app V0.0.0
+    await demo.model.store_architecture(D, architecture("app", "V0.0.0"))
+    await demo.model.store_architecture(D, architecture("app", "V1.0.0"))
+    await demo.solutions.store_solution(D, solution("prod", sizes=(1,), architecture="app"))  # deployed from app V0.0.0
     with pytest.raises(FailedPrecondition, match="architecture 'app' version 'V0.0.0' in domain 'demo' is in use by solution 'prod'"):
-        await demo.remove_architecture(D, "app", "V0.0.0")
-    await demo.remove_architecture(D, "app", "V1.0.0")  # another version is free
-    await demo.remove_solution(D, "prod")
-    await demo.remove_architecture(D, "app", "V0.0.0")
-    assert await demo.list_architectures(D) == []
+        await demo.model.remove_architecture(D, "app", "V0.0.0")
+    await demo.model.remove_architecture(D, "app", "V1.0.0")  # another version is free
+    await demo.solutions.remove_solution(D, "prod")
+    await demo.model.remove_architecture(D, "app", "V0.0.0")
+    assert await demo.model.list_architectures(D) == []
 
 
 # ---- controllers -------------------------------------------------------------
@@ -279,14 +279,14 @@ async def test_an_architecture_a_solution_was_deployed_from_cannot_be_removed(de
 
 async def test_controllers_are_upserted_and_listed(demo: Repository) -> None:
     internal = Controller(name="Internal", version="V1.0.0", url="http://localhost/", status=State.STATE_ACTIVE)
-    assert await demo.store_controller(D, internal) is True
-    assert await demo.store_controller(D, internal) is False
+    assert await demo.model.store_controller(D, internal) is True
+    assert await demo.model.store_controller(D, internal) is False
     moved = Controller(name="Internal", version="V1.0.0", url="http://elsewhere/", status=State.STATE_ACTIVE)
-    assert await demo.store_controller(D, moved) is True
-    assert await demo.store_controller(D, Controller(name="Cloud")) is True
-    assert await demo.list_controllers(D) == [Controller(name="Cloud"), moved]
+    assert await demo.model.store_controller(D, moved) is True
+    assert await demo.model.store_controller(D, Controller(name="Cloud")) is True
+    assert await demo.model.list_controllers(D) == [Controller(name="Cloud"), moved]
     with pytest.raises(NotFound, match="domain 'other' not found"):
-        await demo.store_controller("other", internal)
+        await demo.model.store_controller("other", internal)
 
 
 # ---- solutions ---------------------------------------------------------------
@@ -294,144 +294,144 @@ async def test_controllers_are_upserted_and_listed(demo: Repository) -> None:
 
 async def test_a_solution_of_23_instances_reads_back_equal(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     original = solution()
-    assert await demo.store_solution(D, original) is True
-    stored = await demo.get_solution(D, "app")
+    assert await demo.solutions.store_solution(D, original) is True
+    stored = await demo.solutions.get_solution(D, "app")
     assert stored == original
     assert sum(len(c.instances) for e in stored.elements for c in e.clusters) == 23
     keys = await key_revisions(nc, subjects.solutions_bucket)
     assert len(keys) == 1 + 3 + 3 + 23  # one record per solution, element, cluster and instance
-    headers = await demo.list_solutions(D)
+    headers = await demo.solutions.list_solutions(D)
     assert [h.name for h in headers] == ["app"] and not headers[0].elements
     with pytest.raises(NotFound, match="solution 'nope' not found in domain 'demo'"):
-        await demo.get_solution(D, "nope")
+        await demo.solutions.get_solution(D, "nope")
 
 
 async def test_one_instance_update_writes_exactly_one_key(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
-    await demo.store_solution(D, solution())
+    await demo.solutions.store_solution(D, solution())
     before = await key_revisions(nc, subjects.solutions_bucket)
-    record = (await demo.list_instances(D, "app", "e1"))[3]
+    record = (await demo.solutions.list_instances(D, "app", "e1"))[3]
     changed = Instance()
     changed.CopyFrom(record.instance)
     changed.state = State.STATE_ACTIVE
     changed.endpoint = "10.0.0.7:443"
-    revision = await demo.put_instance(D, "app", "e1", "V1.0.0", changed, record.revision)
+    revision = await demo.solutions.put_instance(D, "app", "e1", "V1.0.0", changed, record.revision)
     after = await key_revisions(nc, subjects.solutions_bucket)
     differing = {k for k in after if after[k] != before.get(k)}
     key = ".".join(encode_token(n) for n in (D, "app", "e1", "V1.0.0", changed.uuid))
     assert differing == {key}
     assert after[key] == revision
-    assert (await demo.get_instance(D, "app", "e1", "V1.0.0", changed.uuid)).value == changed
+    assert (await demo.solutions.get_instance(D, "app", "e1", "V1.0.0", changed.uuid)).value == changed
 
 
 async def test_solutions_are_immutable_as_a_whole(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     original = solution(sizes=(2, 1))
-    await demo.store_solution(D, original)
+    await demo.solutions.store_solution(D, original)
     before = await key_revisions(nc, subjects.solutions_bucket)
     shuffled = Solution()
     shuffled.CopyFrom(original)
     shuffled.elements[0].clusters[0].instances.reverse()  # order is not content
-    assert await demo.store_solution(D, shuffled) is False
+    assert await demo.solutions.store_solution(D, shuffled) is False
     different = Solution()
     different.CopyFrom(original)
     different.elements[1].clusters[0].instances[0].state = State.STATE_FAILURE
     with pytest.raises(AlreadyExists, match="solution 'app' in domain 'demo' already exists"):
-        await demo.store_solution(D, different)
+        await demo.solutions.store_solution(D, different)
     assert await key_revisions(nc, subjects.solutions_bucket) == before
 
 
 async def test_remove_solution_deletes_all_its_records(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
-    await demo.store_solution(D, solution("app"))
-    await demo.store_solution(D, solution("app2", sizes=(1,)))  # a name sharing a prefix
-    await demo.remove_solution(D, "app")
+    await demo.solutions.store_solution(D, solution("app"))
+    await demo.solutions.store_solution(D, solution("app2", sizes=(1,)))  # a name sharing a prefix
+    await demo.solutions.remove_solution(D, "app")
     remaining = await key_revisions(nc, subjects.solutions_bucket)
     assert remaining and all(k.startswith(f"{D}.app2") for k in remaining)
-    assert [s.name for s in await demo.list_solutions(D)] == ["app2"]
+    assert [s.name for s in await demo.solutions.list_solutions(D)] == ["app2"]
     with pytest.raises(NotFound, match="solution 'app' not found in domain 'demo'"):
-        await demo.remove_solution(D, "app")
+        await demo.solutions.remove_solution(D, "app")
 
 
 async def test_two_writers_of_one_instance_with_one_revision_exactly_one_wins(demo: Repository) -> None:
     first = Instance(uuid="i-1", target=State.STATE_ACTIVE, state=State.STATE_INITIAL)
-    revision = await demo.put_instance(D, "app", "web", "V1.0.0", first, None)
+    revision = await demo.solutions.put_instance(D, "app", "web", "V1.0.0", first, None)
     writers = [Instance(uuid="i-1", target=State.STATE_ACTIVE, state=s) for s in (State.STATE_INACTIVE, State.STATE_FAILURE)]
     results = await asyncio.gather(
-        *(demo.put_instance(D, "app", "web", "V1.0.0", w, revision) for w in writers), return_exceptions=True
+        *(demo.solutions.put_instance(D, "app", "web", "V1.0.0", w, revision) for w in writers), return_exceptions=True
     )
     wins = [i for i, r in enumerate(results) if isinstance(r, int)]
     losses = [r for r in results if isinstance(r, Aborted)]
     assert len(wins) == 1 and len(losses) == 1, results
     assert f"was changed concurrently (expected revision {revision}); re-read and retry" in losses[0].message
-    stored = await demo.get_instance(D, "app", "web", "V1.0.0", "i-1")
+    stored = await demo.solutions.get_instance(D, "app", "web", "V1.0.0", "i-1")
     assert stored.value == writers[wins[0]] and stored.revision == results[wins[0]]
 
 
 async def test_creating_an_existing_instance_is_aborted(demo: Repository) -> None:
     instance = Instance(uuid="i-1", state=State.STATE_INITIAL)
-    await demo.put_instance(D, "app", "web", "V1.0.0", instance, None)
+    await demo.solutions.put_instance(D, "app", "web", "V1.0.0", instance, None)
     with pytest.raises(Aborted, match="instance 'i-1' of cluster 'V1.0.0' of element 'web' of solution 'app' in domain 'demo' already exists"):
-        await demo.put_instance(D, "app", "web", "V1.0.0", Instance(uuid="i-1", state=State.STATE_ACTIVE), None)
-    assert (await demo.get_instance(D, "app", "web", "V1.0.0", "i-1")).value == instance
+        await demo.solutions.put_instance(D, "app", "web", "V1.0.0", Instance(uuid="i-1", state=State.STATE_ACTIVE), None)
+    assert (await demo.solutions.get_instance(D, "app", "web", "V1.0.0", "i-1")).value == instance
 
 
 async def test_versioned_records_of_every_level(demo: Repository) -> None:
-    await demo.store_solution(D, solution(sizes=(2, 1)))
-    header = await demo.get_solution_header(D, "app")
+    await demo.solutions.store_solution(D, solution(sizes=(2, 1)))
+    header = await demo.solutions.get_solution_header(D, "app")
     assert not header.value.elements
     header.value.state = State.STATE_ACTIVE
-    new_revision = await demo.put_solution_header(D, header.value, header.revision)
+    new_revision = await demo.solutions.put_solution_header(D, header.value, header.revision)
     with pytest.raises(Aborted, match=f"solution 'app' in domain 'demo' was changed concurrently \\(expected revision {header.revision}\\)"):
-        await demo.put_solution_header(D, header.value, header.revision)
-    assert (await demo.get_solution_header(D, "app")).revision == new_revision
+        await demo.solutions.put_solution_header(D, header.value, header.revision)
+    assert (await demo.solutions.get_solution_header(D, "app")).revision == new_revision
 
-    element = await demo.get_element(D, "app", "e0")
+    element = await demo.solutions.get_element(D, "app", "e0")
     assert element.value.configuration == "element 0" and not element.value.clusters
     with_clusters = Element()
     with_clusters.CopyFrom(element.value)
     with_clusters.clusters.add(version="V9")  # not stored through the element record
-    await demo.put_element(D, "app", with_clusters, element.revision)
-    assert [e.value.name for e in await demo.list_elements(D, "app")] == ["e0", "e1"]
+    await demo.solutions.put_element(D, "app", with_clusters, element.revision)
+    assert [e.value.name for e in await demo.solutions.list_elements(D, "app")] == ["e0", "e1"]
 
-    cluster = await demo.get_cluster(D, "app", "e1", "V1.0.0")
+    cluster = await demo.solutions.get_cluster(D, "app", "e1", "V1.0.0")
     assert not cluster.value.instances and cluster.value.size == 1
-    await demo.put_cluster(D, "app", "e1", Cluster(version="V2.0.0", size=0), None)
-    assert [(c.element, c.cluster.version) for c in await demo.list_clusters(D, "app")] == [
+    await demo.solutions.put_cluster(D, "app", "e1", Cluster(version="V2.0.0", size=0), None)
+    assert [(c.element, c.cluster.version) for c in await demo.solutions.list_clusters(D, "app")] == [
         ("e0", "V1.0.0"), ("e1", "V1.0.0"), ("e1", "V2.0.0"),
     ]
-    assert [c.cluster.version for c in await demo.list_clusters(D, "app", "e1")] == ["V1.0.0", "V2.0.0"]
-    full = await demo.get_solution(D, "app")
+    assert [c.cluster.version for c in await demo.solutions.list_clusters(D, "app", "e1")] == ["V1.0.0", "V2.0.0"]
+    full = await demo.solutions.get_solution(D, "app")
     assert [len(e.clusters) for e in full.elements] == [1, 2]  # the element put wrote no cluster
 
-    everything = await demo.list_instances(D, "app")
+    everything = await demo.solutions.list_instances(D, "app")
     assert len(everything) == 3 and all(isinstance(r, InstanceRecord) for r in everything)
     assert [(r.element, r.cluster) for r in everything] == [("e0", "V1.0.0"), ("e0", "V1.0.0"), ("e1", "V1.0.0")]
-    assert len(await demo.list_instances(D, "app", "e0")) == 2
-    assert len(await demo.list_instances(D, "app", "e1", "V1.0.0")) == 1
-    assert len(await demo.list_instances(D, "app", cluster="V1.0.0")) == 3
-    assert await demo.list_instances(D, "app", "e1", "V2.0.0") == []
-    assert await demo.list_instances(D, "ghost") == []
+    assert len(await demo.solutions.list_instances(D, "app", "e0")) == 2
+    assert len(await demo.solutions.list_instances(D, "app", "e1", "V1.0.0")) == 1
+    assert len(await demo.solutions.list_instances(D, "app", cluster="V1.0.0")) == 3
+    assert await demo.solutions.list_instances(D, "app", "e1", "V2.0.0") == []
+    assert await demo.solutions.list_instances(D, "ghost") == []
 
     gone = everything[0]
     path = (D, "app", gone.element, gone.cluster, gone.instance.uuid)
-    await demo.put_instance(D, "app", gone.element, gone.cluster, gone.instance, gone.revision)  # now stale
+    await demo.solutions.put_instance(D, "app", gone.element, gone.cluster, gone.instance, gone.revision)  # now stale
     with pytest.raises(Aborted, match="changed concurrently"):
-        await demo.delete_instance(*path, revision=gone.revision)
-    current = await demo.get_instance(*path)
-    await demo.delete_instance(*path, revision=current.revision)
+        await demo.solutions.delete_instance(*path, revision=gone.revision)
+    current = await demo.solutions.get_instance(*path)
+    await demo.solutions.delete_instance(*path, revision=current.revision)
     with pytest.raises(NotFound, match=f"instance '{gone.instance.uuid}' .* not found in domain 'demo'"):
-        await demo.get_instance(*path)
+        await demo.solutions.get_instance(*path)
     with pytest.raises(NotFound):
-        await demo.delete_instance(*path)
-    assert len(await demo.list_instances(D, "app")) == 2
+        await demo.solutions.delete_instance(*path)
+    assert len(await demo.solutions.list_instances(D, "app")) == 2
     # A deleted instance can be created again.
-    await demo.put_instance(D, "app", gone.element, gone.cluster, gone.instance, None)
-    assert len(await demo.list_instances(D, "app")) == 3
+    await demo.solutions.put_instance(D, "app", gone.element, gone.cluster, gone.instance, None)
+    assert len(await demo.solutions.list_instances(D, "app")) == 3
 
 
 async def test_bulk_reads_span_several_pull_requests(demo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
-    await demo.store_solution(D, solution())
+    await demo.solutions.store_solution(D, solution())
     monkeypatch.setattr(kvstore, "_SCAN_CHUNK", 4)
-    assert len(await demo.list_instances(D, "app")) == 23
-    assert sum(len(c.instances) for e in (await demo.get_solution(D, "app")).elements for c in e.clusters) == 23
+    assert len(await demo.solutions.list_instances(D, "app")) == 23
+    assert sum(len(c.instances) for e in (await demo.solutions.get_solution(D, "app")).elements for c in e.clusters) == 23
 
 
 # ---- tasks and events --------------------------------------------------------
@@ -444,33 +444,33 @@ async def test_tasks_are_versioned_listed_and_read_as_trees(demo: Repository) ->
         task("a1", 4, "a"), task("a2", 5, "a"), task("other", 0, request="r2"),
     ]
     for t in reversed(tasks):
-        assert await demo.put_task(t, None) > 0
+        assert await demo.tasks.put_task(t, None) > 0
     with pytest.raises(Aborted, match="task 'root' in domain 'demo' already exists"):
-        await demo.put_task(tasks[0], None)
-    root = await demo.get_task(D, "root")
+        await demo.tasks.put_task(tasks[0], None)
+    root = await demo.tasks.get_task(D, "root")
     assert root.value == tasks[0]
     root.value.status = TaskStatus.TASK_STATUS_EXECUTING
-    await demo.put_task(root.value, root.revision)
+    await demo.tasks.put_task(root.value, root.revision)
     with pytest.raises(Aborted, match="changed concurrently"):
-        await demo.put_task(root.value, root.revision)
-    assert [t.uuid for t in await demo.list_tasks(D)] == ["other", "root", "a", "b", "a1", "a2"]
-    assert [t.uuid for t in await demo.list_tasks(D, request="r2")] == ["other"]
-    assert len(await demo.list_tasks(D, solution="app", request="r1")) == 5
-    assert await demo.list_tasks(D, solution="nope") == []
-    tree = [t.uuid for t in await demo.get_task_tree(D, "root")]
+        await demo.tasks.put_task(root.value, root.revision)
+    assert [t.uuid for t in await demo.tasks.list_tasks(D)] == ["other", "root", "a", "b", "a1", "a2"]
+    assert [t.uuid for t in await demo.tasks.list_tasks(D, request="r2")] == ["other"]
+    assert len(await demo.tasks.list_tasks(D, solution="app", request="r1")) == 5
+    assert await demo.tasks.list_tasks(D, solution="nope") == []
+    tree = [t.uuid for t in await demo.tasks.get_task_tree(D, "root")]
     assert sorted(tree) == ["a", "a1", "a2", "b", "root"]
     assert all(tree.index(t.parent) < tree.index(t.uuid) for t in tasks if t.uuid in tree and t.parent)
-    assert [t.uuid for t in await demo.get_task_tree(D, "a")] == ["a", "a1", "a2"]
+    assert [t.uuid for t in await demo.tasks.get_task_tree(D, "a")] == ["a", "a1", "a2"]
     with pytest.raises(NotFound, match="task 'nope' not found in domain 'demo'"):
-        await demo.get_task(D, "nope")
+        await demo.tasks.get_task(D, "nope")
     with pytest.raises(NotFound):
-        await demo.get_task_tree(D, "nope")
+        await demo.tasks.get_task_tree(D, "nope")
 
 
 async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository) -> None:
     # t1 is the parent of t2; e4 is caused by t1 and received by t2 (stored under t2).
-    await demo.put_task(task("t1", 1, subtasks=("t2",)), None)
-    await demo.put_task(task("t2", 2, parent="t1"), None)
+    await demo.tasks.put_task(task("t1", 1, subtasks=("t2",)), None)
+    await demo.tasks.put_task(task("t2", 2, parent="t1"), None)
     events = [
         Event(uuid="e3", domain=D, task="t1", source="t1", type=EventType.EVENT_TYPE_COMPLETION, time=30),
         Event(uuid="e1", domain=D, task="t1", source="t1", type=EventType.EVENT_TYPE_EXECUTION, time=10),
@@ -480,34 +480,34 @@ async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository)
         Event(uuid="e5", domain=D, task="t9", source="t8", type=EventType.EVENT_TYPE_EXECUTION, time=5),
     ]
     for e in events:
-        await demo.put_event(e)
-    revision = await demo.put_event(events[0])  # a retried store is a no-op
+        await demo.tasks.put_event(e)
+    revision = await demo.tasks.put_event(events[0])  # a retried store is a no-op
     assert revision > 0
     with pytest.raises(AlreadyExists, match="event 'e3' in domain 'demo' already exists"):
-        await demo.put_event(Event(uuid="e3", domain=D, task="t1", time=31))
-    assert [e.uuid for e in await demo.list_events(D)] == ["e5", "e1", "e4", "e2", "drift", "e3"]
+        await demo.tasks.put_event(Event(uuid="e3", domain=D, task="t1", time=31))
+    assert [e.uuid for e in await demo.tasks.list_events(D)] == ["e5", "e1", "e4", "e2", "drift", "e3"]
     # The events of a task are those it received and those it caused (as in SolAr's Task.Events).
-    assert [e.uuid for e in await demo.list_events(D, task="t1")] == ["e1", "e4", "e3"]
-    assert [e.uuid for e in await demo.list_events(D, task="t2")] == ["e4", "e2"]
-    assert [e.uuid for e in await demo.list_events(D, task="t8")] == ["e5"]  # no task record: searched
-    assert await demo.list_events(D, task="t7") == []
-    assert await demo.get_event(D, "e2") == events[2]
-    assert await demo.get_event(D, "e2", task="t2") == events[2]
-    assert await demo.get_event(D, "e4", task="t1") == events[4]
-    assert await demo.get_event(D, "drift") == events[3]
+    assert [e.uuid for e in await demo.tasks.list_events(D, task="t1")] == ["e1", "e4", "e3"]
+    assert [e.uuid for e in await demo.tasks.list_events(D, task="t2")] == ["e4", "e2"]
+    assert [e.uuid for e in await demo.tasks.list_events(D, task="t8")] == ["e5"]  # no task record: searched
+    assert await demo.tasks.list_events(D, task="t7") == []
+    assert await demo.tasks.get_event(D, "e2") == events[2]
+    assert await demo.tasks.get_event(D, "e2", task="t2") == events[2]
+    assert await demo.tasks.get_event(D, "e4", task="t1") == events[4]
+    assert await demo.tasks.get_event(D, "drift") == events[3]
     with pytest.raises(NotFound, match="event 'e2' not found in domain 'demo'"):
-        await demo.get_event(D, "e2", task="t1")
+        await demo.tasks.get_event(D, "e2", task="t1")
     with pytest.raises(NotFound, match="event 'nope' not found"):
-        await demo.get_event(D, "nope")
+        await demo.tasks.get_event(D, "nope")
     with pytest.raises(NotFound, match="domain 'other' not found"):
-        await demo.list_events("other")
+        await demo.tasks.list_events("other")
 
 
 async def test_events_of_a_task_in_demo3_are_those_it_lists(repo: Repository) -> None:
     model = load_model("demo3.yaml")
     await repo.apply_model(model)
     for t in model.domains[0].tasks:
-        assert {e.uuid for e in await repo.list_events("demo", task=t.uuid)} == set(t.events), t.uuid
+        assert {e.uuid for e in await repo.tasks.list_events("demo", task=t.uuid)} == set(t.events), t.uuid
 
 
 # ---- names in keys -----------------------------------------------------------
@@ -515,25 +515,25 @@ async def test_events_of_a_task_in_demo3_are_those_it_lists(repo: Repository) ->
 
 async def test_names_with_dots_and_spaces_are_encoded_in_keys(repo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     domain = "acme.eu"
-    await repo.create_domain(domain)
+    await repo.model.create_domain(domain)
     # Unencoded, both would be the key component.acme.eu.web.front.V1.0.0.
     a = component("web.front", "V1.0.0", configuration="a")
     b = component("web", "front.V1.0.0", configuration="b")
     spaced = component("app - V0.0.0", "V 1", configuration="c")
     for c in (a, b, spaced):
-        assert await repo.store_component(domain, c) is True
-    assert await repo.get_component(domain, "web.front", "V1.0.0") == a
-    assert await repo.get_component(domain, "web", "front.V1.0.0") == b
-    assert await repo.get_component(domain, "app - V0.0.0", "V 1") == spaced
-    assert len(await repo.list_components(domain)) == 3
+        assert await repo.model.store_component(domain, c) is True
+    assert await repo.model.get_component(domain, "web.front", "V1.0.0") == a
+    assert await repo.model.get_component(domain, "web", "front.V1.0.0") == b
+    assert await repo.model.get_component(domain, "app - V0.0.0", "V 1") == spaced
+    assert len(await repo.model.list_components(domain)) == 3
     keys = set(await key_revisions(nc, subjects.model_bucket))
     assert "component.acme=2Eeu.web=2Efront.V1=2E0=2E0" in keys
     assert "component.acme=2Eeu.web.front=2EV1=2E0=2E0" in keys
     assert all(len(k.split(".")) == 4 for k in keys if k.startswith("component."))
     assert not any(" " in k for k in keys)
-    await repo.store_solution(domain, solution("my.app", sizes=(1,)))
-    assert (await repo.get_solution(domain, "my.app")).name == "my.app"
-    assert await repo.list_domains() == [domain]
+    await repo.solutions.store_solution(domain, solution("my.app", sizes=(1,)))
+    assert (await repo.solutions.get_solution(domain, "my.app")).name == "my.app"
+    assert await repo.model.list_domains() == [domain]
 
 
 # ---- whole model -------------------------------------------------------------
@@ -591,13 +591,13 @@ async def test_apply_is_all_or_nothing(repo: Repository, nc: NatsClient, subject
         await repo.apply_model(model)
     after = {b: await key_revisions(nc, b) for b in before}
     assert after == before
-    assert await repo.list_domains() == ["demo"]
+    assert await repo.model.list_domains() == ["demo"]
 
 
 async def test_apply_names_every_conflict(repo: Repository) -> None:
-    await repo.create_domain(D)
-    await repo.store_component(D, component("server"))
-    await repo.store_architecture(D, architecture("app"))
+    await repo.model.create_domain(D)
+    await repo.model.store_component(D, component("server"))
+    await repo.model.store_architecture(D, architecture("app"))
     model = Model(domains=[Domain(name=D, components=[component("server", configuration="x")],
                                   architectures=[architecture("app", uses=("server", "V2"))])])
     with pytest.raises(AlreadyExists) as caught:
@@ -608,19 +608,19 @@ async def test_apply_names_every_conflict(repo: Repository) -> None:
 
 async def test_remove_domain_removes_everything_of_it(repo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     await repo.apply_model(load_model("demo3.yaml"))
-    await repo.create_domain("demo2")  # a name sharing the prefix "demo"
-    await repo.store_component("demo2", component())
-    await repo.put_task(Task(uuid="keep", domain="demo2", created=1), None)
+    await repo.model.create_domain("demo2")  # a name sharing the prefix "demo"
+    await repo.model.store_component("demo2", component())
+    await repo.tasks.put_task(Task(uuid="keep", domain="demo2", created=1), None)
     await repo.remove_domain("demo")
-    assert await repo.list_domains() == ["demo2"]
+    assert await repo.model.list_domains() == ["demo2"]
     buckets = (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket, subjects.events_bucket)
     for bucket in buckets:
         for key in await key_revisions(nc, bucket):
             assert "demo2" in key.split("."), f"{bucket} still holds {key}"
     with pytest.raises(NotFound, match="domain 'demo' not found"):
         await repo.get_domain("demo")
-    assert len(await repo.list_components("demo2")) == 1
-    assert [t.uuid for t in await repo.list_tasks("demo2")] == ["keep"]
+    assert len(await repo.model.list_components("demo2")) == 1
+    assert [t.uuid for t in await repo.tasks.list_tasks("demo2")] == ["keep"]
     # The domain can be loaded again from scratch.
     assert len((await repo.apply_model(load_model("demo3.yaml"))).unchanged) == 0
 
@@ -631,7 +631,7 @@ async def test_reset_model_empties_buckets_and_streams(repo: Repository, nc: Nat
     await js.publish(subjects.internal_request(D, "app"), b"request")
     await js.publish(subjects.event(D, "solution", "completion"), b"event", headers={"Nats-Msg-Id": "x"})
     await repo.reset_model()
-    assert await repo.list_domains() == []
+    assert await repo.model.list_domains() == []
     assert await repo.retrieve_model() == Model()
     for bucket in (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket, subjects.events_bucket):
         assert await key_revisions(nc, bucket) == {}

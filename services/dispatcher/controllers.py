@@ -20,8 +20,7 @@ from orchestration.runtime.batching import let_others_join
 from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
-from orchestration.store.kvstore import Bucket
-from orchestration.store.registrations import controller_names, live_registrations, registration_key
+from orchestration.store.registrations import Registrations, controller_names, registration_key
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import records_pb2 as rpb
@@ -175,8 +174,8 @@ class ControllerPool:
     (unregistered or expired), the instance moves to another replica.
     """
 
-    def __init__(self, bucket: Bucket, credential: str, wait_for_controller: float = 30.0, tls: TlsConfig | None = None) -> None:
-        self.bucket = bucket
+    def __init__(self, registrations: Registrations, credential: str, wait_for_controller: float = 30.0, tls: TlsConfig | None = None) -> None:
+        self.registrations = registrations
         self.tls = tls
         self.credential = credential
         self.wait_for_controller = wait_for_controller
@@ -193,7 +192,7 @@ class ControllerPool:
     async def start(self) -> None:
         # A replica that registers is linked at once, not at the next periodic
         # refresh (watching from before the first read: nothing falls in between).
-        self._watch = await self.bucket.on_change(self._registration_changed)
+        self._watch = await self.registrations.on_change(self._registration_changed)
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="controller pool")
 
@@ -232,7 +231,7 @@ class ControllerPool:
         await asyncio.shield(self._refreshing)
 
     async def _refresh(self) -> None:
-        live = await live_registrations(self.bucket)
+        live = await self.registrations.live()
         self.registered = live
         self._serving = {}
         for replica, link in list(self.links.items()):

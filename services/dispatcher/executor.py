@@ -104,7 +104,7 @@ class Run:
             if stored.instance.remove and (stored.instance.state or INITIAL) == INITIAL:
                 # Torn down already (or never made): only the record is left to go.
                 if stored.revision is not None:
-                    await repo.delete_instance(self.domain, self.solution, stored.element, stored.cluster, uuid, stored.revision)
+                    await repo.solutions.delete_instance(self.domain, self.solution, stored.element, stored.cluster, uuid, stored.revision)
                 continue
             slot = InstanceSlot(stored.element, stored.cluster, stored.instance, stored.revision, unsaved=uuid in intent.unsaved)
             slot.path = instance_work(stored.instance, self.state.clusters[slot.key].record, digests[slot.key])
@@ -261,12 +261,12 @@ class Run:
 
         async def write() -> None:
             try:
-                slot.revision = await repo.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
+                slot.revision = await repo.solutions.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
                 slot.unsaved = False
             except Aborted:
-                current = await repo.get_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid)
+                current = await repo.solutions.get_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid)
                 slot.revision = current.revision
-                slot.revision = await repo.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
+                slot.revision = await repo.solutions.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
                 slot.unsaved = False
 
         await persist(write, lambda: self.lost)
@@ -294,7 +294,7 @@ class Run:
         if transition in SIBLING_AWARE and not cluster.ignores_siblings:
             slot.record.members = self.state.told(slot.sent_siblings, slot)
         if slot.record.remove and slot.record.state == INITIAL and not slot.path:
-            await persist(lambda: self.ctx.repo.delete_instance(
+            await persist(lambda: self.ctx.repo.solutions.delete_instance(
                 self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid, slot.revision), lambda: self.lost)
             self.state.remove_instance(slot)
         else:

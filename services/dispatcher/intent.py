@@ -53,7 +53,7 @@ async def apply_request(repo: Repository, request: rpb.Request) -> Intent:
 
 async def _design(repo: Repository, request: rpb.Request) -> tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]:
     """The architecture to deploy and the components it uses."""
-    architecture = await repo.get_architecture(request.domain, request.architecture, request.version)
+    architecture = await repo.model.get_architecture(request.domain, request.architecture, request.version)
     used = {(element.component, cluster.version) for element in architecture.elements for cluster in element.clusters}
     return architecture, await _components(repo, request.domain, used)
 
@@ -67,7 +67,7 @@ async def _backfill(repo: Repository, domain: str, wanted: pb.Solution, current:
     source = current if current is not None else wanted
     design = pb.Solution()
     with contextlib.suppress(NotFound):
-        architecture = await repo.get_architecture(domain, source.architecture or source.name, source.version)
+        architecture = await repo.model.get_architecture(domain, source.architecture or source.name, source.version)
         used = {(e.component, c.version) for e in architecture.elements for c in e.clusters}
         design = planner.desired_solution(domain, wanted.name, architecture, await _components(repo, domain, used))
     filled = planner.fill_design(wanted, design)
@@ -89,7 +89,7 @@ async def _components(repo: Repository, domain: str, keys: set[tuple[str, str]])
 
     async def component(name: str, version: str) -> pb.Component | None:
         try:
-            return await repo.get_component(domain, name, version)
+            return await repo.model.get_component(domain, name, version)
         except NotFound:
             return None
 

@@ -52,11 +52,11 @@ class SolutionRecordSet:
 async def load_records(repo: Repository, domain: str, solution: str) -> SolutionRecordSet:
     """Every record of a solution (header None when it does not exist)."""
     try:
-        header = await repo.get_solution_header(domain, solution)
+        header = await repo.solutions.get_solution_header(domain, solution)
     except NotFound:
         return SolutionRecordSet(header=None)
     listed_elements, listed_clusters, listed_instances = await asyncio.gather(
-        repo.list_elements(domain, solution), repo.list_clusters(domain, solution), repo.list_instances(domain, solution))
+        repo.solutions.list_elements(domain, solution), repo.solutions.list_clusters(domain, solution), repo.solutions.list_instances(domain, solution))
     elements = {v.value.name: v for v in listed_elements}
     clusters = {(c.element, c.cluster.version): c for c in listed_clusters}
     instances = {i.instance.uuid: i for i in listed_instances}
@@ -92,17 +92,17 @@ async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet
     writes = []
 
     async def header_written(header: pb.Solution, revision: int | None) -> None:
-        records.header = Versioned(header, await repo.put_solution_header(domain, header, revision))
+        records.header = Versioned(header, await repo.solutions.put_solution_header(domain, header, revision))
 
     header_bytes = _strip(wanted, "elements")
     if current.header is None or _strip(current.header.value, "elements") != header_bytes:
         writes.append(header_written(pb.Solution.FromString(header_bytes), current.header.revision if current.header else None))
 
     async def element_written(element: pb.Element, revision: int | None) -> None:
-        records.elements[element.name] = Versioned(element, await repo.put_element(domain, name, element, revision))
+        records.elements[element.name] = Versioned(element, await repo.solutions.put_element(domain, name, element, revision))
 
     async def cluster_written(element: str, cluster: pb.Cluster, revision: int | None) -> None:
-        stored = await repo.put_cluster(domain, name, element, cluster, revision)
+        stored = await repo.solutions.put_cluster(domain, name, element, cluster, revision)
         records.clusters[(element, cluster.version)] = ClusterRecord(element, cluster, stored)
 
     for element in wanted.elements:

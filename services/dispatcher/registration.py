@@ -9,9 +9,8 @@ import grpc
 
 from orchestration.model.errors import InvalidArgument
 from orchestration.model.names import check_name
-from orchestration.store.kvstore import Bucket
 from orchestration.store.leases import now_ms
-from orchestration.store.registrations import registration_key
+from orchestration.store.registrations import Registrations
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import records_pb2 as rpb
@@ -22,8 +21,8 @@ REGISTRATION_SECONDS = 15
 
 
 class RegistrationServicer(dpb_grpc.DispatcherServiceServicer):
-    def __init__(self, bucket: Bucket) -> None:
-        self.bucket = bucket
+    def __init__(self, registrations: Registrations) -> None:
+        self.registrations = registrations
 
     async def RegisterController(
         self, request: dpb.RegisterControllerRequest, context: grpc.aio.ServicerContext
@@ -41,7 +40,7 @@ class RegistrationServicer(dpb_grpc.DispatcherServiceServicer):
             address=request.address, expires_unix_ms=now_ms() + REGISTRATION_SECONDS * 1000,
         )
         # A heartbeat: the latest registration of a replica is the truth.
-        await self.bucket.put(registration_key(request.name, request.replica), record.SerializeToString())
+        await self.registrations.put(record)
         return dpb.RegisterControllerResponse(lease_seconds=REGISTRATION_SECONDS)
 
     async def UnregisterController(
@@ -49,6 +48,6 @@ class RegistrationServicer(dpb_grpc.DispatcherServiceServicer):
     ) -> dpb.UnregisterControllerResponse:
         check_name(request.name, "name")
         check_name(request.replica, "replica")
-        await self.bucket.delete(registration_key(request.name, request.replica), None, "controller registration")
+        await self.registrations.remove(request.name, request.replica)
         log.info("controller %s replica %s unregistered", request.name, request.replica)
         return dpb.UnregisterControllerResponse()

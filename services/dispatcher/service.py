@@ -30,7 +30,7 @@ from orchestration.runtime.metrics import REQUESTS_WAITING
 from orchestration.runtime.process import serve_until_signalled
 from orchestration.runtime.tls import TlsConfig
 from orchestration.store.events import EventRecorder
-from orchestration.store.leases import LEASE_SECONDS, Lease, Leases, now_ms
+from orchestration.store.leases import LEASE_SECONDS, Lease, now_ms
 from orchestration.store.natsconn import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.requests import root_task
@@ -87,15 +87,15 @@ class Dispatcher:
         self.js = js
         self.repo = Repository(js, self.subjects)
         await self.repo.open()
-        self.leases = Leases(self.repo.leases_bucket)
-        self.pool = ControllerPool(self.repo.controllers_bucket, self.settings.credential, self.settings.engine.controller_wait,
+        self.leases = self.repo.leases
+        self.pool = ControllerPool(self.repo.registrations, self.settings.credential, self.settings.engine.controller_wait,
                                    self.settings.tls)
         await self.pool.start()
-        self.recorder = EventRecorder(js, self.subjects, self.repo.put_event)
+        self.recorder = EventRecorder(js, self.subjects, self.repo.tasks.put_event)
         self.ctx = RunContext(self.repo, self.pool, self.settings.engine)
         server = Server(self.settings.address, self.settings.credential,
                         [dpb.DESCRIPTOR.services_by_name["DispatcherService"].full_name], self.settings.tls)
-        dpb_grpc.add_DispatcherServiceServicer_to_server(RegistrationServicer(self.repo.controllers_bucket), server.grpc)
+        dpb_grpc.add_DispatcherServiceServicer_to_server(RegistrationServicer(self.repo.registrations), server.grpc)
         await server.start()
         await server.set_serving(True)
         self.server = server
@@ -196,7 +196,7 @@ class Dispatcher:
         """Claim the lease, apply the request's intent, persist the tree, start the run."""
         request = lease.record.request
         # The root task is read while the lease is claimed (the gateway stored it; a read is harmless).
-        reading = asyncio.ensure_future(self.repo.get_task(request.domain, request.task))
+        reading = asyncio.ensure_future(self.repo.tasks.get_task(request.domain, request.task))
         try:
             lease = await self.leases.claim(lease, self.settings.replica)
         except Aborted:
@@ -208,8 +208,8 @@ class Dispatcher:
         try:
             root = await reading
         except NotFound:
-            await self.repo.put_task(root_task(request), None)
-            root = await self.repo.get_task(request.domain, request.task)
+            await self.repo.tasks.put_task(root_task(request), None)
+            root = await self.repo.tasks.get_task(request.domain, request.task)
         book = TaskBook(self.repo, self.recorder, root.value)
         book.revisions[root.value.uuid] = root.revision
         run = Run(self.ctx, book, request.traceparent)

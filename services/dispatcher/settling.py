@@ -103,29 +103,29 @@ class Settler:
             rolled = roll_up(states or [INITIAL], cluster.record.target)  # no members left: initial
             if cluster.record.remove and not cluster.members:
                 with contextlib.suppress(NotFound):
-                    await repo.delete_cluster(domain, solution, cluster.element, cluster.record.version)
+                    await repo.solutions.delete_cluster(domain, solution, cluster.element, cluster.record.version)
                 continue
             endpoints = ",".join(self.state.endpoints(cluster))
             if cluster.record.state != rolled or cluster.record.endpoint != endpoints:
                 cluster.record.state = rolled
                 cluster.record.endpoint = endpoints
-                cluster.revision = await repo.put_cluster(domain, solution, cluster.element, cluster.record, cluster.revision)
+                cluster.revision = await repo.solutions.put_cluster(domain, solution, cluster.element, cluster.record, cluster.revision)
             by_element.setdefault(cluster.element, []).append(rolled)
-        for element in await repo.list_elements(domain, solution):
+        for element in await repo.solutions.list_elements(domain, solution):
             found = by_element.get(element.value.name)
             if found is None:
                 if element.value.remove:
-                    await repo.delete_element(domain, solution, element.value.name, element.revision)
+                    await repo.solutions.delete_element(domain, solution, element.value.name, element.revision)
                 continue
             rolled = roll_up(found, element.value.target)
             if element.value.state != rolled:
                 element.value.state = rolled
-                await repo.put_element(domain, solution, element.value, element.revision)
-        header = await repo.get_solution_header(domain, solution)
+                await repo.solutions.put_element(domain, solution, element.value, element.revision)
+        header = await repo.solutions.get_solution_header(domain, solution)
         if delete_on_finish and not self.state.instances and self.scheduler.final_status == S.TASK_STATUS_COMPLETED:
-            await repo.remove_solution(domain, solution)
+            await repo.solutions.remove_solution(domain, solution)
             return
         rolled = roll_up([s for states in by_element.values() for s in states] or [INITIAL], header.value.target)
         if header.value.state != rolled:
             header.value.state = rolled
-            await repo.put_solution_header(domain, header.value, header.revision)
+            await repo.solutions.put_solution_header(domain, header.value, header.revision)

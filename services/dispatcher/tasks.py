@@ -78,8 +78,8 @@ class TaskBook:
         """Read the tree as stored (a resumed run continues it)."""
         if not self.root_task.subtasks:
             return  # a new request: nothing below the root yet
-        tree = await self.repo.get_task_tree(self.root_task.domain, self.root)
-        stored = await gather_bounded(self.repo.get_task(task.domain, task.uuid) for task in tree)
+        tree = await self.repo.tasks.get_task_tree(self.root_task.domain, self.root)
+        stored = await gather_bounded(self.repo.tasks.get_task(task.domain, task.uuid) for task in tree)
         for task, versioned in zip(tree, stored):
             self.tasks[task.uuid] = versioned.value
             self.revisions[task.uuid] = versioned.revision
@@ -130,9 +130,9 @@ class TaskBook:
         task.updated = time.time_ns()
         revision = self.revisions.get(task.uuid)
         try:
-            self.revisions[task.uuid] = await self.repo.put_task(task, revision)
+            self.revisions[task.uuid] = await self.repo.tasks.put_task(task, revision)
         except Aborted:
-            stored = await self.repo.get_task(task.domain, task.uuid)
+            stored = await self.repo.tasks.get_task(task.domain, task.uuid)
             merged = stored.value
             if merged.status in FINISHED and task.status not in FINISHED:
                 # Terminated by someone else meanwhile: theirs stands.
@@ -143,7 +143,7 @@ class TaskBook:
             merged_subtasks = list(merged.subtasks) + [s for s in task.subtasks if s not in known]
             task.ClearField("subtasks")
             task.subtasks.extend(merged_subtasks)
-            self.revisions[task.uuid] = await self.repo.put_task(task, stored.revision)
+            self.revisions[task.uuid] = await self.repo.tasks.put_task(task, stored.revision)
 
     def span_of(self, uuid: str) -> Span:
         """The span of a task (started on first use, as a child of its parent's)."""

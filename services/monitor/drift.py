@@ -54,11 +54,11 @@ async def correct(repo: Repository, recorder: EventRecorder, watched: Watched, o
         # `error` says why an instance is in failure; the controller's word replaces the engine's.
         updated.error = f"controller {observed.controller} reports the instance in failure" if observed.state == FAILURE else ""
         try:
-            await repo.put_instance(watched.domain, watched.solution, r.element, r.cluster, updated, revision)
+            await repo.solutions.put_instance(watched.domain, watched.solution, r.element, r.cluster, updated, revision)
             break
         except Aborted:
             try:
-                fresh = await repo.get_instance(watched.domain, watched.solution, r.element, r.cluster, watched.uuid)
+                fresh = await repo.solutions.get_instance(watched.domain, watched.solution, r.element, r.cluster, watched.uuid)
             except NotFound:
                 return False
             instance, revision = fresh.value, fresh.revision

@@ -55,7 +55,7 @@ class SolutionView:
 async def read_inventory(repo: Repository) -> list[SolutionView]:
     """Every solution of every domain; a domain removed meanwhile is skipped."""
     views: list[SolutionView] = []
-    for domain in await repo.list_domains():
+    for domain in await repo.model.list_domains():
         try:
             views.extend(await _read_domain(repo, domain))
         except NotFound:
@@ -64,15 +64,15 @@ async def read_inventory(repo: Repository) -> list[SolutionView]:
 
 
 async def _read_domain(repo: Repository, domain: str) -> list[SolutionView]:
-    headers = await repo.list_solutions(domain)
+    headers = await repo.solutions.list_solutions(domain)
     return await gather_bounded((_read_solution(repo, domain, h) for h in headers), _READ_CONCURRENCY)
 
 
 async def _read_solution(repo: Repository, domain: str, header: pb.Solution) -> SolutionView:
     elements, clusters, instances = await asyncio.gather(
-        repo.list_elements(domain, header.name),
-        repo.list_clusters(domain, header.name),
-        repo.list_instances(domain, header.name),
+        repo.solutions.list_elements(domain, header.name),
+        repo.solutions.list_clusters(domain, header.name),
+        repo.solutions.list_instances(domain, header.name),
     )
     view = SolutionView(domain, header)
     components = {e.value.name: e.value.component for e in elements}

@@ -22,8 +22,7 @@ from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
-from orchestration.store.kvstore import Bucket
-from orchestration.store.registrations import controller_names, live_registrations
+from orchestration.store.registrations import Registrations, controller_names
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
@@ -56,9 +55,9 @@ class Answer:
 class StatusProbe:
     """Status calls to the live replicas of each controller; `refresh` once per poll."""
 
-    def __init__(self, bucket: Bucket, credential: str, batch_size: int, timeout: float, tls: TlsConfig | None = None) -> None:
+    def __init__(self, registrations: Registrations, credential: str, batch_size: int, timeout: float, tls: TlsConfig | None = None) -> None:
         self._tls = tls
-        self._bucket = bucket
+        self._registrations = registrations
         self._metadata = bearer_metadata(credential)
         self._batch_size = batch_size
         self._timeout = timeout
@@ -70,7 +69,7 @@ class StatusProbe:
 
     async def refresh(self) -> None:
         """Read the live registrations; close channels to replicas that went away."""
-        self._live = await live_registrations(self._bucket)
+        self._live = await self._registrations.live()
         addresses = {r.address for r in self._live.values()}
         for address in [a for a in self._channels if a not in addresses]:
             await self._channels.pop(address).close()

@@ -28,7 +28,7 @@ from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
 from orchestration.runtime.process import stop_on_signals
 from orchestration.store.events import EventRecorder
-from orchestration.store.leases import Leases, solution_key
+from orchestration.store.leases import solution_key
 from orchestration.store.natsconn import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
@@ -80,15 +80,15 @@ class Monitor:
             js = nc.jetstream()
             self.repo = Repository(js, self.subjects)
             await self.repo.open()
-            self.leases = Leases(self.repo.leases_bucket)
-            self.recorder = EventRecorder(js, self.subjects, self.repo.put_event)
+            self.leases = self.repo.leases
+            self.recorder = EventRecorder(js, self.subjects, self.repo.tasks.put_event)
             self.compensator = Compensator(self.repo, self.leases, js, self.subjects)
             await nc.subscribe(self.subjects.monitor_figures, cb=self._answer_figures)
         except BaseException:
             await nc.close()
             raise
         self._nc = nc
-        self._probe = StatusProbe(self.repo.controllers_bucket, self.settings.credential, self.settings.batch_size,
+        self._probe = StatusProbe(self.repo.registrations, self.settings.credential, self.settings.batch_size,
                                   self.settings.status_timeout, self.settings.tls)
         log.info("polling every %.1f s, nats %s, prefix %s", self.settings.interval, redact(self.settings.nats_url),
                  self.settings.prefix)
@@ -195,7 +195,7 @@ class Monitor:
         if not self.backoff.allowed(key, self.clock()):
             return
         # Re-read before acting: the records (now corrected) decide, not this poll's snapshot.
-        fresh = await self.repo.list_instances(view.domain, view.name)
+        fresh = await self.repo.solutions.list_instances(view.domain, view.name)
         off_now = [r for r in fresh if r.instance.target and (r.instance.state or INITIAL) != r.instance.target]
         if not off_now:
             return

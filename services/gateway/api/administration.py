@@ -28,14 +28,14 @@ async def apply_model(repo: Repository, model: pb.Model, kind: str) -> ApplyResu
     catalogs: dict[str, dict[tuple[str, str], pb.Component]] = {}
     # Read once: a model may name many domains (or one domain many times), and
     # each read is a round trip to NATS.
-    existing = set(await repo.list_domains())
+    existing = set(await repo.model.list_domains())
     for domain in model.domains:
         check_name(domain.name, "Domains: domain name")
         if domain.name in catalogs:
             continue  # named twice: validate_model rejects it
         if kind in ("component", "architecture") and domain.name not in existing:
-            await repo.require_domain(domain.name)
-        stored = await repo.list_components(domain.name) if domain.name in existing else []
+            await repo.model.require_domain(domain.name)
+        stored = await repo.model.list_components(domain.name) if domain.name in existing else []
         catalog = {(c.name, c.version): c for c in stored}
         catalog.update({(c.name, c.version): c for c in domain.components})
         catalogs[domain.name] = catalog
@@ -69,7 +69,7 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
         return gw.RetrieveModelResponse(model=await self.repo.retrieve_model())
 
     async def ListDomains(self, request: gw.ListDomainsRequest, context: grpc.aio.ServicerContext) -> gw.ListDomainsResponse:
-        return gw.ListDomainsResponse(domains=await self.repo.list_domains())
+        return gw.ListDomainsResponse(domains=await self.repo.model.list_domains())
 
     async def StoreDomain(self, request: gw.StoreDomainRequest, context: grpc.aio.ServicerContext) -> gw.StoreDomainResponse:
         await apply_model(self.repo, pb.Model(domains=[request.domain]), "domain")
@@ -81,7 +81,7 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
 
     async def RemoveDomain(self, request: gw.RemoveDomainRequest, context: grpc.aio.ServicerContext) -> gw.RemoveDomainResponse:
         check_name(request.domain, "domain")
-        solutions = await self.repo.list_solutions(request.domain)
+        solutions = await self.repo.solutions.list_solutions(request.domain)
         if solutions:
             names = ", ".join(s.name for s in solutions[:5]) + (" ..." if len(solutions) > 5 else "")
             # Removing the records would leave the running instances without an owner.

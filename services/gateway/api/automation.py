@@ -9,7 +9,6 @@ import grpc
 from gateway.api.feeds import Feeds
 from orchestration.model.errors import FailedPrecondition, NotFound
 from orchestration.model.names import check_name
-from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -22,12 +21,12 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
     def __init__(self, repo: Repository, feeds: Feeds) -> None:
         self.repo = repo
         self.feeds = feeds
-        self.leases = Leases(repo.leases_bucket)
+        self.leases = repo.leases
 
     async def WatchEvents(self, request: gw.WatchEventsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gw.WatchEventsResponse]:
         if request.domain:
             check_name(request.domain, "domain")
-            await self.repo.require_domain(request.domain)
+            await self.repo.model.require_domain(request.domain)
         if request.task:
             check_name(request.task, "task")
         async for item in self.feeds.events(request.domain, request.task):
@@ -35,20 +34,20 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
 
     async def TerminateTask(self, request: gw.TerminateTaskRequest, context: grpc.aio.ServicerContext) -> gw.TerminateTaskResponse:
         domain = await self._domain_of(request.domain, request.task)
-        task = (await self.repo.get_task(domain, request.task)).value
+        task = (await self.repo.tasks.get_task(domain, request.task)).value
         if task.status in FINISHED:
             status = pb.TaskStatus.Name(task.status).removeprefix("TASK_STATUS_").lower()
             raise FailedPrecondition(f"task {task.uuid} has already ended ({status}); nothing to terminate")
         root = task
         while root.parent:
-            root = (await self.repo.get_task(domain, root.parent)).value
+            root = (await self.repo.tasks.get_task(domain, root.parent)).value
         await self.leases.request_termination(domain, root.uuid, task.uuid)
         return gw.TerminateTaskResponse()
 
     async def ListTasks(self, request: gw.ListTasksRequest, context: grpc.aio.ServicerContext) -> gw.ListTasksResponse:
         check_name(request.domain, "domain")
-        await self.repo.require_domain(request.domain)
-        tasks = await self.repo.list_tasks(request.domain, solution=request.solution, request=request.request)
+        await self.repo.model.require_domain(request.domain)
+        tasks = await self.repo.tasks.list_tasks(request.domain, solution=request.solution, request=request.request)
         if request.roots_only:
             tasks = [t for t in tasks if not t.parent]
         return gw.ListTasksResponse(tasks=tasks)
@@ -58,9 +57,9 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
         check_name(task, "task")
         if domain:
             return check_name(domain, "domain")
-        for candidate in await self.repo.list_domains():
+        for candidate in await self.repo.model.list_domains():
             try:
-                await self.repo.get_task(candidate, task)
+                await self.repo.tasks.get_task(candidate, task)
                 return candidate
             except NotFound:
                 continue
@@ -69,21 +68,21 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
     async def RetrieveTask(self, request: gw.RetrieveTaskRequest, context: grpc.aio.ServicerContext) -> gw.RetrieveTaskResponse:
         domain = await self._domain_of(request.domain, request.task)
         if request.tree:
-            tree = await self.repo.get_task_tree(domain, request.task)
+            tree = await self.repo.tasks.get_task_tree(domain, request.task)
             return gw.RetrieveTaskResponse(task=tree[0], subtasks=tree[1:])
-        versioned = await self.repo.get_task(domain, request.task)
+        versioned = await self.repo.tasks.get_task(domain, request.task)
         return gw.RetrieveTaskResponse(task=versioned.value)
 
     async def ListEvents(self, request: gw.ListEventsRequest, context: grpc.aio.ServicerContext) -> gw.ListEventsResponse:
         check_name(request.domain, "domain")
-        await self.repo.require_domain(request.domain)
+        await self.repo.model.require_domain(request.domain)
         if request.task:
             check_name(request.task, "task")
-        return gw.ListEventsResponse(events=await self.repo.list_events(request.domain, task=request.task))
+        return gw.ListEventsResponse(events=await self.repo.tasks.list_events(request.domain, task=request.task))
 
     async def RetrieveEvent(self, request: gw.RetrieveEventRequest, context: grpc.aio.ServicerContext) -> gw.RetrieveEventResponse:
         check_name(request.domain, "domain")
         check_name(request.event, "event")
         if request.task:
             check_name(request.task, "task")
-        return gw.RetrieveEventResponse(event=await self.repo.get_event(request.domain, request.event, task=request.task))
+        return gw.RetrieveEventResponse(event=await self.repo.tasks.get_event(request.domain, request.event, task=request.task))

@@ -18,16 +18,16 @@ class CatalogServicer(gw_grpc.CatalogServiceServicer):
 
     async def ListComponents(self, request: gw.ListComponentsRequest, context: grpc.aio.ServicerContext) -> gw.ListComponentsResponse:
         check_name(request.domain, "domain")
-        await self.repo.require_domain(request.domain)
-        return gw.ListComponentsResponse(components=await self.repo.list_components(request.domain))
+        await self.repo.model.require_domain(request.domain)
+        return gw.ListComponentsResponse(components=await self.repo.model.list_components(request.domain))
 
     async def ListComponentVersions(
         self, request: gw.ListComponentVersionsRequest, context: grpc.aio.ServicerContext
     ) -> gw.ListComponentVersionsResponse:
         check_name(request.domain, "domain")
         check_name(request.component, "component")
-        await self.repo.require_domain(request.domain)
-        versions = [c.version for c in await self.repo.list_components(request.domain) if c.name == request.component]
+        await self.repo.model.require_domain(request.domain)
+        versions = [c.version for c in await self.repo.model.list_components(request.domain) if c.name == request.component]
         return gw.ListComponentVersionsResponse(versions=versions)
 
     async def StoreComponent(self, request: gw.StoreComponentRequest, context: grpc.aio.ServicerContext) -> gw.StoreComponentResponse:
@@ -42,14 +42,14 @@ class CatalogServicer(gw_grpc.CatalogServiceServicer):
         check_name(request.domain, "domain")
         check_name(request.component, "component")
         check_name(request.version, "version")
-        component = await self.repo.get_component(request.domain, request.component, request.version)
+        component = await self.repo.model.get_component(request.domain, request.component, request.version)
         return gw.RetrieveComponentResponse(component=component)
 
     async def RemoveComponent(self, request: gw.RemoveComponentRequest, context: grpc.aio.ServicerContext) -> gw.RemoveComponentResponse:
         check_name(request.domain, "domain")
         check_name(request.component, "component")
         check_name(request.version, "version")
-        await self.repo.remove_component(request.domain, request.component, request.version)
+        await self.repo.model.remove_component(request.domain, request.component, request.version)
         return gw.RemoveComponentResponse()
 
 
@@ -61,16 +61,16 @@ class ArchitectureServicer(gw_grpc.ArchitectureServiceServicer):
         self, request: gw.ListArchitecturesRequest, context: grpc.aio.ServicerContext
     ) -> gw.ListArchitecturesResponse:
         check_name(request.domain, "domain")
-        await self.repo.require_domain(request.domain)
-        return gw.ListArchitecturesResponse(architectures=await self.repo.list_architectures(request.domain))
+        await self.repo.model.require_domain(request.domain)
+        return gw.ListArchitecturesResponse(architectures=await self.repo.model.list_architectures(request.domain))
 
     async def ListArchitectureVersions(
         self, request: gw.ListArchitectureVersionsRequest, context: grpc.aio.ServicerContext
     ) -> gw.ListArchitectureVersionsResponse:
         check_name(request.domain, "domain")
         check_name(request.architecture, "architecture")
-        await self.repo.require_domain(request.domain)
-        architectures = await self.repo.list_architectures(request.domain)
+        await self.repo.model.require_domain(request.domain)
+        architectures = await self.repo.model.list_architectures(request.domain)
         return gw.ListArchitectureVersionsResponse(versions=[a.version for a in architectures if a.name == request.architecture])
 
     async def StoreArchitecture(
@@ -87,7 +87,7 @@ class ArchitectureServicer(gw_grpc.ArchitectureServiceServicer):
         check_name(request.domain, "domain")
         check_name(request.architecture, "architecture")
         check_name(request.version, "version")
-        architecture = await self.repo.get_architecture(request.domain, request.architecture, request.version)
+        architecture = await self.repo.model.get_architecture(request.domain, request.architecture, request.version)
         return gw.RetrieveArchitectureResponse(architecture=architecture)
 
     async def RemoveArchitecture(
@@ -96,5 +96,5 @@ class ArchitectureServicer(gw_grpc.ArchitectureServiceServicer):
         check_name(request.domain, "domain")
         check_name(request.architecture, "architecture")
         check_name(request.version, "version")
-        await self.repo.remove_architecture(request.domain, request.architecture, request.version)
+        await self.repo.model.remove_architecture(request.domain, request.architecture, request.version)
         return gw.RemoveArchitectureResponse()

@@ -7,7 +7,6 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
 from orchestration.runtime import telemetry
-from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
 from orchestration.store.requests import new_request, submit
 from orchestration.store.subjects import Subjects
@@ -21,7 +20,7 @@ class Channel:
         self.repo = repo
         self.js = js
         self.subjects = subjects
-        self.leases = Leases(repo.leases_bucket)
+        self.leases = repo.leases
         self.source = source
         self.tracer = telemetry.tracer("gateway.channel")
 

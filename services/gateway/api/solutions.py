@@ -67,7 +67,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
     async def WatchStatus(self, request: gw.WatchStatusRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gw.WatchStatusResponse]:
         if request.domain:
             check_name(request.domain, "domain")
-            await self.repo.require_domain(request.domain)
+            await self.repo.model.require_domain(request.domain)
         if request.solution:
             check_name(request.solution, "solution")
             if not request.domain:
@@ -82,9 +82,9 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         check_name(architecture, "architecture")
         check_name(version, "version")
         name = check_name(solution or architecture, "solution")
-        await self.repo.require_domain(domain)
-        found = await self.repo.get_architecture(domain, architecture, version)
-        catalog = {(c.name, c.version): c for c in await self.repo.list_components(domain)}
+        await self.repo.model.require_domain(domain)
+        found = await self.repo.model.get_architecture(domain, architecture, version)
+        catalog = {(c.name, c.version): c for c in await self.repo.model.list_components(domain)}
         planner.resolve_components(found, catalog)
         return name, found, catalog
 
@@ -100,7 +100,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         name, architecture, catalog = await self._design(request.domain, request.architecture, request.version, request.solution)
         desired = planner.desired_solution(request.domain, name, architecture, catalog)
         try:
-            current: pb.Solution | None = await self.repo.get_solution(request.domain, name)
+            current: pb.Solution | None = await self.repo.solutions.get_solution(request.domain, name)
         except NotFound:
             current = None
         counter = iter(range(1, 1_000_000))
@@ -112,12 +112,12 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         ])
 
     async def RemoveSolution(self, request: gw.RemoveSolutionRequest, context: grpc.aio.ServicerContext) -> gw.RemoveSolutionResponse:
-        await self.repo.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
         task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution)
         return gw.RemoveSolutionResponse(task=task)
 
     async def UpdateSolution(self, request: gw.UpdateSolutionRequest, context: grpc.aio.ServicerContext) -> gw.UpdateSolutionResponse:
-        await self.repo.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
         check_target_state(request.state, "state")
         task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, state=request.state)
         return gw.UpdateSolutionResponse(task=task)
@@ -154,12 +154,12 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
     async def _solution(self, domain: str, name: str) -> pb.Solution:
         check_name(domain, "domain")
         check_name(name, "solution")
-        return await self.repo.get_solution(domain, name)
+        return await self.repo.solutions.get_solution(domain, name)
 
     async def ListSolutions(self, request: gw.ListSolutionsRequest, context: grpc.aio.ServicerContext) -> gw.ListSolutionsResponse:
         check_name(request.domain, "domain")
-        await self.repo.require_domain(request.domain)
-        return gw.ListSolutionsResponse(solutions=await self.repo.list_solutions(request.domain))
+        await self.repo.model.require_domain(request.domain)
+        return gw.ListSolutionsResponse(solutions=await self.repo.solutions.list_solutions(request.domain))
 
     async def RetrieveSolution(
         self, request: gw.RetrieveSolutionRequest, context: grpc.aio.ServicerContext

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from google.protobuf.message import Message
 
 from orchestration.model.errors import InvalidArgument
-from orchestration.model.names import controller_name, decode_token, encode_token
+from orchestration.model.names import decode_token, encode_token
 from orchestration.store.subjects import model_key, record_key
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
 

@@ -44,7 +44,7 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
     caller, so that an error means "not accepted" and a retry is safe."""
     revision = await leases.accept(request)
     try:
-        await repo.put_task(root_task(request), None)
+        await repo.tasks.put_task(root_task(request), None)
         await js.publish(
             subjects.internal_request(request.domain, request.solution),
             request.SerializeToString(),

@@ -1,12 +1,14 @@
 """Solutions in the solutions bucket: whole trees, and versioned access to
 single records (solution, element, cluster, instance) for the task engine.
 
-Mixed into ``Repository``; one instance update writes one small value, and
-every write that can race is a compare-and-set on the record's revision.
+One of the typed stores ``Repository`` is composed of; one instance update
+writes one small value, and every write that can race is a compare-and-set
+on the record's revision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -42,26 +44,23 @@ class InstanceRecord:
 
 
 class SolutionRecords:
-    """Solution trees and records; the host class supplies the bucket and the domain check."""
+    """Solution trees and records in the solutions bucket."""
 
-    @property
-    def _solutions(self) -> Bucket:
-        raise NotImplementedError
-
-    async def require_domain(self, name: str) -> None:
-        """Raise NotFound unless the domain exists."""
-        raise NotImplementedError
+    def __init__(self, bucket: Bucket, require_domain: Callable[[str], Awaitable[None]]) -> None:
+        self._solutions = bucket
+        # Raises NotFound unless the domain exists (the model records know).
+        self.require_domain = require_domain
 
     # ---- solutions: whole trees ------------------------------------------------
 
     async def list_solutions(self, domain: str) -> list[Solution]:
         """Solution headers (without elements) of the domain, sorted by name."""
         await self.require_domain(domain)
-        return await self._solution_headers(domain)
+        return await self.headers(domain)
 
     async def get_solution(self, domain: str, name: str) -> Solution:
         """The full solution tree, in canonical order (NotFound)."""
-        trees = await self._solution_trees(*rk.solution_filters(domain, name))
+        trees = await self.trees(*rk.solution_filters(domain, name))
         if name not in trees:
             await self.require_domain(domain)
             raise NotFound(rk.not_found(rk.describe_solution(name), domain))
@@ -95,11 +94,13 @@ class SolutionRecords:
         await self._solutions.purge(subtree)
         await self._solutions.purge(header)
 
-    async def _solution_headers(self, domain: str) -> list[Solution]:
+    async def headers(self, domain: str) -> list[Solution]:
+        """Solution headers of the domain, sorted by name (no domain check)."""
         entries = await self._solutions.scan(rk.solutions_filter(domain))
         return sorted((Solution.FromString(e.value) for e in entries), key=lambda s: s.name)
 
-    async def _solution_trees(self, *filters: str) -> dict[str, Solution]:
+    async def trees(self, *filters: str) -> dict[str, Solution]:
+        """Full solution trees under key filters, by name (no domain check)."""
         return rk.assemble_solutions((e.key, e.value) for e in await self._solutions.scan(*filters))
 
     # ---- solutions: versioned records for the task engine ----------------------

@@ -1,14 +1,14 @@
 """Tasks and events in their buckets: versioned tasks for the task engine,
 task trees, and the immutable event history.
 
-Mixed into ``Repository``. An event is keyed by the task that received it
+One of the typed stores ``Repository`` is composed of. An event is keyed by the task that received it
 (``Event.task``); ``Event.source`` is the task that caused it, which in a
 task tree is the receiver itself, its parent or one of its subtasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from orchestration.model.errors import Aborted, AlreadyExists, NotFound
 from orchestration.runtime.concurrency import gather_bounded
@@ -21,19 +21,13 @@ _FILTERS_PER_SCAN = 256
 
 
 class TaskRecords:
-    """Tasks and events; the host class supplies the buckets and the domain check."""
+    """Tasks and events in their buckets."""
 
-    @property
-    def _task_bucket(self) -> Bucket:
-        raise NotImplementedError
-
-    @property
-    def _event_bucket(self) -> Bucket:
-        raise NotImplementedError
-
-    async def require_domain(self, name: str) -> None:
-        """Raise NotFound unless the domain exists."""
-        raise NotImplementedError
+    def __init__(self, tasks: Bucket, events: Bucket, require_domain: Callable[[str], Awaitable[None]]) -> None:
+        self._task_bucket = tasks
+        self._event_bucket = events
+        # Raises NotFound unless the domain exists (the model records know).
+        self.require_domain = require_domain
 
     # ---- tasks -----------------------------------------------------------------
 
@@ -54,7 +48,7 @@ class TaskRecords:
         await self.require_domain(domain)
         return [
             t
-            for t in await self._tasks(domain)
+            for t in await self.all_tasks(domain)
             if (not solution or t.solution == solution) and (not request or t.request == request)
         ]
 
@@ -72,7 +66,8 @@ class TaskRecords:
             tree.extend(level)
         return tree
 
-    async def _tasks(self, domain: str) -> list[Task]:
+    async def all_tasks(self, domain: str) -> list[Task]:
+        """Every task of the domain, oldest first (no domain check)."""
         entries = await self._task_bucket.scan(rk.domain_filters(domain)[1])
         return sorted((Task.FromString(e.value) for e in entries), key=lambda t: (t.created, t.uuid))
 
@@ -94,10 +89,11 @@ class TaskRecords:
         """Events of the domain, or those a task received or caused; oldest first."""
         await self.require_domain(domain)
         if not task:
-            return await self._events(domain)
+            return await self.all_events(domain)
         return _by_time(e for e in await self._events_near(domain, task) if task in (e.task, e.source))
 
-    async def _events(self, domain: str) -> list[Event]:
+    async def all_events(self, domain: str) -> list[Event]:
+        """Every event of the domain, by time (no domain check)."""
         entries = await self._event_bucket.scan(rk.events_filter(domain))
         return _by_time(Event.FromString(e.value) for e in entries)
 
@@ -120,7 +116,7 @@ class TaskRecords:
             record = (await self.get_task(domain, task)).value
         except NotFound:
             # No tree to follow: what it caused may be anywhere in the domain.
-            return await self._events(domain)
+            return await self.all_events(domain)
         receivers = [r for r in dict.fromkeys([task, record.parent, *record.subtasks]) if r]
         filters = [rk.events_filter(domain, r) for r in receivers]
         # Chunked: a cluster task may have thousands of subtasks, and one consumer
