@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import grpc
 
 from cli.embedded_nats import free_port, wait_for_port
+from cli.home import load_connection
 from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -201,3 +203,15 @@ def running_suite(home: Path, *flags: str, env: dict[str, str] | None = None) ->
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+def monitor_figure(suite: Suite, name: str) -> float:
+    """One value of the monitor's Prometheus metrics (0 before it is first set)."""
+    connection = load_connection(suite.home)
+    assert connection is not None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{connection.metrics['monitor']}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0

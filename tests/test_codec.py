@@ -379,3 +379,43 @@ def test_map_key_must_match_its_entry(n: int, old: str, new: str, expected: str)
     message = rejected(replaced(demo(n), old, new))
     assert expected in message
     assert message.startswith("Domains/")
+
+
+def test_run_time_fields_of_a_solution_round_trip_and_are_left_out_when_unset() -> None:
+    solution = pb.Solution(name="s", architecture="s", version="V1")
+    element = solution.elements.add(name="web", component="web")
+    cluster = element.clusters.add(version="V1", controller="sim:V1", parameters={"tier": "gold", "orch_max_attempts": "2"})
+    cluster.instances.add(uuid="u1", state=pb.STATE_FAILURE, error="boom", permanent=True)
+    solution.hold.CopyFrom(pb.SolutionHold(kind=pb.HOLD_KIND_DEGRADED, reason="gave up", actor="monitor", since_unix_ms=5))
+    document = codec.to_document(solution)
+    assert document["Hold"] == {"Kind": "degraded", "Reason": "gave up", "Actor": "monitor", "Since": 5}
+    assert document["Elements"]["web"]["Clusters"]["V1"]["Parameters"] == {"orch_max_attempts": "2", "tier": "gold"}
+    parsed = codec.parse_document(codec.dump_domain(pb.Domain(name="d", solutions=[solution]))).model.domains[0]
+    assert parsed.solutions[0] == solution
+    plain = pb.Solution(name="t")
+    plain.elements.add(name="e").clusters.add(version="V1").instances.add(uuid="u2")
+    shown = codec.to_document(plain)
+    assert "Hold" not in shown
+    assert not {"Controller", "Parameters"} & shown["Elements"]["e"]["Clusters"]["V1"].keys()
+    assert "Permanent" not in shown["Elements"]["e"]["Clusters"]["V1"]["Instances"]["u2"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("[a, b]", "expected a map of strings, got a list"),
+    ("{a: 1}", "Parameters/a: expected a string, got int 1"),
+])
+def test_cluster_parameters_must_map_strings_to_strings(value: str, expected: str) -> None:
+    text = f"""Name: d
+Solutions:
+  s:
+    Solution: s
+    Elements:
+      e:
+        Element: e
+        Clusters:
+          V1:
+            Version: V1
+            Parameters: {value}
+"""
+    with pytest.raises(InvalidArgument, match=expected):
+        codec.parse_document(text)

@@ -18,12 +18,16 @@ from typing import Any
 import grpc
 import nats
 import pytest
-from models import flat
 
 from cli.home import load_connection
+from models import flat
 from monitor.compensation import Pacing
 from monitor.drift import is_drift
+from monitor.inventory import SolutionView, Watched
+from monitor.probe import Observation
+from monitor.status import StatusBoard
 from orchestration.model.lifecycle import roll_up
+from orchestration.store.repository import InstanceRecord
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import sim_pb2, sim_pb2_grpc
@@ -296,3 +300,33 @@ def test_drift_is_a_differing_state_except_a_failure_verdict_on_an_existing_inst
 )
 def test_roll_up_reports_failure_first_then_the_lowest_state(states: list[int], target: int, rolled: int) -> None:
     assert roll_up(states, target) == rolled
+
+
+def test_pacing_counts_the_compensations_since_the_solution_last_converged() -> None:
+    pacing = Pacing(interval=1.0, cap=5.0)
+    key = ("d", "s")
+    assert pacing.streak(key) == 0
+    pacing.compensated(key, 0.0)
+    pacing.compensated(key, 2.0)
+    assert pacing.streak(key) == 2
+    pacing.converged(key)
+    assert pacing.streak(key) == 0
+
+
+def test_a_solution_status_names_its_hold_once_it_changes() -> None:
+    header = pb.Solution(name="s", target=pb.STATE_ACTIVE)
+    view = SolutionView("d", header, element_targets={"e": pb.STATE_ACTIVE}, cluster_targets={("e", "V1"): pb.STATE_ACTIVE})
+    record = InstanceRecord("e", "V1", pb.Instance(uuid="u", target=pb.STATE_ACTIVE, state=pb.STATE_INACTIVE), 1)
+    view.instances.append(Watched("d", "s", record, "c", "sim"))
+    observed = {"u": Observation(pb.STATE_INACTIVE, "sim")}
+    board = StatusBoard()
+
+    def solution_messages() -> list[dict[str, object]]:
+        return [m.payload for m in board.messages([view], observed, 1) if m.payload["kind"] == "solution"]
+
+    [first] = solution_messages()
+    assert "hold" not in first
+    assert solution_messages() == []  # nothing changed
+    header.hold.CopyFrom(pb.SolutionHold(kind=pb.HOLD_KIND_HELD, reason="terminated on request", actor="operator"))
+    [held] = solution_messages()
+    assert (held["hold"], held["reason"], held["actor"], held["state"]) == ("held", "terminated on request", "operator", "inactive")

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from cli.home import load_connection
 from controllers.process import ProcessController
 from controllers.process.settings import ProcessSettings
 from controllers.process.template import TemplateError, endpoint_fields, render
@@ -28,7 +27,7 @@ from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, alive, children_of, cmdline, running_suite, wait_until
+from suite import Suite, alive, children_of, cmdline, monitor_figure, running_suite, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "nats-cluster" / "nats-cluster.yaml"
@@ -158,18 +157,6 @@ def one_cluster(suite: Suite) -> bool:
 def rendered_routes(suite: Suite, instance: pb.Instance) -> set[str]:
     conf = (work_root(suite) / instance.uuid / "nats.conf").read_text()
     return set(re.findall(r"nats-route://127\.0\.0\.1:(\d+)", conf))
-
-
-def monitor_figure(suite: Suite, name: str) -> float:
-    """One value of the monitor's Prometheus metrics (0 before it is first set)."""
-    connection = load_connection(suite.home)
-    assert connection is not None
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{connection.metrics['monitor']}/metrics", timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
 
 
 def controller_pid(suite: Suite) -> int | None:

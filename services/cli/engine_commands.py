@@ -141,6 +141,20 @@ def solution_set(settings: Settings, domain: str, solution: str, state: str, wai
         wait_for(gateway, domain, solution, task)
 
 
+@click.command("resume")
+@click.argument("domain")
+@click.argument("solution")
+@click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@pass_settings
+def solution_resume(settings: Settings, domain: str, solution: str, wait: bool) -> None:
+    """End a hold (a terminated task, or the monitor giving up) and converge the solution to its intent."""
+    gateway = settings.gateway()
+    task = gateway.call(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution)).task
+    click.echo(task)
+    if wait:
+        wait_for(gateway, domain, solution, task)
+
+
 @click.group()
 def cluster() -> None:
     """Clusters of a solution."""
@@ -208,7 +222,7 @@ def terminate(settings: Settings, task_id: str, domain_name: str) -> None:
 
 def register(groups: dict[str, click.Group], root: click.Group) -> None:
     """Add the engine commands to the solution and task groups and to orch."""
-    for command in (deploy, plan, delete, solution_set):
+    for command in (deploy, plan, delete, solution_set, solution_resume):
         groups["solution"].add_command(command)
     groups["task"].add_command(terminate)
     root.add_command(cluster)

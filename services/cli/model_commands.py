@@ -208,8 +208,13 @@ def solution_list(settings: Settings, domain_name: str, output: str) -> None:
     """List the solutions of a domain."""
     gateway = settings.gateway()
     items = list(gateway.call(gateway.solutions.ListSolutions, gw.ListSolutionsRequest(domain=domain_name)).solutions)
-    rows = [[s.name, s.architecture, s.version, state_name(s.target), state_name(s.state)] for s in items]
-    emit(output, items, ["SOLUTION", "ARCHITECTURE", "VERSION", "TARGET", "STATE"], rows)
+    rows = [[s.name, s.architecture, s.version, state_name(s.target), state_name(s.state), hold_label(s.hold)] for s in items]
+    emit(output, items, ["SOLUTION", "ARCHITECTURE", "VERSION", "TARGET", "STATE", "HOLD"], rows)
+
+
+def hold_label(hold: pb.SolutionHold) -> str:
+    """"held", "degraded" or "-" (running normally)."""
+    return pb.HoldKind.Name(hold.kind).removeprefix("HOLD_KIND_").lower() if hold.kind else "-"
 
 
 @solution.command("get")
@@ -229,6 +234,11 @@ def solution_get(settings: Settings, domain_name: str, name: str, output: str) -
             if not c.instances:
                 rows.append([e.name, c.version, "-", state_name(c.target), state_name(c.state), c.endpoint])
     emit(output, s, ["ELEMENT", "CLUSTER", "INSTANCE", "TARGET", "STATE", "ENDPOINT"], rows)
+    if output == "table" and s.hold.kind:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.hold.since_unix_ms / 1000))
+        task = f", task {s.hold.task}" if s.hold.task else ""
+        click.echo(f"{hold_label(s.hold)} since {since} by {s.hold.actor}{task}: {s.hold.reason}")
+        click.echo(f"the monitor leaves it alone until a request for it: orch solution resume {domain_name} {name}")
 
 
 @click.group()

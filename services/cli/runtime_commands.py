@@ -61,13 +61,16 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 @click.option("--sim-replicas", default=1, show_default=True, help="Replicas of the sim controller.")
 @click.option("--monitor-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between two polls of the monitor.")
+@click.option("--monitor-max-compensations", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Compensations of a solution that may fail before the monitor marks it degraded.")
 @click.option("--otlp-endpoint", envvar="OTEL_EXPORTER_OTLP_ENDPOINT", default="",
               help="Export traces of every service over OTLP/gRPC to this endpoint (e.g. http://jaeger:4317).")
 @tls_options
 @pass_settings
 def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url: str | None, prefix: str,
        dispatcher_addr: str, concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
-       controller_wait: float | None, sim_replicas: int, monitor_interval: float, otlp_endpoint: str,
+       controller_wait: float | None, sim_replicas: int, monitor_interval: float, monitor_max_compensations: int,
+       otlp_endpoint: str,
        tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Start NATS and every service in the foreground; Ctrl-C stops them all."""
     logs.configure("orch-up")
@@ -136,7 +139,8 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
             python, "-m", "controllers.process", "--addr", "127.0.0.1:0", *controller, "--replica", "process-1",
             "--work-dir", str(home / "process")], env))
         supervisor.start(spec("monitor", [python, "-m", "monitor", "--prefix", prefix, "--credential-file", str(credential),
-                                          "--interval", str(monitor_interval)], env))
+                                          "--interval", str(monitor_interval),
+                                          "--max-compensations", str(monitor_max_compensations)], env))
         save_connection(home, Connection(gateway=gateway_addr, nats_url=url, subject_prefix=prefix, token=token,
                                          dispatcher=dispatcher_addr, sims=sims, tls_ca=tls_ca, metrics=metrics))
         click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)

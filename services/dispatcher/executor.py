@@ -76,6 +76,8 @@ class Run:
         book.give_up = lambda: self.lost
         book.root_context = telemetry.context_of(traceparent)
         self._delete_on_finish = False
+        # Set when an operator terminated (part of) the tree: the solution is held.
+        self._hold: pb.SolutionHold | None = None
 
     # ---- preparation -----------------------------------------------------------
 
@@ -166,10 +168,16 @@ class Run:
         for op in list(self._ops):
             op.cancel()
 
-    async def terminate(self, task: str) -> None:
-        """Terminate a task's subtree: no new operations start there."""
+    async def terminate(self, task: str, actor: str = "operator") -> None:
+        """Terminate a task's subtree: no new operations start there, and the
+        solution is held (the monitor leaves it alone until the next request)."""
         if task in self.scheduler.terminated or task not in self.book.tasks:
             return
+        reason = "terminated on request" if task == self.book.root else f"task {task} terminated on request"
+        self._hold = pb.SolutionHold(kind=pb.HOLD_KIND_HELD, reason=reason, actor=actor or "operator", task=task,
+                                     since_unix_ms=int(time.time() * 1000))
+        # Held before any task shows it ended: whoever reacts to the end finds the hold.
+        await self.settler.hold(self._hold)
         subtree = [task]
         for uuid in subtree:
             subtree.extend(self.book.tasks[uuid].subtasks)
@@ -204,7 +212,7 @@ class Run:
                          extra={"instance": slot.record.uuid, "task_id": slot.task})
                 self.scheduler.retry_later(slot, outcome.delay)
             else:
-                await self._fail(slot, outcome.message)
+                await self._fail(slot, outcome.message, permanent=outcome.label == "permanent")
             await self._after(slot)
         except asyncio.CancelledError:
             raise
@@ -277,6 +285,7 @@ class Run:
             record.state = next_state(record.state or INITIAL, transition)
             record.sequence += 1
             record.error = ""
+            record.permanent = False
             if result.endpoint:
                 record.endpoint = result.endpoint
             if result.configuration:
@@ -300,13 +309,15 @@ class Run:
         else:
             await self._store(slot)
 
-    async def _fail(self, slot: InstanceSlot, message: str) -> None:
-        """The instance goes to failure; its task and every parent fail; the run stops."""
+    async def _fail(self, slot: InstanceSlot, message: str, permanent: bool = False) -> None:
+        """The instance goes to failure; its task and every parent fail; the run stops.
+        `permanent`: the controller said so (the monitor will not compensate it)."""
         log.warning("instance %s failed: %s", slot.record.uuid, message, extra={"instance": slot.record.uuid, "task_id": slot.task})
 
         def apply() -> None:
             slot.record.state = FAILURE
             slot.record.error = message
+            slot.record.permanent = permanent
             # The failed step is over: the next one (a reset, later) gets a new operation id
             # instead of the controller's remembered failure.
             slot.record.sequence += 1
@@ -339,7 +350,7 @@ class Run:
             waits = ", ".join(f"{e}/{v}" for (e, v), _ in self.state.blockers(first))
             await self._fail(first, f"{TRANSITION_NAMES[first.path[0]]} can never run: it waits for {waits}")
         await self.settler.close_tasks()
-        await self.settler.roll_up(self._delete_on_finish)
+        await self.settler.roll_up(self._delete_on_finish, self._hold)
         reason, final = self.scheduler.stopping, self.scheduler.final_status
         root_status = final if reason or final != S.TASK_STATUS_COMPLETED else S.TASK_STATUS_COMPLETED
         await self.book.set_status(self.book.root, root_status, error=reason if root_status != S.TASK_STATUS_COMPLETED else "")

@@ -42,13 +42,25 @@ async def apply_request(repo: Repository, request: rpb.Request) -> Intent:
             wanted = planner.set_instance(current, request.element, request.cluster, request.instance, request.state)
         elif request.kind == R.REQUEST_KIND_REMOVE:
             wanted = planner.teardown(current)
-        elif request.kind == R.REQUEST_KIND_RECONCILE:
+        elif request.kind in (R.REQUEST_KIND_RECONCILE, R.REQUEST_KIND_RESUME):
             wanted = current
         else:
             raise FailedPrecondition(f"unknown request kind {request.kind}")
+    if request.kind != R.REQUEST_KIND_RECONCILE:
+        _end_hold(wanted)
     if planner.missing_design(wanted):
         wanted = await _backfill(repo, request.domain, wanted, current)
     return await write_intent(repo, request.domain, records, wanted)
+
+
+def _end_hold(solution: pb.Solution) -> None:
+    """An operator's request ends a hold, and with it the verdict that a
+    failure was permanent (the monitor never compensates a held solution)."""
+    solution.ClearField("hold")
+    for element in solution.elements:
+        for cluster in element.clusters:
+            for instance in cluster.instances:
+                instance.permanent = False
 
 
 async def _design(repo: Repository, request: rpb.Request) -> tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]:

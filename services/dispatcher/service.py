@@ -278,7 +278,7 @@ class Dispatcher:
                 request = active.lease.record.request
                 try:
                     for termination in await self.leases.terminations(request.domain, request.task):
-                        await active.run.terminate(termination.task)
+                        await active.run.terminate(termination.task, termination.actor)
                 except Exception:  # noqa: BLE001
                     log.debug("reading terminations failed", exc_info=True)
 

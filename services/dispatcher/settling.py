@@ -93,9 +93,17 @@ class Settler:
                 continue
             await self.book.set_status(uuid, status, error=reason or "not run")
 
-    async def roll_up(self, delete_on_finish: bool) -> None:
+    async def hold(self, hold: pb.SolutionHold) -> None:
+        """Write the solution's hold now (the roll-up writes it again with the states)."""
+        header = await self.repo.solutions.get_solution_header(self.domain, self.solution)
+        header.value.hold.CopyFrom(hold)
+        await self.repo.solutions.put_solution_header(self.domain, header.value, header.revision)
+
+    async def roll_up(self, delete_on_finish: bool, hold: pb.SolutionHold | None = None) -> None:
         """Write cluster, element and solution states; delete what was removed
-        (the whole solution when it was torn down completely)."""
+        (the whole solution when it was torn down completely). `hold`: the
+        solution is held (written with its state, before the root task ends
+        and the lease is released, so that the monitor never sees it unheld)."""
         repo, domain, solution = self.repo, self.domain, self.solution
         by_element: dict[str, list[pb.State]] = {}
         for cluster in list(self.state.clusters.values()):
@@ -126,6 +134,8 @@ class Settler:
             await repo.solutions.remove_solution(domain, solution)
             return
         rolled = roll_up([s for states in by_element.values() for s in states] or [INITIAL], header.value.target)
-        if header.value.state != rolled:
+        if header.value.state != rolled or hold is not None:
             header.value.state = rolled
+            if hold is not None:
+                header.value.hold.CopyFrom(hold)
             await repo.solutions.put_solution_header(domain, header.value, header.revision)

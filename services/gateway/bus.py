@@ -48,6 +48,7 @@ class Bus:
             "cluster": (gw.UpdateClusterRequest, solutions.UpdateCluster),
             "instance": (gw.UpdateInstanceRequest, solutions.UpdateInstance),
             "solution": (gw.UpdateSolutionRequest, solutions.UpdateSolution),
+            "resume": (gw.ResumeSolutionRequest, solutions.ResumeSolution),
             "remove": (gw.RemoveSolutionRequest, solutions.RemoveSolution),
             "terminate": (gw.TerminateTaskRequest, automation.TerminateTask),
             "task": (gw.RetrieveTaskRequest, automation.RetrieveTask),

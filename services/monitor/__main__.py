@@ -26,10 +26,12 @@ from orchestration.store.subjects import DEFAULT_PREFIX
               show_default=True, help="Seconds per controller Status call.")
 @click.option("--batch-size", type=click.IntRange(min=1, max=20_000), default=MonitorSettings.batch_size, show_default=True,
               help="Instances per Status call.")
+@click.option("--max-compensations", type=click.IntRange(min=1), default=MonitorSettings.max_compensations,
+              show_default=True, help="Compensations of a solution that may fail before it is marked degraded.")
 @metrics_option
 @tls_options
 def main(nats_url: str, prefix: str, credential_file: str, interval: float, status_timeout: float, batch_size: int,
-         metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
+         max_compensations: int, metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run the monitor: status, drift and compensation at an interval."""
     credential = Path(credential_file).read_text().strip()
     if not credential:
@@ -37,6 +39,7 @@ def main(nats_url: str, prefix: str, credential_file: str, interval: float, stat
     with service_process("monitor", metrics_addr):
         run_service(serve(MonitorSettings(nats_url=nats_url, prefix=prefix, credential=credential, interval=interval,
                                           status_timeout=status_timeout, batch_size=batch_size,
+                                          max_compensations=max_compensations,
                                           tls=TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth))))
 
 

@@ -1,22 +1,28 @@
 """Compensation: a RECONCILE request for a solution whose instances are not
 where their targets say, with back-off per solution so that a component that
-keeps failing does not cause a storm of tasks."""
+keeps failing does not cause a storm of tasks, and an end: a solution that
+N compensations did not converge, or whose failure a controller called
+permanent, is marked degraded and left alone until an operator's request."""
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid as uuidlib
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
-from orchestration.model.errors import FailedPrecondition
+from orchestration.model.errors import Aborted, FailedPrecondition
 from orchestration.runtime import telemetry
 from orchestration.runtime.backoff import Backoff
+from orchestration.store.events import EventRecorder, new_event
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
 from orchestration.store.requests import new_request, submit
 from orchestration.store.subjects import Subjects
+from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 
 log = logging.getLogger("monitor.compensation")
@@ -40,6 +46,10 @@ class Pacing:
 
     def allowed(self, key: SolutionKey, now: float) -> bool:
         return now >= self._not_before.get(key, 0.0)
+
+    def streak(self, key: SolutionKey) -> int:
+        """Compensations of the solution since it last converged."""
+        return self._streak.get(key, 0)
 
     def compensated(self, key: SolutionKey, now: float) -> float:
         """Note a compensation; the seconds until the next one is allowed."""
@@ -81,3 +91,27 @@ class Compensator:
             return None  # a task started meanwhile: it converges the solution, or we try later
         log.info("compensating %s/%s with task %s: %s", domain, solution, task, reason, extra={"task_id": task, "solution": solution})
         return task
+
+
+async def mark_degraded(repo: Repository, leases: Leases, recorder: EventRecorder, domain: str, solution: str,
+                        reason: str) -> pb.SolutionHold | None:
+    """Hold the solution as degraded and record a DEGRADED event; None when
+    it was not written (a request came in meanwhile: it decides now)."""
+    header = await repo.solutions.get_solution_header(domain, solution)
+    if header.value.hold.kind or await leases.get(domain, solution) is not None:
+        return None
+    hold = pb.SolutionHold(kind=pb.HOLD_KIND_DEGRADED, reason=reason, actor=SOURCE,
+                           since_unix_ms=int(time.time() * 1000))
+    header.value.hold.CopyFrom(hold)
+    try:
+        # Compare-and-set: a request that rewrote the header since wins.
+        await repo.solutions.put_solution_header(domain, header.value, header.revision)
+    except Aborted:
+        return None
+    log.warning("%s/%s degraded: %s; compensation stops until a request for it (orch solution resume)",
+                domain, solution, reason, extra={"solution": solution})
+    task = pb.Task(type=pb.TASK_TYPE_SOLUTION, domain=domain, solution=solution, uuid=str(uuidlib.uuid4()),
+                   state=header.value.state)
+    await recorder.record(new_event(task, pb.EVENT_TYPE_DEGRADED, f"solution {solution} degraded: {reason}"), task,
+                          state=header.value.state)
+    return hold

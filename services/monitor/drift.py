@@ -53,6 +53,8 @@ async def correct(repo: Repository, recorder: EventRecorder, watched: Watched, o
         updated.state = observed.state
         # `error` says why an instance is in failure; the controller's word replaces the engine's.
         updated.error = f"controller {observed.controller} reports the instance in failure" if observed.state == FAILURE else ""
+        # The controller's word changed: a permanent verdict no longer holds.
+        updated.permanent = False
         try:
             await repo.solutions.put_instance(watched.domain, watched.solution, r.element, r.cluster, updated, revision)
             break

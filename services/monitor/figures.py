@@ -22,6 +22,10 @@ class PollFigures:
     # Drift seen in solutions with a running task (left to the task).
     drift_deferred: int = 0
     compensations: int = 0
+    # Solutions left alone because they are held or degraded (see SolutionHold).
+    held: int = 0
+    # Solutions marked degraded by this poll.
+    degraded: int = 0
     controller_calls: int = 0
     duration_seconds: float = 0.0
 
@@ -32,5 +36,6 @@ class PollFigures:
         return (
             f"poll: {self.instances} instance(s) in {self.solutions} solution(s), {self.unanswered} unanswered, "
             f"{self.drifted} drifted, {self.drift_deferred} deferred, {self.compensations} compensation(s), "
+            f"{self.held} held, {self.degraded} degraded, "
             f"{self.controller_calls} controller call(s), {self.duration_seconds:.3f} s"
         )

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from monitor.compensation import Compensator, Pacing
+from monitor.compensation import Compensator, Pacing, mark_degraded
 from monitor.drift import correct, effective_state, is_drift
 from monitor.figures import PollFigures
 from monitor.inventory import SolutionView, Watched, read_inventory
 from monitor.probe import Observation, StatusProbe
 from monitor.settings import MonitorSettings
-from monitor.status import StatusBoard
-from orchestration.model.lifecycle import INITIAL, state_name
+from monitor.status import StatusBoard, hold_message
+from orchestration.model.lifecycle import FAILURE, INITIAL, state_name
 from orchestration.runtime import telemetry
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
@@ -57,6 +57,8 @@ class _Tally:
         self.drifted = 0
         self.deferred = 0
         self.compensations = 0
+        self.held = 0
+        self.degraded = 0
 
 
 class Monitor:
@@ -158,7 +160,7 @@ class Monitor:
         return PollFigures(
             time=time_ns, solutions=len(views), instances=len(observed),
             unanswered=sum(a.unanswered for a in answers), drifted=tally.drifted, drift_deferred=tally.deferred,
-            compensations=tally.compensations, controller_calls=sum(a.calls for a in answers),
+            compensations=tally.compensations, held=tally.held, degraded=tally.degraded, controller_calls=sum(a.calls for a in answers),
             duration_seconds=round(self.clock() - started, 6),
         )
 
@@ -180,6 +182,12 @@ class Monitor:
             tally.drifted += sum(written)
             if not all(written):
                 return  # records changed under us: look again next poll
+        if view.header.hold.kind:
+            # Held (an operator terminated its task) or degraded: drift is
+            # reported above, nothing is compensated until a request comes.
+            tally.held += 1
+            self.backoff.converged((view.domain, view.name))
+            return
         await self._compensate(view, observed, tally)
 
     async def _compensate(self, view: SolutionView, observed: dict[str, Observation], tally: _Tally) -> None:
@@ -202,10 +210,32 @@ class Monitor:
         first = off_now[0].instance
         reason = (f"{len(off_now)} instance(s) off target, e.g. {first.uuid} "
                   f"{_name(first.state)} (target {_name(first.target)})")
+        permanent = [r for r in off_now if r.instance.state == FAILURE and r.instance.permanent]
+        if permanent:
+            r = permanent[0]
+            await self._degrade(view, f"instance {r.instance.uuid} of {r.element}/{r.cluster} failed permanently: "
+                                      f"{r.instance.error}", tally)
+            return
+        if self.backoff.streak(key) >= self.settings.max_compensations:
+            failed = next((r.instance for r in off_now if r.instance.error), first)
+            last = f"; last error: {failed.error}" if failed.error else ""
+            await self._degrade(view, f"{self.backoff.streak(key)} compensation(s) did not converge it: {reason}{last}", tally)
+            return
         if await self.compensator.submit(view.domain, view.name, reason) is not None:
             tally.compensations += 1
             wait = self.backoff.compensated(key, self.clock())
             log.debug("next compensation of %s/%s not before %.0f s", view.domain, view.name, wait)
+
+
+    async def _degrade(self, view: SolutionView, reason: str, tally: _Tally) -> None:
+        hold = await mark_degraded(self.repo, self.leases, self.recorder, view.domain, view.name, reason)
+        if hold is None:
+            return
+        tally.degraded += 1
+        self.backoff.converged((view.domain, view.name))
+        assert self._nc is not None
+        message = hold_message(view, hold, time.time_ns())
+        await self._nc.publish(self.subjects.status(view.domain, view.name), message.encode())
 
 
 def _name(state: int) -> str:

@@ -26,3 +26,6 @@ class MonitorSettings:
     batch_size: int = 5000
     # Longest wait between two compensations of one solution (seconds).
     backoff_max: float = 300.0
+    # Compensations of one solution that may fail to converge it before the
+    # monitor gives up and marks it degraded (until an operator's request).
+    max_compensations: int = 3

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from monitor.inventory import SolutionView
 from monitor.probe import Observation
 from orchestration.model.lifecycle import roll_up, state_name
+from orchestration.v1 import model_pb2 as pb
 
 # (kind, domain, solution, element, cluster) of an aggregate.
 AggregateKey = tuple[str, str, str, str, str]
@@ -28,6 +29,18 @@ class StatusMessage:
         return json.dumps(self.payload, separators=(",", ":")).encode()
 
 
+def hold_message(view: SolutionView, hold: pb.SolutionHold, time_ns: int) -> StatusMessage:
+    """The solution's status when it becomes held or degraded: what, why, who."""
+    message = _message("solution", time_ns, view.domain, view.name, "", "", "", view.header.state, view.header.target)
+    message.payload.update(hold=hold_name(hold.kind), reason=hold.reason, actor=hold.actor)
+    return message
+
+
+def hold_name(kind: int) -> str:
+    """held, degraded, or "" (not held)."""
+    return pb.HoldKind.Name(kind).removeprefix("HOLD_KIND_").lower() if kind else ""
+
+
 def _message(kind: str, time_ns: int, domain: str, solution: str, element: str, cluster: str, instance: str,
              state: int, target: int) -> StatusMessage:
     return StatusMessage(domain, solution, {
@@ -40,7 +53,7 @@ def _message(kind: str, time_ns: int, domain: str, solution: str, element: str, 
 class StatusBoard:
     """Builds each poll's messages; remembers aggregate states between polls."""
 
-    _last: dict[AggregateKey, int] = field(default_factory=dict)
+    _last: dict[AggregateKey, tuple[int, int]] = field(default_factory=dict)
 
     def messages(self, views: Iterable[SolutionView], observed: Mapping[str, Observation], time_ns: int) -> list[StatusMessage]:
         """Instance messages for every observed instance, aggregate messages for changes."""
@@ -70,16 +83,23 @@ class StatusBoard:
                 out.extend(self._changed(seen, ("element", d, s, element, ""), rolled, target, time_ns))
             if solution_states:
                 target = view.header.target
-                out.extend(self._changed(seen, ("solution", d, s, "", ""), roll_up(solution_states, target), target, time_ns))
+                out.extend(self._changed(seen, ("solution", d, s, "", ""), roll_up(solution_states, target), target, time_ns,
+                                         view.header.hold))
         # Forget what was not seen: a solution that comes back is news again.
         for key in [k for k in self._last if k not in seen]:
             del self._last[key]
         return out
 
-    def _changed(self, seen: set[AggregateKey], key: AggregateKey, state: int, target: int, time_ns: int) -> list[StatusMessage]:
+    def _changed(self, seen: set[AggregateKey], key: AggregateKey, state: int, target: int, time_ns: int,
+                 hold: pb.SolutionHold | None = None) -> list[StatusMessage]:
+        """A message when the aggregate's state (or, for a solution, its hold) changed."""
         seen.add(key)
-        if self._last.get(key) == state:
+        now = (state, hold.kind if hold is not None else 0)
+        if self._last.get(key) == now:
             return []
-        self._last[key] = state
+        self._last[key] = now
         kind, domain, solution, element, cluster = key
-        return [_message(kind, time_ns, domain, solution, element, cluster, "", state, target)]
+        message = _message(kind, time_ns, domain, solution, element, cluster, "", state, target)
+        if hold is not None and hold.kind:
+            message.payload.update(hold=hold_name(hold.kind), reason=hold.reason, actor=hold.actor)
+        return [message]

@@ -122,6 +122,11 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, state=request.state)
         return gw.UpdateSolutionResponse(task=task)
 
+    async def ResumeSolution(self, request: gw.ResumeSolutionRequest, context: grpc.aio.ServicerContext) -> gw.ResumeSolutionResponse:
+        await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        task = await self.channel.submit(rpb.REQUEST_KIND_RESUME, request.domain, request.solution)
+        return gw.ResumeSolutionResponse(task=task)
+
     async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
         solution = await self._solution(request.domain, request.solution)
         cluster = planner.find_cluster(solution, check_name(request.element, "element"), check_name(request.cluster, "cluster"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from orchestration.model.codec_fields import ARCHITECTURE, COMPONENT, DOMAIN, MODEL, SPECS, EnumCodec, Field, Spec
+from orchestration.model.codec_fields import ARCHITECTURE, COMPONENT, DOMAIN, MODEL, SPECS, EnumCodec, Field, One, Spec
 from orchestration.model.errors import InvalidArgument
 from orchestration.model.yamlsafe import MAX_DOCUMENT_BYTES, dump_yaml, load_yaml
 from orchestration.v1 import model_pb2
@@ -187,6 +187,8 @@ def _set(message: Message, field: Field, value: Any, path: str) -> None:
             if key not in accepted:
                 raise InvalidArgument(f"{_at(path, key)}: key must equal {kind.key_form} ({accepted[0]!r})")
             target.append(child)
+    elif isinstance(kind, One):
+        getattr(message, field.attr).CopyFrom(_parse(value, kind.spec, path))
     elif isinstance(kind, EnumCodec):
         setattr(message, field.attr, _enum(value, kind, path))
     elif kind == "str":
@@ -260,6 +262,10 @@ def _enum(value: Any, codec: EnumCodec, path: str) -> int:
 def _to_dict(message: Message, spec: Spec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in spec.fields:
+        if isinstance(field.kind, One):
+            if not field.optional or message.HasField(field.attr):
+                out[field.key] = _to_dict(getattr(message, field.attr), field.kind.spec)
+            continue
         value = getattr(message, field.attr)
         if field.optional and (not value or (field.default_from and value == getattr(message, field.default_from))):
             continue

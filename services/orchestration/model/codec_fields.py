@@ -42,8 +42,16 @@ class Spec:
         return {f.key: f for f in self.fields}
 
 
-# "str" | "int32" | "int64" | "strs" (list of strings) | "strmap" (string to string) | "bool" | an enum | a map of a message keyed by Spec.keys
-Kind = Union[str, EnumCodec, Spec]
+@dataclass(frozen=True)
+class One:
+    """A single nested message (not a map of them)."""
+
+    spec: Spec
+
+
+# "str" | "int32" | "int64" | "strs" (list of strings) | "strmap" (string to string) | "bool" | an enum
+# | a map of a message keyed by Spec.keys | One message
+Kind = Union[str, EnumCodec, Spec, One]
 
 
 @dataclass(frozen=True)
@@ -94,8 +102,10 @@ EVENT_TYPE = EnumCodec(
         pb.EVENT_TYPE_TIMEOUT: "timeout",
         pb.EVENT_TYPE_TERMINATION: "termination",
         pb.EVENT_TYPE_DRIFT: "drift",
+        pb.EVENT_TYPE_DEGRADED: "degraded",
     },
 )
+HOLD_KIND = EnumCodec("hold kind", {pb.HOLD_KIND_HELD: "held", pb.HOLD_KIND_DEGRADED: "degraded"})
 TRANSITION = EnumCodec("transition", {int(value): name for value, name in TRANSITION_NAMES.items()})
 
 
@@ -173,7 +183,7 @@ INSTANCE = Spec(
      # Engine bookkeeping, not in SolAr files.
      F("Sequence", "sequence", "int32", optional=True), F("Applied", "applied", optional=True),
      F("Members", "members", optional=True), F("Remove", "remove", "bool", optional=True),
-     F("Error", "error", optional=True)),
+     F("Error", "error", optional=True), F("Permanent", "permanent", "bool", optional=True)),
     _uuid, "<UUID>",
 )
 RELATIONSHIP = Spec(
@@ -201,11 +211,16 @@ ELEMENT = Spec(
      F("Clusters", "clusters", CLUSTER), F("Remove", "remove", "bool", optional=True)),
     _name, "<Element>",
 )
+HOLD = Spec(
+    pb.SolutionHold,
+    (F("Kind", "kind", HOLD_KIND), F("Reason", "reason"), F("Actor", "actor"), F("Task", "task", optional=True),
+     F("Since", "since_unix_ms", "int64")),
+)
 SOLUTION = Spec(
     pb.Solution,
     (F("Solution", "name"), F("Version", "version"), F("Target", "target", STATE), F("State", "state", STATE),
      F("Configuration", "configuration"), F("Elements", "elements", ELEMENT),
-     F("Architecture", "architecture", optional=True, default_from="name")),
+     F("Architecture", "architecture", optional=True, default_from="name"), F("Hold", "hold", One(HOLD), optional=True)),
     _name, "<Solution>", _default_architecture,
 )
 TASK = Spec(

@@ -105,8 +105,8 @@ class Leases:
             for e in await self.bucket.scan("*.solution.*")
         ]
 
-    async def request_termination(self, domain: str, root: str, task: str) -> None:
-        record = rpb.Termination(domain=domain, task=task, requested=time.time_ns())
+    async def request_termination(self, domain: str, root: str, task: str, actor: str = "operator") -> None:
+        record = rpb.Termination(domain=domain, task=task, requested=time.time_ns(), actor=actor)
         await self.bucket.put(termination_key(domain, root, task), record.SerializeToString())
 
     async def terminations(self, domain: str, root: str) -> list[rpb.Termination]:
