@@ -458,6 +458,14 @@ def apply_cases() -> list[Case]:
         ("recursive-alias-in-demo2", _text(DEMO2 + "    Bomb: &b [*b]\n"), INVALID, ("alias", "line")),
         ("alias-configuration", _text(_with(to_yaml(component(Configuration="CONF")), "Configuration: CONF", "Configuration: &c x")
                                       + "Extra: *c\n", DOMAIN), INVALID, ("alias", "line")),
+        # The same bomb inside a configuration string: parsed again as parameters, refused at apply, naming the field.
+        ("alias-bomb-in-cluster-configuration", _doc(architecture(Configuration=billion_laughs())), INVALID,
+         ("Elements/t/Clusters/V1.0.0/Configuration", "alias")),
+        ("alias-bomb-in-element-configuration",
+         _doc(architecture({"t": {"Element": "t", "Component": "tenant", "Configuration": "a: &x [1]\nb: *x\n",
+                                  "Clusters": {"V1.0.0": cluster()}}})), INVALID, ("Elements/t/Configuration", "alias")),
+        ("nested-configuration", _doc(architecture(Configuration="k: " + _deep(100, "[", "]"))), INVALID,
+         ("Clusters/V1.0.0/Configuration", "nesting")),
         ("merge-key", _text("Name: demo\n<<: {Components: {}}\n"), INVALID, ("merge", "line")),
         # Nesting.
         ("deep-flow-lists-1000", _text(_deep(1000, "[", "]")), INVALID, ("nesting", "line")),

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Mapping
 
-import yaml
+from orchestration.model.yamlsafe import load_parameters
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.:-]+)\s*\}\}")
 
@@ -18,14 +18,12 @@ def parse_parameters(text: str) -> dict[str, str]:
 
     A YAML mapping gives its keys; scalar values become strings, lists are
     joined with commas, mappings become JSON. Anything else (empty text, a
-    template, a list) holds no parameters.
+    template, a list) holds no parameters. Read by the documents' safe
+    loader: YAML it refuses (aliases, ...) is an InvalidArgument.
     """
     if not text.strip():
         return {}
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return {}
+    data = load_parameters(text)
     if not isinstance(data, dict):
         return {}
     params: dict[str, str] = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from orchestration.model.errors import InvalidArgument
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, STATE_NAMES
 from orchestration.model.names import check_name
+from orchestration.model.rendering import parse_parameters
 from orchestration.v1 import model_pb2 as pb
 
 MAX_CLUSTER_SIZE = 100_000
@@ -126,6 +127,7 @@ def _architecture(architecture: pb.Architecture, catalog: Catalog, names: set[st
         elements={e.name: e for e in architecture.elements},
         versions={e.name: {c.version for c in e.clusters} for e in architecture.elements},
     )
+    _parameters(architecture.configuration, f"{path}/Configuration")
     # Every element's own names first: a relationship's complaint about its target would hide them.
     for element in architecture.elements:
         _element_names(element, names, f"{path}/Elements/{element.name}")
@@ -145,9 +147,20 @@ def _element_names(element: pb.ElementConfiguration, names: set[str], path: str)
         check_name(cluster.version, f"{path}/Clusters/{cluster.version}/Version")
 
 
+def _parameters(text: str, path: str) -> None:
+    """A configuration map must be YAML the safe loader accepts (checked at
+    apply, so that planning a stored model never meets it)."""
+    try:
+        parse_parameters(text)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{path}: {exc}") from None
+
+
 def _element(element: pb.ElementConfiguration, lookups: _Lookups, catalog: Catalog, path: str) -> None:
+    _parameters(element.configuration, f"{path}/Configuration")
     for cluster in element.clusters:
         where = f"{path}/Clusters/{cluster.version}"
+        _parameters(cluster.configuration, f"{where}/Configuration")
         component = catalog.get((element.component, cluster.version))
         if component is None:
             raise InvalidArgument(

@@ -126,6 +126,21 @@ def load_yaml(text: str | bytes) -> Any:
             loader.dispose()
 
 
+def load_parameters(text: str) -> Any:
+    """A configuration string read as YAML by the same loader as documents.
+
+    None when it is not YAML at all (a template or free text holds no
+    parameters, as in SolAr); InvalidArgument when it is YAML this loader
+    refuses (aliases, merge keys, duplicate keys, too deep, too large), so
+    that a few hundred bytes cannot expand into billions of items."""
+    try:
+        return load_yaml(text)
+    except InvalidArgument as exc:
+        if str(exc).startswith("malformed YAML"):
+            return None
+        raise
+
+
 def _describe(exc: yaml.MarkedYAMLError) -> str:
     """'malformed YAML at line L, column C: problem (context)', 1-based."""
     mark = exc.problem_mark or exc.context_mark
