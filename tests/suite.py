@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -18,10 +19,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import nats
+import nats.js.errors
 
 from cli.embedded_nats import free_port, wait_for_port
+from controllers.sim.table import InstanceTable
 from cli.home import load_connection
 from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.store.leases import solution_key
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
@@ -215,3 +221,35 @@ def monitor_figure(suite: Suite, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return 0.0
+
+
+def sim_instances(suite: Suite) -> dict[str, str]:
+    """uuid -> state of what the sim controller holds (read from a copy of its journal)."""
+    copy = suite.home / "sim-copy.jsonl"
+    shutil.copy(suite.home / "sim-1-state.jsonl", copy)
+    table = InstanceTable(copy)
+    table.open()
+    try:
+        return {r.uuid: r.state for r in table.records()}
+    finally:
+        table.close()
+
+
+def busy(suite: Suite, domain: str, solution: str) -> bool:
+    """Whether a task holds the solution (its lease exists): the run may still be finishing."""
+    connection = load_connection(suite.home)
+    assert connection is not None
+
+    async def read() -> bool:
+        nc = await nats.connect(connection.nats_url)
+        try:
+            bucket = await nc.jetstream().key_value(Subjects(connection.subject_prefix).leases_bucket)
+            try:
+                await bucket.get(solution_key(domain, solution))
+            except nats.js.errors.KeyNotFoundError:
+                return False
+            return True
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())

@@ -15,7 +15,7 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, monitor_figure, running_suite, wait_until
+from suite import Suite, busy, monitor_figure, running_suite, wait_until
 
 INTERVAL = 0.3
 POLLS = "orch_monitor_poll_seconds_count"
@@ -49,6 +49,8 @@ def test_a_terminated_solution_stays_stopped_until_it_is_resumed(suite: Suite) -
     wait_until(lambda: states(suite, "held", "app").count(pb.STATE_ACTIVE) >= 2, what="two active instances")
     suite.ok("task", "terminate", task, "--domain", "held")
     assert suite.wait_task("held", task).status == pb.TASK_STATUS_TERMINATED
+    # Operations in flight when it was terminated finish; then the run lets the solution go.
+    wait_until(lambda: not busy(suite, "held", "app"), what="the terminated run letting the solution go")
 
     held = suite.solution("held", "app")
     assert held.hold.kind == pb.HOLD_KIND_HELD

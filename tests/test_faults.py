@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import time
 from collections import defaultdict
@@ -14,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from controllers.sim.table import InstanceTable
 from models import chain
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, alive, running_suite, wait_until
+from suite import Suite, alive, running_suite, sim_instances, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -37,18 +35,6 @@ def wait_for_pid(suite: Suite, name: str, timeout: float = 30, other_than: int =
             return pid
         time.sleep(0.05)
     raise AssertionError(f"{name} did not come back within {timeout}s")
-
-
-def sim_instances(suite: Suite) -> dict[str, str]:
-    """uuid -> state of what the sim controller holds (read from a copy of its journal)."""
-    copy = suite.home / "sim-copy.jsonl"
-    shutil.copy(suite.home / "sim-1-state.jsonl", copy)
-    table = InstanceTable(copy)
-    table.open()
-    try:
-        return {r.uuid: r.state for r in table.records()}
-    finally:
-        table.close()
 
 
 def kill(pid: int) -> None:

@@ -31,7 +31,7 @@ from orchestration.store.repository import InstanceRecord
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import sim_pb2, sim_pb2_grpc
-from suite import DATA, Suite, running_suite
+from suite import DATA, Suite, running_suite, wait_until
 
 INTERVAL = 1.0
 # Detection must happen within two poll intervals.
@@ -132,13 +132,6 @@ def drift_events(suite: Suite, domain: str, uuid: str) -> list[dict[str, Any]]:
     return [e for e in events if str(e.get("Type", "")).lower() == "drift" and uuid in e.get("Comment", "")]
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
-        time.sleep(0.1)
-
-
 def test_status_of_every_instance_is_published_within_two_intervals_of_a_deploy(deployed: Deployed) -> None:
     suite, tap = deployed.suite, deployed.tap
     wanted = instances_of(suite, "demo", "app")
@@ -223,24 +216,29 @@ def test_the_simulator_service_requires_the_controller_credential(deployed: Depl
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_a_start_that_always_fails_is_compensated_with_back_off(deployed: Deployed) -> None:
+def test_a_start_that_keeps_failing_is_compensated_with_back_off(deployed: Deployed) -> None:
+    # Retryable, and one attempt per run: each compensation fails again (a
+    # permanent failure is not compensated at all: tests/test_control_loop.py).
     suite = deployed.suite
-    suite.apply(flat("flaky", 1, parameters={"sim_fail": "start"}, architecture="flaky"))
+    params = {"sim_fail_retryable": "start", "sim_fail_times": 1000, "orch_max_attempts": 1}
+    suite.apply(flat("flaky", 1, parameters=params, architecture="flaky"))
     failed = suite.orch("solution", "deploy", "flaky", "flaky", "V1", "--wait")
     assert failed.returncode != 0
-    window = 6.0
-    # A fixed wait on purpose: the test counts the compensations made in this
-    # window (how many did NOT happen is the back-off), so no condition can end it early.
-    time.sleep(window)
+    failed_at = time.monotonic()
+    # The monitor gives up after three compensations (--max-compensations): wait for that.
+    wait_until(lambda: suite.solution("flaky", "flaky").hold.kind == pb.HOLD_KIND_DEGRADED, timeout=60,
+               what="the solution marked degraded")
+    elapsed = time.monotonic() - failed_at
     tasks = roots(suite, "flaky")
     compensations = len(tasks) - 1
-    # One per interval would be about six; doubling back-off (2 s, then 4 s) allows two, three at a stretch.
-    assert 1 <= compensations <= 3, [t["Status"] for t in tasks]
+    assert compensations == 3, [t["Status"] for t in tasks]
+    # One per interval would take about three intervals; the back-off waits 2 and then 4 between them.
+    assert elapsed >= 6 * INTERVAL, elapsed
     for task in tasks:
         suite.wait_task("flaky", task["UUID"], timeout=10)
     # Every compensation was a real attempt from a reset, failing as the first did.
     history = [(op["operation"], op["outcome"]) for op in suite.ops("flaky")]
-    first = [("create", "ok"), ("configure", "ok"), ("start", "permanent")]
+    first = [("create", "ok"), ("configure", "ok"), ("start", "retryable")]
     assert history == first + [("reset", "ok"), *first] * compensations
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ from dispatcher.settings import EngineSettings
 from dispatcher.settling import Settler, attach_task
 from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.tasks import TaskBook
-from orchestration.model.errors import Aborted, NotFound
+from orchestration.model.errors import Aborted, Fenced, NotFound
 from orchestration.model.lifecycle import FAILURE, INITIAL, TRANSITION_NAMES, next_state
 from orchestration.model.planner import cluster_digest, instance_work
 from orchestration.runtime import telemetry
@@ -46,6 +47,11 @@ S = pb.TaskStatus
 # Instances set going per turn of the event loop when a run starts: 1, 2, 4,
 # ... up to START_SLICE, so that the first operations leave at once.
 START_SLICE = 64
+
+
+class LeaseExpired(Exception):
+    """The run cannot be sure it still owns its solution (its lease was not
+    renewed in time: this process stalled, or NATS was away)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class Run:
         self.solution = book.root_task.solution
         self.state = SolutionState()
         self.lost = False
+        # Whether the lease surely holds now (the renewal loop's knowledge; see the dispatcher service).
+        self.holds_lease: Callable[[], bool] = lambda: True
         self._idle = asyncio.Event()
         self.scheduler = Scheduler(self.state, ctx.settings.concurrency, asyncio.get_running_loop(),
                                    self._start, self._idle.set)
@@ -216,6 +224,11 @@ class Run:
             await self._after(slot)
         except asyncio.CancelledError:
             raise
+        except (Fenced, LeaseExpired) as err:
+            if not self.lost:
+                log.warning("stopping the run of %s/%s: %s", self.domain, self.solution, err,
+                            extra={"task_id": self.book.root, "solution": self.solution})
+            self.lose_lease()
         except Exception:  # noqa: BLE001 - the store stayed away: stop, the run is resumed later
             log.exception("recording an operation of %s failed; stopping the run so that it resumes", slot.record.uuid)
             self.lose_lease()
@@ -236,6 +249,9 @@ class Run:
         with self._operation_span(name, slot, operation.operation_id) as span:
             operation.traceparent = telemetry.traceparent(span)
             try:
+                if not self.holds_lease():
+                    # Checked before every operation: a process that stalled past its lease sends nothing.
+                    raise LeaseExpired("its lease was not renewed in time; another dispatcher may own the solution")
                 sending = operations.send(self.ctx.pool, cluster, operation, views, timeout,
                                           lambda: bool(self.scheduler.stopping))
                 # The task's first status change is stored while the operation runs.

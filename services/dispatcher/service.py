@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import nats.errors
 import nats.js.errors
@@ -24,7 +24,7 @@ from dispatcher.intent import apply_request
 from dispatcher.registration import RegistrationServicer
 from dispatcher.settings import EngineSettings
 from dispatcher.tasks import TaskBook
-from orchestration.model.errors import Aborted, NotFound, OrchestrationError
+from orchestration.model.errors import Aborted, Fenced, NotFound, OrchestrationError
 from orchestration.runtime.grpcserver import Server
 from orchestration.runtime.metrics import REQUESTS_WAITING
 from orchestration.runtime.process import serve_until_signalled
@@ -58,11 +58,27 @@ class DispatcherSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
 
 
+# The run stops sending operations this long before its lease would expire
+# unless renewed (seconds of this process's monotonic clock): a process that
+# stalled past it wakes up knowing it may have been deposed.
+LEASE_MARGIN = LEASE_SECONDS / 3
+
+
 @dataclass
 class ActiveRun:
     run: Run
     lease: Lease
     task: asyncio.Task[None] | None = None
+    # Monotonic time until which the lease surely holds (set when it was written).
+    valid_until: float = 0.0
+
+    def renewed(self, lease: Lease, sent: float) -> None:
+        """The lease was written (claimed or renewed) by a request sent at monotonic `sent`."""
+        self.lease = lease
+        self.valid_until = sent + LEASE_SECONDS - LEASE_MARGIN
+
+    def holds_lease(self) -> bool:
+        return time.monotonic() < self.valid_until
 
 
 class Dispatcher:
@@ -75,6 +91,7 @@ class Dispatcher:
         self.server: Server | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._nc: Client | None = None
+        self._lease_nc: Client | None = None
 
     @property
     def port(self) -> int:
@@ -87,7 +104,12 @@ class Dispatcher:
         self.js = js
         self.repo = Repository(js, self.subjects)
         await self.repo.open()
-        self.leases = self.repo.leases
+        # Leases are renewed over a connection of their own: bulk writes of
+        # big runs on the main connection cannot delay a renewal.
+        self._lease_nc = await connect(self.settings.nats_url, f"dispatcher {self.settings.replica} leases")
+        lease_repo = Repository(self._lease_nc.jetstream(), self.subjects)
+        await lease_repo.open()
+        self.leases = lease_repo.leases
         self.pool = ControllerPool(self.repo.registrations, self.settings.credential, self.settings.engine.controller_wait,
                                    self.settings.tls)
         await self.pool.start()
@@ -124,8 +146,9 @@ class Dispatcher:
         if self.server is not None:
             await self.server.set_serving(False)
             await self.server.stop()
-        if self._nc is not None:
-            await self._nc.close()
+        for nc in (self._nc, self._lease_nc):
+            if nc is not None:
+                await nc.close()
 
     # ---- requests --------------------------------------------------------------
 
@@ -197,8 +220,11 @@ class Dispatcher:
         request = lease.record.request
         # The root task is read while the lease is claimed (the gateway stored it; a read is harmless).
         reading = asyncio.ensure_future(self.repo.tasks.get_task(request.domain, request.task))
+        sent = time.monotonic()
         try:
             lease = await self.leases.claim(lease, self.settings.replica)
+            # From here on, every write for the solution is fenced (see Repository.fenced).
+            repo = await self.repo.fenced(request.domain, request.solution, self.settings.replica)
         except Aborted:
             reading.cancel()
             return
@@ -208,18 +234,24 @@ class Dispatcher:
         try:
             root = await reading
         except NotFound:
-            await self.repo.tasks.put_task(root_task(request), None)
-            root = await self.repo.tasks.get_task(request.domain, request.task)
-        book = TaskBook(self.repo, self.recorder, root.value)
+            await repo.tasks.put_task(root_task(request), None)
+            root = await repo.tasks.get_task(request.domain, request.task)
+        book = TaskBook(repo, self.recorder, root.value)
         book.revisions[root.value.uuid] = root.revision
-        run = Run(self.ctx, book, request.traceparent)
+        run = Run(replace(self.ctx, repo=repo), book, request.traceparent)
         active = ActiveRun(run, lease)
+        active.renewed(lease, sent)
+        run.holds_lease = active.holds_lease
         self.runs[lease.key] = active
         try:
             if book.finished(book.root):
                 await self._end(active)
                 return
-            await run.prepare(await apply_request(self.repo, request))
+            await run.prepare(await apply_request(repo, request))
+        except Fenced as err:
+            log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)
+            self.runs.pop(lease.key, None)
+            return
         except OrchestrationError as err:
             log.warning("request %s cannot run: %s", request.uuid, err.message)
             await book.set_status(book.root, pb.TASK_STATUS_FAILED, error=err.message)
@@ -259,17 +291,21 @@ class Dispatcher:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
-            for key, active in list(self.runs.items()):
-                try:
-                    active.lease = await self.leases.claim(active.lease, self.settings.replica)
-                except Aborted:
-                    log.warning("lost the lease of %s; another dispatcher continues", key)
-                    active.run.lose_lease()
-                except Exception:  # noqa: BLE001 - NATS away: retry next round, unless the lease ran out
-                    log.debug("renewing %s failed", key, exc_info=True)
-                    if active.lease.record.expires_unix_ms <= now_ms():
-                        log.warning("the lease of %s ran out while NATS was away; the run stops and resumes", key)
-                        active.run.lose_lease()
+            # All at once: one slow renewal must not make the others late.
+            await asyncio.gather(*(self._renew(key, active) for key, active in list(self.runs.items())))
+
+    async def _renew(self, key: str, active: ActiveRun) -> None:
+        sent = time.monotonic()
+        try:
+            active.renewed(await self.leases.claim(active.lease, self.settings.replica), sent)
+        except Aborted:
+            log.warning("lost the lease of %s; another dispatcher continues", key)
+            active.run.lose_lease()
+        except Exception:  # noqa: BLE001 - NATS away: retry next round, unless the lease ran out
+            log.debug("renewing %s failed", key, exc_info=True)
+            if not active.holds_lease():
+                log.warning("the lease of %s ran out while NATS was away; the run stops and resumes", key)
+                active.run.lose_lease()
 
     async def _termination_loop(self) -> None:
         while True:

@@ -38,6 +38,13 @@ class Aborted(OrchestrationError):
     code = "ABORTED"
 
 
+class Fenced(OrchestrationError):
+    """A write of a deposed owner: the solution's lease moved on since it
+    took it. Not a race to retry: the writer stops at once."""
+
+    code = "ABORTED"
+
+
 class Unauthenticated(OrchestrationError):
     code = "UNAUTHENTICATED"
 

@@ -102,6 +102,24 @@ def domain_filters(domain: str) -> tuple[str, str]:
     return record_key(domain), record_key(domain) + ".>"
 
 
+# A name never starts with "_", nor does its token: fence keys never meet a record's.
+FENCE_PREFIX = "_fence"
+# Where the fencing probe writes (a "_" token is never a domain's).
+FENCE_PROBE = "_probe"
+
+
+def fence_key(domain: str, solution: str) -> str:
+    """The key of a solution's fence (in the solutions and tasks buckets)."""
+    _need(domain=domain, solution=solution)
+    return f"{FENCE_PREFIX}.{record_key(domain, solution)}"
+
+
+def fence_filter(domain: str) -> str:
+    """Filter of the fence keys of a domain's solutions."""
+    _need(domain=domain)
+    return f"{FENCE_PREFIX}.{record_key(domain)}.*"
+
+
 def solution_filters(domain: str, solution: str) -> tuple[str, str]:
     """Filters of every record of one solution (its header and everything below)."""
     key = solution_key(domain, solution)

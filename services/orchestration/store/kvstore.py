@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+import copy
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,8 +22,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
-from orchestration.model.errors import Aborted, FailedPrecondition, Unavailable
-from orchestration.runtime.backoff import Backoff
+from orchestration.model.errors import Aborted, FailedPrecondition, Fenced, Unavailable
+from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.store.natsconn import connection_of
 from orchestration.store.publisher import publisher_for
 
@@ -40,6 +41,19 @@ _SCAN_CHUNK = 5000
 _SCAN_TIMEOUT = 30.0
 # Waits between tries of a write while NATS is away (restarting, electing a leader).
 STORE_BACKOFF = Backoff(first=0.05, maximum=2.0)
+# Makes a write conditional on the last sequence of another subject of the same stream.
+_EXPECTED_LAST_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+# Waits before a fenced write refused while its fence still holds is sent again.
+FENCE_CONTENTION_BACKOFF = Backoff(first=0.002, maximum=0.1, jitter=Jitter.FULL)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A fencing token: the key of a solution's fence in a bucket, and its
+    sequence as the current owner wrote it when it took the solution."""
+
+    key: str
+    sequence: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,17 @@ class Bucket:
         # The KV layout is fixed by the NATS KV specification (ADR-8).
         self.stream = f"KV_{name}"
         self._prefix = f"$KV.{name}."
+        self._fence: Fence | None = None
+
+    def fenced(self, fence: Fence) -> Bucket:
+        """The same bucket for a writer holding `fence`: every write and delete
+        is conditional on the fence key being as that writer left it (the
+        server checks it, atomically with the write), instead of on the
+        written key's own revision. Once another owner raised the fence, each
+        of them fails with Fenced: a deposed owner's write never lands."""
+        view = copy.copy(self)
+        view._fence = fence
+        return view
 
     async def get(self, key: str) -> Entry | None:
         """The live value of key, or None when it is missing or deleted."""
@@ -85,8 +110,11 @@ class Bucket:
     async def write(self, key: str, value: bytes, revision: int | None, what: str) -> int:
         """Create (revision None) or update (revision given) with compare-and-set; the new revision.
 
-        Raises Aborted when key exists on create, or its revision differs on update.
+        Raises Aborted when key exists on create, or its revision differs on
+        update; on a fenced bucket, Fenced when the fence moved (see fenced).
         """
+        if self._fence is not None:
+            return await self._publish_fenced(key, value, {}, what)
         try:
             return await self._publish(key, value, revision or 0)
         except nats.js.errors.APIError as err:
@@ -105,6 +133,46 @@ class Bucket:
 
     async def _publish(self, key: str, value: bytes, last: int) -> int:
         return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
+
+    async def _publish_fenced(self, key: str, value: bytes, headers: dict[str, str], what: str) -> int:
+        fence = self._fence
+        assert fence is not None
+        headers = {**headers, api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(fence.sequence),
+                   _EXPECTED_LAST_SEQUENCE_SUBJECT: self._prefix + fence.key}
+        refusals = 0
+        while True:
+            try:
+                return await self._publisher.publish(self._prefix + key, value, headers)
+            except nats.js.errors.APIError as err:
+                if err.err_code not in _WRONG_LAST_SEQUENCE:
+                    raise
+                current = await self.get(fence.key)
+                if current is None or current.revision != fence.sequence:
+                    raise Fenced(f"{what} not written: the solution's lease moved on to another owner "
+                                 f"(fence {fence.sequence} is stale)") from err
+            # The fence holds: a clustered stream refuses a write that expects a
+            # subject's sequence while another such write is in flight. Again, later.
+            refusals += 1
+            await asyncio.sleep(FENCE_CONTENTION_BACKOFF.delay(refusals))
+
+    async def fencing_works(self, probe: str) -> bool:
+        """Whether the server honours a write conditional on another key's
+        sequence (Nats-Expected-Last-Subject-Sequence-Subject): a right
+        fence lets a write through and a stale one stops it. Tried on two
+        keys under `probe`, removed afterwards."""
+        fence = Fence(probe, await self.put(probe, b"probe"))
+        try:
+            try:
+                await self.fenced(fence).write(probe + ".w", b"1", None, "fencing probe")
+            except Fenced:
+                return False
+            try:
+                await self.fenced(Fence(probe, fence.sequence - 1)).write(probe + ".w", b"2", None, "fencing probe")
+            except Fenced:
+                return True
+            return False
+        finally:
+            await self.purge(probe, probe + ".w")
 
     async def _delete_marker(self, key: str) -> int | None:
         """The revision of key's delete marker, or None when the key is live."""
@@ -132,7 +200,11 @@ class Bucket:
         return await self._kv.put(key, value)
 
     async def delete(self, key: str, revision: int | None, what: str) -> None:
-        """Delete key; with a revision, only if it is still the stored one (else Aborted)."""
+        """Delete key; with a revision, only if it is still the stored one (else
+        Aborted); on a fenced bucket, only while the fence holds (else Fenced)."""
+        if self._fence is not None:
+            await self._publish_fenced(key, b"", {KV_OP: KV_DEL}, what)
+            return
         try:
             # nats-py treats last=0 as "no condition"; a revision is never 0.
             await self._kv.delete(key, last=revision)

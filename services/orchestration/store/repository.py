@@ -11,6 +11,8 @@ many records use one bulk read per key filter, not one round trip per key.
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -21,7 +23,7 @@ from orchestration.model.diff import WRITE_ORDER, Change, diff_model
 from orchestration.model.errors import AlreadyExists
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
-from orchestration.store.kvstore import Bucket, Versioned, ensure_stream, open_bucket, replicas_from_environment
+from orchestration.store.kvstore import Bucket, Fence, Versioned, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
@@ -33,6 +35,7 @@ from orchestration.v1.model_pb2 import Architecture, Component, Controller, Doma
 __all__ = ["ApplyResult", "ClusterRecord", "InstanceRecord", "Repository", "Versioned"]
 
 M = TypeVar("M", bound=Message)
+log = logging.getLogger("orchestration.store")
 
 # Duplicate window of the events stream: a re-published event (same Nats-Msg-Id) is dropped.
 EVENTS_DUPLICATE_WINDOW = 120.0
@@ -85,6 +88,7 @@ class Repository:
         # Replicas of what open() creates (things that exist keep theirs).
         self._replicas = replicas if replicas is not None else replicas_from_environment()
         self._opened: _Stores | None = None
+        self._fencing: bool | None = None  # the server honours fenced writes (checked once)
 
     @property
     def _s(self) -> _Stores:
@@ -139,6 +143,34 @@ class Repository:
         self._opened = _Stores(b, model, solutions, TaskRecords(b.tasks, b.events, model.require_domain),
                                Leases(b.leases), Registrations(b.controllers))
 
+    async def fenced(self, domain: str, solution: str, owner: str) -> Repository:
+        """Raise the solution's fence for a new owner (who just took its lease)
+        and return the repository that owner writes through: every write and
+        delete of the solution's records and tasks is then conditional on the
+        fence as it raised it, so that an earlier owner that wakes up late
+        (stalled, partitioned) cannot land a single write (see Bucket.fenced)."""
+        s = self._s
+        if self._fencing is None:
+            probe = f"{rk.FENCE_PREFIX}.{rk.FENCE_PROBE}.{uuidlib.uuid4().hex}"
+            self._fencing = await s.buckets.solutions.fencing_works(probe)
+            if not self._fencing:
+                log.warning("this NATS server does not honour writes conditional on another key "
+                            "(Nats-Expected-Last-Subject-Sequence-Subject): runs are not fenced, only "
+                            "checked against their lease's renewal before each operation")
+        if not self._fencing:
+            return self
+        key = rk.fence_key(domain, solution)
+        solutions, tasks = await asyncio.gather(s.buckets.solutions.put(key, owner.encode()),
+                                                s.buckets.tasks.put(key, owner.encode()))
+        view = Repository(self._js, self._subjects, self._replicas)
+        view._opened = _Stores(
+            s.buckets, s.model,
+            SolutionRecords(s.buckets.solutions.fenced(Fence(key, solutions)), s.model.require_domain),
+            TaskRecords(s.buckets.tasks.fenced(Fence(key, tasks)), s.buckets.events, s.model.require_domain),
+            s.leases, s.registrations,
+        )
+        return view
+
     # ---- what spans the stores ----------------------------------------------
 
     async def remove_domain(self, name: str) -> None:
@@ -148,6 +180,7 @@ class Repository:
         await asyncio.gather(
             b.model.purge(*(rk.domain_model_filters(name, kind) for kind in ("component", "architecture", "controller"))),
             *(bucket.purge(*rk.domain_filters(name)) for bucket in (b.solutions, b.tasks, b.events, b.leases)),
+            *(bucket.purge(rk.fence_filter(name)) for bucket in (b.solutions, b.tasks)),
         )
         # The domain record goes last: an interrupted removal can be run again.
         await b.model.purge(rk.domain_key(name))

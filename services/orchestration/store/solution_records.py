@@ -93,6 +93,7 @@ class SolutionRecords:
         # Children first, header last: an interrupted removal leaves a solution to remove again.
         await self._solutions.purge(subtree)
         await self._solutions.purge(header)
+        await self._solutions.purge(rk.fence_key(domain, name))
 
     async def headers(self, domain: str) -> list[Solution]:
         """Solution headers of the domain, sorted by name (no domain check)."""
