@@ -268,3 +268,19 @@ async def test_a_domain_with_solutions_cannot_be_removed(client: Client) -> None
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "app" in message
     domains = await client.admin.ListDomains(gw.ListDomainsRequest(), metadata=AUTH)
     assert "demo" in domains.domains
+
+
+async def test_a_model_whose_solutions_run_instances_is_reset_only_with_force(client: Client) -> None:
+    await client.apply((DATA / "demo3.yaml").read_text())
+    code, message = await code_of(client.admin.ResetModel(gw.ResetModelRequest(), metadata=AUTH))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "demo/app" in message and "orch solution delete" in message
+    assert "demo" in (await client.admin.ListDomains(gw.ListDomainsRequest(), metadata=AUTH)).domains
+    await client.admin.ResetModel(gw.ResetModelRequest(force=True), metadata=AUTH)
+    assert list((await client.admin.ListDomains(gw.ListDomainsRequest(), metadata=AUTH)).domains) == []
+
+
+async def test_a_domain_with_solutions_is_removed_with_force(client: Client) -> None:
+    await client.apply((DATA / "demo3.yaml").read_text())
+    await client.admin.RemoveDomain(gw.RemoveDomainRequest(domain="demo", force=True), metadata=AUTH)
+    assert "demo" not in (await client.admin.ListDomains(gw.ListDomainsRequest(), metadata=AUTH)).domains

@@ -101,11 +101,12 @@ def domain_get(settings: Settings, name: str, output: str) -> None:
 
 @domain.command("delete")
 @click.argument("name")
+@click.option("--force", is_flag=True, help="Delete even while it has solutions (their real resources are abandoned).")
 @pass_settings
-def domain_delete(settings: Settings, name: str) -> None:
-    """Delete a domain and everything in it."""
+def domain_delete(settings: Settings, name: str, force: bool) -> None:
+    """Delete a domain and everything in it (refused while it has solutions, unless --force)."""
     gateway = settings.gateway()
-    gateway.call(gateway.admin.RemoveDomain, gw.RemoveDomainRequest(domain=name))
+    gateway.call(gateway.admin.RemoveDomain, gw.RemoveDomainRequest(domain=name, force=force))
     click.echo(f"deleted domain {name}")
 
 

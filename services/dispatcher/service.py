@@ -45,6 +45,8 @@ log = logging.getLogger("dispatcher")
 CONSUMER = "dispatchers"
 # A queued request whose message never arrived is picked up from its lease after this.
 QUEUED_GRACE_MS = 5000
+# A request whose start fails unexpectedly this many times is failed, and its solution freed.
+MAX_START_FAILURES = 5
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._nc: Client | None = None
         self._lease_nc: Client | None = None
+        self._start_failures: dict[str, int] = {}  # root task -> failed starts
 
     @property
     def port(self) -> int:
@@ -195,7 +198,7 @@ class Dispatcher:
             if not lease.claimable_by(self.settings.replica, now_ms()):
                 await msg.ack()  # another live dispatcher runs it
                 return
-            await self._start_run(lease)
+            await self._try_start(lease)
             await msg.ack()
         except Exception:  # noqa: BLE001 - leave it for redelivery or recovery
             log.exception("request %s not taken; it will be retried", request.uuid)
@@ -211,9 +214,43 @@ class Dispatcher:
                         continue
                     if lease.claimable_by(self.settings.replica, now_ms(), QUEUED_GRACE_MS):
                         log.info("taking over solution %s (task %s)", lease.key, lease.record.task)
-                        await self._start_run(lease)
+                        await self._try_start(lease)
             except Exception:  # noqa: BLE001 - NATS may be away; try again
                 log.debug("recovery scan failed", exc_info=True)
+
+    async def _try_start(self, lease: Lease) -> None:
+        """Start the lease's run; after MAX_START_FAILURES unexpected failures
+        (a bug, records nobody can read) the request fails for good instead of
+        being retried for ever while it holds its solution."""
+        task = lease.record.task
+        try:
+            await self._start_run(lease)
+        except Exception as err:
+            failures = self._start_failures[task] = self._start_failures.get(task, 0) + 1
+            if failures < MAX_START_FAILURES:
+                raise
+            del self._start_failures[task]
+            await self._give_up(lease, f"the request could not be started ({failures} attempts): {type(err).__name__}: {err}")
+        else:
+            self._start_failures.pop(task, None)
+
+    async def _give_up(self, lease: Lease, error: str) -> None:
+        """Fail the lease's root task and free its solution."""
+        request = lease.record.request
+        log.error("giving up request %s on %s: %s", request.uuid, lease.key, error, extra={"task_id": request.task})
+        try:
+            root = await self.repo.tasks.get_task(request.domain, request.task)
+            task = root.value
+            revision: int | None = root.revision
+        except NotFound:
+            task, revision = root_task(request), None
+        task.status, task.error, task.updated = pb.TASK_STATUS_FAILED, error, time.time_ns()
+        await self.repo.tasks.put_task(task, revision)
+        current = await self.leases.get(request.domain, request.solution)
+        if current is not None and current.record.task == request.task:
+            with contextlib.suppress(Aborted, NotFound):
+                await self.leases.release(current)
+        self.runs.pop(lease.key, None)
 
     async def _start_run(self, lease: Lease) -> None:
         """Claim the lease, apply the request's intent, persist the tree, start the run."""
@@ -253,6 +290,11 @@ class Dispatcher:
             self.runs.pop(lease.key, None)
             return
         except OrchestrationError as err:
+            if request.kind == rpb.REQUEST_KIND_REMOVE and isinstance(err, NotFound):
+                # Removed already: a run stopped between the removal and its root's status.
+                await book.set_status(book.root, pb.TASK_STATUS_COMPLETED)
+                await self._end(active)
+                return
             log.warning("request %s cannot run: %s", request.uuid, err.message)
             await book.set_status(book.root, pb.TASK_STATUS_FAILED, error=err.message)
             await self._end(active)

@@ -58,6 +58,15 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
         return gw.ApplyResponse(kind=KINDS[document.kind], stored=result.stored, unchanged=result.unchanged)
 
     async def ResetModel(self, request: gw.ResetModelRequest, context: grpc.aio.ServicerContext) -> gw.ResetModelResponse:
+        if not request.force:
+            running = [f"{d}/{s}" for d in await self.repo.model.list_domains() for s in await self._running(d)]
+            if running:
+                shown = ", ".join(running[:5]) + (f" and {len(running) - 5} more" if len(running) > 5 else "")
+                # Deleting the records would leave their real resources without an owner.
+                raise FailedPrecondition(
+                    f"{len(running)} solution(s) still have instances ({shown}); tear them down first with "
+                    "`orch solution delete`, or reset with force to abandon them"
+                )
         await self.repo.reset_model()
         return gw.ResetModelResponse()
 
@@ -82,11 +91,21 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
     async def RemoveDomain(self, request: gw.RemoveDomainRequest, context: grpc.aio.ServicerContext) -> gw.RemoveDomainResponse:
         check_name(request.domain, "domain")
         solutions = await self.repo.solutions.list_solutions(request.domain)
-        if solutions:
+        if solutions and not request.force:
             names = ", ".join(s.name for s in solutions[:5]) + (" ..." if len(solutions) > 5 else "")
             # Removing the records would leave the running instances without an owner.
             raise FailedPrecondition(
-                f"domain '{request.domain}' still has solutions ({names}); tear them down first with `orch solution delete`"
+                f"domain '{request.domain}' still has solutions ({names}); tear them down first with `orch solution delete`, "
+                "or remove it with --force to abandon them"
             )
         await self.repo.remove_domain(request.domain)
         return gw.RemoveDomainResponse()
+
+    async def _running(self, domain: str) -> list[str]:
+        """Solutions of the domain with instances that are not initial (real resources exist)."""
+        running = []
+        for header in await self.repo.solutions.list_solutions(domain):
+            instances = await self.repo.solutions.list_instances(domain, header.name)
+            if any((r.instance.state or pb.STATE_INITIAL) != pb.STATE_INITIAL for r in instances):
+                running.append(header.name)
+        return running

@@ -67,12 +67,14 @@ class Leases:
             return None
         return Lease(key, rpb.SolutionLease.FromString(entry.value), entry.revision)
 
-    async def accept(self, request: rpb.Request) -> int:
-        """Queue a request's root task on its solution (the lease's revision), or FailedPrecondition if busy."""
+    async def accept(self, request: rpb.Request, over: Lease | None = None) -> int:
+        """Queue a request's root task on its solution (the lease's revision), or
+        FailedPrecondition if busy. `over`: a lease whose task has ended, replaced."""
         key = solution_key(request.domain, request.solution)
         record = rpb.SolutionLease(task=request.task, request=request)
         try:
-            return await self.bucket.write(key, record.SerializeToString(), None, f"lease of solution '{request.solution}'")
+            return await self.bucket.write(key, record.SerializeToString(), over.revision if over else None,
+                                           f"lease of solution '{request.solution}'")
         except Aborted:
             current = await self.get(request.domain, request.solution)
             busy = current.record.task if current else "another task"

@@ -9,6 +9,7 @@ import uuid as uuidlib
 
 from nats.js import JetStreamContext
 
+from orchestration.model.errors import FailedPrecondition, NotFound
 from orchestration.runtime import telemetry
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
@@ -41,8 +42,18 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
     Should this process die between the steps, the lease holds the whole
     request and a dispatcher picks it up from there. Should a step fail (NATS
     trouble), the queued request is taken back before the error reaches the
-    caller, so that an error means "not accepted" and a retry is safe."""
-    revision = await leases.accept(request)
+    caller, so that an error means "not accepted" and a retry is safe.
+
+    A lease whose root task has ended is free: its dispatcher publishes the
+    end before it lets the solution go, and a client that reacts to the end
+    at once must not be told "busy"."""
+    try:
+        revision = await leases.accept(request)
+    except FailedPrecondition:
+        current = await leases.get(request.domain, request.solution)
+        if current is None or not await _ended(repo, request.domain, current.record.task):
+            raise
+        revision = await leases.accept(request, over=current)
     try:
         await repo.tasks.put_task(root_task(request), None)
         await js.publish(
@@ -55,3 +66,13 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
             await leases.withdraw(request, revision)
         raise
     return request.task
+
+
+_ENDED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED)
+
+
+async def _ended(repo: Repository, domain: str, task: str) -> bool:
+    try:
+        return (await repo.tasks.get_task(domain, task)).value.status in _ENDED
+    except NotFound:
+        return False

@@ -1,0 +1,92 @@
+"""Edges of accepting and starting requests, with real processes: a lease
+whose root task has ended is free at once, and a removal that finds nothing
+left to remove (its run stopped between the removal and its root's status)
+completes instead of failing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import nats
+import pytest
+
+import models
+from orchestration.store import keys as rk
+from orchestration.store.repository import Repository
+from orchestration.store.requests import new_request, submit
+from orchestration.store.subjects import Subjects
+from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import records_pb2 as rpb
+from suite import Suite, busy, running_suite
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with running_suite(tmp_path_factory.mktemp("requests")) as running:
+        yield running
+
+
+def _submit(suite: Suite, request: rpb.Request, lease_of: str = "") -> str:
+    """Submit on the internal channel as the gateway does; with `lease_of`, first
+    leave a lease behind for that ended root task (the window in which a
+    dispatcher has published a task's end but not yet let its solution go)."""
+    connection = json.loads((suite.home / "connection.json").read_text())
+    subjects = Subjects(connection["subject_prefix"])
+
+    async def go() -> str:
+        nc = await nats.connect(connection["nats_url"])
+        try:
+            js = nc.jetstream()
+            repo = Repository(js, subjects)
+            await repo.open()
+            if lease_of:
+                old = rpb.Request()
+                old.CopyFrom(request)
+                old.task = lease_of
+                await repo.leases.accept(old)
+            return await submit(repo, repo.leases, js, subjects, request)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_a_solution_whose_task_has_ended_is_not_busy(suite: Suite) -> None:
+    suite.apply(models.flat("ended", 2))
+    first = json.loads(suite.ok("solution", "deploy", "ended", "app", "V1", "--wait", "-o", "json"))["task"]
+    assert not busy(suite, "ended", "app")
+    request = new_request(rpb.REQUEST_KIND_SET_SOLUTION, "ended", "app", "test", state=pb.STATE_INACTIVE)
+    task = _submit(suite, request, lease_of=first)
+    assert suite.wait_task("ended", task).status == pb.TASK_STATUS_COMPLETED
+    found = suite.solution("ended", "app")
+    assert {i.state for e in found.elements for c in e.clusters for i in c.instances} == {pb.STATE_INACTIVE}
+
+
+def test_a_removal_with_nothing_left_to_remove_completes(suite: Suite) -> None:
+    suite.apply(models.flat("gone", 1))
+    task = _submit(suite, new_request(rpb.REQUEST_KIND_REMOVE, "gone", "never-deployed", "test"))
+    done = suite.wait_task("gone", task)
+    assert (done.status, done.error) == (pb.TASK_STATUS_COMPLETED, "")
+
+
+def test_a_request_that_cannot_start_fails_after_a_few_attempts_and_frees_its_solution(suite: Suite) -> None:
+    suite.apply(models.flat("broken", 1))
+    connection = json.loads((suite.home / "connection.json").read_text())
+    subjects = Subjects(connection["subject_prefix"])
+
+    async def corrupt() -> None:
+        nc = await nats.connect(connection["nats_url"])
+        try:
+            bucket = await nc.jetstream().key_value(subjects.solutions_bucket)
+            await bucket.put(rk.solution_key("broken", "app"), b"\xff not a protobuf message")
+        finally:
+            await nc.close()
+
+    asyncio.run(corrupt())
+    task = _submit(suite, new_request(rpb.REQUEST_KIND_SET_SOLUTION, "broken", "app", "test", state=pb.STATE_INACTIVE))
+    done = suite.wait_task("broken", task, timeout=60)
+    assert done.status == pb.TASK_STATUS_FAILED
+    assert done.error.startswith("the request could not be started (5 attempts): DecodeError")
+    assert not busy(suite, "broken", "app")
