@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 
+import grpc
 import nats
 import pytest
 
@@ -17,6 +18,7 @@ from orchestration.store import keys as rk
 from orchestration.store.repository import Repository
 from orchestration.store.requests import new_request, submit
 from orchestration.store.subjects import Subjects
+from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 from suite import Suite, busy, running_suite
@@ -90,3 +92,27 @@ def test_a_request_that_cannot_start_fails_after_a_few_attempts_and_frees_its_so
     assert done.status == pb.TASK_STATUS_FAILED
     assert done.error.startswith("the request could not be started (5 attempts): DecodeError")
     assert not busy(suite, "broken", "app")
+
+
+def test_a_retry_with_the_same_request_id_returns_the_same_task(suite: Suite) -> None:
+    suite.apply(models.flat("again", 3, parameters={"sim_latency_ms": 100}))
+
+    def deploy(request_id: str) -> str:
+        request = gw.DeploySolutionRequest(domain="again", architecture="app", version="V1", request_id=request_id)
+        return suite.solutions.DeploySolution(request, metadata=suite.metadata, timeout=30).task
+
+    first = deploy("deploy-1")
+    assert deploy("deploy-1") == first  # while it runs: the same task, not "busy"
+    assert suite.wait_task("again", first).status == pb.TASK_STATUS_COMPLETED
+    assert deploy("deploy-1") == first  # after it ended: still the same task, nothing runs again
+    roots = suite.automation.ListTasks(gw.ListTasksRequest(domain="again", roots_only=True), metadata=suite.metadata,
+                                       timeout=30).tasks
+    assert [t.uuid for t in roots] == [first]
+    mine = {i.uuid for e in suite.solution("again", "app").elements for c in e.clusters for i in c.instances}
+    creates = [op for op in suite.ops("app") if op["operation"] == "create" and op["instance"] in mine]
+    assert len(mine) == 3 and len(creates) == 3
+    other = deploy("deploy-2")  # another id is another request
+    assert other != first and suite.wait_task("again", other).status == pb.TASK_STATUS_COMPLETED
+    with pytest.raises(grpc.RpcError) as refused:
+        deploy("not a name!")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in refused.value.details()

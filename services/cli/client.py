@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -11,11 +13,16 @@ import click
 import grpc
 
 from cli.home import Connection, load_connection, orch_home
+from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.runtime.tls import TlsConfig, channel
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 
 T = TypeVar("T")
+# Sends of one submitted request when the gateway does not answer, and the waits between them.
+SUBMIT_ATTEMPTS = 4
+SUBMIT_BACKOFF = Backoff(first=0.5, maximum=4.0, jitter=Jitter.HALF)
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass
@@ -48,6 +55,22 @@ class Gateway:
     def call(self, method: Callable[..., T], request: Any, timeout: float = 30.0) -> T:
         """Call one unary RPC with the token."""
         return method(request, metadata=self.metadata, timeout=timeout)
+
+    def submit(self, method: Callable[..., T], request: Any, timeout: float = 30.0) -> T:
+        """Call an RPC that submits a request, named with a fresh request id:
+        when the gateway could not answer (UNAVAILABLE, a deadline), the very
+        same request is sent again, which is safe (the same id returns the
+        same task instead of a second one or a "busy" refusal)."""
+        if not request.request_id:
+            request.request_id = str(uuid.uuid4())
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                return method(request, metadata=self.metadata, timeout=timeout)
+            except grpc.RpcError as err:
+                if attempt == SUBMIT_ATTEMPTS or err.code() not in RETRIED:  # type: ignore[attr-defined]
+                    raise
+            time.sleep(SUBMIT_BACKOFF.delay(attempt))
+        raise AssertionError("unreachable")
 
 
 @dataclass

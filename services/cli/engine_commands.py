@@ -84,7 +84,7 @@ def deploy(settings: Settings, domain: str, architecture: str, version: str, sol
     """Create or update a solution from an architecture version; prints the root task id."""
     gateway = settings.gateway()
     request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution)
-    task = gateway.call(gateway.solutions.DeploySolution, request).task
+    task = gateway.submit(gateway.solutions.DeploySolution, request).task
     _started(output, task)
     if wait:
         wait_for(gateway, domain, solution or architecture, task)
@@ -119,7 +119,7 @@ def plan(settings: Settings, domain: str, architecture: str, version: str, solut
 def delete(settings: Settings, domain: str, solution: str, wait: bool) -> None:
     """Tear a solution down (reverse dependency order), then remove its records."""
     gateway = settings.gateway()
-    task = gateway.call(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution)).task
+    task = gateway.submit(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution)).task
     click.echo(task)
     if wait:
         wait_for(gateway, domain, solution, task)
@@ -135,7 +135,7 @@ def solution_set(settings: Settings, domain: str, solution: str, state: str, wai
     """Send a whole solution to another state (stops and destroys go in reverse dependency order)."""
     gateway = settings.gateway()
     request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state])
-    task = gateway.call(gateway.solutions.UpdateSolution, request).task
+    task = gateway.submit(gateway.solutions.UpdateSolution, request).task
     click.echo(task)
     if wait:
         wait_for(gateway, domain, solution, task)
@@ -149,7 +149,7 @@ def solution_set(settings: Settings, domain: str, solution: str, state: str, wai
 def solution_resume(settings: Settings, domain: str, solution: str, wait: bool) -> None:
     """End a hold (a terminated task, or the monitor giving up) and converge the solution to its intent."""
     gateway = settings.gateway()
-    task = gateway.call(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution)).task
+    task = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution)).task
     click.echo(task)
     if wait:
         wait_for(gateway, domain, solution, task)
@@ -177,7 +177,7 @@ def cluster_set(settings: Settings, domain: str, solution: str, element: str, cl
                                       state=STATES_BY_NAME[state] if state else pb.STATE_UNSPECIFIED)
     if size is not None:
         request.size = size
-    task = gateway.call(gateway.solutions.UpdateCluster, request).task
+    task = gateway.submit(gateway.solutions.UpdateCluster, request).task
     click.echo(task)
     if wait:
         wait_for(gateway, domain, solution, task)
@@ -203,7 +203,7 @@ def instance_set(settings: Settings, domain: str, solution: str, element: str, c
     gateway = settings.gateway()
     request = gw.UpdateInstanceRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
                                        instance=uuid, state=STATES_BY_NAME[state])
-    task = gateway.call(gateway.solutions.UpdateInstance, request).task
+    task = gateway.submit(gateway.solutions.UpdateInstance, request).task
     click.echo(task)
     if wait:
         wait_for(gateway, domain, solution, task)

@@ -92,7 +92,8 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         # Checked here so that a mistake is answered at once; planned once, by the dispatcher that accepts it.
         name, _, _ = await self._design(request.domain, request.architecture, request.version, request.solution)
         task = await self.channel.submit(
-            rpb.REQUEST_KIND_DEPLOY, request.domain, name, architecture=request.architecture, version=request.version
+            rpb.REQUEST_KIND_DEPLOY, request.domain, name, request.request_id, architecture=request.architecture,
+            version=request.version,
         )
         return gw.DeploySolutionResponse(task=task)
 
@@ -113,18 +114,19 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
 
     async def RemoveSolution(self, request: gw.RemoveSolutionRequest, context: grpc.aio.ServicerContext) -> gw.RemoveSolutionResponse:
         await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
-        task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution)
+        task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution, request.request_id)
         return gw.RemoveSolutionResponse(task=task)
 
     async def UpdateSolution(self, request: gw.UpdateSolutionRequest, context: grpc.aio.ServicerContext) -> gw.UpdateSolutionResponse:
         await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
         check_target_state(request.state, "state")
-        task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, state=request.state)
+        task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, request.request_id,
+                                        state=request.state)
         return gw.UpdateSolutionResponse(task=task)
 
     async def ResumeSolution(self, request: gw.ResumeSolutionRequest, context: grpc.aio.ServicerContext) -> gw.ResumeSolutionResponse:
         await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
-        task = await self.channel.submit(rpb.REQUEST_KIND_RESUME, request.domain, request.solution)
+        task = await self.channel.submit(rpb.REQUEST_KIND_RESUME, request.domain, request.solution, request.request_id)
         return gw.ResumeSolutionResponse(task=task)
 
     async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
@@ -140,7 +142,8 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         fields: dict[str, object] = {"element": request.element, "cluster": request.cluster, "state": request.state}
         if request.HasField("size"):
             fields["size"] = request.size
-        task = await self.channel.submit(rpb.REQUEST_KIND_SET_CLUSTER, request.domain, request.solution, **fields)
+        task = await self.channel.submit(rpb.REQUEST_KIND_SET_CLUSTER, request.domain, request.solution, request.request_id,
+                                        **fields)
         return gw.UpdateClusterResponse(task=task)
 
     async def UpdateInstance(self, request: gw.UpdateInstanceRequest, context: grpc.aio.ServicerContext) -> gw.UpdateInstanceResponse:
@@ -151,7 +154,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         find_instance(cluster, f"{path}/{element.name}", request.instance)
         check_target_state(request.state, "state")
         task = await self.channel.submit(
-            rpb.REQUEST_KIND_SET_INSTANCE, request.domain, request.solution,
+            rpb.REQUEST_KIND_SET_INSTANCE, request.domain, request.solution, request.request_id,
             element=request.element, cluster=request.cluster, instance=request.instance, state=request.state,
         )
         return gw.UpdateInstanceResponse(task=task)

@@ -10,6 +10,7 @@ import uuid as uuidlib
 from nats.js import JetStreamContext
 
 from orchestration.model.errors import FailedPrecondition, NotFound
+from orchestration.model.names import check_name
 from orchestration.runtime import telemetry
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
@@ -17,12 +18,23 @@ from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 
+# Ids of a request named by its client are derived from that name (and the solution).
+_CLIENT_IDS = uuidlib.UUID("5f1c6f0e-2b7a-4c43-9a55-1f0c2d3e4a6b")
 
-def new_request(kind: rpb.RequestKind, domain: str, solution: str, source: str, traceparent: str = "", **fields: object) -> rpb.Request:
-    """A request with fresh ids for itself and its root task."""
+
+def new_request(kind: rpb.RequestKind, domain: str, solution: str, source: str, traceparent: str = "",
+                request_id: str = "", **fields: object) -> rpb.Request:
+    """A request with ids for itself and its root task: fresh ones, or with a
+    client's `request_id` the same ones each time (a retry is the same request)."""
+    if request_id:
+        check_name(request_id, "request_id")
+        named = f"{domain}/{solution}/{request_id}"
+        uuid, task = str(uuidlib.uuid5(_CLIENT_IDS, "request " + named)), str(uuidlib.uuid5(_CLIENT_IDS, "task " + named))
+    else:
+        uuid, task = str(uuidlib.uuid4()), str(uuidlib.uuid4())
     return rpb.Request(
-        uuid=str(uuidlib.uuid4()), task=str(uuidlib.uuid4()), kind=kind, domain=domain, solution=solution,
-        source=source, traceparent=traceparent, accepted=time.time_ns(), **fields,  # type: ignore[arg-type]
+        uuid=uuid, task=task, kind=kind, domain=domain, solution=solution, source=source, traceparent=traceparent,
+        accepted=time.time_ns(), client_request_id=request_id, **fields,  # type: ignore[arg-type]
     )
 
 
@@ -46,16 +58,27 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
 
     A lease whose root task has ended is free: its dispatcher publishes the
     end before it lets the solution go, and a client that reacts to the end
-    at once must not be told "busy"."""
+    at once must not be told "busy".
+
+    A request named by its client (`client_request_id`) is accepted once: a
+    retry returns the same root task, whether the first was queued, ran or
+    ended; one that was not accepted (withdrawn after an error) is tried again."""
+    stored: int | None = None
+    if request.client_request_id:
+        accepted, stored = await _accepted_before(repo, leases, request)
+        if accepted:
+            return request.task
     try:
         revision = await leases.accept(request)
     except FailedPrecondition:
         current = await leases.get(request.domain, request.solution)
+        if current is not None and current.record.task == request.task:
+            return request.task  # the same request, accepted by a concurrent retry
         if current is None or not await _ended(repo, request.domain, current.record.task):
             raise
         revision = await leases.accept(request, over=current)
     try:
-        await repo.tasks.put_task(root_task(request), None)
+        await repo.tasks.put_task(root_task(request), stored)
         await js.publish(
             subjects.internal_request(request.domain, request.solution),
             request.SerializeToString(),
@@ -76,3 +99,17 @@ async def _ended(repo: Repository, domain: str, task: str) -> bool:
         return (await repo.tasks.get_task(domain, task)).value.status in _ENDED
     except NotFound:
         return False
+
+
+async def _accepted_before(repo: Repository, leases: Leases, request: rpb.Request) -> tuple[bool, int | None]:
+    """Whether a request with this client id was accepted already (its root
+    task has started, or its lease is queued), and the revision of a root
+    task left behind by an attempt that was not accepted."""
+    try:
+        stored = await repo.tasks.get_task(request.domain, request.task)
+    except NotFound:
+        return False, None
+    if stored.value.status != pb.TASK_STATUS_INITIAL:
+        return True, stored.revision
+    current = await leases.get(request.domain, request.solution)
+    return current is not None and current.record.task == request.task, stored.revision
