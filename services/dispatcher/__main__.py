@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from dispatcher.service import DispatcherSettings, serve
 from dispatcher.settings import EngineSettings
-from orchestration.runtime.process import metrics_option
+from orchestration.runtime.process import metrics_option, read_secret
 from orchestration.runtime.process import run as run_service
 from orchestration.runtime.process import service_process
 from orchestration.runtime.tls import TlsConfig, tls_options
@@ -37,7 +35,7 @@ def main(addr: str, nats_url: str, prefix: str, credential_file: str, replica: s
     engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
                             controller_wait=controller_wait, task_timeout=task_timeout)
     settings = DispatcherSettings(address=addr, nats_url=nats_url, prefix=prefix,
-                                  credential=Path(credential_file).read_text().strip(), engine=engine,
+                                  credential=read_secret(credential_file, "--credential-file"), engine=engine,
                                   tls=TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth))
     if replica:
         settings = DispatcherSettings(**{**settings.__dict__, "replica": replica})

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from gateway.server import GatewaySettings, serve
-from orchestration.runtime.process import metrics_option
+from orchestration.runtime.process import metrics_option, read_secret
 from orchestration.runtime.process import run as run_service
 from orchestration.runtime.process import service_process
 from orchestration.runtime.tls import TlsConfig, tls_options
@@ -24,8 +22,8 @@ from orchestration.store.subjects import DEFAULT_PREFIX
 def main(addr: str, nats_url: str, prefix: str, token_file: str, metrics_addr: str, tls_cert: str, tls_key: str,
          tls_ca: str, tls_client_auth: bool) -> None:
     """Run the gateway service."""
+    token = read_secret(token_file, "--token-file")
     with service_process("gateway", metrics_addr):
-        token = Path(token_file).read_text().strip()
         tls = TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth)
         run_service(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token, tls=tls)))
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from monitor.service import serve
 from monitor.settings import MonitorSettings
-from orchestration.runtime.process import metrics_option
+from orchestration.runtime.process import metrics_option, read_secret
 from orchestration.runtime.process import run as run_service
 from orchestration.runtime.process import service_process
 from orchestration.runtime.tls import TlsConfig, tls_options
@@ -33,9 +31,7 @@ from orchestration.store.subjects import DEFAULT_PREFIX
 def main(nats_url: str, prefix: str, credential_file: str, interval: float, status_timeout: float, batch_size: int,
          max_compensations: int, metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run the monitor: status, drift and compensation at an interval."""
-    credential = Path(credential_file).read_text().strip()
-    if not credential:
-        raise click.BadParameter(f"{credential_file} is empty", param_hint="--credential-file")
+    credential = read_secret(credential_file, "--credential-file")
     with service_process("monitor", metrics_addr):
         run_service(serve(MonitorSettings(nats_url=nats_url, prefix=prefix, credential=credential, interval=interval,
                                           status_timeout=status_timeout, batch_size=batch_size,

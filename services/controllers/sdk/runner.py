@@ -10,7 +10,6 @@ import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,7 +18,7 @@ from controllers.sdk.controller import Controller
 from controllers.sdk.registrar import Registrar, Registration
 from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
 from orchestration.runtime.grpcserver import Server
-from orchestration.runtime.process import METRICS_HELP
+from orchestration.runtime.process import METRICS_HELP, read_secret
 from orchestration.runtime.process import run as run_service
 from orchestration.runtime.process import service_process
 from orchestration.runtime.tls import TlsConfig
@@ -154,9 +153,7 @@ def run_controller(
 
     def run(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str, tls: TlsConfig,
             own: dict[str, Any]) -> None:
-        credential = Path(credential_file).read_text().strip()
-        if not credential:
-            raise click.BadParameter(f"{credential_file} is empty", param_hint="--credential-file")
+        credential = read_secret(credential_file, "--credential-file")
         settings = RunSettings(
             name=name,
             version=version,

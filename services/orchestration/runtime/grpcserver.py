@@ -41,8 +41,11 @@ def _token_of(metadata: Iterable[Any] | None) -> str | None:
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     """Checks the bearer token and turns exceptions into gRPC statuses."""
 
-    def __init__(self, token: str | None) -> None:
-        self._token = token.encode() if token else None
+    def __init__(self, token: str) -> None:
+        if not token:
+            # Fail closed: an empty secret must stop the service, not open it.
+            raise ValueError("a gRPC server needs a non-empty token or credential")
+        self._token = token.encode()
 
     async def intercept_service(
         self,
@@ -54,7 +57,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method
         public = method.startswith(PUBLIC_PREFIXES)
-        if not public and self._token is not None:
+        if not public:
             given = _token_of(details.invocation_metadata)
             if given is None or not hmac.compare_digest(given.encode(), self._token):
                 log.warning("rejected call to %s: %s", method, "missing token" if given is None else "wrong token")
@@ -169,7 +172,7 @@ def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: 
 class Server:
     """A grpc.aio server with health and reflection; `health` sets serving status."""
 
-    def __init__(self, address: str, token: str | None, service_names: list[str], tls: TlsConfig | None = None) -> None:
+    def __init__(self, address: str, token: str, service_names: list[str], tls: TlsConfig | None = None) -> None:
         self.grpc = grpc.aio.server(
             interceptors=[GuardInterceptor(token)],
             options=[

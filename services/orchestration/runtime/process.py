@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import click
@@ -16,6 +17,18 @@ import click
 from orchestration.runtime import logs, metrics, telemetry
 
 METRICS_HELP = "host:port of the Prometheus /metrics endpoint (empty: none)."
+
+
+def read_secret(path: str, option: str) -> str:
+    """The secret held in a file; a missing, unreadable or empty one stops the
+    service (fail closed: no secret must never mean no check)."""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as err:
+        raise click.BadParameter(f"{path}: {err.strerror}", param_hint=option) from None
+    if not secret:
+        raise click.BadParameter(f"{path} is empty: refusing to run without a secret", param_hint=option)
+    return secret
 
 
 def metrics_option(func):  # type: ignore[no-untyped-def]

@@ -1,0 +1,38 @@
+"""Fail closed: a service given an empty secret refuses to start (it never
+runs without a check), and no gRPC server can be built without a token."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestration.runtime.grpcserver import GuardInterceptor
+
+NATS = ["--nats-url", "nats://127.0.0.1:1"]
+SERVICES = {
+    "gateway": ["--token-file", *NATS],
+    "dispatcher": ["--credential-file", *NATS],
+    "monitor": ["--credential-file", *NATS],
+    "controllers.sim": ["--credential-file"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(SERVICES))
+def test_a_service_with_an_empty_secret_file_does_not_start(module: str, tmp_path: Path) -> None:
+    empty = tmp_path / "secret"
+    empty.write_text("  \n")
+    option, *rest = SERVICES[module]
+    done = subprocess.run(
+        [sys.executable, "-m", module, option, str(empty), *rest],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{empty} is empty: refusing to run without a secret" in done.stderr
+
+
+def test_no_grpc_guard_without_a_token() -> None:
+    with pytest.raises(ValueError, match="non-empty token"):
+        GuardInterceptor("")
