@@ -675,3 +675,26 @@ async def test_gather_bounded_of_many_calls_is_linear() -> None:
     assert len(await concurrency.gather_bounded((call(i) for i in range(50_000)), limit=256)) == 50_000
     # A semaphore's wake-ups made this quadratic (tens of seconds); linear, it takes well under a second.
     assert loop.time() - started < 20
+
+
+async def test_history_ages_out_and_the_events_stream_is_bounded(nc: NatsClient, subjects: Subjects) -> None:
+    js = nc.jetstream()
+    await Repository(js, subjects, retention=kvstore.Retention(history_seconds=3600, events_bytes=2**20)).open()
+    events = (await js.stream_info(subjects.events_stream)).config
+    assert (events.max_age, events.max_bytes) == (3600, 2**20)
+    for bucket in (subjects.tasks_bucket, subjects.events_bucket):
+        assert (await js.stream_info(f"KV_{bucket}")).config.max_age == 3600
+    assert not (await js.stream_info(f"KV_{subjects.solutions_bucket}")).config.max_age  # records are not history
+    # A later process with other settings applies them to what exists.
+    await Repository(js, subjects, retention=kvstore.Retention(history_seconds=60, events_bytes=2**21)).open()
+    events = (await js.stream_info(subjects.events_stream)).config
+    assert (events.max_age, events.max_bytes, events.duplicate_window) == (60, 2**21, 60)
+
+
+def test_retention_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_HISTORY_DAYS", "2")
+    monkeypatch.setenv("ORCH_EVENTS_MAX_MB", "64")
+    assert kvstore.Retention.from_environment() == kvstore.Retention(2 * 86400.0, 64 * 2**20)
+    monkeypatch.setenv("ORCH_HISTORY_DAYS", "-1")
+    with pytest.raises(ValueError, match="ORCH_HISTORY_DAYS='-1'"):
+        kvstore.Retention.from_environment()

@@ -326,6 +326,44 @@ def _cas_failure(what: str, revision: int | None) -> Aborted:
     return Aborted(f"{what} was changed concurrently (expected revision {revision}); re-read and retry")
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long history is kept: task and event records and the events
+    stream age out after `history_seconds` (since their last write), and the
+    events stream keeps at most `events_bytes` (the oldest go first). Running
+    work is never affected: its records are rewritten as it goes."""
+
+    history_seconds: float = 30 * 86400.0
+    events_bytes: int = 256 * 2**20
+
+    @classmethod
+    def from_environment(cls) -> Retention:
+        """ORCH_HISTORY_DAYS (default 30) and ORCH_EVENTS_MAX_MB (default 256)."""
+        days = os.environ.get("ORCH_HISTORY_DAYS", "30")
+        megabytes = os.environ.get("ORCH_EVENTS_MAX_MB", "256")
+        try:
+            history, size = float(days), int(megabytes)
+        except ValueError:
+            history, size = 0.0, 0
+        if not history > 0 or size <= 0:
+            raise ValueError(f"ORCH_HISTORY_DAYS={days!r} and ORCH_EVENTS_MAX_MB={megabytes!r}: expected positive numbers")
+        return cls(history * 86400.0, size * 2**20)
+
+
+async def apply_limits(js: JetStreamContext, stream: str, max_age: float, max_bytes: int | None = None) -> None:
+    """Give an existing stream (or KV bucket's stream) these limits, if it has others."""
+    info = await js.stream_info(stream)
+    config = info.config
+    if config.max_age == max_age and (max_bytes is None or config.max_bytes == max_bytes):
+        return
+    config.max_age = max_age
+    if config.duplicate_window and config.duplicate_window > max_age:
+        config.duplicate_window = max_age  # NATS wants it no longer than the age limit
+    if max_bytes is not None:
+        config.max_bytes = max_bytes
+    await js.update_stream(config)
+
+
 def replicas_from_environment() -> int:
     """JetStream replicas of new buckets and streams: ORCH_JS_REPLICAS (default 1;
     3 on a NATS cluster, so that losing a node loses nothing)."""

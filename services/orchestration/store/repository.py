@@ -23,7 +23,16 @@ from orchestration.model.diff import WRITE_ORDER, Change, diff_model
 from orchestration.model.errors import AlreadyExists
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
-from orchestration.store.kvstore import Bucket, Fence, Versioned, ensure_stream, open_bucket, replicas_from_environment
+from orchestration.store.kvstore import (
+    Bucket,
+    Fence,
+    Retention,
+    Versioned,
+    apply_limits,
+    ensure_stream,
+    open_bucket,
+    replicas_from_environment,
+)
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
@@ -82,9 +91,11 @@ class Repository:
 
     What spans them (a domain's removal or contents, the whole model) is here."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, replicas: int | None = None) -> None:
+    def __init__(self, js: JetStreamContext, subjects: Subjects, replicas: int | None = None,
+                 retention: Retention | None = None) -> None:
         self._js = js
         self._subjects = subjects
+        self._retention = retention if retention is not None else Retention.from_environment()
         # Replicas of what open() creates (things that exist keep theirs).
         self._replicas = replicas if replicas is not None else replicas_from_environment()
         self._opened: _Stores | None = None
@@ -133,10 +144,18 @@ class Repository:
             subjects=[s.events_all],
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
-            duplicate_window=EVENTS_DUPLICATE_WINDOW,
+            duplicate_window=min(EVENTS_DUPLICATE_WINDOW, self._retention.history_seconds),
             num_replicas=self._replicas,
+            max_age=self._retention.history_seconds,
+            max_bytes=self._retention.events_bytes,
         )
         await asyncio.gather(ensure_stream(self._js, requests), ensure_stream(self._js, events))
+        # History ages out (streams made by an earlier version get the limits too).
+        history = self._retention.history_seconds
+        await asyncio.gather(
+            apply_limits(self._js, s.events_stream, history, self._retention.events_bytes),
+            *(apply_limits(self._js, f"KV_{name}", history) for name in (s.tasks_bucket, s.events_bucket)),
+        )
         b = _Buckets(*buckets)
         model = ModelRecords(b.model, lambda domain: self._s.solutions.headers(domain))
         solutions = SolutionRecords(b.solutions, model.require_domain)
@@ -162,7 +181,7 @@ class Repository:
         key = rk.fence_key(domain, solution)
         solutions, tasks = await asyncio.gather(s.buckets.solutions.put(key, owner.encode()),
                                                 s.buckets.tasks.put(key, owner.encode()))
-        view = Repository(self._js, self._subjects, self._replicas)
+        view = Repository(self._js, self._subjects, self._replicas, self._retention)
         view._opened = _Stores(
             s.buckets, s.model,
             SolutionRecords(s.buckets.solutions.fenced(Fence(key, solutions)), s.model.require_domain),
