@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 import click
@@ -36,8 +37,40 @@ def progress_line(solution: pb.Solution) -> str:
     return ", ".join(parts) if parts else "no instances"
 
 
+# Events that end a task.
+ENDS = (pb.EVENT_TYPE_COMPLETION, pb.EVENT_TYPE_FAILURE, pb.EVENT_TYPE_TIMEOUT, pb.EVENT_TYPE_TERMINATION)
+
+
+def _end_of(gateway: Gateway, domain: str, task: str) -> tuple[threading.Event, grpc.Future]:
+    """An event set as soon as the task's end event comes over WatchEvents (a
+    server-side stream of that task's events only), and the call to cancel."""
+    ended = threading.Event()
+    call = gateway.automation.WatchEvents(gw.WatchEventsRequest(domain=domain, task=task), metadata=gateway.metadata)
+
+    def follow() -> None:
+        try:
+            for item in call:
+                if item.event.type in ENDS:
+                    ended.set()
+                    return
+        except grpc.RpcError:
+            return  # cancelled, or the gateway went away: the polling below still sees the end
+
+    threading.Thread(target=follow, name="watch end", daemon=True).start()
+    return ended, call
+
+
 def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: float = 0.5) -> None:
-    """Show progress until the task ends; exit 0 if it completed, 1 otherwise."""
+    """Show progress until the task ends; exit 0 if it completed, 1 otherwise.
+    Progress is read every `interval`; the end is noticed as soon as its event arrives."""
+    ended, call = _end_of(gateway, domain, task)
+    try:
+        _follow(gateway, domain, solution, task, interval, ended)
+    finally:
+        call.cancel()
+
+
+def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: float, ended: threading.Event) -> None:
     tty = sys.stderr.isatty()
     last = ""
     while True:
@@ -62,7 +95,10 @@ def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: 
                 return
             click.echo(f"error: task {task} {FINISHED[root.status]}: {root.error}", err=True)
             sys.exit(1)
-        time.sleep(interval)
+        if ended.is_set():
+            time.sleep(0.005)  # the end event came first: its task record is being written
+        else:
+            ended.wait(interval)
 
 
 def _started(output: str, task: str) -> None:

@@ -62,7 +62,7 @@ class Gateway:
         gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
         channel = Channel(repo, js, subjects)
-        feeds = Feeds(nc, subjects)
+        feeds = Feeds(nc, subjects, repo.tasks)
         solutions = SolutionServicer(repo, channel, feeds)
         automation = AutomationServicer(repo, feeds)
         gw_grpc.add_SolutionServiceServicer_to_server(solutions, server.grpc)

@@ -11,9 +11,13 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
+from nats.js.kv import KV_OP
 
+from orchestration.model.errors import NotFound
+from orchestration.store import keys as rk
 from orchestration.store.events import parse_bus_payload
 from orchestration.store.subjects import Subjects
+from orchestration.store.task_records import TaskRecords
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
@@ -24,19 +28,44 @@ BACKLOG = 10000
 class Feeds:
     """Subscriptions on behalf of watching clients."""
 
-    def __init__(self, nc: NatsClient, subjects: Subjects, backlog: int = BACKLOG) -> None:
+    def __init__(self, nc: NatsClient, subjects: Subjects, tasks: TaskRecords, backlog: int = BACKLOG) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.subjects = subjects
+        self.tasks = tasks
         self.backlog = backlog
 
     async def events(self, domain: str, task: str) -> AsyncIterator[gw.WatchEventsResponse]:
         """Task events as they happen; with a task, its earlier events first.
 
-        Nothing is dropped: when the watcher falls more than `backlog` events
-        behind, the feed stops buffering, hands out what it has, and then
-        reads on from the events stream after the last event it handed out."""
-        after = 0  # stream sequence of the last event handed out
+        A task's events are read from the events bucket, filtered by the
+        server on the task's own keys (a watch of one task never reads its
+        domain's other events); a domain's from the events stream. Nothing
+        is dropped: see _follow."""
+        s = self.subjects
+        if task:
+            subject = f"$KV.{s.events_bucket}.{rk.events_filter(domain, task)}"
+            async for msg in self._follow(f"KV_{s.events_bucket}", subject, api.DeliverPolicy.ALL):
+                if msg.data and not (msg.headers or {}).get(KV_OP):
+                    event = pb.Event.FromString(msg.data)
+                    yield gw.WatchEventsResponse(event=event, task=await self._task(domain, event.task))
+        else:
+            async for msg in self._follow(s.events_stream, s.events_filter(domain), api.DeliverPolicy.NEW):
+                event, at = parse_bus_payload(msg.data)
+                yield gw.WatchEventsResponse(event=event, task=at)
+
+    async def _task(self, domain: str, uuid: str) -> pb.Task:
+        try:
+            return (await self.tasks.get_task(domain, uuid)).value
+        except NotFound:
+            return pb.Task(uuid=uuid, domain=domain)
+
+    async def _follow(self, stream: str, subject: str, first: api.DeliverPolicy) -> AsyncIterator[Msg]:
+        """The stream's messages on `subject`, from `first` on. When the
+        watcher falls more than `backlog` messages behind, buffering stops,
+        what was buffered is handed out, and reading goes on from the stream
+        after the last message handed out: nothing is dropped."""
+        after = 0  # stream sequence of the last message handed out
         while True:
             queue: asyncio.Queue[Msg | None] = asyncio.Queue()
             behind = False
@@ -54,18 +83,12 @@ class Feeds:
             if after:
                 config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
             else:
-                config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL if task else api.DeliverPolicy.NEW)
-            subscription = await self.js.subscribe(
-                self.subjects.events_filter(domain), cb=deliver, ordered_consumer=True, config=config,
-                stream=self.subjects.events_stream,
-            )
+                config = api.ConsumerConfig(deliver_policy=first)
+            subscription = await self.js.subscribe(subject, cb=deliver, ordered_consumer=True, config=config, stream=stream)
             try:
                 while (msg := await queue.get()) is not None:
                     after = msg.metadata.sequence.stream
-                    event, at = parse_bus_payload(msg.data)
-                    if task and at.uuid != task:
-                        continue
-                    yield gw.WatchEventsResponse(event=event, task=at)
+                    yield msg
             finally:
                 with contextlib.suppress(Exception):
                     await subscription.unsubscribe()
