@@ -278,20 +278,18 @@ class Run:
         )
 
     async def _store(self, slot: InstanceSlot) -> None:
-        """Write the instance record, waiting out NATS trouble. A lost
-        compare-and-set means someone wrote behind the owner's back (the run
-        holds the lease): re-read the revision and write again."""
+        """Write the instance record, waiting out NATS trouble. The write is
+        fenced (see Repository.fenced): a refusal means this run was deposed,
+        and it stops (Fenced) instead of overwriting anyone's work."""
         repo = self.ctx.repo
 
         async def write() -> None:
             try:
-                slot.revision = await repo.solutions.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
-                slot.unsaved = False
-            except Aborted:
-                current = await repo.solutions.get_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid)
-                slot.revision = current.revision
-                slot.revision = await repo.solutions.put_instance(self.domain, self.solution, slot.element, slot.cluster, slot.record, slot.revision)
-                slot.unsaved = False
+                slot.revision = await repo.solutions.put_instance(self.domain, self.solution, slot.element, slot.cluster,
+                                                                  slot.record, slot.revision)
+            except Aborted as err:  # unfenced (a server without fenced writes): someone wrote behind the owner's back
+                raise Fenced(f"instance {slot.record.uuid} changed behind this run ({err.message}); stopping") from err
+            slot.unsaved = False
 
         await persist(write, lambda: self.lost)
 
