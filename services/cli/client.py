@@ -16,7 +16,9 @@ from cli.home import Connection, load_connection, orch_home
 from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.runtime.tls import TlsConfig, channel
+from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration.v1 import model_pb2 as pb
 
 T = TypeVar("T")
 # Sends of one submitted request when the gateway does not answer, and the waits between them.
@@ -55,6 +57,20 @@ class Gateway:
     def call(self, method: Callable[..., T], request: Any, timeout: float = 30.0) -> T:
         """Call one unary RPC with the token."""
         return method(request, metadata=self.metadata, timeout=timeout)
+
+    def read_solution(self, domain: str, name: str, timeout: float = 300.0) -> pb.Solution:
+        """A whole solution of any size, read over the ReadSolution stream."""
+        responses = self.solutions.ReadSolution(gw.ReadSolutionRequest(domain=domain, solution=name),
+                                                metadata=self.metadata, timeout=timeout)
+        solution = pb.Solution()
+        clusters: dict[tuple[str, str], pb.Cluster] = {}
+        for response in responses:
+            if response.HasField("solution"):
+                solution.CopyFrom(response.solution)
+                clusters = {(e.name, c.version): c for e in solution.elements for c in e.clusters}
+            elif (response.element, response.cluster) in clusters:
+                clusters[(response.element, response.cluster)].instances.extend(response.instances)
+        return solution
 
     def submit(self, method: Callable[..., T], request: Any, timeout: float = 30.0) -> T:
         """Call an RPC that submits a request, named with a fresh request id:

@@ -27,14 +27,14 @@ FINISHED = {
 }
 
 
-def progress_line(solution: pb.Solution) -> str:
+def progress_line(summary: gw.SummarizeSolutionResponse) -> str:
     """Instances in their target state over the total, per element."""
-    parts = []
-    for element in solution.elements:
-        instances = [i for c in element.clusters for i in c.instances if not i.remove]
-        done = sum(1 for i in instances if i.state == i.target)
-        parts.append(f"{element.name} {done}/{len(instances)}")
-    return ", ".join(parts) if parts else "no instances"
+    done: dict[str, list[int]] = {}
+    for cluster in summary.clusters:
+        counts = done.setdefault(cluster.element, [0, 0])
+        counts[0] += cluster.at_target
+        counts[1] += cluster.instances
+    return ", ".join(f"{element} {at}/{total}" for element, (at, total) in done.items()) or "no instances"
 
 
 # Events that end a task.
@@ -76,8 +76,9 @@ def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: f
     while True:
         root = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain, task=task)).task
         try:
-            current = gateway.call(gateway.solutions.RetrieveSolution, gw.RetrieveSolutionRequest(domain=domain, solution=solution))
-            line = progress_line(current.solution)
+            # A summary, not the solution: small whatever the number of instances.
+            summary = gateway.call(gateway.solutions.SummarizeSolution, gw.SummarizeSolutionRequest(domain=domain, solution=solution))
+            line = progress_line(summary)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                 raise

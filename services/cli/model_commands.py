@@ -226,7 +226,7 @@ def hold_label(hold: pb.SolutionHold) -> str:
 def solution_get(settings: Settings, domain_name: str, name: str, output: str) -> None:
     """Show a solution with its elements, clusters and instances."""
     gateway = settings.gateway()
-    s = gateway.call(gateway.solutions.RetrieveSolution, gw.RetrieveSolutionRequest(domain=domain_name, solution=name)).solution
+    s = gateway.read_solution(domain_name, name)
     rows = []
     for e in s.elements:
         for c in e.clusters:

@@ -4,6 +4,8 @@ through the internal channel."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,7 +16,7 @@ from orchestration.model import planner
 from orchestration.model.errors import InvalidArgument, NotFound
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL
 from orchestration.model.names import check_name
-from orchestration.store.repository import Repository
+from orchestration.store.repository import ClusterRecord, InstanceRecord, Repository, Versioned
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
@@ -56,6 +58,10 @@ def check_target_state(state: int, what: str) -> None:
     if state not in TARGET_STATES:
         raise InvalidArgument(f"{what}: {pb.State.Name(state) if state in pb.State.values() else state} is not a target state "
                               "(STATE_INITIAL, STATE_INACTIVE or STATE_ACTIVE)")
+
+
+# Instances per message of ReadSolution (far below the 8 MiB message limit).
+READ_CHUNK = 5000
 
 
 class SolutionServicer(gw_grpc.SolutionServiceServicer):
@@ -173,6 +179,55 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         self, request: gw.RetrieveSolutionRequest, context: grpc.aio.ServicerContext
     ) -> gw.RetrieveSolutionResponse:
         return gw.RetrieveSolutionResponse(solution=await self._solution(request.domain, request.solution))
+
+    async def ReadSolution(self, request: gw.ReadSolutionRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gw.ReadSolutionResponse]:
+        header, elements, clusters, instances = await self._records(request.domain, request.solution)
+        skeleton = pb.Solution()
+        skeleton.CopyFrom(header)
+        by_element: dict[str, pb.Element] = {}
+        for element in sorted(elements, key=lambda e: e.value.name):
+            by_element[element.value.name] = out = skeleton.elements.add()
+            out.CopyFrom(element.value)
+        for cluster in sorted(clusters, key=lambda c: (c.element, c.cluster.version)):
+            if cluster.element in by_element:
+                by_element[cluster.element].clusters.add().CopyFrom(cluster.cluster)
+        yield gw.ReadSolutionResponse(solution=skeleton)
+        groups: dict[tuple[str, str], list[pb.Instance]] = defaultdict(list)
+        for record in instances:
+            groups[(record.element, record.cluster)].append(record.instance)
+        for (element_name, version), found in sorted(groups.items()):
+            found.sort(key=lambda i: i.uuid)
+            for start in range(0, len(found), READ_CHUNK):
+                yield gw.ReadSolutionResponse(element=element_name, cluster=version, instances=found[start:start + READ_CHUNK])
+
+    async def SummarizeSolution(self, request: gw.SummarizeSolutionRequest,
+                                context: grpc.aio.ServicerContext) -> gw.SummarizeSolutionResponse:
+        header, _, clusters, instances = await self._records(request.domain, request.solution)
+        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        for record in instances:
+            if record.instance.remove:
+                continue
+            count = counts[(record.element, record.cluster)]
+            count[0] += 1
+            count[1] += (record.instance.state or INITIAL) == (record.instance.target or INITIAL)
+            count[2] += record.instance.state == pb.STATE_FAILURE
+        summary = gw.SummarizeSolutionResponse(solution=header)
+        for cluster in sorted(clusters, key=lambda c: (c.element, c.cluster.version)):
+            total, at_target, failed = counts[(cluster.element, cluster.cluster.version)]
+            summary.clusters.add(element=cluster.element, cluster=cluster.cluster.version, target=cluster.cluster.target,
+                                 state=cluster.cluster.state, instances=total, at_target=at_target, failed=failed)
+        return summary
+
+    async def _records(self, domain: str, name: str) -> tuple[pb.Solution, list[Versioned[pb.Element]], list[ClusterRecord],
+                                                              list[InstanceRecord]]:
+        """A solution's records, read in bulk (three key-filter reads, whatever its size)."""
+        check_name(domain, "domain")
+        check_name(name, "solution")
+        header = await self.repo.solutions.get_solution_header(domain, name)
+        elements, clusters, instances = await asyncio.gather(
+            self.repo.solutions.list_elements(domain, name), self.repo.solutions.list_clusters(domain, name),
+            self.repo.solutions.list_instances(domain, name))
+        return header.value, elements, clusters, instances
 
     async def ListElements(self, request: gw.ListElementsRequest, context: grpc.aio.ServicerContext) -> gw.ListElementsResponse:
         solution = await self._solution(request.domain, request.solution)
