@@ -6,7 +6,7 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup generate run test test-faults bench lint-proto typecheck clean
+.PHONY: setup generate run test test-faults bench soak lint-proto typecheck clean
 
 setup: $(VENV)/.installed $(GEN_STAMP)
 
@@ -43,6 +43,10 @@ test-faults: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# 100 deploy/delete cycles of 1,000 instances: storage and memory must stay flat.
+soak: setup
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) .orch
