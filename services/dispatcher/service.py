@@ -30,6 +30,7 @@ from orchestration.runtime.metrics import REQUESTS_WAITING
 from orchestration.runtime.process import serve_until_signalled
 from orchestration.runtime.tls import TlsConfig
 from orchestration.store.events import EventRecorder
+from orchestration.store.kvstore import is_transient
 from orchestration.store.leases import LEASE_SECONDS, Lease, now_ms
 from orchestration.store.natsconn import connect, redact
 from orchestration.store.repository import Repository
@@ -221,11 +222,14 @@ class Dispatcher:
     async def _try_start(self, lease: Lease) -> None:
         """Start the lease's run; after MAX_START_FAILURES unexpected failures
         (a bug, records nobody can read) the request fails for good instead of
-        being retried for ever while it holds its solution."""
+        being retried for ever while it holds its solution. NATS trouble
+        (a node restarting, a leader being elected) is not counted: it passes."""
         task = lease.record.task
         try:
             await self._start_run(lease)
         except Exception as err:
+            if is_transient(err):
+                raise
             failures = self._start_failures[task] = self._start_failures.get(task, 0) + 1
             if failures < MAX_START_FAILURES:
                 raise
