@@ -11,6 +11,7 @@ from the solution's records and ties the parts together."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -47,6 +48,13 @@ S = pb.TaskStatus
 # Instances set going per turn of the event loop when a run starts: 1, 2, 4,
 # ... up to START_SLICE, so that the first operations leave at once.
 START_SLICE = 64
+
+
+@dataclass
+class _Ticket:
+    """One operation's bookkeeping: whether its place under the concurrency limit was given back."""
+
+    answered: bool = False
 
 
 class LeaseExpired(Exception):
@@ -200,16 +208,26 @@ class Run:
             self.scheduler.terminated_subtree()
 
     def _start(self, slot: InstanceSlot) -> None:
-        op = asyncio.create_task(self._operate(slot))
+        ticket = _Ticket()
+        op = asyncio.create_task(self._operate(slot, ticket))
         self._ops.add(op)
-        op.add_done_callback(self._ops.discard)
+        op.add_done_callback(functools.partial(self._operated, slot, ticket))
 
-    async def _operate(self, slot: InstanceSlot) -> None:
+    def _operated(self, slot: InstanceSlot, ticket: _Ticket, op: asyncio.Task[None]) -> None:
+        """An operation's task is over, however it ended. Counted here, not in
+        _operate: a task cancelled before it ever ran (lose_lease) runs none
+        of its code, and its place must be given back all the same."""
+        self._ops.discard(op)
+        if not ticket.answered:
+            self.scheduler.answered(slot)
+        self.scheduler.handled()
+
+    async def _operate(self, slot: InstanceSlot, ticket: _Ticket) -> None:
         """Run one operation and record its outcome; never leaves the run hanging."""
         try:
             cluster = self.state.clusters[slot.key]
             transition = slot.path[0]
-            outcome = self.policy.decide(await self._send(slot, cluster, transition), slot, cluster, transition)
+            outcome = self.policy.decide(await self._send(slot, cluster, transition, ticket), slot, cluster, transition)
             if outcome.verdict is Verdict.OK:
                 assert outcome.result is not None
                 await self._succeeded(slot, cluster, transition, outcome.result)
@@ -232,10 +250,8 @@ class Run:
         except Exception:  # noqa: BLE001 - the store stayed away: stop, the run is resumed later
             log.exception("recording an operation of %s failed; stopping the run so that it resumes", slot.record.uuid)
             self.lose_lease()
-        finally:
-            self.scheduler.handled()
 
-    async def _send(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition) -> Outcome:
+    async def _send(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition, ticket: _Ticket) -> Outcome:
         """Send the instance's next operation (once its record is stored) and wait for its outcome."""
         if slot.saving is not None:
             await slot.saving  # the intent of an instance is durable before its first operation
@@ -267,6 +283,7 @@ class Run:
                 labelled(OPERATIONS, name, label).inc()
                 labelled(OPERATION_SECONDS, name).observe(time.perf_counter() - started)
                 self.scheduler.answered(slot)
+                ticket.answered = True
         return outcome
 
     def _operation_span(self, name: str, slot: InstanceSlot, operation_id: str) -> AbstractContextManager[Span]:
