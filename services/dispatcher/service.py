@@ -282,6 +282,14 @@ class Dispatcher:
         run = Run(replace(self.ctx, repo=repo), book, request.traceparent)
         active = ActiveRun(run, lease)
         active.renewed(lease, sent)
+        if not active.holds_lease():
+            # Claiming took most of the lease (NATS trouble): renew once now
+            # rather than have the run stop at its first operation.
+            sent = time.monotonic()
+            try:
+                active.renewed(await self.leases.claim(active.lease, self.settings.replica), sent)
+            except Aborted:
+                return  # another dispatcher has it now
         run.holds_lease = active.holds_lease
         self.runs[lease.key] = active
         try:
