@@ -37,7 +37,7 @@ def disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def cycle(suite: Suite, n: int) -> float:
+def cycle(suite: Suite) -> float:
     """Deploy and delete the solution once; seconds taken."""
     started = time.monotonic()
     suite.ok("solution", "deploy", "soak", "app", "V1", "--solution", "app", "--wait", timeout=300)
@@ -60,7 +60,7 @@ def main() -> None:
         services = suite.services()
         print(f"soak: {args.cycles} cycles of deploy + delete of {args.size} instances, history {args.history_days} days")
         for n in range(1, args.cycles + 1):
-            took = cycle(suite, n)
+            took = cycle(suite)
             if n % 10 == 0 or n == 1:
                 row = {"cycle": n, "seconds": round(took, 2), "nats_data_mb": round(disk_mb(home / "nats"), 1),
                        **{f"{name}_mb": round(rss_mb(pid), 1) for name, pid in sorted(services.items())}}

@@ -102,6 +102,13 @@ def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: f
             ended.wait(interval)
 
 
+def _submitted(gateway: Gateway, domain: str, solution: str, task: str, wait: bool) -> None:
+    """Print the root task id of an accepted request; with `wait`, follow it to its end."""
+    click.echo(task)
+    if wait:
+        wait_for(gateway, domain, solution, task)
+
+
 def _started(output: str, task: str) -> None:
     if output == "json":
         click.echo(json.dumps({"task": task}))
@@ -157,9 +164,7 @@ def delete(settings: Settings, domain: str, solution: str, wait: bool) -> None:
     """Tear a solution down (reverse dependency order), then remove its records."""
     gateway = settings.gateway()
     task = gateway.submit(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution)).task
-    click.echo(task)
-    if wait:
-        wait_for(gateway, domain, solution, task)
+    _submitted(gateway, domain, solution, task, wait)
 
 
 @click.command("set")
@@ -173,9 +178,7 @@ def solution_set(settings: Settings, domain: str, solution: str, state: str, wai
     gateway = settings.gateway()
     request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state])
     task = gateway.submit(gateway.solutions.UpdateSolution, request).task
-    click.echo(task)
-    if wait:
-        wait_for(gateway, domain, solution, task)
+    _submitted(gateway, domain, solution, task, wait)
 
 
 @click.command("resume")
@@ -187,9 +190,7 @@ def solution_resume(settings: Settings, domain: str, solution: str, wait: bool) 
     """End a hold (a terminated task, or the monitor giving up) and converge the solution to its intent."""
     gateway = settings.gateway()
     task = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution)).task
-    click.echo(task)
-    if wait:
-        wait_for(gateway, domain, solution, task)
+    _submitted(gateway, domain, solution, task, wait)
 
 
 @click.group()
@@ -215,9 +216,7 @@ def cluster_set(settings: Settings, domain: str, solution: str, element: str, cl
     if size is not None:
         request.size = size
     task = gateway.submit(gateway.solutions.UpdateCluster, request).task
-    click.echo(task)
-    if wait:
-        wait_for(gateway, domain, solution, task)
+    _submitted(gateway, domain, solution, task, wait)
 
 
 @click.group()
@@ -241,9 +240,7 @@ def instance_set(settings: Settings, domain: str, solution: str, element: str, c
     request = gw.UpdateInstanceRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
                                        instance=uuid, state=STATES_BY_NAME[state])
     task = gateway.submit(gateway.solutions.UpdateInstance, request).task
-    click.echo(task)
-    if wait:
-        wait_for(gateway, domain, solution, task)
+    _submitted(gateway, domain, solution, task, wait)
 
 
 @click.command("terminate")

@@ -9,7 +9,7 @@ import click
 
 from cli.client import Settings
 from cli.output import emit, output_option
-from orchestration.model.lifecycle import state_name
+from orchestration.model.lifecycle import TASK_ENDED, hold_name, state_name
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
@@ -20,14 +20,13 @@ def _enum(enum: object, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()  # type: ignore[attr-defined]
 
 
-FINISHED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED)
 
 
 def duration(t: pb.Task) -> str:
     """How long a task ran (so far, while it runs)."""
     if not t.created:
         return "-"
-    end = t.updated if t.status in FINISHED else time.time_ns()
+    end = t.updated if t.status in TASK_ENDED else time.time_ns()
     return f"{max(0, end - t.created) / 1e9:.3f}s"
 
 
@@ -215,7 +214,7 @@ def solution_list(settings: Settings, domain_name: str, output: str) -> None:
 
 def hold_label(hold: pb.SolutionHold) -> str:
     """"held", "degraded" or "-" (running normally)."""
-    return pb.HoldKind.Name(hold.kind).removeprefix("HOLD_KIND_").lower() if hold.kind else "-"
+    return hold_name(hold.kind) or "-"
 
 
 @solution.command("get")

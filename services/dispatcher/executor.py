@@ -92,8 +92,6 @@ class Run:
         book.give_up = lambda: self.lost
         book.root_context = telemetry.context_of(traceparent)
         self._delete_on_finish = False
-        # Set when an operator terminated (part of) the tree: the solution is held.
-        self._hold: pb.SolutionHold | None = None
 
     # ---- preparation -----------------------------------------------------------
 
@@ -190,10 +188,10 @@ class Run:
         if task in self.scheduler.terminated or task not in self.book.tasks:
             return
         reason = "terminated on request" if task == self.book.root else f"task {task} terminated on request"
-        self._hold = pb.SolutionHold(kind=pb.HOLD_KIND_HELD, reason=reason, actor=actor or "operator", task=task,
-                                     since_unix_ms=int(time.time() * 1000))
+        hold = pb.SolutionHold(kind=pb.HOLD_KIND_HELD, reason=reason, actor=actor or "operator", task=task,
+                               since_unix_ms=int(time.time() * 1000))
         # Held before any task shows it ended: whoever reacts to the end finds the hold.
-        await self.settler.hold(self._hold)
+        await self.settler.hold(hold)
         subtree = [task]
         for uuid in subtree:
             subtree.extend(self.book.tasks[uuid].subtasks)
@@ -381,7 +379,7 @@ class Run:
             waits = ", ".join(f"{e}/{v}" for (e, v), _ in self.state.blockers(first))
             await self._fail(first, f"{TRANSITION_NAMES[first.path[0]]} can never run: it waits for {waits}")
         await self.settler.close_tasks()
-        await self.settler.roll_up(self._delete_on_finish, self._hold)
+        await self.settler.roll_up(self._delete_on_finish)
         reason, final = self.scheduler.stopping, self.scheduler.final_status
         root_status = final if reason or final != S.TASK_STATUS_COMPLETED else S.TASK_STATUS_COMPLETED
         await self.book.set_status(self.book.root, root_status, error=reason if root_status != S.TASK_STATUS_COMPLETED else "")

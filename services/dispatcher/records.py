@@ -3,7 +3,6 @@ intent for it record by record (compare-and-set, only what changed)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from orchestration.model.errors import NotFound
@@ -55,8 +54,7 @@ async def load_records(repo: Repository, domain: str, solution: str) -> Solution
         header = await repo.solutions.get_solution_header(domain, solution)
     except NotFound:
         return SolutionRecordSet(header=None)
-    listed_elements, listed_clusters, listed_instances = await asyncio.gather(
-        repo.solutions.list_elements(domain, solution), repo.solutions.list_clusters(domain, solution), repo.solutions.list_instances(domain, solution))
+    listed_elements, listed_clusters, listed_instances = await repo.solutions.parts(domain, solution)
     elements = {v.value.name: v for v in listed_elements}
     clusters = {(c.element, c.cluster.version): c for c in listed_clusters}
     instances = {i.instance.uuid: i for i in listed_instances}

@@ -94,16 +94,14 @@ class Settler:
             await self.book.set_status(uuid, status, error=reason or "not run")
 
     async def hold(self, hold: pb.SolutionHold) -> None:
-        """Write the solution's hold now (the roll-up writes it again with the states)."""
+        """Write the solution's hold (the roll-up re-reads the header, so it keeps it)."""
         header = await self.repo.solutions.get_solution_header(self.domain, self.solution)
         header.value.hold.CopyFrom(hold)
         await self.repo.solutions.put_solution_header(self.domain, header.value, header.revision)
 
-    async def roll_up(self, delete_on_finish: bool, hold: pb.SolutionHold | None = None) -> None:
+    async def roll_up(self, delete_on_finish: bool) -> None:
         """Write cluster, element and solution states; delete what was removed
-        (the whole solution when it was torn down completely). `hold`: the
-        solution is held (written with its state, before the root task ends
-        and the lease is released, so that the monitor never sees it unheld)."""
+        (the whole solution when it was torn down completely)."""
         repo, domain, solution = self.repo, self.domain, self.solution
         by_element: dict[str, list[pb.State]] = {}
         for cluster in list(self.state.clusters.values()):
@@ -134,8 +132,6 @@ class Settler:
             await repo.solutions.remove_solution(domain, solution)
             return
         rolled = roll_up([s for states in by_element.values() for s in states] or [INITIAL], header.value.target)
-        if header.value.state != rolled or hold is not None:
+        if header.value.state != rolled:
             header.value.state = rolled
-            if hold is not None:
-                header.value.hold.CopyFrom(hold)
             await repo.solutions.put_solution_header(domain, header.value, header.revision)

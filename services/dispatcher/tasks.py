@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from orchestration.model.errors import Aborted
-from orchestration.model.lifecycle import TRANSITION_NAMES
+from orchestration.model.lifecycle import TASK_ENDED, TRANSITION_NAMES
 from orchestration.runtime import telemetry
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import TASKS, labelled
@@ -27,7 +27,6 @@ from orchestration.v1 import model_pb2 as pb
 S = pb.TaskStatus
 _tracer = telemetry.tracer("dispatcher")
 _INITIAL = S.TASK_STATUS_INITIAL
-FINISHED = (S.TASK_STATUS_COMPLETED, S.TASK_STATUS_FAILED, S.TASK_STATUS_TIMEOUT, S.TASK_STATUS_TERMINATED)
 EVENT_OF_STATUS = {
     S.TASK_STATUS_EXECUTING: pb.EVENT_TYPE_EXECUTION,
     S.TASK_STATUS_COMPLETED: pb.EVENT_TYPE_COMPLETION,
@@ -134,7 +133,7 @@ class TaskBook:
         except Aborted:
             stored = await self.repo.tasks.get_task(task.domain, task.uuid)
             merged = stored.value
-            if merged.status in FINISHED and task.status not in FINISHED:
+            if merged.status in TASK_ENDED and task.status not in TASK_ENDED:
                 # Terminated by someone else meanwhile: theirs stands.
                 self.tasks[task.uuid] = merged
                 self.revisions[task.uuid] = stored.revision
@@ -180,18 +179,18 @@ class TaskBook:
         self.spans.clear()
 
     def finished(self, uuid: str) -> bool:
-        return self.tasks[uuid].status in FINISHED
+        return self.tasks[uuid].status in TASK_ENDED
 
     async def set_status(self, uuid: str, status: pb.TaskStatus, error: str = "", comment: str = "") -> None:
         """Change a task's status, store it and record its event."""
         task = self.tasks[uuid]
-        if task.status == status or task.status in FINISHED:
+        if task.status == status or task.status in TASK_ENDED:
             return
         task.status = status
         if error:
             task.error = error
         labelled(TASKS, task_type_name(task.type), task_status_name(status)).inc()
-        if status in FINISHED:
+        if status in TASK_ENDED:
             self._close_span(uuid, status, error)
         else:
             self.span_of(uuid)

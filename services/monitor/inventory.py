@@ -4,7 +4,6 @@ have a target state, each with the controller that serves it. Read in bulk
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -69,11 +68,7 @@ async def _read_domain(repo: Repository, domain: str) -> list[SolutionView]:
 
 
 async def _read_solution(repo: Repository, domain: str, header: pb.Solution) -> SolutionView:
-    elements, clusters, instances = await asyncio.gather(
-        repo.solutions.list_elements(domain, header.name),
-        repo.solutions.list_clusters(domain, header.name),
-        repo.solutions.list_instances(domain, header.name),
-    )
+    elements, clusters, instances = await repo.solutions.parts(domain, header.name)
     view = SolutionView(domain, header)
     components = {e.value.name: e.value.component for e in elements}
     view.element_targets = {e.value.name: e.value.target for e in elements}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from monitor.inventory import SolutionView
 from monitor.probe import Observation
-from orchestration.model.lifecycle import roll_up, state_name
+from orchestration.model.lifecycle import hold_name, roll_up, state_name
 from orchestration.v1 import model_pb2 as pb
 
 # (kind, domain, solution, element, cluster) of an aggregate.
@@ -32,13 +32,14 @@ class StatusMessage:
 def hold_message(view: SolutionView, hold: pb.SolutionHold, time_ns: int) -> StatusMessage:
     """The solution's status when it becomes held or degraded: what, why, who."""
     message = _message("solution", time_ns, view.domain, view.name, "", "", "", view.header.state, view.header.target)
-    message.payload.update(hold=hold_name(hold.kind), reason=hold.reason, actor=hold.actor)
+    return _with_hold(message, hold)
+
+
+def _with_hold(message: StatusMessage, hold: pb.SolutionHold) -> StatusMessage:
+    """The message with what holds the solution, why and who (unchanged when nothing does)."""
+    if hold.kind:
+        message.payload.update(hold=hold_name(hold.kind), reason=hold.reason, actor=hold.actor)
     return message
-
-
-def hold_name(kind: int) -> str:
-    """held, degraded, or "" (not held)."""
-    return pb.HoldKind.Name(kind).removeprefix("HOLD_KIND_").lower() if kind else ""
 
 
 def _message(kind: str, time_ns: int, domain: str, solution: str, element: str, cluster: str, instance: str,
@@ -100,6 +101,4 @@ class StatusBoard:
         self._last[key] = now
         kind, domain, solution, element, cluster = key
         message = _message(kind, time_ns, domain, solution, element, cluster, "", state, target)
-        if hold is not None and hold.kind:
-            message.payload.update(hold=hold_name(hold.kind), reason=hold.reason, actor=hold.actor)
-        return [message]
+        return [_with_hold(message, hold) if hold is not None else message]

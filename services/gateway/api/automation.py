@@ -8,13 +8,12 @@ import grpc
 
 from gateway.api.feeds import Feeds
 from orchestration.model.errors import FailedPrecondition, NotFound
+from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
-
-FINISHED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED)
 
 
 class AutomationServicer(gw_grpc.AutomationServiceServicer):
@@ -35,7 +34,7 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
     async def TerminateTask(self, request: gw.TerminateTaskRequest, context: grpc.aio.ServicerContext) -> gw.TerminateTaskResponse:
         domain = await self._domain_of(request.domain, request.task)
         task = (await self.repo.tasks.get_task(domain, request.task)).value
-        if task.status in FINISHED:
+        if task.status in TASK_ENDED:
             status = pb.TaskStatus.Name(task.status).removeprefix("TASK_STATUS_").lower()
             raise FailedPrecondition(f"task {task.uuid} has already ended ({status}); nothing to terminate")
         root = task

@@ -4,7 +4,6 @@ through the internal channel."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -224,10 +223,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         check_name(domain, "domain")
         check_name(name, "solution")
         header = await self.repo.solutions.get_solution_header(domain, name)
-        elements, clusters, instances = await asyncio.gather(
-            self.repo.solutions.list_elements(domain, name), self.repo.solutions.list_clusters(domain, name),
-            self.repo.solutions.list_instances(domain, name))
-        return header.value, elements, clusters, instances
+        return (header.value, *await self.repo.solutions.parts(domain, name))
 
     async def ListElements(self, request: gw.ListElementsRequest, context: grpc.aio.ServicerContext) -> gw.ListElementsResponse:
         solution = await self._solution(request.domain, request.solution)

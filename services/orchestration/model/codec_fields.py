@@ -10,7 +10,7 @@ from typing import Any, Union
 
 from google.protobuf.message import Message
 
-from orchestration.model.lifecycle import STATE_NAMES, TRANSITION_NAMES
+from orchestration.model.lifecycle import HOLD_NAMES, STATE_NAMES, TRANSITION_NAMES
 from orchestration.v1 import model_pb2 as pb
 
 
@@ -105,7 +105,7 @@ EVENT_TYPE = EnumCodec(
         pb.EVENT_TYPE_DEGRADED: "degraded",
     },
 )
-HOLD_KIND = EnumCodec("hold kind", {pb.HOLD_KIND_HELD: "held", pb.HOLD_KIND_DEGRADED: "degraded"})
+HOLD_KIND = EnumCodec("hold kind", dict(HOLD_NAMES))
 TRANSITION = EnumCodec("transition", {int(value): name for value, name in TRANSITION_NAMES.items()})
 
 

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import cast
 
-from orchestration.v1.model_pb2 import State, Transition
+from orchestration.v1.model_pb2 import HoldKind, State, TaskStatus, Transition
 
 INITIAL = State.STATE_INITIAL
 INACTIVE = State.STATE_INACTIVE
@@ -29,6 +29,13 @@ TRANSITION_NAMES: dict[int, str] = {
 }
 TRANSITIONS_BY_NAME: dict[str, Transition] = {name: Transition.Value("TRANSITION_" + name.upper()) for name in TRANSITION_NAMES.values()}
 
+# Task statuses a task never leaves.
+TASK_ENDED: tuple[int, ...] = (TaskStatus.TASK_STATUS_COMPLETED, TaskStatus.TASK_STATUS_FAILED,
+                               TaskStatus.TASK_STATUS_TIMEOUT, TaskStatus.TASK_STATUS_TERMINATED)
+
+# Why the engine leaves a solution alone (SolutionHold.kind).
+HOLD_NAMES: dict[int, str] = {HoldKind.HOLD_KIND_HELD: "held", HoldKind.HOLD_KIND_DEGRADED: "degraded"}
+
 # transition -> (from, to)
 EDGES: dict[Transition, tuple[State, State]] = {
     Transition.TRANSITION_CREATE: (INITIAL, INACTIVE),
@@ -44,6 +51,11 @@ EDGES: dict[Transition, tuple[State, State]] = {
 def state_name(state: int) -> str:
     """Readable name of a state ("" when unspecified)."""
     return STATE_NAMES.get(state, "")
+
+
+def hold_name(kind: int) -> str:
+    """Readable name of a hold kind ("" when the solution is not held)."""
+    return HOLD_NAMES.get(kind, "")
 
 
 def roll_up(states: Iterable[int], target: int) -> State:

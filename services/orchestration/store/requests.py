@@ -10,6 +10,7 @@ import uuid as uuidlib
 from nats.js import JetStreamContext
 
 from orchestration.model.errors import FailedPrecondition, NotFound
+from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.runtime import telemetry
 from orchestration.store.leases import Leases
@@ -91,12 +92,9 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
     return request.task
 
 
-_ENDED = (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED)
-
-
 async def _ended(repo: Repository, domain: str, task: str) -> bool:
     try:
-        return (await repo.tasks.get_task(domain, task)).value.status in _ENDED
+        return (await repo.tasks.get_task(domain, task)).value.status in TASK_ENDED
     except NotFound:
         return False
 
