@@ -25,10 +25,15 @@ def nats_url(suite: Suite) -> str:
     return json.loads(suite.ok("info", "-o", "json"))["nats_url"]
 
 
-async def request(url: str, operation: str, payload: bytes) -> dict:
+def token(suite: Suite) -> str:
+    return (suite.home / "token").read_text().strip()
+
+
+async def request(url: str, operation: str, payload: bytes, bearer: str = "") -> dict:
     nc = await nats.connect(url)
     try:
-        reply = await nc.request(f"orch.requests.{operation}", payload, timeout=10)
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
+        reply = await nc.request(f"orch.requests.{operation}", payload, timeout=10, headers=headers)
         return json.loads(reply.data)
     finally:
         await nc.close()
@@ -41,7 +46,7 @@ def task_count(suite: Suite) -> int:
 def test_deploy_over_the_bus_and_follow_the_events(suite: Suite) -> None:
     async def scenario() -> tuple[str, list[dict]]:
         url = nats_url(suite)
-        reply = await request(url, "deploy", json.dumps({"domain": "demo", "architecture": "app", "version": "V0.0.0"}).encode())
+        reply = await request(url, "deploy", json.dumps({"domain": "demo", "architecture": "app", "version": "V0.0.0"}).encode(), token(suite))
         assert set(reply) == {"task"}, reply
         root = reply["task"]
         # A late subscriber: the events come from a stream, so it replays them.
@@ -107,7 +112,7 @@ def test_deploy_over_the_bus_and_follow_the_events(suite: Suite) -> None:
 )
 def test_malformed_bus_requests_get_an_error_and_change_nothing(suite: Suite, operation: str, payload: bytes, code: str) -> None:
     before = task_count(suite)
-    reply = asyncio.run(request(nats_url(suite), operation, payload))
+    reply = asyncio.run(request(nats_url(suite), operation, payload, token(suite)))
     assert reply["error"]["code"] == code, reply
     assert reply["error"]["message"]
     assert task_count(suite) == before
@@ -116,5 +121,5 @@ def test_malformed_bus_requests_get_an_error_and_change_nothing(suite: Suite, op
 def test_get_task_over_the_bus(suite: Suite) -> None:
     roots = [t for t in suite.automation.ListTasks(gw.ListTasksRequest(domain="demo", roots_only=True), metadata=suite.metadata).tasks]
     assert roots
-    reply = asyncio.run(request(nats_url(suite), "task", json.dumps({"domain": "demo", "task": roots[0].uuid, "tree": True}).encode()))
+    reply = asyncio.run(request(nats_url(suite), "task", json.dumps({"domain": "demo", "task": roots[0].uuid, "tree": True}).encode(), token(suite)))
     assert reply["task"] == roots[0].uuid and reply["document"]["UUID"] == roots[0].uuid and reply["subtasks"]

@@ -400,7 +400,8 @@ async def test_generated_cluster_sizes(env: Env, size: int, state: int) -> None:
 
 
 async def bus_request(env: Env, operation: str, payload: bytes) -> dict[str, Any]:
-    reply = await env.nc.request(f"{env.prefix}.requests.{operation}", payload, timeout=10)
+    reply = await env.nc.request(f"{env.prefix}.requests.{operation}", payload, timeout=10,
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
     return json.loads(reply.data)
 
 

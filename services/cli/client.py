@@ -51,6 +51,10 @@ class Gateway:
         return gw_grpc.SolutionServiceStub(self.channel)
 
     @property
+    def access(self) -> gw_grpc.AccessServiceStub:
+        return gw_grpc.AccessServiceStub(self.channel)
+
+    @property
     def automation(self) -> gw_grpc.AutomationServiceStub:
         return gw_grpc.AutomationServiceStub(self.channel)
 

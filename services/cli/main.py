@@ -8,7 +8,7 @@ from typing import Any
 import click
 import grpc
 
-from cli import engine_commands, model_commands, runtime_commands, sim_commands, watch_commands
+from cli import access_commands, engine_commands, model_commands, runtime_commands, sim_commands, watch_commands
 from cli.client import Settings
 from orchestration.runtime.tls import TlsConfig
 
@@ -46,3 +46,4 @@ model_commands.register(cli)
 engine_commands.register({"solution": model_commands.solution, "task": model_commands.task}, cli)
 sim_commands.register(cli)
 watch_commands.register(model_commands.event, cli)
+access_commands.register(cli)

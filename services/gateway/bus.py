@@ -18,10 +18,12 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind
 
+from gateway.api.access import AccessGate
 from gateway.api.automation import AutomationServicer
 from gateway.api.solutions import SolutionServicer
 from orchestration.model import codec
-from orchestration.model.errors import InvalidArgument
+from orchestration.model.access import Principal
+from orchestration.model.errors import InvalidArgument, Unauthenticated
 from orchestration.runtime import telemetry
 from orchestration.runtime.status import status_of
 from orchestration.store.subjects import Subjects
@@ -40,8 +42,10 @@ Handler = Callable[[Any, Any], Awaitable[Message]]
 class Bus:
     """Answers bus requests until stopped."""
 
-    def __init__(self, nc: NatsClient, subjects: Subjects, solutions: SolutionServicer, automation: AutomationServicer) -> None:
+    def __init__(self, nc: NatsClient, subjects: Subjects, solutions: SolutionServicer, automation: AutomationServicer,
+                 gate: AccessGate) -> None:
         self.nc = nc
+        self.gate = gate
         self.subjects = subjects
         self.operations: dict[str, tuple[type[Message], Handler]] = {
             "deploy": (gw.DeploySolutionRequest, solutions.DeploySolution),
@@ -70,20 +74,39 @@ class Bus:
         operation = msg.subject.rsplit(".", 1)[-1]
         parent = telemetry.context_of((msg.headers or {}).get("traceparent", ""))
         with self.tracer.start_as_current_span(f"bus {operation}", context=parent, kind=SpanKind.SERVER) as span:
-            reply = await self.answer(operation, msg.data)
+            reply = await self.answer(operation, msg.data, _bearer((msg.headers or {}).get("Authorization", "")))
             if "error" in reply:
                 telemetry.fail(span, reply["error"]["message"])
         await self.nc.publish(msg.reply, json.dumps(reply).encode())
 
-    async def answer(self, operation: str, data: bytes) -> dict[str, Any]:
-        """The JSON reply to one request: a result, or {"error": {"code", "message"}}."""
+    async def answer(self, operation: str, data: bytes, token: str = "") -> dict[str, Any]:
+        """The JSON reply to one request: a result, or {"error": {"code", "message"}}.
+
+        The token comes from the ``Authorization: Bearer <token>`` header or
+        the payload's ``token`` field; rights and the audit trail are those
+        of the same call over gRPC."""
+        principal: Principal | None = None
+        method = operation
+        request: Message | None = None
         try:
             found = self.operations.get(operation)
             if found is None:
                 raise InvalidArgument(f"unknown operation {operation!r}; one of {', '.join(sorted(self.operations))}")
             request_type, handler = found
-            request = parse_request(data, request_type)
+            method = handler.__name__
+            fields = parse_payload(data)
+            given = fields.pop("token", None)
+            if given is not None and not isinstance(given, str):
+                raise InvalidArgument("token: expected a string")
+            token = token or given or ""
+            principal = await self.gate.identify(token) if token else None
+            if principal is None:
+                raise Unauthenticated("missing or invalid token: send the header 'Authorization: Bearer <token>' "
+                                      "or a \"token\" field")
+            request = to_request(fields, request_type)
+            await self.gate.admit(principal, method, request)
             response = await handler(request, None)
+            await self.gate.record(principal, method, request, "OK", "")
             return render_reply(request, response)
         except grpc.aio.AbortError:  # pragma: no cover - handlers raise, they never abort
             raise
@@ -91,11 +114,16 @@ class Bus:
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("bus request %s failed", operation)
+            await self.gate.record(principal, method, request, code.name, message)
             return {"error": {"code": code.name, "message": message}}
 
 
-def parse_request(data: bytes, request_type: type[Message]) -> Message:
-    """A JSON payload as a gRPC request message (same field names)."""
+def _bearer(header: str) -> str:
+    return header[len("Bearer "):] if header.startswith("Bearer ") else ""
+
+
+def parse_payload(data: bytes) -> dict[str, Any]:
+    """A JSON payload as a dict (InvalidArgument when it is not one JSON object)."""
     if len(data) > MAX_REQUEST_BYTES:
         raise InvalidArgument(f"payload: {len(data)} bytes is over the limit of {MAX_REQUEST_BYTES}")
     try:
@@ -110,6 +138,11 @@ def parse_request(data: bytes, request_type: type[Message]) -> Message:
         raise InvalidArgument(f"payload: {str(err).split(';')[0]}") from None
     if not isinstance(payload, dict):
         raise InvalidArgument(f"payload: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def to_request(payload: dict[str, Any], request_type: type[Message]) -> Message:
+    """A parsed payload as a gRPC request message (same field names)."""
     state = payload.get("state")
     if isinstance(state, str) and state.lower() in _STATES:
         payload["state"] = "STATE_" + state.upper()

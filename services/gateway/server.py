@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 
+from gateway.api.access import AccessGate, AccessServicer
 from gateway.api.administration import AdministrationServicer
 from gateway.api.automation import AutomationServicer
 from gateway.api.catalog import ArchitectureServicer, CatalogServicer
@@ -17,6 +18,7 @@ from gateway.bus import Bus
 from orchestration.runtime.grpcserver import Server
 from orchestration.runtime.process import serve_until_signalled
 from orchestration.runtime.tls import TlsConfig
+from orchestration.store.access import open_access
 from orchestration.store.natsconn import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
@@ -57,7 +59,10 @@ class Gateway:
         js = nc.jetstream()
         repo = Repository(js, subjects)
         await repo.open()
-        server = Server(self.settings.address, self.settings.token, SERVICE_NAMES, self.settings.tls)
+        tokens, audit = await open_access(js, subjects, self.settings.token, repo.replicas)
+        gate = AccessGate(tokens, audit)
+        server = Server(self.settings.address, gate, SERVICE_NAMES, self.settings.tls)
+        gw_grpc.add_AccessServiceServicer_to_server(AccessServicer(tokens, audit), server.grpc)
         gw_grpc.add_AdministrationServiceServicer_to_server(AdministrationServicer(repo), server.grpc)
         gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
@@ -67,7 +72,7 @@ class Gateway:
         automation = AutomationServicer(repo, feeds)
         gw_grpc.add_SolutionServiceServicer_to_server(solutions, server.grpc)
         gw_grpc.add_AutomationServiceServicer_to_server(automation, server.grpc)
-        self.bus = Bus(nc, subjects, solutions, automation)
+        self.bus = Bus(nc, subjects, solutions, automation, gate.on("bus"))
         await self.bus.start()
         await server.start()
         await server.set_serving(True)

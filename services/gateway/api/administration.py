@@ -6,7 +6,9 @@ import asyncio
 
 import grpc
 
+from gateway.api.access import caller
 from orchestration.model import codec, validation
+from orchestration.model.access import require_global_admin
 from orchestration.model.errors import FailedPrecondition, InvalidArgument
 from orchestration.model.names import check_name
 from orchestration.store.repository import ApplyResult, Repository
@@ -54,6 +56,8 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
         # Parsing YAML in pure Python takes seconds for a document of a few MiB: off
         # the event loop, so that the gateway answers other calls (and health checks) meanwhile.
         document = await asyncio.to_thread(codec.parse_document, request.document, request.domain)
+        if document.kind in ("model", "domain"):
+            require_global_admin(caller(), f"Apply of a {document.kind} document")
         result = await apply_model(self.repo, document.model, document.kind)
         return gw.ApplyResponse(kind=KINDS[document.kind], stored=result.stored, unchanged=result.unchanged)
 
@@ -78,7 +82,8 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
         return gw.RetrieveModelResponse(model=await self.repo.retrieve_model())
 
     async def ListDomains(self, request: gw.ListDomainsRequest, context: grpc.aio.ServicerContext) -> gw.ListDomainsResponse:
-        return gw.ListDomainsResponse(domains=await self.repo.model.list_domains())
+        principal = caller()
+        return gw.ListDomainsResponse(domains=[d for d in await self.repo.model.list_domains() if principal.sees(d)])
 
     async def StoreDomain(self, request: gw.StoreDomainRequest, context: grpc.aio.ServicerContext) -> gw.StoreDomainResponse:
         await apply_model(self.repo, pb.Model(domains=[request.domain]), "domain")

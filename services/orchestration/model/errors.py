@@ -49,6 +49,12 @@ class Unauthenticated(OrchestrationError):
     code = "UNAUTHENTICATED"
 
 
+class PermissionDenied(OrchestrationError):
+    """The caller is known but its token's role or domains do not cover the call."""
+
+    code = "PERMISSION_DENIED"
+
+
 class Unavailable(OrchestrationError):
     code = "UNAVAILABLE"
 

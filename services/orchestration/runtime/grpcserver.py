@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,14 +38,49 @@ def _token_of(metadata: Iterable[Any] | None) -> str | None:
     return None
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Checks the bearer token and turns exceptions into gRPC statuses."""
+class Gate(Protocol):
+    """Who may call: identifies a caller by its token, admits (or refuses,
+    by raising) a decoded request, and records the outcome of each call."""
+
+    async def identify(self, token: str) -> Any | None:
+        """The caller holding `token`, or None when it is not valid."""
+
+    async def admit(self, caller: Any, method: str, request: Any) -> None:
+        """Raise (PermissionDenied) unless `caller` may make this call."""
+
+    async def record(self, caller: Any | None, method: str, request: Any | None, code: str, message: str) -> None:
+        """Note the outcome of a call (an audit trail), if the gate keeps one."""
+
+
+class SecretGate:
+    """One shared secret: whoever presents it may call everything."""
 
     def __init__(self, token: str) -> None:
         if not token:
             # Fail closed: an empty secret must stop the service, not open it.
             raise ValueError("a gRPC server needs a non-empty token or credential")
         self._token = token.encode()
+
+    async def identify(self, token: str) -> Any | None:
+        return True if hmac.compare_digest(token.encode(), self._token) else None
+
+    async def admit(self, caller: Any, method: str, request: Any) -> None:
+        return None
+
+    async def record(self, caller: Any | None, method: str, request: Any | None, code: str, message: str) -> None:
+        return None
+
+
+def method_name(method: str) -> str:
+    """"/orchestration.v1.SolutionService/DeploySolution" -> "DeploySolution"."""
+    return method.rsplit("/", 1)[-1]
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer token and turns exceptions into gRPC statuses."""
+
+    def __init__(self, gate: Gate | str) -> None:
+        self._gate: Gate = SecretGate(gate) if isinstance(gate, str) else gate
 
     async def intercept_service(
         self,
@@ -56,15 +91,16 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
-        public = method.startswith(PUBLIC_PREFIXES)
-        if not public:
-            given = _token_of(details.invocation_metadata)
-            if given is None or not hmac.compare_digest(given.encode(), self._token):
-                log.warning("rejected call to %s: %s", method, "missing token" if given is None else "wrong token")
-                return _deny(handler, "missing or invalid bearer token: pass 'authorization: Bearer <token>' (orch finds it in $ORCH_HOME/token)")
-        if public:
+        if method.startswith(PUBLIC_PREFIXES):
             return handler
-        return _guard(handler, method, _metadata_value(details.invocation_metadata, "traceparent"))
+        given = _token_of(details.invocation_metadata)
+        caller = await self._gate.identify(given) if given else None
+        if caller is None:
+            log.warning("rejected call to %s: %s", method, "missing token" if given is None else "wrong token")
+            message = "missing or invalid bearer token: pass 'authorization: Bearer <token>' (orch finds it in $ORCH_HOME/token)"
+            await self._gate.record(None, method_name(method), None, "UNAUTHENTICATED", message)
+            return _deny(handler, message)
+        return _guard(handler, method, _metadata_value(details.invocation_metadata, "traceparent"), self._gate, caller)
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -85,17 +121,21 @@ def _metadata_value(metadata: Iterable[Any] | None, name: str) -> str:
     return ""
 
 
-def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) -> grpc.RpcMethodHandler:
-    """Wrap a handler: a server span per call, errors as statuses, call metrics."""
+def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str, gate: Gate,
+           caller: Any) -> grpc.RpcMethodHandler:
+    """Wrap a handler: the gate's admission and record, a server span per
+    call, errors as statuses, call metrics."""
     tracer = telemetry.tracer("orchestration.grpc")
     parent = telemetry.context_of(traceparent_value)
+    name = method_name(method)
 
-    async def fail(exc: BaseException, context: grpc.aio.ServicerContext, span: Any) -> None:
+    async def fail(exc: BaseException, context: grpc.aio.ServicerContext, span: Any, request: Any) -> None:
         code, message = status_of(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("%s failed", method, exc_info=exc)
         telemetry.fail(span, message)
         labelled(GRPC_CALLS, method, code.name).inc()
+        await gate.record(caller, name, request, code.name, message)
         await context.abort(code, message)
 
     def wrap_unary(behaviour: Callable[..., Any], deserialize: Callable[[bytes], Any] | None = None) -> Callable[..., Any]:
@@ -104,12 +144,14 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
                 try:
                     if deserialize is not None:
                         request = _decode(deserialize, request)
+                    await gate.admit(caller, name, request)
                     response = await behaviour(request, context)
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - every error becomes a status
-                    await fail(exc, context, span)
+                    await fail(exc, context, span, request)
                 labelled(GRPC_CALLS, method, "OK").inc()
+                await gate.record(caller, name, request, "OK", "")
                 return response
 
         return call
@@ -120,13 +162,15 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str) 
                 try:
                     if deserialize is not None:
                         request = _decode(deserialize, request)
+                    await gate.admit(caller, name, request)
                     async for item in behaviour(request, context):
                         yield item
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:  # noqa: BLE001
-                    await fail(exc, context, span)
+                    await fail(exc, context, span, request)
                 labelled(GRPC_CALLS, method, "OK").inc()
+                await gate.record(caller, name, request, "OK", "")
 
         return call
 
@@ -172,9 +216,9 @@ def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: 
 class Server:
     """A grpc.aio server with health and reflection; `health` sets serving status."""
 
-    def __init__(self, address: str, token: str, service_names: list[str], tls: TlsConfig | None = None) -> None:
+    def __init__(self, address: str, gate: Gate | str, service_names: list[str], tls: TlsConfig | None = None) -> None:
         self.grpc = grpc.aio.server(
-            interceptors=[GuardInterceptor(token)],
+            interceptors=[GuardInterceptor(gate)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

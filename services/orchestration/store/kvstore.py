@@ -195,6 +195,10 @@ class Bucket:
 
         return await nc.subscribe(self._prefix + ">", cb=changed)
 
+    async def limit_age(self, seconds: float) -> None:
+        """Let keys age out `seconds` after their last write."""
+        await apply_limits(self._js, self.stream, seconds)
+
     async def put(self, key: str, value: bytes) -> int:
         """Write unconditionally (for upserts where last-writer-wins is the intent)."""
         return await self._kv.put(key, value)

@@ -124,6 +124,11 @@ class Repository:
         return self._s.leases
 
     @property
+    def replicas(self) -> int:
+        """JetStream replicas of the buckets and streams this repository opens."""
+        return self._replicas
+
+    @property
     def registrations(self) -> Registrations:
         return self._s.registrations
 

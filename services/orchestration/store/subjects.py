@@ -60,6 +60,16 @@ class Subjects:
     def leases_bucket(self) -> str:
         return f"{self.prefix}_leases"
 
+    @property
+    def access_bucket(self) -> str:
+        """Tokens (hashed) and when each was last used."""
+        return f"{self.prefix}_access"
+
+    @property
+    def audit_bucket(self) -> str:
+        """The audit trail: one key per change made (or refused)."""
+        return f"{self.prefix}_audit"
+
     # Streams.
     @property
     def requests_stream(self) -> str:
