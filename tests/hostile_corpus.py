@@ -63,6 +63,8 @@ class BusCase:
     payload: bytes
     code: str
     needles: tuple[str, ...]
+    # The Authorization header to send instead of the valid one ("": none).
+    authorization: str | None = None
 
 
 @dataclass(frozen=True)
@@ -904,9 +906,35 @@ def read_and_change_cases() -> list[Case]:
     return cases
 
 
+def access_cases() -> list[Case]:
+    """Tokens and the audit trail: hostile names, roles, domains and filters."""
+    CT, RV, LA = "AccessService/CreateToken", "AccessService/RevokeToken", "AccessService/ListAudit"
+    c: list[tuple[str, str, Any, grpc.StatusCode, tuple[str, ...]]] = [
+        ("token-name-empty", CT, gw.CreateTokenRequest(name="", role="viewer"), INVALID, ("token name",)),
+        ("token-name-dot", CT, gw.CreateTokenRequest(name="a.b", role="viewer"), INVALID, ("token name", "a.b")),
+        ("token-name-wildcard", CT, gw.CreateTokenRequest(name="a>", role="viewer"), INVALID, ("token name",)),
+        ("token-name-upper", CT, gw.CreateTokenRequest(name="Admin", role="admin"), INVALID, ("token name",)),
+        ("token-name-newline", CT, gw.CreateTokenRequest(name="a\nb", role="viewer"), INVALID, ("token name",)),
+        ("token-name-64", CT, gw.CreateTokenRequest(name="a" * 64, role="viewer"), INVALID, ("token name",)),
+        ("token-name-bootstrap", CT, gw.CreateTokenRequest(name="bootstrap", role="admin"), INVALID, ("reserved",)),
+        ("token-role-unknown", CT, gw.CreateTokenRequest(name="t", role="root"), INVALID, ("role", "root")),
+        ("token-role-empty", CT, gw.CreateTokenRequest(name="t"), INVALID, ("role",)),
+        ("token-domain-wildcard", CT, gw.CreateTokenRequest(name="t", role="viewer", domains=["demo.>"]), INVALID, ("domain",)),
+        ("token-domain-empty", CT, gw.CreateTokenRequest(name="t", role="viewer", domains=[""]), INVALID, ("domain",)),
+        ("revoke-unknown", RV, gw.RevokeTokenRequest(name="ghost"), NOT_FOUND, ("ghost",)),
+        ("revoke-hostile", RV, gw.RevokeTokenRequest(name="*"), INVALID, ("token name",)),
+        ("audit-domain-wildcard", LA, gw.ListAuditRequest(domain="demo.*"), INVALID, ("domain",)),
+        ("audit-since-negative", LA, gw.ListAuditRequest(since_seconds=-1), INVALID, ("since",)),
+        ("audit-since-nan", LA, gw.ListAuditRequest(since_seconds=float("nan")), INVALID, ("since",)),
+        ("audit-limit-negative", LA, gw.ListAuditRequest(limit=-5), INVALID, ("limit",)),
+    ]
+    return [Case(f"access-{name}", method, request, code, needles) for name, method, request, code, needles in c]
+
+
 def grpc_cases() -> list[Case]:
     """Every gRPC case: the hand-written ones first, then the name matrices (grouped)."""
-    cases = apply_cases() + store_cases() + scale_cases() + read_and_change_cases() + name_cases() + request_name_cases()
+    cases = (apply_cases() + store_cases() + scale_cases() + read_and_change_cases() + access_cases() + name_cases()
+             + request_name_cases())
     ids = [case.id for case in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"
     return cases
@@ -975,8 +1003,26 @@ def bus_cases() -> list[BusCase]:
         ("task-gt", "task", _j(domain=DOMAIN, task=">"), "INVALID_ARGUMENT", ("task",)),
         ("task-unknown", "task", _j(domain=DOMAIN, task="ghost"), "NOT_FOUND", ("ghost",)),
         ("unknown-operation", "explode", b"{}", "INVALID_ARGUMENT", ("explode",)),
+        ("token-field-number", "task", _j(domain=DOMAIN, task=ROOT_TASK, token=7), "INVALID_ARGUMENT", ("token",)),
+        ("token-field-object", "task", _j(domain=DOMAIN, task=ROOT_TASK, token={"a": 1}), "INVALID_ARGUMENT", ("token",)),
     ]
-    return [BusCase(f"bus-{name}", op, payload, code, needles) for name, op, payload, code, needles in c]
+    cases = [BusCase(f"bus-{name}", op, payload, code, needles) for name, op, payload, code, needles in c]
+    task = _j(domain=DOMAIN, task=ROOT_TASK)
+    headers: list[tuple[str, str, bytes]] = [
+        ("no-token", "", task),
+        ("header-basic", "Basic b3JjaDpvcmNo", task),
+        ("header-bearer-empty", "Bearer ", task),
+        ("header-lowercase-bearer", "bearer x", task),
+        ("header-wildcard-token", "Bearer a.>", task),
+        ("header-stored-token-form", "Bearer ghost.secret", task),
+        ("header-64KiB-token", "Bearer " + "a" * 65536, task),
+        ("header-newline-token", "Bearer a\tb", task),
+        ("token-field-wrong", "", _j(domain=DOMAIN, task=ROOT_TASK, token="wrong")),
+        ("token-field-empty", "", _j(domain=DOMAIN, task=ROOT_TASK, token="")),
+    ]
+    cases += [BusCase(f"bus-{name}", "task", payload, "UNAUTHENTICATED", ("token",), authorization)
+              for name, authorization, payload in headers]
+    return cases
 
 
 # ---- the CLI ------------------------------------------------------------------

@@ -22,7 +22,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 def nats_url(suite: Suite) -> str:
-    return json.loads(suite.ok("info", "-o", "json"))["nats_url"]
+    return json.loads(suite.ok("info", "-o", "json"))["bus_url"]
 
 
 def token(suite: Suite) -> str:

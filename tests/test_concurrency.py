@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-from models import architecture_only, flat
 
 from cli.embedded_nats import free_port
+from models import architecture_only, flat
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 from suite import running_suite, wait_until
@@ -86,7 +86,8 @@ def test_two_dispatchers_share_work_but_never_a_solution_at_once(tmp_path: Path)
         with open(log_path, "wb") as log:
             second = subprocess.Popen(
                 [sys.executable, "-m", "dispatcher", "--addr", f"127.0.0.1:{free_port()}", "--credential-file",
-                 str(tmp_path / "controller-credential"), "--replica", "dispatcher-2"],
+                 str(tmp_path / "engine-credential"), "--registration-key-file",
+                 str(tmp_path / "registration-key"), "--replica", "dispatcher-2"],
                 env={**os.environ, "ORCH_NATS_URL": info["nats_url"]}, stdout=log, stderr=subprocess.STDOUT,
             )
             try:

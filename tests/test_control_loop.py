@@ -54,7 +54,7 @@ def test_a_terminated_solution_stays_stopped_until_it_is_resumed(suite: Suite) -
 
     held = suite.solution("held", "app")
     assert held.hold.kind == pb.HOLD_KIND_HELD
-    assert (held.hold.actor, held.hold.task, held.hold.reason) == ("operator", task, "terminated on request")
+    assert (held.hold.actor, held.hold.task, held.hold.reason) == ("bootstrap", task, "terminated on request")
     stopped = states(suite, "held", "app").count(pb.STATE_ACTIVE)
     assert stopped < 10
     # Three monitor intervals and more: no compensation, nothing more made active.

@@ -19,6 +19,7 @@ import pytest
 
 from controllers.sdk.testing import Served, recording_dispatcher, serve_in_process
 from controllers.sim import SimController
+from orchestration.runtime.credentials import secret_sha256
 from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
@@ -240,6 +241,7 @@ async def _start_sim_process(tmp_path: Path, dispatcher: str) -> tuple[asyncio.s
     with (tmp_path / "sim.log").open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "controllers.sim", "--credential-file", str(credential),
+            "--engine-credential-sha256", secret_sha256(CREDENTIAL),
             "--state-file", str(tmp_path / "state.jsonl"), "--op-log", str(tmp_path / "ops.jsonl"),
             "--dispatcher", dispatcher, "--replica", "sim-1",
             stdout=asyncio.subprocess.PIPE, stderr=log,

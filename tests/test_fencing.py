@@ -135,7 +135,8 @@ def test_a_dispatcher_stopped_past_its_lease_wakes_up_deposed_and_writes_nothing
         with open(log_path, "wb") as log:
             second = subprocess.Popen(
                 [sys.executable, "-m", "dispatcher", "--addr", f"127.0.0.1:{free_port()}", "--credential-file",
-                 str(tmp_path / "controller-credential"), "--replica", "dispatcher-2", "--concurrency", "16"],
+                 str(tmp_path / "engine-credential"), "--registration-key-file",
+                 str(tmp_path / "registration-key"), "--replica", "dispatcher-2", "--concurrency", "16"],
                 env={**os.environ, "ORCH_NATS_URL": info["nats_url"]}, stdout=log, stderr=subprocess.STDOUT,
             )
             try:

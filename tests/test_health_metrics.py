@@ -51,7 +51,7 @@ async def test_dispatcher_health_follows_nats(tmp_path: Path) -> None:
     server = start_nats_server(config, creds)
     (tmp_path / "credential").write_text("c")
     dispatcher = Dispatcher(DispatcherSettings(address="127.0.0.1:0", nats_url=nats_url(config.host, config.port, creds),
-                                               prefix="health", credential="c", replica="h1"))
+                                               prefix="health", credential="c", registration_key="k", replica="h1"))
     try:
         await dispatcher.start()
         address = f"127.0.0.1:{dispatcher.port}"

@@ -7,6 +7,7 @@ rejected by values.schema.json; plus the container image's health check."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import os
 import re
@@ -21,8 +22,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from cli.embedded_nats import find_nats_server
 from orchestration.runtime import healthcheck
+from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
 from orchestration.runtime.grpcserver import Server
+from orchestration.store.natsusers import chart_permissions
 from orchestration.store.subjects import Subjects
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,17 +189,24 @@ def test_nats_is_a_replicated_jetstream_cluster(default: list[Manifest]) -> None
         assert env_of(init)["ORCH_JETSTREAM_REPLICAS"]["value"] == "3"
 
 
-def test_nats_credentials_come_from_one_secret(default: list[Manifest]) -> None:
+def test_nats_credentials_come_from_one_secret_and_each_service_has_its_own_user(default: list[Manifest]) -> None:
     secret = find(default, "Secret", "-nats-auth")
-    assert set(secret["data"]) == {"user", "password"}
+    users = ("gateway", "dispatcher", "monitor", "bus")
+    assert set(secret["data"]) == {"user", "password", *(f"{u}-password" for u in users)}
     server = env_of(containers(find(default, "StatefulSet", "-nats"))[0])
     for component in ("gateway", "dispatcher", "monitor"):
         env = env_of(service_container(default, component))
         assert env["ORCH_NATS_URL"]["value"] == f"nats://$(NATS_USER):$(NATS_PASSWORD)@{RELEASE}-orchestrator-nats:4222"
-        for name, key in (("NATS_USER", "user"), ("NATS_PASSWORD", "password")):
-            ref = env[name]["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": secret["metadata"]["name"], "key": key}
-            assert server[name]["valueFrom"]["secretKeyRef"] == ref
+        assert env["NATS_USER"]["value"] == component
+        ref = env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret["metadata"]["name"], "key": f"{component}-password"}
+        assert server[f"NATS_PASSWORD_{component.upper()}"]["valueFrom"]["secretKeyRef"] == ref
+    # The server knows every user, each with the permissions natsusers defines.
+    config = find(default, "ConfigMap", "-nats-config")["data"]["nats.conf"]
+    for user in users:
+        assert f'{{user: "{user}", password: $NATS_PASSWORD_{user.upper()}, permissions: {{' in config
+    assert '"orch.requests.>"' in config
+    assert "zzprefixzz" not in config.lower()
     # Controllers talk to the dispatcher, not to NATS.
     assert "ORCH_NATS_URL" not in env_of(service_container(default, "controller-sim"))
 
@@ -208,13 +219,25 @@ def test_api_token_and_controller_credential_come_from_secrets(default: list[Man
     assert volumes["api-token"]["secret"]["secretName"] == token["metadata"]["name"]
     args = service_container(default, "gateway")["args"]
     assert args[args.index("--token-file") + 1] == "/etc/orchestrator/api-token/token"
-    credential = find(default, "Secret", "-controller-credential")["metadata"]["name"]
-    for component in ("dispatcher", "monitor", "controller-sim"):
+    secret = find(default, "Secret", "-controller-credential")
+    credential = secret["metadata"]["name"]
+    assert set(secret["data"]) == {"credential", "registration-key", "engine-sha256", "controller-sim"}
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    # The chart issues the same credentials as orch up does.
+    assert data["engine-sha256"] == secret_sha256(data["credential"])
+    assert data["controller-sim"] == issue_controller_credential(data["registration-key"], ["Internal", "sim"])
+    mounted = {"dispatcher": None, "monitor": [{"key": "credential", "path": "credential"}],
+               "controller-sim": [{"key": "controller-sim", "path": "credential"}]}
+    for component, items in mounted.items():
         pod = find(default, "Deployment", f"-{component}")["spec"]["template"]["spec"]
-        assert {"name": "controller-credential", "secret": {"secretName": credential, "defaultMode": 0o440}} \
-            in pod["volumes"], component
+        volume = {"secretName": credential, "defaultMode": 0o440, **({"items": items} if items else {})}
+        assert {"name": "controller-credential", "secret": volume} in pod["volumes"], component
         args = pod["containers"][0]["args"]
         assert args[args.index("--credential-file") + 1] == "/etc/orchestrator/controller-credential/credential"
+    dispatcher = service_container(default, "dispatcher")["args"]
+    assert dispatcher[dispatcher.index("--registration-key-file") + 1] == "/etc/orchestrator/controller-credential/registration-key"
+    sim = env_of(service_container(default, "controller-sim"))
+    assert sim["ORCH_ENGINE_CREDENTIAL_SHA256"]["valueFrom"]["secretKeyRef"] == {"name": credential, "key": "engine-sha256"}
 
 
 def test_existing_secrets_are_used_not_generated() -> None:
@@ -225,7 +248,8 @@ def test_existing_secrets_are_used_not_generated() -> None:
     gateway = find(manifests, "Deployment", "-gateway")["spec"]["template"]["spec"]
     assert {"name": "api-token", "secret": {"secretName": "my-token", "defaultMode": 0o440}} in gateway["volumes"]
     assert "/etc/orchestrator/api-token/api" in gateway["containers"][0]["args"]
-    assert env_of(gateway["containers"][0])["NATS_USER"]["valueFrom"]["secretKeyRef"]["name"] == "my-nats"
+    assert env_of(gateway["containers"][0])["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "my-nats",
+                                                                                             "key": "gateway-password"}
     assert "get secret my-token" in notes({"gateway": {"auth": {"existingSecret": "my-token"}}})
 
 
@@ -407,3 +431,21 @@ def test_dockerfile_matches_the_chart() -> None:
     assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-m\", \"orchestration\.runtime\.healthcheck\"\]", dockerfile, re.M)
     # The same code generation as `make generate`.
     assert "grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services" in dockerfile
+
+
+def test_the_charts_nats_permissions_are_the_engines() -> None:
+    """files/nats-permissions.json is natsusers' output (regenerate it with
+    `cd services && python -m orchestration.store.natsusers > ../helm/orchestrator/files/nats-permissions.json`)."""
+    assert (CHART / "files" / "nats-permissions.json").read_text() == chart_permissions()
+
+
+def test_the_charts_nats_config_is_accepted_by_nats_server(default: list[Manifest], tmp_path: Path) -> None:
+    config = find(default, "ConfigMap", "-nats-config")["data"]["nats.conf"]
+    config = config.replace("/var/run/nats/nats.pid", str(tmp_path / "pid")).replace("store_dir: /data", f"store_dir: {tmp_path}")
+    (tmp_path / "nats.conf").write_text(config)
+    env = {**os.environ, "POD_NAME": "n-0", "NATS_USER": "orch", "NATS_PASSWORD": "p",
+           **{f"NATS_PASSWORD_{u}": "x" for u in ("GATEWAY", "DISPATCHER", "MONITOR", "BUS")},
+           **{f"NATS_ROUTE_{i}": f"nats://orch:p@127.0.0.1:{6222 + i}" for i in range(3)}}
+    checked = subprocess.run([find_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"], env=env,
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0 and "is valid" in checked.stderr + checked.stdout, checked.stderr

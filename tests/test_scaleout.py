@@ -22,9 +22,10 @@ from typing import TypeVar
 import grpc
 import nats
 import pytest
-from models import flat
 
 from cli.embedded_nats import find_nats_server, free_port, wait_for_port
+from models import flat
+from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
 from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -33,7 +34,8 @@ from suite import wait_until
 
 pytestmark = pytest.mark.faults
 
-USER, PASSWORD, TOKEN, CREDENTIAL = "orch", "cluster-secret", "api-token", "controller-secret"
+USER, PASSWORD, TOKEN, CREDENTIAL = "orch", "cluster-secret", "api-token", "engine-secret"
+REGISTRATION_KEY = "registration-key"
 
 
 @dataclass
@@ -118,6 +120,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
                    what="a JetStream meta leader for the cluster")
         (tmp_path / "token").write_text(TOKEN)
         (tmp_path / "credential").write_text(CREDENTIAL)
+        (tmp_path / "registration-key").write_text(REGISTRATION_KEY)
+        (tmp_path / "sim-credential").write_text(issue_controller_credential(REGISTRATION_KEY, ["Internal", "sim"]))
         env = {
             "ORCH_NATS_URL": ",".join(f"nats://{USER}:{PASSWORD}@127.0.0.1:{p}" for p in ports),
             "ORCH_JS_REPLICAS": "3",
@@ -129,11 +133,13 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
         wait_for_port(*gateway.split(":"), timeout=30)  # type: ignore[arg-type]
         for i, address in enumerate(dispatchers, 1):
             found.start(f"dispatcher-{i}", [py, "-m", "dispatcher", "--addr", address, "--credential-file",
-                                            str(tmp_path / "credential"), "--replica", f"dispatcher-{i}"], env)
+                                            str(tmp_path / "credential"), "--registration-key-file",
+                                            str(tmp_path / "registration-key"), "--replica", f"dispatcher-{i}"], env)
             wait_for_port(*address.split(":"), timeout=30)  # type: ignore[arg-type]
         for i in (1, 2):
             found.start(f"sim-{i}", [py, "-m", "controllers.sim", "--dispatcher", ",".join(dispatchers),
-                                     "--credential-file", str(tmp_path / "credential"), "--replica", f"sim-{i}",
+                                     "--credential-file", str(tmp_path / "sim-credential"),
+                                     "--engine-credential-sha256", secret_sha256(CREDENTIAL), "--replica", f"sim-{i}",
                                      "--state-file", str(tmp_path / f"sim-{i}.jsonl"), "--op-log", str(tmp_path / "ops.jsonl")])
         found.start("monitor", [py, "-m", "monitor", "--credential-file", str(tmp_path / "credential"), "--interval", "2"], env)
         yield found, gateway

@@ -12,11 +12,13 @@ import pytest
 from orchestration.runtime.grpcserver import GuardInterceptor
 
 NATS = ["--nats-url", "nats://127.0.0.1:1"]
+GOOD = "good-secret-file"
 SERVICES = {
     "gateway": ["--token-file", *NATS],
-    "dispatcher": ["--credential-file", *NATS],
+    "dispatcher": ["--credential-file", *NATS, "--registration-key-file", GOOD],
+    "dispatcher ": ["--registration-key-file", *NATS, "--credential-file", GOOD],
     "monitor": ["--credential-file", *NATS],
-    "controllers.sim": ["--credential-file"],
+    "controllers.sim": ["--credential-file", "--engine-credential-sha256", "0" * 64],
 }
 
 
@@ -24,7 +26,9 @@ SERVICES = {
 def test_a_service_with_an_empty_secret_file_does_not_start(module: str, tmp_path: Path) -> None:
     empty = tmp_path / "secret"
     empty.write_text("  \n")
-    option, *rest = SERVICES[module]
+    (tmp_path / GOOD).write_text("a secret")
+    option, *rest = [str(tmp_path / GOOD) if arg == GOOD else arg for arg in SERVICES[module]]
+    module = module.strip()
     done = subprocess.run(
         [sys.executable, "-m", module, option, str(empty), *rest],
         capture_output=True, text=True, timeout=60, check=False,

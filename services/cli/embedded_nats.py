@@ -3,8 +3,8 @@ loopback, with credentials generated on first start (DESIGN.md section 4)."""
 
 from __future__ import annotations
 
+import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -13,6 +13,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from orchestration.store.natsusers import new_passwords, server_authorization
+from orchestration.store.subjects import Subjects
 
 
 def find_nats_server() -> str:
@@ -54,18 +57,36 @@ class NatsCredentials:
     password: str
 
 
-def load_or_create_credentials(directory: Path) -> NatsCredentials:
-    """Credentials of the embedded server, generated once and kept (mode 0600)."""
+@dataclass(frozen=True)
+class NatsUsers:
+    """The suite's NATS users (natsusers: one per service, bus clients, operators) and their passwords."""
+
+    passwords: dict[str, str]
+    subjects: Subjects
+
+    def credentials(self, user: str) -> NatsCredentials:
+        return NatsCredentials(user, self.passwords[user])
+
+
+def load_or_create_users(directory: Path, subjects: Subjects) -> NatsUsers:
+    """Passwords of the embedded server's users, generated once and kept
+    (JSON, mode 0600); a user missing from the file gets one."""
     path = directory / "nats-credentials"
+    passwords: dict[str, str] = {}
     if path.exists():
-        user, password = path.read_text().split(":", 1)
-        return NatsCredentials(user, password.strip())
-    directory.mkdir(parents=True, exist_ok=True)
-    creds = NatsCredentials("orch", secrets.token_urlsafe(24))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{creds.user}:{creds.password}")
-    return creds
+        text = path.read_text()
+        try:
+            passwords = {str(k): str(v) for k, v in json.loads(text).items()}
+        except (ValueError, AttributeError):
+            passwords = {}  # an older single-user file: every user gets a new password
+    missing = {user: secret for user, secret in new_passwords().items() if not passwords.get(user)}
+    if missing or not path.exists():
+        passwords.update(missing)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(passwords, indent=2))
+    return NatsUsers(passwords, subjects)
 
 
 # Soft memory limit of the embedded nats-server (Go's GOMEMLIMIT) unless the
@@ -86,7 +107,7 @@ class EmbeddedNatsConfig:
     host: str = "127.0.0.1"
 
 
-def write_config(config: EmbeddedNatsConfig, creds: NatsCredentials) -> Path:
+def write_config(config: EmbeddedNatsConfig, creds: NatsCredentials | NatsUsers) -> Path:
     """Write the nats-server configuration file; return its path."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     path = config.data_dir / "nats-server.conf"
@@ -95,8 +116,12 @@ def write_config(config: EmbeddedNatsConfig, creds: NatsCredentials) -> Path:
         f"server_name: orch-embedded\n"
         "max_payload: 8MB\n"
         f'jetstream {{ store_dir: "{config.data_dir / "jetstream"}" }}\n'
-        f'authorization {{ user: "{creds.user}", password: "{creds.password}" }}\n'
     )
+    if isinstance(creds, NatsUsers):
+        text += server_authorization(creds.passwords, creds.subjects)
+    else:
+        text += f'authorization {{ user: "{creds.user}", password: "{creds.password}" }}\n'
+
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
@@ -109,7 +134,7 @@ def nats_url(host: str, port: int, creds: NatsCredentials | None) -> str:
     return f"nats://{auth}{host}:{port}"
 
 
-def start_nats_server(config: EmbeddedNatsConfig, creds: NatsCredentials, log_path: Path | None = None) -> subprocess.Popen:
+def start_nats_server(config: EmbeddedNatsConfig, creds: NatsCredentials | NatsUsers, log_path: Path | None = None) -> subprocess.Popen:
     """Start nats-server in its own process group and wait until it listens."""
     conf = write_config(config, creds)
     args = [find_nats_server(), "-c", str(conf)]

@@ -27,6 +27,8 @@ class Connection:
     subject_prefix: str
     token: str
     dispatcher: str = ""
+    # NATS URL with the credentials of external bus clients (requests, events, status only).
+    bus_url: str = ""
     # CA that signed the gateway's certificate, when the suite runs with TLS.
     tls_ca: str = ""
     # Addresses of the sim controller replicas (SimulatorService), for `orch sim`.

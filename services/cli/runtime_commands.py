@@ -15,17 +15,19 @@ from cli.embedded_nats import (
     EmbeddedNatsConfig,
     find_nats_server,
     free_port,
-    load_or_create_credentials,
+    load_or_create_users,
     nats_url,
     server_environment,
     wait_for_port,
     write_config,
 )
-from cli.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection
+from cli.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection, write_private
 from cli.supervisor import ServiceSpec, Supervisor
 from orchestration.runtime import logs
+from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
 from orchestration.runtime.tls import tls_options
-from orchestration.store.subjects import DEFAULT_PREFIX, check_prefix
+from orchestration.store.natsusers import BUS, OPERATOR
+from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
 
 pass_settings = click.make_pass_decorator(Settings)
 
@@ -83,8 +85,12 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
     home = orch_home(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     token = load_or_create_token(home)
-    credential = home / "controller-credential"
-    load_or_create_secret(credential)
+    # The engine credential (dispatcher and monitor -> controllers; controllers get its hash)
+    # and the key that issues each controller a credential for its names.
+    credential = home / "engine-credential"
+    engine_sha256 = secret_sha256(load_or_create_secret(credential))
+    registration_key = home / "registration-key"
+    key = load_or_create_secret(registration_key)
     supervisor = Supervisor()
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
@@ -99,14 +105,18 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
 
     url = external_nats_url
     try:
+        # Each service connects as its own NATS user (natsusers); with --nats-url, all use that URL.
+        urls: dict[str, str] = {}
         if url is None:
             config = EmbeddedNatsConfig(data_dir=home / "nats", port=nats_port)
-            creds = load_or_create_credentials(home)
-            conf = write_config(config, creds)
+            users = load_or_create_users(home, Subjects(prefix))
+            conf = write_config(config, users)
             supervisor.start(ServiceSpec("nats-server", [find_nats_server(), "-c", str(conf), "-l", str(home / "nats-server.log")],
                                          env=server_environment(), wait_ready=_port_ready(config.host, config.port)))
-            url = nats_url(config.host, config.port, creds)
-        env = {"ORCH_NATS_URL": url}
+            urls = {user: nats_url(config.host, config.port, users.credentials(user)) for user in users.passwords}
+            url = urls[OPERATOR]
+        bus_url = urls.get(BUS, url)
+        env: dict[str, str] = {}
         if otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
         if tls_cert:
@@ -120,28 +130,47 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
             if value is not None
             for flag in (name, str(value))
         ]
-        controller = ["--dispatcher", dispatcher_addr, "--credential-file", str(credential)]
+        # The names each built-in controller registers (imported here: other commands need none of it).
+        from controllers.process import ALIASES as PROCESS_ALIASES
+        from controllers.process import NAME as PROCESS_NAME
+        from controllers.sim import ALIASES as SIM_ALIASES
+        from controllers.sim import NAME as SIM_NAME
+
+        def controller(names: list[str]) -> list[str]:
+            path = home / "controllers" / f"{names[0]}.credential"
+            write_private(path, issue_controller_credential(key, names) + "\n")
+            return ["--dispatcher", dispatcher_addr, "--credential-file", str(path)]
+
+        # Controllers do not use NATS: their environment holds no NATS URL.
+        env_controllers = {**env, "ORCH_ENGINE_CREDENTIAL_SHA256": engine_sha256}
+
+        def as_user(user: str) -> dict[str, str]:
+            return {**env, "ORCH_NATS_URL": urls.get(user, url or "")}
+
         supervisor.start(spec("gateway", [python, "-m", "gateway", "--addr", gateway_addr, "--prefix", prefix,
-                                          "--token-file", str(home / "token")], env, ready=gateway_addr))
+                                          "--token-file", str(home / "token")], as_user("gateway"), ready=gateway_addr))
         supervisor.start(spec("dispatcher", [python, "-m", "dispatcher", "--addr", dispatcher_addr, "--prefix", prefix,
-                                             "--credential-file", str(credential), "--replica", "dispatcher-1", *engine_flags],
-                              env, ready=dispatcher_addr))
+                                             "--credential-file", str(credential), "--registration-key-file",
+                                             str(registration_key), "--replica", "dispatcher-1", *engine_flags],
+                              as_user("dispatcher"), ready=dispatcher_addr))
         sims = []
         for replica in range(1, sim_replicas + 1):
             # A fixed port (kept across restarts by the supervisor) so that `orch sim` finds the replica.
             sims.append(f"127.0.0.1:{free_port()}")
             supervisor.start(spec(f"controller sim-{replica}", [
-                python, "-m", "controllers.sim", "--addr", sims[-1], *controller, "--replica", f"sim-{replica}",
-                "--state-file", str(home / f"sim-{replica}-state.jsonl"), "--op-log", str(home / "sim-ops.jsonl")], env))
+                python, "-m", "controllers.sim", "--addr", sims[-1], *controller([SIM_NAME, *SIM_ALIASES]),
+                "--replica", f"sim-{replica}", "--state-file", str(home / f"sim-{replica}-state.jsonl"),
+                "--op-log", str(home / "sim-ops.jsonl")], env_controllers))
         # Instances of the process controller are local processes; their work dirs
         # (and pid files, for adoption after a restart) live under $ORCH_HOME/process.
         supervisor.start(spec("controller process-1", [
-            python, "-m", "controllers.process", "--addr", "127.0.0.1:0", *controller, "--replica", "process-1",
-            "--work-dir", str(home / "process")], env))
+            python, "-m", "controllers.process", "--addr", "127.0.0.1:0", *controller([PROCESS_NAME, *PROCESS_ALIASES]),
+            "--replica", "process-1",
+            "--work-dir", str(home.parent / f"{home.name}-process")], env_controllers))
         supervisor.start(spec("monitor", [python, "-m", "monitor", "--prefix", prefix, "--credential-file", str(credential),
                                           "--interval", str(monitor_interval),
-                                          "--max-compensations", str(monitor_max_compensations)], env))
-        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, subject_prefix=prefix, token=token,
+                                          "--max-compensations", str(monitor_max_compensations)], as_user("monitor")))
+        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, bus_url=bus_url, subject_prefix=prefix, token=token,
                                          dispatcher=dispatcher_addr, sims=sims, tls_ca=tls_ca, metrics=metrics))
         click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
     except BaseException:
@@ -158,6 +187,7 @@ def info(settings: Settings, output: str) -> None:
     """Where the running suite listens (for scripts: -o json)."""
     connection = settings.connection()
     data = {"gateway": settings.server or connection.gateway, "nats_url": connection.nats_url,
+            "bus_url": connection.bus_url or connection.nats_url,
             "subject_prefix": connection.subject_prefix, "metrics": connection.metrics}
     if output == "json":
         click.echo(json.dumps(data))

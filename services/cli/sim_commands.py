@@ -18,8 +18,8 @@ from orchestration.v1 import sim_pb2_grpc as pb_grpc
 
 pass_settings = click.make_pass_decorator(Settings)
 
-# The file `orch up` keeps the controller credential in (the sims require it).
-CREDENTIAL_FILE = "controller-credential"
+# The file `orch up` keeps the engine credential in (the sims require it of callers).
+CREDENTIAL_FILE = "engine-credential"
 
 
 @click.group()
@@ -40,7 +40,7 @@ def set_state(settings: Settings, uuid: str, state: str) -> None:
     try:
         metadata = bearer_metadata(credential_path.read_text().strip())
     except OSError as err:
-        raise click.ClickException(f"cannot read the controller credential {credential_path}: {err.strerror}") from err
+        raise click.ClickException(f"cannot read the engine credential {credential_path}: {err.strerror}") from err
     request = pb.SetStateRequest(uuid=uuid, state=STATES_BY_NAME[state])
     unreachable = []
     # Each replica holds its own instances: ask them in turn until one has it.

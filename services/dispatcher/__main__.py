@@ -18,7 +18,9 @@ from orchestration.store.subjects import DEFAULT_PREFIX
 @click.option("--nats-url", envvar="ORCH_NATS_URL", required=True, help="NATS URL (with credentials).")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
 @click.option("--credential-file", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="File holding the controller credential.")
+              help="File holding the engine credential (presented to controllers).")
+@click.option("--registration-key-file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="File holding the key that issued the controllers' credentials (checks their registrations).")
 @click.option("--replica", default=None, help="Replica id (default host-pid).")
 @click.option("--concurrency", default=EngineSettings.concurrency, show_default=True, help="Operations in flight per solution.")
 @click.option("--operation-timeout", default=EngineSettings.operation_timeout, show_default=True, help="Seconds per controller operation.")
@@ -28,14 +30,15 @@ from orchestration.store.subjects import DEFAULT_PREFIX
 @click.option("--task-timeout", default=EngineSettings.task_timeout, show_default=True, help="Seconds per task tree.")
 @metrics_option
 @tls_options
-def main(addr: str, nats_url: str, prefix: str, credential_file: str, replica: str | None, concurrency: int,
+def main(addr: str, nats_url: str, prefix: str, credential_file: str, registration_key_file: str, replica: str | None, concurrency: int,
          operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float, metrics_addr: str,
          tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run a dispatcher replica."""
     engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
                             controller_wait=controller_wait, task_timeout=task_timeout)
     settings = DispatcherSettings(address=addr, nats_url=nats_url, prefix=prefix,
-                                  credential=read_secret(credential_file, "--credential-file"), engine=engine,
+                                  credential=read_secret(credential_file, "--credential-file"),
+                                  registration_key=read_secret(registration_key_file, "--registration-key-file"), engine=engine,
                                   tls=TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth))
     if replica:
         settings = DispatcherSettings(**{**settings.__dict__, "replica": replica})

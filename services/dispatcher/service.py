@@ -25,6 +25,7 @@ from dispatcher.registration import RegistrationServicer
 from dispatcher.settings import EngineSettings
 from dispatcher.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced, NotFound, OrchestrationError
+from orchestration.runtime.credentials import RegistrationGate
 from orchestration.runtime.grpcserver import Server
 from orchestration.runtime.metrics import REQUESTS_WAITING
 from orchestration.runtime.process import serve_until_signalled
@@ -55,7 +56,10 @@ class DispatcherSettings:
     address: str
     nats_url: str
     prefix: str
+    # Presented to controllers (they hold its SHA-256).
     credential: str
+    # Issued the controllers' credentials; checks each registration's names.
+    registration_key: str
     tls: TlsConfig = field(default_factory=TlsConfig)
     replica: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     engine: EngineSettings = field(default_factory=EngineSettings)
@@ -119,7 +123,7 @@ class Dispatcher:
         await self.pool.start()
         self.recorder = EventRecorder(js, self.subjects, self.repo.tasks.put_event)
         self.ctx = RunContext(self.repo, self.pool, self.settings.engine)
-        server = Server(self.settings.address, self.settings.credential,
+        server = Server(self.settings.address, RegistrationGate(self.settings.registration_key),
                         [dpb.DESCRIPTOR.services_by_name["DispatcherService"].full_name], self.settings.tls)
         dpb_grpc.add_DispatcherServiceServicer_to_server(RegistrationServicer(self.repo.registrations), server.grpc)
         await server.start()

@@ -103,7 +103,7 @@ class TaskBook:
         task = pb.Task(
             uuid=uuid, type=kind, parent=parent, status=_INITIAL, domain=parent_task.domain,
             solution=parent_task.solution, version=parent_task.version, request=parent_task.request,
-            trace=parent_task.trace, created=now, updated=now, **fields,  # type: ignore[arg-type]
+            trace=parent_task.trace, actor=parent_task.actor, created=now, updated=now, **fields,  # type: ignore[arg-type]
         )
         self.tasks[uuid] = task
         self.revisions[uuid] = None

@@ -69,12 +69,34 @@ is one (lookup; empty when rendering offline), else a new random one.
 Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
 */}}
 {{- define "orchestrator.secretValue" -}}
+{{- $cache := .root.Values._generatedSecrets | default dict }}
+{{- $id := printf "%s/%s" .secret .key }}
+{{- if not (hasKey $cache $id) }}
 {{- $live := lookup "v1" "Secret" .root.Release.Namespace .secret }}
 {{- if and $live $live.data (hasKey $live.data .key) }}
-{{- index $live.data .key }}
+{{- $_ := set $cache $id (index $live.data .key) }}
 {{- else }}
-{{- randAlphaNum (int .length) | b64enc }}
+{{- $_ := set $cache $id (randAlphaNum (int .length) | b64enc) }}
 {{- end }}
+{{- $_ := set .root.Values "_generatedSecrets" $cache }}
+{{- end }}
+{{- index $cache $id }}
+{{- end }}
+
+{{/*
+The credential of one controller (names: its name and aliases), issued by
+the registration key as orchestration.runtime.credentials does:
+"<names>/<sha256 of key, names and key>". Call with (dict "root" $ "names" LIST).
+*/}}
+{{- define "orchestrator.controllerCredential" -}}
+{{- $key := include "orchestrator.secretValue" (dict "root" .root "secret" (include "orchestrator.credentialSecret" .root) "key" "registration-key" "length" 48) | b64dec }}
+{{- $names := join "," .names }}
+{{- printf "%s/%s" $names (sha256sum (printf "%s\n%s\n%s" $key $names $key)) }}
+{{- end }}
+
+{{/* SHA-256 of the engine credential: all a controller is told of it. */}}
+{{- define "orchestrator.engineCredentialSha256" -}}
+{{- include "orchestrator.secretValue" (dict "root" . "secret" (include "orchestrator.credentialSecret" .) "key" .Values.controllerCredential.existingSecretKey "length" 48) | b64dec | sha256sum }}
 {{- end }}
 
 {{/* NATS -------------------------------------------------------------------- */}}
@@ -83,28 +105,35 @@ Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
 {{- printf "%s-nats" (include "orchestrator.fullname" .) }}
 {{- end }}
 
-{{/* Environment of every service that talks to NATS: the URL built from the Secret. */}}
+{{/*
+Environment of a service that talks to NATS: the URL of its own NATS user
+(gateway, dispatcher or monitor; files/nats-permissions.json says what each
+may do), its password from the Secret. Call with (dict "root" $ "user" USER).
+*/}}
 {{- define "orchestrator.natsEnv" -}}
-{{- if .Values.nats.enabled }}
+{{- $root := .root }}
+{{- if $root.Values.nats.enabled }}
 - name: NATS_USER
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "orchestrator.natsSecret" . }}
-      key: user
+  value: {{ .user | quote }}
 - name: NATS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "orchestrator.natsSecret" . }}
-      key: password
+      name: {{ include "orchestrator.natsSecret" $root }}
+      key: {{ .user }}-password
 - name: ORCH_NATS_URL
-  value: "nats://$(NATS_USER):$(NATS_PASSWORD)@{{ include "orchestrator.natsName" . }}:4222"
+  value: "nats://$(NATS_USER):$(NATS_PASSWORD)@{{ include "orchestrator.natsName" $root }}:4222"
 {{- else }}
 - name: ORCH_NATS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.nats.external.existingSecret }}
-      key: {{ .Values.nats.external.existingSecretKey }}
+      name: {{ $root.Values.nats.external.existingSecret }}
+      key: {{ $root.Values.nats.external.existingSecretKey }}
 {{- end }}
+{{- end }}
+
+{{/* The NATS users besides the operator's (nats.auth.user), in the order of the config. */}}
+{{- define "orchestrator.natsUsers" -}}
+gateway dispatcher monitor bus
 {{- end }}
 
 {{/* Environment of every service: logs, metrics, traces. */}}
@@ -123,9 +152,10 @@ Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
 {{- end }}
 {{- end }}
 
+{{/* Call with (dict "root" $ "user" USER). */}}
 {{- define "orchestrator.serviceEnv" -}}
 {{ include "orchestrator.natsEnv" . | trim }}
-{{ include "orchestrator.commonEnv" . | trim }}
+{{ include "orchestrator.commonEnv" .root | trim }}
 {{- end }}
 
 {{/* Where traces go: the chart's Jaeger, else tracing.otlpEndpoint, else nowhere. */}}
@@ -167,24 +197,25 @@ the suite's streams and KV buckets (the services' own configuration) and gives
 them nats.jetstream.replicas replicas.
 */}}
 {{- define "orchestrator.jetstreamInit" -}}
+{{- $root := .root }}
 - name: jetstream-init
-  image: {{ include "orchestrator.image" . }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  image: {{ include "orchestrator.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
   command: ["python", "/opt/orchestrator-scripts/jetstream_init.py"]
   env:
     {{- include "orchestrator.natsEnv" . | trim | nindent 4 }}
     - name: ORCH_PREFIX
-      value: {{ .Values.prefix | quote }}
+      value: {{ $root.Values.prefix | quote }}
     - name: ORCH_JETSTREAM_REPLICAS
-      value: {{ .Values.nats.jetstream.replicas | quote }}
+      value: {{ $root.Values.nats.jetstream.replicas | quote }}
   volumeMounts:
     - name: scripts
       mountPath: /opt/orchestrator-scripts
       readOnly: true
   securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
   resources:
-    {{- toYaml .Values.jetstreamInit.resources | nindent 4 }}
+    {{- toYaml $root.Values.jetstreamInit.resources | nindent 4 }}
 {{- end }}
 
 {{/* "true" when the init container runs: streams and buckets need more than one replica. */}}
@@ -234,9 +265,15 @@ pid_file: /var/run/nats/nats.pid
 max_payload: {{ .Values.nats.maxPayload }}
 lame_duck_duration: 30s
 lame_duck_grace_period: 10s
+{{- $permissions := .Files.Get "files/nats-permissions.json" | replace "zzprefixzz" .Values.prefix | replace "ZZPREFIXZZ" (upper .Values.prefix) | fromJson }}
 authorization {
-  user: $NATS_USER
-  password: $NATS_PASSWORD
+  users: [
+    # Operators' tools (and the cluster routes): every subject.
+    {user: $NATS_USER, password: $NATS_PASSWORD}
+    {{- range (splitList " " (include "orchestrator.natsUsers" .)) }}
+    {user: {{ . | quote }}, password: $NATS_PASSWORD_{{ upper . }}, permissions: {{ index $permissions . | toJson | replace "\\u003e" ">" }}}
+    {{- end }}
+  ]
 }
 jetstream {
   store_dir: /data

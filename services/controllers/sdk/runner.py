@@ -17,6 +17,7 @@ import click
 from controllers.sdk.controller import Controller
 from controllers.sdk.registrar import Registrar, Registration
 from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
+from orchestration.runtime.credentials import DigestGate
 from orchestration.runtime.grpcserver import Server
 from orchestration.runtime.process import METRICS_HELP, read_secret
 from orchestration.runtime.process import run as run_service
@@ -40,7 +41,10 @@ class RunSettings:
     address: str
     advertise: str
     dispatchers: tuple[str, ...]
+    # This controller's own credential, sent to the dispatchers.
     credential: str
+    # SHA-256 (hex) of the engine credential, which callers must present.
+    engine_sha256: str
     replica: str
     tls: TlsConfig = field(default_factory=TlsConfig)
 
@@ -83,7 +87,7 @@ async def serve(controller: Controller, settings: RunSettings, stop: asyncio.Eve
     await controller.open()
     servicer = ControllerServicer(controller)
     extras = list(controller.extra_services())
-    server = Server(settings.address, settings.credential, [SERVICE_NAME, *(e.name for e in extras)], settings.tls)
+    server = Server(settings.address, DigestGate(settings.engine_sha256), [SERVICE_NAME, *(e.name for e in extras)], settings.tls)
     pb_grpc.add_ControllerServiceServicer_to_server(servicer, server.grpc)
     for extra in extras:
         extra.add(server.grpc)
@@ -129,8 +133,9 @@ def run_controller(
     Common options: `--addr` (listen, default 127.0.0.1:0), `--advertise`
     (address to register, default the bound one), `--dispatcher` host:port
     (repeatable or comma-separated; ORCH_DISPATCHER), `--credential-file`
-    (the controller credential: sent to the dispatcher and required from
-    callers), `--replica` (default hostname-pid). A controller with options of
+    (this controller's credential, issued for its names: sent to the
+    dispatcher), `--engine-credential-sha256` (ORCH_ENGINE_CREDENTIAL_SHA256:
+    the hash of the credential callers must present), `--replica` (default hostname-pid). A controller with options of
     its own passes them as `options` and a factory instead of an instance; the
     factory receives their values by parameter name.
 
@@ -145,15 +150,20 @@ def run_controller(
         )
     """
 
-    def main(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str,
-             metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool, **own: Any) -> None:
+    def main(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, engine_credential_sha256: str,
+             replica: str, metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool,
+             **own: Any) -> None:
         with service_process(name, metrics_addr):
             tls = TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth)
-            run(addr, advertise, dispatcher, credential_file, replica, tls, own)
+            run(addr, advertise, dispatcher, credential_file, engine_credential_sha256, replica, tls, own)
 
-    def run(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, replica: str, tls: TlsConfig,
-            own: dict[str, Any]) -> None:
+    def run(addr: str, advertise: str, dispatcher: tuple[str, ...], credential_file: str, engine_sha256: str, replica: str,
+            tls: TlsConfig, own: dict[str, Any]) -> None:
         credential = read_secret(credential_file, "--credential-file")
+        try:
+            DigestGate(engine_sha256)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--engine-credential-sha256") from None
         settings = RunSettings(
             name=name,
             version=version,
@@ -162,6 +172,7 @@ def run_controller(
             advertise=advertise,
             dispatchers=dispatcher_addresses(dispatcher),
             credential=credential,
+            engine_sha256=engine_sha256,
             replica=replica or f"{socket.gethostname()}-{os.getpid()}",
             tls=tls,
         )
@@ -174,7 +185,9 @@ def run_controller(
         click.Option(["--dispatcher"], multiple=True, envvar="ORCH_DISPATCHER",
                      help="Dispatcher host:port; repeatable or comma-separated."),
         click.Option(["--credential-file"], required=True, type=click.Path(exists=True, dir_okay=False),
-                     help="File holding the controller credential (bearer token both ways)."),
+                     help="File holding this controller's credential (issued for its names; sent to the dispatcher)."),
+        click.Option(["--engine-credential-sha256"], envvar="ORCH_ENGINE_CREDENTIAL_SHA256", required=True,
+                     help="SHA-256 (hex) of the engine credential that the dispatchers and the monitor present."),
         click.Option(["--replica"], default="", help="Unique replica id (default: hostname-pid)."),
         click.Option(["--metrics-addr"], envvar="ORCH_METRICS_ADDR", default="", help=METRICS_HELP),
         click.Option(["--tls-cert"], envvar="ORCH_TLS_CERT", default="", help="PEM certificate (server, and client for mutual TLS)."),

@@ -13,6 +13,7 @@ import grpc
 
 from controllers.sdk.controller import Controller
 from controllers.sdk.servicer import DEFAULT_CONCURRENCY, SERVICE_NAME, ControllerServicer
+from orchestration.runtime.credentials import DigestGate, secret_sha256
 from orchestration.runtime.grpcserver import Server, bearer_metadata
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 from orchestration.v1 import dispatcher_pb2 as dpb
@@ -42,7 +43,7 @@ async def serve_in_process(
     """
     await controller.open()
     servicer = ControllerServicer(controller, concurrency=concurrency)
-    server = Server("127.0.0.1:0", credential, [SERVICE_NAME])
+    server = Server("127.0.0.1:0", DigestGate(secret_sha256(credential)), [SERVICE_NAME])
     pb_grpc.add_ControllerServiceServicer_to_server(servicer, server.grpc)
     await server.start()
     address = f"127.0.0.1:{server.port}"

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from gateway.api.access import caller
 from gateway.api.feeds import Feeds
 from orchestration.model.errors import FailedPrecondition, NotFound
 from orchestration.model.lifecycle import TASK_ENDED
@@ -40,7 +41,7 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
         root = task
         while root.parent:
             root = (await self.repo.tasks.get_task(domain, root.parent)).value
-        await self.leases.request_termination(domain, root.uuid, task.uuid)
+        await self.leases.request_termination(domain, root.uuid, task.uuid, caller().name)
         return gw.TerminateTaskResponse()
 
     async def ListTasks(self, request: gw.ListTasksRequest, context: grpc.aio.ServicerContext) -> gw.ListTasksResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
+from gateway.api.access import caller
 from orchestration.runtime import telemetry
 from orchestration.store.repository import Repository
 from orchestration.store.requests import new_request, submit
@@ -31,7 +32,8 @@ class Channel:
         The request carries the trace context of a producer span (the NATS hop),
         a child of the caller's span, so the dispatcher's work joins the trace."""
         with self.tracer.start_as_current_span("publish request", kind=SpanKind.PRODUCER) as span:
-            request = new_request(kind, domain, solution, self.source, telemetry.traceparent(span), request_id, **fields)
+            request = new_request(kind, domain, solution, self.source, telemetry.traceparent(span), request_id,
+                                  caller().name, **fields)
             span.set_attribute("orch.domain", domain)
             span.set_attribute("orch.solution", solution)
             span.set_attribute("orch.task_id", request.task)

@@ -52,6 +52,7 @@ def bus_payload(event: pb.Event, task: pb.Task, state: int = 0, configuration: s
     """The JSON message of an event on the bus, with the book's fields."""
     return json.dumps({
         "request": task.request,
+        "actor": task.actor,
         "type": event_type_name(event.type),
         "uuid": event.uuid,
         "source": event.source,
@@ -78,7 +79,7 @@ def parse_bus_payload(data: bytes) -> tuple[pb.Event, pb.Task]:
     """The event and task of a bus message (the inverse of bus_payload)."""
     fields = json.loads(data)
     task = pb.Task(
-        uuid=fields.get("task", ""), request=fields.get("request", ""), parent=fields.get("parent", ""),
+        uuid=fields.get("task", ""), request=fields.get("request", ""), actor=fields.get("actor", ""), parent=fields.get("parent", ""),
         type=pb.TaskType.Value("TASK_TYPE_" + fields.get("task_type", "unspecified").upper()),
         status=pb.TaskStatus.Value("TASK_STATUS_" + fields.get("status", "unspecified").upper()),
         phase=int(fields.get("phase", 0)), domain=fields.get("domain", ""), solution=fields.get("solution", ""),

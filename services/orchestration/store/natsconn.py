@@ -9,6 +9,8 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from orchestration.store.natsusers import inbox_prefix
+
 log = logging.getLogger(__name__)
 
 
@@ -30,10 +32,13 @@ async def connect(url: str, name: str, on_state: Callable[[bool], Awaitable[None
         if on_state is not None:
             await on_state(True)
 
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     return await nats.connect(
         # A comma-separated list names several servers of one cluster.
-        servers=[u.strip() for u in url.split(",") if u.strip()],
+        servers=servers,
         name=name,
+        # Replies to this service arrive where only its user may subscribe.
+        inbox_prefix=inbox_prefix(user_of(servers[0]) if servers else ""),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
@@ -41,6 +46,12 @@ async def connect(url: str, name: str, on_state: Callable[[bool], Awaitable[None
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+
+
+def user_of(url: str) -> str:
+    """The user name in a nats:// URL ("" when it has none)."""
+    rest = url.split("://", 1)[-1]
+    return rest.rsplit("@", 1)[0].split(":", 1)[0] if "@" in rest else ""
 
 
 def redact(url: str) -> str:

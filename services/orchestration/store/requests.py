@@ -24,7 +24,7 @@ _CLIENT_IDS = uuidlib.UUID("5f1c6f0e-2b7a-4c43-9a55-1f0c2d3e4a6b")
 
 
 def new_request(kind: rpb.RequestKind, domain: str, solution: str, source: str, traceparent: str = "",
-                request_id: str = "", **fields: object) -> rpb.Request:
+                request_id: str = "", actor: str = "", **fields: object) -> rpb.Request:
     """A request with ids for itself and its root task: fresh ones, or with a
     client's `request_id` the same ones each time (a retry is the same request)."""
     if request_id:
@@ -35,7 +35,7 @@ def new_request(kind: rpb.RequestKind, domain: str, solution: str, source: str, 
         uuid, task = str(uuidlib.uuid4()), str(uuidlib.uuid4())
     return rpb.Request(
         uuid=uuid, task=task, kind=kind, domain=domain, solution=solution, source=source, traceparent=traceparent,
-        accepted=time.time_ns(), client_request_id=request_id, **fields,  # type: ignore[arg-type]
+        accepted=time.time_ns(), client_request_id=request_id, actor=actor or source, **fields,  # type: ignore[arg-type]
     )
 
 
@@ -45,6 +45,7 @@ def root_task(request: rpb.Request) -> pb.Task:
         uuid=request.task, type=pb.TASK_TYPE_SOLUTION, domain=request.domain, solution=request.solution,
         version=request.version, request=request.uuid, status=pb.TASK_STATUS_INITIAL,
         created=request.accepted, updated=request.accepted, trace=telemetry.trace_id_of(request.traceparent),
+        actor=request.actor,
     )
 
 

@@ -1,0 +1,97 @@
+"""Credentials between the engine and its controllers, each able to do only
+its holder's job:
+
+- A *controller credential* is issued for a controller's names (its name
+  and aliases): ``<name>[,<alias>...]/<mac>``, the MAC being a SHA-256 of the
+  names enveloped by the *registration key*, which only the dispatchers
+  hold. A registration under a name the credential does not cover is
+  PERMISSION_DENIED; replicas of one controller share its credential.
+- The *engine credential* is what the dispatchers and the monitor present
+  to controllers. Controllers are given only its SHA-256, so a controller
+  cannot pose as the engine towards another controller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from orchestration.model.errors import InvalidArgument, PermissionDenied
+from orchestration.model.names import is_valid_name
+
+
+def _mac(key: str, names: list[str]) -> str:
+    """SHA-256 of the names enveloped by the key (the key after them defeats
+    length extension): a construction a Helm template can compute too."""
+    return hashlib.sha256(f"{key}\n{','.join(names)}\n{key}".encode()).hexdigest()
+
+
+def issue_controller_credential(key: str, names: list[str]) -> str:
+    """The credential of a controller answering to `names` (its name first, then its aliases)."""
+    if not key:
+        raise ValueError("the registration key is empty")
+    for name in names:
+        if not is_valid_name(name) or "," in name or "/" in name:
+            raise InvalidArgument(f"controller name {name!r} is not valid")
+    if not names:
+        raise InvalidArgument("a controller credential needs at least one name")
+    return f"{','.join(names)}/{_mac(key, names)}"
+
+
+def controller_names_of(key: str, credential: str) -> frozenset[str] | None:
+    """The names a credential was issued for, or None when the registration key did not issue it."""
+    names_text, slash, mac = credential.rpartition("/")
+    if not slash or not names_text:
+        return None
+    names = names_text.split(",")
+    if not hmac.compare_digest(mac.encode(), _mac(key, names).encode()):
+        return None
+    return frozenset(names)
+
+
+def secret_sha256(secret: str) -> str:
+    """The hex SHA-256 of a secret: what a controller is given of the engine credential."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class DigestGate:
+    """A gRPC gate that admits whoever presents the secret whose SHA-256 it holds (a controller's)."""
+
+    def __init__(self, digest_hex: str) -> None:
+        digest_hex = digest_hex.strip().lower()
+        if len(digest_hex) != 64 or any(c not in "0123456789abcdef" for c in digest_hex):
+            raise ValueError("the engine credential's SHA-256 must be 64 hex digits")
+        self._digest = bytes.fromhex(digest_hex)
+
+    async def identify(self, token: str) -> Any | None:
+        return True if hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._digest) else None
+
+    async def admit(self, caller: Any, method: str, request: Any) -> None:
+        return None
+
+    async def record(self, caller: Any | None, method: str, request: Any | None, code: str, message: str) -> None:
+        return None
+
+
+class RegistrationGate:
+    """The dispatcher's gate: a controller credential issued by the
+    registration key, whose names cover the registration's name and aliases."""
+
+    def __init__(self, key: str) -> None:
+        if not key:
+            raise ValueError("the registration key is empty")
+        self._key = key
+
+    async def identify(self, token: str) -> frozenset[str] | None:
+        return controller_names_of(self._key, token)
+
+    async def admit(self, caller: frozenset[str], method: str, request: Any) -> None:
+        asked = [str(getattr(request, "name", "")), *(str(a) for a in getattr(request, "aliases", ()))]
+        outside = [name for name in asked if name not in caller]
+        if outside:
+            raise PermissionDenied(f"{method}: this controller credential was issued for {', '.join(sorted(caller))}, "
+                                   f"not for {', '.join(repr(n) for n in outside)}")
+
+    async def record(self, caller: Any | None, method: str, request: Any | None, code: str, message: str) -> None:
+        return None

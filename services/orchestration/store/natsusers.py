@@ -1,0 +1,102 @@
+"""The NATS users of a suite and the subjects each may use: one user per
+service, one for external bus clients, and one for operators. nats-server
+enforces them; the embedded server's configuration and the Helm chart's
+are made from this one definition.
+
+- ``gateway``, ``dispatcher``, ``monitor``: the JetStream API, the suite's
+  KV buckets and subjects (``<prefix>.>``), replies to requests they
+  receive, and their own inbox (``_INBOX_<user>``), which no bus client
+  can subscribe to.
+- ``bus`` (external systems): publish requests (``<prefix>.requests.>``),
+  subscribe to events and status and to their inbox (``_INBOX.>``), and
+  replay the events stream (consumers on it, nothing else of the
+  JetStream API): no KV bucket, no other stream, no internal subject.
+- ``orch``: everything, for operators' tools; the URL in ``orch info``.
+
+Controllers do not use NATS and have no user.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+
+from orchestration.store.subjects import Subjects
+
+SERVICES = ("gateway", "dispatcher", "monitor")
+BUS = "bus"
+OPERATOR = "orch"
+USERS = (*SERVICES, BUS, OPERATOR)
+
+
+def inbox_prefix(user: str) -> str:
+    """Where replies to a user's requests arrive; only that user may subscribe there."""
+    return f"_INBOX_{user}" if user in SERVICES else "_INBOX"
+
+
+def _buckets(s: Subjects) -> list[str]:
+    return [s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.events_bucket, s.controllers_bucket,
+            s.leases_bucket, s.access_bucket, s.audit_bucket]
+
+
+def permissions(user: str, s: Subjects) -> dict[str, object] | None:
+    """The nats-server permissions of a user (None: everything)."""
+    if user == OPERATOR:
+        return None
+    if user == BUS:
+        events = s.events_stream
+        api = "$JS.API"
+        return {
+            "publish": {"allow": [
+                f"{s.prefix}.requests.>",
+                f"{api}.INFO", f"{api}.STREAM.NAMES", f"{api}.STREAM.INFO.{events}",
+                f"{api}.CONSUMER.CREATE.{events}", f"{api}.CONSUMER.CREATE.{events}.>",
+                f"{api}.CONSUMER.DURABLE.CREATE.{events}.>", f"{api}.CONSUMER.INFO.{events}.>",
+                f"{api}.CONSUMER.DELETE.{events}.>", f"{api}.CONSUMER.MSG.NEXT.{events}.>",
+                f"$JS.ACK.{events}.>", f"$JS.FC.{events}.>",
+            ]},
+            "subscribe": {"allow": [f"{s.prefix}.events.>", f"{s.prefix}.status.>", "_INBOX.>"]},
+        }
+    if user not in SERVICES:
+        raise ValueError(f"no NATS user {user!r}; one of {', '.join(USERS)}")
+    kv = [f"$KV.{bucket}.>" for bucket in _buckets(s)]
+    own = f"{inbox_prefix(user)}.>"
+    return {
+        "publish": {"allow": ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>", *kv, f"{s.prefix}.>"]},
+        "subscribe": {"allow": [f"{s.prefix}.>", own, *kv]},
+        # Answer requests (bus requests, the monitor's figures) on whatever inbox they name.
+        "allow_responses": True,
+    }
+
+
+def new_passwords() -> dict[str, str]:
+    return {user: secrets.token_urlsafe(24) for user in USERS}
+
+
+def server_authorization(passwords: Mapping[str, str], s: Subjects) -> str:
+    """The ``authorization`` block of nats-server's configuration."""
+    users = []
+    for user in USERS:
+        entry: dict[str, object] = {"user": user, "password": passwords[user]}
+        allowed = permissions(user, s)
+        if allowed is not None:
+            entry["permissions"] = allowed
+        users.append(entry)
+    return "authorization {\n  users: " + json.dumps(users, indent=2).replace("\n", "\n  ") + "\n}\n"
+
+
+# Stand-ins for the prefix in the chart's copy of the permissions
+# (helm/orchestrator/files/nats-permissions.json), which the chart replaces
+# with its `prefix` value (and its upper case for stream names).
+CHART_PREFIX = "zzprefixzz"
+
+
+def chart_permissions() -> str:
+    """The permissions of every user but the operator, for the Helm chart (JSON)."""
+    s = Subjects(CHART_PREFIX)
+    return json.dumps({user: permissions(user, s) for user in (*SERVICES, BUS)}, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(chart_permissions(), end="")

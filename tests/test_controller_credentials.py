@@ -1,0 +1,100 @@
+"""Controllers bound to their names, and the engine's own credential:
+issued credentials verified without NATS, then against a real suite's
+dispatcher and controllers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from cli.embedded_nats import wait_for_port
+from orchestration.model.errors import PermissionDenied
+from orchestration.runtime.credentials import (
+    RegistrationGate,
+    controller_names_of,
+    issue_controller_credential,
+    secret_sha256,
+)
+from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.v1 import controller_pb2 as cpb
+from orchestration.v1 import controller_pb2_grpc as cpb_grpc
+from orchestration.v1 import dispatcher_pb2 as dpb
+from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
+from suite import Suite, cmdline, environment_of, running_suite
+
+
+def test_a_credential_covers_the_names_it_was_issued_for_and_nothing_else() -> None:
+    credential = issue_controller_credential("key", ["Internal", "sim"])
+    assert controller_names_of("key", credential) == {"Internal", "sim"}
+    assert controller_names_of("other key", credential) is None
+    names, mac = credential.split("/")
+    assert controller_names_of("key", f"Internal,sim,process/{mac}") is None
+    assert controller_names_of("key", f"process/{mac}") is None
+    assert controller_names_of("key", "no-slash") is None
+
+
+async def test_the_registration_gate_admits_only_the_credentials_names() -> None:
+    gate = RegistrationGate("key")
+    names = await gate.identify(issue_controller_credential("key", ["process"]))
+    assert names == {"process"}
+    await gate.admit(names, "RegisterController", dpb.RegisterControllerRequest(name="process", replica="p-2"))
+    with pytest.raises(PermissionDenied, match="issued for process, not for 'Internal'"):
+        await gate.admit(names, "RegisterController", dpb.RegisterControllerRequest(name="Internal"))
+    with pytest.raises(PermissionDenied, match="not for 'sim'"):
+        await gate.admit(names, "RegisterController", dpb.RegisterControllerRequest(name="process", aliases=["sim"]))
+    assert await gate.identify("process/" + "0" * 64) is None
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with running_suite(tmp_path_factory.mktemp("credentials")) as running:
+        yield running
+
+
+def register(suite: Suite, credential: str, name: str, *aliases: str) -> grpc.StatusCode:
+    connection = json.loads((suite.home / "connection.json").read_text())
+    with grpc.insecure_channel(connection["dispatcher"]) as channel:
+        request = dpb.RegisterControllerRequest(name=name, aliases=list(aliases), version="V1.0.0", replica="intruder-1",
+                                                address="127.0.0.1:1")
+        try:
+            dpb_grpc.DispatcherServiceStub(channel).RegisterController(request, metadata=bearer_metadata(credential), timeout=10)
+        except grpc.RpcError as err:
+            return err.code()  # type: ignore[no-any-return]
+        dpb_grpc.DispatcherServiceStub(channel).UnregisterController(
+            dpb.UnregisterControllerRequest(name=name, replica="intruder-1"), metadata=bearer_metadata(credential), timeout=10)
+        return grpc.StatusCode.OK
+
+
+def test_a_process_credential_cannot_register_internal(suite: Suite) -> None:
+    process = (suite.home / "controllers" / "process.credential").read_text().strip()
+    assert register(suite, process, "Internal") == grpc.StatusCode.PERMISSION_DENIED
+    assert register(suite, process, "process", "sim") == grpc.StatusCode.PERMISSION_DENIED
+    # Another replica of the same controller is fine.
+    assert register(suite, process, "process") == grpc.StatusCode.OK
+    # Neither the engine credential nor the API token registers anything.
+    for other in ("engine-credential", "token"):
+        assert register(suite, (suite.home / other).read_text().strip(), "process") == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_controllers_accept_only_the_engine_credential(suite: Suite) -> None:
+    address = json.loads((suite.home / "connection.json").read_text())["sims"][0]
+    engine = (suite.home / "engine-credential").read_text().strip()
+    sim = (suite.home / "controllers" / "Internal.credential").read_text().strip()
+    host, port = address.rsplit(":", 1)
+    wait_for_port(host, int(port))
+    with grpc.insecure_channel(address) as channel:
+        stub = cpb_grpc.ControllerServiceStub(channel)
+        stub.Status(cpb.StatusRequest(), metadata=bearer_metadata(engine), timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Status(cpb.StatusRequest(), metadata=bearer_metadata(sim), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A controller is told only the engine credential's hash, and no NATS URL.
+    for replica in ("sim-1", "process"):
+        pid = suite.services()[replica]
+        env = environment_of(pid)
+        assert env["ORCH_ENGINE_CREDENTIAL_SHA256"] == secret_sha256(engine)
+        assert "ORCH_NATS_URL" not in env
+        assert engine not in " ".join(f"{k}={v}" for k, v in env.items()) + cmdline(pid)

@@ -1,0 +1,126 @@
+"""NATS least privilege against a real suite and real nats-py clients: with
+the bus URL of `orch info` a client sends requests, follows events and
+status and replays the events stream, and nats-server refuses everything
+else (KV buckets, other streams, internal subjects, services' inboxes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import api
+
+from suite import DATA, Suite, eventually, running_suite
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with running_suite(tmp_path_factory.mktemp("natsusers")) as running:
+        running.ok("apply", "-f", str(DATA / "demo2.yaml"))
+        yield running
+
+
+def info(suite: Suite) -> dict[str, str]:
+    return json.loads(suite.ok("info", "-o", "json"))  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def client(url: str) -> AsyncIterator[tuple[NatsClient, list[str]]]:
+    """A connection and the errors the server sent it (permission violations)."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(url, error_cb=on_error, max_reconnect_attempts=0)
+    try:
+        yield nc, errors
+    finally:
+        await nc.close()
+
+
+async def refused(errors: list[str], kind: str, subject: str) -> None:
+    """Wait until the server has said the publish or subscription was a violation."""
+    await eventually(lambda: any(f"permissions violation for {kind} to" in e.lower() and subject.lower() in e.lower() for e in errors),
+                     timeout=5, what=f"a {kind} violation for {subject} (got {errors})")
+
+
+def test_the_bus_user_sends_requests_and_replays_events(suite: Suite) -> None:
+    urls = info(suite)
+    assert urls["bus_url"].startswith("nats://bus:") and urls["bus_url"] != urls["nats_url"]
+    token = (suite.home / "token").read_text().strip()
+
+    async def scenario() -> None:
+        async with client(urls["bus_url"]) as (nc, errors):
+            events: list[dict[str, str]] = []
+            status = await nc.subscribe("orch.status.>")
+
+            async def on_event(msg: Msg) -> None:
+                events.append(json.loads(msg.data))
+
+            live = await nc.subscribe("orch.events.>", cb=on_event)
+            reply = await nc.request("orch.requests.deploy", json.dumps(
+                {"domain": "demo", "architecture": "app", "version": "V0.0.0", "solution": "on-bus"}).encode(),
+                timeout=10, headers={"Authorization": f"Bearer {token}"})
+            task = json.loads(reply.data)["task"]
+            assert isinstance(task, str), reply.data
+            await eventually(lambda: any(e["task"] == task and e["type"] == "completion" for e in events), timeout=60,
+                             what="the root's completion event")
+            js = nc.jetstream()
+            replayed: list[str] = []
+
+            async def on_replayed(msg: Msg) -> None:
+                replayed.append(json.loads(msg.data)["task"])
+
+            sub = await js.subscribe("orch.events.demo.>", stream="ORCH_EVENTS", ordered_consumer=True,
+                                     config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL), cb=on_replayed)
+            await eventually(lambda: task in replayed, timeout=10, what="the task's events replayed")
+            await sub.unsubscribe()
+            await live.unsubscribe()
+            await status.unsubscribe()
+            assert errors == []
+
+    asyncio.run(scenario())
+
+
+def test_the_bus_user_is_refused_everything_else(suite: Suite) -> None:
+    url = info(suite)["bus_url"]
+
+    async def scenario() -> None:
+        async with client(url) as (nc, errors):
+            js = nc.jetstream()
+            # KV: neither put nor get, nor read a bucket's stream.
+            await nc.publish("$KV.orch_model.domain.demo", b"x")
+            await refused(errors, "publish", "$KV.orch_model.domain.demo")
+            with pytest.raises(nats.errors.TimeoutError):
+                await nc.request("$JS.API.DIRECT.GET.KV_orch_access", b'{"last_by_subj": "$KV.orch_access.token.x"}', timeout=1)
+            await refused(errors, "publish", "$JS.API.DIRECT.GET.KV_orch_access")
+            with pytest.raises(nats.errors.TimeoutError):
+                await js.get_msg("KV_orch_model", 1)
+            await refused(errors, "publish", "$JS.API.STREAM.MSG.GET.KV_orch_model")
+            # No consumer on the requests stream (which would steal the dispatchers' work).
+            with pytest.raises(nats.errors.TimeoutError):
+                await js.add_consumer("ORCH_REQUESTS", api.ConsumerConfig(durable_name="thief"), timeout=1)
+            await refused(errors, "publish", "$JS.API.CONSUMER")
+            # No internal subject, no stream administration.
+            await nc.publish("orch.internal.requests.demo.app", b"{}")
+            await refused(errors, "publish", "orch.internal.requests.demo.app")
+            with pytest.raises(nats.errors.TimeoutError):
+                await js.delete_stream("ORCH_EVENTS")
+            await refused(errors, "publish", "$JS.API.STREAM.DELETE.ORCH_EVENTS")
+            # The services' inboxes (where their KV reads are answered) cannot be read.
+            await nc.subscribe("_INBOX_gateway.>")
+            await refused(errors, "subscription", "_INBOX_gateway.>")
+            await nc.subscribe("$KV.orch_access.>")
+            await refused(errors, "subscription", "$KV.orch_access.>")
+
+    asyncio.run(scenario())
+    # Nothing the refused calls tried happened: the suite still answers and runs.
+    assert "demo" in suite.ok("domain", "list")
