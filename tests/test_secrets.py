@@ -40,3 +40,27 @@ def test_a_service_with_an_empty_secret_file_does_not_start(module: str, tmp_pat
 def test_no_grpc_guard_without_a_token() -> None:
     with pytest.raises(ValueError, match="non-empty token"):
         GuardInterceptor("")
+
+
+def test_a_gateway_with_an_empty_tls_file_does_not_start(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("a token")
+    empty = tmp_path / "server.key"
+    empty.write_text("")
+    (tmp_path / "server.crt").write_text("not empty")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "--token-file", str(token), *NATS, "--tls-cert", str(tmp_path / "server.crt"),
+         "--tls-key", str(empty)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"TLS file {empty} is empty: refusing to run without it" in done.stderr
+
+
+@pytest.mark.parametrize("module", ["gateway", "dispatcher"])
+def test_a_missing_secret_file_is_named(module: str, tmp_path: Path) -> None:
+    option = "--token-file" if module == "gateway" else "--credential-file"
+    missing = tmp_path / "nowhere"
+    done = subprocess.run([sys.executable, "-m", module, option, str(missing), *NATS],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and str(missing) in done.stderr, done.stderr

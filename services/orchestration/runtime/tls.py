@@ -21,6 +21,12 @@ class TlsConfig:
     # Servers: require a client certificate signed by `ca`.
     client_auth: bool = False
 
+    def __post_init__(self) -> None:
+        # Fail closed, at once: a named file that is missing, unreadable or empty stops the process.
+        for path in (self.cert, self.key, self.ca):
+            if path:
+                _read(path)
+
     @property
     def enabled(self) -> bool:
         return bool(self.cert or self.ca)
@@ -46,9 +52,12 @@ class TlsConfig:
 
 def _read(path: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as err:
         raise click.UsageError(f"cannot read TLS file {path}: {err.strerror}") from err
+    if not data.strip():
+        raise click.UsageError(f"TLS file {path} is empty: refusing to run without it")
+    return data
 
 
 def tls_options(func):  # type: ignore[no-untyped-def]
