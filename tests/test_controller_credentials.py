@@ -11,6 +11,8 @@ import grpc
 import pytest
 
 from cli.embedded_nats import wait_for_port
+from cli.runtime_commands import BUILT_IN_NAMES
+from controllers import process, sim
 from orchestration.model.errors import PermissionDenied
 from orchestration.runtime.credentials import (
     RegistrationGate,
@@ -24,6 +26,10 @@ from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from suite import Suite, cmdline, environment_of, running_suite
+
+
+def test_orch_up_issues_the_built_in_controllers_credentials_for_their_own_names() -> None:
+    assert BUILT_IN_NAMES == {"sim": [sim.NAME, *sim.ALIASES], "process": [process.NAME, *process.ALIASES]}
 
 
 def test_a_credential_covers_the_names_it_was_issued_for_and_nothing_else() -> None:

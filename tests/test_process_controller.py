@@ -1,15 +1,23 @@
 """The process controller with real processes: the nats-cluster example
 deployed, scaled 3 -> 4 -> 3, restarted under, a node killed by hand, torn
-down; commands that exit at once or never become ready. Plus the template
-language and settings, which need no process."""
+down; commands that exit at once or never become ready; instances contained
+(run as nobody when the controller is root, a minimal environment, a work
+dir they cannot turn against the controller). Plus the template language
+and its bounds, and settings, which need no process."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import pwd
 import re
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,14 +28,16 @@ import grpc
 import pytest
 
 from controllers.process import ProcessController
+from controllers.process.confine import RUN_AS_ENV, identity
+from controllers.process.procs import BOOT_ID, starttime
 from controllers.process.settings import ProcessSettings
-from controllers.process.template import TemplateError, endpoint_fields, render
+from controllers.process.template import MAX_FORMAT_WIDTH, MAX_RENDERED, TemplateError, endpoint_fields, render
 from controllers.sdk import UNKNOWN, OperationContext, Permanent
 from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, alive, children_of, cmdline, monitor_figure, running_suite, wait_until
+from suite import Suite, alive, children_of, cmdline, environment_of, monitor_figure, running_suite, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "nats-cluster" / "nats-cluster.yaml"
@@ -79,6 +89,45 @@ Architectures:
           V1.0.0: {Version: V1.0.0, State: active, Min: 1, Max: 1, Size: 1, Configuration: "", Relationships: {}}
 """
 
+CONTAINED = """
+Name: contained
+Components:
+  probe - V1.0.0:
+    Component: probe
+    Version: V1.0.0
+    Controller: "process:V1.0.0"
+    Configuration: ""
+    Dependencies: {}
+Architectures:
+  env - V1.0.0:
+    Architecture: env
+    Version: V1.0.0
+    Configuration: ""
+    Elements:
+      probe:
+        Element: probe
+        Component: probe
+        Configuration: |
+          command: sh
+          args: >-
+            ["-c", "id -u > uid.txt; exec sleep 120"]
+          ready_command: test -s uid.txt
+          env:
+            GREETING: "hello {{uuid}}"
+        Clusters:
+          V1.0.0: {Version: V1.0.0, State: active, Min: 1, Max: 1, Size: 1, Configuration: "", Relationships: {}}
+"""
+
+# Set in the controllers' environment (orch up's, or this test process's): no instance may see it.
+CANARY = ("SECRET_CANARY", "xyz-canary-4711")
+SECRET = "s3cret-token-0600"
+# What an instance's environment may hold: spec.environment, plus the settings' `env`.
+INSTANCE_ENV = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONUNBUFFERED",
+                "ORCH_INSTANCE", "ORCH_WORK_DIR"}
+NOBODY = pwd.getpwnam("nobody")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="instances switch to an unprivileged user only when the "
+                                f"controller runs as root (these tests run as uid {os.geteuid()})")
+
 
 # ---- helpers -------------------------------------------------------------------------
 
@@ -98,7 +147,38 @@ def wait_for(probe: Callable[[], T], timeout: float = 15.0, what: str = "conditi
 
 
 def work_root(suite: Suite) -> Path:
-    return suite.home / "process"
+    """Beside $ORCH_HOME, not in it (orch up's --work-dir)."""
+    return suite.home.parent / f"{suite.home.name}-process"
+
+
+@functools.cache
+def python_runs_as_nobody() -> bool:
+    """Whether the user nobody can run this interpreter (not when it lives under a mode 0700 /root)."""
+    try:
+        return subprocess.run([sys.executable, "-c", "pass"], cwd="/", capture_output=True, timeout=60,
+                              **identity("nobody").popen_kwargs()).returncode == 0
+    except OSError:
+        return False
+
+
+def suite_user() -> str:
+    """Who the suite's instances run as: nobody when the controller is root, unless the example's
+    `python` (this interpreter) is out of nobody's reach; then root ('', via ORCH_PROCESS_RUN_AS)."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    return "nobody" if python_runs_as_nobody() else "root"
+
+
+def mentions(env: dict[str, str], directory: Path) -> list[str]:
+    """Variables naming `directory` or a path in it."""
+    return [key for key, value in env.items()
+            if any(part == str(directory) or part.startswith(f"{directory}/") for part in value.split(os.pathsep))]
+
+
+def uids(pid: int) -> tuple[list[int], list[int], str]:
+    """Real, effective, saved and fs uids and gids, and the supplementary groups, of a process."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return ([int(x) for x in status["Uid"].split()], [int(x) for x in status["Gid"].split()], status["Groups"].strip())
 
 
 def processes_in(root: Path) -> dict[int, str]:
@@ -192,8 +272,11 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     previous = os.getcwd()
     # The example runs {{base_dir}}/examples/...: base_dir is orch up's working directory.
     os.chdir(REPO)
+    env = dict([CANARY])
+    if suite_user() == "root":
+        env[RUN_AS_ENV] = ""
     try:
-        with running_suite(home, "--monitor-interval", "1") as running:
+        with running_suite(home, "--monitor-interval", "1", env=env) as running:
             os.chdir(previous)
             running.ok("apply", "-f", str(EXAMPLE))
             running.apply(BROKEN)
@@ -201,7 +284,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     finally:
         os.chdir(previous)
         # Whatever a failed test left behind must not outlive the suite.
-        for pid in processes_in(home / "process"):
+        for pid in processes_in(home.parent / f"{home.name}-process"):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -228,7 +311,7 @@ def test_restarting_the_controller_adopts_its_processes(suite: Suite) -> None:
     wait_for(lambda: "5 running processes adopted" in (suite.home / "up.log").read_text(), what="adoption")
     every = instances(suite, "nats") + instances(suite, "web")
     refs = [cpb.InstanceReference(domain=DOMAIN, solution=SOLUTION, uuid=i.uuid) for i in every]
-    metadata = bearer_metadata((suite.home / "controller-credential").read_text().strip())
+    metadata = bearer_metadata((suite.home / "engine-credential").read_text().strip())
     answer = wait_for(lambda: _status(suite, refs, metadata), what="Status of the new controller")
     assert answer is not None
     assert {s.uuid: (s.state, s.endpoint) for s in answer.statuses} == {i.uuid: (pb.STATE_ACTIVE, i.endpoint) for i in every}
@@ -318,6 +401,32 @@ def test_a_failing_command_fails_the_task_with_its_last_output(suite: Suite, arc
     assert not any("settings.ini" in line or "warming up" in line for line in processes_in(work_root(suite)).values())
 
 
+def test_instances_see_neither_the_controllers_environment_nor_its_home(suite: Suite) -> None:
+    suite.apply(CONTAINED)
+    suite.ok("solution", "deploy", "contained", "env", "V1.0.0", "--wait")
+    [instance] = instances(suite, "probe", "contained", "env")
+    directory = work_root(suite) / instance.uuid
+    pid = json.loads((directory / "pid.json").read_text())["pid"]
+    try:
+        env = environment_of(pid)
+        # sh itself adds PWD to what it passes on.
+        assert set(env) <= INSTANCE_ENV | {"GREETING", "PWD"}, set(env) - INSTANCE_ENV
+        assert env["GREETING"] == f"hello {instance.uuid}" and env["HOME"] == str(directory)
+        assert CANARY[1] not in json.dumps(env) and not mentions(env, suite.home)
+        # The canary did reach the controller, whose environment holds no NATS URL either.
+        controller = environment_of(wait_for(lambda: controller_pid(suite), what="the process controller"))
+        assert controller[CANARY[0]] == CANARY[1] and "ORCH_NATS_URL" not in controller
+        user = pwd.getpwnam(suite_user())
+        assert uids(pid)[0] == [user.pw_uid] * 4 and (directory / "uid.txt").read_text().strip() == str(user.pw_uid)
+        # The work dir lies beside $ORCH_HOME, searchable by all; each instance's dir is its user's own.
+        assert not work_root(suite).resolve().is_relative_to(suite.home.resolve())
+        assert work_root(suite).stat().st_mode & 0o777 == 0o755
+        assert (directory.stat().st_uid, directory.stat().st_mode & 0o777) == (user.pw_uid, 0o700)
+    finally:
+        delete(suite, "contained", "env")
+    assert not directory.exists() and not alive(pid)
+
+
 def test_teardown_leaves_no_process_and_no_work_dir(suite: Suite) -> None:
     delete(suite, DOMAIN, SOLUTION)
     assert json.loads(suite.ok("solution", "list", DOMAIN, "-o", "json")) == []
@@ -350,6 +459,54 @@ def test_template_renders_values_lists_and_endpoint_fields() -> None:
 def test_template_errors_name_the_problem(template: str, message: str) -> None:
     with pytest.raises(TemplateError, match=re.escape(message)):
         render(template, {"uuid": "u1", "siblings": NODES}, "files.x")
+
+
+@pytest.mark.parametrize(("pattern", "number"), [
+    ("{host:>999999999}", "999999999"),
+    ("{host:.5000}", "5000"),
+    ("{port:01001}", "01001"),
+    ("{host:" + "9" * 5000 + "}", "9" * 20 + "..."),
+    ("{host:{port}}", "4222"),  # a nested field: the width is the port's value
+    ("{host:>{cluster}}", "6222"),
+])
+def test_template_format_widths_and_precisions_are_bounded(pattern: str, number: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=re.escape(f"width or precision {number} ")) as caught:
+        render(f"{{{{siblings | format '{pattern}'}}}}", {"siblings": NODES}, "files.x")
+    assert f"exceeds the limit of {MAX_FORMAT_WIDTH} (MAX_FORMAT_WIDTH)" in str(caught.value)
+    assert str(caught.value).startswith("files.x: ") and time.monotonic() - started < 1
+
+
+def test_template_fields_are_plain_names_and_widths_up_to_the_bound_render() -> None:
+    values: dict[str, str | list[str]] = {"siblings": NODES}
+    assert render(f"{{{{siblings | format '{{host:>{MAX_FORMAT_WIDTH}}}' | first}}}}", values) == "127.0.0.1".rjust(1000)
+    assert render("{{siblings | format '{address:_^{monitor}.3}' | first}}", {"siblings": ["h:1?monitor=9"]}) == "___h:1___"
+    for pattern in ("{host.__class__}", "{host[0]}"):
+        with pytest.raises(TemplateError, match="must be a plain name"):
+            render(f"{{{{siblings | format '{pattern}'}}}}", values)
+
+
+@pytest.mark.parametrize(("template", "values"), [
+    # 20 000 endpoints of 1000 characters each would be 20 MB.
+    ("{{siblings | format '{host:>1000}' | join ' '}}", {"siblings": [f"h{i}:1" for i in range(20_000)]}),
+    # One endpoint, one pattern of 2000 fields: 2 MB.
+    ("{{siblings | format '" + "{host:>1000}" * 2000 + "' | first}}", {"siblings": NODES}),
+    # A long separator over many items, a plain list, a value repeated by the template itself.
+    ("{{siblings | join '" + "-" * 1000 + "'}}", {"siblings": ["a"] * 2000}),
+    ("{{siblings}}", {"siblings": ["x" * 1000] * 2000}),
+    ("{{siblings | json}}", {"siblings": ["x" * 1000] * 1100}),
+    ("{{big}}{{big}}{{big}}", {"big": "x" * 400_000}),
+])
+def test_template_output_is_bounded_in_size(template: str, values: dict[str, str | list[str]]) -> None:
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=re.escape(f"exceed the limit of {MAX_RENDERED} characters")):
+        render(template, values, "files.big")
+    assert time.monotonic() - started < 2
+
+
+def test_template_output_up_to_the_size_bound_renders() -> None:
+    joined = render("{{siblings | format '{host:>1000}' | join ''}}", {"siblings": [f"h{i}:1" for i in range(1048)]})
+    assert len(joined) == 1_048_000 <= MAX_RENDERED
 
 
 def test_settings_parse_and_reject_with_the_key() -> None:
@@ -393,8 +550,9 @@ def pid_of(controller: ProcessController, uuid: str = "u-1") -> int:
 async def test_operations_are_idempotent_and_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     controller = ProcessController(tmp_path / "work", tmp_path)
     await controller.open()
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
-    params = {"command": "python", "args": json.dumps(["-c", stubborn]), "port": "auto", "stop_grace": "0.3",
+    # A shell, not python: run as nobody (the controller is root), it must be within nobody's reach.
+    stubborn = "trap '' TERM; echo up; exec sleep 60"
+    params = {"command": "sh", "args": json.dumps(["-c", stubborn]), "port": "auto", "stop_grace": "0.3",
               "files": json.dumps({"peers.txt": "{{siblings | join ' '}}"}), "reconfigure": "none"}
     created = await controller.create(context("create", params))
     assert (await controller.create(context("create", params))).endpoint == created.endpoint
@@ -435,3 +593,139 @@ async def test_reset_kills_the_whole_process_group(tmp_path: Path) -> None:
     await controller.reset(context("reset", params))
     wait_for(lambda: not processes_in(tmp_path / "work"), timeout=5, what="no process left")
     assert not (tmp_path / "work" / "u-1").exists()
+
+
+# ---- containment (real processes, no engine) -----------------------------------------------
+
+
+@pytest.fixture
+def layout() -> Iterator[tuple[Path, Path]]:
+    """$ORCH_HOME (mode 0700, holding `token` of mode 0600) and the work dir
+    beside it, laid out as orch up does, in a directory every user may search."""
+    base = Path(tempfile.mkdtemp(prefix="orch-confine-"))
+    try:
+        base.chmod(0o755)
+        home = base / "orch"
+        home.mkdir(mode=0o700)
+        (home / "token").write_text(SECRET)
+        (home / "token").chmod(0o600)
+        yield home, base / f"{home.name}-process"
+    finally:
+        for pid in processes_in(base):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def files_holding(root: Path, text: str) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file() and not path.is_symlink()
+            and text in path.read_text(errors="replace")]
+
+
+@needs_root
+async def test_an_instance_runs_as_nobody_and_cannot_read_the_secrets(layout: tuple[Path, Path],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    home, work = layout
+    monkeypatch.setenv(*CANARY)
+    loose = home.parent / "loose-secret"  # mode 0600, in a directory anyone may search
+    loose.write_text(SECRET)
+    loose.chmod(0o600)
+    controller = ProcessController(work, home.parent)  # the default: nobody
+    await controller.open()
+    script = (f"id -u > uid.txt; cat {home / 'token'} {loose} /proc/{os.getpid()}/environ > stolen.txt 2> denied.txt; "
+              "echo $? > done.txt; exec sleep 60")
+    params = {"command": "sh", "args": json.dumps(["-c", script]), "ready_command": "test -s done.txt"}
+    await controller.create(context("create", params))
+    await controller.start(context("start", params))
+    directory = work / "u-1"
+    assert (directory / "uid.txt").read_text().strip() == str(NOBODY.pw_uid)
+    assert uids(pid_of(controller)) == ([NOBODY.pw_uid] * 4, [NOBODY.pw_gid] * 4, "")
+    # Three reads refused: the token ($ORCH_HOME is 0700), the loose 0600 file, the controller's environment.
+    assert (directory / "done.txt").read_text().strip() != "0"
+    assert (directory / "denied.txt").read_text().count("Permission denied") == 3
+    assert (directory / "stolen.txt").read_text() == ""
+    assert files_holding(work, SECRET) == [] and files_holding(work, CANARY[1]) == []
+    # The work dir (root's, 0755) lies outside $ORCH_HOME; the instance's dir and logs are nobody's.
+    assert (work.stat().st_uid, work.stat().st_mode & 0o777) == (0, 0o755)
+    assert (directory.stat().st_uid, directory.stat().st_mode & 0o777) == (NOBODY.pw_uid, 0o700)
+    assert (directory / "stdout.log").stat().st_uid == NOBODY.pw_uid
+    await controller.destroy(context("destroy", params))
+    assert not directory.exists() and processes_in(work) == {}
+
+
+async def test_an_instance_gets_a_minimal_environment_not_the_controllers(layout: tuple[Path, Path],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    home, work = layout
+    monkeypatch.setenv(*CANARY)
+    monkeypatch.setenv("ORCH_NATS_URL", f"nats://engine:{SECRET}@127.0.0.1:4222")
+    monkeypatch.setenv("ORCH_HOME", str(home))
+    controller = ProcessController(work, home.parent)
+    await controller.open()
+    params = {"command": "sh", "args": json.dumps(["-c", "exec sleep 60"]), "env": json.dumps({"GREETING": "hi {{uuid}}"}),
+              # The probe runs like the instance: it leaves its own environment and uid behind.
+              "ready_command": "sh -c 'env > probe-env.txt; id -u > probe-uid.txt'"}
+    await controller.create(context("create", params))
+    await controller.start(context("start", params))
+    directory = work / "u-1"
+    env = environment_of(pid_of(controller))
+    probe = dict(line.split("=", 1) for line in (directory / "probe-env.txt").read_text().splitlines() if "=" in line)
+    # sh itself adds PWD (and OLDPWD) to what it passes on.
+    assert set(env) <= INSTANCE_ENV | {"GREETING", "PWD"} and set(probe) <= INSTANCE_ENV | {"PWD", "OLDPWD"}, (env, probe)
+    for seen in (env, probe):
+        text = json.dumps(seen)
+        assert CANARY[1] not in text and SECRET not in text and not mentions(seen, home)
+        assert seen["HOME"] == str(directory) and seen["USER"] == controller.user.name
+    assert env["GREETING"] == "hi u-1" and env["ORCH_INSTANCE"] == "u-1"
+    assert (directory / "probe-uid.txt").read_text().strip() == str(controller.user.uid)
+    await controller.destroy(context("destroy", params))
+
+
+@needs_root
+async def test_a_work_dir_turned_against_the_controller_leaks_and_overwrites_nothing(layout: tuple[Path, Path]) -> None:
+    home, work = layout
+    token = home / "token"
+    outside = home.parent / "outside"  # root's: nobody cannot write there, the controller could
+    outside.mkdir(mode=0o755)
+    # Root's, leading its own process group like an instance, and no business of the controller's.
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        forged = {"pid": sleeper.pid, "starttime": starttime(sleeper.pid), "argv": ["sleep"], "started": time.time(),
+                  "launch": "", "files": "", "probe": {"kind": "alive", "target": ""}, "boot": BOOT_ID}
+        # Once: plant symlinks where the controller writes its log and a rendered file.
+        plant = (f"test -e planted || {{ ln -s {token} link && mv -f link stderr.log; rm -rf conf; ln -s {outside} conf; "
+                 "touch planted; }; exec sleep 60")
+        params = {"command": "sh", "args": json.dumps(["-c", plant]), "ready_command": "test -e planted",
+                  "files": json.dumps({"conf/app.conf": "v1"})}
+        controller = ProcessController(work, home.parent)
+        await controller.open()
+        await controller.create(context("create", params))
+        await controller.start(context("start", params))
+        directory = work / "u-1"
+        assert (directory / "conf").is_symlink() and (directory / "stderr.log").is_symlink()
+        # A changed file: rendered again (not through the symlink), and the restart reopens the logs.
+        await controller.reconfigure(context("reconfigure", {**params, "files": json.dumps({"conf/app.conf": "v2"})}))
+        assert list(outside.iterdir()) == [] and token.read_text() == SECRET
+        assert (directory / "conf" / "app.conf").read_text() == "v2" and not (directory / "conf").is_symlink()
+        assert (directory / "conf" / "app.conf").stat().st_uid == NOBODY.pw_uid
+        assert not (directory / "stderr.log").is_symlink() and SECRET not in (directory / "stderr.log").read_text()
+
+        # A failed start reports the tail of stderr.log: not through a symlink to the token.
+        leak = {"command": "sh", "args": json.dumps(["-c", f"ln -s {token} link && mv -f link stderr.log; exit 3"])}
+        await controller.create(context("create", leak, uuid="u-2"))
+        with pytest.raises(Permanent, match="exited with code 3") as caught:
+            await controller.start(context("start", leak, uuid="u-2"))
+        assert SECRET not in str(caught.value)
+
+        # A pid file the instance forged (naming a process of root's) is not the controller's: nothing is signalled.
+        forge = {"command": "sh", "ready_command": "test -e forged", "files": json.dumps({"pid.new": json.dumps(forged)}),
+                 "args": json.dumps(["-c", "until test -e pid.json; do sleep 0.05; done; mv -f pid.new pid.json; "
+                                           "touch forged; exec sleep 60"])}
+        await controller.create(context("create", forge, uuid="u-3"))
+        await controller.start(context("start", forge, uuid="u-3"))
+        assert json.loads((work / "u-3" / "pid.json").read_text())["pid"] == sleeper.pid
+        await controller.stop(context("stop", forge, uuid="u-3"))
+        for uuid in ("u-1", "u-2", "u-3"):
+            await controller.destroy(context("destroy", params, uuid=uuid))
+        assert alive(sleeper.pid) and processes_in(work) == {} and list(work.iterdir()) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()

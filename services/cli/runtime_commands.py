@@ -31,6 +31,11 @@ from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
 
 pass_settings = click.make_pass_decorator(Settings)
 
+# The names each built-in controller registers (its NAME and ALIASES; the CLI
+# imports no service, tests/test_controller_credentials.py checks they agree):
+# the credential `orch up` issues it is good for these only.
+BUILT_IN_NAMES = {"sim": ["Internal", "sim"], "process": ["process"]}
+
 
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
@@ -98,10 +103,12 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
     metrics: dict[str, str] = {}
 
     def spec(name: str, argv: list[str], env: dict[str, str], ready: str = "") -> ServiceSpec:
-        """A service with its own metrics port and the suite-wide environment."""
+        """A service with its own metrics port and the suite-wide environment
+        (a controller's without any NATS URL: controllers do not use NATS)."""
         metrics[name] = f"127.0.0.1:{free_port()}"
         wait = _port_ready(*_split(ready)) if ready else None
-        return ServiceSpec(name, argv, env={**env, "ORCH_METRICS_ADDR": metrics[name]}, wait_ready=wait)
+        unset = frozenset({"ORCH_NATS_URL"}) if "ORCH_NATS_URL" not in env else frozenset()
+        return ServiceSpec(name, argv, env={**env, "ORCH_METRICS_ADDR": metrics[name]}, wait_ready=wait, unset=unset)
 
     url = external_nats_url
     try:
@@ -130,12 +137,6 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
             if value is not None
             for flag in (name, str(value))
         ]
-        # The names each built-in controller registers (imported here: other commands need none of it).
-        from controllers.process import ALIASES as PROCESS_ALIASES
-        from controllers.process import NAME as PROCESS_NAME
-        from controllers.sim import ALIASES as SIM_ALIASES
-        from controllers.sim import NAME as SIM_NAME
-
         def controller(names: list[str]) -> list[str]:
             path = home / "controllers" / f"{names[0]}.credential"
             write_private(path, issue_controller_credential(key, names) + "\n")
@@ -158,13 +159,14 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
             # A fixed port (kept across restarts by the supervisor) so that `orch sim` finds the replica.
             sims.append(f"127.0.0.1:{free_port()}")
             supervisor.start(spec(f"controller sim-{replica}", [
-                python, "-m", "controllers.sim", "--addr", sims[-1], *controller([SIM_NAME, *SIM_ALIASES]),
+                python, "-m", "controllers.sim", "--addr", sims[-1], *controller(BUILT_IN_NAMES["sim"]),
                 "--replica", f"sim-{replica}", "--state-file", str(home / f"sim-{replica}-state.jsonl"),
                 "--op-log", str(home / "sim-ops.jsonl")], env_controllers))
         # Instances of the process controller are local processes; their work dirs
-        # (and pid files, for adoption after a restart) live under $ORCH_HOME/process.
+        # (and pid files, for adoption after a restart) live under $ORCH_HOME-process,
+        # outside the directory that holds the suite's secrets.
         supervisor.start(spec("controller process-1", [
-            python, "-m", "controllers.process", "--addr", "127.0.0.1:0", *controller([PROCESS_NAME, *PROCESS_ALIASES]),
+            python, "-m", "controllers.process", "--addr", "127.0.0.1:0", *controller(BUILT_IN_NAMES["process"]),
             "--replica", "process-1",
             "--work-dir", str(home.parent / f"{home.name}-process")], env_controllers))
         supervisor.start(spec("monitor", [python, "-m", "monitor", "--prefix", prefix, "--credential-file", str(credential),

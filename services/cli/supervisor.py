@@ -35,6 +35,8 @@ class ServiceSpec:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    # Variables of this process's environment the service must not inherit.
+    unset: frozenset[str] = frozenset()
     # Blocks until the service is ready; raises if it is not.
     wait_ready: Callable[[subprocess.Popen], None] | None = None
     stop_timeout: float = 10.0
@@ -62,7 +64,7 @@ class Supervisor:
         self._stopping = False
 
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen:
-        env = {**os.environ, **spec.env}
+        env = {k: v for k, v in {**os.environ, **spec.env}.items() if k not in spec.unset}
         return subprocess.Popen(spec.argv, env=env, preexec_fn=_die_with_parent)
 
     def start(self, spec: ServiceSpec) -> None:

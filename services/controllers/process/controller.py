@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+from controllers.process.confine import DEFAULT_RUN_AS, identity, reachable
 from controllers.process.procs import Processes, kill_strays, tail
-from controllers.process.readiness import check
+from controllers.process.readiness import Probe, check
 from controllers.process.settings import ProcessSettings
-from controllers.process.spec import LaunchSpec, launch_spec, namespace, render_endpoint
+from controllers.process.spec import LaunchSpec, environment, launch_spec, namespace, render_endpoint
 from controllers.process.workdir import InstanceRecord, ProcessRecord, WorkDir, allocate_ports
 from controllers.sdk import (
     UNKNOWN,
@@ -44,19 +46,30 @@ RESET_GRACE = 0.5
 class ProcessController(Controller):
     """Runs each instance as a local process (controller `process`, V1.0.0).
 
-    `work_dir` holds one directory per instance (see `workdir`); `base_dir`
-    is offered to templates as `{{base_dir}}` (where the example scripts are).
+    `work_dir` holds one directory per instance (see `workdir`); keep it
+    outside the directory of the suite's secrets. `base_dir` is offered to
+    templates as `{{base_dir}}` (where the example scripts are). When the
+    controller runs as root, instance processes run as the user `run_as`
+    ('' for root itself); see `confine` for what is contained, and what is
+    not when the controller is not root. ValueError: no such user.
     """
 
-    def __init__(self, work_dir: Path, base_dir: Path) -> None:
-        self.dirs = WorkDir(work_dir)
+    def __init__(self, work_dir: Path, base_dir: Path, run_as: str = DEFAULT_RUN_AS) -> None:
+        self.user = identity(run_as)
+        self.dirs = WorkDir(work_dir, self.user)
         self.base_dir = base_dir
         self.procs = Processes()
         # One operation per instance at a time (status reads without waiting).
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def open(self) -> None:
-        self.dirs.root.mkdir(parents=True, exist_ok=True)
+        self.dirs.create()
+        log.info("instances run as %s (uid %d, gid %d)%s", self.user.name, self.user.uid, self.user.gid,
+                 "" if os.geteuid() == 0 else ": the controller is not root, so instances can read what it can read")
+        if self.user.switch and not reachable(self.dirs.root, self.user):
+            log.warning("user %s cannot reach the work dir %s (a directory above it is not searchable): its "
+                        "instances start in their directories, but absolute paths to them fail",
+                        self.user.name, self.dirs.root)
         running = 0
         for uuid in self.dirs.uuids():
             record = self.dirs.read_process(uuid)
@@ -76,7 +89,7 @@ class ProcessController(Controller):
             return UNKNOWN
         process = self.dirs.read_process(ref.uuid)
         if process is not None and self.procs.running(process):
-            if await check(process.probe, self.dirs.path(ref.uuid), time.time() - process.started):
+            if await self._check(ref.uuid, process.probe, time.time() - process.started):
                 return InstanceState("active", record.endpoint)
         return InstanceState("inactive", record.endpoint)
 
@@ -177,7 +190,7 @@ class ProcessController(Controller):
         return namespace(ctx, record, self.dirs.path(record.uuid), self.base_dir)
 
     def _spec(self, ctx: OperationContext, settings: ProcessSettings, record: InstanceRecord) -> LaunchSpec:
-        spec = launch_spec(settings, self._values(ctx, record), self.dirs.path(record.uuid))
+        spec = launch_spec(settings, self._values(ctx, record), self.dirs.path(record.uuid), self.user.name)
         if spec.endpoint != record.endpoint:
             # The endpoint template changed since create: report the new one from now on.
             self.dirs.write_instance(replace(record, endpoint=spec.endpoint))
@@ -210,11 +223,16 @@ class ProcessController(Controller):
         return process
 
     def _spawn(self, ctx: OperationContext, spec: LaunchSpec) -> ProcessRecord:
-        stdout, stderr = self.dirs.log_paths(ctx.uuid)
+        directory = self.dirs.prepare(ctx.uuid)
+        stdout, stderr = self.dirs.open_logs(ctx.uuid)
         try:
-            process = self.procs.spawn(spec.argv, spec.env, self.dirs.path(ctx.uuid), stdout, stderr)
+            process = self.procs.spawn(spec.argv, spec.env, directory, stdout, stderr, self.user)
         except OSError as err:
-            raise Permanent(f"process: cannot run {spec.argv[0]}") from err
+            raise Permanent(f"process: cannot run {spec.argv[0]} as user {self.user.name}: {err.strerror}"
+                            + (f" ({err.filename})" if err.filename else "")) from err
+        finally:
+            os.close(stdout)
+            os.close(stderr)
         process = replace(process, launch=spec.launch_digest, files=spec.files_digest, probe=spec.probe)
         self.dirs.write_process(ctx.uuid, process)
         ctx.logger.info("started process %d: %s", process.pid, " ".join(spec.argv))
@@ -242,7 +260,6 @@ class ProcessController(Controller):
         `ready_timeout` of its spawn, fails permanently with its last output;
         running out of the operation's deadline first is retryable (the next
         start keeps waiting on the same process)."""
-        directory = self.dirs.path(ctx.uuid)
         ready_by = process.started + settings.ready_timeout
         give_up = ctx.deadline - DEADLINE_MARGIN
         while True:
@@ -254,7 +271,7 @@ class ProcessController(Controller):
                 raise Permanent(f"process: {process.argv[0]} {how} {time.time() - process.started:.1f}s after it "
                                 f"started, before it was ready ({process.probe.describe()}); last output:\n"
                                 f"{tail(self.dirs.log_paths(ctx.uuid))}")
-            if await check(process.probe, directory, time.time() - process.started):
+            if await self._check(ctx.uuid, process.probe, time.time() - process.started):
                 return
             now = time.time()
             if now >= ready_by:
@@ -267,6 +284,12 @@ class ProcessController(Controller):
                                 f"({process.probe.describe()}; ready_timeout {settings.ready_timeout:g}s); last output:\n"
                                 f"{tail(self.dirs.log_paths(ctx.uuid))}", after=0.2)
             await asyncio.sleep(READY_POLL)
+
+
+    async def _check(self, uuid: str, probe: Probe, running_for: float) -> bool:
+        """One readiness check; a probe command runs like the instance (user, work dir, environment)."""
+        directory = self.dirs.path(uuid)
+        return await check(probe, directory, running_for, environment(uuid, directory, self.user.name), self.user)
 
 
 def _grace(ctx: OperationContext) -> float:

@@ -1,7 +1,8 @@
 """Operating-system processes of instances: spawn each in its own session
-(so it outlives a controller restart and its whole group can be signalled),
-tell whether a recorded process still runs, stop a group with SIGTERM then
-SIGKILL, and read the tail of its output. Linux (/proc) is assumed."""
+(so it outlives a controller restart and its whole group can be signalled)
+as the instances' user (`confine`), tell whether a recorded process still
+runs, stop a group with SIGTERM then SIGKILL, and read the tail of its
+output. Linux (/proc) is assumed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from controllers.process.confine import Identity, read_regular
 from controllers.process.readiness import Probe
 from controllers.process.workdir import ProcessRecord
 
@@ -76,20 +78,21 @@ class Processes:
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, stdout: Path, stderr: Path) -> ProcessRecord:
-        """Start argv in a new session; returns a record without digests or probe."""
-        with stdout.open("ab") as out, stderr.open("ab") as err:
-            banner = f"{BANNER}{' '.join(argv)} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
-            out.write(banner)
-            err.write(banner)
-            out.flush()
-            err.flush()
-            # start_new_session: the process leads its own group (pgid == pid), is
-            # not killed with the controller's group, and `stop` reaches its children.
-            proc = subprocess.Popen(
-                list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, close_fds=True,
-            )
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, stdout: int, stderr: int,
+              user: Identity) -> ProcessRecord:
+        """Start argv in a new session as `user`, with exactly `env`, its output
+        appended to the descriptors `stdout` and `stderr`; returns a record
+        without digests or probe."""
+        banner = f"{BANNER}{' '.join(argv)} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+        os.write(stdout, banner)
+        os.write(stderr, banner)
+        # start_new_session: the process leads its own group (pgid == pid), is
+        # not killed with the controller's group, and `stop` reaches its children.
+        # The user switch (setgroups, setgid, setuid) comes after the chdir, before the exec.
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            start_new_session=True, close_fds=True, **user.popen_kwargs(),
+        )
         self._children[proc.pid] = proc
         started = starttime(proc.pid)
         return ProcessRecord(proc.pid, started if started is not None else -1, tuple(argv), time.time(), "", "",
@@ -187,14 +190,11 @@ def tail(paths: Sequence[Path], lines: int = 15, limit: int = 2000) -> str:
     """The last lines of each output file (those with anything since the last start banner)."""
     parts = []
     for path in paths:
-        try:
-            with path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 16 * 1024))
-                text = handle.read().decode("utf-8", "replace")
-        except OSError:
+        # The instance may have replaced its log by a symlink to a file only the controller can read.
+        raw = read_regular(path, 16 * 1024, tail=True)
+        if raw is None:
             continue
+        text = raw.decode("utf-8", "replace")
         if BANNER in text:
             text = text.rsplit(BANNER, 1)[1].partition("\n")[2]
         kept = [line for line in text.splitlines() if line.strip()][-lines:]

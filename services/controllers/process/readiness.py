@@ -9,9 +9,12 @@ import contextlib
 import shlex
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from controllers.process.confine import Identity
 
 ProbeKind = Literal["tcp", "http", "command", "alive"]
 
@@ -33,14 +36,16 @@ class Probe:
         return "staying up" if self.kind == "alive" else f"{self.kind} {self.target}"
 
 
-async def check(probe: Probe, cwd: Path, running_for: float) -> bool:
-    """One readiness check of a live process (it has run for `running_for` seconds)."""
+async def check(probe: Probe, cwd: Path, running_for: float, env: Mapping[str, str], user: Identity) -> bool:
+    """One readiness check of a live process (it has run for `running_for`
+    seconds). A probe command runs like the instance: as `user`, in its work
+    dir `cwd`, with exactly `env`."""
     if probe.kind == "tcp":
         return await _tcp(probe.target)
     if probe.kind == "http":
         return await asyncio.to_thread(_http, probe.target)
     if probe.kind == "command":
-        return await _command(probe.target, cwd)
+        return await _command(probe.target, cwd, env, user)
     return running_for >= ALIVE_SETTLE
 
 
@@ -69,11 +74,11 @@ def _http(url: str) -> bool:
         return False
 
 
-async def _command(line: str, cwd: Path) -> bool:
+async def _command(line: str, cwd: Path, env: Mapping[str, str], user: Identity) -> bool:
     try:
         proc = await asyncio.create_subprocess_exec(
-            *shlex.split(line), cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            *shlex.split(line), cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, **user.popen_kwargs(),
         )
     except (OSError, ValueError):
         return False

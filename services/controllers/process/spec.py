@@ -19,9 +19,10 @@ from controllers.process.template import TemplateError, Value, render
 from controllers.process.workdir import InstanceRecord
 from controllers.sdk import OperationContext, Permanent
 
-# The environment a process inherits from the controller; nothing else leaks
-# (the controller's own credentials and settings stay with it).
-INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+# What a process takes from the controller's environment: the locale and time
+# zone, and (behind the controller's bin directory) PATH. Nothing else: the
+# controller's NATS URL, credentials, TLS files and settings stay with it.
+INHERITED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
 # Where a bare command name is looked up first: the controller's own Python
 # environment (a virtualenv's bin holds `python`, `nats-server`, ...).
@@ -84,19 +85,32 @@ def render_endpoint(settings: ProcessSettings, values: dict[str, Value]) -> str:
     return _render(settings.endpoint, values, "endpoint")
 
 
-def launch_spec(settings: ProcessSettings, values: dict[str, Value], work_dir: Path) -> LaunchSpec:
-    """Render every template of `settings`; a failure names the key and fails permanently."""
+def environment(uuid: str, work_dir: Path, user: str) -> dict[str, str]:
+    """What every process of an instance (its command, its ready_command)
+    starts with, whatever the controller's own environment holds: PATH (the
+    controller's bin directory first), HOME (the work dir), USER and LOGNAME
+    (the user it runs as), the locale and time zone if set, and
+    ORCH_INSTANCE, ORCH_WORK_DIR and PYTHONUNBUFFERED."""
+    env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+    env["PATH"] = os.pathsep.join([str(BIN_DIR), os.environ.get("PATH", os.defpath)])
+    env["HOME"] = str(work_dir)
+    env["USER"] = env["LOGNAME"] = user
+    # Output reaches the log files at once, so a failure's tail shows it.
+    env["PYTHONUNBUFFERED"] = "1"
+    env["ORCH_INSTANCE"] = uuid
+    env["ORCH_WORK_DIR"] = str(work_dir)
+    return env
+
+
+def launch_spec(settings: ProcessSettings, values: dict[str, Value], work_dir: Path, user: str) -> LaunchSpec:
+    """Render every template of `settings`; a failure names the key and fails
+    permanently. The process gets `environment` and the settings' `env`."""
     endpoint = render_endpoint(settings, values)
     values = {**values, "endpoint": endpoint}
     argv = _split(_render(settings.command, values, "command"), "command")
     argv += [_render(arg, values, f"args[{i}]") for i, arg in enumerate(settings.args)]
     argv[0] = resolve(argv[0], work_dir, "command")
-    env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
-    env["PATH"] = os.pathsep.join([str(BIN_DIR), env.get("PATH", os.defpath)])
-    # Output reaches the log files at once, so a failure's tail shows it.
-    env["PYTHONUNBUFFERED"] = "1"
-    env["ORCH_INSTANCE"] = str(values["uuid"])
-    env["ORCH_WORK_DIR"] = str(work_dir)
+    env = environment(str(values["uuid"]), work_dir, user)
     env.update({key: _render(value, values, f"env.{key}") for key, value in settings.env.items()})
     files = {name: _render(text, values, f"files.{name}") for name, text in settings.files.items()}
     return LaunchSpec(tuple(argv), env, files, endpoint, _probe(settings, values, work_dir))

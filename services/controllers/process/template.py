@@ -17,13 +17,28 @@ Syntax (inside ``{{ }}``, spaces optional)::
 (or to a single value), with the endpoint's parts as fields (see
 `endpoint_fields`). An unknown name, filter or field is an error, never
 silently left in the output: a typo must not reach a running process.
+
+Expansion is bounded, since a template (or an endpoint it formats) must not
+make the controller allocate gigabytes: a format spec's width and precision
+are at most `MAX_FORMAT_WIDTH`, also when they come from a nested field
+(``{host:>{port}}``); fields are plain names (no ``.attr`` or ``[index]``);
+and no value, from one filter or from the whole template, may exceed
+`MAX_RENDERED` characters.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+# The widest `format` field (width or precision of a format spec).
+MAX_FORMAT_WIDTH = 1000
+# The most characters a placeholder, a filter's result or a whole rendered template may hold.
+MAX_RENDERED = 1024 * 1024
 
 Value = str | list[str]
 Namespace = Mapping[str, Value]
@@ -60,19 +75,37 @@ def endpoint_fields(endpoint: str) -> dict[str, str]:
 
 
 def render(template: str, namespace: Namespace, where: str = "template") -> str:
-    """Fill every placeholder of `template`; `where` names it in error messages."""
+    """Fill every placeholder of `template`; `where` names it in error messages.
+
+    The result holds at most `MAX_RENDERED` characters (TemplateError beyond)."""
     out: list[str] = []
+    size = 0
     pos = 0
     while True:
         start = template.find("{{", pos)
+        piece = template[pos:] if start < 0 else template[pos:start]
+        if start >= 0:
+            end = _closing(template, start + 2, where)
+            value = evaluate(template[start + 2:end], namespace, where)
+            piece += value if isinstance(value, str) else _join(",", value, where)
+            pos = end + 2
+        size += len(piece)
+        _check_size(size, where)
+        out.append(piece)
         if start < 0:
-            out.append(template[pos:])
             return "".join(out)
-        out.append(template[pos:start])
-        end = _closing(template, start + 2, where)
-        value = evaluate(template[start + 2:end], namespace, where)
-        out.append(value if isinstance(value, str) else ",".join(value))
-        pos = end + 2
+
+
+def _check_size(size: int, where: str) -> None:
+    if size > MAX_RENDERED:
+        raise TemplateError(f"{where}: the rendered text would exceed the limit of {MAX_RENDERED} characters "
+                            f"(MAX_RENDERED, 1 MiB)")
+
+
+def _join(separator: str, items: Sequence[str], where: str) -> str:
+    """`separator.join(items)`, refused before it is built when it would be too long."""
+    _check_size(sum(map(len, items)) + len(separator) * max(0, len(items) - 1), where)
+    return separator.join(items)
 
 
 def _closing(template: str, pos: int, where: str) -> int:
@@ -153,28 +186,76 @@ def _apply(stage: list[tuple[str, str]], value: Value, where: str) -> Value:
         raise TemplateError(f"{where}: filter '{name}' takes {arity} quoted argument(s), got {len(args)}")
     items = value if isinstance(value, list) else [value]
     if name == "format":
-        formatted = [_format(args[0], item, where) for item in items]
+        formatted = list(_format_all(args[0], items, where))
         return formatted if isinstance(value, list) else formatted[0]
     if name == "join":
-        return args[0].join(items)
+        return _join(args[0], items, where)
     if name == "first":
         return items[0] if items else ""
     if name == "count":
         return str(len(value)) if isinstance(value, list) else str(int(bool(value)))
     if name == "default":
         return value if value else args[0]
-    return json.dumps(value)  # "json"
+    text = json.dumps(value)  # "json"
+    _check_size(len(text), where)
+    return text
+
+
+def _format_all(pattern: str, items: Iterable[str], where: str) -> Iterable[str]:
+    """`pattern` applied to each item, stopping once their total would be too long."""
+    size = 0
+    for item in items:
+        text = _format(pattern, item, where)
+        size += len(text)
+        _check_size(size, where)
+        yield text
+
+
+class _BoundedFormatter(string.Formatter):
+    """`str.format_map` over plain field names, with bounded widths and
+    precisions, and at most `MAX_RENDERED` characters of fields in all.
+
+    `format_field` receives the spec with its nested fields already filled
+    in, so ``{host:>{port}}`` is checked with the port's value as the width.
+    """
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.budget = MAX_RENDERED
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, str]:
+        if not field_name or "." in field_name or "[" in field_name:
+            raise ValueError(f"field {{{field_name}}} must be a plain name (no .attribute or [index])")
+        return kwargs[field_name], field_name
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        # Every number in a spec is a width or a precision (a digit as fill is
+        # followed by an alignment character, so it never joins one).
+        for number in re.findall(r"\d+", format_spec):
+            digits = number.lstrip("0")
+            if len(digits) > len(str(MAX_FORMAT_WIDTH)) or int(digits or "0") > MAX_FORMAT_WIDTH:
+                shown = number if len(number) <= 20 else f"{number[:20]}..."
+                raise ValueError(f"width or precision {shown} in format spec {format_spec[:40]!r} exceeds the limit "
+                                 f"of {MAX_FORMAT_WIDTH} (MAX_FORMAT_WIDTH)")
+        text = super().format_field(value, format_spec)
+        self.budget -= len(text)
+        if self.budget < 0:
+            _check_size(MAX_RENDERED + 1, self.where)
+        return text
 
 
 def _format(pattern: str, item: str, where: str) -> str:
     fields = endpoint_fields(item)
     try:
-        return pattern.format_map(fields)
+        return _BoundedFormatter(where).vformat(pattern, (), fields)
+    except TemplateError:
+        raise
     except KeyError as err:
         known = ", ".join(f"{{{k}}}" for k in fields)
         raise TemplateError(f"{where}: endpoint {item!r} has no field {err} (fields: {known})") from err
     except (ValueError, IndexError) as err:
-        raise TemplateError(f"{where}: bad format pattern {pattern!r}: {err}") from err
+        shown = pattern if len(pattern) <= 80 else f"{pattern[:80]}..."
+        raise TemplateError(f"{where}: bad format pattern {shown!r}: {err}") from err
 
 
 # Filter name -> number of quoted arguments.

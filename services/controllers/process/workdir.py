@@ -11,25 +11,37 @@ The directory existing means the instance exists; pid.json existing means the
 controller started a process and did not stop it yet (whether it still runs is
 for `procs` to tell). Writes are atomic (temporary file, then rename), so a
 kill in mid-write never leaves a torn record.
+
+The work dir (mode 0755, so that the instances' user can reach its own
+directory) belongs to the controller; each instance's directory (mode 0700)
+belongs to the user its processes run as (`confine`), who may change
+anything in it. So every access below goes through `confine`'s operations,
+which follow no symlink the instance may have planted, and the records are
+trusted only when the controller owns them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from controllers.process.confine import Identity, open_append, open_subdirs, opened_dir, read_regular, write_file
 from controllers.process.readiness import Probe
 
 INSTANCE_FILE = "instance.json"
 PID_FILE = "pid.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
+# A record larger than this is not one of ours.
+RECORD_LIMIT = 1024 * 1024
 
 # Instance uuids come from the engine; anything else must not become a path.
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -74,10 +86,17 @@ class ProcessRecord:
 
 
 class WorkDir:
-    """The instance directories under one root."""
+    """The instance directories under one root; `owner` is the user instances run as."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, owner: Identity) -> None:
         self.root = root
+        self.owner = owner
+
+    def create(self) -> None:
+        """The root, mode 0755 when it is created here."""
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o755)
 
     def path(self, uuid: str) -> Path:
         if not _SAFE.match(uuid):
@@ -93,6 +112,18 @@ class WorkDir:
     def exists(self, uuid: str) -> bool:
         return self.path(uuid).is_dir()
 
+    def prepare(self, uuid: str) -> Path:
+        """The instance's directory, created (mode 0700) and owned by the instance's user."""
+        directory = self.path(uuid)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode):
+            raise OSError(f"{directory} is not a directory")
+        if self.owner.switch and (info.st_uid, info.st_gid) != (self.owner.uid, self.owner.gid):
+            os.chown(directory, self.owner.uid, self.owner.gid, follow_symlinks=False)
+        return directory
+
     def read_instance(self, uuid: str) -> InstanceRecord | None:
         data = _read_json(self.path(uuid) / INSTANCE_FILE)
         if data is None:
@@ -103,8 +134,7 @@ class WorkDir:
             return None
 
     def write_instance(self, record: InstanceRecord) -> None:
-        directory = self.path(record.uuid)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = self.prepare(record.uuid)
         _write_json(directory / INSTANCE_FILE, {**asdict(record), "ports": dict(record.ports)})
 
     def read_process(self, uuid: str) -> ProcessRecord | None:
@@ -130,22 +160,31 @@ class WorkDir:
 
     def write_files(self, uuid: str, files: Mapping[str, str]) -> None:
         """Write rendered files whose content differs (an unchanged file keeps its mtime)."""
-        directory = self.path(uuid)
-        for name, content in files.items():
-            target = directory / name
-            try:
-                if target.read_text(encoding="utf-8") == content:
-                    continue
-            except OSError:
-                pass
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(content, encoding="utf-8")
-            os.replace(tmp, target)
+        owners = {self.owner.uid, os.geteuid()}
+        with opened_dir(self.path(uuid)) as top:
+            for name, content in files.items():
+                *parents, leaf = PurePosixPath(name).parts
+                data = content.encode()
+                parent = open_subdirs(top, parents, self.owner)
+                try:
+                    if read_regular(leaf, len(data) + 1, dir_fd=parent, owners=owners) != data:
+                        write_file(parent, leaf, data, self.owner)
+                finally:
+                    os.close(parent)
 
     def log_paths(self, uuid: str) -> tuple[Path, Path]:
         directory = self.path(uuid)
         return directory / STDOUT_FILE, directory / STDERR_FILE
+
+    def open_logs(self, uuid: str) -> tuple[int, int]:
+        """Descriptors appending to the instance's stdout.log and stderr.log (the caller closes them)."""
+        with opened_dir(self.prepare(uuid)) as directory:
+            out = open_append(directory, STDOUT_FILE, self.owner)
+            try:
+                return out, open_append(directory, STDERR_FILE, self.owner)
+            except BaseException:
+                os.close(out)
+                raise
 
     def taken_ports(self) -> set[int]:
         """Every port some instance holds."""
@@ -176,14 +215,15 @@ def allocate_ports(host: str, names: Iterable[str], taken: set[int]) -> dict[str
 
 
 def _read_json(path: Path) -> dict | None:  # type: ignore[type-arg]
+    """A record of the controller's: a file it owns (the instance may have replaced it)."""
+    raw = read_regular(path, RECORD_LIMIT, owners={os.geteuid()})
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(raw.decode("utf-8")) if raw is not None else None
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    with opened_dir(path.parent) as directory:
+        write_file(directory, path.name, json.dumps(data, indent=1, sort_keys=True).encode())
