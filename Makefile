@@ -6,9 +6,14 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup generate run test test-faults bench soak lint-proto typecheck clean
+.PHONY: setup chromium generate run test test-faults bench soak lint-proto typecheck clean
 
-setup: $(VENV)/.installed $(GEN_STAMP)
+setup: $(VENV)/.installed $(GEN_STAMP) chromium
+
+# The web console's browser tests drive Debian's Chromium (no browser download).
+chromium:
+	@test -x /usr/bin/chromium || apt-get install -y chromium >/dev/null 2>&1 || \
+		(apt-get update >/dev/null && apt-get install -y chromium >/dev/null)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,8 +23,8 @@ import nats
 import nats.js.errors
 
 from cli.embedded_nats import free_port, wait_for_port
-from controllers.sim.table import InstanceTable
 from cli.home import load_connection
+from controllers.sim.table import InstanceTable
 from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.store.leases import solution_key
 from orchestration.store.subjects import Subjects
@@ -179,6 +179,8 @@ def running_suite(home: Path, *flags: str, env: dict[str, str] | None = None) ->
     """Start `orch up` with flags (and extra environment); always stop it."""
     gateway = f"127.0.0.1:{free_port()}"
     log = open(home / "up.log", "wb")
+    if "--console-addr" not in flags:
+        flags = (*flags, "--console-addr", f"127.0.0.1:{free_port()}")
     if not any(flag.startswith("--monitor-interval") for flag in flags):
         # The monitor repairs what tests break on purpose; tests that want it say so.
         flags = (*flags, "--monitor-interval", "3600")

@@ -62,7 +62,7 @@ def test_a_terminated_solution_stays_stopped_until_it_is_resumed(suite: Suite) -
     assert [t.uuid for t in roots(suite, "held", "app")] == [task]
     assert states(suite, "held", "app").count(pb.STATE_ACTIVE) == stopped
     shown = suite.ok("solution", "get", "held", "app")
-    assert "held since" in shown and "by operator" in shown and "orch solution resume held app" in shown
+    assert "held since" in shown and "by bootstrap" in shown and "orch solution resume held app" in shown
     assert "held" in suite.ok("solution", "list", "held").splitlines()[1].split()
 
     suite.ok("solution", "resume", "held", "app", "--wait")

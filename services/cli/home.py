@@ -27,6 +27,8 @@ class Connection:
     subject_prefix: str
     token: str
     dispatcher: str = ""
+    # URL of the web console ("" when there is none).
+    console: str = ""
     # NATS URL with the credentials of external bus clients (requests, events, status only).
     bus_url: str = ""
     # CA that signed the gateway's certificate, when the suite runs with TLS.

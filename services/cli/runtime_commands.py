@@ -56,6 +56,9 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 
 @click.command()
 @click.option("--gateway-addr", default="127.0.0.1:50051", show_default=True, help="Listen address of the gateway API.")
+@click.option("--console-addr", default="127.0.0.1:8470", show_default=True,
+              help="Listen address of the web console (served by the gateway); '' for none.")
+@click.option("--jaeger-url", envvar="ORCH_JAEGER_URL", default="", help="Jaeger UI to link the console's traces to.")
 @click.option("--nats-port", default=4222, show_default=True, help="Port of the embedded NATS server (loopback only).")
 @click.option("--nats-url", "external_nats_url", default=None, help="Use this NATS server instead of starting one.")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
@@ -74,7 +77,7 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
               help="Export traces of every service over OTLP/gRPC to this endpoint (e.g. http://jaeger:4317).")
 @tls_options
 @pass_settings
-def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url: str | None, prefix: str,
+def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str, nats_port: int, external_nats_url: str | None, prefix: str,
        dispatcher_addr: str, concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
        controller_wait: float | None, sim_replicas: int, monitor_interval: float, monitor_max_compensations: int,
        otlp_endpoint: str,
@@ -148,8 +151,10 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
         def as_user(user: str) -> dict[str, str]:
             return {**env, "ORCH_NATS_URL": urls.get(user, url or "")}
 
+        console = ["--console-addr", console_addr, "--jaeger-url", jaeger_url] if console_addr else []
         supervisor.start(spec("gateway", [python, "-m", "gateway", "--addr", gateway_addr, "--prefix", prefix,
-                                          "--token-file", str(home / "token")], as_user("gateway"), ready=gateway_addr))
+                                          "--token-file", str(home / "token"), *console], as_user("gateway"),
+                              ready=gateway_addr))
         supervisor.start(spec("dispatcher", [python, "-m", "dispatcher", "--addr", dispatcher_addr, "--prefix", prefix,
                                              "--credential-file", str(credential), "--registration-key-file",
                                              str(registration_key), "--replica", "dispatcher-1", *engine_flags],
@@ -172,9 +177,13 @@ def up(settings: Settings, gateway_addr: str, nats_port: int, external_nats_url:
         supervisor.start(spec("monitor", [python, "-m", "monitor", "--prefix", prefix, "--credential-file", str(credential),
                                           "--interval", str(monitor_interval),
                                           "--max-compensations", str(monitor_max_compensations)], as_user("monitor")))
+        console_url = f"{'https' if tls_cert else 'http'}://{console_addr}/" if console_addr else ""
         save_connection(home, Connection(gateway=gateway_addr, nats_url=url, bus_url=bus_url, subject_prefix=prefix, token=token,
-                                         dispatcher=dispatcher_addr, sims=sims, tls_ca=tls_ca, metrics=metrics))
+                                         dispatcher=dispatcher_addr, sims=sims, tls_ca=tls_ca, metrics=metrics,
+                                         console=console_url))
         click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
+        if console_url:
+            click.echo(f"web console: {console_url} (sign in with the token in {home / 'token'})", err=True)
     except BaseException:
         supervisor.stop_all()
         raise
@@ -189,7 +198,7 @@ def info(settings: Settings, output: str) -> None:
     """Where the running suite listens (for scripts: -o json)."""
     connection = settings.connection()
     data = {"gateway": settings.server or connection.gateway, "nats_url": connection.nats_url,
-            "bus_url": connection.bus_url or connection.nats_url,
+            "bus_url": connection.bus_url or connection.nats_url, "console": connection.console,
             "subject_prefix": connection.subject_prefix, "metrics": connection.metrics}
     if output == "json":
         click.echo(json.dumps(data))

@@ -17,15 +17,20 @@ from orchestration.store.subjects import DEFAULT_PREFIX
 @click.option("--nats-url", envvar="ORCH_NATS_URL", required=True, help="NATS URL (with credentials).")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), required=True, help="File holding the API token.")
+@click.option("--console-addr", envvar="ORCH_CONSOLE_ADDR", default="",
+              help="Listen address (host:port) of the web console; none when empty.")
+@click.option("--jaeger-url", envvar="ORCH_JAEGER_URL", default="",
+              help="URL of a Jaeger UI: the console links each task's trace there.")
 @metrics_option
 @tls_options
-def main(addr: str, nats_url: str, prefix: str, token_file: str, metrics_addr: str, tls_cert: str, tls_key: str,
-         tls_ca: str, tls_client_auth: bool) -> None:
+def main(addr: str, nats_url: str, prefix: str, token_file: str, console_addr: str, jaeger_url: str, metrics_addr: str,
+         tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run the gateway service."""
     token = read_secret(token_file, "--token-file")
     with service_process("gateway", metrics_addr):
         tls = TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth)
-        run_service(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token, tls=tls)))
+        run_service(serve(GatewaySettings(address=addr, nats_url=nats_url, prefix=prefix, token=token, tls=tls,
+                                          console_address=console_addr, jaeger_url=jaeger_url)))
 
 
 if __name__ == "__main__":

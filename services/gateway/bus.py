@@ -87,7 +87,6 @@ class Bus:
         of the same call over gRPC."""
         principal: Principal | None = None
         method = operation
-        request: Message | None = None
         try:
             found = self.operations.get(operation)
             if found is None:
@@ -104,17 +103,16 @@ class Bus:
                 raise Unauthenticated("missing or invalid token: send the header 'Authorization: Bearer <token>' "
                                       "or a \"token\" field")
             request = to_request(fields, request_type)
-            await self.gate.admit(principal, method, request)
-            response = await handler(request, None)
-            await self.gate.record(principal, method, request, "OK", "")
-            return render_reply(request, response)
-        except grpc.aio.AbortError:  # pragma: no cover - handlers raise, they never abort
-            raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply
+            code, message = status_of(exc)
+            await self.gate.record(principal, method, None, code.name, message)
+            return {"error": {"code": code.name, "message": message}}
+        try:
+            return render_reply(request, await self.gate.call(principal, method, handler, request))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply (the gate audited it)
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("bus request %s failed", operation)
-            await self.gate.record(principal, method, request, code.name, message)
             return {"error": {"code": code.name, "message": message}}
 
 

@@ -15,6 +15,9 @@ from gateway.api.channel import Channel
 from gateway.api.feeds import Feeds
 from gateway.api.solutions import SolutionServicer
 from gateway.bus import Bus
+from gateway.console.server import Console
+from gateway.console.sessions import Sessions, session_seconds_from_environment
+from gateway.console.views import Views
 from orchestration.runtime.grpcserver import Server
 from orchestration.runtime.process import serve_until_signalled
 from orchestration.runtime.tls import TlsConfig
@@ -37,6 +40,9 @@ class GatewaySettings:
     prefix: str
     token: str
     tls: TlsConfig = field(default_factory=TlsConfig)
+    # host:port of the web console ("": none); a Jaeger UI to link traces to.
+    console_address: str = ""
+    jaeger_url: str = ""
 
 
 class Gateway:
@@ -46,6 +52,7 @@ class Gateway:
         self.settings = settings
         self.server: Server | None = None
         self.bus: Bus | None = None
+        self.console: Console | None = None
         self._nc: Client | None = None
 
     @property
@@ -63,9 +70,10 @@ class Gateway:
         gate = AccessGate(tokens, audit)
         server = Server(self.settings.address, gate, SERVICE_NAMES, self.settings.tls)
         gw_grpc.add_AccessServiceServicer_to_server(AccessServicer(tokens, audit), server.grpc)
-        gw_grpc.add_AdministrationServiceServicer_to_server(AdministrationServicer(repo), server.grpc)
-        gw_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(repo), server.grpc)
-        gw_grpc.add_ArchitectureServiceServicer_to_server(ArchitectureServicer(repo), server.grpc)
+        administration, catalog, architectures = AdministrationServicer(repo), CatalogServicer(repo), ArchitectureServicer(repo)
+        gw_grpc.add_AdministrationServiceServicer_to_server(administration, server.grpc)
+        gw_grpc.add_CatalogServiceServicer_to_server(catalog, server.grpc)
+        gw_grpc.add_ArchitectureServiceServicer_to_server(architectures, server.grpc)
         channel = Channel(repo, js, subjects)
         feeds = Feeds(nc, subjects, repo.tasks)
         solutions = SolutionServicer(repo, channel, feeds)
@@ -74,16 +82,27 @@ class Gateway:
         gw_grpc.add_AutomationServiceServicer_to_server(automation, server.grpc)
         self.bus = Bus(nc, subjects, solutions, automation, gate.on("bus"))
         await self.bus.start()
+        if self.settings.console_address:
+            console_gate = gate.on("console")
+            views = Views(console_gate, solutions, automation, administration, catalog, architectures)
+            self.console = Console(self.settings.console_address, views, console_gate, nc, subjects,
+                                   Sessions(session_seconds_from_environment()), self.settings.tls, self.settings.jaeger_url)
+            await self.console.start()
+            log.info("console at %s", self.console.url)
         await server.start()
         await server.set_serving(True)
         self.server = server
         log.info("listening on port %d, nats %s, prefix %s", server.port, redact(self.settings.nats_url), self.settings.prefix)
 
     async def _nats_state(self, up: bool) -> None:
+        if self.console is not None:
+            self.console.connectivity.set(up)
         if self.server is not None:
             await self.server.set_serving(up)
 
     async def stop(self) -> None:
+        if self.console is not None:
+            await self.console.stop()
         if self.bus is not None:
             await self.bus.stop()
         if self.server is not None:

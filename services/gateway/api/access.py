@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from orchestration.model.access import RIGHTS, Principal, check
 from orchestration.model.errors import InvalidArgument, Unauthenticated
 from orchestration.runtime import telemetry
+from orchestration.runtime.status import status_of
 from orchestration.store.access import AuditTrail, Tokens
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 
 log = logging.getLogger("gateway.access")
+T = TypeVar("T")
 
 _CALLER: ContextVar[Principal | None] = ContextVar("caller", default=None)
 _CHANNEL: ContextVar[str] = ContextVar("channel", default="grpc")
@@ -82,6 +85,21 @@ class AccessGate:
             await self.audit.append(entry)
         except Exception:  # noqa: BLE001 - the call's outcome stands; the log says what was not recorded
             log.exception("audit entry not recorded: %s %s by %s: %s", method, target, entry.actor, code)
+
+
+    async def call(self, principal: Principal, method: str, handler: Callable[[Any, Any], Awaitable[T]], request: Any) -> T:
+        """Make one call on behalf of `principal` outside gRPC (the bus, the
+        console): admitted as over gRPC, the servicer's own code, the outcome
+        audited. Errors are raised for the caller to render."""
+        try:
+            await self.admit(principal, method, request)
+            response = await handler(request, None)
+        except Exception as exc:
+            code, message = status_of(exc)
+            await self.record(principal, method, request, code.name, message)
+            raise
+        await self.record(principal, method, request, "OK", "")
+        return response
 
 
 class AccessServicer(gw_grpc.AccessServiceServicer):

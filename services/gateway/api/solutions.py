@@ -202,19 +202,28 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
     async def SummarizeSolution(self, request: gw.SummarizeSolutionRequest,
                                 context: grpc.aio.ServicerContext) -> gw.SummarizeSolutionResponse:
         header, _, clusters, instances = await self._records(request.domain, request.solution)
-        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        # Per cluster: instances, at target, failed, initial, inactive, active, in transition.
+        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 7)
+        column = {INITIAL: 3, pb.STATE_INACTIVE: 4, pb.STATE_ACTIVE: 5}
         for record in instances:
             if record.instance.remove:
                 continue
             count = counts[(record.element, record.cluster)]
+            state = record.instance.state or INITIAL
+            at_target = int(state == (record.instance.target or INITIAL))
+            failed = int(state == pb.STATE_FAILURE)
             count[0] += 1
-            count[1] += (record.instance.state or INITIAL) == (record.instance.target or INITIAL)
-            count[2] += record.instance.state == pb.STATE_FAILURE
+            count[1] += at_target
+            count[2] += failed
+            if state in column:
+                count[column[state]] += 1
+            count[6] += int(not at_target and not failed)
         summary = gw.SummarizeSolutionResponse(solution=header)
         for cluster in sorted(clusters, key=lambda c: (c.element, c.cluster.version)):
-            total, at_target, failed = counts[(cluster.element, cluster.cluster.version)]
+            total, at_target, failed, initial, inactive, active, moving = counts[(cluster.element, cluster.cluster.version)]
             summary.clusters.add(element=cluster.element, cluster=cluster.cluster.version, target=cluster.cluster.target,
-                                 state=cluster.cluster.state, instances=total, at_target=at_target, failed=failed)
+                                 state=cluster.cluster.state, instances=total, at_target=at_target, failed=failed,
+                                 initial=initial, inactive=inactive, active=active, in_transition=moving)
         return summary
 
     async def _records(self, domain: str, name: str) -> tuple[pb.Solution, list[Versioned[pb.Element]], list[ClusterRecord],

@@ -1,0 +1,255 @@
+"""The console's HTTP server: the page and its static files, the JSON API of
+the views, sign-in and sessions, and the live stream.
+
+Security: a session cookie (HttpOnly, SameSite=Strict, Secure under TLS)
+that expires; every change needs the session's CSRF token in the
+X-CSRF-Token header; a strict Content-Security-Policy (nothing but this
+origin, no inline script or style); roles apply to every call as over
+gRPC, and every change is in the audit trail (channel "console")."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from nats.aio.client import Client as NatsClient
+
+from gateway.api.access import AccessGate
+from gateway.console.live import Connectivity, changes, subjects_for
+from gateway.console.sessions import COOKIE, Session, Sessions
+from gateway.console.views import Views, require_domain
+from orchestration.model.access import Principal
+from orchestration.model.errors import InvalidArgument, Unauthenticated
+from orchestration.runtime.status import status_of
+from orchestration.runtime.tls import TlsConfig
+from orchestration.store.subjects import Subjects
+
+log = logging.getLogger("gateway.console")
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 64 * 1024
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+# The one mapping of the API's status codes to HTTP statuses.
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.ABORTED: 409, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+# Paths of the single page: the browser routes them.
+PAGES = ("/", "/signin", "/domains/{tail:.*}", "/tasks/{tail:.*}")
+
+View = Callable[[web.Request, Principal], Awaitable[dict[str, Any]]]
+
+
+class Console:
+    """A running console: start(), then stop()."""
+
+    def __init__(self, address: str, views: Views, gate: AccessGate, nc: NatsClient, subjects: Subjects,
+                 sessions: Sessions, tls: TlsConfig | None = None, jaeger_url: str = "") -> None:
+        self.address = address
+        self.views = views
+        self.gate = gate
+        self.nc = nc
+        self.subjects = subjects
+        self.sessions = sessions
+        self.tls = tls if tls is not None and tls.cert else None
+        self.jaeger_url = jaeger_url.rstrip("/")
+        self.connectivity = Connectivity()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        host = self.address.rsplit(":", 1)[0]
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[_headers])
+        for page in PAGES:
+            app.router.add_get(page, self._page)
+        app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
+        app.router.add_post("/api/signin", self._signin)
+        app.router.add_post("/api/signout", self._signout)
+        reads: dict[str, View] = {
+            "/api/session": self._session_info,
+            "/api/overview": lambda r, who: self.views.overview(who),
+            "/api/domains/{domain}/components": lambda r, who: self.views.components(who, _domain(r, who)),
+            "/api/domains/{domain}/architectures/{architecture}/{version}": lambda r, who: self.views.architecture(
+                who, _domain(r, who), r.match_info["architecture"], r.match_info["version"]),
+            "/api/domains/{domain}/solutions/{solution}": lambda r, who: self.views.solution(
+                who, _domain(r, who), r.match_info["solution"]),
+            "/api/domains/{domain}/solutions/{solution}/instances": lambda r, who: self.views.instances(
+                who, _domain(r, who), r.match_info["solution"], r.query.get("element", ""), r.query.get("cluster", ""),
+                _offset(r)),
+            "/api/domains/{domain}/events": lambda r, who: self.views.events(
+                who, _domain(r, who), r.query.get("solution", ""), r.query.get("task", ""), r.query.get("type", "")),
+            "/api/tasks/{task}": lambda r, who: self.views.task(who, r.match_info["task"]),
+        }
+        for path, view in reads.items():
+            app.router.add_get(path, self._json(view))
+        app.router.add_post("/api/domains/{domain}/solutions/{solution}/{action}", self._json(self._act, change=True))
+        app.router.add_get("/api/live", self._live)
+        return app
+
+    async def start(self) -> None:
+        host, port = self.address.rsplit(":", 1)
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as err:
+            raise OSError(f"console: cannot listen on {self.address}: {err.strerror}") from err
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else int(port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ---- sessions ------------------------------------------------------------
+
+    async def _caller(self, request: web.Request) -> tuple[Session, Principal]:
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            raise Unauthenticated("not signed in (or the session expired): sign in with a token")
+        principal = await self.gate.identify(session.token)
+        if principal is None:  # the token was revoked: so is the session
+            self.sessions.close(session.id)
+            raise Unauthenticated("the token of this session is no longer valid: sign in again")
+        return session, principal
+
+    async def _signin(self, request: web.Request) -> web.Response:
+        try:
+            body = await _body(request)
+            token = body.get("token")
+            if not isinstance(token, str) or not token.strip():
+                raise InvalidArgument("token: paste a token (orch token create, or $ORCH_HOME/token)")
+            principal = await self.gate.identify(token.strip())
+            if principal is None:
+                raise Unauthenticated("this token is not valid")
+        except Exception as exc:  # noqa: BLE001 - every failure is an error reply
+            return _error(exc)
+        session = self.sessions.open(token.strip())
+        response = web.json_response(_who(principal, session))
+        response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", secure=self.tls is not None,
+                            max_age=int(self.sessions.seconds), path="/")
+        return response
+
+    async def _signout(self, request: web.Request) -> web.Response:
+        self.sessions.close(request.cookies.get(COOKIE))
+        response = web.json_response({})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    async def _session_info(self, request: web.Request, who: Principal) -> dict[str, Any]:
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        assert session is not None
+        return {**_who(who, session), "jaeger": self.jaeger_url}
+
+    # ---- views ---------------------------------------------------------------
+
+    def _json(self, view: View, change: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                session, who = await self._caller(request)
+                if change and not session.csrf_matches(request.headers.get("X-CSRF-Token", "")):
+                    return web.json_response({"error": {"code": "PERMISSION_DENIED",
+                                                        "message": "missing or wrong CSRF token: reload the page"}},
+                                             status=403)
+                return web.json_response(await view(request, who))
+            except Exception as exc:  # noqa: BLE001 - every failure is an error reply, never a trace
+                return _error(exc)
+
+        return handle
+
+    async def _act(self, request: web.Request, who: Principal) -> dict[str, Any]:
+        domain = _domain(request, who)
+        return await self.views.act(who, domain, request.match_info["solution"], request.match_info["action"],
+                                    await _body(request))
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        try:
+            _, who = await self._caller(request)
+            domain = request.query.get("domain", "")
+            if domain:
+                require_domain(who, domain)
+                subjects = subjects_for(self.subjects, [domain], request.query.get("solution", ""))
+            elif who.is_global:
+                subjects = [self.subjects.events_all, self.subjects.status_filter()]
+            else:
+                subjects = subjects_for(self.subjects, await self.views.visible_domains(who), "")
+        except Exception as exc:  # noqa: BLE001
+            return _error(exc)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        async for message in changes(self.nc, subjects, self.connectivity):
+            try:
+                await response.write(message.encode())
+            except (ConnectionResetError, RuntimeError):
+                break
+        return response
+
+    async def _page(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def _domain(request: web.Request, who: Principal) -> str:
+    domain = request.match_info["domain"]
+    require_domain(who, domain)
+    return domain
+
+
+def _offset(request: web.Request) -> int:
+    text = request.query.get("offset", "0")
+    if not text.isdigit() or len(text) > 9:
+        raise InvalidArgument(f"offset: {text!r} is not a whole number")
+    return int(text)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.text() or "{}")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise InvalidArgument(f"body: not JSON ({err})") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("body: expected a JSON object")
+    return body
+
+
+def _who(principal: Principal, session: Session) -> dict[str, Any]:
+    return {"name": principal.name, "role": principal.role.label, "domains": sorted(principal.domains),
+            "csrf": session.csrf}
+
+
+def _error(exc: BaseException) -> web.Response:
+    code, message = status_of(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("console request failed", exc_info=exc)
+    return web.json_response({"error": {"code": code.name, "message": message}}, status=HTTP_STATUS.get(code, 500))

@@ -1,0 +1,550 @@
+// The orch web console: one page, no build step, no library. Every text goes
+// into the page with textContent (never innerHTML); the server decides every
+// right, this page only hides what the role cannot do.
+"use strict";
+
+const STATES = ["active", "inactive", "initial", "failure", "in_transition"];
+const STATE_LABEL = { active: "active", inactive: "inactive", initial: "initial", failure: "failure", in_transition: "in transition" };
+const STATE_CLASS = { active: "s-active", inactive: "s-inactive", initial: "s-initial", failure: "s-failure", in_transition: "s-moving" };
+const COLOR = { active: "#009e73", inactive: "#e69f00", initial: "#8c8c8c", failure: "#d55e00", in_transition: "#56b4e9" };
+const SVGNS = "http://www.w3.org/2000/svg";
+
+let session = null;     // {name, role, domains, csrf, jaeger}
+let live = null;        // the EventSource of the current view
+let refresh = null;     // re-renders the current view with fresh data
+let refreshing = false, refreshAgain = false;
+
+// ---- small helpers ----------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else if (key === "style") node.style.cssText = value;  // CSSOM: allowed by the page's CSP, unlike a style attribute
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function s(tag, attrs, ...children) {
+  const node = document.createElementNS(SVGNS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  for (const child of children.flat()) {
+    if (child === undefined || child === null) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function link(path, text) {
+  return h("a", { href: path, "data-nav": true }, text);
+}
+
+function enc(name) { return encodeURIComponent(name); }
+
+function stateTag(state) {
+  if (!state) return h("span", { class: "muted" }, "-");
+  return h("span", { class: "state" }, h("span", { class: "swatch " + (STATE_CLASS[state] || "") }), STATE_LABEL[state] || state);
+}
+
+function when(ms) { return ms ? new Date(ms).toLocaleTimeString() : "-"; }
+
+function seconds(ms) { return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s"; }
+
+function table(headers, rows, rowAttrs) {
+  return h("table", {}, h("thead", {}, h("tr", {}, headers.map((x) => h("th", {}, x)))),
+    h("tbody", {}, rows.map((row, i) => h("tr", rowAttrs ? rowAttrs(i) : {}, row.map((cell) => h("td", {}, cell))))));
+}
+
+function canOperate(domain) {
+  if (!session || session.role === "viewer") return false;
+  return session.domains.length === 0 || session.domains.includes(domain);
+}
+
+class ApiError extends Error {
+  constructor(code, message) { super(message); this.code = code; }
+}
+
+async function api(path, body) {
+  const options = { credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    options.method = "POST";
+    options.headers["Content-Type"] = "application/json";
+    if (session) options.headers["X-CSRF-Token"] = session.csrf;
+    options.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new ApiError("UNAVAILABLE", "the gateway does not answer; retrying when it does");
+  }
+  const data = await response.json().catch(() => ({ error: { code: "INTERNAL", message: "unreadable reply" } }));
+  if (data.error) {
+    if (data.error.code === "UNAUTHENTICATED" && path !== "/api/signin") {
+      session = null;
+      go("/signin");
+    }
+    throw new ApiError(data.error.code, data.error.message);
+  }
+  return data;
+}
+
+// An action's button: runs it, shows the outcome beside it as text.
+function action(label, run, cls) {
+  const note = h("span", { class: "message", role: "status" });
+  const button = h("button", {
+    class: cls || "", type: "button", onclick: async () => {
+      button.disabled = true;
+      note.className = "message muted";
+      note.textContent = "…";
+      try {
+        const result = await run();
+        note.className = "message ok";
+        note.textContent = result || "done";
+        scheduleRefresh();
+      } catch (err) {
+        note.className = "message error";
+        note.textContent = (err.code ? err.code + ": " : "") + err.message;
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, label);
+  return [button, note];
+}
+
+// ---- navigation and live updates ---------------------------------------------
+
+function go(path) {
+  if (location.pathname + location.search !== path) history.pushState({}, "", path);
+  route();
+}
+
+document.addEventListener("click", (event) => {
+  const a = event.target.closest && event.target.closest("a[data-nav]");
+  if (a && a.origin === location.origin && !event.ctrlKey && !event.metaKey && event.button === 0) {
+    event.preventDefault();
+    go(a.pathname + a.search);
+  }
+});
+window.addEventListener("popstate", route);
+
+function setLive(text, on) {
+  const badge = document.getElementById("live");
+  badge.textContent = text;
+  badge.className = "live " + (on ? "on" : "off");
+}
+
+function follow(params) {
+  if (live) live.close();
+  live = null;
+  if (!params) { setLive("", true); return; }
+  live = new EventSource("/api/live?" + new URLSearchParams(params).toString());
+  live.addEventListener("status", (e) => {
+    const status = JSON.parse(e.data).status;
+    setLive(status === "live" ? "live" : "reconnecting…", status === "live");
+  });
+  live.addEventListener("change", () => scheduleRefresh());
+  live.onerror = () => setLive("reconnecting…", false);
+  live.onopen = () => setLive("live", true);
+}
+
+async function scheduleRefresh() {
+  if (!refresh) return;
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = true;
+  try {
+    do {
+      refreshAgain = false;
+      await refresh();
+    } while (refreshAgain);
+  } catch (err) {
+    show(errorBox(err));
+  } finally {
+    refreshing = false;
+  }
+}
+
+function show(...nodes) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...nodes.flat());
+}
+
+function errorBox(err) {
+  return h("p", { class: "error", role: "alert" }, (err.code ? err.code + ": " : "") + err.message);
+}
+
+function header() {
+  const who = document.getElementById("who");
+  const nav = document.getElementById("nav");
+  if (!session) { who.replaceChildren(); nav.replaceChildren(); return; }
+  const where = session.domains.length ? session.domains.join(", ") : "all domains";
+  who.replaceChildren(h("span", {}, `${session.name} (${session.role}, ${where})`),
+    h("button", { type: "button", onclick: async () => { await api("/api/signout", {}); session = null; go("/signin"); } }, "Sign out"));
+  nav.replaceChildren(link("/", "Overview"));
+}
+
+async function route() {
+  const path = decodeURI(location.pathname);
+  refresh = null;
+  follow(null);
+  if (path === "/signin") { header(); return signin(); }
+  if (!session) {
+    try { session = await api("/api/session"); } catch (err) { return; }
+  }
+  header();
+  const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  let view, params;
+  if (parts.length === 0) { view = overview; params = {}; }
+  else if (parts[0] === "domains" && parts[2] === "components") { view = () => components(parts[1]); }
+  else if (parts[0] === "domains" && parts[2] === "architectures" && parts.length === 5) { view = () => architecture(parts[1], parts[3], parts[4]); }
+  else if (parts[0] === "domains" && parts[2] === "solutions" && parts.length === 4) { view = () => solution(parts[1], parts[3]); params = { domain: parts[1], solution: parts[3] }; }
+  else if (parts[0] === "domains" && parts[2] === "events") { view = () => events(parts[1]); params = { domain: parts[1] }; }
+  else if (parts[0] === "tasks" && parts.length === 2) { view = () => task(parts[1]); params = {}; }
+  else { show(h("h1", {}, "Not found"), h("p", {}, "No view at ", path, ". "), link("/", "Overview")); return; }
+  refresh = view;
+  await scheduleRefresh();
+  if (params) follow(params);
+}
+
+// ---- sign-in ------------------------------------------------------------------
+
+function signin() {
+  const input = h("input", { type: "password", name: "token", autocomplete: "off", "aria-label": "token", placeholder: "token" });
+  const note = h("p", { class: "error", role: "alert" });
+  const form = h("form", {
+    class: "signin", onsubmit: async (event) => {
+      event.preventDefault();
+      note.textContent = "";
+      try {
+        session = await api("/api/signin", { token: input.value });
+        go("/");
+      } catch (err) {
+        note.textContent = err.message;
+      }
+    },
+  }, h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, "Paste a token: the one in $ORCH_HOME/token, or one made with `orch token create`."),
+    input, h("button", { class: "primary", type: "submit" }, "Sign in"), note);
+  show(form);
+  input.focus();
+}
+
+// ---- overview -----------------------------------------------------------------
+
+async function overview() {
+  const data = await api("/api/overview");
+  const sections = data.domains.map((d) => h("section", { class: "card", "data-domain": d.name },
+    h("h2", {}, "Domain ", d.name, " "), h("div", { class: "actions" },
+      link(`/domains/${enc(d.name)}/components`, "catalog and architectures"), link(`/domains/${enc(d.name)}/events`, "events")),
+    d.solutions.length ? table(["solution", "architecture", "state", "target", "instances", ...STATES.map((x) => STATE_LABEL[x])],
+      d.solutions.map((x) => [link(`/domains/${enc(d.name)}/solutions/${enc(x.name)}`, x.name), `${x.architecture} ${x.version}`,
+        h("span", {}, stateTag(x.state), x.hold ? h("span", { class: "badge " + x.hold }, " " + x.hold) : ""), stateTag(x.target),
+        x.counts.instances, ...STATES.map((k) => x.counts[k])]))
+      : h("p", { class: "muted" }, "No solutions."),
+    h("h2", {}, "Running tasks"),
+    d.running.length ? table(["task", "solution", "status", "by", "since"],
+      d.running.map((t) => [link(`/tasks/${t.uuid}`, t.uuid.slice(0, 8)), t.solution, t.status, t.actor, when(t.created_ms)]))
+      : h("p", { class: "muted" }, "None."),
+    h("h2", {}, "Latest events"),
+    d.events.length ? table(["time", "type", "task", "comment"],
+      d.events.map((e) => [when(e.time_ms), e.type, link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment]))
+      : h("p", { class: "muted" }, "None.")));
+  show(h("h1", {}, "Overview"), sections.length ? sections : h("p", { class: "muted" }, "No domain to show."));
+}
+
+// ---- catalog and architectures ------------------------------------------------
+
+async function components(domain) {
+  const data = await api(`/api/domains/${enc(domain)}/components`);
+  show(h("h1", {}, `Catalog of ${domain}`),
+    h("section", { class: "card" }, h("h2", {}, "Architectures"),
+      table(["architecture", "version"], data.architectures.map((a) => [
+        link(`/domains/${enc(domain)}/architectures/${enc(a.name)}/${enc(a.version)}`, a.name), a.version]))),
+    h("section", { class: "card" }, h("h2", {}, "Components"),
+      table(["component", "version", "controller", "dependencies"], data.components.map((c) => [c.name, c.version, c.controller,
+        c.dependencies.map((d) => `${d.name} (${d.type}: ${d.component} ${d.version})`).join(", ") || "-"]))));
+}
+
+async function architecture(domain, name, version) {
+  const data = await api(`/api/domains/${enc(domain)}/architectures/${enc(name)}/${enc(version)}`);
+  const rows = [];
+  for (const e of data.elements) {
+    for (const c of e.clusters) {
+      rows.push([e.name, e.component, c.version, `${c.min}..${c.max}`, c.size, c.state,
+        c.relationships.map((r) => `${r.name} → ${r.element} (${r.type})`).join(", ") || "-"]);
+    }
+  }
+  show(h("h1", {}, `Architecture ${name} ${version}`), h("p", {}, link(`/domains/${enc(domain)}/components`, `catalog of ${domain}`)),
+    h("section", { class: "card" }, legend(false), graph(data.elements, null)),
+    h("section", { class: "card" }, h("h2", {}, "Elements and clusters"),
+      table(["element", "component", "cluster", "min..max", "size", "state", "relationships"], rows)));
+}
+
+// ---- the element graph --------------------------------------------------------
+
+function legend(withStates) {
+  return h("div", { class: "legend" }, h("span", {}, "── context relationship"), h("span", {}, "- - service relationship"),
+    h("span", {}, "arrows point to the provider"),
+    withStates ? STATES.map((x) => stateTag(x)) : []);
+}
+
+// Elements in columns: providers on the left, each dependant right of all it depends on.
+function graph(elements, counts) {
+  const byName = new Map(elements.map((e) => [e.name, e]));
+  const edges = [];
+  for (const e of elements) {
+    const seen = new Set();
+    for (const c of e.clusters) {
+      for (const r of c.relationships) {
+        const key = r.element + "|" + r.type;
+        if (byName.has(r.element) && !seen.has(key)) { seen.add(key); edges.push({ from: e.name, to: r.element, type: r.type }); }
+      }
+    }
+  }
+  const depth = new Map();
+  const level = (name, trail) => {
+    if (depth.has(name)) return depth.get(name);
+    if (trail.has(name)) return 0;
+    trail.add(name);
+    const providers = edges.filter((x) => x.from === name).map((x) => level(x.to, trail) + 1);
+    trail.delete(name);
+    const value = providers.length ? Math.max(...providers) : 0;
+    depth.set(name, value);
+    return value;
+  };
+  elements.forEach((e) => level(e.name, new Set()));
+  const columns = [];
+  for (const e of [...elements].sort((a, b) => a.name.localeCompare(b.name))) {
+    const d = depth.get(e.name);
+    (columns[d] = columns[d] || []).push(e);
+  }
+  const W = 190, GAP = 46, ROW = 18, PAD = 10;
+  const boxes = new Map();
+  let height = 0;
+  columns.forEach((column, ci) => {
+    let y = PAD;
+    for (const e of column) {
+      const h_ = 26 + e.clusters.length * (counts ? ROW * 2 : ROW) + 6;
+      boxes.set(e.name, { x: PAD + ci * (W + GAP), y, w: W, h: h_, e });
+      y += h_ + 18;
+    }
+    height = Math.max(height, y);
+  });
+  const width = PAD * 2 + columns.length * (W + GAP);
+  const svg = s("svg", { width, height: height + PAD, viewBox: `0 0 ${width} ${height + PAD}`, role: "img",
+    "aria-label": `graph of ${elements.length} elements` });
+  svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" },
+    s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#5c6475" }))));
+  for (const edge of edges) {
+    const a = boxes.get(edge.from), b = boxes.get(edge.to);
+    const x1 = a.x, y1 = a.y + 14, x2 = b.x + b.w, y2 = b.y + 14;
+    svg.append(s("path", { d: `M${x1},${y1} C${x1 - GAP / 2},${y1} ${x2 + GAP / 2},${y2} ${x2},${y2}`, fill: "none",
+      stroke: "#5c6475", "stroke-width": 1.4, "stroke-dasharray": edge.type === "service" ? "5,4" : "none",
+      "marker-end": "url(#arrow)", "data-edge": `${edge.from}->${edge.to}`, "data-type": edge.type },
+    s("title", {}, `${edge.from} depends on ${edge.to} (${edge.type})`)));
+  }
+  for (const { x, y, w, h: hh, e } of boxes.values()) {
+    const group = s("g", { "data-element": e.name });
+    group.append(s("rect", { x, y, width: w, height: hh, rx: 5, fill: "#fff", stroke: "#1d2330", "stroke-width": 1.2 }));
+    group.append(s("text", { x: x + 8, y: y + 17, "font-weight": 700, "font-size": 13 }, e.name),
+      s("text", { x: x + w - 8, y: y + 17, "font-size": 11, "text-anchor": "end", fill: "#5c6475" }, e.component));
+    let cy = y + 26;
+    for (const c of e.clusters) {
+      const count = counts ? counts.get(e.name + "|" + c.version) : null;
+      const state = count ? dominant(count) : null;
+      if (state) group.append(s("rect", { x: x + 6, y: cy + 3, width: 10, height: 10, fill: COLOR[state], stroke: "#0003" }));
+      const label = `${c.version} [${c.min}..${c.max}] size ${c.size}` + (count ? "" : "");
+      group.append(s("text", { x: x + (state ? 21 : 8), y: cy + 12, "font-size": 11, "data-cluster": c.version }, label));
+      cy += ROW;
+      if (count) {
+        const text = STATES.filter((k) => count[k]).map((k) => `${count[k]} ${STATE_LABEL[k]}`).join(", ") || "no instances";
+        group.append(s("text", { x: x + 21, y: cy + 10, "font-size": 10, fill: "#1d2330", "data-counts": `${e.name}/${c.version}` }, text));
+        cy += ROW;
+      }
+    }
+    svg.append(group);
+  }
+  return h("div", { class: "graph" }, svg);
+}
+
+function dominant(count) {
+  if (count.failure) return "failure";
+  if (count.in_transition) return "in_transition";
+  for (const k of ["active", "inactive", "initial"]) if (count[k] && count[k] === count.instances) return k;
+  return count.instances ? "in_transition" : "initial";
+}
+
+// ---- a solution ----------------------------------------------------------------
+
+let selected = null; // {element, cluster, offset} of the instance table shown
+
+async function solution(domain, name) {
+  const base = `/api/domains/${enc(domain)}/solutions/${enc(name)}`;
+  const data = await api(base);
+  const counts = new Map(data.clusters.map((c) => [c.element + "|" + c.cluster, c]));
+  const operate = canOperate(domain);
+  const parts = [h("h1", {}, `Solution ${data.name} `, data.hold ? h("span", { class: "badge " + data.hold }, data.hold) : ""),
+    h("p", {}, `${data.architecture} ${data.version} · state `, stateTag(data.state), " · target ", stateTag(data.target),
+      " · ", link(`/domains/${enc(domain)}/events?solution=${enc(name)}`, "events"))];
+  if (data.hold) parts.push(h("p", { class: "error" }, `${data.hold}: ${data.hold_reason} (by ${data.hold_actor})`));
+  if (operate) parts.push(actions(domain, name, base, data));
+  if (data.running) {
+    const done = data.clusters.reduce((n, c) => n + c.instances - c.in_transition, 0);
+    const total = data.clusters.reduce((n, c) => n + c.instances, 0) || 1;
+    parts.push(h("section", { class: "card", "data-running": data.running.uuid }, h("h2", {}, "Running task"),
+      h("p", {}, link(`/tasks/${data.running.uuid}`, data.running.uuid), ` ${data.running.status}, by ${data.running.actor}`),
+      h("div", { class: "bar", title: `${done} of ${total}` }, h("span", { style: `width:${(100 * done / total).toFixed(1)}%` })),
+      table(["element", "progress", ""], groupBy(data.clusters, (c) => c.element).map(([element, list]) => {
+        const n = list.reduce((a, c) => a + c.instances, 0) || 1, ok = list.reduce((a, c) => a + c.instances - c.in_transition, 0);
+        return [element, h("div", { class: "bar" }, h("span", { style: `width:${(100 * ok / n).toFixed(1)}%` })), `${ok}/${n}`];
+      }))));
+  }
+  parts.push(h("section", { class: "card" }, legend(true), graph(data.graph.elements, counts)));
+  const rows = data.clusters.map((c) => [c.element, c.cluster, stateTag(c.state), stateTag(c.target), c.instances,
+    ...STATES.map((k) => c[k]), operate ? resize(domain, name, c, data.graph) : ""]);
+  parts.push(h("section", { class: "card" }, h("h2", {}, "Clusters"),
+    h("p", { class: "muted" }, "Select a cluster to list its instances."),
+    table(["element", "cluster", "state", "target", "instances", ...STATES.map((k) => STATE_LABEL[k]), ""], rows, (i) => ({
+      class: "clickable" + (selected && selected.element === data.clusters[i].element && selected.cluster === data.clusters[i].cluster ? " selected" : ""),
+      "data-cluster-row": `${data.clusters[i].element}/${data.clusters[i].cluster}`,
+      onclick: (event) => { if (event.target.closest("form")) return; selected = { element: data.clusters[i].element, cluster: data.clusters[i].cluster, offset: 0 }; scheduleRefresh(); },
+    }))));
+  if (selected && counts.has(selected.element + "|" + selected.cluster)) parts.push(await instances(base, selected));
+  parts.push(h("section", { class: "card" }, h("h2", {}, "Tasks"), table(["task", "status", "by", "created", "error"],
+    data.tasks.map((t) => [link(`/tasks/${t.uuid}`, t.uuid.slice(0, 8)), t.status, t.actor, when(t.created_ms), t.error]))));
+  show(parts);
+}
+
+function groupBy(list, key) {
+  const groups = new Map();
+  for (const item of list) { const k = key(item); if (!groups.has(k)) groups.set(k, []); groups.get(k).push(item); }
+  return [...groups.entries()];
+}
+
+async function instances(base, sel) {
+  const q = new URLSearchParams({ element: sel.element, cluster: sel.cluster, offset: sel.offset });
+  const data = await api(`${base}/instances?${q}`);
+  const pager = h("div", { class: "actions" },
+    h("button", { type: "button", disabled: sel.offset === 0, onclick: () => { sel.offset = Math.max(0, sel.offset - data.page); scheduleRefresh(); } }, "Previous"),
+    h("span", {}, `${data.total ? sel.offset + 1 : 0}–${Math.min(sel.offset + data.page, data.total)} of ${data.total}`),
+    h("button", { type: "button", disabled: sel.offset + data.page >= data.total, onclick: () => { sel.offset += data.page; scheduleRefresh(); } }, "Next"));
+  return h("section", { class: "card", "data-instances": `${sel.element}/${sel.cluster}` },
+    h("h2", {}, `Instances of ${sel.element} ${sel.cluster}`), pager,
+    table(["uuid", "state", "target", "endpoint", "last error"],
+      data.instances.map((i) => [i.uuid, stateTag(i.state), stateTag(i.target), i.endpoint || "-", i.error || ""])));
+}
+
+function resize(domain, name, c, graphData) {
+  const element = (graphData.elements || []).find((e) => e.name === c.element);
+  const config = element && element.clusters.find((x) => x.version === c.cluster);
+  const input = h("input", { type: "number", value: c.instances, min: config ? config.min : 0, max: config ? config.max : undefined,
+    style: "width:5rem", "aria-label": `size of ${c.element} ${c.cluster}` });
+  const [button, note] = action("Resize", async () => {
+    const r = await api(`/api/domains/${enc(domain)}/solutions/${enc(name)}/resize`,
+      { element: c.element, cluster: c.cluster, size: Number(input.value) });
+    return `task ${r.task.slice(0, 8)}`;
+  });
+  return h("form", { onsubmit: (e) => e.preventDefault() }, input, button, note);
+}
+
+function actions(domain, name, base, data) {
+  const arch = h("input", { value: data.architecture, "aria-label": "architecture", style: "width:8rem" });
+  const version = h("input", { value: data.version, "aria-label": "version", style: "width:6rem" });
+  const plan = h("div", { "data-plan": true });
+  const [planButton, planNote] = action("Plan", async () => {
+    const result = await api(`${base}/plan`, { architecture: arch.value, version: version.value });
+    plan.replaceChildren(h("h2", {}, `Plan: ${result.transitions.length} transitions`),
+      table(["element", "cluster", "instance", "transition", "waits for"],
+        result.transitions.slice(0, 500).map((t) => [t.element, t.cluster, t.instance, t.transition, t.waits_for.join(", ") || "-"])));
+    return `${result.transitions.length} transitions`;
+  });
+  const [deployButton, deployNote] = action("Deploy", async () => {
+    const r = await api(`${base}/deploy`, { architecture: arch.value, version: version.value });
+    return `task ${r.task.slice(0, 8)}`;
+  }, "primary");
+  const state = h("select", { "aria-label": "state" }, ["active", "inactive", "initial"].map((x) => h("option", { value: x, selected: x === data.target }, x)));
+  const [stateButton, stateNote] = action("Set state", async () => `task ${(await api(`${base}/state`, { state: state.value })).task.slice(0, 8)}`);
+  const controls = [h("form", { onsubmit: (e) => e.preventDefault() }, arch, version, planButton, deployButton), planNote, deployNote,
+    h("form", { onsubmit: (e) => e.preventDefault() }, state, stateButton), stateNote];
+  if (data.running) {
+    controls.push(...action("Terminate", async () => { await api(`${base}/terminate`, { task: data.running.uuid }); return "terminated"; }, "danger"));
+  }
+  if (data.hold) controls.push(...action("Resume", async () => `task ${(await api(`${base}/resume`, {})).task.slice(0, 8)}`, "primary"));
+  const confirm = h("input", { placeholder: `type ${name} to delete`, "aria-label": "confirm delete", style: "width:11rem" });
+  const [deleteButton, deleteNote] = action("Delete", async () => `task ${(await api(`${base}/delete`, { confirm: confirm.value })).task.slice(0, 8)}`, "danger");
+  controls.push(h("form", { onsubmit: (e) => e.preventDefault() }, confirm, deleteButton), deleteNote);
+  return h("section", { class: "card" }, h("h2", {}, "Actions"), h("div", { class: "actions" }, controls), plan);
+}
+
+// ---- a task: its tree and timeline ---------------------------------------------
+
+async function task(uuid) {
+  const data = await api(`/api/tasks/${enc(uuid)}`);
+  const byId = new Map(data.tasks.map((t) => [t.uuid, t]));
+  const depthOf = (t) => { let d = 0; while (t.parent && byId.has(t.parent)) { t = byId.get(t.parent); d += 1; } return d; };
+  const root = data.root;
+  const trace = root.trace ? (session.jaeger ? h("a", { href: `${session.jaeger}/trace/${root.trace}`, rel: "noopener" }, root.trace) : root.trace) : "-";
+  show(h("h1", {}, `Task ${root.uuid}`),
+    h("p", {}, `${root.type} of `, link(`/domains/${enc(data.domain)}/solutions/${enc(root.solution)}`, root.solution),
+      ` · ${root.status} · by ${root.actor || "-"} · ${seconds(root.updated_ms - root.created_ms)} · trace `, trace),
+    root.error ? h("p", { class: "error" }, root.error) : "",
+    h("section", { class: "card" }, h("h2", {}, `Timeline: ${data.timeline.length} transitions`), timeline(data.timeline, root)),
+    h("section", { class: "card tree" }, h("h2", {}, `Tree: ${data.tasks.length} tasks`),
+      table(["task", "type", "what", "status", "duration", "error"], data.tasks.slice(0, 2000).map((t) => [
+        "\u00a0\u00a0".repeat(depthOf(t)) + t.uuid.slice(0, 8), t.type,
+        [t.element, t.cluster, t.instance && t.instance.slice(0, 8), t.transition].filter(Boolean).join(" "),
+        t.status, seconds(t.updated_ms - t.created_ms), t.error]))));
+}
+
+function timeline(bars, root) {
+  if (!bars.length) return h("p", { class: "muted" }, "No transitions.");
+  const start = Math.min(root.created_ms, ...bars.map((b) => b.start_ms));
+  const end = Math.max(root.updated_ms, ...bars.map((b) => b.end_ms), start + 1);
+  const LABEL = 260, W = 900, ROW = 14;
+  const rows = groupBy(bars, (b) => `${b.element} ${b.cluster} ${b.instance.slice(0, 8)}`);
+  const shown = rows.slice(0, 400);
+  const svg = s("svg", { width: LABEL + W + 20, height: shown.length * ROW + 30, role: "img", "aria-label": `timeline of ${bars.length} transitions` });
+  const x = (ms) => LABEL + (W * (ms - start)) / (end - start);
+  svg.append(s("text", { x: LABEL, y: 12, "font-size": 10, fill: "#5c6475" }, "0 s"),
+    s("text", { x: LABEL + W, y: 12, "font-size": 10, fill: "#5c6475", "text-anchor": "end" }, seconds(end - start)));
+  shown.forEach(([label, list], i) => {
+    const y = 20 + i * ROW;
+    svg.append(s("text", { x: 4, y: y + 10, "font-size": 10 }, label));
+    for (const b of list) {
+      const color = b.status === "failed" || b.status === "timeout" ? COLOR.failure : b.status === "completed" ? COLOR.active : COLOR.in_transition;
+      svg.append(s("rect", { x: x(b.start_ms), y: y + 1, width: Math.max(2, x(b.end_ms) - x(b.start_ms)), height: ROW - 3, fill: color,
+        "data-bar": b.task }, s("title", {}, `${b.element} ${b.cluster} ${b.instance} ${b.transition}: ${b.status}, ${seconds(b.end_ms - b.start_ms)}${b.error ? " — " + b.error : ""}`)));
+    }
+  });
+  const note = rows.length > shown.length ? h("p", { class: "muted" }, `first ${shown.length} of ${rows.length} instances shown`) : "";
+  return h("div", { class: "graph" }, svg, note);
+}
+
+// ---- events --------------------------------------------------------------------
+
+async function events(domain) {
+  const q = new URLSearchParams(location.search);
+  const data = await api(`/api/domains/${enc(domain)}/events?${q}`);
+  const field = (name, label) => h("input", { name, value: q.get(name) || "", placeholder: label, "aria-label": label });
+  const filters = h("form", {
+    class: "actions", onsubmit: (e) => {
+      e.preventDefault();
+      const f = new FormData(e.target);
+      const next = new URLSearchParams([...f.entries()].filter(([, v]) => v));
+      go(`/domains/${enc(domain)}/events${next.toString() ? "?" + next : ""}`);
+    },
+  }, field("solution", "solution"), field("task", "task"), field("type", "type (execution, completion, ...)"),
+  h("button", { type: "submit" }, "Filter"));
+  show(h("h1", {}, `Events of ${domain}`), filters, h("p", { class: "muted" }, `${data.events.length} of ${data.total} shown, newest first`),
+    table(["time", "type", "task", "comment"], data.events.map((e) => [when(e.time_ms), e.type, link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment])));
+}
+
+route();

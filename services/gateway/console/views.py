@@ -1,0 +1,243 @@
+"""What each console view shows, as JSON: read and changed through the
+gateway's servicers, each call admitted and audited by the gate as the same
+call over gRPC would be (no rule of the engine is repeated here)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.api.access import AccessGate
+from orchestration.model.access import RIGHTS, Principal
+from orchestration.model.errors import InvalidArgument, NotFound, PermissionDenied
+from orchestration.model.lifecycle import TASK_ENDED, TRANSITION_NAMES, state_name
+from orchestration.store.events import event_type_name, task_status_name, task_type_name
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import model_pb2 as pb
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+PAGE = 50
+EVENTS_SHOWN = 200
+_STATES: dict[str, pb.State] = {"initial": pb.STATE_INITIAL, "inactive": pb.STATE_INACTIVE, "active": pb.STATE_ACTIVE}
+
+
+def _state(value: int) -> str:
+    return state_name(value) if value else ""
+
+
+def _ms(nanos: int) -> int:
+    return nanos // 1_000_000
+
+
+class Views:
+    """The console's reads and actions for one caller at a time."""
+
+    def __init__(self, gate: AccessGate, *servicers: object) -> None:
+        self.gate = gate
+        self.handlers: dict[str, Handler] = {}
+        for servicer in servicers:
+            for method in RIGHTS:
+                handler = getattr(servicer, method, None)
+                if handler is not None and method not in self.handlers:
+                    self.handlers[method] = handler
+
+    async def call(self, principal: Principal, method: str, request: Any) -> Any:
+        return await self.gate.call(principal, method, self.handlers[method], request)
+
+    async def visible_domains(self, who: Principal) -> list[str]:
+        return list((await self.call(who, "ListDomains", gw.ListDomainsRequest())).domains)
+
+    # ---- reads ------------------------------------------------------------
+
+    async def overview(self, who: Principal) -> dict[str, Any]:
+        domains = []
+        for domain in await self.visible_domains(who):
+            names = (await self.call(who, "ListSolutions", gw.ListSolutionsRequest(domain=domain))).solutions
+            solutions = [await self._solution_card(who, domain, s.name) for s in names]
+            roots = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, roots_only=True))).tasks
+            running = [_task(t) for t in roots if t.status not in TASK_ENDED]
+            events = (await self.call(who, "ListEvents", gw.ListEventsRequest(domain=domain))).events
+            latest = sorted(events, key=lambda e: e.time)[-10:]
+            domains.append({"name": domain, "solutions": solutions, "running": running,
+                            "events": [_event(e) for e in reversed(latest)]})
+        return {"domains": domains}
+
+    async def _solution_card(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
+        summary = await self.call(who, "SummarizeSolution", gw.SummarizeSolutionRequest(domain=domain, solution=name))
+        counts = {"instances": 0, "initial": 0, "inactive": 0, "active": 0, "failure": 0, "in_transition": 0}
+        for c in summary.clusters:
+            for key, value in _counts(c).items():
+                counts[key] += value
+        return {**_solution_header(summary.solution), "counts": counts}
+
+    async def components(self, who: Principal, domain: str) -> dict[str, Any]:
+        listed = (await self.call(who, "ListComponents", gw.ListComponentsRequest(domain=domain))).components
+        found = [{"name": c.name, "version": c.version, "controller": c.controller,
+                  "dependencies": [{"name": d.name, "type": _dependency_type(d.type), "component": d.component,
+                                    "version": d.version} for d in c.dependencies]}
+                 for c in sorted(listed, key=lambda c: (c.name, c.version))]
+        architectures = (await self.call(who, "ListArchitectures", gw.ListArchitecturesRequest(domain=domain))).architectures
+        return {"domain": domain, "components": found,
+                "architectures": [{"name": a.name, "version": a.version} for a in sorted(architectures, key=lambda a: (a.name, a.version))]}
+
+    async def architecture(self, who: Principal, domain: str, name: str, version: str) -> dict[str, Any]:
+        found = (await self.call(who, "RetrieveArchitecture", gw.RetrieveArchitectureRequest(
+            domain=domain, architecture=name, version=version))).architecture
+        return {"domain": domain, "name": found.name, "version": found.version, "elements": [
+            {"name": e.name, "component": e.component, "clusters": [
+                {"version": c.version, "min": c.min, "max": c.max, "size": c.size, "state": _state(c.state),
+                 "configuration": c.configuration,
+                 "relationships": [{"name": r.name, "element": r.element, "version": r.version,
+                                    "type": _dependency_type(r.type)} for r in c.relationships]}
+                for c in e.clusters]}
+            for e in found.elements]}
+
+    async def solution(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
+        summary = await self.call(who, "SummarizeSolution", gw.SummarizeSolutionRequest(domain=domain, solution=name))
+        header = summary.solution
+        graph: dict[str, Any] = {"elements": []}
+        if header.architecture and header.version:
+            try:
+                graph = await self.architecture(who, domain, header.architecture, header.version)
+            except NotFound:
+                pass  # the architecture was removed since: the clusters are still shown
+        roots = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, solution=name, roots_only=True))).tasks
+        ordered = sorted(roots, key=lambda t: t.created)
+        running = next((t for t in reversed(ordered) if t.status not in TASK_ENDED), None)
+        return {**_solution_header(header), "graph": graph, "clusters": [
+            {"element": c.element, "cluster": c.cluster, "target": _state(c.target), "state": _state(c.state),
+             **_counts(c)} for c in summary.clusters],
+            "running": _task(running) if running else None, "tasks": [_task(t) for t in reversed(ordered[-10:])]}
+
+    async def instances(self, who: Principal, domain: str, name: str, element: str, cluster: str,
+                        offset: int) -> dict[str, Any]:
+        listed = (await self.call(who, "ListInstances", gw.ListInstancesRequest(
+            domain=domain, solution=name, element=element, cluster=cluster))).instances
+        page = listed[max(0, offset):max(0, offset) + PAGE]
+        return {"total": len(listed), "offset": offset, "page": PAGE, "instances": [
+            {"uuid": i.uuid, "state": _state(i.state), "target": _state(i.target), "endpoint": i.endpoint,
+             "error": i.error} for i in page]}
+
+    async def task(self, who: Principal, uuid: str) -> dict[str, Any]:
+        for domain in await self.visible_domains(who):
+            try:
+                found = await self.call(who, "RetrieveTask", gw.RetrieveTaskRequest(domain=domain, task=uuid, tree=True))
+            except NotFound:
+                continue
+            tasks = [found.task, *found.subtasks]
+            return {"domain": domain, "root": _task(found.task), "tasks": [_task(t) for t in tasks],
+                    "timeline": _timeline(tasks)}
+        raise NotFound(f"task {uuid!r} not found in the domains this token may see")
+
+    async def events(self, who: Principal, domain: str, solution: str, task: str, kind: str) -> dict[str, Any]:
+        events = (await self.call(who, "ListEvents", gw.ListEventsRequest(domain=domain, task=task))).events
+        if solution:
+            tasks = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, solution=solution))).tasks
+            ids = {t.uuid for t in tasks}
+            events = [e for e in events if e.task in ids]
+        if kind:
+            events = [e for e in events if event_type_name(e.type) == kind]
+        shown = sorted(events, key=lambda e: e.time)[-EVENTS_SHOWN:]
+        return {"domain": domain, "total": len(events), "events": [_event(e) for e in reversed(shown)]}
+
+    # ---- actions ----------------------------------------------------------
+
+    async def act(self, who: Principal, domain: str, name: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One change to a solution; the reply names the task it started, if any."""
+        if action == "plan":
+            plan = await self.call(who, "PlanSolution", gw.PlanSolutionRequest(
+                domain=domain, solution=name, architecture=_text(body, "architecture"), version=_text(body, "version")))
+            return {"transitions": [{"element": t.element, "cluster": t.cluster, "instance": t.instance,
+                                     "transition": TRANSITION_NAMES.get(t.transition, str(t.transition)),
+                                     "waits_for": list(t.waits_for)} for t in plan.transitions]}
+        if action == "deploy":
+            reply = await self.call(who, "DeploySolution", gw.DeploySolutionRequest(
+                domain=domain, solution=name, architecture=_text(body, "architecture"), version=_text(body, "version")))
+        elif action == "state":
+            reply = await self.call(who, "UpdateSolution", gw.UpdateSolutionRequest(
+                domain=domain, solution=name, state=_state_of(body)))
+        elif action == "resize":
+            reply = await self.call(who, "UpdateCluster", gw.UpdateClusterRequest(
+                domain=domain, solution=name, element=_text(body, "element"), cluster=_text(body, "cluster"),
+                size=_int(body, "size")))
+        elif action == "terminate":
+            await self.call(who, "TerminateTask", gw.TerminateTaskRequest(domain=domain, task=_text(body, "task")))
+            return {"task": _text(body, "task")}
+        elif action == "resume":
+            reply = await self.call(who, "ResumeSolution", gw.ResumeSolutionRequest(domain=domain, solution=name))
+        elif action == "delete":
+            if body.get("confirm") != name:
+                raise InvalidArgument(f"confirm: type the solution's name ({name}) to delete it")
+            reply = await self.call(who, "RemoveSolution", gw.RemoveSolutionRequest(domain=domain, solution=name))
+        else:
+            raise InvalidArgument(f"unknown action {action!r}")
+        return {"task": reply.task}
+
+
+def require_domain(who: Principal, domain: str) -> None:
+    """A view of a domain the token may not see is refused before anything is read."""
+    if not who.sees(domain):
+        raise PermissionDenied(f"domain {domain!r}: {who.describe()}")
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{key}: expected text")
+    return value
+
+
+def _int(body: dict[str, Any], key: str) -> int:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise InvalidArgument(f"{key}: expected a whole number")
+    return value
+
+
+def _state_of(body: dict[str, Any]) -> pb.State:
+    state = _text(body, "state")
+    if state not in _STATES:
+        raise InvalidArgument(f"state: {state!r} is not one of {', '.join(_STATES)}")
+    return _STATES[state]
+
+
+def _dependency_type(value: int) -> str:
+    return pb.DependencyType.Name(value).removeprefix("DEPENDENCY_TYPE_").lower()
+
+
+def _counts(c: gw.ClusterSummary) -> dict[str, int]:
+    return {"instances": c.instances, "initial": c.initial, "inactive": c.inactive, "active": c.active,
+            "failure": c.failed, "in_transition": c.in_transition}
+
+
+def _solution_header(s: pb.Solution) -> dict[str, Any]:
+    hold = ""
+    if s.hold.kind:
+        hold = pb.HoldKind.Name(s.hold.kind).removeprefix("HOLD_KIND_").lower()
+    return {"name": s.name, "architecture": s.architecture, "version": s.version, "target": _state(s.target),
+            "state": _state(s.state), "hold": hold, "hold_reason": s.hold.reason, "hold_actor": s.hold.actor}
+
+
+def _task(t: pb.Task) -> dict[str, Any]:
+    return {"uuid": t.uuid, "type": task_type_name(t.type), "status": task_status_name(t.status),
+            "domain": t.domain, "solution": t.solution, "element": t.element, "cluster": t.cluster,
+            "instance": t.instance, "parent": t.parent, "transition": TRANSITION_NAMES.get(t.transition, ""),
+            "error": t.error, "created_ms": _ms(t.created), "updated_ms": _ms(t.updated), "trace": t.trace,
+            "actor": t.actor, "phase": t.phase}
+
+
+def _event(e: pb.Event) -> dict[str, Any]:
+    return {"uuid": e.uuid, "task": e.task, "type": event_type_name(e.type), "time_ms": _ms(e.time),
+            "comment": e.comment}
+
+
+def _timeline(tasks: list[pb.Task]) -> list[dict[str, Any]]:
+    """One bar per transition of an instance (tasks of the instance kind with a
+    transition), grouped by element and cluster, from creation to last update."""
+    bars = [
+        {"element": t.element, "cluster": t.cluster, "instance": t.instance, "transition": TRANSITION_NAMES.get(t.transition, ""),
+         "status": task_status_name(t.status), "start_ms": _ms(t.created), "end_ms": _ms(t.updated), "task": t.uuid,
+         "error": t.error}
+        for t in tasks if t.transition and t.instance
+    ]
+    return sorted(bars, key=lambda b: (b["element"], b["cluster"], b["instance"], b["start_ms"]))

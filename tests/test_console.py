@@ -1,0 +1,181 @@
+"""The web console in a real browser (Playwright driving Debian's Chromium)
+against a real suite: sign-in, the architecture graph, a solution's live
+state, acting from the page, the task timeline, and the rights of a viewer
+(no actions shown, forged changes refused, CSRF required)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import models
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import model_pb2 as pb
+from suite import DATA, Suite, running_suite, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Chromium is installed by `make setup`")
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with running_suite(tmp_path_factory.mktemp("console")) as running:
+        running.ok("apply", "-f", str(DATA / "demo2.yaml"))
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def console_url(suite: Suite) -> str:
+    url = json.loads(suite.ok("info", "-o", "json"))["console"]
+    assert url.startswith("http://127.0.0.1:")
+    return str(url).rstrip("/")
+
+
+def signed_in(browser: Any, suite: Suite, token: str | None = None) -> Any:
+    """A new page, signed in (with the bootstrap token unless another is given)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    page.goto(console_url(suite) + "/signin")
+    page.fill("input[name=token]", token or (suite.home / "token").read_text().strip())
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Overview')")
+    return page
+
+
+def test_sign_in_refuses_a_wrong_token_and_sets_no_cookie(browser: Any, suite: Suite) -> None:
+    page = browser.new_page()
+    page.goto(console_url(suite) + "/")
+    page.wait_for_url("**/signin")
+    page.fill("input[name=token]", "not-a-token")
+    page.click("button[type=submit]")
+    page.wait_for_selector("[role=alert]:has-text('not valid')")
+    assert page.context.cookies() == []
+    response = page.request.get(console_url(suite) + "/api/overview")
+    assert response.status == 401
+    # A good token: an HttpOnly, SameSite=Strict session cookie, and the overview.
+    page.fill("input[name=token]", (suite.home / "token").read_text().strip())
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Overview')")
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "orch_session" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    headers = page.request.get(console_url(suite) + "/").headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    page.close()
+
+
+def test_the_architecture_graph_shows_every_element_and_relationship(browser: Any, suite: Suite) -> None:
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + "/domains/demo/architectures/app/V0.0.0")
+    page.wait_for_selector("svg [data-element]")
+    elements = page.eval_on_selector_all("svg [data-element]", "nodes => nodes.map(n => n.dataset.element)")
+    assert sorted(elements) == ["app", "app-server", "db", "db-server", "ext", "fw", "fw-server", "m2m", "oam", "pub", "tenant"]
+    edges = page.eval_on_selector_all("svg [data-edge]", "nodes => nodes.map(n => n.dataset.edge + ' ' + n.dataset.type)")
+    architecture = suite.architectures.RetrieveArchitecture(
+        gw.RetrieveArchitectureRequest(domain="demo", architecture="app", version="V0.0.0"), metadata=suite.metadata,
+        timeout=30).architecture
+    expected = {f"{e.name}->{r.element} {pb.DependencyType.Name(r.type).removeprefix('DEPENDENCY_TYPE_').lower()}"
+                for e in architecture.elements for c in e.clusters for r in c.relationships}
+    assert sorted(edges) == sorted(expected) and len(expected) == 20
+    assert "app->db service" in edges and "app->app-server context" in edges
+    # Text as well as colour: every element's name is in the page as text.
+    for name in elements:
+        assert page.locator(f"svg [data-element='{name}'] text").first.text_content() == name
+    assert page.errors == []
+    page.close()
+
+
+def test_after_a_deploy_the_solution_view_shows_all_23_instances_active(browser: Any, suite: Suite) -> None:
+    suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait")
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + "/domains/demo/solutions/app")
+    page.wait_for_selector("[data-cluster-row]")
+    rows = page.eval_on_selector_all("[data-cluster-row]", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    assert len(rows) == 11
+    assert sum(int(r[4]) for r in rows) == 23  # instances
+    assert sum(int(r[5]) for r in rows) == 23  # active
+    # A cluster's instances, paginated.
+    page.click("[data-cluster-row='app/V1.0.0']")
+    page.wait_for_selector("[data-instances='app/V1.0.0'] tbody tr")
+    assert page.locator("[data-instances='app/V1.0.0'] tbody tr").count() == 3
+    assert page.errors == []
+    page.close()
+
+
+def test_a_running_deploy_is_live_and_terminate_from_the_console_stops_it(browser: Any, suite: Suite) -> None:
+    suite.apply(models.chain("live", [1] * 8, parameters={"sim_latency_ms": 250}))
+    page = signed_in(browser, suite)
+    task = json.loads(suite.ok("solution", "deploy", "live", "app", "V1", "-o", "json"))["task"]
+    page.goto(console_url(suite) + "/domains/live/solutions/app")
+    page.wait_for_selector(f"[data-running='{task}']")
+    page.wait_for_selector("#live:has-text('live')")
+
+    def active() -> int:
+        rows = page.eval_on_selector_all("[data-cluster-row]", "rows => rows.map(r => r.cells[5].innerText)")
+        return sum(int(x) for x in rows)
+
+    first = active()
+    # The page changes without a reload: more instances become active while we watch.
+    wait_until(lambda: active() >= first + 2, timeout=30, what="the page to show more active instances", interval=0.1)
+    page.click("button:has-text('Terminate')")
+    page.wait_for_selector("text=terminated")
+    assert suite.wait_task("live", task).status == pb.TASK_STATUS_TERMINATED
+    wait_until(lambda: suite.solution("live", "app").hold.kind == pb.HOLD_KIND_HELD, what="the solution held")
+    page.wait_for_selector(".badge.held", timeout=15000)  # live, without a reload
+    entries = json.loads(suite.ok("audit", "list", "--domain", "live", "-o", "json"))
+    assert ("bootstrap", "console", "TerminateTask", "OK") in {(e["Actor"], e["Channel"], e["Method"], e["Outcome"]) for e in entries}
+    assert page.errors == []
+    page.close()
+
+
+def test_the_task_view_has_a_timeline_bar_per_instance_transition(browser: Any, suite: Suite) -> None:
+    task = json.loads(suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--solution", "timed", "-o", "json"))["task"]
+    assert suite.wait_task("demo", task).status == pb.TASK_STATUS_COMPLETED
+    tree = suite.task("demo", task, tree=True)
+    transitions = [t for t in tree.subtasks if t.instance and t.transition]
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + f"/tasks/{task}")
+    page.wait_for_selector("[data-bar]")
+    bars = page.eval_on_selector_all("[data-bar]", "bars => bars.map(b => b.dataset.bar)")
+    assert sorted(bars) == sorted(t.uuid for t in transitions) and len(bars) == 23
+    assert page.locator("h2:has-text('Tree: ')").inner_text() == f"Tree: {1 + len(tree.subtasks)} tasks"
+    page.close()
+
+
+def test_a_viewer_sees_no_action_and_its_forged_changes_are_refused(browser: Any, suite: Suite) -> None:
+    viewer = json.loads(suite.ok("token", "create", "console-viewer", "--role", "viewer", "--domain", "demo", "-o", "json"))["token"]
+    page = signed_in(browser, suite, viewer)
+    page.goto(console_url(suite) + "/domains/demo/solutions/app")
+    page.wait_for_selector("[data-cluster-row]")
+    assert page.locator("h2:has-text('Actions')").count() == 0
+    assert page.locator("button:has-text('Resize')").count() == 0
+    csrf = page.evaluate("fetch('/api/session').then(r => r.json()).then(s => s.csrf)")
+    forged = page.evaluate("""csrf => fetch('/api/domains/demo/solutions/app/state', {method: 'POST',
+        headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}, body: JSON.stringify({state: 'inactive'})})
+        .then(async r => [r.status, (await r.json()).error.message])""", csrf)
+    assert forged[0] == 403 and "UpdateSolution needs the operator role in domain 'demo'" in forged[1]
+    # Another domain is not even readable.
+    other = page.evaluate("fetch('/api/domains/live/solutions/app').then(r => r.status)")
+    assert other == 403
+    page.close()
+    # An operator's change without the CSRF token is refused too, and changes nothing.
+    page = signed_in(browser, suite)
+    status = page.evaluate("""fetch('/api/domains/demo/solutions/app/state', {method: 'POST',
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({state: 'inactive'})}).then(r => r.status)""")
+    assert status == 403
+    assert suite.solution("demo", "app").target == pb.STATE_ACTIVE
+    page.close()
