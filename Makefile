@@ -6,7 +6,7 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup chromium generate run test test-faults bench soak lint-proto typecheck clean
+.PHONY: setup chromium generate run test test-faults bench bench-console screenshots soak lint-proto typecheck clean
 
 setup: $(VENV)/.installed $(GEN_STAMP) chromium
 
@@ -48,6 +48,14 @@ test-faults: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# The web console in a real browser: page load at 1,000 and 10,000 instances, live updates, download size.
+bench-console: setup
+	$(BIN)/python bench/console.py
+
+# The console's main views of a demo deploy, rendered to docs/ for the README.
+screenshots: setup
+	$(BIN)/python docs/screenshots.py
 
 # 100 deploy/delete cycles of 1,000 instances: storage and memory must stay flat.
 soak: setup

@@ -449,3 +449,23 @@ def test_the_charts_nats_config_is_accepted_by_nats_server(default: list[Manifes
     checked = subprocess.run([find_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"], env=env,
                              capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0 and "is valid" in checked.stderr + checked.stdout, checked.stderr
+
+
+def test_the_console_is_a_port_of_the_gateway_with_a_sticky_service_and_an_optional_ingress(default: list[Manifest]) -> None:
+    gateway = service_container(default, "gateway")
+    assert gateway["args"][gateway["args"].index("--console-addr") + 1] == "0.0.0.0:8470"
+    assert {"name": "console", "containerPort": 8470, "protocol": "TCP"} in gateway["ports"]
+    console = find(default, "Service", "-console")
+    assert console["spec"]["sessionAffinity"] == "ClientIP" and console["spec"]["ports"][0]["targetPort"] == "console"
+    assert not [m for m in default if m["kind"] == "Ingress"]
+    manifests = render({"jaeger": {"enabled": True}, "gateway": {"console": {"enabled": True, "port": 8470, "service": {"port": 80},
+                        "ingress": {"enabled": True, "host": "orch.example.com", "className": "nginx", "tlsSecretName": "orch-tls"}}}})
+    ingress = find(manifests, "Ingress", "-console")
+    assert ingress["spec"]["rules"][0]["host"] == "orch.example.com"
+    assert ingress["spec"]["tls"] == [{"hosts": ["orch.example.com"], "secretName": "orch-tls"}]
+    args = service_container(manifests, "gateway")["args"]
+    assert args[args.index("--jaeger-url") + 1] == f"http://{RELEASE}-orchestrator-jaeger:16686"
+    off = render({"gateway": {"console": {"enabled": False, "port": 8470, "service": {"port": 8470},
+                                          "ingress": {"enabled": False, "host": "x"}}}})
+    assert "--console-addr" not in service_container(off, "gateway")["args"]
+    assert not [m for m in off if m["kind"] == "Service" and m["metadata"]["name"].endswith("-console")]

@@ -296,3 +296,12 @@ cluster {
 }
 {{- end }}
 {{- end }}
+
+{{/* The Jaeger UI the console links traces to: gateway.console.jaegerUrl, else the chart's Jaeger. */}}
+{{- define "orchestrator.jaegerUiUrl" -}}
+{{- if .Values.gateway.console.jaegerUrl }}
+{{- .Values.gateway.console.jaegerUrl }}
+{{- else if .Values.jaeger.enabled }}
+{{- printf "http://%s-jaeger:16686" (include "orchestrator.fullname" .) }}
+{{- end }}
+{{- end }}

@@ -53,7 +53,11 @@ function stateTag(state) {
   return h("span", { class: "state" }, h("span", { class: "swatch " + (STATE_CLASS[state] || "") }), STATE_LABEL[state] || state);
 }
 
-function when(ms) { return ms ? new Date(ms).toLocaleTimeString() : "-"; }
+function when(ms) {
+  if (!ms) return "-";
+  const d = new Date(ms);
+  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
 
 function seconds(ms) { return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s"; }
 
