@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from models import flat  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
+
+from models import flat  # noqa: E402
 from suite import running_suite  # noqa: E402
 
 STATIC = ROOT / "services" / "gateway" / "console" / "static"

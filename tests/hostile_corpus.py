@@ -881,6 +881,8 @@ def read_and_change_cases() -> list[Case]:
         ("task-unknown", RT, gw.RetrieveTaskRequest(domain=DOMAIN, task="ghost"), NOT_FOUND, ("ghost",)),
         ("task-unknown-any-domain", RT, gw.RetrieveTaskRequest(task="ghost"), NOT_FOUND, ("ghost",)),
         ("terminate-unknown", TT, gw.TerminateTaskRequest(domain=DOMAIN, task="ghost"), NOT_FOUND, ("ghost",)),
+        ("events-latest-negative", "AutomationService/ListEvents", gw.ListEventsRequest(domain=DOMAIN, latest=-1), INVALID, ("latest",)),
+        ("events-latest-huge", "AutomationService/ListEvents", gw.ListEventsRequest(domain=DOMAIN, latest=2**31 - 1), INVALID, ("latest",)),
         ("terminate-hostile", TT, gw.TerminateTaskRequest(domain=DOMAIN, task="*"), INVALID, ("task",)),
         ("terminate-finished", TT, gw.TerminateTaskRequest(domain=DOMAIN, task=ROOT_TASK),
          grpc.StatusCode.FAILED_PRECONDITION, ("already ended",)),

@@ -100,7 +100,11 @@ def test_the_architecture_graph_shows_every_element_and_relationship(browser: An
 
 
 def test_after_a_deploy_the_solution_view_shows_all_23_instances_active(browser: Any, suite: Suite) -> None:
-    suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait")
+    task = json.loads(suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "-o", "json"))["task"]
+    suite.wait_task("demo", task)
+    # The overview's latest events come from the end of the events stream: the root's completion is among them.
+    latest = suite.automation.ListEvents(gw.ListEventsRequest(domain="demo", latest=200), metadata=suite.metadata, timeout=30)
+    assert any(e.task == task and e.type == pb.EVENT_TYPE_COMPLETION for e in latest.events)
     page = signed_in(browser, suite)
     page.goto(console_url(suite) + "/domains/demo/solutions/app")
     page.wait_for_selector("[data-cluster-row]")

@@ -8,13 +8,16 @@ import grpc
 
 from gateway.api.access import caller
 from gateway.api.feeds import Feeds
-from orchestration.model.errors import FailedPrecondition, NotFound
+from orchestration.model.errors import FailedPrecondition, InvalidArgument, NotFound
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+
+# The most messages of the events stream a `latest` read looks at.
+MAX_LATEST = 10_000
 
 
 class AutomationServicer(gw_grpc.AutomationServiceServicer):
@@ -78,6 +81,10 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
         await self.repo.model.require_domain(request.domain)
         if request.task:
             check_name(request.task, "task")
+        if request.latest < 0 or request.latest > MAX_LATEST:
+            raise InvalidArgument(f"latest: {request.latest} is not between 0 and {MAX_LATEST}")
+        if request.latest and not request.task:
+            return gw.ListEventsResponse(events=await self.feeds.latest(request.domain, request.latest))
         return gw.ListEventsResponse(events=await self.repo.tasks.list_events(request.domain, task=request.task))
 
     async def RetrieveEvent(self, request: gw.RetrieveEventRequest, context: grpc.aio.ServicerContext) -> gw.RetrieveEventResponse:

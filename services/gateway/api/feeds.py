@@ -54,6 +54,33 @@ class Feeds:
                 event, at = parse_bus_payload(msg.data)
                 yield gw.WatchEventsResponse(event=event, task=at)
 
+    async def latest(self, domain: str, window: int) -> list[pb.Event]:
+        """The domain's events among the last `window` messages of the events stream, oldest first."""
+        s = self.subjects
+        info = await self.js.stream_info(s.events_stream)
+        last = info.state.last_seq
+        if not last or not info.state.messages:
+            return []
+        start = max(info.state.first_seq, last - window + 1)
+        subscription = await self.js.pull_subscribe(
+            s.events_filter(domain), stream=s.events_stream,
+            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+                                      ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True))
+        found: list[pb.Event] = []
+        try:
+            while True:
+                pending = (await subscription.consumer_info()).num_pending
+                if not pending:
+                    break
+                for msg in await subscription.fetch(min(pending, 1000), timeout=5):
+                    if msg.metadata.sequence.stream > last:
+                        return found
+                    found.append(parse_bus_payload(msg.data)[0])
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        return found
+
     async def _task(self, domain: str, uuid: str) -> pb.Task:
         try:
             return (await self.tasks.get_task(domain, uuid)).value

@@ -13,7 +13,7 @@ from gateway.api.channel import Channel
 from gateway.api.feeds import Feeds
 from orchestration.model import planner
 from orchestration.model.errors import InvalidArgument, NotFound
-from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL
+from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.store.repository import ClusterRecord, InstanceRecord, Repository, Versioned
 from orchestration.v1 import gateway_pb2 as gw
@@ -224,6 +224,14 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
             summary.clusters.add(element=cluster.element, cluster=cluster.cluster.version, target=cluster.cluster.target,
                                  state=cluster.cluster.state, instances=total, at_target=at_target, failed=failed,
                                  initial=initial, inactive=inactive, active=active, in_transition=moving)
+        lease = await self.repo.leases.get(request.domain, request.solution)
+        if lease is not None and lease.record.task:
+            try:
+                running = (await self.repo.tasks.get_task(request.domain, lease.record.task)).value
+            except NotFound:
+                running = None  # accepted, its root task not stored yet
+            if running is not None and running.status not in TASK_ENDED:
+                summary.running.CopyFrom(running)
         return summary
 
     async def _records(self, domain: str, name: str) -> tuple[pb.Solution, list[Versioned[pb.Element]], list[ClusterRecord],

@@ -86,6 +86,8 @@ class Console:
                 who, _domain(r, who), r.match_info["architecture"], r.match_info["version"]),
             "/api/domains/{domain}/solutions/{solution}": lambda r, who: self.views.solution(
                 who, _domain(r, who), r.match_info["solution"]),
+            "/api/domains/{domain}/solutions/{solution}/tasks": lambda r, who: self.views.tasks(
+                who, _domain(r, who), r.match_info["solution"]),
             "/api/domains/{domain}/solutions/{solution}/instances": lambda r, who: self.views.instances(
                 who, _domain(r, who), r.match_info["solution"], r.query.get("element", ""), r.query.get("cluster", ""),
                 _offset(r)),

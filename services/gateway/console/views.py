@@ -10,7 +10,7 @@ from typing import Any
 from gateway.api.access import AccessGate
 from orchestration.model.access import RIGHTS, Principal
 from orchestration.model.errors import InvalidArgument, NotFound, PermissionDenied
-from orchestration.model.lifecycle import TASK_ENDED, TRANSITION_NAMES, state_name
+from orchestration.model.lifecycle import TRANSITION_NAMES, hold_name, state_name
 from orchestration.store.events import event_type_name, task_status_name, task_type_name
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
@@ -18,11 +18,14 @@ from orchestration.v1 import model_pb2 as pb
 Handler = Callable[[Any, Any], Awaitable[Any]]
 PAGE = 50
 EVENTS_SHOWN = 200
+# Messages of the events stream the overview and the events view look at (newest).
+OVERVIEW_WINDOW = 500
+EVENTS_WINDOW = 10_000
 _STATES: dict[str, pb.State] = {"initial": pb.STATE_INITIAL, "inactive": pb.STATE_INACTIVE, "active": pb.STATE_ACTIVE}
 
 
 def _state(value: int) -> str:
-    return state_name(value) if value else ""
+    return state_name(value)
 
 
 def _ms(nanos: int) -> int:
@@ -53,22 +56,14 @@ class Views:
         domains = []
         for domain in await self.visible_domains(who):
             names = (await self.call(who, "ListSolutions", gw.ListSolutionsRequest(domain=domain))).solutions
-            solutions = [await self._solution_card(who, domain, s.name) for s in names]
-            roots = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, roots_only=True))).tasks
-            running = [_task(t) for t in roots if t.status not in TASK_ENDED]
-            events = (await self.call(who, "ListEvents", gw.ListEventsRequest(domain=domain))).events
+            summaries = [await self.call(who, "SummarizeSolution", gw.SummarizeSolutionRequest(domain=domain, solution=s.name))
+                         for s in names]
+            events = (await self.call(who, "ListEvents", gw.ListEventsRequest(domain=domain, latest=OVERVIEW_WINDOW))).events
             latest = sorted(events, key=lambda e: e.time)[-10:]
-            domains.append({"name": domain, "solutions": solutions, "running": running,
+            domains.append({"name": domain, "solutions": [_solution_card(s) for s in summaries],
+                            "running": [_task(s.running) for s in summaries if s.HasField("running")],
                             "events": [_event(e) for e in reversed(latest)]})
         return {"domains": domains}
-
-    async def _solution_card(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
-        summary = await self.call(who, "SummarizeSolution", gw.SummarizeSolutionRequest(domain=domain, solution=name))
-        counts = {"instances": 0, "initial": 0, "inactive": 0, "active": 0, "failure": 0, "in_transition": 0}
-        for c in summary.clusters:
-            for key, value in _counts(c).items():
-                counts[key] += value
-        return {**_solution_header(summary.solution), "counts": counts}
 
     async def components(self, who: Principal, domain: str) -> dict[str, Any]:
         listed = (await self.call(who, "ListComponents", gw.ListComponentsRequest(domain=domain))).components
@@ -101,13 +96,15 @@ class Views:
                 graph = await self.architecture(who, domain, header.architecture, header.version)
             except NotFound:
                 pass  # the architecture was removed since: the clusters are still shown
-        roots = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, solution=name, roots_only=True))).tasks
-        ordered = sorted(roots, key=lambda t: t.created)
-        running = next((t for t in reversed(ordered) if t.status not in TASK_ENDED), None)
         return {**_solution_header(header), "graph": graph, "clusters": [
             {"element": c.element, "cluster": c.cluster, "target": _state(c.target), "state": _state(c.state),
              **_counts(c)} for c in summary.clusters],
-            "running": _task(running) if running else None, "tasks": [_task(t) for t in reversed(ordered[-10:])]}
+            "running": _task(summary.running) if summary.HasField("running") else None}
+
+    async def tasks(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
+        """A solution's root tasks, newest first (read on demand: it scans the domain's tasks)."""
+        roots = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, solution=name, roots_only=True))).tasks
+        return {"tasks": [_task(t) for t in sorted(roots, key=lambda t: t.created, reverse=True)[:20]]}
 
     async def instances(self, who: Principal, domain: str, name: str, element: str, cluster: str,
                         offset: int) -> dict[str, Any]:
@@ -130,7 +127,8 @@ class Views:
         raise NotFound(f"task {uuid!r} not found in the domains this token may see")
 
     async def events(self, who: Principal, domain: str, solution: str, task: str, kind: str) -> dict[str, Any]:
-        events = (await self.call(who, "ListEvents", gw.ListEventsRequest(domain=domain, task=task))).events
+        request = gw.ListEventsRequest(domain=domain, task=task, latest=0 if task else EVENTS_WINDOW)
+        events = (await self.call(who, "ListEvents", request)).events
         if solution:
             tasks = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, solution=solution))).tasks
             ids = {t.uuid for t in tasks}
@@ -210,12 +208,18 @@ def _counts(c: gw.ClusterSummary) -> dict[str, int]:
             "failure": c.failed, "in_transition": c.in_transition}
 
 
+def _solution_card(summary: gw.SummarizeSolutionResponse) -> dict[str, Any]:
+    counts = {"instances": 0, "initial": 0, "inactive": 0, "active": 0, "failure": 0, "in_transition": 0}
+    for c in summary.clusters:
+        for key, value in _counts(c).items():
+            counts[key] += value
+    return {**_solution_header(summary.solution), "counts": counts}
+
+
 def _solution_header(s: pb.Solution) -> dict[str, Any]:
-    hold = ""
-    if s.hold.kind:
-        hold = pb.HoldKind.Name(s.hold.kind).removeprefix("HOLD_KIND_").lower()
     return {"name": s.name, "architecture": s.architecture, "version": s.version, "target": _state(s.target),
-            "state": _state(s.state), "hold": hold, "hold_reason": s.hold.reason, "hold_actor": s.hold.actor}
+            "state": _state(s.state), "hold": hold_name(s.hold.kind), "hold_reason": s.hold.reason,
+            "hold_actor": s.hold.actor}
 
 
 def _task(t: pb.Task) -> dict[str, Any]:

@@ -389,6 +389,7 @@ function dominant(count) {
 // ---- a solution ----------------------------------------------------------------
 
 let selected = null; // {element, cluster, offset} of the instance table shown
+let taskList = null;  // {solution, tasks}: the solution's root tasks, read when asked for
 
 async function solution(domain, name) {
   const base = `/api/domains/${enc(domain)}/solutions/${enc(name)}`;
@@ -422,8 +423,15 @@ async function solution(domain, name) {
       onclick: (event) => { if (event.target.closest("form")) return; selected = { element: data.clusters[i].element, cluster: data.clusters[i].cluster, offset: 0 }; scheduleRefresh(); },
     }))));
   if (selected && counts.has(selected.element + "|" + selected.cluster)) parts.push(await instances(base, selected));
-  parts.push(h("section", { class: "card" }, h("h2", {}, "Tasks"), table(["task", "status", "by", "created", "error"],
-    data.tasks.map((t) => [link(`/tasks/${t.uuid}`, t.uuid.slice(0, 8)), t.status, t.actor, when(t.created_ms), t.error]))));
+  const tasks = h("section", { class: "card" }, h("h2", {}, "Tasks"));
+  if (taskList && taskList.solution === base) {
+    tasks.append(table(["task", "status", "by", "created", "error"],
+      taskList.tasks.map((t) => [link(`/tasks/${t.uuid}`, t.uuid.slice(0, 8)), t.status, t.actor, when(t.created_ms), t.error])));
+  } else {
+    tasks.append(h("button", { type: "button", onclick: async () => {
+      taskList = { solution: base, tasks: (await api(`${base}/tasks`)).tasks }; scheduleRefresh(); } }, "Show the solution's tasks"));
+  }
+  parts.push(tasks);
   show(parts);
 }
 
@@ -547,7 +555,7 @@ async function events(domain) {
     },
   }, field("solution", "solution"), field("task", "task"), field("type", "type (execution, completion, ...)"),
   h("button", { type: "submit" }, "Filter"));
-  show(h("h1", {}, `Events of ${domain}`), filters, h("p", { class: "muted" }, `${data.events.length} of ${data.total} shown, newest first`),
+  show(h("h1", {}, `Events of ${domain}`), filters, h("p", { class: "muted" }, `${data.events.length} of ${data.total} shown, newest first (the latest 10,000 of the events stream unless a task is named)`),
     table(["time", "type", "task", "comment"], data.events.map((e) => [when(e.time_ms), e.type, link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment])));
 }
 
