@@ -25,7 +25,7 @@ import nats.js.errors
 from cli.embedded_nats import free_port, wait_for_port
 from cli.home import load_connection
 from controllers.sim.table import InstanceTable
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.leases import solution_key
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw

@@ -18,7 +18,7 @@ import grpc
 import nats
 import pytest
 
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb

@@ -20,7 +20,7 @@ from orchestration.runtime.credentials import (
     issue_controller_credential,
     secret_sha256,
 )
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import dispatcher_pb2 as dpb

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from gateway.server import Gateway, GatewaySettings
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc

@@ -111,7 +111,7 @@ def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:
 
 async def test_gateway_answers_unavailable_while_nats_is_away(tmp_path: Path) -> None:
     from gateway.server import Gateway, GatewaySettings
-    from orchestration.runtime.grpcserver import bearer_metadata
+    from orchestration.runtime.wire import bearer_metadata
     from orchestration.v1 import gateway_pb2 as gw
     from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 

@@ -46,7 +46,7 @@ from gateway.server import Gateway, GatewaySettings
 from orchestration.model import codec
 from orchestration.model.errors import InvalidArgument
 from orchestration.model.yamlsafe import load_yaml
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc

@@ -33,7 +33,7 @@ from controllers.process.procs import BOOT_ID, starttime
 from controllers.process.settings import ProcessSettings
 from controllers.process.template import MAX_FORMAT_WIDTH, MAX_RENDERED, TemplateError, endpoint_fields, render
 from controllers.sdk import UNKNOWN, OperationContext, Permanent
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb

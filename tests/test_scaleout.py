@@ -26,7 +26,7 @@ import pytest
 from cli.embedded_nats import find_nats_server, free_port, wait_for_port
 from models import flat
 from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb

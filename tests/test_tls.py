@@ -9,8 +9,8 @@ import pytest
 from certs import make_pki
 
 from gateway.server import Gateway, GatewaySettings
-from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.runtime.tls import TlsConfig, channel
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc

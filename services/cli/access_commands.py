@@ -8,11 +8,10 @@ import time
 
 import click
 
-from cli.client import Settings
 from cli.output import emit, output_option
+from cli.settings import Settings, pass_settings
 from orchestration.v1 import gateway_pb2 as gw
 
-pass_settings = click.make_pass_decorator(Settings)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import click
 import grpc
 
-from cli.home import Connection, load_connection, orch_home
 from orchestration.runtime.backoff import Backoff, Jitter
-from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.runtime.tls import TlsConfig, channel
+from orchestration.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
@@ -93,32 +90,7 @@ class Gateway:
         raise AssertionError("unreachable")
 
 
-@dataclass
-class Settings:
-    """Global CLI settings (from flags, environment and $ORCH_HOME)."""
-
-    home: str | None
-    server: str | None
-    tls: TlsConfig = field(default_factory=TlsConfig)
-
-    def connection(self) -> Connection:
-        found = load_connection(orch_home(self.home))
-        if found is None:
-            raise click.ClickException(
-                f"no running suite found in {orch_home(self.home)}: start one with `orch up` (or `make run`), "
-                "or set ORCH_HOME to its directory"
-            )
-        return found
-
-    def gateway(self) -> Gateway:
-        address = self.server
-        token = os.environ.get("ORCH_TOKEN")
-        tls = self.tls
-        if address is None or token is None:
-            connection = self.connection()
-            address = address or connection.gateway
-            token = token or connection.token
-            if not tls.ca and connection.tls_ca:
-                tls = TlsConfig(tls.cert, tls.key, connection.tls_ca)
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        return Gateway(channel(address, tls, options, aio=False), bearer_metadata(token))
+def connect(address: str, token: str, tls: TlsConfig) -> Gateway:
+    """Stubs of the gateway at `address`, calling with `token`."""
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    return Gateway(channel(address, tls, options, aio=False), bearer_metadata(token))

@@ -11,13 +11,13 @@ import time
 import click
 import grpc
 
-from cli.client import Gateway, Settings
+from cli.client import Gateway
 from cli.output import emit, output_option
+from cli.settings import Settings, pass_settings
 from orchestration.model.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
-pass_settings = click.make_pass_decorator(Settings)
 TARGET_STATES = click.Choice(["initial", "inactive", "active"])
 FINISHED = {
     pb.TASK_STATUS_COMPLETED: "completed",

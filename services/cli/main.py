@@ -1,32 +1,93 @@
-"""The `orch` command group and its global options."""
+"""The `orch` command group and its global options.
+
+Commands are loaded when they are run: `orch --help` and `orch info`
+import neither gRPC nor protobuf, and a gateway command imports only what
+talking to the gateway takes (see `make bench`, CLI section)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
 import click
-import grpc
 
-from cli import access_commands, engine_commands, model_commands, runtime_commands, sim_commands, watch_commands
-from cli.client import Settings
+from cli.settings import Settings
 from orchestration.runtime.tls import TlsConfig
+
+# Every top-level command, with the line `orch --help` shows for it.
+COMMANDS = {
+    "apply": "Validate a model, domain, component or architecture file and store it.",
+    "architecture": "Architectures.",
+    "audit": "The audit trail: every change made (or refused) through the gateway.",
+    "cluster": "Clusters of a solution.",
+    "component": "Catalog components.",
+    "domain": "Domains.",
+    "event": "Task events.",
+    "events": "Task events.",
+    "info": "Where the running suite listens (for scripts: -o json).",
+    "instance": "Instances of a solution.",
+    "sim": "The sim controller (drift for tests and demos).",
+    "solution": "Solutions.",
+    "status": "Status published by the monitor.",
+    "task": "Tasks.",
+    "token": "Tokens: who may call the gateway, with which role, in which domains.",
+    "up": "Start NATS and every service in the foreground; Ctrl-C stops them all.",
+}
+
+
+@functools.cache
+def _gateway_commands() -> click.Group:
+    """Every command that talks to the gateway, registered as one tree."""
+    from cli import access_commands, engine_commands, model_commands, sim_commands, watch_commands
+
+    tree = click.Group()
+    model_commands.register(tree)
+    engine_commands.register({"solution": model_commands.solution, "task": model_commands.task}, tree)
+    sim_commands.register(tree)
+    watch_commands.register(model_commands.event, tree)
+    access_commands.register(tree)
+    return tree
+
+
+def _command(name: str) -> click.Command | None:
+    if name in ("up", "info"):
+        from cli import runtime_commands
+
+        return getattr(runtime_commands, name)  # type: ignore[no-any-return]
+    if name not in COMMANDS:
+        return None
+    return _gateway_commands().commands.get(name)
 
 
 class _Group(click.Group):
-    """Turns gRPC errors into one clear line and a non-zero exit."""
+    """Loads a command when it runs; turns gRPC errors into one clear line and a non-zero exit."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _command(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(COMMANDS.items()))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except grpc.RpcError as err:
-            code = err.code() if hasattr(err, "code") else None
-            details = err.details() if hasattr(err, "details") else str(err)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                details = f"gateway unreachable ({details}); is `orch up` running?"
-            name = code.name if code is not None else "ERROR"
-            click.echo(f"error: {name}: {details}", err=True)
-            sys.exit(1)
+        except Exception as err:
+            if type(err).__module__.startswith("grpc") and hasattr(err, "code"):
+                import grpc
+
+                code = err.code()
+                details = err.details() if hasattr(err, "details") else str(err)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    details = f"gateway unreachable ({details}); is `orch up` running?"
+                name = code.name if code is not None else "ERROR"
+                click.echo(f"error: {name}: {details}", err=True)
+                sys.exit(1)
+            raise
 
 
 @click.group(cls=_Group)
@@ -39,11 +100,3 @@ class _Group(click.Group):
 def cli(ctx: click.Context, home: str | None, server: str | None, tls_ca: str, tls_cert: str, tls_key: str) -> None:
     """orch: the lifecycle orchestration engine."""
     ctx.obj = Settings(home=home, server=server, tls=TlsConfig(tls_cert, tls_key, tls_ca))
-
-
-runtime_commands.register(cli)
-model_commands.register(cli)
-engine_commands.register({"solution": model_commands.solution, "task": model_commands.task}, cli)
-sim_commands.register(cli)
-watch_commands.register(model_commands.event, cli)
-access_commands.register(cli)

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import click
 
-from cli.client import Settings
 from cli.output import emit, output_option
+from cli.settings import Settings, pass_settings
 from orchestration.model.lifecycle import TASK_ENDED, hold_name, state_name
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-
-pass_settings = click.make_pass_decorator(Settings)
 
 
 def _enum(enum: object, value: int, prefix: str) -> str:

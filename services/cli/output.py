@@ -8,9 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from google.protobuf.message import Message
-
-from orchestration.model import codec
 
 FORMATS = ("table", "yaml", "json")
 
@@ -22,6 +19,10 @@ def output_option(func: Any) -> Any:
 
 def as_document(value: Any) -> Any:
     """Messages (or lists of them) as model-file structures."""
+    from google.protobuf.message import Message
+
+    from orchestration.model import codec
+
     if isinstance(value, Message):
         return codec.to_document(value)
     if isinstance(value, (list, tuple)):
@@ -36,7 +37,9 @@ def emit(fmt: str, data: Any, headers: Sequence[str] = (), rows: Sequence[Sequen
     if fmt == "json":
         click.echo(json.dumps(as_document(data), indent=2))
     elif fmt == "yaml":
-        click.echo(codec.dump_yaml(as_document(data)), nl=False)
+        from orchestration.model.yamlsafe import dump_yaml
+
+        click.echo(dump_yaml(as_document(data)), nl=False)
     else:
         click.echo(table(headers, rows), nl=False)
 

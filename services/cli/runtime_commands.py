@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import click
 
-from cli.client import Settings
 from cli.embedded_nats import (
     EmbeddedNatsConfig,
     find_nats_server,
@@ -22,14 +21,12 @@ from cli.embedded_nats import (
     write_config,
 )
 from cli.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection, write_private
+from cli.settings import Settings, pass_settings
 from cli.supervisor import ServiceSpec, Supervisor
-from orchestration.runtime import logs
 from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
 from orchestration.runtime.tls import tls_options
 from orchestration.store.natsusers import BUS, OPERATOR
 from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
-
-pass_settings = click.make_pass_decorator(Settings)
 
 # The names each built-in controller registers (its NAME and ALIASES; the CLI
 # imports no service, tests/test_controller_credentials.py checks they agree):
@@ -83,6 +80,8 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
        otlp_endpoint: str,
        tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Start NATS and every service in the foreground; Ctrl-C stops them all."""
+    from orchestration.runtime import logs  # OpenTelemetry: only `up` needs it
+
     logs.configure("orch-up")
     try:
         check_prefix(prefix)

@@ -8,15 +8,13 @@ import sys
 import click
 import grpc
 
-from cli.client import Settings
 from cli.home import orch_home
+from cli.settings import Settings, pass_settings
 from orchestration.model.lifecycle import STATES_BY_NAME
-from orchestration.runtime.grpcserver import bearer_metadata
 from orchestration.runtime.tls import TlsConfig, channel
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import sim_pb2 as pb
 from orchestration.v1 import sim_pb2_grpc as pb_grpc
-
-pass_settings = click.make_pass_decorator(Settings)
 
 # The file `orch up` keeps the engine credential in (the sims require it of callers).
 CREDENTIAL_FILE = "engine-credential"

@@ -8,12 +8,16 @@ import time
 import click
 from google.protobuf import json_format
 
-from cli.client import Settings
-from orchestration.model.lifecycle import TRANSITION_NAMES, state_name
-from orchestration.store.events import event_type_name, task_status_name, task_type_name
+from cli.settings import Settings, pass_settings
+from orchestration.model.lifecycle import (
+    TRANSITION_NAMES,
+    event_type_name,
+    state_name,
+    task_status_name,
+    task_type_name,
+)
 from orchestration.v1 import gateway_pb2 as gw
 
-pass_settings = click.make_pass_decorator(Settings)
 FORMAT = click.Choice(["text", "json"])
 
 

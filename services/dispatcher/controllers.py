@@ -17,7 +17,7 @@ import grpc
 from nats.aio.subscription import Subscription
 
 from orchestration.runtime.batching import let_others_join
-from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
+from orchestration.runtime.wire import bearer_metadata, MAX_MESSAGE_BYTES
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
 from orchestration.store.registrations import Registrations, controller_names, registration_key

@@ -19,7 +19,8 @@ from orchestration.model.lifecycle import TASK_ENDED, TRANSITION_NAMES
 from orchestration.runtime import telemetry
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import TASKS, labelled
-from orchestration.store.events import EventRecorder, new_event, task_status_name, task_type_name
+from orchestration.store.events import EventRecorder, new_event
+from orchestration.model.lifecycle import task_status_name, task_type_name
 from orchestration.store.kvstore import persist
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from orchestration.runtime.concurrency import gather_bounded
-from orchestration.runtime.grpcserver import MAX_MESSAGE_BYTES, bearer_metadata
+from orchestration.runtime.wire import bearer_metadata, MAX_MESSAGE_BYTES
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
 from orchestration.store.registrations import Registrations, controller_names

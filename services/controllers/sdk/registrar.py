@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from orchestration.runtime.backoff import Backoff, Jitter
-from orchestration.runtime.grpcserver import bearer_metadata
+from orchestration.runtime.wire import bearer_metadata
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
 from orchestration.v1 import dispatcher_pb2 as pb

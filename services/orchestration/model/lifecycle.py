@@ -8,6 +8,9 @@ from collections import deque
 from collections.abc import Iterable
 from typing import cast
 
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
+from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import HoldKind, State, TaskStatus, Transition
 
 INITIAL = State.STATE_INITIAL
@@ -118,3 +121,25 @@ def _search(current: int, target: int) -> list[Transition]:
             seen.add(dest)
             queue.append((dest, step))
     raise ValueError(f"no path from {state_name(current)} to {state_name(target)}")
+
+
+def _names(enum: EnumTypeWrapper, prefix: str) -> dict[int, str]:
+    return {number: name.removeprefix(prefix).lower() for name, number in enum.items()}
+
+
+# Looked up on every status change: dictionaries, not enum reflection.
+_TASK_TYPES = _names(pb.TaskType, "TASK_TYPE_")
+_EVENT_TYPES = _names(pb.EventType, "EVENT_TYPE_")
+_TASK_STATUSES = _names(pb.TaskStatus, "TASK_STATUS_")
+
+
+def task_type_name(value: int) -> str:
+    return _TASK_TYPES.get(value) or pb.TaskType.Name(value)  # Name raises on an unknown value, as before
+
+
+def event_type_name(value: int) -> str:
+    return _EVENT_TYPES.get(value) or pb.EventType.Name(value)
+
+
+def task_status_name(value: int) -> str:
+    return _TASK_STATUSES.get(value) or pb.TaskStatus.Name(value)

@@ -11,9 +11,12 @@ key or subject raw: ``encode_token`` maps every character outside
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from orchestration.model.errors import InvalidArgument
-from orchestration.v1.model_pb2 import Controller
+
+if TYPE_CHECKING:  # names are checked without loading protobuf (`orch info` imports this)
+    from orchestration.v1.model_pb2 import Controller
 
 NAME_RULE = "1 to 128 characters: letters, digits and _ . : @ -, starting with a letter or digit, no '..'"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")

@@ -18,17 +18,12 @@ from orchestration.runtime import telemetry
 from orchestration.runtime.metrics import GRPC_CALLS, labelled
 from orchestration.runtime.status import status_of
 from orchestration.runtime.tls import TlsConfig
+from orchestration.runtime.wire import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
 # Calls that need no token: probes and schema discovery.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-
-
-def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata that carries the token."""
-    return (("authorization", f"Bearer {token}"),)
 
 
 def _token_of(metadata: Iterable[Any] | None) -> str | None:

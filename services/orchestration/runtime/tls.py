@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import grpc
+
+if TYPE_CHECKING:  # gRPC is imported where credentials or channels are made: `orch info` needs none
+    import grpc
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,14 @@ class TlsConfig:
         ca = _read(self.ca) if self.ca else None
         if self.client_auth and ca is None:
             raise click.UsageError("--tls-client-auth needs --tls-ca to check client certificates against")
+        import grpc
+
         return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=self.client_auth)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """Credentials of a client: trust `ca`, present cert/key when given (mutual TLS)."""
+        import grpc
+
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca) if self.ca else None,
             private_key=_read(self.key) if self.key else None,
@@ -72,6 +79,8 @@ def tls_options(func):  # type: ignore[no-untyped-def]
 
 def channel(address: str, tls: TlsConfig | None, options: list[tuple[str, int]] | None = None, aio: bool = True):  # type: ignore[no-untyped-def]
     """A gRPC channel to address: TLS when configured, plaintext otherwise."""
+    import grpc
+
     module = grpc.aio if aio else grpc
     if tls is not None and tls.enabled:
         return module.secure_channel(address, tls.channel_credentials(), options=options)

@@ -9,35 +9,18 @@ import json
 import time
 import uuid as uuidlib
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from nats.js import JetStreamContext
 
-from orchestration.model.lifecycle import TRANSITION_NAMES, state_name
+from orchestration.model.lifecycle import (
+    TRANSITION_NAMES,
+    event_type_name,
+    state_name,
+    task_status_name,
+    task_type_name,
+)
 from orchestration.store.publisher import publisher_for
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
-
-
-def _names(enum: EnumTypeWrapper, prefix: str) -> dict[int, str]:
-    return {number: name.removeprefix(prefix).lower() for name, number in enum.items()}
-
-
-# Looked up on every status change: dictionaries, not enum reflection.
-_TASK_TYPES = _names(pb.TaskType, "TASK_TYPE_")
-_EVENT_TYPES = _names(pb.EventType, "EVENT_TYPE_")
-_TASK_STATUSES = _names(pb.TaskStatus, "TASK_STATUS_")
-
-
-def task_type_name(value: int) -> str:
-    return _TASK_TYPES.get(value) or pb.TaskType.Name(value)  # Name raises on an unknown value, as before
-
-
-def event_type_name(value: int) -> str:
-    return _EVENT_TYPES.get(value) or pb.EventType.Name(value)
-
-
-def task_status_name(value: int) -> str:
-    return _TASK_STATUSES.get(value) or pb.TaskStatus.Name(value)
 
 
 def new_event(task: pb.Task, kind: pb.EventType, comment: str = "", source: str = "") -> pb.Event:

@@ -7,11 +7,11 @@ Knows nothing of the information model; ``repository`` builds on it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-import copy
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
