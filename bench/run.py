@@ -8,7 +8,11 @@ run that shows the cost of telling every member of its siblings (each gets a
 reconfigure once the cluster is up).
 
     python bench/run.py [--sizes 100,1000,10000] [--shapes flat,chain,fanout] [--latency-run N] [--siblings-run N]
-                        [--repeat K]
+                        [--cli 100,1000] [--repeat K]
+
+The CLI section times whole commands from the shell with default settings
+(the sim's default sibling handling): `orch --help`, `orch info`, `orch
+domain list` and `orch solution deploy --wait` of flat solutions.
 """
 
 from __future__ import annotations
@@ -217,6 +221,35 @@ def table(results: list[Result]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
 
 
+def cli_figures(repeat: int, sizes: list[int]) -> dict[str, float]:
+    """From the shell, with default settings: medians of `repeat` runs of
+    `orch --help`, `orch info`, `orch domain list` (a read), and
+    `orch solution deploy --wait` of flat solutions of each size."""
+    import subprocess
+
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="orch-bench-cli-") as home, running_suite(Path(home), "--monitor-interval", "5") as suite:
+        orch = str(Path(sys.executable).parent / "orch")
+        env = {**os.environ, "ORCH_HOME": home}
+        env.pop("ORCH_TOKEN", None)
+
+        def timed(*args: str) -> float:
+            started = time.perf_counter()
+            subprocess.run([orch, *args], env=env, check=True, capture_output=True, timeout=900)
+            return time.perf_counter() - started
+
+        suite.ok("apply", "-f", str(ROOT / "tests" / "data" / "demo2.yaml"))
+        for name, args in (("help", ("--help",)), ("info", ("info",)), ("domain_list", ("domain", "list"))):
+            timed(*args)  # warm the file cache
+            figures[f"{name}_s"] = statistics.median(timed(*args) for _ in range(max(5, repeat)))
+        for n in sizes:
+            suite.apply(flat(f"cli{n}", n))
+            runs = [timed("solution", "deploy", f"cli{n}", "app", "V1", "--solution", f"run-{i}", "--wait")
+                    for i in range(max(1, repeat))]
+            figures[f"deploy_wait_{n}_s"] = statistics.median(runs)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,10000")
@@ -226,6 +259,7 @@ def main() -> None:
                         help="N of the flat run whose members are told of their siblings (0: none)")
     parser.add_argument("--concurrency", type=int, default=1000, help="the dispatcher's default limit (for the floor)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--cli", default="100,1000", help="sizes of the deploy --wait runs from the shell ('': no CLI section)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each case; the one with the median time is reported (runs vary by about 10 %%)")
     args = parser.parse_args()
@@ -241,8 +275,12 @@ def main() -> None:
     def spread(result: Result) -> str:
         return f" (runs: {', '.join(f'{s:.2f}' for s in result.runs_s)})" if result.runs_s else ""
 
+    cli: dict[str, float] = {}
+    if args.cli:
+        cli = cli_figures(args.repeat, [int(n) for n in args.cli.split(",")])
+        print("from the shell (medians): " + ", ".join(f"{k} {v:.3f}" for k, v in cli.items()), flush=True)
     results: list[Result] = []
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in [int(s) for s in args.sizes.split(",") if s]:
         for shape in args.shapes.split(","):
             result = median_of_runs(shape, n, 0)
             results.append(result)
@@ -261,10 +299,11 @@ def main() -> None:
     for r in results:
         if r.monitor_poll_s:
             print(f"monitor poll of {r.instances} instances: {r.monitor_poll_s:.2f}s (monitor CPU while waiting for it: {r.monitor_poll_cpu_s:.2f}s)")
-    summary: dict[str, object] = {"results": [asdict(r) for r in results]}
-    first = statistics.median(r.first_operation_ms for r in results if r.siblings == "ignore")
-    summary["first_operation_median_ms"] = first
-    print(f"request to first operation, median of the runs: {first:.0f} ms")
+    summary: dict[str, object] = {"cli": cli, "results": [asdict(r) for r in results]}
+    firsts = [r.first_operation_ms for r in results if r.siblings == "ignore"]
+    if firsts:
+        summary["first_operation_median_ms"] = statistics.median(firsts)
+        print(f"request to first operation, median of the runs: {statistics.median(firsts):.0f} ms")
     for shape in args.shapes.split(","):
         pair = {r.instances: r.accepted_to_active_s for r in results
                 if r.shape == shape and not r.latency_ms and r.siblings == "ignore"}
