@@ -160,6 +160,11 @@ function follow(params) {
   live.onopen = () => setLive("live", true);
 }
 
+// Re-reads the current view, one read at a time, and paced: the next read
+// waits at least three times as long as the last one took, so that a view of
+// a large solution costs the gateway a bounded share of its time while a
+// deploy runs.
+let nextAllowed = 0;
 async function scheduleRefresh() {
   if (!refresh) return;
   if (refreshing) { refreshAgain = true; return; }
@@ -167,8 +172,13 @@ async function scheduleRefresh() {
   try {
     do {
       refreshAgain = false;
-      await refresh();
-    } while (refreshAgain);
+      const wait = nextAllowed - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      const view = refresh;
+      const started = performance.now();
+      await view();
+      nextAllowed = performance.now() + 3 * (performance.now() - started);
+    } while (refreshAgain && refresh);
   } catch (err) {
     show(errorBox(err));
   } finally {
@@ -198,6 +208,7 @@ function header() {
 async function route() {
   const path = decodeURI(location.pathname);
   refresh = null;
+  nextAllowed = 0;
   follow(null);
   if (path === "/signin") { header(); return signin(); }
   if (!session) {
