@@ -6,7 +6,9 @@ state, acting from the page, the task timeline, and the rights of a viewer
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,4 +184,18 @@ def test_a_viewer_sees_no_action_and_its_forged_changes_are_refused(browser: Any
         headers: {'Content-Type': 'application/json'}, body: JSON.stringify({state: 'inactive'})}).then(r => r.status)""")
     assert status == 403
     assert suite.solution("demo", "app").target == pb.STATE_ACTIVE
+    page.close()
+
+
+def test_the_console_says_reconnecting_while_nats_is_away_and_resumes(browser: Any, suite: Suite) -> None:
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + "/domains/demo/solutions/app")
+    page.wait_for_selector("#live:has-text('live')")
+    os.kill(suite.services()["nats-server"], signal.SIGKILL)
+    page.wait_for_selector("#live:has-text('reconnecting')", timeout=15000)
+    # `orch up` restarts nats-server; the gateway reconnects, and so does the page.
+    page.wait_for_selector("#live:text-is('live')", timeout=60000)
+    page.reload()
+    page.wait_for_selector("[data-cluster-row]", timeout=30000)
+    assert page.errors == []
     page.close()
