@@ -10,14 +10,17 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import nats
 import pytest
 
+from cli.embedded_nats import free_port, wait_for_port
 from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -184,3 +187,30 @@ def test_the_audit_trail_names_who_changed_what_including_refusals(suite: Suite)
     # Token management is audited with the bootstrap token's name.
     created = json.loads(suite.ok("audit", "list", "--since", "1h", "-o", "json"))
     assert ("bootstrap", "CreateToken", "auditee", "OK") in {(e["Actor"], e["Method"], e["Target"], e["Outcome"]) for e in created}
+
+
+def test_a_revocation_reaches_every_gateway_within_a_second(suite: Suite, tmp_path: Path) -> None:
+    """A second gateway on the same NATS (its own NATS user, like the first): a token
+    revoked through one is refused by the other within a second."""
+    passwords = json.loads((suite.home / "nats-credentials").read_text())
+    nats_port = json.loads(suite.ok("info", "-o", "json"))["nats_url"].rsplit(":", 1)[1]
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "ORCH_NATS_URL": f"nats://gateway:{passwords['gateway']}@127.0.0.1:{nats_port}"}
+    with (tmp_path / "gateway.log").open("wb") as log:
+        second = subprocess.Popen([sys.executable, "-m", "gateway", "--addr", address, "--token-file",
+                                   str(suite.home / "token")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", int(address.rsplit(":", 1)[1]))
+        token = create(suite, "two-gateways", "viewer")
+        with grpc.insecure_channel(address) as channel:
+            other = gw_grpc.AdministrationServiceStub(channel)
+            wait_until(lambda: code_of(other.ListDomains, gw.ListDomainsRequest(), token) == grpc.StatusCode.OK,
+                       what="the second gateway serving")
+            revoked_at = time.monotonic()
+            suite.ok("token", "revoke", "two-gateways")
+            wait_until(lambda: code_of(other.ListDomains, gw.ListDomainsRequest(), token) == grpc.StatusCode.UNAUTHENTICATED,
+                       timeout=5, interval=0.02, what="the other gateway refusing the revoked token")
+            assert time.monotonic() - revoked_at < 1.0
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
