@@ -271,6 +271,10 @@ def task_get(settings: Settings, task_id: str, domain_name: str, tree: bool, out
     reply = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain_name, task=task_id, tree=tree))
     tasks = [reply.task, *reply.subtasks]
     emit(output, tasks if tree else reply.task, TASK_HEADERS, [task_row(t) for t in tasks])
+    summary = reply.task.summary
+    if output == "table" and summary.pruned_unix_ms:
+        click.echo(f"its tree was pruned (ORCH_TREE_DAYS): {summary.tasks} subtasks, {summary.completed} completed, "
+                   f"{summary.failed} failed, {summary.stopped} timed out or terminated")
 
 
 @task.command("trace")

@@ -6,6 +6,7 @@ import click
 
 from monitor.service import serve
 from monitor.settings import MonitorSettings
+from orchestration.model.retention import tree_days_from_environment
 from orchestration.runtime.process import metrics_option, read_secret
 from orchestration.runtime.process import run as run_service
 from orchestration.runtime.process import service_process
@@ -26,16 +27,25 @@ from orchestration.store.subjects import DEFAULT_PREFIX
               help="Instances per Status call.")
 @click.option("--max-compensations", type=click.IntRange(min=1), default=MonitorSettings.max_compensations,
               show_default=True, help="Compensations of a solution that may fail before it is marked degraded.")
+@click.option("--prune-every", envvar="ORCH_PRUNE_SECONDS", type=click.FloatRange(min=0.1),
+              default=MonitorSettings.prune_every, show_default=True,
+              help="Seconds between two looks for finished task trees to prune (older than ORCH_TREE_DAYS).")
 @metrics_option
 @tls_options
 def main(nats_url: str, prefix: str, credential_file: str, interval: float, status_timeout: float, batch_size: int,
-         max_compensations: int, metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
-    """Run the monitor: status, drift and compensation at an interval."""
+         max_compensations: int, prune_every: float, metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str,
+         tls_client_auth: bool) -> None:
+    """Run the monitor: status, drift and compensation at an interval; pruning of finished task trees."""
     credential = read_secret(credential_file, "--credential-file")
+    try:
+        tree_days = tree_days_from_environment()
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     with service_process("monitor", metrics_addr):
         run_service(serve(MonitorSettings(nats_url=nats_url, prefix=prefix, credential=credential, interval=interval,
                                           status_timeout=status_timeout, batch_size=batch_size,
-                                          max_compensations=max_compensations,
+                                          max_compensations=max_compensations, tree_days=tree_days,
+                                          prune_every=prune_every,
                                           tls=TlsConfig(tls_cert, tls_key, tls_ca, tls_client_auth))))
 
 

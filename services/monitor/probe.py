@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import grpc
 
 from orchestration.runtime.concurrency import gather_bounded
-from orchestration.runtime.wire import bearer_metadata, MAX_MESSAGE_BYTES
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
+from orchestration.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.store.registrations import Registrations, controller_names
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc

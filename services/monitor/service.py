@@ -20,6 +20,7 @@ from monitor.drift import correct, effective_state, is_drift
 from monitor.figures import PollFigures
 from monitor.inventory import SolutionView, Watched, read_inventory
 from monitor.probe import Observation, StatusProbe
+from monitor.pruning import Pruner
 from monitor.settings import MonitorSettings
 from monitor.status import StatusBoard, hold_message
 from orchestration.model.lifecycle import FAILURE, INITIAL, state_name
@@ -85,6 +86,7 @@ class Monitor:
             self.leases = self.repo.leases
             self.recorder = EventRecorder(js, self.subjects, self.repo.tasks.put_event)
             self.compensator = Compensator(self.repo, self.leases, js, self.subjects)
+            self.pruner = Pruner(self.repo, self.settings.tree_days, self.settings.prune_every, self.clock)
             await nc.subscribe(self.subjects.monitor_figures, cb=self._answer_figures)
         except BaseException:
             await nc.close()
@@ -125,6 +127,10 @@ class Monitor:
             except Exception as err:  # noqa: BLE001 - NATS or a controller away: the next poll tries again
                 log.warning("poll failed: %s: %s", type(err).__name__, err)
                 log.debug("poll failure", exc_info=True)
+            try:
+                await self.pruner.maybe_prune()
+            except Exception as err:  # noqa: BLE001 - the next pass tries again
+                log.warning("pruning failed: %s: %s", type(err).__name__, err)
             wait = max(0.0, self.settings.interval - (self.clock() - started))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)

@@ -29,3 +29,7 @@ class MonitorSettings:
     # Compensations of one solution that may fail to converge it before the
     # monitor gives up and marks it degraded (until an operator's request).
     max_compensations: int = 3
+    # Finished task trees older than this many days are pruned to their root
+    # (ORCH_TREE_DAYS), looked for every `prune_every` seconds (ORCH_PRUNE_SECONDS).
+    tree_days: float = 7.0
+    prune_every: float = 3600.0

@@ -227,7 +227,9 @@ def _task(t: pb.Task) -> dict[str, Any]:
             "domain": t.domain, "solution": t.solution, "element": t.element, "cluster": t.cluster,
             "instance": t.instance, "parent": t.parent, "transition": TRANSITION_NAMES.get(t.transition, ""),
             "error": t.error, "created_ms": _ms(t.created), "updated_ms": _ms(t.updated), "trace": t.trace,
-            "actor": t.actor, "phase": t.phase}
+            "actor": t.actor, "phase": t.phase,
+            "summary": {"tasks": t.summary.tasks, "completed": t.summary.completed, "failed": t.summary.failed,
+                        "stopped": t.summary.stopped} if t.summary.pruned_unix_ms else None}
 
 
 def _event(e: pb.Event) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 
 from orchestration.model.errors import Aborted, AlreadyExists, NotFound
+from orchestration.model.retention import summarize
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Bucket, Entry, Versioned
-from orchestration.v1.model_pb2 import Event, Task
+from orchestration.v1.model_pb2 import Event, Task, TreeSummary
 
 # Key filters per bulk read when collecting the events of a task's neighbours.
 _FILTERS_PER_SCAN = 256
@@ -70,6 +71,30 @@ class TaskRecords:
         """Every task of the domain, oldest first (no domain check)."""
         entries = await self._task_bucket.scan(rk.domain_filters(domain)[1])
         return sorted((Task.FromString(e.value) for e in entries), key=lambda t: (t.created, t.uuid))
+
+    async def prune_tree(self, domain: str, root: Task) -> TreeSummary:
+        """Prune a finished tree to its root: the root gets a summary of its
+        subtasks (written first, compare-and-set), then the subtasks and every
+        event of the tree are deleted, deepest first (a prune cut short leaves
+        no task out of reach of its root, and the next one finishes it), and
+        the root forgets its subtasks and events."""
+        tree = await self.get_task_tree(domain, root.uuid)
+        current = await self.get_task(domain, root.uuid)
+        subtasks = tree[1:]
+        marked = Task()
+        marked.CopyFrom(current.value)
+        marked.summary.CopyFrom(summarize(subtasks, current.value.summary))
+        revision = await self.put_task(marked, current.revision)
+        await gather_bounded(self._event_bucket.purge(rk.events_filter(domain, t.uuid)) for t in tree)
+        depth = {root.uuid: 0}
+        for task in subtasks:  # parents come before their children
+            depth[task.uuid] = depth.get(task.parent, 0) + 1
+        for level in range(max(depth.values()), 0, -1):
+            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in subtasks if depth[t.uuid] == level)
+        del marked.subtasks[:]
+        del marked.events[:]
+        await self.put_task(marked, revision)
+        return marked.summary
 
     # ---- events ----------------------------------------------------------------
 

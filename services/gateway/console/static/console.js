@@ -519,6 +519,8 @@ async function task(uuid) {
     h("p", {}, `${root.type} of `, link(`/domains/${enc(data.domain)}/solutions/${enc(root.solution)}`, root.solution),
       ` · ${root.status} · by ${root.actor || "-"} · ${seconds(root.updated_ms - root.created_ms)} · trace `, trace),
     root.error ? h("p", { class: "error" }, root.error) : "",
+    root.summary ? h("p", { class: "muted" }, `Its tree was pruned: ${root.summary.tasks} subtasks, ${root.summary.completed} completed, ` +
+      `${root.summary.failed} failed, ${root.summary.stopped} timed out or terminated.`) : "",
     h("section", { class: "card" }, h("h2", {}, `Timeline: ${data.timeline.length} transitions`), timeline(data.timeline, root)),
     h("section", { class: "card tree" }, h("h2", {}, `Tree: ${data.tasks.length} tasks`),
       table(["task", "type", "what", "status", "duration", "error"], data.tasks.slice(0, 2000).map((t) => [

@@ -1,0 +1,51 @@
+"""What is kept of finished work, and for how long (pure rules, no I/O).
+
+A finished task tree is pruned to its root once the root has not changed
+for `ORCH_TREE_DAYS` (default 7): its subtasks and all its events are
+deleted, and the root keeps a summary of how its subtasks ended. The root
+itself, like every task and event record, ages out after
+`ORCH_HISTORY_DAYS` (default 30)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from orchestration.model.lifecycle import TASK_ENDED
+from orchestration.v1 import model_pb2 as pb
+
+DAY_NS = 86400 * 10**9
+
+
+def tree_days_from_environment() -> float:
+    """ORCH_TREE_DAYS (default 7)."""
+    days = os.environ.get("ORCH_TREE_DAYS", "7")
+    try:
+        value = float(days)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"ORCH_TREE_DAYS={days!r}: expected a positive number")
+    return value
+
+
+def due_for_pruning(task: pb.Task, now_ns: int, tree_days: float) -> bool:
+    """A root whose tree ended at least `tree_days` ago and still has
+    subtasks (a prune cut short by a crash is finished by the next one)."""
+    return (not task.parent and task.status in TASK_ENDED and bool(task.subtasks)
+            and now_ns - task.updated >= tree_days * DAY_NS)
+
+
+def summarize(subtasks: list[pb.Task], summary: pb.TreeSummary | None = None) -> pb.TreeSummary:
+    """How a tree's subtasks ended (an earlier summary, from a prune cut short, is kept)."""
+    if summary is not None and summary.pruned_unix_ms:
+        return summary
+    found = pb.TreeSummary(pruned_unix_ms=int(time.time() * 1000), tasks=len(subtasks))
+    for task in subtasks:
+        if task.status == pb.TASK_STATUS_COMPLETED:
+            found.completed += 1
+        elif task.status == pb.TASK_STATUS_FAILED:
+            found.failed += 1
+        elif task.status in (pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED):
+            found.stopped += 1
+    return found
