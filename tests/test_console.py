@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import signal
+import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -198,4 +200,37 @@ def test_the_console_says_reconnecting_while_nats_is_away_and_resumes(browser: A
     page.reload()
     page.wait_for_selector("[data-cluster-row]", timeout=30000)
     assert page.errors == []
+    page.close()
+
+
+def test_sign_in_takes_json_from_this_origin_only(browser: Any, suite: Suite) -> None:
+    page = browser.new_page()
+    url = console_url(suite) + "/api/signin"
+    token = (suite.home / "token").read_text().strip()
+    form = page.request.post(url, data=json.dumps({"token": token}), headers={"Content-Type": "text/plain"})
+    assert form.status == 400 and "JSON" in form.json()["error"]["message"]
+    other = page.request.post(url, data=json.dumps({"token": token}),
+                              headers={"Content-Type": "application/json", "Origin": "https://evil.example"})
+    assert other.status == 403
+    assert page.context.cookies() == []
+    page.close()
+
+
+def test_a_revoked_token_ends_its_live_stream(browser: Any, suite: Suite) -> None:
+    token = json.loads(suite.ok("token", "create", "short-stream", "--role", "viewer", "-o", "json"))["token"]
+    page = browser.new_page()
+    signed = page.request.post(console_url(suite) + "/api/signin", data=json.dumps({"token": token}),
+                               headers={"Content-Type": "application/json"})
+    assert signed.status == 200
+    cookie = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    stream = opener.open(urllib.request.Request(console_url(suite) + "/api/live?domain=demo", headers={"Cookie": cookie}),
+                         timeout=30)
+    assert stream.readline().startswith(b"event: status")
+    suite.ok("token", "revoke", "short-stream")
+    revoked = time.monotonic()
+    # Changes keep coming (a deploy elsewhere in the domain); the stream ends instead of carrying them.
+    suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--solution", "after-revoke")
+    while stream.readline():
+        assert time.monotonic() - revoked < 20, "the stream went on after its token was revoked"
     page.close()

@@ -17,6 +17,7 @@ from orchestration.model.errors import PermissionDenied
 from orchestration.runtime.credentials import (
     RegistrationGate,
     controller_names_of,
+    engine_credential_for,
     issue_controller_credential,
     secret_sha256,
 )
@@ -91,16 +92,21 @@ def test_controllers_accept_only_the_engine_credential(suite: Suite) -> None:
     sim = (suite.home / "controllers" / "Internal.credential").read_text().strip()
     host, port = address.rsplit(":", 1)
     wait_for_port(host, int(port))
+    for_sim = engine_credential_for(engine, "Internal")
     with grpc.insecure_channel(address) as channel:
         stub = cpb_grpc.ControllerServiceStub(channel)
-        stub.Status(cpb.StatusRequest(), metadata=bearer_metadata(engine), timeout=10)
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.Status(cpb.StatusRequest(), metadata=bearer_metadata(sim), timeout=10)
-        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    # A controller is told only the engine credential's hash, and no NATS URL.
-    for replica in ("sim-1", "process"):
+        stub.Status(cpb.StatusRequest(), metadata=bearer_metadata(for_sim), timeout=10)
+        # Neither the engine key itself, nor what the engine presents to another controller,
+        # nor the sim's own registration credential is accepted.
+        for other in (engine, engine_credential_for(engine, "process"), sim):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Status(cpb.StatusRequest(), metadata=bearer_metadata(other), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A controller is told only the hash of what the engine presents to it, and no NATS URL.
+    for replica, name in (("sim-1", "Internal"), ("process", "process")):
         pid = suite.services()[replica]
         env = environment_of(pid)
-        assert env["ORCH_ENGINE_CREDENTIAL_SHA256"] == secret_sha256(engine)
+        assert env["ORCH_ENGINE_CREDENTIAL_SHA256"] == secret_sha256(engine_credential_for(engine, name))
         assert "ORCH_NATS_URL" not in env
-        assert engine not in " ".join(f"{k}={v}" for k, v in env.items()) + cmdline(pid)
+        seen = " ".join(f"{k}={v}" for k, v in env.items()) + cmdline(pid)
+        assert engine not in seen and engine_credential_for(engine, name) not in seen

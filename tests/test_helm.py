@@ -24,7 +24,7 @@ import yaml
 
 from cli.embedded_nats import find_nats_server
 from orchestration.runtime import healthcheck
-from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
+from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
 from orchestration.runtime.grpcserver import Server
 from orchestration.store.natsusers import chart_permissions
 from orchestration.store.subjects import Subjects
@@ -221,10 +221,10 @@ def test_api_token_and_controller_credential_come_from_secrets(default: list[Man
     assert args[args.index("--token-file") + 1] == "/etc/orchestrator/api-token/token"
     secret = find(default, "Secret", "-controller-credential")
     credential = secret["metadata"]["name"]
-    assert set(secret["data"]) == {"credential", "registration-key", "engine-sha256", "controller-sim"}
+    assert set(secret["data"]) == {"credential", "registration-key", "engine-sha256-sim", "controller-sim"}
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     # The chart issues the same credentials as orch up does.
-    assert data["engine-sha256"] == secret_sha256(data["credential"])
+    assert data["engine-sha256-sim"] == secret_sha256(engine_credential_for(data["credential"], "Internal"))
     assert data["controller-sim"] == issue_controller_credential(data["registration-key"], ["Internal", "sim"])
     mounted = {"dispatcher": None, "monitor": [{"key": "credential", "path": "credential"}],
                "controller-sim": [{"key": "controller-sim", "path": "credential"}]}
@@ -237,7 +237,7 @@ def test_api_token_and_controller_credential_come_from_secrets(default: list[Man
     dispatcher = service_container(default, "dispatcher")["args"]
     assert dispatcher[dispatcher.index("--registration-key-file") + 1] == "/etc/orchestrator/controller-credential/registration-key"
     sim = env_of(service_container(default, "controller-sim"))
-    assert sim["ORCH_ENGINE_CREDENTIAL_SHA256"]["valueFrom"]["secretKeyRef"] == {"name": credential, "key": "engine-sha256"}
+    assert sim["ORCH_ENGINE_CREDENTIAL_SHA256"]["valueFrom"]["secretKeyRef"] == {"name": credential, "key": "engine-sha256-sim"}
 
 
 def test_existing_secrets_are_used_not_generated() -> None:
@@ -280,8 +280,9 @@ def test_services_command_lines(default: list[Manifest]) -> None:
 
 def test_controllers_come_from_the_list() -> None:
     manifests = render({"controllers": [
-        {"name": "sim", "command": ["python", "-m", "controllers.sim"], "replicas": 3, "componentTypes": ["Internal:V1.0.0"]},
-        {"name": "vm", "command": ["vm-controller"], "args": ["--zone", "a"], "replicas": 2, "port": 7000,
+        {"name": "sim", "command": ["python", "-m", "controllers.sim"], "replicas": 3, "componentTypes": ["Internal:V1.0.0"],
+         "registers": ["Internal", "sim"]},
+        {"name": "vm", "command": ["vm-controller"], "args": ["--zone", "a"], "replicas": 2, "port": 7000, "registers": ["vm"],
          "componentTypes": ["server:V1.0.0", "network:V1.0.0"], "image": {"repository": "acme/vm", "tag": "2.0"}},
     ]})
     assert find(manifests, "Deployment", "-controller-sim")["spec"]["replicas"] == 3
@@ -354,13 +355,15 @@ def test_notes_tell_how_to_reach_the_gateway() -> None:
     ("dispatcher:\n  replicas: two\n", "/dispatcher/replicas"),
     ("dispatcher:\n  replicas: -1\n", "/dispatcher/replicas"),
     ("controllers:\n  - name: sim\n    command: [python, -m, controllers.sim]\n    replicas: -3\n", "/controllers/0/replicas"),
-    ("controllers:\n  - command: [python, -m, controllers.sim]\n    replicas: 1\n", "missing property 'name'"),
+    ("controllers:\n  - command: [python, -m, controllers.sim]\n    replicas: 1\n    registers: [Internal]\n", "missing property 'name'"),
+    ("controllers:\n  - name: sim\n    command: [python, -m, controllers.sim]\n    replicas: 1\n", "missing property 'registers'"),
     ("controllers:\n  - name: Not_A_DNS_Label\n    command: [x]\n    replicas: 1\n", "/controllers/0/name"),
     ("nats:\n  replicas: 2\n", "/nats/replicas"),
     ("gateway:\n  resources:\n    limits: null\n", "/gateway/resources"),
     ("prefix: 'has.dot'\n", "/prefix"),
     ("dispatchers:\n  replicas: 2\n", "'dispatchers' not allowed"),
 ], ids=["replicas-string", "replicas-negative", "controller-replicas-negative", "controller-without-name",
+        "controller-without-registers",
         "controller-bad-name", "nats-even", "missing-limits", "prefix", "unknown-key"])
 def test_schema_rejects_bad_values(tmp_path: Path, bad_values: str, field: str) -> None:
     path = tmp_path / "bad-values.yaml"
@@ -378,7 +381,8 @@ def test_schema_rejects_bad_values(tmp_path: Path, bad_values: str, field: str) 
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"nats": {"replicas": 1}}, "nats.jetstream.replicas (3) must not exceed nats.replicas (1)"),
-    ({"controllers": [{"name": "a", "command": ["x"], "replicas": 1}, {"name": "a", "command": ["y"], "replicas": 1}]},
+    ({"controllers": [{"name": "a", "command": ["x"], "replicas": 1, "registers": ["a"]},
+                      {"name": "a", "command": ["y"], "replicas": 1, "registers": ["a"]}]},
      'the name "a" is used twice'),
     ({"gateway": {"tls": {"enabled": True}}}, "gateway.tls.secretName"),
     ({"nats": {"enabled": False}}, "nats.external.existingSecret"),
@@ -465,6 +469,8 @@ def test_the_console_is_a_port_of_the_gateway_with_a_sticky_service_and_an_optio
     assert ingress["spec"]["tls"] == [{"hosts": ["orch.example.com"], "secretName": "orch-tls"}]
     args = service_container(manifests, "gateway")["args"]
     assert args[args.index("--jaeger-url") + 1] == f"http://{RELEASE}-orchestrator-jaeger:16686"
+    assert "--console-secure-cookie" in args  # TLS ends at the ingress: the cookie is Secure anyway
+    assert "--console-secure-cookie" not in service_container(default, "gateway")["args"]
     off = render({"gateway": {"console": {"enabled": False, "port": 8470, "service": {"port": 8470},
                                           "ingress": {"enabled": False, "host": "x"}}}})
     assert "--console-addr" not in service_container(off, "gateway")["args"]

@@ -124,3 +124,35 @@ def test_the_bus_user_is_refused_everything_else(suite: Suite) -> None:
     asyncio.run(scenario())
     # Nothing the refused calls tried happened: the suite still answers and runs.
     assert "demo" in suite.ok("domain", "list")
+
+
+def test_a_bus_request_cannot_make_the_gateway_write_where_the_client_chooses(suite: Suite) -> None:
+    """The reply subject is the client's choice: the gateway answers only on an _INBOX subject,
+    so a reply can never be made to land in a KV bucket or on an internal subject."""
+    urls = info(suite)
+
+    async def scenario() -> list[str]:
+        async with client(urls["bus_url"]) as (nc, _):
+            for target in ("$KV.orch_access.token.victim", "$KV.orch_model.domain.demo", "orch.internal.requests.demo.x",
+                           "_INBOX.>", "_INBOX.*.x"):
+                await nc.publish("orch.requests.deploy", b"{}", reply=target)
+            await nc.flush()
+        # A real request still gets its answer.
+        async with client(urls["bus_url"]) as (nc, _):
+            reply = await nc.request("orch.requests.task", b'{"domain": "demo", "task": "x"}', timeout=10)
+            assert json.loads(reply.data)["error"]["code"] == "UNAUTHENTICATED"
+        async with client(urls["nats_url"]) as (nc, _):
+            js = nc.jetstream()
+            found = []
+            for bucket, key in (("orch_access", "token.victim"), ("orch_model", "domain.demo")):
+                kv = await js.key_value(bucket)
+                try:
+                    entry = await kv.get(key)
+                    found.append(f"{bucket} {key} {entry.value[:40]!r}")
+                except Exception:  # noqa: BLE001 - missing: nothing was written
+                    pass
+            return found
+
+    found = asyncio.run(scenario())
+    assert all(b"error" not in f.encode() for f in found), found
+    assert "demo" in suite.ok("domain", "list")

@@ -33,6 +33,7 @@ from controllers.process.procs import BOOT_ID, starttime
 from controllers.process.settings import ProcessSettings
 from controllers.process.template import MAX_FORMAT_WIDTH, MAX_RENDERED, TemplateError, endpoint_fields, render
 from controllers.sdk import UNKNOWN, OperationContext, Permanent
+from orchestration.runtime.credentials import engine_credential_for
 from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
@@ -311,7 +312,7 @@ def test_restarting_the_controller_adopts_its_processes(suite: Suite) -> None:
     wait_for(lambda: "5 running processes adopted" in (suite.home / "up.log").read_text(), what="adoption")
     every = instances(suite, "nats") + instances(suite, "web")
     refs = [cpb.InstanceReference(domain=DOMAIN, solution=SOLUTION, uuid=i.uuid) for i in every]
-    metadata = bearer_metadata((suite.home / "engine-credential").read_text().strip())
+    metadata = bearer_metadata(engine_credential_for((suite.home / "engine-credential").read_text().strip(), "process"))
     answer = wait_for(lambda: _status(suite, refs, metadata), what="Status of the new controller")
     assert answer is not None
     assert {s.uuid: (s.state, s.endpoint) for s in answer.statuses} == {i.uuid: (pb.STATE_ACTIVE, i.endpoint) for i in every}

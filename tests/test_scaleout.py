@@ -25,7 +25,7 @@ import pytest
 
 from cli.embedded_nats import find_nats_server, free_port, wait_for_port
 from models import flat
-from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
+from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
 from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -139,7 +139,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
         for i in (1, 2):
             found.start(f"sim-{i}", [py, "-m", "controllers.sim", "--dispatcher", ",".join(dispatchers),
                                      "--credential-file", str(tmp_path / "sim-credential"),
-                                     "--engine-credential-sha256", secret_sha256(CREDENTIAL), "--replica", f"sim-{i}",
+                                     "--engine-credential-sha256", secret_sha256(engine_credential_for(CREDENTIAL, "Internal")),
+                                     "--replica", f"sim-{i}",
                                      "--state-file", str(tmp_path / f"sim-{i}.jsonl"), "--op-log", str(tmp_path / "ops.jsonl")])
         found.start("monitor", [py, "-m", "monitor", "--credential-file", str(tmp_path / "credential"), "--interval", "2"], env)
         yield found, gateway

@@ -23,7 +23,7 @@ from cli.embedded_nats import (
 from cli.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection, write_private
 from cli.settings import Settings, pass_settings
 from cli.supervisor import ServiceSpec, Supervisor
-from orchestration.runtime.credentials import issue_controller_credential, secret_sha256
+from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
 from orchestration.runtime.tls import tls_options
 from orchestration.store.natsusers import BUS, OPERATOR
 from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
@@ -95,7 +95,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
     # The engine credential (dispatcher and monitor -> controllers; controllers get its hash)
     # and the key that issues each controller a credential for its names.
     credential = home / "engine-credential"
-    engine_sha256 = secret_sha256(load_or_create_secret(credential))
+    engine_key = load_or_create_secret(credential)
     registration_key = home / "registration-key"
     key = load_or_create_secret(registration_key)
     supervisor = Supervisor()
@@ -124,7 +124,8 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
                                          env=server_environment(), wait_ready=_port_ready(config.host, config.port)))
             urls = {user: nats_url(config.host, config.port, users.credentials(user)) for user in users.passwords}
             url = urls[OPERATOR]
-        bus_url = urls.get(BUS, url)
+        # With --nats-url there is no bus user of ours: no bus URL rather than an all-powerful one.
+        bus_url = urls.get(BUS, "")
         env: dict[str, str] = {}
         if otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
@@ -144,8 +145,10 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
             write_private(path, issue_controller_credential(key, names) + "\n")
             return ["--dispatcher", dispatcher_addr, "--credential-file", str(path)]
 
-        # Controllers do not use NATS: their environment holds no NATS URL.
-        env_controllers = {**env, "ORCH_ENGINE_CREDENTIAL_SHA256": engine_sha256}
+        def env_controller(name: str) -> dict[str, str]:
+            """A controller's environment: no NATS URL (controllers do not use NATS), and
+            the hash of the credential the engine presents to it (derived for its name)."""
+            return {**env, "ORCH_ENGINE_CREDENTIAL_SHA256": secret_sha256(engine_credential_for(engine_key, name))}
 
         def as_user(user: str) -> dict[str, str]:
             return {**env, "ORCH_NATS_URL": urls.get(user, url or "")}
@@ -165,14 +168,14 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
             supervisor.start(spec(f"controller sim-{replica}", [
                 python, "-m", "controllers.sim", "--addr", sims[-1], *controller(BUILT_IN_NAMES["sim"]),
                 "--replica", f"sim-{replica}", "--state-file", str(home / f"sim-{replica}-state.jsonl"),
-                "--op-log", str(home / "sim-ops.jsonl")], env_controllers))
+                "--op-log", str(home / "sim-ops.jsonl")], env_controller(BUILT_IN_NAMES["sim"][0])))
         # Instances of the process controller are local processes; their work dirs
         # (and pid files, for adoption after a restart) live under $ORCH_HOME-process,
         # outside the directory that holds the suite's secrets.
         supervisor.start(spec("controller process-1", [
             python, "-m", "controllers.process", "--addr", "127.0.0.1:0", *controller(BUILT_IN_NAMES["process"]),
             "--replica", "process-1",
-            "--work-dir", str(home.parent / f"{home.name}-process")], env_controllers))
+            "--work-dir", str(home.parent / f"{home.name}-process")], env_controller(BUILT_IN_NAMES["process"][0])))
         supervisor.start(spec("monitor", [python, "-m", "monitor", "--prefix", prefix, "--credential-file", str(credential),
                                           "--interval", str(monitor_interval),
                                           "--max-compensations", str(monitor_max_compensations)], as_user("monitor")))
@@ -197,7 +200,7 @@ def info(settings: Settings, output: str) -> None:
     """Where the running suite listens (for scripts: -o json)."""
     connection = settings.connection()
     data = {"gateway": settings.server or connection.gateway, "nats_url": connection.nats_url,
-            "bus_url": connection.bus_url or connection.nats_url, "console": connection.console,
+            "bus_url": connection.bus_url, "console": connection.console,
             "subject_prefix": connection.subject_prefix, "metrics": connection.metrics}
     if output == "json":
         click.echo(json.dumps(data))

@@ -11,13 +11,15 @@ import grpc
 from cli.home import orch_home
 from cli.settings import Settings, pass_settings
 from orchestration.model.lifecycle import STATES_BY_NAME
+from orchestration.runtime.credentials import engine_credential_for
 from orchestration.runtime.tls import TlsConfig, channel
 from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import sim_pb2 as pb
 from orchestration.v1 import sim_pb2_grpc as pb_grpc
 
-# The file `orch up` keeps the engine credential in (the sims require it of callers).
+# The file `orch up` keeps the engine key in: the sims require what is derived from it for their name.
 CREDENTIAL_FILE = "engine-credential"
+SIM_NAME = "Internal"
 
 
 @click.group()
@@ -36,7 +38,7 @@ def set_state(settings: Settings, uuid: str, state: str) -> None:
         raise click.ClickException("no sim controller addresses in connection.json: restart `orch up` to record them")
     credential_path = orch_home(settings.home) / CREDENTIAL_FILE
     try:
-        metadata = bearer_metadata(credential_path.read_text().strip())
+        metadata = bearer_metadata(engine_credential_for(credential_path.read_text().strip(), SIM_NAME))
     except OSError as err:
         raise click.ClickException(f"cannot read the engine credential {credential_path}: {err.strerror}") from err
     request = pb.SetStateRequest(uuid=uuid, state=STATES_BY_NAME[state])

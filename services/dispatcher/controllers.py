@@ -17,9 +17,10 @@ import grpc
 from nats.aio.subscription import Subscription
 
 from orchestration.runtime.batching import let_others_join
-from orchestration.runtime.wire import bearer_metadata, MAX_MESSAGE_BYTES
+from orchestration.runtime.credentials import engine_credential_for
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
+from orchestration.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.store.registrations import Registrations, controller_names, registration_key
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
@@ -124,7 +125,8 @@ class Link:
         try:
             async with tls_channel(self.registration.address, self.tls, options) as channel:
                 stub = cpb_grpc.ControllerServiceStub(channel)
-                call = stub.Execute(self._requests(), metadata=bearer_metadata(self.credential))
+                credential = engine_credential_for(self.credential, self.registration.name)
+                call = stub.Execute(self._requests(), metadata=bearer_metadata(credential))
                 async for response in call:
                     for result in response.results:
                         future = self.pending.pop(result.operation_id, None)

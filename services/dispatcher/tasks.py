@@ -15,12 +15,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from orchestration.model.errors import Aborted
-from orchestration.model.lifecycle import TASK_ENDED, TRANSITION_NAMES
+from orchestration.model.lifecycle import TASK_ENDED, TRANSITION_NAMES, task_status_name, task_type_name
 from orchestration.runtime import telemetry
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import TASKS, labelled
 from orchestration.store.events import EventRecorder, new_event
-from orchestration.model.lifecycle import task_status_name, task_type_name
 from orchestration.store.kvstore import persist
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb

@@ -68,8 +68,11 @@ class Bus:
             await self._subscription.unsubscribe()
 
     async def _on_message(self, msg: Msg) -> None:
-        if not msg.reply:
-            log.warning("bus request on %s without a reply subject ignored", msg.subject)
+        if not is_inbox(msg.reply):
+            # The gateway's NATS user may write the suite's buckets and subjects: a reply
+            # goes only to a bus client's inbox, never to a subject the client chose.
+            log.warning("bus request on %s ignored: its reply subject %r is not an _INBOX subject",
+                        msg.subject, msg.reply[:200])
             return
         operation = msg.subject.rsplit(".", 1)[-1]
         parent = telemetry.context_of((msg.headers or {}).get("traceparent", ""))
@@ -114,6 +117,14 @@ class Bus:
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("bus request %s failed", operation)
             return {"error": {"code": code.name, "message": message}}
+
+
+def is_inbox(subject: str) -> bool:
+    """A bus client's reply subject: `_INBOX.` and plain tokens (no wildcard, no empty token)."""
+    if not subject.startswith("_INBOX.") or len(subject) > 256:
+        return False
+    tokens = subject.split(".")
+    return all(t and t not in ("*", ">") and t.isprintable() and " " not in t for t in tokens)
 
 
 def _bearer(header: str) -> str:

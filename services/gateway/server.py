@@ -43,6 +43,8 @@ class GatewaySettings:
     # host:port of the web console ("": none); a Jaeger UI to link traces to.
     console_address: str = ""
     jaeger_url: str = ""
+    # Mark the console's cookie Secure although the gateway serves plain HTTP (a proxy terminates TLS).
+    console_secure_cookie: bool = False
 
 
 class Gateway:
@@ -86,7 +88,8 @@ class Gateway:
             console_gate = gate.on("console")
             views = Views(console_gate, solutions, automation, administration, catalog, architectures)
             self.console = Console(self.settings.console_address, views, console_gate, nc, subjects,
-                                   Sessions(session_seconds_from_environment()), self.settings.tls, self.settings.jaeger_url)
+                                   Sessions(session_seconds_from_environment()), self.settings.tls, self.settings.jaeger_url,
+                                   self.settings.console_secure_cookie)
             await self.console.start()
             log.info("console at %s", self.console.url)
         await server.start()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from orchestration.runtime.concurrency import gather_bounded
+from orchestration.runtime.credentials import engine_credential_for
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
 from orchestration.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
@@ -58,7 +59,7 @@ class StatusProbe:
     def __init__(self, registrations: Registrations, credential: str, batch_size: int, timeout: float, tls: TlsConfig | None = None) -> None:
         self._tls = tls
         self._registrations = registrations
-        self._metadata = bearer_metadata(credential)
+        self._engine_key = credential
         self._batch_size = batch_size
         self._timeout = timeout
         self._live: dict[str, rpb.ControllerRegistration] = {}
@@ -113,7 +114,7 @@ class StatusProbe:
         for replica in replicas:
             answer.calls += 1
             try:
-                response = await self._call(replica.address, pending)
+                response = await self._call(replica, pending)
             except (grpc.aio.AioRpcError, asyncio.TimeoutError) as err:
                 detail = f"{err.code().name} {err.details()}" if isinstance(err, grpc.aio.AioRpcError) else "timed out"
                 log.warning("Status on controller %s replica %s (%s) failed: %s", replica.name, replica.replica, replica.address, detail)
@@ -140,10 +141,12 @@ class StatusProbe:
             answer.observed[ref.uuid] = Observation(pb.STATE_INITIAL, first.name)
         return answer
 
-    async def _call(self, address: str, refs: Sequence[cpb.InstanceReference]) -> cpb.StatusResponse:
+    async def _call(self, replica: rpb.ControllerRegistration, refs: Sequence[cpb.InstanceReference]) -> cpb.StatusResponse:
+        address = replica.address
         channel = self._channels.get(address)
         if channel is None:
             options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
             channel = self._channels[address] = tls_channel(address, self._tls, options)
         stub = cpb_grpc.ControllerServiceStub(channel)
-        return await stub.Status(cpb.StatusRequest(instances=refs), metadata=self._metadata, timeout=self._timeout)
+        metadata = bearer_metadata(engine_credential_for(self._engine_key, replica.name))
+        return await stub.Status(cpb.StatusRequest(instances=refs), metadata=metadata, timeout=self._timeout)

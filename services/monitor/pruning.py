@@ -13,6 +13,8 @@ from orchestration.model.retention import due_for_pruning
 from orchestration.store.repository import Repository
 
 log = logging.getLogger("monitor.pruning")
+# Trees pruned in one pass at most.
+PER_PASS = 20
 
 
 class Pruner:
@@ -30,14 +32,20 @@ class Pruner:
         if self._last is not None and now - self._last < self.every:
             return 0
         self._last = now
-        return await self.prune()
+        count = await self.prune()
+        if count >= PER_PASS:
+            self._last = None  # a backlog: the next pass comes at the next poll
+        return count
 
     async def prune(self) -> int:
-        """One pass over every domain; the number of trees pruned."""
+        """One pass over every domain, of at most PER_PASS trees (a backlog
+        takes several passes, so that polls go on meanwhile); the number pruned."""
         pruned = 0
         now_ns = time.time_ns()
         for domain in await self.repo.model.list_domains():
             for task in await self.repo.tasks.all_tasks(domain):
+                if pruned >= PER_PASS:
+                    return pruned
                 if not due_for_pruning(task, now_ns, self.tree_days):
                     continue
                 try:

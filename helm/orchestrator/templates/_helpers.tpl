@@ -94,9 +94,15 @@ the registration key as orchestration.runtime.credentials does:
 {{- printf "%s/%s" $names (sha256sum (printf "%s\n%s\n%s" $key $names $key)) }}
 {{- end }}
 
-{{/* SHA-256 of the engine credential: all a controller is told of it. */}}
+{{/*
+All a controller is told of the engine key: the SHA-256 of what the engine
+presents to it, derived from the key for its name as
+orchestration.runtime.credentials.engine_credential_for does.
+Call with (dict "root" $ "name" NAME).
+*/}}
 {{- define "orchestrator.engineCredentialSha256" -}}
-{{- include "orchestrator.secretValue" (dict "root" . "secret" (include "orchestrator.credentialSecret" .) "key" .Values.controllerCredential.existingSecretKey "length" 48) | b64dec | sha256sum }}
+{{- $key := include "orchestrator.secretValue" (dict "root" .root "secret" (include "orchestrator.credentialSecret" .root) "key" .root.Values.controllerCredential.existingSecretKey "length" 48) | b64dec }}
+{{- printf "%s\nengine %s\n%s" $key .name $key | sha256sum | sha256sum }}
 {{- end }}
 
 {{/* NATS -------------------------------------------------------------------- */}}

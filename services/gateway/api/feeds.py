@@ -78,7 +78,9 @@ class Feeds:
                     found.append(parse_bus_payload(msg.data)[0])
         finally:
             with contextlib.suppress(Exception):
+                name = (await subscription.consumer_info()).name
                 await subscription.unsubscribe()
+                await self.js.delete_consumer(s.events_stream, name)
         return found
 
     async def _task(self, domain: str, uuid: str) -> pb.Task:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from gateway.console.live import Connectivity, changes, subjects_for
 from gateway.console.sessions import COOKIE, Session, Sessions
 from gateway.console.views import Views, require_domain
 from orchestration.model.access import Principal
-from orchestration.model.errors import InvalidArgument, Unauthenticated
+from orchestration.model.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from orchestration.runtime.status import status_of
 from orchestration.runtime.tls import TlsConfig
 from orchestration.store.subjects import Subjects
@@ -34,6 +35,8 @@ log = logging.getLogger("gateway.console")
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
+# A live stream re-checks its session (expiry, revocation) at least this often.
+RECHECK_SECONDS = 1.0
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 # The one mapping of the API's status codes to HTTP statuses.
@@ -53,7 +56,7 @@ class Console:
     """A running console: start(), then stop()."""
 
     def __init__(self, address: str, views: Views, gate: AccessGate, nc: NatsClient, subjects: Subjects,
-                 sessions: Sessions, tls: TlsConfig | None = None, jaeger_url: str = "") -> None:
+                 sessions: Sessions, tls: TlsConfig | None = None, jaeger_url: str = "", secure_cookie: bool = False) -> None:
         self.address = address
         self.views = views
         self.gate = gate
@@ -62,6 +65,8 @@ class Console:
         self.sessions = sessions
         self.tls = tls if tls is not None and tls.cert else None
         self.jaeger_url = jaeger_url.rstrip("/")
+        # Secure cookies when the console serves TLS itself, or behind a proxy that does.
+        self.secure_cookie = secure_cookie or self.tls is not None
         self.connectivity = Connectivity()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -136,6 +141,7 @@ class Console:
 
     async def _signin(self, request: web.Request) -> web.Response:
         try:
+            _same_origin_json(request)
             body = await _body(request)
             token = body.get("token")
             if not isinstance(token, str) or not token.strip():
@@ -147,7 +153,7 @@ class Console:
             return _error(exc)
         session = self.sessions.open(token.strip())
         response = web.json_response(_who(principal, session))
-        response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", secure=self.tls is not None,
+        response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", secure=self.secure_cookie,
                             max_age=int(self.sessions.seconds), path="/")
         return response
 
@@ -198,7 +204,15 @@ class Console:
             return _error(exc)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
+        checked = time.monotonic()
         async for message in changes(self.nc, subjects, self.connectivity):
+            if time.monotonic() - checked >= RECHECK_SECONDS:
+                # An expired session or a revoked token ends the stream too.
+                checked = time.monotonic()
+                try:
+                    await self._caller(request)
+                except Unauthenticated:
+                    break
             try:
                 await response.write(message.encode())
             except (ConnectionResetError, RuntimeError):
@@ -220,6 +234,15 @@ async def _headers(request: web.Request, handler: Callable[[web.Request], Awaita
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
     return response
+
+
+def _same_origin_json(request: web.Request) -> None:
+    """Sign-in takes JSON from this origin only: a form of another site cannot sign a browser in."""
+    if request.content_type != "application/json":
+        raise InvalidArgument("sign-in: expected a JSON body (Content-Type: application/json)")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.host:
+        raise PermissionDenied(f"sign-in: a request from {origin!r} is refused")
 
 
 def _domain(request: web.Request, who: Principal) -> str:

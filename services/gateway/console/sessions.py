@@ -41,6 +41,9 @@ class Sessions:
     """Open sessions of one gateway (kept in memory: a restart signs everyone out)."""
 
     MAX = 10_000
+    # Sessions one token may hold open (its oldest goes first): signing in again
+    # and again with one token cannot push other people's sessions out.
+    PER_TOKEN = 20
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -48,6 +51,9 @@ class Sessions:
 
     def open(self, token: str) -> Session:
         now = time.monotonic()
+        mine = sorted((s for s in self._open.values() if s.token == token), key=lambda s: s.expires)
+        for old in mine[: max(0, len(mine) - self.PER_TOKEN + 1)]:
+            del self._open[old.id]
         if len(self._open) >= self.MAX:
             self._open = {k: s for k, s in self._open.items() if s.expires > now}
             if len(self._open) >= self.MAX:  # still full: the oldest goes

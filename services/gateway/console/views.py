@@ -10,8 +10,14 @@ from typing import Any
 from gateway.api.access import AccessGate
 from orchestration.model.access import RIGHTS, Principal
 from orchestration.model.errors import InvalidArgument, NotFound, PermissionDenied
-from orchestration.model.lifecycle import TRANSITION_NAMES, hold_name, state_name
-from orchestration.model.lifecycle import event_type_name, task_status_name, task_type_name
+from orchestration.model.lifecycle import (
+    TRANSITION_NAMES,
+    event_type_name,
+    hold_name,
+    state_name,
+    task_status_name,
+    task_type_name,
+)
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 

@@ -6,9 +6,11 @@ its holder's job:
   names enveloped by the *registration key*, which only the dispatchers
   hold. A registration under a name the credential does not cover is
   PERMISSION_DENIED; replicas of one controller share its credential.
-- The *engine credential* is what the dispatchers and the monitor present
-  to controllers. Controllers are given only its SHA-256, so a controller
-  cannot pose as the engine towards another controller.
+- The *engine key* is held by the dispatchers and the monitor. Towards a
+  controller they present a credential derived from it for that
+  controller's name; the controller is given only the SHA-256 of its own.
+  So a controller (which sees what it is presented) learns a secret good
+  for itself alone, and cannot pose as the engine towards another one.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def controller_names_of(key: str, credential: str) -> frozenset[str] | None:
     if not hmac.compare_digest(mac.encode(), _mac(key, names).encode()):
         return None
     return frozenset(names)
+
+
+def engine_credential_for(engine_key: str, controller: str) -> str:
+    """What the engine presents to the controller named `controller`."""
+    if not engine_key:
+        raise ValueError("the engine key is empty")
+    return hashlib.sha256(f"{engine_key}\nengine {controller}\n{engine_key}".encode()).hexdigest()
 
 
 def secret_sha256(secret: str) -> str:

@@ -35,6 +35,14 @@ LAST_USED_EVERY_MS = 60_000
 AUDIT_LIMIT = 1000
 
 
+def audit_bytes_from_environment() -> int:
+    """ORCH_AUDIT_MAX_MB (default 256): the most the audit trail keeps (the oldest entries go first)."""
+    text = os.environ.get("ORCH_AUDIT_MAX_MB", "256")
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"ORCH_AUDIT_MAX_MB={text!r}: expected a positive whole number")
+    return int(text) * 2**20
+
+
 def audit_seconds_from_environment() -> float:
     """ORCH_AUDIT_DAYS (default 90): how long audit entries are kept."""
     days = os.environ.get("ORCH_AUDIT_DAYS", "90")
@@ -163,5 +171,5 @@ async def open_access(js: JetStreamContext, subjects: Subjects, bootstrap: str, 
     """Bind (or create) the access and audit buckets; audit entries age out after ORCH_AUDIT_DAYS."""
     access, audit = await asyncio.gather(open_bucket(js, subjects.access_bucket, replicas),
                                          open_bucket(js, subjects.audit_bucket, replicas))
-    await audit.limit_age(audit_seconds_from_environment())
+    await audit.limit_age(audit_seconds_from_environment(), audit_bytes_from_environment())
     return Tokens(access, bootstrap), AuditTrail(audit)

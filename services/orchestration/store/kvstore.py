@@ -195,9 +195,9 @@ class Bucket:
 
         return await nc.subscribe(self._prefix + ">", cb=changed)
 
-    async def limit_age(self, seconds: float) -> None:
-        """Let keys age out `seconds` after their last write."""
-        await apply_limits(self._js, self.stream, seconds)
+    async def limit_age(self, seconds: float, max_bytes: int | None = None) -> None:
+        """Let keys age out `seconds` after their last write (and the oldest go beyond `max_bytes`)."""
+        await apply_limits(self._js, self.stream, seconds, max_bytes)
 
     async def put(self, key: str, value: bytes) -> int:
         """Write unconditionally (for upserts where last-writer-wins is the intent)."""

@@ -78,8 +78,10 @@ class TaskRecords:
         event of the tree are deleted, deepest first (a prune cut short leaves
         no task out of reach of its root, and the next one finishes it), and
         the root forgets its subtasks and events."""
-        tree = await self.get_task_tree(domain, root.uuid)
         current = await self.get_task(domain, root.uuid)
+        tree = await self.get_task_tree(domain, root.uuid)
+        if list(tree[0].subtasks) != list(current.value.subtasks):
+            raise Aborted(f"task {root.uuid!r} changed while its tree was read; pruned on the next pass")
         subtasks = tree[1:]
         marked = Task()
         marked.CopyFrom(current.value)
