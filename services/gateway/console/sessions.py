@@ -5,24 +5,18 @@ token ends its sessions at once), a CSRF token, and an expiry."""
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
+
+from orchestration.model.retention import positive_setting
 
 COOKIE = "orch_session"
 
 
 def session_seconds_from_environment() -> float:
     """ORCH_CONSOLE_SESSION_HOURS (default 12): how long a console session lasts."""
-    hours = os.environ.get("ORCH_CONSOLE_SESSION_HOURS", "12")
-    try:
-        value = float(hours)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ValueError(f"ORCH_CONSOLE_SESSION_HOURS={hours!r}: expected a positive number")
-    return value * 3600.0
+    return positive_setting("ORCH_CONSOLE_SESSION_HOURS", "12") * 3600.0
 
 
 @dataclass

@@ -17,16 +17,21 @@ from orchestration.v1 import model_pb2 as pb
 DAY_NS = 86400 * 10**9
 
 
-def tree_days_from_environment() -> float:
-    """ORCH_TREE_DAYS (default 7)."""
-    days = os.environ.get("ORCH_TREE_DAYS", "7")
+def positive_setting(name: str, default: str) -> float:
+    """A positive number from the environment variable `name` (ValueError naming it otherwise)."""
+    text = os.environ.get(name, default)
     try:
-        value = float(days)
+        value = float(text)
     except ValueError:
         value = 0.0
     if not value > 0:
-        raise ValueError(f"ORCH_TREE_DAYS={days!r}: expected a positive number")
+        raise ValueError(f"{name}={text!r}: expected a positive number")
     return value
+
+
+def tree_days_from_environment() -> float:
+    """ORCH_TREE_DAYS (default 7)."""
+    return positive_setting("ORCH_TREE_DAYS", "7")
 
 
 def due_for_pruning(task: pb.Task, now_ns: int, tree_days: float) -> bool:

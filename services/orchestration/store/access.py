@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from orchestration.model.access import BOOTSTRAP, Principal, Role, check_token_name, split_token
 from orchestration.model.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from orchestration.model.names import check_name, encode_token
+from orchestration.model.retention import positive_setting
 from orchestration.store.kvstore import Bucket, open_bucket
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
@@ -45,14 +46,7 @@ def audit_bytes_from_environment() -> int:
 
 def audit_seconds_from_environment() -> float:
     """ORCH_AUDIT_DAYS (default 90): how long audit entries are kept."""
-    days = os.environ.get("ORCH_AUDIT_DAYS", "90")
-    try:
-        value = float(days)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ValueError(f"ORCH_AUDIT_DAYS={days!r}: expected a positive number")
-    return value * 86400.0
+    return positive_setting("ORCH_AUDIT_DAYS", "90") * 86400.0
 
 
 def _digest(secret: str) -> bytes:
