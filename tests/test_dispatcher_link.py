@@ -13,12 +13,15 @@ from controllers.sdk import Controller, OperationContext, Result
 from controllers.sdk.testing import serve_in_process
 from dispatcher.controllers import Link
 from orchestration.runtime import batching
+from orchestration.runtime.credentials import engine_credential_for
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration.v1.model_pb2 import Transition
 from suite import eventually
 
-CREDENTIAL = "link-secret"
+ENGINE_KEY = "link-secret"
+# What a controller named "sleepy" is given: the engine derives it from its key and the name.
+CREDENTIAL = engine_credential_for(ENGINE_KEY, "sleepy")
 
 
 class Sleepy(Controller):
@@ -53,7 +56,7 @@ async def test_operations_queued_one_by_one_while_many_are_out_share_messages(mo
             await read(counted(), stream)  # type: ignore[arg-type]
 
         served.servicer._read = counting  # type: ignore[method-assign]
-        link = Link(rpb.ControllerRegistration(name="sleepy", replica="r1", address=served.address), CREDENTIAL)
+        link = Link(rpb.ControllerRegistration(name="sleepy", replica="r1", address=served.address), ENGINE_KEY)
         link.start()
         try:
             futures = [link.submit(create(f"busy{n}", 2.0), {}) for n in range(100)]
