@@ -337,6 +337,8 @@ class Run:
             self.state.remove_instance(slot)
         else:
             await self._store(slot)
+        if not slot.path:
+            await self.settler.instance_done(slot, cluster, transition)
 
     async def _fail(self, slot: InstanceSlot, message: str, permanent: bool = False) -> None:
         """The instance goes to failure; its task and every parent fail; the run stops.
