@@ -225,10 +225,12 @@ class Run:
         try:
             cluster = self.state.clusters[slot.key]
             transition = slot.path[0]
+            done: Transition | None = None  # the transition that succeeded
             outcome = self.policy.decide(await self._send(slot, cluster, transition, ticket), slot, cluster, transition)
             if outcome.verdict is Verdict.OK:
                 assert outcome.result is not None
                 await self._succeeded(slot, cluster, transition, outcome.result)
+                done = transition
             elif outcome.verdict is Verdict.RETRY:
                 assert outcome.delay is not None
                 log.info("retrying %s of %s in %.2fs (attempt %d): %s", TRANSITION_NAMES[transition], slot.record.uuid,
@@ -237,7 +239,7 @@ class Run:
                 self.scheduler.retry_later(slot, outcome.delay)
             else:
                 await self._fail(slot, outcome.message, permanent=outcome.label == "permanent")
-            await self._after(slot)
+            await self._after(slot, done)
         except asyncio.CancelledError:
             raise
         except (Fenced, LeaseExpired) as err:
@@ -337,8 +339,6 @@ class Run:
             self.state.remove_instance(slot)
         else:
             await self._store(slot)
-        if not slot.path:
-            await self.settler.instance_done(slot, cluster, transition)
 
     async def _fail(self, slot: InstanceSlot, message: str, permanent: bool = False) -> None:
         """The instance goes to failure; its task and every parent fail; the run stops.
@@ -363,10 +363,14 @@ class Run:
             task = self.book.tasks[task].parent
         self.scheduler.stop(f"stopped: {message}", S.TASK_STATUS_FAILED)
 
-    async def _after(self, slot: InstanceSlot) -> None:
-        """After an operation: next steps, then settle the cluster if it has no work left."""
+    async def _after(self, slot: InstanceSlot, succeeded: Transition | None) -> None:
+        """After an operation: next steps (first: a dependant waits for no
+        more writes), the instance's task when its work is done, then settle
+        the cluster if it has no work left."""
         cluster = self.state.clusters[slot.key]
         self.scheduler.advance(slot)
+        if succeeded is not None and not slot.path:
+            await self.settler.instance_done(slot, cluster, succeeded)
         if cluster.busy == 0:
             await self.settler.cluster_settled(cluster)
         self.scheduler.check_idle()
