@@ -160,6 +160,27 @@ def test_status_of_every_instance_is_published_within_two_intervals_of_a_deploy(
     assert solution_active is not None
 
 
+def test_a_solution_with_a_running_task_is_left_to_its_dispatcher(deployed: Deployed) -> None:
+    """While a task runs, the monitor neither reads nor asks about its
+    solution (the dispatcher owns it); once it ends, its instances are
+    polled again."""
+    suite, tap = deployed.suite, deployed.tap
+    suite.apply(flat("slow", 2, parameters={"sim_latency_ms": 2000}))
+    start = time.monotonic()
+    task = suite.ok("solution", "deploy", "slow", "app", "V1", "--solution", "slowapp").strip()
+    wait_until(lambda: suite.task("slow", task).task.status == pb.TASK_STATUS_EXECUTING, timeout=10, what="the slow deploy running")
+    polled = time.monotonic()
+    # Two whole polls while the task runs.
+    wait_until(lambda: time.monotonic() > polled + 2.5 * INTERVAL, timeout=10, what="two polls")
+    assert suite.task("slow", task).task.status == pb.TASK_STATUS_EXECUTING, "the slow deploy ended too soon for this test"
+    during = [msg for _, msg in tap.since(start) if msg["domain"] == "slow"]
+    assert during == [], f"status of a solution whose task runs: {during[:2]}"
+    suite.wait_task("slow", task, timeout=30)
+    ended = time.monotonic()
+    slow = tap.wait_for(ended, lambda msg: msg["domain"] == "slow" and msg["kind"] == "instance", WITHIN + 1)
+    assert slow is not None, "the solution was not polled again after its task ended"
+
+
 def force_and_watch_repair(deployed: Deployed, uuid: str, state: str, repair: list[str]) -> None:
     """Force `state` in the sim, then check detection (status and drift event
     within two intervals) and repair (one compensating task, these operations)."""

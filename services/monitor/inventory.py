@@ -5,6 +5,7 @@ have a target state, each with the controller that serves it. Read in bulk
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestration.model.errors import NotFound
@@ -51,19 +52,20 @@ class SolutionView:
         return self.header.name
 
 
-async def read_inventory(repo: Repository) -> list[SolutionView]:
-    """Every solution of every domain; a domain removed meanwhile is skipped."""
+async def read_inventory(repo: Repository, skip: Callable[[str, str], bool] = lambda domain, solution: False) -> list[SolutionView]:
+    """Every solution of every domain, except those `skip` names (by domain
+    and solution name); a domain removed meanwhile is skipped."""
     views: list[SolutionView] = []
     for domain in await repo.model.list_domains():
         try:
-            views.extend(await _read_domain(repo, domain))
+            views.extend(await _read_domain(repo, domain, skip))
         except NotFound:
             continue
     return views
 
 
-async def _read_domain(repo: Repository, domain: str) -> list[SolutionView]:
-    headers = await repo.solutions.list_solutions(domain)
+async def _read_domain(repo: Repository, domain: str, skip: Callable[[str, str], bool]) -> list[SolutionView]:
+    headers = [h for h in await repo.solutions.list_solutions(domain) if not skip(domain, h.name)]
     return await gather_bounded((_read_solution(repo, domain, h) for h in headers), _READ_CONCURRENCY)
 
 

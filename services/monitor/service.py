@@ -139,9 +139,12 @@ class Monitor:
         """One poll; see the module docstring."""
         assert self._nc is not None and self._probe is not None, "connect() first"
         started, time_ns = self.clock(), time.time_ns()
-        # Busy before or after reading: a task that ran in between changed the records under us.
+        # A solution with a task running is its dispatcher's: it is neither
+        # read nor asked about (at scale, polls during a long deploy would
+        # cost as much as the deploy). Busy after reading: a task that started
+        # in between changed the records under us.
         busy_before = await self._busy()
-        views = await read_inventory(self.repo)
+        views = await read_inventory(self.repo, skip=lambda domain, name: solution_key(domain, name) in busy_before)
         await self._probe.refresh()
         by_controller: dict[str, list[Watched]] = defaultdict(list)
         for view in views:
@@ -162,7 +165,8 @@ class Monitor:
             (self._act(v, observed, view_busy=solution_key(v.domain, v.name) in busy, tally=tally) for v in views),
             _SOLUTION_CONCURRENCY,
         )
-        self.backoff.forget_except({(v.domain, v.name) for v in views})
+        # Pacing is kept for the busy ones too: a compensation's own run must not reset its count.
+        self.backoff.forget_except({(v.domain, v.name) for v in views} | self._keys_of(busy))
         return PollFigures(
             time=time_ns, solutions=len(views), instances=len(observed),
             unanswered=sum(a.unanswered for a in answers), drifted=tally.drifted, drift_deferred=tally.deferred,
@@ -172,6 +176,10 @@ class Monitor:
 
     async def _busy(self) -> set[str]:
         return {lease.key for lease in await self.leases.all()}
+
+    def _keys_of(self, busy: set[str]) -> set[tuple[str, str]]:
+        """The (domain, solution) pairs paced by the back-off whose lease key is in busy."""
+        return {key for key in self.backoff.keys() if solution_key(*key) in busy}
 
     async def _act(self, view: SolutionView, observed: dict[str, Observation], view_busy: bool, tally: _Tally) -> None:
         """Correct drift, then compensate, unless a task runs for the solution."""
