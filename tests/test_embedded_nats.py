@@ -8,7 +8,7 @@ import pytest
 from conftest import NatsServer
 
 from cli.embedded_nats import (
-    MEMORY_LIMIT,
+    GC_PERCENT,
     EmbeddedNatsConfig,
     NatsCredentials,
     free_port,
@@ -18,14 +18,22 @@ from cli.embedded_nats import (
 from suite import environment_of
 
 
-def test_embedded_server_has_a_soft_memory_limit(nats_server: NatsServer) -> None:
-    assert environment_of(nats_server.proc.pid)["GOMEMLIMIT"] == MEMORY_LIMIT
+def test_embedded_server_collects_garbage_at_a_lower_target(nats_server: NatsServer) -> None:
+    environment = environment_of(nats_server.proc.pid)
+    assert environment["GOGC"] == GC_PERCENT
+    assert "GOMEMLIMIT" not in environment  # a fixed limit makes a big store collect without pause
 
 
-def test_the_environment_overrides_the_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GOMEMLIMIT", "1GiB")
+@pytest.mark.parametrize("variable, value", [("GOMEMLIMIT", "1GiB"), ("GOGC", "200")])
+def test_the_environment_overrides_the_collection_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         variable: str, value: str) -> None:
+    monkeypatch.delenv("GOGC", raising=False)
+    monkeypatch.delenv("GOMEMLIMIT", raising=False)
+    monkeypatch.setenv(variable, value)
     server = start_nats_server(EmbeddedNatsConfig(data_dir=tmp_path, port=free_port()), NatsCredentials("m", "m-secret"))
     try:
-        assert environment_of(server.pid)["GOMEMLIMIT"] == "1GiB"
+        environment = environment_of(server.pid)
+        assert environment[variable] == value
+        assert environment.get("GOGC") == (value if variable == "GOGC" else None)
     finally:
         stop_nats_server(server)

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cli.embedded_nats import (
-    MEMORY_LIMIT,
+    GC_PERCENT,
     EmbeddedNatsConfig,
     NatsCredentials,
     free_port,
@@ -82,8 +82,8 @@ def scrape(address: str) -> dict[str, float]:
     return values
 
 
-def test_orch_up_gives_the_embedded_nats_server_a_memory_limit(suite: Suite) -> None:
-    assert environment_of(suite.services()["nats-server"])["GOMEMLIMIT"] == MEMORY_LIMIT
+def test_orch_up_gives_the_embedded_nats_server_its_collection_target(suite: Suite) -> None:
+    assert environment_of(suite.services()["nats-server"])["GOGC"] == GC_PERCENT
 
 
 def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:

@@ -89,15 +89,20 @@ def load_or_create_users(directory: Path, subjects: Subjects) -> NatsUsers:
     return NatsUsers(passwords, subjects)
 
 
-# Soft memory limit of the embedded nats-server (Go's GOMEMLIMIT) unless the
-# environment sets one: its garbage collector then works harder near the limit
-# instead of letting the heap double (10,000 instances: ~130 -> ~90 MB RSS).
-MEMORY_LIMIT = "80MiB"
+# Garbage collection target of the embedded nats-server (Go's GOGC) unless
+# the environment sets GOGC or GOMEMLIMIT: its heap grows to 1.5 times what
+# it holds instead of twice (10,000 instances: ~136 -> ~111 MB RSS). Not a
+# fixed memory limit: once the live heap outgrows one (about 30,000 instances
+# for 80 MiB), the collector runs without pause and takes a core (50,000
+# instances: 57 s of nats-server CPU against 13 s with this).
+GC_PERCENT = "50"
 
 
 def server_environment() -> dict[str, str]:
     """What the embedded nats-server's environment adds to this process's."""
-    return {} if "GOMEMLIMIT" in os.environ else {"GOMEMLIMIT": MEMORY_LIMIT}
+    if "GOGC" in os.environ or "GOMEMLIMIT" in os.environ:
+        return {}
+    return {"GOGC": GC_PERCENT}
 
 
 @dataclass(frozen=True)
