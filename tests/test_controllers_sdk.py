@@ -46,8 +46,22 @@ class Scripted(Controller):
         self.runs: Counter[str] = Counter()
         self.states: dict[str, StateName] = {}
         self.contexts: list[OperationContext] = []
+        # Operation ids whose run ended, and those made durable by a sync.
+        self.finished: set[str] = set()
+        self.durable: set[str] = set()
+        self.syncs = 0
+
+    async def sync(self) -> None:
+        self.syncs += 1
+        self.durable |= self.finished
 
     async def _do(self, ctx: OperationContext, state: StateName) -> Result:
+        try:
+            return await self._behave(ctx, state)
+        finally:
+            self.finished.add(ctx.operation_id)
+
+    async def _behave(self, ctx: OperationContext, state: StateName) -> Result:
         self.runs[ctx.operation_id] += 1
         self.contexts.append(ctx)
         behave = ctx.parameters.get("behave", "ok")
@@ -276,6 +290,27 @@ async def test_execute_batch_of_1000_returns_1000_results_in_fewer_messages(serv
     assert all(r.outcome == pb.OUTCOME_OK and r.state == State.STATE_INACTIVE for r in results)
     assert messages < 100, f"{messages} response messages for 1000 results: results are not batched"
     assert len(scripted(served).states) == 1000
+
+
+async def test_results_are_reported_after_a_sync_once_per_message(served: Served) -> None:
+    controller = scripted(served)
+    stream = served.stub.Execute(metadata=served.metadata)
+    operations = [op(T.TRANSITION_CREATE, uuid=f"d{n}", sleep=f"{(n % 10) * 0.002:.3f}") for n in range(300)]
+    await stream.write(pb.ExecuteRequest(operations=operations))
+    received, messages = 0, 0
+    while received < len(operations):
+        response = await stream.read()
+        assert response is not grpc.aio.EOF
+        messages += 1
+        received += len(response.results)
+        reported = {r.operation_id for r in response.results}
+        assert reported <= controller.durable, f"reported before a sync: {sorted(reported - controller.durable)[:3]}"
+    await stream.done_writing()
+    assert 1 <= controller.syncs <= messages, f"{controller.syncs} syncs for {messages} messages"
+    # A single-operation call syncs before it answers too.
+    single = op(T.TRANSITION_CREATE, uuid="single")
+    assert (await call(served, single)).outcome == pb.OUTCOME_OK
+    assert single.operation_id in controller.durable
 
 
 async def test_results_of_operations_finishing_one_by_one_share_messages(served: Served) -> None:

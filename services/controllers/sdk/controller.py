@@ -89,6 +89,15 @@ class Controller:
     async def close(self) -> None:
         """Release resources (called once, after the server stopped)."""
 
+    async def sync(self) -> None:
+        """Make durable what the operations that just finished changed. The
+        SDK awaits it before it reports their results (once per stream
+        message of results, however many operations it carries, and after
+        each single-operation call), so a controller may buffer its writes
+        and flush them here instead of once per operation. Raise when it
+        cannot: the stream then ends, and the engine repeats the operations.
+        Nothing to do by default."""
+
     def extra_services(self) -> Sequence[ExtraService]:
         """gRPC services of this controller's own to serve next to ControllerService
         (an admin API, say); none by default. Called once, after `open`.

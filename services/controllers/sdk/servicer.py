@@ -86,7 +86,9 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
         if not operation.instance.uuid:
             raise InvalidArgument("operation.instance.uuid is required")
         async with self._slots:
-            return await self.run(operation)
+            result = await self.run(operation)
+        await self.controller.sync()
+        return result
 
     async def Create(self, request: pb.CreateRequest, context: grpc.aio.ServicerContext) -> pb.CreateResponse:
         return pb.CreateResponse(result=await self._unary(request.operation, Transition.TRANSITION_CREATE))
@@ -140,6 +142,7 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
                 if stream.results:
                     await let_others_join(len(stream.results), stream.inflight)
                     results, stream.results = stream.results, []
+                    await self.controller.sync()  # what they changed is durable before they are reported
                     yield pb.ExecuteResponse(results=results)
                     continue
                 if reader.done():

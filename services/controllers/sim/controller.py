@@ -52,6 +52,11 @@ class SimController(Controller):
         self.table.close()
         self.op_log.close()
 
+    async def sync(self) -> None:
+        """Flush the journal and the op log (once per message of results)."""
+        self.table.flush()
+        self.op_log.flush()
+
     async def status(self, ref: InstanceRef) -> InstanceState:
         record = self.table.get(ref.uuid)
         if record is None:
@@ -72,11 +77,12 @@ class SimController(Controller):
             raise ValueError(f"unknown state {state!r}: one of {', '.join(STATES)}")
         if state == "initial":
             self.table.remove(uuid)
-            return
-        record = self.table.get(uuid)
-        if record is None:
-            raise KeyError(f"sim has no instance {uuid}")
-        self.table.put(replace(record, state=state))  # type: ignore[arg-type]  # checked against STATES
+        else:
+            record = self.table.get(uuid)
+            if record is None:
+                raise KeyError(f"sim has no instance {uuid}")
+            self.table.put(replace(record, state=state))  # type: ignore[arg-type]  # checked against STATES
+        self.table.flush()
 
     async def create(self, ctx: OperationContext) -> Result:
         return await self._operate(ctx, self._create)

@@ -11,7 +11,7 @@ OUTCOMES = ("ok", "retryable", "permanent")
 
 
 class OpLog:
-    """Appends to `path` (opened once, flushed per line); a no-op without a path."""
+    """Appends to `path` (opened once, buffered until flush()); a no-op without a path."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -55,4 +55,8 @@ class OpLog:
             "finished": finished,
         }
         self._file.write(json.dumps(line) + "\n")
-        self._file.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines to the file."""
+        if self._file is not None:
+            self._file.flush()

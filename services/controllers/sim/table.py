@@ -48,9 +48,10 @@ def _put_entry(record: Record) -> dict[str, str]:
 class InstanceTable:
     """uuid -> Record, journaled to `path` (in memory only when path is None).
 
-    A change is on disk (in the OS page cache) when put/remove return, so it
-    survives a SIGKILL of the process; surviving power loss would need an
-    fsync per line, which the simulator does not pay for.
+    Changes are buffered until flush() (the sim flushes once per message of
+    results, before the engine hears of them); then they are on disk (in the
+    OS page cache) and survive a SIGKILL of the process. Surviving power
+    loss would need an fsync, which the simulator does not pay for.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -101,10 +102,14 @@ class InstanceTable:
         if self._journal is None:
             return
         self._journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        self._journal.flush()
         self._lines += 1
         if self._lines > len(self._records) + COMPACT_SLACK:
             self._compact()
+
+    def flush(self) -> None:
+        """Write the buffered changes to the journal."""
+        if self._journal is not None:
+            self._journal.flush()
 
     @staticmethod
     def _load(path: Path) -> dict[str, Record]:
