@@ -46,8 +46,9 @@ test: setup lint-proto typecheck
 test-faults: setup
 	$(BIN)/python -m pytest -q -m faults
 
+# Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--repeat 3 --large 50000" (the README's figures).
 bench: setup
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The web console in a real browser: page load at 1,000 and 10,000 instances, live updates, download size.
 bench-console: setup

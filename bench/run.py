@@ -8,7 +8,7 @@ run that shows the cost of telling every member of its siblings (each gets a
 reconfigure once the cluster is up).
 
     python bench/run.py [--sizes 100,1000,10000] [--shapes flat,chain,fanout] [--latency-run N] [--siblings-run N]
-                        [--cli 100,1000] [--repeat K]
+                        [--large 50000] [--cli 100,1000] [--repeat K]
 
 The CLI section times whole commands from the shell with default settings
 (the sim's default sibling handling): `orch --help`, `orch info`, `orch
@@ -223,11 +223,14 @@ def table(results: list[Result]) -> str:
 
 def cli_figures(repeat: int, sizes: list[int]) -> dict[str, float]:
     """From the shell, with default settings: medians of `repeat` runs of
-    `orch --help`, `orch info`, `orch domain list` (a read), and
-    `orch solution deploy --wait` of flat solutions of each size."""
+    `orch --help`, `orch info`, `orch domain list` (a read), `orch solution
+    deploy --wait` of flat solutions and of trees (a root element with nine
+    dependants) of each size and of a chain of 50 one-instance elements, and
+    how long after its root task ended each deploy --wait returned."""
     import subprocess
 
     figures: dict[str, float] = {}
+    after_end: list[float] = []
     with tempfile.TemporaryDirectory(prefix="orch-bench-cli-") as home, running_suite(Path(home), "--monitor-interval", "5") as suite:
         orch = str(Path(sys.executable).parent / "orch")
         env = {**os.environ, "ORCH_HOME": home}
@@ -238,15 +241,25 @@ def cli_figures(repeat: int, sizes: list[int]) -> dict[str, float]:
             subprocess.run([orch, *args], env=env, check=True, capture_output=True, timeout=900)
             return time.perf_counter() - started
 
+        def deploy(domain: str, solution: str) -> float:
+            started = time.perf_counter()
+            out = subprocess.run([orch, "solution", "deploy", domain, "app", "V1", "--solution", solution, "--wait"],
+                                 env=env, check=True, capture_output=True, timeout=900, text=True).stdout
+            returned, wall = time.time(), time.perf_counter() - started
+            after_end.append(returned - suite.task(domain, out.split()[0]).task.updated / 1e9)
+            return wall
+
         suite.ok("apply", "-f", str(ROOT / "tests" / "data" / "demo2.yaml"))
         for name, args in (("help", ("--help",)), ("info", ("info",)), ("domain_list", ("domain", "list"))):
             timed(*args)  # warm the file cache
             figures[f"{name}_s"] = statistics.median(timed(*args) for _ in range(max(5, repeat)))
-        for n in sizes:
-            suite.apply(flat(f"cli{n}", n))
-            runs = [timed("solution", "deploy", f"cli{n}", "app", "V1", "--solution", f"run-{i}", "--wait")
-                    for i in range(max(1, repeat))]
-            figures[f"deploy_wait_{n}_s"] = statistics.median(runs)
+        cases = [(f"deploy_wait_{n}", f"cli{n}", flat(f"cli{n}", n)) for n in sizes]
+        cases += [(f"deploy_wait_tree_{n}", f"tree{n}", fan_out(f"tree{n}", n // 10, 9, n // 10)) for n in sizes]
+        cases.append(("deploy_wait_chain_50", "chain50", chain("chain50", [1] * 50)))
+        for name, domain, document in cases:
+            suite.apply(document)
+            figures[f"{name}_s"] = statistics.median(deploy(domain, f"run-{i}") for i in range(max(1, repeat)))
+    figures["wait_returns_after_root_end_ms"] = round(statistics.median(after_end) * 1000, 1)
     return figures
 
 
@@ -260,6 +273,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1000, help="the dispatcher's default limit (for the floor)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--cli", default="100,1000", help="sizes of the deploy --wait runs from the shell ('': no CLI section)")
+    parser.add_argument("--large", type=int, default=0,
+                        help="N of one more flat run (50000 for the README's large row; 0: none)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each case; the one with the median time is reported (runs vary by about 10 %%)")
     args = parser.parse_args()
@@ -285,6 +300,10 @@ def main() -> None:
             result = median_of_runs(shape, n, 0)
             results.append(result)
             print(f"{shape:>7} N={n:<6} active in {result.accepted_to_active_s:.2f}s{spread(result)}", flush=True)
+    if args.large:
+        result = median_of_runs("flat", args.large, 0)
+        results.append(result)
+        print(f"   flat N={args.large:<6} active in {result.accepted_to_active_s:.2f}s{spread(result)}", flush=True)
     if args.latency_run:
         result = median_of_runs("flat", args.latency_run, 50)
         results.append(result)
@@ -307,10 +326,11 @@ def main() -> None:
     for shape in args.shapes.split(","):
         pair = {r.instances: r.accepted_to_active_s for r in results
                 if r.shape == shape and not r.latency_ms and r.siblings == "ignore"}
-        if 1000 in pair and 10000 in pair:
-            exponent = math.log(pair[10000] / pair[1000]) / math.log(10)
-            summary[f"scaling_exponent_{shape}"] = round(exponent, 3)
-            print(f"scaling exponent {shape} (1,000 -> 10,000): {exponent:.2f}")
+        for low, high in ((1000, 10000), (10000, 50000), (1000, 50000)):
+            if low in pair and high in pair:
+                exponent = math.log(pair[high] / pair[low]) / math.log(high / low)
+                summary[f"scaling_exponent_{shape}_{low}_{high}"] = round(exponent, 3)
+                print(f"scaling exponent {shape} ({low:,} -> {high:,}): {exponent:.2f}")
     Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"written to {args.output}")
 
