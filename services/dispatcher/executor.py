@@ -364,9 +364,9 @@ class Run:
         self.scheduler.stop(f"stopped: {message}", S.TASK_STATUS_FAILED)
 
     async def _after(self, slot: InstanceSlot, succeeded: Transition | None) -> None:
-        """After an operation: next steps (first: a dependant waits for no
-        more writes), the instance's task when its work is done, then settle
-        the cluster if it has no work left."""
+        """After an operation: first the next steps (so that no dependant's
+        gate waits for the writes below), then the instance's task when its
+        work is done, then the cluster's settling if it has no work left."""
         cluster = self.state.clusters[slot.key]
         self.scheduler.advance(slot)
         if succeeded is not None and not slot.path:
