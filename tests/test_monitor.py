@@ -175,6 +175,7 @@ def test_a_solution_with_a_running_task_is_left_to_its_dispatcher(deployed: Depl
     assert suite.task("slow", task).task.status == pb.TASK_STATUS_EXECUTING, "the slow deploy ended too soon for this test"
     during = [msg for _, msg in tap.since(start) if msg["domain"] == "slow"]
     assert during == [], f"status of a solution whose task runs: {during[:2]}"
+    assert tap.request(Subjects(tap.prefix).monitor_figures)["busy"] >= 1
     suite.wait_task("slow", task, timeout=30)
     ended = time.monotonic()
     slow = tap.wait_for(ended, lambda msg: msg["domain"] == "slow" and msg["kind"] == "instance", WITHIN + 1)

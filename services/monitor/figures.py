@@ -12,7 +12,9 @@ class PollFigures:
 
     # Unix nanoseconds when the poll started.
     time: int = 0
+    # Solutions polled, and those left to the task running on them (not read).
     solutions: int = 0
+    busy: int = 0
     # Instances whose real state a controller reported.
     instances: int = 0
     # Instances no controller could answer for (none live, or calls failed).
@@ -34,7 +36,8 @@ class PollFigures:
 
     def log_line(self) -> str:
         return (
-            f"poll: {self.instances} instance(s) in {self.solutions} solution(s), {self.unanswered} unanswered, "
+            f"poll: {self.instances} instance(s) in {self.solutions} solution(s), {self.busy} busy (left to their task), "
+            f"{self.unanswered} unanswered, "
             f"{self.drifted} drifted, {self.drift_deferred} deferred, {self.compensations} compensation(s), "
             f"{self.held} held, {self.degraded} degraded, "
             f"{self.controller_calls} controller call(s), {self.duration_seconds:.3f} s"

@@ -168,7 +168,7 @@ class Monitor:
         # Pacing is kept for the busy ones too: a compensation's own run must not reset its count.
         self.backoff.forget_except({(v.domain, v.name) for v in views} | self._keys_of(busy))
         return PollFigures(
-            time=time_ns, solutions=len(views), instances=len(observed),
+            time=time_ns, solutions=len(views), busy=len(busy_before), instances=len(observed),
             unanswered=sum(a.unanswered for a in answers), drifted=tally.drifted, drift_deferred=tally.deferred,
             compensations=tally.compensations, held=tally.held, degraded=tally.degraded, controller_calls=sum(a.calls for a in answers),
             duration_seconds=round(self.clock() - started, 6),
