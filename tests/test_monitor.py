@@ -166,10 +166,9 @@ def test_a_solution_with_a_running_task_is_left_to_its_dispatcher(deployed: Depl
     polled again."""
     suite, tap = deployed.suite, deployed.tap
     suite.apply(flat("slow", 2, parameters={"sim_latency_ms": 2000}))
-    start = time.monotonic()
     task = suite.ok("solution", "deploy", "slow", "app", "V1", "--solution", "slowapp").strip()
     wait_until(lambda: suite.task("slow", task).task.status == pb.TASK_STATUS_EXECUTING, timeout=10, what="the slow deploy running")
-    polled = time.monotonic()
+    start = polled = time.monotonic()
     # Two whole polls while the task runs.
     wait_until(lambda: time.monotonic() > polled + 2.5 * INTERVAL, timeout=10, what="two polls")
     assert suite.task("slow", task).task.status == pb.TASK_STATUS_EXECUTING, "the slow deploy ended too soon for this test"

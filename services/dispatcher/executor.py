@@ -225,12 +225,12 @@ class Run:
         try:
             cluster = self.state.clusters[slot.key]
             transition = slot.path[0]
-            done: Transition | None = None  # the transition that succeeded
+            succeeded = False
             outcome = self.policy.decide(await self._send(slot, cluster, transition, ticket), slot, cluster, transition)
             if outcome.verdict is Verdict.OK:
                 assert outcome.result is not None
                 await self._succeeded(slot, cluster, transition, outcome.result)
-                done = transition
+                succeeded = True
             elif outcome.verdict is Verdict.RETRY:
                 assert outcome.delay is not None
                 log.info("retrying %s of %s in %.2fs (attempt %d): %s", TRANSITION_NAMES[transition], slot.record.uuid,
@@ -239,7 +239,7 @@ class Run:
                 self.scheduler.retry_later(slot, outcome.delay)
             else:
                 await self._fail(slot, outcome.message, permanent=outcome.label == "permanent")
-            await self._after(slot, done)
+            await self._after(slot, succeeded)
         except asyncio.CancelledError:
             raise
         except (Fenced, LeaseExpired) as err:
@@ -363,14 +363,14 @@ class Run:
             task = self.book.tasks[task].parent
         self.scheduler.stop(f"stopped: {message}", S.TASK_STATUS_FAILED)
 
-    async def _after(self, slot: InstanceSlot, succeeded: Transition | None) -> None:
+    async def _after(self, slot: InstanceSlot, succeeded: bool) -> None:
         """After an operation: first the next steps (so that no dependant's
         gate waits for the writes below), then the instance's task when its
         work is done, then the cluster's settling if it has no work left."""
         cluster = self.state.clusters[slot.key]
         self.scheduler.advance(slot)
-        if succeeded is not None and not slot.path:
-            await self.settler.instance_done(slot, cluster, succeeded)
+        if succeeded and not slot.path:
+            await self.settler.instance_done(slot, cluster)
         if cluster.busy == 0:
             await self.settler.cluster_settled(cluster)
         self.scheduler.check_idle()

@@ -51,18 +51,18 @@ class Settler:
         finally:
             cluster.settling = False
 
-    async def instance_done(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition) -> None:
+    async def instance_done(self, slot: InstanceSlot, cluster: ClusterSlot) -> None:
         """An instance whose work in this run is over completes its task at
         once, not when its cluster settles (the completions then spread over
         the run instead of all waiting for its end), unless a reconfigure may
         still come its way: a live active member of a cluster that uses its
-        member list completes only after a reconfigure that told it the
-        cluster's current members; the others complete when the cluster settles."""
+        member list completes when its cluster settles (a later sibling's
+        join makes its view stale, and the reconfigure that follows runs
+        under its task)."""
         if not slot.task or self.scheduler.stopping or slot.task in self.scheduler.terminated:
             return
         member = slot.record.state == ACTIVE and not slot.record.remove
-        if (not member or cluster.ignores_siblings
-                or (transition == Transition.TRANSITION_RECONFIGURE and slot.record.members == self.state.membership(cluster))):
+        if not member or cluster.ignores_siblings:
             await self.book.set_status(slot.task, S.TASK_STATUS_COMPLETED)
 
     async def _settle(self, cluster: ClusterSlot) -> None:

@@ -67,6 +67,8 @@ class TaskBook:
         self.revisions: dict[str, int | None] = {}
         self.root = root.uuid
         self._new: list[str] = []
+        # Status changes being stored, per task (see set_status).
+        self._writing: dict[str, asyncio.Future[None]] = {}
         # True once the run no longer owns the tree: stop waiting for NATS.
         self.give_up: Callable[[], bool] = lambda: False
         # One span per task, open while the task runs; the root's parent is the request's span.
@@ -182,10 +184,26 @@ class TaskBook:
         return self.tasks[uuid].status in TASK_ENDED
 
     async def set_status(self, uuid: str, status: pb.TaskStatus, error: str = "", comment: str = "") -> None:
-        """Change a task's status, store it and record its event."""
+        """Change a task's status, store it and record its event. A task that
+        has the status (or has ended) already is not changed; its write still
+        in flight is awaited, so that a caller that goes on (completing the
+        parent, say) never writes ahead of it."""
         task = self.tasks[uuid]
         if task.status == status or task.status in TASK_ENDED:
+            pending = self._writing.get(uuid)
+            if pending is not None:
+                await asyncio.wait([pending])
             return
+        done = asyncio.get_running_loop().create_future()
+        self._writing[uuid] = done
+        try:
+            await self._change(uuid, task, status, error, comment)
+        finally:
+            if self._writing.get(uuid) is done:
+                del self._writing[uuid]
+            done.set_result(None)
+
+    async def _change(self, uuid: str, task: pb.Task, status: pb.TaskStatus, error: str, comment: str) -> None:
         task.status = status
         if error:
             task.error = error

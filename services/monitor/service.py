@@ -156,10 +156,13 @@ class Monitor:
         observed: dict[str, Observation] = {}
         for answer in answers:
             observed.update(answer.observed)
-        for message in self.board.messages(views, observed, time_ns):
+        # Leases again: a task that started while we read and asked owns its
+        # solution now (no status for it; its drift is left to the task).
+        busy = busy_before | await self._busy()
+        quiet = [v for v in views if solution_key(v.domain, v.name) not in busy]
+        for message in self.board.messages(quiet, observed, time_ns):
             await self._nc.publish(self.subjects.status(message.domain, message.solution), message.encode())
         await self._nc.flush()
-        busy = busy_before | await self._busy()
         tally = _Tally()
         await gather_bounded(
             (self._act(v, observed, view_busy=solution_key(v.domain, v.name) in busy, tally=tally) for v in views),
@@ -168,7 +171,7 @@ class Monitor:
         # Pacing is kept for the busy ones too: a compensation's own run must not reset its count.
         self.backoff.forget_except({(v.domain, v.name) for v in views} | self._keys_of(busy))
         return PollFigures(
-            time=time_ns, solutions=len(views), busy=len(busy_before), instances=len(observed),
+            time=time_ns, solutions=len(quiet), busy=len(busy), instances=len(observed),
             unanswered=sum(a.unanswered for a in answers), drifted=tally.drifted, drift_deferred=tally.deferred,
             compensations=tally.compensations, held=tally.held, degraded=tally.degraded, controller_calls=sum(a.calls for a in answers),
             duration_seconds=round(self.clock() - started, 6),

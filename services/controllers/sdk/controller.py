@@ -95,8 +95,10 @@ class Controller:
         message of results, however many operations it carries, and after
         each single-operation call), so a controller may buffer its writes
         and flush them here instead of once per operation. Raise when it
-        cannot: the stream then ends, and the engine repeats the operations.
-        Nothing to do by default."""
+        cannot, and keep what was not written for the next call: the stream
+        then ends, and the operations the engine sends again are answered
+        from the SDK's memory of their results (by operation id), not run
+        again. Nothing to do by default."""
 
     def extra_services(self) -> Sequence[ExtraService]:
         """gRPC services of this controller's own to serve next to ControllerService

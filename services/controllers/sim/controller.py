@@ -53,7 +53,7 @@ class SimController(Controller):
         self.op_log.close()
 
     async def sync(self) -> None:
-        """Flush the journal and the op log (once per message of results)."""
+        """Flush the journal and the op log (before each message of results, and each single-operation answer)."""
         self.table.flush()
         self.op_log.flush()
 
