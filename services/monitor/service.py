@@ -141,8 +141,7 @@ class Monitor:
         started, time_ns = self.clock(), time.time_ns()
         # A solution with a task running is its dispatcher's: it is neither
         # read nor asked about (at scale, polls during a long deploy would
-        # cost as much as the deploy). Busy after reading: a task that started
-        # in between changed the records under us.
+        # cost as much as the deploy).
         busy_before = await self._busy()
         views = await read_inventory(self.repo, skip=lambda domain, name: solution_key(domain, name) in busy_before)
         await self._probe.refresh()
