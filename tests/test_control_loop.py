@@ -75,6 +75,8 @@ def test_a_permanent_failure_is_not_compensated_and_the_solution_is_degraded(sui
     suite.apply(models.flat("perm", 2, parameters={"sim_fail": "start"}))
     failed = suite.orch("solution", "deploy", "perm", "app", "V1", "--wait")
     assert failed.returncode == 1
+    # --wait reports the end from the root's end event, with its error.
+    assert f"error: task {failed.stdout.split()[0]} failed: " in failed.stderr and "sim_fail" in failed.stderr, failed.stderr
     hold = wait_until(lambda: suite.solution("perm", "app").hold if suite.solution("perm", "app").hold.kind else None,
                       what="the solution marked degraded")
     assert hold.kind == pb.HOLD_KIND_DEGRADED and hold.actor == "monitor"

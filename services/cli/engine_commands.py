@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 
 import click
 import grpc
@@ -37,44 +36,66 @@ def progress_line(summary: gw.SummarizeSolutionResponse) -> str:
     return ", ".join(f"{element} {at}/{total}" for element, (at, total) in done.items()) or "no instances"
 
 
-# Events that end a task.
-ENDS = (pb.EVENT_TYPE_COMPLETION, pb.EVENT_TYPE_FAILURE, pb.EVENT_TYPE_TIMEOUT, pb.EVENT_TYPE_TERMINATION)
+# Events that end a task, and the status each means.
+ENDS = {
+    pb.EVENT_TYPE_COMPLETION: pb.TASK_STATUS_COMPLETED,
+    pb.EVENT_TYPE_FAILURE: pb.TASK_STATUS_FAILED,
+    pb.EVENT_TYPE_TIMEOUT: pb.TASK_STATUS_TIMEOUT,
+    pb.EVENT_TYPE_TERMINATION: pb.TASK_STATUS_TERMINATED,
+}
 
 
-def _end_of(gateway: Gateway, domain: str, task: str) -> tuple[threading.Event, grpc.Future]:
-    """An event set as soon as the task's end event comes over WatchEvents (a
-    server-side stream of that task's events only), and the call to cancel."""
-    ended = threading.Event()
+class _End:
+    """The task's end as its end event told it: set as soon as the event
+    comes over WatchEvents (a server-side stream of that task's events only)."""
+
+    def __init__(self) -> None:
+        self.seen = threading.Event()
+        self.status: pb.TaskStatus = pb.TASK_STATUS_UNSPECIFIED
+        self.error = ""
+
+
+def _end_of(gateway: Gateway, domain: str, task: str) -> tuple[_End, grpc.Future]:
+    """The task's end, followed on a thread, and the call to cancel."""
+    end = _End()
     call = gateway.automation.WatchEvents(gw.WatchEventsRequest(domain=domain, task=task), metadata=gateway.metadata)
 
     def follow() -> None:
         try:
             for item in call:
-                if item.event.type in ENDS:
-                    ended.set()
+                status = ENDS.get(item.event.type)
+                if status is not None and item.event.task == task:
+                    end.status, end.error = status, item.event.comment
+                    end.seen.set()
                     return
         except grpc.RpcError:
             return  # cancelled, or the gateway went away: the polling below still sees the end
 
     threading.Thread(target=follow, name="watch end", daemon=True).start()
-    return ended, call
+    return end, call
 
 
 def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: float = 0.5) -> None:
     """Show progress until the task ends; exit 0 if it completed, 1 otherwise.
-    Progress is read every `interval`; the end is noticed as soon as its event arrives."""
-    ended, call = _end_of(gateway, domain, task)
+    Progress is read every `interval`; the end is taken from the task's end
+    event as soon as it comes (its records are stored by then), else from
+    the task record."""
+    end, call = _end_of(gateway, domain, task)
     try:
-        _follow(gateway, domain, solution, task, interval, ended)
+        _follow(gateway, domain, solution, task, interval, end)
     finally:
         call.cancel()
 
 
-def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: float, ended: threading.Event) -> None:
+def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: float, end: _End) -> None:
     tty = sys.stderr.isatty()
     last = ""
     while True:
-        root = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain, task=task)).task
+        if end.seen.is_set():
+            status, error = end.status, end.error
+        else:
+            root = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain, task=task)).task
+            status, error = root.status, root.error
         try:
             # A summary, not the solution: small whatever the number of instances.
             summary = gateway.call(gateway.solutions.SummarizeSolution, gw.SummarizeSolutionRequest(domain=domain, solution=solution))
@@ -82,24 +103,20 @@ def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: f
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                 raise
-            line = "waiting for a dispatcher" if root.status == pb.TASK_STATUS_INITIAL else "solution removed"
-        status = pb.TaskStatus.Name(root.status).removeprefix("TASK_STATUS_").lower()
-        shown = f"[{status}] {line}"
+            line = "waiting for a dispatcher" if status == pb.TASK_STATUS_INITIAL else "solution removed"
+        shown = f"[{pb.TaskStatus.Name(status).removeprefix('TASK_STATUS_').lower()}] {line}"
         if shown != last:
             click.echo(("\r" if tty else "") + shown + ("" if tty else "\n"), err=True, nl=False)
             last = shown
-        if root.status in FINISHED:
+        if status in FINISHED:
             if tty:
                 click.echo("", err=True)
-            if root.status == pb.TASK_STATUS_COMPLETED:
+            if status == pb.TASK_STATUS_COMPLETED:
                 click.echo(f"task {task} completed", err=True)
                 return
-            click.echo(f"error: task {task} {FINISHED[root.status]}: {root.error}", err=True)
+            click.echo(f"error: task {task} {FINISHED[status]}: {error}", err=True)
             sys.exit(1)
-        if ended.is_set():
-            time.sleep(0.005)  # the end event came first: its task record is being written
-        else:
-            ended.wait(interval)
+        end.seen.wait(interval)
 
 
 def _submitted(gateway: Gateway, domain: str, solution: str, task: str, wait: bool) -> None:
