@@ -124,6 +124,17 @@ class Suite:
             gw.RetrieveSolutionRequest(domain=domain, solution=name), metadata=self.metadata, timeout=30
         ).solution
 
+    def planned(self, domain: str, name: str) -> pb.Solution:
+        """The solution, or an empty one while its first request is not
+        planned yet: a deploy is answered once accepted, before a dispatcher
+        has stored the solution's records."""
+        try:
+            return self.solution(domain, name)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                raise
+            return pb.Solution()
+
     def task(self, domain: str, uuid: str, tree: bool = False) -> gw.RetrieveTaskResponse:
         return self.automation.RetrieveTask(
             gw.RetrieveTaskRequest(domain=domain, task=uuid, tree=tree), metadata=self.metadata, timeout=30

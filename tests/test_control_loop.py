@@ -33,7 +33,7 @@ def roots(suite: Suite, domain: str, solution: str) -> list[pb.Task]:
 
 
 def states(suite: Suite, domain: str, solution: str) -> list[int]:
-    found = suite.solution(domain, solution)
+    found = suite.planned(domain, solution)
     return [i.state for e in found.elements for c in e.clusters for i in c.instances]
 
 

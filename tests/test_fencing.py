@@ -109,7 +109,7 @@ def test_a_deposed_run_lands_not_one_write_after_the_fence_and_the_solution_is_f
     task = json.loads(suite.ok("solution", "deploy", "fence", "app", "V1", "-o", "json"))["task"]
 
     def active() -> int:
-        found = suite.solution("fence", "app")
+        found = suite.planned("fence", "app")
         return sum(i.state == pb.STATE_ACTIVE for e in found.elements for c in e.clusters for i in c.instances)
 
     wait_until(lambda: active() >= 4, what="the first active instances")
