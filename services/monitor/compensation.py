@@ -63,10 +63,6 @@ class Pacing:
         self._streak.pop(key, None)
         self._not_before.pop(key, None)
 
-    def keys(self) -> set[SolutionKey]:
-        """The solutions with compensations counted."""
-        return set(self._streak)
-
     def forget_except(self, keys: set[SolutionKey]) -> None:
         """Drop the state of solutions that no longer exist."""
         for key in [k for k in self._streak if k not in keys]:

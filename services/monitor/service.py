@@ -15,7 +15,7 @@ from collections.abc import Callable
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from monitor.compensation import Compensator, Pacing, mark_degraded
+from monitor.compensation import Compensator, Pacing, SolutionKey, mark_degraded
 from monitor.drift import correct, effective_state, is_drift
 from monitor.figures import PollFigures
 from monitor.inventory import SolutionView, Watched, read_inventory
@@ -29,7 +29,6 @@ from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
 from orchestration.runtime.process import stop_on_signals
 from orchestration.store.events import EventRecorder
-from orchestration.store.leases import solution_key
 from orchestration.store.natsconn import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
@@ -143,7 +142,7 @@ class Monitor:
         # read nor asked about (at scale, polls during a long deploy would
         # cost as much as the deploy).
         busy_before = await self._busy()
-        views = await read_inventory(self.repo, skip=lambda domain, name: solution_key(domain, name) in busy_before)
+        views = await read_inventory(self.repo, skip=lambda domain, name: (domain, name) in busy_before)
         await self._probe.refresh()
         by_controller: dict[str, list[Watched]] = defaultdict(list)
         for view in views:
@@ -158,17 +157,17 @@ class Monitor:
         # Leases again: a task that started while we read and asked owns its
         # solution now (no status for it; its drift is left to the task).
         busy = busy_before | await self._busy()
-        quiet = [v for v in views if solution_key(v.domain, v.name) not in busy]
+        quiet = [v for v in views if (v.domain, v.name) not in busy]
         for message in self.board.messages(quiet, observed, time_ns):
             await self._nc.publish(self.subjects.status(message.domain, message.solution), message.encode())
         await self._nc.flush()
         tally = _Tally()
         await gather_bounded(
-            (self._act(v, observed, view_busy=solution_key(v.domain, v.name) in busy, tally=tally) for v in views),
+            (self._act(v, observed, view_busy=(v.domain, v.name) in busy, tally=tally) for v in views),
             _SOLUTION_CONCURRENCY,
         )
         # Pacing is kept for the busy ones too: a compensation's own run must not reset its count.
-        self.backoff.forget_except({(v.domain, v.name) for v in views} | self._keys_of(busy))
+        self.backoff.forget_except({(v.domain, v.name) for v in views} | busy)
         return PollFigures(
             time=time_ns, solutions=len(quiet), busy=len(busy), instances=len(observed),
             unanswered=sum(a.unanswered for a in answers), drifted=tally.drifted, drift_deferred=tally.deferred,
@@ -176,12 +175,9 @@ class Monitor:
             duration_seconds=round(self.clock() - started, 6),
         )
 
-    async def _busy(self) -> set[str]:
-        return {lease.key for lease in await self.leases.all()}
-
-    def _keys_of(self, busy: set[str]) -> set[tuple[str, str]]:
-        """The (domain, solution) pairs paced by the back-off whose lease key is in busy."""
-        return {key for key in self.backoff.keys() if solution_key(*key) in busy}
+    async def _busy(self) -> set[SolutionKey]:
+        """The solutions with a task running (holding a lease)."""
+        return {(lease.record.request.domain, lease.record.request.solution) for lease in await self.leases.all()}
 
     async def _act(self, view: SolutionView, observed: dict[str, Observation], view_busy: bool, tally: _Tally) -> None:
         """Correct drift, then compensate, unless a task runs for the solution."""
