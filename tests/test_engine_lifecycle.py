@@ -17,7 +17,7 @@ import models
 from orchestration.store import keys as rk
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, running_suite
+from suite import Suite, running_suite, wait_until
 
 ACTIVE, INACTIVE, FAILURE = pb.STATE_ACTIVE, pb.STATE_INACTIVE, pb.STATE_FAILURE
 
@@ -54,6 +54,29 @@ def instances(suite: Suite, domain: str, solution: str) -> dict[tuple[str, str],
 def ops_of(suite: Suite, solution: str, after: float = 0.0) -> list[dict[str, Any]]:
     """Op log lines of a solution whose operation started at or after `after`."""
     return [op for op in suite.ops(solution) if op["started"] >= after]
+
+
+def test_the_tree_lists_every_instance_a_run_makes_while_it_runs_and_after(suite: Suite) -> None:
+    # The run makes the instances a request adds as it sets them going (the
+    # first operation leaves at once); their tasks are in the tree from then
+    # on, not only once their cluster completes.
+    suite.apply(web("made", "made", "V1", 2000, maximum=2030, parameters={"sim_latency_ms": 400, "orch_siblings": "ignore"}))
+    deployed = json.loads(suite.ok("solution", "deploy", "made", "made", "V1", "-o", "json"))["task"]
+
+    def listed_while_running() -> bool:
+        response = suite.task("made", deployed, tree=True)
+        assert response.task.status in (pb.TASK_STATUS_INITIAL, pb.TASK_STATUS_EXECUTING), "the run ended first"
+        return sum(t.type == pb.TASK_TYPE_INSTANCE for t in response.subtasks) == 2000
+
+    wait_until(listed_while_running, timeout=30, what="the running deploy's tree listing its 2,000 instance tasks")
+    assert suite.wait_task("made", deployed).status == pb.TASK_STATUS_COMPLETED
+    first = {i.uuid for i in instances(suite, "made", "made")[("web", "V1")]}
+    grown = suite.ok("cluster", "set", "made", "made", "web", "V1", "--size", "2030", "--wait").splitlines()[0]
+    every = {i.uuid for i in instances(suite, "made", "made")[("web", "V1")]}
+    assert len(first) == 2000 and len(every) == 2030 and first < every
+    tree = suite.task("made", grown, tree=True).subtasks
+    listed = {t.instance: t.status for t in tree if t.type == pb.TASK_TYPE_INSTANCE}
+    assert every - first <= set(listed) and {listed[u] for u in every - first} == {pb.TASK_STATUS_COMPLETED}
 
 
 def test_scale_up_then_down_creates_then_removes_instances(suite: Suite) -> None:

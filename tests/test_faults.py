@@ -51,6 +51,7 @@ def work_started(suite: Suite, solution: str) -> None:
 def assert_nothing_lost_or_duplicated(suite: Suite, domain: str, solution: str) -> None:
     found = suite.solution(domain, solution)
     instances = {i.uuid: i for e in found.elements for c in e.clusters for i in c.instances}
+    assert len(instances) == sum(c.size for e in found.elements for c in e.clusters), "as many instances as the sizes say"
     assert all(i.state == pb.STATE_ACTIVE for i in instances.values())
     creates: dict[str, set[str]] = defaultdict(set)
     for op in suite.ops(solution):

@@ -489,6 +489,33 @@ def test_merge_scale_up_grows_to_size_with_new_uuids() -> None:
     }
 
 
+def test_merge_can_count_new_instances_for_the_run_to_make_instead_of_making_them() -> None:
+    # A big deploy's first operation need not wait for every instance to be made.
+    later = planner.Additions()
+    merged = planner.merge(deployed(), desired(architecture(app_size=5)), no_uuid, later=later)
+    assert [i.uuid for i in cluster_of(merged, "app").instances] == ["u03", "u04"]
+    assert cluster_of(merged, "app").size == 5
+    assert later.counts == {("app", "V1"): 3}
+    first = planner.Additions()
+    planner.merge(None, desired(), no_uuid, later=first)
+    assert first.counts == {("net", "V1"): 1, ("db", "V1"): 1, ("app", "V1"): 2}
+
+
+def test_new_instances_that_stay_initial_are_made_at_once_even_when_they_could_be_counted() -> None:
+    later = planner.Additions()
+    merged = planner.merge(None, desired(architecture(app_cluster(state=INITIAL))), uuids(), later=later)
+    assert ("app", "V1") not in later.counts
+    assert [(i.state, i.target) for i in cluster_of(merged, "app").instances] == [(INITIAL, INITIAL)] * 2
+
+
+def test_a_scale_up_can_count_its_new_instances_and_a_counted_instance_is_made_like_a_made_one() -> None:
+    later = planner.Additions()
+    result = planner.set_cluster(deployed(), "app", "V1", 4, UNSPECIFIED, no_uuid, later=later)
+    assert later.counts == {("app", "V1"): 2} and len(cluster_of(result, "app").instances) == 2
+    made = planner.merge(deployed(), desired(architecture(app_size=3)), uuids("n"))
+    assert cluster_of(made, "app").instances[2] == planner.new_instance(cluster_of(made, "app"), "n01")
+
+
 # six instances, listed out of uuid order; removal order: failure (b), initial
 # and unspecified by uuid (c, f), inactive (d), active by uuid (a, e).
 SCALE_DOWN_INSTANCES = (("e", ACTIVE), ("d", INACTIVE), ("f", UNSPECIFIED), ("a", ACTIVE), ("c", INITIAL), ("b", FAILURE))

@@ -262,6 +262,48 @@ def test_idle_only_when_nothing_is_in_flight_handled_retrying_or_ready() -> None
     assert h.scheduler.idle and h.idle_calls == 1
 
 
+def test_never_idle_while_the_run_is_still_setting_instances_going() -> None:
+    # The run sets instances going in slices; everything started so far may
+    # end before the next slice, which must not end the run.
+    h = Harness()
+    h.cluster("web")
+    h.instance("web", "w0", state=INACTIVE)
+    h.scheduler.opening = True
+    h.start_all()
+    h.succeed("w0")
+    assert not h.scheduler.idle and h.idle_calls == 0
+    h.instance("web", "w1", state=INACTIVE)
+    h.scheduler.schedule(h.state.instances["w1"])
+    h.scheduler.opened()
+    assert h.idle_calls == 0
+    h.succeed("w1")
+    assert h.scheduler.idle and h.idle_calls == 1
+
+
+def test_instances_counted_before_they_are_made_hold_their_cluster_like_made_ones() -> None:
+    # A run counts the instances a deploy adds (state.expect) and makes them
+    # as it goes: until the last is made and active, a dependant waits.
+    h = Harness()
+    db = h.cluster("db")
+    h.cluster("app", relationships=(("db", CONTEXT),))
+    h.state.expect(db, 2, busy=True)
+    h.instance("app", "a0")
+    h.start_all()
+    assert h.started == [] and not db.active
+    for uuid in ("d0", "d1"):
+        record = pb.Instance(uuid=uuid, state=INITIAL, target=ACTIVE)
+        slot = InstanceSlot("db", "1", record, revision=None, path=plan_transitions(INITIAL, ACTIVE))
+        h.state.add_instance(slot, counted=True)
+        h.scheduler.schedule(slot)
+    before = (db.live, db.busy)
+    for _ in range(3):
+        h.succeed("d0")
+    assert h.started_of("a0") == [] and db.busy == 1
+    for _ in range(3):
+        h.succeed("d1")
+    assert h.started_of("a0") == [T.TRANSITION_CREATE] and before == (2, 2) and (db.live, db.live_active, db.busy) == (2, 2, 0)
+
+
 # ---- retries, back-off, time-outs on the fake clock -----------------------------------
 
 

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -27,12 +27,12 @@ from dispatcher.operations import SIBLING_AWARE, Outcome, RetryPolicy, Verdict
 from dispatcher.records import Intent
 from dispatcher.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
-from dispatcher.settling import Settler, attach_task
+from dispatcher.settling import Settler, attach_task, cluster_task
 from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced, NotFound
 from orchestration.model.lifecycle import FAILURE, INITIAL, TRANSITION_NAMES, next_state
-from orchestration.model.planner import cluster_digest, instance_work
+from orchestration.model.planner import cluster_digest, instance_work, new_instance, new_uuid4
 from orchestration.runtime import telemetry
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
@@ -92,13 +92,19 @@ class Run:
         book.give_up = lambda: self.lost
         book.root_context = telemetry.context_of(traceparent)
         self._delete_on_finish = False
+        # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
+        self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
+        # Storing the tree and the root's status (see _store_tree).
+        self._tree: asyncio.Future[None] | None = None
+        self._starting: asyncio.Future[None] | None = None
 
     # ---- preparation -----------------------------------------------------------
 
     async def prepare(self, intent: Intent) -> None:
-        """Take the solution's records and build (or find) the task tree; persist it.
-        Everything comes from the records: a cluster record carries its
-        controller and parameters (see dispatcher.intent)."""
+        """Take the solution's records and build (or find) the task tree
+        (stored as the run starts, see execute). Everything comes from the
+        records: a cluster record carries its controller and parameters (see
+        dispatcher.intent)."""
         repo = self.ctx.repo
         records = intent.records
         if records.header is None:
@@ -125,6 +131,13 @@ class Run:
             slot = InstanceSlot(stored.element, stored.cluster, stored.instance, stored.revision, unsaved=uuid in intent.unsaved)
             slot.path = instance_work(stored.instance, self.state.clusters[slot.key].record, digests[slot.key])
             self.state.add_instance(slot)
+        for key, count in intent.additions.items():
+            cluster = self.state.clusters.get(key)
+            if cluster is not None and count > 0:
+                # Counted now (every gate sees the cluster as it will be), made as they are set going.
+                path = instance_work(new_instance(cluster.record, ""), cluster.record, digests[key])
+                self.state.expect(cluster, count, busy=bool(path))
+                self._additions.append((cluster, count, path))
         # Changed records with nothing to do are stored now; the others before their first operation.
         idle = [slot for slot in self.state.instances.values() if slot.unsaved and not slot.path]
         await gather_bounded(self._store(slot) for slot in idle)
@@ -133,40 +146,58 @@ class Run:
         for slot in self.state.instances.values():
             if slot.path:
                 attach_task(self.book, slot, self.state.clusters[slot.key])
-        await self.book.persist()
+        for cluster, _, _ in self._additions:
+            cluster_task(self.book, cluster)
 
     # ---- execution -------------------------------------------------------------
 
     async def execute(self) -> int:
         """Run to the end; returns the root task's final status."""
-        root = self.book.root
-        # The root's status is stored while the first operations go out.
-        starting = None if self.book.finished(root) else asyncio.ensure_future(self.book.set_status(root, S.TASK_STATUS_EXECUTING))
         deadline = self.scheduler.deadline(self.ctx.settings.task_timeout)
         # New and changed instance records are stored alongside the first
         # operations instead of before all of them (each instance's own first
         # operation waits for its record).
         try:
             # In growing slices, letting the first operations out while the rest are set up.
-            size, in_slice = 1, 0
-            for slot in list(self.state.instances.values()):
+            size, in_slice, first = 1, 0, True
+            self.scheduler.opening = True
+            for slot in self._setting_going():
                 if slot.unsaved:
                     slot.saving = asyncio.ensure_future(self._store(slot))
                 if slot.path:
                     self.scheduler.schedule(slot)
+                    if first and slot.inflight:
+                        # The first operation leaves before the others are set
+                        # going: the only write it waits for is its record's
+                        # (published ahead of the tree's).
+                        first = False
+                        self._store_tree()
+                        if slot.saving is not None:
+                            await asyncio.wait([slot.saving])
                 in_slice += 1
                 if in_slice == size:
                     await asyncio.sleep(0)
                     size, in_slice = min(2 * size, START_SLICE), 0
+            try:
+                await self._store_tree()
+                if self._additions:
+                    # The cluster tasks now list the instance tasks made as they went.
+                    await self.book.persist()
+            except Fenced as err:
+                log.warning("stopping the run of %s/%s: %s", self.domain, self.solution, err,
+                            extra={"task_id": self.book.root, "solution": self.solution})
+                self.lose_lease()
             for cluster in list(self.state.clusters.values()):
                 if cluster.busy == 0:
                     await self.settler.cluster_settled(cluster)
-            self.scheduler.check_idle()
+            self.scheduler.opened()
             await self._idle.wait()
         finally:
             deadline.cancel()
             # Records of instances that never got to their first operation.
             await asyncio.gather(*(s.saving for s in self.state.instances.values() if s.saving is not None), return_exceptions=True)
+            tree, starting = self._store_tree(), self._starting
+            await asyncio.wait([tree])
             if starting is not None:
                 await starting
         if self.lost:
@@ -174,6 +205,31 @@ class Run:
             return S.TASK_STATUS_UNSPECIFIED
         await self._finish()
         return self.book.root_task.status
+
+    def _store_tree(self) -> asyncio.Future[None]:
+        """Start storing the task tree, then the root's status, once; the
+        store in flight (status changes wait for it, see TaskBook.store_tree)."""
+        if self._tree is None:
+            self._tree = self.book.store_tree()
+            if not self.book.finished(self.book.root):
+                self._starting = asyncio.ensure_future(self.book.set_status(self.book.root, S.TASK_STATUS_EXECUTING))
+        return self._tree
+
+    def _setting_going(self) -> Iterator[InstanceSlot]:
+        """Every instance of the run in order: first those with records, then
+        those the run adds (see planner.Additions), each made as it comes."""
+        yield from list(self.state.instances.values())
+        for cluster, count, path in self._additions:
+            for _ in range(count):
+                if self.lost:
+                    return  # the solution's next owner plans what is still missing
+                slot = InstanceSlot(cluster.element, cluster.record.version, new_instance(cluster.record, new_uuid4()),
+                                    None, unsaved=True, path=list(path))
+                self.state.add_instance(slot, counted=True)
+                attach_task(self.book, slot, cluster)
+                if cluster.task in self.scheduler.terminated:
+                    self.scheduler.exclude([slot.task])  # its cluster's subtree was terminated before it was made
+                yield slot
 
     def lose_lease(self) -> None:
         """Another dispatcher owns the solution now: stop at once, write nothing more."""

@@ -16,26 +16,47 @@ from orchestration.v1 import records_pb2 as rpb
 R = rpb.RequestKind
 
 
-async def apply_request(repo: Repository, request: rpb.Request) -> Intent:
+Design = tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]
+
+
+def read_design(repo: Repository, request: rpb.Request) -> asyncio.Future[Design] | None:
+    """The reads of the architecture a deploy asks for and of the components
+    it uses, started now (None for other requests). Reads of the model only:
+    the dispatcher starts them before it owns the solution, so that they are
+    done by the time it does."""
+    if request.kind != R.REQUEST_KIND_DEPLOY:
+        return None
+    reads = asyncio.ensure_future(_design(repo, request))
+    # A failure is reported by apply_request; one nobody awaits (the run did
+    # not start) is not an error.
+    reads.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return reads
+
+
+async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.Future[Design] | None = None) -> Intent:
     """Store what the request asks for in the solution's records (instance
     records are left to the run, see Intent). The one place a request is
-    planned: the cluster records written here carry everything a run needs."""
+    planned: the cluster records written here carry everything a run needs.
+    `design`: read_design's reads, when started already."""
+    later = planner.Additions()
     if request.kind == R.REQUEST_KIND_DEPLOY:
+        if design is None:
+            design = read_design(repo, request)
+        assert design is not None
         # Independent reads, at once: a request's first operation waits for them.
-        records, (architecture, catalog) = await asyncio.gather(
-            load_records(repo, request.domain, request.solution), _design(repo, request))
+        records, (architecture, catalog) = await asyncio.gather(load_records(repo, request.domain, request.solution), design)
     else:
         records = await load_records(repo, request.domain, request.solution)
     current = records.tree()
     if request.kind == R.REQUEST_KIND_DEPLOY:
         desired = planner.desired_solution(request.domain, request.solution, architecture, catalog)
-        wanted = planner.merge(current, desired)
+        wanted = planner.merge(current, desired, later=later)
     else:
         if current is None:
             raise NotFound(f"solution '{request.domain}/{request.solution}' not found")
         if request.kind == R.REQUEST_KIND_SET_CLUSTER:
             size = request.size if request.HasField("size") else None
-            wanted = planner.set_cluster(current, request.element, request.cluster, size, request.state)
+            wanted = planner.set_cluster(current, request.element, request.cluster, size, request.state, later=later)
         elif request.kind == R.REQUEST_KIND_SET_SOLUTION:
             wanted = planner.set_solution(current, request.state)
         elif request.kind == R.REQUEST_KIND_SET_INSTANCE:
@@ -50,7 +71,9 @@ async def apply_request(repo: Repository, request: rpb.Request) -> Intent:
         _end_hold(wanted)
     if planner.missing_design(wanted):
         wanted = await _backfill(repo, request.domain, wanted, current)
-    return await write_intent(repo, request.domain, records, wanted)
+    intent = await write_intent(repo, request.domain, records, wanted)
+    intent.additions = later.counts
+    return intent
 
 
 def _end_hold(solution: pb.Solution) -> None:
@@ -63,7 +86,7 @@ def _end_hold(solution: pb.Solution) -> None:
                 instance.permanent = False
 
 
-async def _design(repo: Repository, request: rpb.Request) -> tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]:
+async def _design(repo: Repository, request: rpb.Request) -> Design:
     """The architecture to deploy and the components it uses."""
     architecture = await repo.model.get_architecture(request.domain, request.architecture, request.version)
     used = {(element.component, cluster.version) for element in architecture.elements for cluster in element.clusters}

@@ -70,12 +70,15 @@ def _strip(message: pb.Solution | pb.Element | pb.Cluster, repeated: str) -> byt
 
 @dataclass
 class Intent:
-    """A solution's records as a request wants them, and which instance
-    records are still to be written: each is stored by the run just before
-    its instance's first operation, so that a big deploy starts at once."""
+    """A solution's records as a request wants them, which instance records
+    are still to be written, and how many instances each cluster is to grow
+    by (`additions`, see planner.Additions): the run makes those as it sets
+    them going, and stores each instance's record just before its first
+    operation, so that a big deploy starts at once."""
 
     records: SolutionRecordSet
     unsaved: set[str] = field(default_factory=set)
+    additions: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet, wanted: pb.Solution) -> Intent:

@@ -21,7 +21,7 @@ from nats.js import api
 
 from dispatcher.controllers import ControllerPool
 from dispatcher.executor import Run, RunContext
-from dispatcher.intent import apply_request
+from dispatcher.intent import apply_request, read_design
 from dispatcher.registration import RegistrationServicer
 from dispatcher.settings import EngineSettings
 from dispatcher.tasks import TaskBook
@@ -182,7 +182,9 @@ class Dispatcher:
                 with contextlib.suppress(Exception):
                     REQUESTS_WAITING.set((await subscription.consumer_info()).num_pending or 0)
             try:
-                messages = await subscription.fetch(batch=64, timeout=1.0)
+                # One at a time: a pull for more waits out its expiry for the
+                # rest, which held a lone request back for up to a second.
+                messages = await subscription.fetch(batch=1, timeout=1.0)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
             except Exception:  # noqa: BLE001 - reconnecting; try again
@@ -269,16 +271,18 @@ class Dispatcher:
         request = lease.record.request
         # The root task is read while the lease is claimed (the gateway stored it; a read is harmless).
         reading = asyncio.ensure_future(self.repo.tasks.get_task(request.domain, request.task))
+        design = read_design(self.repo, request)
         sent = time.monotonic()
         try:
             lease = await self.leases.claim(lease, self.settings.replica)
             # From here on, every write for the solution is fenced (see Repository.fenced).
             repo = await self.repo.fenced(request.domain, request.solution, self.settings.replica)
-        except Aborted:
-            reading.cancel()
-            return
-        except BaseException:
-            reading.cancel()
+        except BaseException as err:
+            for read in (reading, design):
+                if read is not None:
+                    read.cancel()
+            if isinstance(err, Aborted):
+                return
             raise
         try:
             root = await reading
@@ -304,7 +308,7 @@ class Dispatcher:
             if book.finished(book.root):
                 await self._end(active)
                 return
-            await run.prepare(await apply_request(repo, request))
+            await run.prepare(await apply_request(repo, request, design))
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)
             self.runs.pop(lease.key, None)

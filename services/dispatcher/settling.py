@@ -21,13 +21,19 @@ from orchestration.v1.model_pb2 import Transition
 S = pb.TaskStatus
 
 
+def cluster_task(book: TaskBook, cluster: ClusterSlot) -> str:
+    """A cluster's task (and its element's), made once per tree."""
+    if not cluster.task:
+        element, version = cluster.key
+        element_task = book.ensure(book.root, pb.TASK_TYPE_ELEMENT, "element", element, element=element)
+        cluster.task = book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", element, version,
+                                   element=element, cluster=version).uuid
+    return cluster.task
+
+
 def attach_task(book: TaskBook, slot: InstanceSlot, cluster: ClusterSlot) -> None:
     """Give an instance its task (and its cluster and element theirs), made once per tree."""
-    if not cluster.task:
-        element_task = book.ensure(book.root, pb.TASK_TYPE_ELEMENT, "element", slot.element, element=slot.element)
-        cluster.task = book.ensure(element_task.uuid, pb.TASK_TYPE_CLUSTER, "cluster", slot.element, slot.cluster,
-                                   element=slot.element, cluster=slot.cluster).uuid
-    slot.task = book.ensure(cluster.task, pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
+    slot.task = book.ensure(cluster_task(book, cluster), pb.TASK_TYPE_INSTANCE, "instance", slot.record.uuid,
                             lazy=True, element=slot.element, cluster=slot.cluster, instance=slot.record.uuid,
                             state=slot.record.target).uuid
 

@@ -128,10 +128,20 @@ class SolutionState:
     def add_cluster(self, slot: ClusterSlot) -> None:
         self.clusters[slot.key] = slot
 
-    def add_instance(self, slot: InstanceSlot) -> None:
+    def add_instance(self, slot: InstanceSlot, counted: bool = False) -> None:
+        """Add an instance (`counted`: a new one that `expect` counted already)."""
         self.instances[slot.record.uuid] = slot
         self.clusters[slot.key].members.add(slot.record.uuid)
-        self.count(slot, +1)
+        if not counted:
+            self.count(slot, +1)
+
+    def expect(self, cluster: ClusterSlot, count: int, busy: bool) -> None:
+        """Count `count` new instances of the cluster before they are added
+        (initial, not removed, with work to do when `busy`): what count(+1)
+        adds for each of them."""
+        cluster.live += count
+        if busy:
+            cluster.busy += count
 
     def remove_instance(self, slot: InstanceSlot) -> None:
         if self._member(slot):

@@ -69,6 +69,8 @@ class TaskBook:
         self._new: list[str] = []
         # Status changes being stored, per task (see set_status).
         self._writing: dict[str, asyncio.Future[None]] = {}
+        # The tree being stored while the first operations go out (see store_tree).
+        self._storing: asyncio.Future[None] | None = None
         # True once the run no longer owns the tree: stop waiting for NATS.
         self.give_up: Callable[[], bool] = lambda: False
         # One span per task, open while the task runs; the root's parent is the request's span.
@@ -117,9 +119,17 @@ class TaskBook:
         return task
 
     async def persist(self) -> None:
-        """Store every new or grown task (the tree must be durable before the request is acknowledged)."""
+        """Store every new or grown task."""
         dirty, self._new = self._new, []
         await gather_bounded([self._write(self.tasks[u]) for u in dirty])
+
+    def store_tree(self) -> asyncio.Future[None]:
+        """persist() while the run goes on: every status change waits for
+        it, so that no task is written ahead of the tree above it (the
+        first operations need not wait for it; a resumed run rebuilds the
+        same tree, its ids being deterministic). Await the result for its error."""
+        self._storing = asyncio.ensure_future(self.persist())
+        return self._storing
 
     async def _write(self, task: pb.Task) -> None:
         await persist(lambda: self._write_once(task), self.give_up)
@@ -188,6 +198,8 @@ class TaskBook:
         has the status (or has ended) already is not changed; its write still
         in flight is awaited, so that a caller that goes on (completing the
         parent, say) never writes ahead of it."""
+        if self._storing is not None and not self._storing.done():
+            await asyncio.wait([self._storing])
         task = self.tasks[uuid]
         if task.status == status or task.status in TASK_ENDED:
             pending = self._writing.get(uuid)

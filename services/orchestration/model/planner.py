@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestration.model.errors import FailedPrecondition, InvalidArgument, NotFound
 from orchestration.model.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, plan_transitions, state_name
@@ -129,8 +129,38 @@ def cluster_digest(cluster: pb.Cluster) -> str:
 _REMOVAL_ORDER = {FAILURE: 0, INITIAL: 1, pb.STATE_UNSPECIFIED: 1, INACTIVE: 2, ACTIVE: 3}
 
 
-def _resize(cluster: pb.Cluster, new_uuid: Callable[[], str]) -> None:
-    """Match the live instances of a cluster to its size and target."""
+def new_uuid4() -> str:
+    return str(uuidlib.uuid4())
+
+
+def new_instance(cluster: pb.Cluster, uuid: str) -> pb.Instance:
+    """An instance a cluster grows by (not made yet: initial)."""
+    return pb.Instance(uuid=uuid, target=cluster.target, state=INITIAL)
+
+
+@dataclass
+class Additions:
+    """The instances a plan adds to clusters, counted per cluster (element,
+    version) instead of made: a run makes each one as it sets it going, so
+    the first operation of a big deploy leaves before the rest are made.
+    Only for clusters whose instances have work to do (target not initial):
+    instances that stay initial are made at once, their records being all
+    there is to them."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def take(self, element: str, cluster: pb.Cluster, count: int) -> bool:
+        """Count `count` new instances of the cluster; False if they must be made now."""
+        if cluster.target == INITIAL:
+            return False
+        key = (element, cluster.version)
+        self.counts[key] = self.counts.get(key, 0) + count
+        return True
+
+
+def _resize(element: str, cluster: pb.Cluster, new_uuid: Callable[[], str], later: Additions | None) -> None:
+    """Match the live instances of a cluster to its size and target (new
+    ones are made, or counted in `later`)."""
     live = [i for i in cluster.instances if not i.remove]
     for instance in live:
         instance.target = cluster.target
@@ -139,8 +169,9 @@ def _resize(cluster: pb.Cluster, new_uuid: Callable[[], str]) -> None:
         for instance in sorted(live, key=lambda i: (_REMOVAL_ORDER.get(i.state, 0), i.uuid))[:excess]:
             instance.remove = True
             instance.target = INITIAL
-    for _ in range(max(0, -excess)):
-        cluster.instances.add(uuid=new_uuid(), target=cluster.target, state=INITIAL)
+    missing = max(0, -excess)
+    if missing and (later is None or not later.take(element, cluster, missing)):
+        cluster.instances.extend(new_instance(cluster, new_uuid()) for _ in range(missing))
 
 
 def _retire_cluster(cluster: pb.Cluster) -> None:
@@ -151,13 +182,15 @@ def _retire_cluster(cluster: pb.Cluster) -> None:
         instance.target = INITIAL
 
 
-def merge(current: pb.Solution | None, desired: pb.Solution, new_uuid: Callable[[], str] = lambda: str(uuidlib.uuid4())) -> pb.Solution:
+def merge(current: pb.Solution | None, desired: pb.Solution, new_uuid: Callable[[], str] = new_uuid4,
+          later: Additions | None = None) -> pb.Solution:
     """The solution that results from asking for `desired` when `current` runs.
 
     Existing instances are kept (their state is the truth), clusters grow or
-    shrink to their size, and whatever left the architecture is marked for
-    removal (torn down, then deleted). Applying the same desired solution
-    twice gives the same result (idempotent), which crash recovery relies on.
+    shrink to their size (new instances made, or counted in `later`), and
+    whatever left the architecture is marked for removal (torn down, then
+    deleted). Applying the same desired solution twice gives the same result
+    (idempotent), which crash recovery relies on.
     """
     result = pb.Solution()
     result.CopyFrom(desired)
@@ -176,7 +209,7 @@ def merge(current: pb.Solution | None, desired: pb.Solution, new_uuid: Callable[
                 cluster.state = previous.state
                 cluster.endpoint = previous.endpoint
                 cluster.instances.extend(previous.instances)
-            _resize(cluster, new_uuid)
+            _resize(element.name, cluster, new_uuid, later)
         for leftover in old_clusters.values():
             gone = element.clusters.add()
             gone.CopyFrom(leftover)
@@ -205,8 +238,9 @@ def teardown(current: pb.Solution) -> pb.Solution:
 
 
 def set_cluster(current: pb.Solution, element: str, version: str, size: int | None, state: pb.State,
-                new_uuid: Callable[[], str] = lambda: str(uuidlib.uuid4())) -> pb.Solution:
-    """The solution with one cluster resized and/or sent to another state."""
+                new_uuid: Callable[[], str] = new_uuid4, later: Additions | None = None) -> pb.Solution:
+    """The solution with one cluster resized and/or sent to another state
+    (new instances made, or counted in `later`)."""
     result = pb.Solution()
     result.CopyFrom(current)
     cluster = find_cluster(result, element, version)
@@ -220,7 +254,7 @@ def set_cluster(current: pb.Solution, element: str, version: str, size: int | No
         if state not in (INITIAL, INACTIVE, ACTIVE):
             raise InvalidArgument(f"state '{state_name(state)}' is not a target state (initial, inactive or active)")
         cluster.target = state
-    _resize(cluster, new_uuid)
+    _resize(element, cluster, new_uuid, later)
     return result
 
 
