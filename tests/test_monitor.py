@@ -332,6 +332,23 @@ def test_pacing_counts_the_compensations_since_the_solution_last_converged() -> 
     assert pacing.streak(key) == 0
 
 
+@pytest.mark.parametrize("names", [("d", "s", "e", "V1", "u-1"), ('we"ird', "s\\x", "\u00e9l\u00e9ment", "1.0", "u\n")])
+def test_instance_status_messages_are_the_json_of_their_fields(names: tuple[str, str, str, str, str]) -> None:
+    # Encoded from fragments (once per cluster per poll): the bytes must be
+    # those of the whole message, whatever the names hold.
+    domain, solution, element, cluster, uuid = names
+    header = pb.Solution(name=solution, target=pb.STATE_ACTIVE)
+    view = SolutionView(domain, header, element_targets={element: pb.STATE_ACTIVE}, cluster_targets={(element, cluster): pb.STATE_ACTIVE})
+    record = InstanceRecord(element, cluster, pb.Instance(uuid=uuid, target=pb.STATE_ACTIVE, state=pb.STATE_ACTIVE), 1)
+    view.instances.append(Watched(domain, solution, record, "c", "sim"))
+    [message] = [m for m in StatusBoard().messages([view], {uuid: Observation(pb.STATE_INACTIVE, "sim")}, 7)
+                 if m.payload["kind"] == "instance"]
+    fields = {"time": 7, "kind": "instance", "domain": domain, "solution": solution, "element": element,
+              "cluster": cluster, "instance": uuid, "state": "inactive", "target": "active"}
+    assert message.encode() == json.dumps(fields, separators=(",", ":")).encode()
+    assert (message.domain, message.solution) == (domain, solution)
+
+
 def test_a_solution_status_names_its_hold_once_it_changes() -> None:
     header = pb.Solution(name="s", target=pb.STATE_ACTIVE)
     view = SolutionView("d", header, element_targets={"e": pb.STATE_ACTIVE}, cluster_targets={("e", "V1"): pb.STATE_ACTIVE})

@@ -30,10 +30,11 @@ class Watched:
     # Name of the controller, from the cluster record; "" when the record
     # has none (written by an earlier version and not deployed since).
     controller: str
+    # The instance's uuid (a field: a poll looks it up several times per instance).
+    uuid: str = field(init=False)
 
-    @property
-    def uuid(self) -> str:
-        return self.record.instance.uuid
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uuid", self.record.instance.uuid)
 
 
 @dataclass

@@ -19,35 +19,60 @@ AggregateKey = tuple[str, str, str, str, str]
 
 @dataclass(frozen=True)
 class StatusMessage:
-    """One message: its subject's domain and solution, and its JSON fields."""
+    """One message: its subject's domain and solution, and its JSON."""
 
     domain: str
     solution: str
-    payload: dict[str, object]
+    encoded: bytes
 
     def encode(self) -> bytes:
-        return json.dumps(self.payload, separators=(",", ":")).encode()
+        return self.encoded
+
+    @property
+    def payload(self) -> dict[str, object]:
+        fields: dict[str, object] = json.loads(self.encoded)
+        return fields
 
 
 def hold_message(view: SolutionView, hold: pb.SolutionHold, time_ns: int) -> StatusMessage:
     """The solution's status when it becomes held or degraded: what, why, who."""
-    message = _message("solution", time_ns, view.domain, view.name, "", "", "", view.header.state, view.header.target)
-    return _with_hold(message, hold)
+    fields = _fields("solution", time_ns, view.domain, view.name, "", "", "", view.header.state, view.header.target)
+    return _message(view.domain, view.name, _with_hold(fields, hold))
 
 
-def _with_hold(message: StatusMessage, hold: pb.SolutionHold) -> StatusMessage:
-    """The message with what holds the solution, why and who (unchanged when nothing does)."""
+def _with_hold(fields: dict[str, object], hold: pb.SolutionHold) -> dict[str, object]:
+    """The fields with what holds the solution, why and who (unchanged when nothing does)."""
     if hold.kind:
-        message.payload.update(hold=hold_name(hold.kind), reason=hold.reason, actor=hold.actor)
-    return message
+        fields.update(hold=hold_name(hold.kind), reason=hold.reason, actor=hold.actor)
+    return fields
 
 
-def _message(kind: str, time_ns: int, domain: str, solution: str, element: str, cluster: str, instance: str,
-             state: int, target: int) -> StatusMessage:
-    return StatusMessage(domain, solution, {
+def _fields(kind: str, time_ns: int, domain: str, solution: str, element: str, cluster: str, instance: str,
+            state: int, target: int) -> dict[str, object]:
+    return {
         "time": time_ns, "kind": kind, "domain": domain, "solution": solution, "element": element,
         "cluster": cluster, "instance": instance, "state": state_name(state), "target": state_name(target),
-    })
+    }
+
+
+def _message(domain: str, solution: str, fields: dict[str, object]) -> StatusMessage:
+    return StatusMessage(domain, solution, json.dumps(fields, separators=(",", ":")).encode())
+
+
+class _InstanceMessages:
+    """The instance messages of one cluster in one poll: what they have in
+    common is encoded once (the same JSON as _message's, field for field)."""
+
+    def __init__(self, time_ns: int, domain: str, solution: str, element: str, cluster: str) -> None:
+        self.domain, self.solution = domain, solution
+        common = _fields("instance", time_ns, domain, solution, element, cluster, "", 0, 0)
+        for name in ("instance", "state", "target"):
+            del common[name]
+        self._head = json.dumps(common, separators=(",", ":"))[:-1] + ',"instance":'
+
+    def message(self, uuid: str, state: int, target: int) -> StatusMessage:
+        text = f'{self._head}{json.dumps(uuid)},"state":"{state_name(state)}","target":"{state_name(target)}"}}'
+        return StatusMessage(self.domain, self.solution, text.encode())
 
 
 @dataclass
@@ -63,13 +88,18 @@ class StatusBoard:
         for view in views:
             d, s = view.domain, view.name
             clusters: dict[tuple[str, str], list[int]] = {}
+            encoders: dict[tuple[str, str], _InstanceMessages] = {}
             for watched in view.instances:
                 found = observed.get(watched.uuid)
                 if found is None:
                     continue  # not checked this poll: no news is not a status
                 r = watched.record
-                out.append(_message("instance", time_ns, d, s, r.element, r.cluster, watched.uuid, found.state, r.instance.target))
-                clusters.setdefault((r.element, r.cluster), []).append(found.state)
+                of = (r.element, r.cluster)
+                encoder = encoders.get(of)
+                if encoder is None:
+                    encoder = encoders[of] = _InstanceMessages(time_ns, d, s, r.element, r.cluster)
+                out.append(encoder.message(watched.uuid, found.state, r.instance.target))
+                clusters.setdefault(of, []).append(found.state)
             elements: dict[str, list[int]] = {}
             for (element, cluster), states in sorted(clusters.items()):
                 target = view.cluster_targets.get((element, cluster), 0)
@@ -100,5 +130,5 @@ class StatusBoard:
             return []
         self._last[key] = now
         kind, domain, solution, element, cluster = key
-        message = _message(kind, time_ns, domain, solution, element, cluster, "", state, target)
-        return [_with_hold(message, hold) if hold is not None else message]
+        fields = _fields(kind, time_ns, domain, solution, element, cluster, "", state, target)
+        return [_message(domain, solution, _with_hold(fields, hold) if hold is not None else fields)]

@@ -49,6 +49,8 @@ def encode_token(name: str) -> str:
 
 def decode_token(token: str) -> str:
     """Invert encode_token."""
+    if "=" not in token:  # most tokens: nothing was escaped
+        return token
     return re.sub(r"=([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), token)
 
 

@@ -254,7 +254,7 @@ class Bucket:
         for msg in messages:
             if _is_tombstone(msg):
                 continue
-            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, msg.metadata.sequence.stream))
+            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, _stream_sequence(msg)))
         return entries
 
     async def _pull(self, consumer: str, expected: int) -> list[Msg]:
@@ -316,6 +316,15 @@ class Bucket:
     async def purge_all(self) -> None:
         """Remove every key of the bucket."""
         await self._js.purge_stream(self.stream)
+
+
+def _stream_sequence(msg: Msg) -> int:
+    """The stream sequence of a consumer's message, from its reply subject
+    (what msg.metadata parses, without the rest: a scan reads thousands)."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":  # $JS.ACK.<stream>.<consumer>.<delivered>.<sequence>...
+        return int(tokens[5])
+    return msg.metadata.sequence.stream
 
 
 def _is_tombstone(msg: Msg) -> bool:
