@@ -3,6 +3,7 @@ placeholders filled from parameter maps. Pure: no I/O."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,9 +24,16 @@ def parse_parameters(text: str) -> dict[str, str]:
     """
     if not text.strip():
         return {}
+    return dict(_parameters(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters(text: str) -> tuple[tuple[str, str], ...]:
+    """parse_parameters' work, remembered: planning a solution reads the
+    same texts (its architecture's, elements alike) once per cluster."""
     data = load_parameters(text)
     if not isinstance(data, dict):
-        return {}
+        return ()
     params: dict[str, str] = {}
     for key, value in data.items():
         if isinstance(value, list):
@@ -36,7 +44,7 @@ def parse_parameters(text: str) -> dict[str, str]:
             params[str(key)] = "true" if value else "false"
         else:
             params[str(key)] = "" if value is None else str(value)
-    return params
+    return tuple(params.items())
 
 
 def render(template: str, parameters: Mapping[str, str]) -> str:
