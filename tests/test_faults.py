@@ -78,6 +78,8 @@ def test_dispatcher_killed_repeatedly_during_a_deploy(suite: Suite) -> None:
     assert kills >= 2, "the deploy ended before the dispatcher could be killed twice; make it longer"
     root = suite.wait_task("crash", task, timeout=120)
     assert root.status == pb.TASK_STATUS_COMPLETED, root.error
+    # Every element and cluster record is there (a run writes most of them after its first operation).
+    assert [(e.name, len(e.clusters)) for e in suite.solution("crash", "app").elements] == [(f"e{i}", 1) for i in range(5)]
     assert_nothing_lost_or_duplicated(suite, "crash", "app")
 
 

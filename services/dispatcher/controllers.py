@@ -56,6 +56,8 @@ class Link:
     pending: dict[str, asyncio.Future[cpb.OperationResult]] = field(default_factory=dict)
     outbox: list[tuple[cpb.Operation, Views]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Resolved once the operations queued with them are written to the stream (see submit).
+    sent_waiters: list[asyncio.Future[None]] = field(default_factory=list)
     closed: bool = False
     _task: asyncio.Task[None] | None = None
 
@@ -75,10 +77,13 @@ class Link:
                 await self._task
         self._fail_pending()
 
-    def submit(self, operation: cpb.Operation, views: Views) -> asyncio.Future[cpb.OperationResult]:
-        """Queue an operation (with the member lists it refers to); the future resolves with its result."""
+    def submit(self, operation: cpb.Operation, views: Views, sent: asyncio.Future[None] | None = None) -> asyncio.Future[cpb.OperationResult]:
+        """Queue an operation (with the member lists it refers to); the future
+        resolves with its result, and `sent` once it is written to the stream."""
         if self.closed:
             raise LinkLost(f"controller replica {self.registration.replica} is gone")
+        if sent is not None:
+            self.sent_waiters.append(sent)
         future = self.pending.get(operation.operation_id)
         if future is None or future.done():
             future = asyncio.get_running_loop().create_future()
@@ -92,6 +97,13 @@ class Link:
             if not future.done():
                 future.set_exception(LinkLost(f"controller replica {self.registration.replica} disconnected"))
         self.pending.clear()
+        self._written()
+
+    def _written(self) -> None:
+        waiters, self.sent_waiters = self.sent_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _batches(self, queued: list[tuple[cpb.Operation, Views]]) -> Iterator[cpb.ExecuteRequest]:
         """Everything queued, in as few messages as the size bounds allow."""
@@ -119,6 +131,8 @@ class Link:
                 queued, self.outbox = self.outbox, []
                 for request in self._batches(queued):
                     yield request
+                # gRPC asks for the next message once it has written the last.
+                self._written()
 
     async def _run(self) -> None:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
@@ -306,19 +320,20 @@ class ControllerPool:
             await self.refresh()
 
     async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None,
-                      budget: float | None = None) -> cpb.OperationResult:
+                      budget: float | None = None, sent: asyncio.Future[None] | None = None) -> cpb.OperationResult:
         """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError).
 
         `timeout` bounds the wait for the result here; `budget` (seconds), when
         given, sets the operation's deadline from the moment it is sent: the
         time spent before (recording progress, waiting for a replica) is not
-        the controller's.
+        the controller's. `sent` is resolved once the operation is written
+        to a replica's stream.
         """
         instance = operation.instance.uuid
         link = await self.choose(name, instance)
         if budget is not None:
             operation.deadline_unix_ms = int((time.time() + budget) * 1000)
-        future = link.submit(operation, views or {})
+        future = link.submit(operation, views or {}, sent)
         timer = asyncio.get_running_loop().call_later(timeout, _time_out, future)
         try:
             result = await future

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
@@ -24,11 +25,11 @@ from opentelemetry.trace import Span, SpanKind
 from dispatcher import operations
 from dispatcher.controllers import ControllerPool
 from dispatcher.operations import SIBLING_AWARE, Outcome, RetryPolicy, Verdict
-from dispatcher.records import Intent
+from dispatcher.records import Deferred, Intent
 from dispatcher.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
 from dispatcher.settling import Settler, attach_task, cluster_task
-from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.state import ClusterKey, ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced, NotFound
 from orchestration.model.lifecycle import FAILURE, INITIAL, TRANSITION_NAMES, next_state
@@ -48,6 +49,8 @@ S = pb.TaskStatus
 # Instances set going per turn of the event loop when a run starts: 1, 2, 4,
 # ... up to START_SLICE, so that the first operations leave at once.
 START_SLICE = 64
+# At most this long (seconds) the rest of a run waits for its first operation to leave.
+FIRST_SEND_WAIT = 0.05
 
 
 @dataclass
@@ -55,6 +58,12 @@ class _Ticket:
     """One operation's bookkeeping: whether its place under the concurrency limit was given back."""
 
     answered: bool = False
+
+
+def _retrieved(write: asyncio.Future[Any]) -> None:
+    """A write's error is raised where it is awaited; one never awaited (the run stopped first) is no error."""
+    if not write.cancelled():
+        write.exception()
 
 
 class LeaseExpired(Exception):
@@ -94,8 +103,13 @@ class Run:
         self._delete_on_finish = False
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
-        # Storing the tree and the root's status (see _store_tree).
+        # Storing the tree and the root's status (see _store_the_rest).
         self._tree: asyncio.Future[None] | None = None
+        # The intent's records left to the run, and their writes once started (see _write_deferred).
+        self._deferred = Deferred()
+        self._cluster_writes: dict[ClusterKey, asyncio.Future[None]] = {}
+        # Resolved once the run's first operation is written to a controller's stream.
+        self._first_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._starting: asyncio.Future[None] | None = None
 
     # ---- preparation -----------------------------------------------------------
@@ -110,14 +124,19 @@ class Run:
         if records.header is None:
             raise NotFound(f"solution '{self.domain}/{self.solution}' has no records")
         header = records.header.value
-        self._delete_on_finish = header.target == INITIAL and all(e.value.remove for e in records.elements.values())
+        self._deferred = intent.deferred
         elements = {name: v.value for name, v in records.elements.items()}
-        for (element_name, _), record in records.clusters.items():
+        elements.update({name: element for name, (element, _) in intent.deferred.elements.items()})
+        self._delete_on_finish = header.target == INITIAL and all(e.remove for e in elements.values())
+        clusters: dict[ClusterKey, tuple[pb.Cluster, int | None]] = {
+            key: (record.cluster, record.revision) for key, record in records.clusters.items()}
+        clusters.update(intent.deferred.clusters)
+        for (element_name, _), (cluster_record, revision) in clusters.items():
             element = elements.get(element_name)
             self.state.add_cluster(ClusterSlot(
-                element=element_name, record=record.cluster, revision=record.revision,
-                component=element.component if element else "", controller=record.cluster.controller,
-                parameters=dict(record.cluster.parameters),
+                element=element_name, record=cluster_record, revision=revision,
+                component=element.component if element else "", controller=cluster_record.controller,
+                parameters=dict(cluster_record.parameters),
             ))
         digests = {key: cluster_digest(cluster.record) for key, cluster in self.state.clusters.items()}
         for uuid, stored in records.instances.items():
@@ -148,6 +167,7 @@ class Run:
                 attach_task(self.book, slot, self.state.clusters[slot.key])
         for cluster, _, _ in self._additions:
             cluster_task(self.book, cluster)
+        self.book.hold_tree()  # stored once the first operation has left (see execute)
 
     # ---- execution -------------------------------------------------------------
 
@@ -167,19 +187,22 @@ class Run:
                 if slot.path:
                     self.scheduler.schedule(slot)
                     if first and slot.inflight:
-                        # The first operation leaves before the others are set
-                        # going: the only write it waits for is its record's
-                        # (published ahead of the tree's).
+                        # The first operation leaves before anything else is
+                        # written or set going: the only write it waits for
+                        # is its record's. The wait is bounded: an operation
+                        # that waits for its controller holds nothing up.
                         first = False
-                        self._store_tree()
                         if slot.saving is not None:
                             await asyncio.wait([slot.saving])
+                        await asyncio.wait([self._first_sent], timeout=FIRST_SEND_WAIT)
+                        self._store_the_rest()
                 in_slice += 1
                 if in_slice == size:
                     await asyncio.sleep(0)
                     size, in_slice = min(2 * size, START_SLICE), 0
             try:
-                await self._store_tree()
+                await self._store_the_rest()
+                await asyncio.gather(*self._cluster_writes.values())
                 if self._additions:
                     # The cluster tasks now list the instance tasks made as they went.
                     await self.book.persist()
@@ -195,8 +218,9 @@ class Run:
         finally:
             deadline.cancel()
             # Records of instances that never got to their first operation.
-            await asyncio.gather(*(s.saving for s in self.state.instances.values() if s.saving is not None), return_exceptions=True)
-            tree, starting = self._store_tree(), self._starting
+            await asyncio.gather(*(s.saving for s in self.state.instances.values() if s.saving is not None),
+                                 *self._cluster_writes.values(), return_exceptions=True)
+            tree, starting = self._store_the_rest(), self._starting
             await asyncio.wait([tree])
             if starting is not None:
                 await starting
@@ -206,14 +230,48 @@ class Run:
         await self._finish()
         return self.book.root_task.status
 
-    def _store_tree(self) -> asyncio.Future[None]:
-        """Start storing the task tree, then the root's status, once; the
-        store in flight (status changes wait for it, see TaskBook.store_tree)."""
+    def _store_the_rest(self) -> asyncio.Future[None]:
+        """Start storing, once, what waited for the first operation: the
+        intent's deferred records, the task tree, then the root's status.
+        The tree's store in flight (status changes wait for it, see TaskBook.store_tree)."""
         if self._tree is None:
+            self._write_deferred()
             self._tree = self.book.store_tree()
             if not self.book.finished(self.book.root):
                 self._starting = asyncio.ensure_future(self.book.set_status(self.book.root, S.TASK_STATUS_EXECUTING))
         return self._tree
+
+    def _write_deferred(self) -> None:
+        """Write the intent's deferred records: each element's, then its
+        clusters' (see records.Deferred). A cluster's write is in
+        self._cluster_writes until the run ends."""
+        repo, domain, solution, lost = self.ctx.repo, self.domain, self.solution, lambda: self.lost
+        deferred, self._deferred = self._deferred, Deferred()  # once
+        elements = {
+            name: asyncio.ensure_future(persist(functools.partial(repo.solutions.put_element, domain, solution, element, revision), lost))
+            for name, (element, revision) in deferred.elements.items()
+        }
+
+        async def write_cluster(cluster: ClusterSlot, revision: int | None) -> None:
+            element = elements.get(cluster.element)
+            if element is not None:
+                await element  # the element's record before the records under it
+            cluster.revision = await persist(functools.partial(
+                repo.solutions.put_cluster, domain, solution, cluster.element, cluster.record, revision), lost)
+
+        for key, (_, revision) in deferred.clusters.items():
+            self._cluster_writes[key] = asyncio.ensure_future(write_cluster(self.state.clusters[key], revision))
+        writes: list[asyncio.Future[Any]] = [*elements.values(), *self._cluster_writes.values()]
+        for write in writes:
+            write.add_done_callback(_retrieved)
+
+    async def _cluster_stored(self, key: ClusterKey) -> None:
+        """Wait until the cluster's record is stored (raises what its write raised)."""
+        if key in self._deferred.clusters:
+            self._write_deferred()
+        write = self._cluster_writes.get(key)
+        if write is not None:
+            await write
 
     def _setting_going(self) -> Iterator[InstanceSlot]:
         """Every instance of the run in order: first those with records, then
@@ -312,10 +370,12 @@ class Run:
         if slot.saving is not None:
             await slot.saving  # the intent of an instance is durable before its first operation
             slot.saving = None
+        await self._cluster_stored(slot.key)  # and so is its cluster's
         timeout = self.policy.timeout_of(cluster)
         operation, views = operations.build_operation(
             self.state, slot, cluster, transition, self.domain, self.solution, timeout, time.time())
         name = TRANSITION_NAMES[transition]
+        first = None if self._first_sent.done() else self._first_sent
         started = time.perf_counter()
         label = "error"
         with self._operation_span(name, slot, operation.operation_id) as span:
@@ -325,7 +385,7 @@ class Run:
                     # Checked before every operation: a process that stalled past its lease sends nothing.
                     raise LeaseExpired("its lease was not renewed in time; another dispatcher may own the solution")
                 sending = operations.send(self.ctx.pool, cluster, operation, views, timeout,
-                                          lambda: bool(self.scheduler.stopping))
+                                          lambda: bool(self.scheduler.stopping), sent=first)
                 # The task's first status change is stored while the operation runs.
                 starting = self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
                 if starting is None:
@@ -336,6 +396,8 @@ class Run:
                 if outcome.verdict is not Verdict.OK:
                     telemetry.fail(span, outcome.message)
             finally:
+                if first is not None and not first.done():
+                    first.set_result(None)  # not sent after all (no controller, lease expired)
                 labelled(OPERATIONS, name, label).inc()
                 labelled(OPERATION_SECONDS, name).observe(time.perf_counter() - started)
                 self.scheduler.answered(slot)
@@ -355,6 +417,8 @@ class Run:
         fenced (see Repository.fenced): a refusal means this run was deposed,
         and it stops (Fenced) instead of overwriting anyone's work."""
         repo = self.ctx.repo
+
+        await self._cluster_stored(slot.key)  # no instance record before its cluster's
 
         async def write() -> None:
             try:

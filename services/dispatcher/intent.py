@@ -71,7 +71,10 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
         _end_hold(wanted)
     if planner.missing_design(wanted):
         wanted = await _backfill(repo, request.domain, wanted, current)
-    intent = await write_intent(repo, request.domain, records, wanted)
+    # The cluster that grows first is written first; the run writes the rest
+    # after its first operation has left.
+    first = next(iter(later.counts), None)
+    intent = await write_intent(repo, request.domain, records, wanted, first)
     intent.additions = later.counts
     return intent
 

@@ -96,15 +96,16 @@ def outcome_of(result: cpb.OperationResult, name: str) -> Outcome:
 
 
 async def send(pool: ControllerPool, cluster: ClusterSlot, operation: cpb.Operation, views: Views, timeout: float,
-               stopping: Callable[[], bool], pause: float = LINK_LOST_PAUSE) -> Outcome:
-    """Send to a replica of the cluster's controller and wait for the outcome.
+               stopping: Callable[[], bool], pause: float = LINK_LOST_PAUSE, sent: asyncio.Future[None] | None = None) -> Outcome:
+    """Send to a replica of the cluster's controller and wait for the outcome
+    (`sent`: resolved once the operation is written to a replica's stream).
     A replica that goes away mid-operation is replaced (same operation id:
     its outcome was unknown) until the run stops or MAX_LINK_LOSSES."""
     name = TRANSITION_NAMES[operation.transition]
     losses = 0
     while True:
         try:
-            result = await pool.execute(cluster.controller or "?", operation, timeout + 1.0, views, budget=timeout)
+            result = await pool.execute(cluster.controller or "?", operation, timeout + 1.0, views, budget=timeout, sent=sent)
             return outcome_of(result, name)
         except asyncio.TimeoutError:
             return Outcome(Verdict.RETRY, f"{name} timed out after {timeout:g}s", label="timeout")

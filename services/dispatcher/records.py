@@ -79,12 +79,29 @@ class Intent:
     records: SolutionRecordSet
     unsaved: set[str] = field(default_factory=set)
     additions: dict[tuple[str, str], int] = field(default_factory=dict)
+    deferred: Deferred = field(default_factory=lambda: Deferred())
 
 
-async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet, wanted: pb.Solution) -> Intent:
+@dataclass
+class Deferred:
+    """New or changed element and cluster records of an intent left to the
+    run, each with the revision it replaces (None: a new record). The run
+    writes them once its first operation has left, and writes no record
+    under a cluster, nor sends it an operation, before the cluster's record
+    (and its element's) is stored."""
+
+    elements: dict[str, tuple[pb.Element, int | None]] = field(default_factory=dict)
+    clusters: dict[tuple[str, str], tuple[pb.Cluster, int | None]] = field(default_factory=dict)
+
+
+async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet, wanted: pb.Solution,
+                       first: tuple[str, str] | None = None) -> Intent:
     """Store `wanted` over `current` down to the clusters (create new records,
     compare-and-set changed ones, leave equal ones alone); instance records
-    that are new or changed are returned unsaved."""
+    that are new or changed are returned unsaved. With `first` (element,
+    version), only the header and that cluster's records are written here:
+    the others are returned deferred (see Deferred), so that a big deploy's
+    first operation does not wait for every cluster's records."""
     name = wanted.name
     records = SolutionRecordSet(current.header, dict(current.elements), dict(current.clusters), dict(current.instances))
     intent = Intent(records)
@@ -106,17 +123,25 @@ async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet
         stored = await repo.solutions.put_cluster(domain, name, element, cluster, revision)
         records.clusters[(element, cluster.version)] = ClusterRecord(element, cluster, stored)
 
+    deferred = intent.deferred
     for element in wanted.elements:
         element_bytes = _strip(element, "clusters")
         old_element = current.elements.get(element.name)
         if old_element is None or _strip(old_element.value, "clusters") != element_bytes:
-            writes.append(element_written(pb.Element.FromString(element_bytes), old_element.revision if old_element else None))
+            revision = old_element.revision if old_element else None
+            if first is not None and element.name != first[0]:
+                deferred.elements[element.name] = (pb.Element.FromString(element_bytes), revision)
+            else:
+                writes.append(element_written(pb.Element.FromString(element_bytes), revision))
         for cluster in element.clusters:
             cluster_bytes = _strip(cluster, "instances")
             old_cluster = current.clusters.get((element.name, cluster.version))
             if old_cluster is None or _strip(old_cluster.cluster, "instances") != cluster_bytes:
                 revision = old_cluster.revision if old_cluster else None
-                writes.append(cluster_written(element.name, pb.Cluster.FromString(cluster_bytes), revision))
+                if first is not None and (element.name, cluster.version) != first:
+                    deferred.clusters[(element.name, cluster.version)] = (pb.Cluster.FromString(cluster_bytes), revision)
+                else:
+                    writes.append(cluster_written(element.name, pb.Cluster.FromString(cluster_bytes), revision))
             for instance in cluster.instances:
                 old_instance = current.instances.get(instance.uuid)
                 if old_instance is None or old_instance.instance != instance:

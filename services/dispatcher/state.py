@@ -68,7 +68,7 @@ class ClusterSlot:
 
     element: str
     record: pb.Cluster
-    revision: int
+    revision: int | None  # None: not stored yet
     component: str
     controller: str
     parameters: dict[str, str]

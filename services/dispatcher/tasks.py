@@ -123,13 +123,25 @@ class TaskBook:
         dirty, self._new = self._new, []
         await gather_bounded([self._write(self.tasks[u]) for u in dirty])
 
+    def hold_tree(self) -> None:
+        """Status changes wait from now on until store_tree() has stored
+        the tree, so that no task is written ahead of the tree above it."""
+        self._storing = asyncio.get_running_loop().create_future()
+
     def store_tree(self) -> asyncio.Future[None]:
-        """persist() while the run goes on: every status change waits for
-        it, so that no task is written ahead of the tree above it (the
-        first operations need not wait for it; a resumed run rebuilds the
-        same tree, its ids being deterministic). Await the result for its error."""
-        self._storing = asyncio.ensure_future(self.persist())
-        return self._storing
+        """persist() while the run goes on (its first operations need not
+        wait for it; a resumed run rebuilds the same tree, its ids being
+        deterministic); status changes wait for it. Await the result for its error."""
+        held = self._storing
+        stored = asyncio.ensure_future(self.persist())
+
+        def release(_: asyncio.Future[None]) -> None:
+            if held is not None and not held.done():
+                held.set_result(None)
+
+        stored.add_done_callback(release)
+        self._storing = stored
+        return stored
 
     async def _write(self, task: pb.Task) -> None:
         await persist(lambda: self._write_once(task), self.give_up)
