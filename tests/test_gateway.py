@@ -284,3 +284,20 @@ async def test_a_domain_with_solutions_is_removed_with_force(client: Client) -> 
     await client.apply((DATA / "demo3.yaml").read_text())
     await client.admin.RemoveDomain(gw.RemoveDomainRequest(domain="demo", force=True), metadata=AUTH)
     assert "demo" not in (await client.admin.ListDomains(gw.ListDomainsRequest(), metadata=AUTH)).domains
+
+
+async def test_a_solution_accepted_but_not_planned_yet_is_not_found_with_that_said(client: Client) -> None:
+    # No dispatcher here: the deploy is accepted and stays queued, as it does
+    # for the few milliseconds before a dispatcher has planned it.
+    await client.apply((DATA / "demo2.yaml").read_text())
+    never = client.solutions.RetrieveSolution(gw.RetrieveSolutionRequest(domain="demo", solution="app"), metadata=AUTH)
+    code, details = await code_of(never)
+    assert code == grpc.StatusCode.NOT_FOUND and "not planned yet" not in details
+    deployed = await client.solutions.DeploySolution(
+        gw.DeploySolutionRequest(domain="demo", architecture="app", version="V0.0.0"), metadata=AUTH)
+    queued = client.solutions.RetrieveSolution(gw.RetrieveSolutionRequest(domain="demo", solution="app"), metadata=AUTH)
+    code, details = await code_of(queued)
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert "not planned yet" in details and deployed.task in details
+    listed = client.solutions.ListInstances(gw.ListInstancesRequest(domain="demo", solution="app"), metadata=AUTH)
+    assert "not planned yet" in (await code_of(listed))[1]

@@ -167,7 +167,19 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
     async def _solution(self, domain: str, name: str) -> pb.Solution:
         check_name(domain, "domain")
         check_name(name, "solution")
-        return await self.repo.solutions.get_solution(domain, name)
+        try:
+            return await self.repo.solutions.get_solution(domain, name)
+        except NotFound as err:
+            raise await self._not_planned_yet(domain, name, err) from None
+
+    async def _not_planned_yet(self, domain: str, name: str, err: NotFound) -> NotFound:
+        """A solution whose first deploy is accepted but not planned yet (for
+        a few milliseconds after the answer) is not found with that said."""
+        lease = await self.repo.leases.get(domain, name)
+        if lease is None or lease.record.request.kind != rpb.REQUEST_KIND_DEPLOY:
+            return err
+        return NotFound(f"solution '{domain}/{name}' is not planned yet: task {lease.record.task} deploys it; "
+                        "its records appear in a moment")
 
     async def ListSolutions(self, request: gw.ListSolutionsRequest, context: grpc.aio.ServicerContext) -> gw.ListSolutionsResponse:
         check_name(request.domain, "domain")
@@ -239,7 +251,10 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         """A solution's records, read in bulk (three key-filter reads, whatever its size)."""
         check_name(domain, "domain")
         check_name(name, "solution")
-        header = await self.repo.solutions.get_solution_header(domain, name)
+        try:
+            header = await self.repo.solutions.get_solution_header(domain, name)
+        except NotFound as err:
+            raise await self._not_planned_yet(domain, name, err) from None
         return (header.value, *await self.repo.solutions.parts(domain, name))
 
     async def ListElements(self, request: gw.ListElementsRequest, context: grpc.aio.ServicerContext) -> gw.ListElementsResponse:
