@@ -106,6 +106,10 @@ async def test_a_task_seen_ended_is_stored_before_whoever_saw_it_goes_on() -> No
     root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
     book = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), root)  # type: ignore[arg-type]
     instance = book.ensure(root.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    tasks.release.set()
+    await book.persist()  # the tree listing it is stored first (see the next test)
+    tasks.release.clear()
+    tasks.written.clear()
     first = asyncio.create_task(book.set_status(instance.uuid, pb.TASK_STATUS_COMPLETED))
     await asyncio.sleep(0)
     again = asyncio.create_task(book.set_status(instance.uuid, pb.TASK_STATUS_COMPLETED))
@@ -114,3 +118,22 @@ async def test_a_task_seen_ended_is_stored_before_whoever_saw_it_goes_on() -> No
     tasks.release.set()
     await asyncio.wait_for(asyncio.gather(first, again), 5)
     assert tasks.written == [(instance.uuid, pb.TASK_STATUS_COMPLETED)]
+
+
+async def test_a_lazy_task_is_written_only_once_a_persist_has_stored_its_parent_listing_it() -> None:
+    # An instance task made while the run goes on (the run makes new
+    # instances as it sets them going): written before its parent lists it,
+    # a crash would leave it out of reach of the tree.
+    tasks = SlowTasks()
+    tasks.release.set()
+    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
+    book = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), root)  # type: ignore[arg-type]
+    await book.persist()
+    instance = book.ensure(root.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    writing = asyncio.create_task(book.set_status(instance.uuid, pb.TASK_STATUS_EXECUTING))
+    await asyncio.sleep(0.01)
+    assert not writing.done() and tasks.written == [], "written before its parent listed it"
+    await book.persist()
+    await asyncio.wait_for(writing, 5)
+    assert [uuid for uuid, _ in tasks.written] == [root.uuid, instance.uuid]
+    assert tasks.written[-1] == (instance.uuid, pb.TASK_STATUS_EXECUTING)

@@ -97,13 +97,8 @@ class Link:
             if not future.done():
                 future.set_exception(LinkLost(f"controller replica {self.registration.replica} disconnected"))
         self.pending.clear()
-        self._written()
-
-    def _written(self) -> None:
         waiters, self.sent_waiters = self.sent_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _resolve(waiters)
 
     def _batches(self, queued: list[tuple[cpb.Operation, Views]]) -> Iterator[cpb.ExecuteRequest]:
         """Everything queued, in as few messages as the size bounds allow."""
@@ -129,10 +124,11 @@ class Link:
             await let_others_join(len(self.outbox), len(self.pending))
             if self.outbox:
                 queued, self.outbox = self.outbox, []
+                waiters, self.sent_waiters = self.sent_waiters, []
                 for request in self._batches(queued):
                     yield request
                 # gRPC asks for the next message once it has written the last.
-                self._written()
+                _resolve(waiters)
 
     async def _run(self) -> None:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
@@ -155,6 +151,12 @@ class Link:
         finally:
             self.closed = True
             self._fail_pending()
+
+
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _request(operations: list[cpb.Operation], views: Views) -> cpb.ExecuteRequest:

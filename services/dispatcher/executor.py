@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +107,11 @@ class Run:
         self._tree: asyncio.Future[None] | None = None
         # The intent's records left to the run, and their writes once started (see _write_deferred).
         self._deferred = Deferred()
+        self._element_writes: dict[str, asyncio.Future[None]] = {}
         self._cluster_writes: dict[ClusterKey, asyncio.Future[None]] = {}
+        # Instances made by the run so far, and the latest store listing their tasks (see _list_made).
+        self._made = 0
+        self._listing: asyncio.Future[None] | None = None
         # Resolved once the run's first operation is written to a controller's stream.
         self._first_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._starting: asyncio.Future[None] | None = None
@@ -179,7 +183,7 @@ class Run:
         # operation waits for its record).
         try:
             # In growing slices, letting the first operations out while the rest are set up.
-            size, in_slice, first = 1, 0, True
+            size, in_slice, first, listed_at = 1, 0, True, START_SLICE
             self.scheduler.opening = True
             for slot in self._setting_going():
                 if slot.unsaved:
@@ -200,12 +204,16 @@ class Run:
                 if in_slice == size:
                     await asyncio.sleep(0)
                     size, in_slice = min(2 * size, START_SLICE), 0
+                    if self._tree is not None and self._made >= listed_at:
+                        # The instance tasks made so far get listed in the store
+                        # (their first status waits for it), at doubling counts.
+                        self._list_made()
+                        listed_at = 2 * self._made
             try:
                 await self._store_the_rest()
-                await asyncio.gather(*self._cluster_writes.values())
+                await asyncio.gather(*self._cluster_writes.values(), *self._element_writes.values())
                 if self._additions:
-                    # The cluster tasks now list the instance tasks made as they went.
-                    await self.book.persist()
+                    await self._list_made()
             except Fenced as err:
                 log.warning("stopping the run of %s/%s: %s", self.domain, self.solution, err,
                             extra={"task_id": self.book.root, "solution": self.solution})
@@ -219,11 +227,14 @@ class Run:
             deadline.cancel()
             # Records of instances that never got to their first operation.
             await asyncio.gather(*(s.saving for s in self.state.instances.values() if s.saving is not None),
-                                 *self._cluster_writes.values(), return_exceptions=True)
-            tree, starting = self._store_the_rest(), self._starting
-            await asyncio.wait([tree])
-            if starting is not None:
-                await starting
+                                 *self._cluster_writes.values(), *self._element_writes.values(),
+                                 *([self._listing] if self._listing is not None else []), return_exceptions=True)
+            if self._tree is not None or not self.lost:
+                await asyncio.wait([self._store_the_rest()])
+            if self.lost:
+                self.book.release_tree()  # nothing more is written: nothing may wait for it
+            if self._starting is not None:
+                await self._starting
         if self.lost:
             self.book.end_spans()
             return S.TASK_STATUS_UNSPECIFIED
@@ -237,6 +248,7 @@ class Run:
         if self._tree is None:
             self._write_deferred()
             self._tree = self.book.store_tree()
+            self._tree.add_done_callback(_retrieved)
             if not self.book.finished(self.book.root):
                 self._starting = asyncio.ensure_future(self.book.set_status(self.book.root, S.TASK_STATUS_EXECUTING))
         return self._tree
@@ -245,25 +257,49 @@ class Run:
         """Write the intent's deferred records: each element's, then its
         clusters' (see records.Deferred). A cluster's write is in
         self._cluster_writes until the run ends."""
-        repo, domain, solution, lost = self.ctx.repo, self.domain, self.solution, lambda: self.lost
+        repo, domain, solution = self.ctx.repo, self.domain, self.solution
         deferred, self._deferred = self._deferred, Deferred()  # once
-        elements = {
-            name: asyncio.ensure_future(persist(functools.partial(repo.solutions.put_element, domain, solution, element, revision), lost))
-            for name, (element, revision) in deferred.elements.items()
-        }
+
+        async def fenced(write: Callable[[], Awaitable[int]], what: str) -> int:
+            try:
+                return await persist(write, lambda: self.lost)
+            except Aborted as err:  # unfenced (a server without fenced writes): someone wrote behind the owner's back
+                raise Fenced(f"{what} changed behind this run ({err.message}); stopping") from err
+
+        async def write_element(element: pb.Element, revision: int | None) -> None:
+            await fenced(functools.partial(repo.solutions.put_element, domain, solution, element, revision),
+                         f"element {element.name}")
 
         async def write_cluster(cluster: ClusterSlot, revision: int | None) -> None:
-            element = elements.get(cluster.element)
+            element = self._element_writes.get(cluster.element)
             if element is not None:
                 await element  # the element's record before the records under it
-            cluster.revision = await persist(functools.partial(
-                repo.solutions.put_cluster, domain, solution, cluster.element, cluster.record, revision), lost)
+            cluster.revision = await fenced(functools.partial(
+                repo.solutions.put_cluster, domain, solution, cluster.element, cluster.record, revision),
+                f"cluster {cluster.element}/{cluster.record.version}")
 
+        for name, (element, revision) in deferred.elements.items():
+            self._element_writes[name] = asyncio.ensure_future(write_element(element, revision))
         for key, (_, revision) in deferred.clusters.items():
             self._cluster_writes[key] = asyncio.ensure_future(write_cluster(self.state.clusters[key], revision))
-        writes: list[asyncio.Future[Any]] = [*elements.values(), *self._cluster_writes.values()]
+        writes: list[asyncio.Future[Any]] = [*self._element_writes.values(), *self._cluster_writes.values()]
         for write in writes:
             write.add_done_callback(_retrieved)
+
+    def _list_made(self) -> asyncio.Future[None]:
+        """Store the tasks that list the instance tasks made so far, after
+        the stores before it (see TaskBook.set_status: an instance task's
+        first status waits until its parent lists it in the store)."""
+        previous = self._listing or self._tree
+
+        async def store() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self.book.persist()
+
+        self._listing = asyncio.ensure_future(store())
+        self._listing.add_done_callback(_retrieved)
+        return self._listing
 
     async def _cluster_stored(self, key: ClusterKey) -> None:
         """Wait until the cluster's record is stored (raises what its write raised)."""
@@ -285,6 +321,7 @@ class Run:
                                     None, unsaved=True, path=list(path))
                 self.state.add_instance(slot, counted=True)
                 attach_task(self.book, slot, cluster)
+                self._made += 1
                 if cluster.task in self.scheduler.terminated:
                     self.scheduler.exclude([slot.task])  # its cluster's subtree was terminated before it was made
                 yield slot

@@ -71,6 +71,12 @@ class TaskBook:
         self._writing: dict[str, asyncio.Future[None]] = {}
         # The tree being stored while the first operations go out (see store_tree).
         self._storing: asyncio.Future[None] | None = None
+        # Lazy tasks no finished persist has listed under their parent yet,
+        # those made since the last persist started, and the end of the next
+        # persist (see ensure and set_status).
+        self._unlisted: set[str] = set()
+        self._taking: list[str] = []
+        self._persisted: asyncio.Future[None] | None = None
         # True once the run no longer owns the tree: stop waiting for NATS.
         self.give_up: Callable[[], bool] = lambda: False
         # One span per task, open while the task runs; the root's parent is the request's span.
@@ -94,10 +100,11 @@ class TaskBook:
     def ensure(self, parent: str, kind: pb.TaskType, *names: str, lazy: bool = False, **fields: object) -> pb.Task:
         """The subtask of parent for names, made (not yet stored) if it is new.
 
-        A lazy task is not stored by persist() but by its first status change:
-        the parent lists it from the start (its id is deterministic, so a
-        resumed run finds the same one), and a tree read skips a subtask not
-        stored yet. Instance tasks are lazy, which saves a write each."""
+        A lazy task is not stored by persist() but by its first status change,
+        which waits until a persist has stored the parent listing it (its id
+        is deterministic, so a resumed run finds the same one), and a tree
+        read skips a subtask not stored yet. Instance tasks are lazy, which
+        saves a write each."""
         uuid = child_id(self.root, *names)
         found = self.tasks.get(uuid)
         if found is not None:
@@ -112,16 +119,35 @@ class TaskBook:
         self.tasks[uuid] = task
         self.revisions[uuid] = None
         parent_task.subtasks.append(uuid)
-        if not lazy:
+        if lazy:
+            self._unlisted.add(uuid)
+            self._taking.append(uuid)
+        else:
             self._new.append(uuid)
         if parent not in self._new:
             self._new.append(parent)
         return task
 
     async def persist(self) -> None:
-        """Store every new or grown task."""
+        """Store every new or grown task; the lazy tasks made before it may
+        then be written (even if it failed: the run stops then anyway)."""
         dirty, self._new = self._new, []
-        await gather_bounded([self._write(self.tasks[u]) for u in dirty])
+        taking, self._taking = self._taking, []
+        try:
+            await gather_bounded([self._write(self.tasks[u]) for u in dirty])
+        finally:
+            self._unlisted.difference_update(taking)
+            ended, self._persisted = self._persisted, None
+            if ended is not None and not ended.done():
+                ended.set_result(None)
+
+    def release_tree(self) -> None:
+        """The run stops without storing its tree: nothing waits for it any more."""
+        if self._storing is not None and not self._storing.done():
+            self._storing.set_result(None)
+        self._unlisted.clear()
+        if self._persisted is not None and not self._persisted.done():
+            self._persisted.set_result(None)
 
     def hold_tree(self) -> None:
         """Status changes wait from now on until store_tree() has stored
@@ -212,6 +238,11 @@ class TaskBook:
         parent, say) never writes ahead of it."""
         if self._storing is not None and not self._storing.done():
             await asyncio.wait([self._storing])
+        while uuid in self._unlisted:
+            # Made after the last persist started: its parent does not list it in the store yet.
+            if self._persisted is None:
+                self._persisted = asyncio.get_running_loop().create_future()
+            await asyncio.wait([self._persisted])
         task = self.tasks[uuid]
         if task.status == status or task.status in TASK_ENDED:
             pending = self._writing.get(uuid)
