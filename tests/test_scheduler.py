@@ -268,13 +268,13 @@ def test_never_idle_while_the_run_is_still_setting_instances_going() -> None:
     h = Harness()
     h.cluster("web")
     h.instance("web", "w0", state=INACTIVE)
-    h.scheduler.opening = True
+    h.scheduler.setting_going = True
     h.start_all()
     h.succeed("w0")
     assert not h.scheduler.idle and h.idle_calls == 0
     h.instance("web", "w1", state=INACTIVE)
     h.scheduler.schedule(h.state.instances["w1"])
-    h.scheduler.opened()
+    h.scheduler.all_going()
     assert h.idle_calls == 0
     h.succeed("w1")
     assert h.scheduler.idle and h.idle_calls == 1

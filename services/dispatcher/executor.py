@@ -14,18 +14,18 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from dispatcher import operations
 from dispatcher.controllers import ControllerPool
+from dispatcher.opening import Opening
 from dispatcher.operations import SIBLING_AWARE, Outcome, RetryPolicy, Verdict
-from dispatcher.records import Deferred, Intent
+from dispatcher.records import Intent
 from dispatcher.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
 from dispatcher.settling import Settler, attach_task, cluster_task
@@ -49,8 +49,6 @@ S = pb.TaskStatus
 # Instances set going per turn of the event loop when a run starts: 1, 2, 4,
 # ... up to START_SLICE, so that the first operations leave at once.
 START_SLICE = 64
-# At most this long (seconds) the rest of a run waits for its first operation to leave.
-FIRST_SEND_WAIT = 0.05
 
 
 @dataclass
@@ -58,12 +56,6 @@ class _Ticket:
     """One operation's bookkeeping: whether its place under the concurrency limit was given back."""
 
     answered: bool = False
-
-
-def _retrieved(write: asyncio.Future[Any]) -> None:
-    """A write's error is raised where it is awaited; one never awaited (the run stopped first) is no error."""
-    if not write.cancelled():
-        write.exception()
 
 
 class LeaseExpired(Exception):
@@ -103,18 +95,10 @@ class Run:
         self._delete_on_finish = False
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
-        # Storing the tree and the root's status (see _store_the_rest).
-        self._tree: asyncio.Future[None] | None = None
-        # The intent's records left to the run, and their writes once started (see _write_deferred).
-        self._deferred = Deferred()
-        self._element_writes: dict[str, asyncio.Future[None]] = {}
-        self._cluster_writes: dict[ClusterKey, asyncio.Future[None]] = {}
-        # Instances made by the run so far, and the latest store listing their tasks (see _list_made).
+        # What it stores around its first operation (see dispatcher.opening).
+        self.opening = Opening(ctx.repo, book, self.state, self.domain, self.solution, lambda: self.lost)
+        # Instances made by the run so far.
         self._made = 0
-        self._listing: asyncio.Future[None] | None = None
-        # Resolved once the run's first operation is written to a controller's stream.
-        self._first_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._starting: asyncio.Future[None] | None = None
 
     # ---- preparation -----------------------------------------------------------
 
@@ -128,7 +112,7 @@ class Run:
         if records.header is None:
             raise NotFound(f"solution '{self.domain}/{self.solution}' has no records")
         header = records.header.value
-        self._deferred = intent.deferred
+        self.opening.deferred = intent.deferred
         elements = {name: v.value for name, v in records.elements.items()}
         elements.update({name: element for name, (element, _) in intent.deferred.elements.items()})
         self._delete_on_finish = header.target == INITIAL and all(e.remove for e in elements.values())
@@ -184,7 +168,7 @@ class Run:
         try:
             # In growing slices, letting the first operations out while the rest are set up.
             size, in_slice, first, listed_at = 1, 0, True, START_SLICE
-            self.scheduler.opening = True
+            self.scheduler.setting_going = True
             for slot in self._setting_going():
                 if slot.unsaved:
                     slot.saving = asyncio.ensure_future(self._store(slot))
@@ -193,27 +177,22 @@ class Run:
                     if first and slot.inflight:
                         # The first operation leaves before anything else is
                         # written or set going: the only write it waits for
-                        # is its record's. The wait is bounded: an operation
-                        # that waits for its controller holds nothing up.
+                        # is its record's.
                         first = False
                         if slot.saving is not None:
                             await asyncio.wait([slot.saving])
-                        await asyncio.wait([self._first_sent], timeout=FIRST_SEND_WAIT)
-                        self._store_the_rest()
+                        await self.opening.first_operation_out()
                 in_slice += 1
                 if in_slice == size:
                     await asyncio.sleep(0)
                     size, in_slice = min(2 * size, START_SLICE), 0
-                    if self._tree is not None and self._made >= listed_at:
+                    if self.opening.started and self._made >= listed_at:
                         # The instance tasks made so far get listed in the store
                         # (their first status waits for it), at doubling counts.
-                        self._list_made()
+                        self.opening.list_made()
                         listed_at = 2 * self._made
             try:
-                await self._store_the_rest()
-                await asyncio.gather(*self._cluster_writes.values(), *self._element_writes.values())
-                if self._additions:
-                    await self._list_made()
+                await self.opening.stored(listing=bool(self._additions))
             except Fenced as err:
                 log.warning("stopping the run of %s/%s: %s", self.domain, self.solution, err,
                             extra={"task_id": self.book.root, "solution": self.solution})
@@ -221,93 +200,18 @@ class Run:
             for cluster in list(self.state.clusters.values()):
                 if cluster.busy == 0:
                     await self.settler.cluster_settled(cluster)
-            self.scheduler.opened()
+            self.scheduler.all_going()
             await self._idle.wait()
         finally:
             deadline.cancel()
             # Records of instances that never got to their first operation.
-            await asyncio.gather(*(s.saving for s in self.state.instances.values() if s.saving is not None),
-                                 *self._cluster_writes.values(), *self._element_writes.values(),
-                                 *([self._listing] if self._listing is not None else []), return_exceptions=True)
-            if self._tree is not None or not self.lost:
-                await asyncio.wait([self._store_the_rest()])
-            if self.lost:
-                self.book.release_tree()  # nothing more is written: nothing may wait for it
-            if self._starting is not None:
-                await self._starting
+            await asyncio.gather(*(s.saving for s in self.state.instances.values() if s.saving is not None), return_exceptions=True)
+            await self.opening.close()
         if self.lost:
             self.book.end_spans()
             return S.TASK_STATUS_UNSPECIFIED
         await self._finish()
         return self.book.root_task.status
-
-    def _store_the_rest(self) -> asyncio.Future[None]:
-        """Start storing, once, what waited for the first operation: the
-        intent's deferred records, the task tree, then the root's status.
-        The tree's store in flight (status changes wait for it, see TaskBook.store_tree)."""
-        if self._tree is None:
-            self._write_deferred()
-            self._tree = self.book.store_tree()
-            self._tree.add_done_callback(_retrieved)
-            if not self.book.finished(self.book.root):
-                self._starting = asyncio.ensure_future(self.book.set_status(self.book.root, S.TASK_STATUS_EXECUTING))
-        return self._tree
-
-    def _write_deferred(self) -> None:
-        """Write the intent's deferred records: each element's, then its
-        clusters' (see records.Deferred). A cluster's write is in
-        self._cluster_writes until the run ends."""
-        repo, domain, solution = self.ctx.repo, self.domain, self.solution
-        deferred, self._deferred = self._deferred, Deferred()  # once
-
-        async def fenced(write: Callable[[], Awaitable[int]], what: str) -> int:
-            try:
-                return await persist(write, lambda: self.lost)
-            except Aborted as err:  # unfenced (a server without fenced writes): someone wrote behind the owner's back
-                raise Fenced(f"{what} changed behind this run ({err.message}); stopping") from err
-
-        async def write_element(element: pb.Element, revision: int | None) -> None:
-            await fenced(functools.partial(repo.solutions.put_element, domain, solution, element, revision),
-                         f"element {element.name}")
-
-        async def write_cluster(cluster: ClusterSlot, revision: int | None) -> None:
-            element = self._element_writes.get(cluster.element)
-            if element is not None:
-                await element  # the element's record before the records under it
-            cluster.revision = await fenced(functools.partial(
-                repo.solutions.put_cluster, domain, solution, cluster.element, cluster.record, revision),
-                f"cluster {cluster.element}/{cluster.record.version}")
-
-        for name, (element, revision) in deferred.elements.items():
-            self._element_writes[name] = asyncio.ensure_future(write_element(element, revision))
-        for key, (_, revision) in deferred.clusters.items():
-            self._cluster_writes[key] = asyncio.ensure_future(write_cluster(self.state.clusters[key], revision))
-        writes: list[asyncio.Future[Any]] = [*self._element_writes.values(), *self._cluster_writes.values()]
-        for write in writes:
-            write.add_done_callback(_retrieved)
-
-    def _list_made(self) -> asyncio.Future[None]:
-        """Store the tasks that list the instance tasks made so far, after
-        the stores before it (see TaskBook.set_status: an instance task's
-        first status waits until its parent lists it in the store)."""
-        previous = self._listing or self._tree
-
-        async def store() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            await self.book.persist()
-
-        self._listing = asyncio.ensure_future(store())
-        self._listing.add_done_callback(_retrieved)
-        return self._listing
-
-    async def _cluster_stored(self, key: ClusterKey) -> None:
-        """Wait until the cluster's record is stored (raises what its write raised)."""
-        if key in self._deferred.clusters:
-            self._write_deferred()
-        write = self._cluster_writes.get(key)
-        if write is not None:
-            await write
 
     def _setting_going(self) -> Iterator[InstanceSlot]:
         """Every instance of the run in order: first those with records, then
@@ -407,12 +311,12 @@ class Run:
         if slot.saving is not None:
             await slot.saving  # the intent of an instance is durable before its first operation
             slot.saving = None
-        await self._cluster_stored(slot.key)  # and so is its cluster's
+        await self.opening.cluster_stored(slot.key)  # and so is its cluster's
         timeout = self.policy.timeout_of(cluster)
         operation, views = operations.build_operation(
             self.state, slot, cluster, transition, self.domain, self.solution, timeout, time.time())
         name = TRANSITION_NAMES[transition]
-        first = None if self._first_sent.done() else self._first_sent
+        first = self.opening.sent_signal()
         started = time.perf_counter()
         label = "error"
         with self._operation_span(name, slot, operation.operation_id) as span:
@@ -455,7 +359,7 @@ class Run:
         and it stops (Fenced) instead of overwriting anyone's work."""
         repo = self.ctx.repo
 
-        await self._cluster_stored(slot.key)  # no instance record before its cluster's
+        await self.opening.cluster_stored(slot.key)  # no instance record before its cluster's
 
         async def write() -> None:
             try:

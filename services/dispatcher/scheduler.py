@@ -58,8 +58,8 @@ class Scheduler:
         self.stopping = ""  # why no new operations start ("" while running)
         self.final_status: pb.TaskStatus = S.TASK_STATUS_COMPLETED
         self.terminated: set[str] = set()  # tasks whose subtree starts nothing more
-        # The run is still setting its instances going: not idle before that is over (opened).
-        self.opening = False
+        # The run is still setting its instances going: not idle before that is over (all_going).
+        self.setting_going = False
 
     # ---- starting ------------------------------------------------------------
 
@@ -167,14 +167,14 @@ class Scheduler:
         """Instances with work left that nothing will start (asked when the run is idle)."""
         return [s for s in self.state.instances.values() if s.path and not s.failed and s.task not in self.terminated]
 
-    def opened(self) -> None:
-        """Every instance of the run has been set going (see opening)."""
-        self.opening = False
+    def all_going(self) -> None:
+        """Every instance of the run has been set going (see setting_going)."""
+        self.setting_going = False
         self.check_idle()
 
     @property
     def idle(self) -> bool:
-        if self.opening or self.inflight > 0 or self.handling > 0 or self.retrying > 0:
+        if self.setting_going or self.inflight > 0 or self.handling > 0 or self.retrying > 0:
             return False
         return bool(self.stopping) or not self.ready
 
