@@ -116,6 +116,7 @@ class Dispatcher:
         self.js = js
         self.repo = Repository(js, self.subjects)
         await self.repo.open()
+        await self.repo.fencing_works()
         # Leases are renewed over a connection of their own: bulk writes of
         # big runs on the main connection cannot delay a renewal.
         self._lease_nc = await connect(self.settings.nats_url, f"dispatcher {self.settings.replica} leases")

@@ -167,6 +167,19 @@ class Repository:
         self._opened = _Stores(b, model, solutions, TaskRecords(b.tasks, b.events, model.require_domain),
                                Leases(b.leases), Registrations(b.controllers))
 
+    async def fencing_works(self) -> bool:
+        """Whether the server honours writes conditional on another key
+        (found out once, with a probe: a dispatcher asks at start, so that
+        its first request does not wait for it)."""
+        if self._fencing is None:
+            probe = f"{rk.FENCE_PREFIX}.{rk.FENCE_PROBE}.{uuidlib.uuid4().hex}"
+            self._fencing = await self._s.buckets.solutions.fencing_works(probe)
+            if not self._fencing:
+                log.warning("this NATS server does not honour writes conditional on another key "
+                            "(Nats-Expected-Last-Subject-Sequence-Subject): runs are not fenced, only "
+                            "checked against their lease's renewal before each operation")
+        return self._fencing
+
     async def fenced(self, domain: str, solution: str, owner: str) -> Repository:
         """Raise the solution's fence for a new owner (who just took its lease)
         and return the repository that owner writes through: every write and
@@ -174,14 +187,7 @@ class Repository:
         fence as it raised it, so that an earlier owner that wakes up late
         (stalled, partitioned) cannot land a single write (see Bucket.fenced)."""
         s = self._s
-        if self._fencing is None:
-            probe = f"{rk.FENCE_PREFIX}.{rk.FENCE_PROBE}.{uuidlib.uuid4().hex}"
-            self._fencing = await s.buckets.solutions.fencing_works(probe)
-            if not self._fencing:
-                log.warning("this NATS server does not honour writes conditional on another key "
-                            "(Nats-Expected-Last-Subject-Sequence-Subject): runs are not fenced, only "
-                            "checked against their lease's renewal before each operation")
-        if not self._fencing:
+        if not await self.fencing_works():
             return self
         key = rk.fence_key(domain, solution)
         solutions, tasks = await asyncio.gather(s.buckets.solutions.put(key, owner.encode()),
