@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
 from test_scheduler import Harness
 
 from dispatcher.settling import Settler
@@ -137,3 +138,33 @@ async def test_a_lazy_task_is_written_only_once_a_persist_has_stored_its_parent_
     await asyncio.wait_for(writing, 5)
     assert [uuid for uuid, _ in tasks.written] == [root.uuid, instance.uuid]
     assert tasks.written[-1] == (instance.uuid, pb.TASK_STATUS_EXECUTING)
+
+
+class FlakyTasks(SlowTasks):
+    """Task records whose first write fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release.set()
+        self.failed = False
+
+    async def put_task(self, task: pb.Task, revision: int | None) -> int:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("store away")
+        return await super().put_task(task, revision)
+
+
+async def test_a_persist_that_failed_lists_nothing_and_the_next_one_stores_it_again() -> None:
+    tasks = FlakyTasks()
+    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
+    book = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), root)  # type: ignore[arg-type]
+    instance = book.ensure(root.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    writing = asyncio.create_task(book.set_status(instance.uuid, pb.TASK_STATUS_EXECUTING))
+    with pytest.raises(RuntimeError):
+        await book.persist()
+    await asyncio.sleep(0.01)
+    assert not writing.done() and tasks.written == [], "written though its parent's listing was not stored"
+    await book.persist()
+    await asyncio.wait_for(writing, 5)
+    assert [uuid for uuid, _ in tasks.written] == [root.uuid, instance.uuid]

@@ -202,6 +202,9 @@ class Run:
                     await self.settler.cluster_settled(cluster)
             self.scheduler.all_going()
             await self._idle.wait()
+        except BaseException:
+            self.lose_lease()  # the run stops here (whoever resumes the solution goes on): nothing more is written
+            raise
         finally:
             deadline.cancel()
             # Records of instances that never got to their first operation.

@@ -106,11 +106,15 @@ class Opening:
 
     async def stored(self, listing: bool) -> None:
         """Everything started is stored (Fenced when a write was refused);
-        `listing`: the instance tasks made are listed too."""
+        `listing`: the instance tasks made are listed too. Nothing is
+        written once the run has lost its solution."""
+        if self.lost():
+            return
         await self.store_the_rest()
+        listed = self.list_made() if listing else None
         await asyncio.gather(*self._cluster_writes.values(), *self._element_writes.values())
-        if listing:
-            await self.list_made()
+        if listed is not None:
+            await listed
 
     async def close(self) -> None:
         """At the run's end, however it ends: wait for every write started
@@ -121,7 +125,7 @@ class Opening:
         if self._tree is not None or not self.lost():
             await asyncio.wait([self.store_the_rest()])
         if self.lost():
-            self.book.release_tree()
+            self.book.release_tree()  # status changes still waiting for the tree write nothing
         if self._starting is not None:
             await self._starting
 

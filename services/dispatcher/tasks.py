@@ -36,6 +36,11 @@ EVENT_OF_STATUS = {
 }
 
 
+# Conflicting writes of one task merged before giving up (a run may write a
+# cluster task from its listing, its status and a reconfigure at once).
+_MERGES = 4
+
+
 def child_id(root: str, *names: str) -> str:
     """The id of a subtask: the same for the same root and names, every time
     (uuid5 of the names in the root's namespace, computed without building
@@ -130,13 +135,19 @@ class TaskBook:
 
     async def persist(self) -> None:
         """Store every new or grown task; the lazy tasks made before it may
-        then be written (even if it failed: the run stops then anyway)."""
+        then be written."""
         dirty, self._new = self._new, []
         taking, self._taking = self._taking, []
         try:
             await gather_bounded([self._write(self.tasks[u]) for u in dirty])
-        finally:
+        except BaseException:
+            # Not stored: the next persist tries again, and what it lists stays unlisted until then.
+            self._new.extend(u for u in dirty if u not in self._new)
+            self._taking.extend(taking)
+            raise
+        else:
             self._unlisted.difference_update(taking)
+        finally:
             ended, self._persisted = self._persisted, None
             if ended is not None and not ended.done():
                 ended.set_result(None)
@@ -178,9 +189,15 @@ class TaskBook:
     async def _write_once(self, task: pb.Task) -> None:
         task.updated = time.time_ns()
         revision = self.revisions.get(task.uuid)
-        try:
-            self.revisions[task.uuid] = await self.repo.tasks.put_task(task, revision)
-        except Aborted:
+        for attempt in range(1, _MERGES + 1):
+            try:
+                self.revisions[task.uuid] = await self.repo.tasks.put_task(task, revision)
+                return
+            except Aborted:
+                # Written meanwhile (by another write of this run, or
+                # someone else): merged with what is stored, and again.
+                if attempt == _MERGES:
+                    raise
             stored = await self.repo.tasks.get_task(task.domain, task.uuid)
             merged = stored.value
             if merged.status in TASK_ENDED and task.status not in TASK_ENDED:
@@ -192,7 +209,7 @@ class TaskBook:
             merged_subtasks = list(merged.subtasks) + [s for s in task.subtasks if s not in known]
             task.ClearField("subtasks")
             task.subtasks.extend(merged_subtasks)
-            self.revisions[task.uuid] = await self.repo.tasks.put_task(task, stored.revision)
+            revision = stored.revision
 
     def span_of(self, uuid: str) -> Span:
         """The span of a task (started on first use, as a child of its parent's)."""
@@ -243,6 +260,8 @@ class TaskBook:
             if self._persisted is None:
                 self._persisted = asyncio.get_running_loop().create_future()
             await asyncio.wait([self._persisted])
+        if self.give_up():
+            return  # the run stopped while this waited: it writes nothing more
         task = self.tasks[uuid]
         if task.status == status or task.status in TASK_ENDED:
             pending = self._writing.get(uuid)
