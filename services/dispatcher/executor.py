@@ -164,7 +164,8 @@ class Run:
         deadline = self.scheduler.deadline(self.ctx.settings.task_timeout)
         # New and changed instance records are stored alongside the first
         # operations instead of before all of them (each instance's own first
-        # operation waits for its record).
+        # operation waits for its record); the rest follows the first
+        # operation (see dispatcher.opening).
         try:
             # In growing slices, letting the first operations out while the rest are set up.
             size, in_slice, first, listed_at = 1, 0, True, START_SLICE

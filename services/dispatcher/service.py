@@ -268,7 +268,8 @@ class Dispatcher:
         self.runs.pop(lease.key, None)
 
     async def _start_run(self, lease: Lease) -> None:
-        """Claim the lease, apply the request's intent, persist the tree, start the run."""
+        """Claim the lease, apply the request's intent, prepare the run and start it
+        (the run stores its tree once its first operation has left, see dispatcher.opening)."""
         request = lease.record.request
         # The root task is read while the lease is claimed (the gateway stored it; a read is harmless).
         reading = asyncio.ensure_future(self.repo.tasks.get_task(request.domain, request.task))
