@@ -168,3 +168,21 @@ async def test_a_persist_that_failed_lists_nothing_and_the_next_one_stores_it_ag
     await book.persist()
     await asyncio.wait_for(writing, 5)
     assert [uuid for uuid, _ in tasks.written] == [root.uuid, instance.uuid]
+
+
+async def test_a_held_tree_is_stored_before_any_status_of_its_new_tasks() -> None:
+    # The run stores its tree after its first operation has left: the root's
+    # status (or a cluster's) must not be written ahead of it, nor race it.
+    tasks = SlowTasks()
+    tasks.release.set()
+    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
+    book = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), root)  # type: ignore[arg-type]
+    element = book.ensure(root.uuid, pb.TASK_TYPE_ELEMENT, "element", "e")
+    book.hold_tree()
+    starting = asyncio.create_task(book.set_status(root.uuid, pb.TASK_STATUS_EXECUTING))
+    await asyncio.sleep(0.01)
+    assert not starting.done() and tasks.written == [], "the root's status went ahead of its tree"
+    await book.persist()
+    await asyncio.wait_for(starting, 5)
+    assert sorted(uuid for uuid, _ in tasks.written[:2]) == sorted([root.uuid, element.uuid])
+    assert tasks.written[-1] == (root.uuid, pb.TASK_STATUS_EXECUTING)

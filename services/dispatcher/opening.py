@@ -72,10 +72,10 @@ class Opening:
     def store_the_rest(self) -> asyncio.Future[None]:
         """Start storing, once, what waited for the first operation: the
         deferred records, the task tree, then the root's status. The tree's
-        store in flight (status changes wait for it, see TaskBook.store_tree)."""
+        store in flight (status changes wait for it, see TaskBook.hold_tree)."""
         if self._tree is None:
             self._write_deferred()
-            self._tree = self.book.store_tree()
+            self._tree = asyncio.ensure_future(self.book.persist())
             self._tree.add_done_callback(_retrieved)
             if not self.book.finished(self.book.root):
                 self._starting = asyncio.ensure_future(self.book.set_status(self.book.root, pb.TASK_STATUS_EXECUTING))

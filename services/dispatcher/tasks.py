@@ -74,12 +74,11 @@ class TaskBook:
         self._new: list[str] = []
         # Status changes being stored, per task (see set_status).
         self._writing: dict[str, asyncio.Future[None]] = {}
-        # The tree being stored while the first operations go out (see store_tree).
-        self._storing: asyncio.Future[None] | None = None
-        # Lazy tasks no finished persist has listed under their parent yet,
-        # those made since the last persist started, and the end of the next
-        # persist (see ensure and set_status).
-        self._unlisted: set[str] = set()
+        # Tasks whose status waits for a persist (see set_status): lazy ones
+        # their parent does not list in the store yet, and, while the tree
+        # is held (hold_tree), its new and grown tasks; those the next
+        # persist covers; and the end of the next persist.
+        self._held: set[str] = set()
         self._taking: list[str] = []
         self._persisted: asyncio.Future[None] | None = None
         # True once the run no longer owns the tree: stop waiting for NATS.
@@ -125,7 +124,7 @@ class TaskBook:
         self.revisions[uuid] = None
         parent_task.subtasks.append(uuid)
         if lazy:
-            self._unlisted.add(uuid)
+            self._held.add(uuid)
             self._taking.append(uuid)
         else:
             self._new.append(uuid)
@@ -134,51 +133,36 @@ class TaskBook:
         return task
 
     async def persist(self) -> None:
-        """Store every new or grown task; the lazy tasks made before it may
-        then be written."""
+        """Store every new or grown task; the tasks held for it may then be written."""
         dirty, self._new = self._new, []
         taking, self._taking = self._taking, []
         try:
             await gather_bounded([self._write(self.tasks[u]) for u in dirty])
         except BaseException:
-            # Not stored: the next persist tries again, and what it lists stays unlisted until then.
+            # Not stored: the next persist tries again, and what it covers stays held until then.
             self._new.extend(u for u in dirty if u not in self._new)
             self._taking.extend(taking)
             raise
         else:
-            self._unlisted.difference_update(taking)
+            self._held.difference_update(taking)
         finally:
             ended, self._persisted = self._persisted, None
             if ended is not None and not ended.done():
                 ended.set_result(None)
 
+    def hold_tree(self) -> None:
+        """Hold the status changes of the tree's new and grown tasks until
+        the next persist has stored them (the run stores its tree once its
+        first operation has left, see dispatcher.opening): no task is then
+        written ahead of the tree above it, nor in a race with its store."""
+        self._held.update(self._new)
+        self._taking.extend(self._new)
+
     def release_tree(self) -> None:
         """The run stops without storing its tree: nothing waits for it any more."""
-        if self._storing is not None and not self._storing.done():
-            self._storing.set_result(None)
-        self._unlisted.clear()
+        self._held.clear()
         if self._persisted is not None and not self._persisted.done():
             self._persisted.set_result(None)
-
-    def hold_tree(self) -> None:
-        """Status changes wait from now on until store_tree() has stored
-        the tree, so that no task is written ahead of the tree above it."""
-        self._storing = asyncio.get_running_loop().create_future()
-
-    def store_tree(self) -> asyncio.Future[None]:
-        """persist() while the run goes on (its first operations need not
-        wait for it; a resumed run rebuilds the same tree, its ids being
-        deterministic); status changes wait for it. Await the result for its error."""
-        held = self._storing
-        stored = asyncio.ensure_future(self.persist())
-
-        def release(_: asyncio.Future[None]) -> None:
-            if held is not None and not held.done():
-                held.set_result(None)
-
-        stored.add_done_callback(release)
-        self._storing = stored
-        return stored
 
     async def _write(self, task: pb.Task) -> None:
         await persist(lambda: self._write_once(task), self.give_up)
@@ -253,10 +237,8 @@ class TaskBook:
         has the status (or has ended) already is not changed; its write still
         in flight is awaited, so that a caller that goes on (completing the
         parent, say) never writes ahead of it."""
-        if self._storing is not None and not self._storing.done():
-            await asyncio.wait([self._storing])
-        while uuid in self._unlisted:
-            # Made after the last persist started: its parent does not list it in the store yet.
+        while uuid in self._held:
+            # Made after the last persist started: the tree above it is not stored yet.
             if self._persisted is None:
                 self._persisted = asyncio.get_running_loop().create_future()
             await asyncio.wait([self._persisted])
