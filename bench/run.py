@@ -86,9 +86,12 @@ class Result:
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     floor_s: float = 0.0
-    # One monitor poll of every instance (after the deploy): duration and CPU seconds.
+    # The monitor's first poll of every instance after the deploy (which reads
+    # every record the deploy wrote): duration and CPU seconds; and the next
+    # poll, as every later one of a quiet system (nothing to read again).
     monitor_poll_s: float = 0.0
     monitor_poll_cpu_s: float = 0.0
+    monitor_steady_poll_s: float = 0.0
     # With --repeat: accepted_to_active_s of every run (this result is the median one).
     runs_s: list[float] = field(default_factory=list)
 
@@ -173,11 +176,12 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
             request = gw.DeploySolutionRequest(domain="bench", architecture="app", version="V1")
             accepted, finished = deploy_and_wait(suite, url, request, suite.solutions.DeploySolution)
             cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
-            poll = poll_cpu = 0.0
+            poll = poll_cpu = steady = 0.0
             if shape == "flat" and n >= 10000 and not latency_ms and siblings == "ignore":
                 monitor_cpu = cpu_seconds(pids["monitor"])
                 poll = asyncio.run(monitor_poll(url, n, int(finished * 1e9)))
                 poll_cpu = cpu_seconds(pids["monitor"]) - monitor_cpu
+                steady = asyncio.run(monitor_poll(url, n, time.time_ns()))
             rss = {name: round(peak_rss_mb(pid), 1) for name, pid in pids.items()}
             ops = suite.ops("app")
             teardown_request = gw.RemoveSolutionRequest(domain="bench", solution="app")
@@ -204,7 +208,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
         teardown_s=round(t_finished - t_accepted, 3),
         cpu_s=cpu, peak_rss_mb=rss,
         floor_s=round(3 * n * latency_ms / 1000 / concurrency, 3) if latency_ms else 0.0,
-        monitor_poll_s=round(poll, 3), monitor_poll_cpu_s=round(poll_cpu, 2),
+        monitor_poll_s=round(poll, 3), monitor_poll_cpu_s=round(poll_cpu, 2), monitor_steady_poll_s=round(steady, 3),
     )
 
 
@@ -317,7 +321,8 @@ def main() -> None:
     print(table(results))
     for r in results:
         if r.monitor_poll_s:
-            print(f"monitor poll of {r.instances} instances: {r.monitor_poll_s:.2f}s (monitor CPU while waiting for it: {r.monitor_poll_cpu_s:.2f}s)")
+            print(f"monitor poll of {r.instances} instances: {r.monitor_poll_s:.2f}s after the deploy (monitor CPU while "
+                  f"waiting for it: {r.monitor_poll_cpu_s:.2f}s), {r.monitor_steady_poll_s:.2f}s the next one")
     summary: dict[str, object] = {"cli": cli, "results": [asdict(r) for r in results]}
     firsts = [r.first_operation_ms for r in results if r.siblings == "ignore"]
     if firsts:

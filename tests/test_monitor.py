@@ -18,16 +18,17 @@ from typing import Any
 import grpc
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from cli.home import load_connection
 from models import flat
 from monitor.compensation import Pacing
 from monitor.drift import is_drift
-from monitor.inventory import SolutionView, Watched
+from monitor.inventory import Inventory, SolutionView, Watched
 from monitor.probe import Observation
 from monitor.status import StatusBoard
 from orchestration.model.lifecycle import roll_up
-from orchestration.store.repository import InstanceRecord
+from orchestration.store.repository import InstanceRecord, Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import sim_pb2, sim_pb2_grpc
@@ -366,3 +367,47 @@ def test_a_solution_status_names_its_hold_once_it_changes() -> None:
     header.hold.CopyFrom(pb.SolutionHold(kind=pb.HOLD_KIND_HELD, reason="terminated on request", actor="operator"))
     [held] = solution_messages()
     assert (held["hold"], held["reason"], held["actor"], held["state"]) == ("held", "terminated on request", "operator", "inactive")
+
+
+def _two_instance_solution(name: str) -> pb.Solution:
+    solution = pb.Solution(name=name, version="V1", architecture="app", target=pb.STATE_ACTIVE)
+    element = solution.elements.add(name="web", component="server", target=pb.STATE_ACTIVE)
+    cluster = element.clusters.add(version="V1", target=pb.STATE_ACTIVE, min=1, max=2, size=2, controller="sim")
+    for uuid in (f"{name}-1", f"{name}-2"):
+        cluster.instances.add(uuid=uuid, target=pb.STATE_ACTIVE, state=pb.STATE_ACTIVE)
+    return solution
+
+
+async def test_the_inventory_reads_again_only_the_solutions_whose_records_changed(nc: NatsClient, subjects: Subjects) -> None:
+    repo = Repository(nc.jetstream(), subjects)
+    await repo.open()
+    await repo.model.create_domain("d")
+    for name in ("a", "b"):
+        await repo.solutions.store_solution("d", _two_instance_solution(name))
+    inventory = Inventory(repo)
+    first = await inventory.read()
+    assert [v.name for v in first] == ["a", "b"] and inventory.read_count == 2
+    assert [w.uuid for v in first for w in v.instances] == ["a-1", "a-2", "b-1", "b-2"]
+    assert first[0].instances[0].controller == "sim"
+    # Nothing written since: both views are kept, nothing is read.
+    again = await inventory.read()
+    assert inventory.read_count == 0 and again[0] is first[0] and again[1] is first[1]
+    # An instance of "a" changed behind the monitor's back: "a" alone is read again, as it is now.
+    record = first[0].instances[0].record
+    changed = pb.Instance()
+    changed.CopyFrom(record.instance)
+    changed.state = pb.STATE_FAILURE
+    await repo.solutions.put_instance("d", "a", record.element, record.cluster, changed, record.revision)
+    third = await inventory.read()
+    assert inventory.read_count == 1 and third[1] is first[1]
+    assert [w.record.instance.state for w in third[0].instances] == [pb.STATE_FAILURE, pb.STATE_ACTIVE]
+    # A skipped solution (its task runs) is left out and forgotten: read again once it is not skipped.
+    assert [v.name for v in await inventory.read(skip=lambda domain, name: name == "b")] == ["a"]
+    assert [v.name for v in await inventory.read()] == ["a", "b"] and inventory.read_count == 1
+    # A removed solution (purged: no write to see) is gone from the next read.
+    await repo.solutions.remove_solution("d", "a")
+    assert [v.name for v in await inventory.read()] == ["b"] and inventory.read_count == 0
+    # More writes than REREAD_ABOVE since the last read: every solution is read again.
+    inventory.REREAD_ABOVE = 1
+    await repo.solutions.store_solution("d", _two_instance_solution("c"))
+    assert [v.name for v in await inventory.read()] == ["b", "c"] and inventory.read_count == 2

@@ -434,6 +434,33 @@ async def test_bulk_reads_span_several_pull_requests(demo: Repository, monkeypat
     assert sum(len(c.instances) for e in (await demo.solutions.get_solution(D, "app")).elements for c in e.clusters) == 23
 
 
+async def test_changed_since_names_the_solutions_written_or_deleted_after_a_sequence(demo: Repository) -> None:
+    records = demo.solutions
+    changed, start = await records.changed_since(0, 1000)
+    assert changed == set()
+    await records.store_solution(D, solution("app", sizes=(2, 1)))
+    await records.store_solution(D, solution("my app.2", sizes=(1,)))  # a name that needs encoding
+    changed, stored = await records.changed_since(start, 1000)
+    assert changed == {(D, "app"), (D, "my app.2")} and stored > start
+    assert await records.changed_since(stored, 1000) == (set(), stored)  # nothing since: one request, nothing read
+    # One instance written, another deleted: only their solutions.
+    record = (await records.list_instances(D, "app"))[0]
+    record.instance.state = State.STATE_ACTIVE
+    await records.put_instance(D, "app", record.element, record.cluster, record.instance, record.revision)
+    changed, written = await records.changed_since(stored, 1000)
+    assert changed == {(D, "app")}
+    gone = (await records.list_instances(D, "my app.2"))[0]
+    await records.delete_instance(D, "my app.2", gone.element, gone.cluster, gone.instance.uuid, gone.revision)
+    changed, deleted = await records.changed_since(written, 1000)
+    assert changed == {(D, "my app.2")}
+    # More writes than asked for: their keys are not read, and the sequence still moves on.
+    assert await records.changed_since(start, 3) == (None, deleted)
+    # A removal purges: it leaves no write behind (its header is gone instead).
+    await records.remove_solution(D, "app")
+    assert await records.changed_since(deleted, 1000) == (set(), deleted)
+    assert [h.name for h in await records.list_solutions(D)] == ["my app.2"]
+
+
 # ---- tasks and events --------------------------------------------------------
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from monitor.service import serve
 from monitor.settings import MonitorSettings
 from orchestration.model.retention import tree_days_from_environment
 from orchestration.runtime.process import metrics_option, read_secret
 from orchestration.runtime.process import run as run_service
-from orchestration.runtime.process import service_process
+from orchestration.runtime.process import service_process, without_websocket_client
 from orchestration.runtime.tls import TlsConfig, tls_options
 from orchestration.store.subjects import DEFAULT_PREFIX
 
@@ -36,6 +35,9 @@ def main(nats_url: str, prefix: str, credential_file: str, interval: float, stat
          max_compensations: int, prune_every: float, metrics_addr: str, tls_cert: str, tls_key: str, tls_ca: str,
          tls_client_auth: bool) -> None:
     """Run the monitor: status, drift and compensation at an interval; pruning of finished task trees."""
+    without_websocket_client(nats_url)
+    from monitor.service import serve
+
     credential = read_secret(credential_file, "--credential-file")
     try:
         tree_days = tree_days_from_environment()

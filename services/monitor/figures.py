@@ -15,6 +15,8 @@ class PollFigures:
     # Solutions polled, and those left to the task running on them (not read).
     solutions: int = 0
     busy: int = 0
+    # Solutions whose records were read from the store (the others had not changed since the last poll).
+    read: int = 0
     # Instances whose real state a controller reported.
     instances: int = 0
     # Instances no controller could answer for (none live, or calls failed).
@@ -36,7 +38,8 @@ class PollFigures:
 
     def log_line(self) -> str:
         return (
-            f"poll: {self.instances} instance(s) in {self.solutions} solution(s), {self.busy} busy (left to their task), "
+            f"poll: {self.instances} instance(s) in {self.solutions} solution(s) ({self.read} read again), "
+            f"{self.busy} busy (left to their task), "
             f"{self.unanswered} unanswered, "
             f"{self.drifted} drifted, {self.drift_deferred} deferred, {self.compensations} compensation(s), "
             f"{self.held} held, {self.degraded} degraded, "

@@ -1,6 +1,7 @@
 """What the monitor asks about: the instance records of every solution that
 have a target state, each with the controller that serves it. Read in bulk
-(three key-filter reads per solution), never one round trip per instance."""
+(three key-filter reads per solution), never one round trip per instance,
+and kept between polls until the solution's records change."""
 
 from __future__ import annotations
 
@@ -53,21 +54,47 @@ class SolutionView:
         return self.header.name
 
 
-async def read_inventory(repo: Repository, skip: Callable[[str, str], bool] = lambda domain, solution: False) -> list[SolutionView]:
-    """Every solution of every domain, except those `skip` names (by domain
-    and solution name); a domain removed meanwhile is skipped."""
-    views: list[SolutionView] = []
-    for domain in await repo.model.list_domains():
-        try:
-            views.extend(await _read_domain(repo, domain, skip))
-        except NotFound:
-            continue
-    return views
+class Inventory:
+    """Every solution's view, kept between polls: a solution is read again
+    only when one of its records was written or deleted since the last poll
+    (the solutions bucket's stream says which, in one request when nothing
+    was), so a poll of a quiet system reads no instance record at all. A
+    solution that is skipped (its task runs) or gone is forgotten; after more
+    than REREAD_ABOVE writes, everything is read again."""
 
+    # Writes since the last poll above which their keys are not read one by
+    # one: after a large deploy, reading every record again costs less.
+    REREAD_ABOVE = 2000
 
-async def _read_domain(repo: Repository, domain: str, skip: Callable[[str, str], bool]) -> list[SolutionView]:
-    headers = [h for h in await repo.solutions.list_solutions(domain) if not skip(domain, h.name)]
-    return await gather_bounded((_read_solution(repo, domain, h) for h in headers), _READ_CONCURRENCY)
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._views: dict[tuple[str, str], SolutionView] = {}
+        self._sequence = 0  # of the solutions bucket's stream, read up to
+        self.read_count = 0  # views the last read() read from the store (the others were kept)
+
+    async def read(self, skip: Callable[[str, str], bool] = lambda domain, solution: False) -> list[SolutionView]:
+        """Every solution of every domain, except those `skip` names (by domain
+        and solution name); a domain removed meanwhile is skipped."""
+        changed, self._sequence = await self.repo.solutions.changed_since(self._sequence, self.REREAD_ABOVE)
+        if changed is None:
+            self._views.clear()
+        else:
+            for key in changed:
+                self._views.pop(key, None)
+        headers: list[tuple[str, pb.Solution]] = []
+        for domain in await self.repo.model.list_domains():
+            try:
+                found = await self.repo.solutions.list_solutions(domain)
+            except NotFound:
+                continue
+            headers.extend((domain, h) for h in found if not skip(domain, h.name))
+        kept = {(d, h.name): self._views.get((d, h.name)) for d, h in headers}
+        stale = [(d, h) for d, h in headers if (v := kept[(d, h.name)]) is None or v.header != h]
+        fresh = await gather_bounded((_read_solution(self.repo, d, h) for d, h in stale), _READ_CONCURRENCY)
+        self.read_count = len(fresh)
+        kept.update({(v.domain, v.name): v for v in fresh})
+        self._views = {k: v for k, v in kept.items() if v is not None}
+        return list(self._views.values())
 
 
 async def _read_solution(repo: Repository, domain: str, header: pb.Solution) -> SolutionView:

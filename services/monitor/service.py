@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from monitor.compensation import Compensator, Pacing, SolutionKey, mark_degraded
 from monitor.drift import correct, effective_state, is_drift
 from monitor.figures import PollFigures
-from monitor.inventory import SolutionView, Watched, read_inventory
+from monitor.inventory import Inventory, SolutionView, Watched
 from monitor.probe import Observation, StatusProbe
 from monitor.pruning import Pruner
 from monitor.settings import MonitorSettings
@@ -85,6 +85,7 @@ class Monitor:
             self.leases = self.repo.leases
             self.recorder = EventRecorder(js, self.subjects, self.repo.tasks.put_event)
             self.compensator = Compensator(self.repo, self.leases, js, self.subjects)
+            self.inventory = Inventory(self.repo)
             self.pruner = Pruner(self.repo, self.settings.tree_days, self.settings.prune_every, self.clock)
             await nc.subscribe(self.subjects.monitor_figures, cb=self._answer_figures)
         except BaseException:
@@ -142,7 +143,7 @@ class Monitor:
         # read nor asked about (at scale, polls during a long deploy would
         # cost as much as the deploy).
         busy_before = await self._busy()
-        views = await read_inventory(self.repo, skip=lambda domain, name: (domain, name) in busy_before)
+        views = await self.inventory.read(skip=lambda domain, name: (domain, name) in busy_before)
         await self._probe.refresh()
         by_controller: dict[str, list[Watched]] = defaultdict(list)
         for view in views:
@@ -169,7 +170,7 @@ class Monitor:
         # Pacing is kept for the busy ones too: a compensation's own run must not reset its count.
         self.backoff.forget_except({(v.domain, v.name) for v in views} | busy)
         return PollFigures(
-            time=time_ns, solutions=len(quiet), busy=len(busy), instances=len(observed),
+            time=time_ns, solutions=len(quiet), busy=len(busy), read=self.inventory.read_count, instances=len(observed),
             unanswered=sum(a.unanswered for a in answers), drifted=tally.drifted, drift_deferred=tally.deferred,
             compensations=tally.compensations, held=tally.held, degraded=tally.degraded, controller_calls=sum(a.calls for a in answers),
             duration_seconds=round(self.clock() - started, 6),

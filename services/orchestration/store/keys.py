@@ -120,6 +120,17 @@ def fence_filter(domain: str) -> str:
     return f"{FENCE_PREFIX}.{record_key(domain)}.*"
 
 
+def solution_of_key(key: str) -> tuple[str, str] | None:
+    """The (domain, solution) a solutions-bucket key belongs to (its record,
+    a record below it, or its fence); None for any other key."""
+    tokens = key.split(".")
+    if tokens[0] == FENCE_PREFIX:
+        tokens = tokens[1:]
+    if len(tokens) < 2 or tokens[0].startswith("_"):
+        return None
+    return decode_token(tokens[0]), decode_token(tokens[1])
+
+
 def solution_filters(domain: str, solution: str) -> tuple[str, str]:
     """Filters of every record of one solution (its header and everything below)."""
     key = solution_key(domain, solution)

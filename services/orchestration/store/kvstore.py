@@ -73,6 +73,14 @@ class Entry:
     revision: int
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a bucket's keys went through since a stream sequence (see Bucket.written_since)."""
+
+    keys: set[str] | None  # None: too many to list, anything may have changed
+    sequence: int
+
+
 class Bucket:
     """One KV bucket: reads, compare-and-set writes, bulk reads and purges."""
 
@@ -228,15 +236,44 @@ class Bucket:
         """
         if not filters:
             return []
-        subjects = [self._prefix + f for f in filters]
+        messages = await self._consume(api.DeliverPolicy.LAST_PER_SUBJECT, [self._prefix + f for f in filters])
+        entries = []
+        for msg in messages:
+            if _is_tombstone(msg):
+                continue
+            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, _stream_sequence(msg)))
+        return entries
+
+    async def written_since(self, sequence: int, at_most: int) -> Written:
+        """The keys written or deleted after the stream sequence `sequence`,
+        and the sequence they reach (where the next call starts).
+
+        Costs one request when nothing was written. When more than `at_most`
+        writes happened (or the bucket was made anew), their keys are not
+        read: `keys` is None, and anything may have changed. A key removed by
+        a purge is not among them (a purge leaves no message behind)."""
+        last = (await self._js.stream_info(self.stream)).state.last_seq or 0
+        if last == sequence:
+            return Written(set(), last)
+        if last < sequence or last - sequence > at_most:
+            return Written(None, last)
+        messages = await self._consume(api.DeliverPolicy.BY_START_SEQUENCE, [self._prefix + ">"],
+                                       opt_start_seq=sequence + 1, headers_only=True)
+        reached = max([last, *(_stream_sequence(m) for m in messages)])
+        return Written({m.subject[len(self._prefix) :] for m in messages}, reached)
+
+    async def _consume(self, deliver: api.DeliverPolicy, subjects: list[str], **options: object) -> list[Msg]:
+        """The messages an ephemeral pull consumer delivers on `subjects`, as
+        many as its creation reply counts (see scan)."""
         name = uuid.uuid4().hex
         config = api.ConsumerConfig(
             name=name,
             ack_policy=api.AckPolicy.NONE,
-            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            deliver_policy=deliver,
             mem_storage=True,
             # Removes the consumer should this process die before deleting it.
             inactive_threshold=_SCAN_TIMEOUT,
+            **options,  # type: ignore[arg-type]
         )
         if len(subjects) == 1:
             config.filter_subject = subjects[0]
@@ -244,18 +281,12 @@ class Bucket:
             config.filter_subjects = subjects
         info = await self._js.add_consumer(self.stream, config=config)
         try:
-            messages = await self._pull(name, info.num_pending or 0)
+            return await self._pull(name, info.num_pending or 0)
         finally:
             try:
                 await self._js.delete_consumer(self.stream, name)
             except nats.js.errors.NotFoundError:
                 pass
-        entries = []
-        for msg in messages:
-            if _is_tombstone(msg):
-                continue
-            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, _stream_sequence(msg)))
-        return entries
 
     async def _pull(self, consumer: str, expected: int) -> list[Msg]:
         """Pull the consumer's messages: `expected` of them (fewer if keys

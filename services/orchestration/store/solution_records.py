@@ -101,6 +101,18 @@ class SolutionRecords:
         entries = await self._solutions.scan(rk.solutions_filter(domain))
         return sorted((Solution.FromString(e.value) for e in entries), key=lambda s: s.name)
 
+    async def changed_since(self, sequence: int, at_most: int) -> tuple[set[tuple[str, str]] | None, int]:
+        """The (domain, solution) of every solution with a record written or
+        deleted after the bucket's stream sequence `sequence` (None when more
+        than `at_most` writes happened: any may have changed), and the
+        sequence to pass next time. A solution's records are purged only with
+        its header (removing it or its domain), so a purge shows as a missing header."""
+        written = await self._solutions.written_since(sequence, at_most)
+        if written.keys is None:
+            return None, written.sequence
+        found = (rk.solution_of_key(k) for k in written.keys)
+        return {s for s in found if s is not None}, written.sequence
+
     async def trees(self, *filters: str) -> dict[str, Solution]:
         """Full solution trees under key filters, by name (no domain check)."""
         return rk.assemble_solutions((e.key, e.value) for e in await self._solutions.scan(*filters))
