@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +26,8 @@ from cli.embedded_nats import (
     start_nats_server,
     stop_nats_server,
 )
-from dispatcher.service import Dispatcher, DispatcherSettings
+from dispatcher.service import Dispatcher
+from dispatcher.settings import DispatcherSettings
 from suite import DATA, Suite, environment_of, running_suite
 
 
@@ -84,6 +87,25 @@ def scrape(address: str) -> dict[str, float]:
 
 def test_orch_up_gives_the_embedded_nats_server_its_collection_target(suite: Suite) -> None:
     assert environment_of(suite.services()["nats-server"])["GOGC"] == GC_PERCENT
+
+
+def test_only_the_gateway_loads_the_http_stack_of_the_console(suite: Suite) -> None:
+    """nats-py imports aiohttp for WebSocket connections nobody here makes:
+    the dispatcher and the monitor keep it out (8 MB and 0.15 s each)."""
+    def loaded(pid: int) -> bool:
+        return "/aiohttp/" in Path(f"/proc/{pid}/maps").read_text()
+
+    pids = suite.services()
+    assert loaded(pids["gateway"])
+    assert not loaded(pids["dispatcher"]) and not loaded(pids["monitor"])
+
+
+def test_a_websocket_nats_url_keeps_the_websocket_client() -> None:
+    probe = ("import sys; from orchestration.runtime.process import without_websocket_client as w; w({url!r}); "
+             "import nats; print(sys.modules.get('aiohttp') is not None)")
+    for url, kept in (("nats://u:p@127.0.0.1:4222", "False"), ("nats://a:4222, wss://b:443", "True")):
+        done = subprocess.run([sys.executable, "-c", probe.format(url=url)], capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == kept, done.stderr
 
 
 def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from dispatcher.service import DispatcherSettings, serve
-from dispatcher.settings import EngineSettings
+from dispatcher.settings import DispatcherSettings, EngineSettings
 from orchestration.runtime.process import metrics_option, read_secret
 from orchestration.runtime.process import run as run_service
-from orchestration.runtime.process import service_process
+from orchestration.runtime.process import service_process, without_websocket_client
 from orchestration.runtime.tls import TlsConfig, tls_options
 from orchestration.store.subjects import DEFAULT_PREFIX
 
@@ -34,6 +33,9 @@ def main(addr: str, nats_url: str, prefix: str, credential_file: str, registrati
          operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float, metrics_addr: str,
          tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run a dispatcher replica."""
+    without_websocket_client(nats_url)
+    from dispatcher.service import serve
+
     engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
                             controller_wait=controller_wait, task_timeout=task_timeout)
     settings = DispatcherSettings(address=addr, nats_url=nats_url, prefix=prefix,

@@ -8,10 +8,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
-import socket
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import nats.errors
 import nats.js.errors
@@ -23,14 +21,13 @@ from dispatcher.controllers import ControllerPool
 from dispatcher.executor import Run, RunContext
 from dispatcher.intent import apply_request, read_design
 from dispatcher.registration import RegistrationServicer
-from dispatcher.settings import EngineSettings
+from dispatcher.settings import DispatcherSettings
 from dispatcher.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced, NotFound, OrchestrationError
 from orchestration.runtime.credentials import RegistrationGate
 from orchestration.runtime.grpcserver import Server
 from orchestration.runtime.metrics import REQUESTS_WAITING
 from orchestration.runtime.process import serve_until_signalled
-from orchestration.runtime.tls import TlsConfig
 from orchestration.store.events import EventRecorder
 from orchestration.store.kvstore import is_transient
 from orchestration.store.leases import LEASE_SECONDS, Lease, now_ms
@@ -50,20 +47,6 @@ CONSUMER = "dispatchers"
 QUEUED_GRACE_MS = 5000
 # A request whose start fails unexpectedly this many times is failed, and its solution freed.
 MAX_START_FAILURES = 5
-
-
-@dataclass(frozen=True)
-class DispatcherSettings:
-    address: str
-    nats_url: str
-    prefix: str
-    # Presented to controllers (they hold its SHA-256).
-    credential: str
-    # Issued the controllers' credentials; checks each registration's names.
-    registration_key: str
-    tls: TlsConfig = field(default_factory=TlsConfig)
-    replica: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    engine: EngineSettings = field(default_factory=EngineSettings)
 
 
 # The run stops sending operations this long before its lease would expire

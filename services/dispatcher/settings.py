@@ -1,9 +1,14 @@
-"""Engine settings: defaults for every run, overridable per cluster through
-its configuration parameters (``orch_operation_timeout``, ``orch_max_attempts``)."""
+"""A dispatcher's settings: those it is started with, and the engine's
+defaults for every run, overridable per cluster through its configuration
+parameters (``orch_operation_timeout``, ``orch_max_attempts``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import socket
+from dataclasses import dataclass, field
+
+from orchestration.runtime.tls import TlsConfig
 
 
 @dataclass(frozen=True)
@@ -23,3 +28,19 @@ class EngineSettings:
     controller_wait: float = 30.0
     # Deadline of a whole task tree (seconds).
     task_timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """What a dispatcher replica is started with."""
+
+    address: str
+    nats_url: str
+    prefix: str
+    # Presented to controllers (they hold its SHA-256).
+    credential: str
+    # Issued the controllers' credentials; checks each registration's names.
+    registration_key: str
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    replica: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    engine: EngineSettings = field(default_factory=EngineSettings)
