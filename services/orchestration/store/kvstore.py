@@ -263,81 +263,7 @@ class Bucket:
         return Written({m.subject[len(self._prefix) :] for m in messages}, reached)
 
     async def _consume(self, deliver: api.DeliverPolicy, subjects: list[str], **options: object) -> list[Msg]:
-        """The messages an ephemeral pull consumer delivers on `subjects`, as
-        many as its creation reply counts (see scan)."""
-        name = uuid.uuid4().hex
-        config = api.ConsumerConfig(
-            name=name,
-            ack_policy=api.AckPolicy.NONE,
-            deliver_policy=deliver,
-            mem_storage=True,
-            # Removes the consumer should this process die before deleting it.
-            inactive_threshold=_SCAN_TIMEOUT,
-            **options,  # type: ignore[arg-type]
-        )
-        if len(subjects) == 1:
-            config.filter_subject = subjects[0]
-        else:
-            config.filter_subjects = subjects
-        info = await self._js.add_consumer(self.stream, config=config)
-        try:
-            return await self._pull(name, info.num_pending or 0)
-        finally:
-            try:
-                await self._js.delete_consumer(self.stream, name)
-            except nats.js.errors.NotFoundError:
-                pass
-
-    async def _pull(self, consumer: str, expected: int) -> list[Msg]:
-        """Pull the consumer's messages: `expected` of them (fewer if keys
-        vanished meanwhile), or on a replicated bucket, all it has."""
-        received: list[Msg] = []
-        if expected == 0 and not self._replicated:
-            return received
-        nc = connection_of(self._js)
-        # nats-py keeps the JetStream API prefix (which differs under a
-        # JetStream domain) private too.
-        next_subject = f"{self._js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{consumer}"
-        loop = asyncio.get_running_loop()
-        chunk_done: asyncio.Future[bool] = loop.create_future()
-        chunk_end = 0
-
-        async def on_message(msg: Msg) -> None:
-            if msg.headers and msg.headers.get(api.Header.STATUS):
-                # 404 no messages / 408 expired: nothing more for this request.
-                if not chunk_done.done():
-                    chunk_done.set_result(False)
-                return
-            received.append(msg)
-            if len(received) >= chunk_end and not chunk_done.done():
-                chunk_done.set_result(True)
-
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * _SCAN_CHUNK)
-        deadline = loop.time() + _SCAN_TIMEOUT
-        try:
-            while len(received) < expected or self._replicated:
-                batch = min(_SCAN_CHUNK, expected - len(received)) if len(received) < expected else _SCAN_CHUNK
-                chunk_end = len(received) + batch
-                chunk_done = loop.create_future()
-                request = json.dumps({"batch": batch, "no_wait": True}).encode()
-                await nc.publish(next_subject, request, reply=inbox)
-                try:
-                    more = await asyncio.wait_for(chunk_done, max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError as err:
-                    raise Unavailable(f"reading bucket {self.name!r} timed out; is NATS overloaded?") from err
-                if not more:
-                    # "No messages": the end, unless the consumer still holds some
-                    # (on a cluster, one not quite ready answers so too).
-                    info = await self._js.consumer_info(self.stream, consumer)
-                    if not info.num_pending:
-                        break
-                    if loop.time() > deadline:
-                        raise Unavailable(f"reading bucket {self.name!r} timed out; is NATS overloaded?")
-                    await asyncio.sleep(0.01)
-        finally:
-            await sub.unsubscribe()
-        return received
+        return await read_stream(self._js, self.stream, subjects, deliver, self._replicated, f"bucket {self.name!r}", **options)
 
     async def purge(self, *filters: str) -> None:
         """Remove every key matching the filters at once (no delete markers are left)."""
@@ -347,6 +273,87 @@ class Bucket:
     async def purge_all(self) -> None:
         """Remove every key of the bucket."""
         await self._js.purge_stream(self.stream)
+
+
+async def read_stream(js: JetStreamContext, stream: str, subjects: list[str], deliver: api.DeliverPolicy, replicated: bool,
+                  what: str, **options: object) -> list[Msg]:
+    """The messages an ephemeral pull consumer of `stream` delivers on
+    `subjects`, as many as its creation reply counts (see Bucket.scan); on a
+    replicated stream, until NATS says there are no more."""
+    name = uuid.uuid4().hex
+    config = api.ConsumerConfig(
+        name=name,
+        ack_policy=api.AckPolicy.NONE,
+        deliver_policy=deliver,
+        mem_storage=True,
+        # Removes the consumer should this process die before deleting it.
+        inactive_threshold=_SCAN_TIMEOUT,
+        **options,  # type: ignore[arg-type]
+    )
+    if len(subjects) == 1:
+        config.filter_subject = subjects[0]
+    else:
+        config.filter_subjects = subjects
+    info = await js.add_consumer(stream, config=config)
+    try:
+        return await _pull(js, stream, name, info.num_pending or 0, replicated, what)
+    finally:
+        try:
+            await js.delete_consumer(stream, name)
+        except nats.js.errors.NotFoundError:
+            pass
+
+
+async def _pull(js: JetStreamContext, stream: str, consumer: str, expected: int, replicated: bool, what: str) -> list[Msg]:
+    """Pull the consumer's messages: `expected` of them (fewer if keys
+    vanished meanwhile), or on a replicated stream, all it has."""
+    received: list[Msg] = []
+    if expected == 0 and not replicated:
+        return received
+    nc = connection_of(js)
+    # nats-py keeps the JetStream API prefix (which differs under a
+    # JetStream domain) private too.
+    next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+    loop = asyncio.get_running_loop()
+    chunk_done: asyncio.Future[bool] = loop.create_future()
+    chunk_end = 0
+
+    async def on_message(msg: Msg) -> None:
+        if msg.headers and msg.headers.get(api.Header.STATUS):
+            # 404 no messages / 408 expired: nothing more for this request.
+            if not chunk_done.done():
+                chunk_done.set_result(False)
+            return
+        received.append(msg)
+        if len(received) >= chunk_end and not chunk_done.done():
+            chunk_done.set_result(True)
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * _SCAN_CHUNK)
+    deadline = loop.time() + _SCAN_TIMEOUT
+    try:
+        while len(received) < expected or replicated:
+            batch = min(_SCAN_CHUNK, expected - len(received)) if len(received) < expected else _SCAN_CHUNK
+            chunk_end = len(received) + batch
+            chunk_done = loop.create_future()
+            request = json.dumps({"batch": batch, "no_wait": True}).encode()
+            await nc.publish(next_subject, request, reply=inbox)
+            try:
+                more = await asyncio.wait_for(chunk_done, max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError as err:
+                raise Unavailable(f"reading {what} timed out; is NATS overloaded?") from err
+            if not more:
+                # "No messages": the end, unless the consumer still holds some
+                # (on a cluster, one not quite ready answers so too).
+                info = await js.consumer_info(stream, consumer)
+                if not info.num_pending:
+                    break
+                if loop.time() > deadline:
+                    raise Unavailable(f"reading {what} timed out; is NATS overloaded?")
+                await asyncio.sleep(0.01)
+    finally:
+        await sub.unsubscribe()
+    return received
 
 
 def _stream_sequence(msg: Msg) -> int:
