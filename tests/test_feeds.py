@@ -20,7 +20,7 @@ async def _setup(nc: NatsClient, subjects: Subjects) -> tuple[Repository, EventR
     repo = Repository(nc.jetstream(), subjects)
     await repo.open()
     await repo.model.create_domain("d")
-    return repo, EventRecorder(nc.jetstream(), subjects, repo.tasks.put_event)
+    return repo, EventRecorder(nc.jetstream(), subjects)
 
 
 async def _record(recorder: EventRecorder, task: pb.Task, count: int, start: int = 0) -> list[str]:
@@ -39,7 +39,7 @@ async def test_a_watcher_that_falls_behind_gets_every_event(nc: NatsClient, subj
     task = pb.Task(uuid="t1", domain="d", type=pb.TASK_TYPE_INSTANCE, status=pb.TASK_STATUS_EXECUTING)
     await repo.tasks.put_task(task, None)
     sent = await _record(recorder, task, 3)
-    feed = Feeds(nc, subjects, repo.tasks, backlog=5).events("d", "t1")
+    feed = Feeds(nc, subjects, backlog=5).events("d", "t1")
     seen = [(await asyncio.wait_for(feed.__anext__(), 10)) for _ in range(3)]
     assert [r.event.comment for r in seen] == sent
     assert seen[0].task.status == pb.TASK_STATUS_EXECUTING  # the task record comes with its events
@@ -57,7 +57,7 @@ async def test_a_task_watch_replays_that_tasks_events_only(nc: NatsClient, subje
     other = pb.Task(uuid="mine2", domain="d", type=pb.TASK_TYPE_SOLUTION)  # a uuid that mine is a prefix of
     await _record(recorder, other, 3)
     sent = await _record(recorder, mine, 3)
-    feed = Feeds(nc, subjects, repo.tasks, backlog=2).events("d", "mine")
+    feed = Feeds(nc, subjects, backlog=2).events("d", "mine")
     seen = [(await asyncio.wait_for(feed.__anext__(), 10)).event.comment for _ in range(3)]
     assert sorted(seen) == sent
     later = await _record(recorder, mine, 1, start=3)
@@ -69,7 +69,7 @@ async def test_a_domain_watch_follows_the_bus_from_now_on(nc: NatsClient, subjec
     repo, recorder = await _setup(nc, subjects)
     task = pb.Task(uuid="t", domain="d", type=pb.TASK_TYPE_SOLUTION)
     await _record(recorder, task, 2)  # before the watch: not replayed
-    feed = Feeds(nc, subjects, repo.tasks).events("d", "")
+    feed = Feeds(nc, subjects).events("d", "")
     waiting = asyncio.ensure_future(feed.__anext__())
     for n in range(2, 100):  # until the watch is up, each event may come before it
         await _record(recorder, task, 1, start=n)

@@ -92,8 +92,7 @@ class Env:
     async def streams(self) -> dict[str, int]:
         """Last sequence of every stream of this prefix (KV buckets included)."""
         s = Subjects(self.prefix)
-        buckets = (s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.events_bucket, s.controllers_bucket,
-                   s.leases_bucket)
+        buckets = (s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.controllers_bucket, s.leases_bucket)
         names = [f"KV_{bucket}" for bucket in buckets] + [s.requests_stream, s.events_stream]
         js = self.nc.jetstream()
         infos = await asyncio.gather(*(js.stream_info(name) for name in names))
@@ -130,7 +129,7 @@ async def env(nats_server) -> AsyncIterator[Env]:
         running = Env(gateway, channel, nc, prefix, b"", {})
         running.baseline_model = await running.model()
         running.baseline_streams = await running.streams()
-        assert len(running.baseline_streams) == 8, running.baseline_streams
+        assert len(running.baseline_streams) == 7, running.baseline_streams
         yield running
         assert await running.model() == running.baseline_model, "the model changed"
     finally:

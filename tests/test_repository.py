@@ -19,6 +19,7 @@ from orchestration.model.errors import Aborted, AlreadyExists, FailedPreconditio
 from orchestration.model.names import encode_token
 from orchestration.runtime import concurrency
 from orchestration.store import kvstore
+from orchestration.store.events import EventRecorder
 from orchestration.store.repository import ApplyResult, InstanceRecord, Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1.model_pb2 import (
@@ -142,7 +143,7 @@ async def test_open_is_idempotent_and_safe_when_concurrent(nats_server, subjects
         assert events.config.retention == api.RetentionPolicy.LIMITS
         assert events.config.subjects == [subjects.events_all]
         assert events.config.duplicate_window == pytest.approx(120.0)
-        for bucket in (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket, subjects.events_bucket,
+        for bucket in (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket,
                        subjects.controllers_bucket, subjects.leases_bucket):
             status = await (await js.key_value(bucket)).status()
             assert status.history == 1
@@ -494,7 +495,7 @@ async def test_tasks_are_versioned_listed_and_read_as_trees(demo: Repository) ->
         await demo.tasks.get_task_tree(D, "nope")
 
 
-async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository) -> None:
+async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     # t1 is the parent of t2; e4 is caused by t1 and received by t2 (stored under t2).
     await demo.tasks.put_task(task("t1", 1, subtasks=("t2",)), None)
     await demo.tasks.put_task(task("t2", 2, parent="t1"), None)
@@ -504,15 +505,16 @@ async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository)
         Event(uuid="e2", domain=D, task="t2", source="t2", type=EventType.EVENT_TYPE_EXECUTION, time=20),
         Event(uuid="drift", domain=D, type=EventType.EVENT_TYPE_DRIFT, time=25),  # no task
         Event(uuid="e4", domain=D, task="t2", source="t1", type=EventType.EVENT_TYPE_EXECUTION, time=15),
-        Event(uuid="e5", domain=D, task="t9", source="t8", type=EventType.EVENT_TYPE_EXECUTION, time=5),
+        Event(uuid="e5", domain=D, task="t9", source="t8", type=EventType.EVENT_TYPE_EXECUTION, time=5, comment="é \"quoted\""),
     ]
+    recorder = EventRecorder(nc.jetstream(), subjects)
     for e in events:
-        await demo.tasks.put_event(e)
-    revision = await demo.tasks.put_event(events[0])  # a retried store is a no-op
-    assert revision > 0
-    with pytest.raises(AlreadyExists, match="event 'e3' in domain 'demo' already exists"):
-        await demo.tasks.put_event(Event(uuid="e3", domain=D, task="t1", time=31))
+        await recorder.record(e, Task(uuid=e.task, domain=D, type=TaskType.TASK_TYPE_INSTANCE))
+    # Recorded again (a retry after a crash or time-out), or another event under the same uuid: the first stands.
+    await recorder.record(events[0], Task(uuid="t1", domain=D))
+    await recorder.record(Event(uuid="e3", domain=D, task="t1", time=31), Task(uuid="t1", domain=D))
     assert [e.uuid for e in await demo.tasks.list_events(D)] == ["e5", "e1", "e4", "e2", "drift", "e3"]
+    assert await demo.tasks.list_events(D) == sorted(events, key=lambda e: e.time)  # every field as recorded
     # The events of a task are those it received and those it caused (as in SolAr's Task.Events).
     assert [e.uuid for e in await demo.tasks.list_events(D, task="t1")] == ["e1", "e4", "e3"]
     assert [e.uuid for e in await demo.tasks.list_events(D, task="t2")] == ["e4", "e2"]
@@ -528,6 +530,11 @@ async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository)
         await demo.tasks.get_event(D, "nope")
     with pytest.raises(NotFound, match="domain 'other' not found"):
         await demo.tasks.list_events("other")
+    # Stored once: in the events stream, under the task that received each (no events bucket).
+    info = await nc.jetstream().stream_info(subjects.events_stream, subjects_filter=">")
+    assert info.state.messages == len(events)
+    assert subjects.event(D, "instance", "execution", "t2") in (info.state.subjects or {})
+    assert f"KV_{subjects.prefix}_events" not in [s.config.name for s in await nc.jetstream().streams_info()]
 
 
 async def test_events_of_a_task_in_demo3_are_those_it_lists(repo: Repository) -> None:
@@ -640,10 +647,11 @@ async def test_remove_domain_removes_everything_of_it(repo: Repository, nc: Nats
     await repo.tasks.put_task(Task(uuid="keep", domain="demo2", created=1), None)
     await repo.remove_domain("demo")
     assert await repo.model.list_domains() == ["demo2"]
-    buckets = (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket, subjects.events_bucket)
+    buckets = (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket)
     for bucket in buckets:
         for key in await key_revisions(nc, bucket):
             assert "demo2" in key.split("."), f"{bucket} still holds {key}"
+    assert await repo.tasks.all_events("demo") == []  # and its events
     with pytest.raises(NotFound, match="domain 'demo' not found"):
         await repo.get_domain("demo")
     assert len(await repo.model.list_components("demo2")) == 1
@@ -656,11 +664,11 @@ async def test_reset_model_empties_buckets_and_streams(repo: Repository, nc: Nat
     await repo.apply_model(load_model("demo3.yaml"))
     js = nc.jetstream()
     await js.publish(subjects.internal_request(D, "app"), b"request")
-    await js.publish(subjects.event(D, "solution", "completion"), b"event", headers={"Nats-Msg-Id": "x"})
+    await js.publish(subjects.event(D, "solution", "completion", "t1"), b"event", headers={"Nats-Msg-Id": "x"})
     await repo.reset_model()
     assert await repo.model.list_domains() == []
     assert await repo.retrieve_model() == Model()
-    for bucket in (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket, subjects.events_bucket):
+    for bucket in (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket):
         assert await key_revisions(nc, bucket) == {}
     for stream in (subjects.requests_stream, subjects.events_stream):
         assert (await js.stream_info(stream)).state.messages == 0
@@ -709,8 +717,7 @@ async def test_history_ages_out_and_the_events_stream_is_bounded(nc: NatsClient,
     await Repository(js, subjects, retention=kvstore.Retention(history_seconds=3600, events_bytes=2**20)).open()
     events = (await js.stream_info(subjects.events_stream)).config
     assert (events.max_age, events.max_bytes) == (3600, 2**20)
-    for bucket in (subjects.tasks_bucket, subjects.events_bucket):
-        assert (await js.stream_info(f"KV_{bucket}")).config.max_age == 3600
+    assert (await js.stream_info(f"KV_{subjects.tasks_bucket}")).config.max_age == 3600
     assert not (await js.stream_info(f"KV_{subjects.solutions_bucket}")).config.max_age  # records are not history
     # A later process with other settings applies them to what exists.
     await Repository(js, subjects, retention=kvstore.Retention(history_seconds=60, events_bytes=2**21)).open()

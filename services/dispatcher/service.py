@@ -109,7 +109,7 @@ class Dispatcher:
         self.pool = ControllerPool(self.repo.registrations, self.settings.credential, self.settings.engine.controller_wait,
                                    self.settings.tls)
         await self.pool.start()
-        self.recorder = EventRecorder(js, self.subjects, self.repo.tasks.put_event)
+        self.recorder = EventRecorder(js, self.subjects)
         self.ctx = RunContext(self.repo, self.pool, self.settings.engine)
         server = Server(self.settings.address, RegistrationGate(self.settings.registration_key),
                         [dpb.DESCRIPTOR.services_by_name["DispatcherService"].full_name], self.settings.tls)

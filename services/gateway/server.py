@@ -77,7 +77,7 @@ class Gateway:
         gw_grpc.add_CatalogServiceServicer_to_server(catalog, server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(architectures, server.grpc)
         channel = Channel(repo, js, subjects)
-        feeds = Feeds(nc, subjects, repo.tasks)
+        feeds = Feeds(nc, subjects)
         solutions = SolutionServicer(repo, channel, feeds)
         automation = AutomationServicer(repo, feeds)
         gw_grpc.add_SolutionServiceServicer_to_server(solutions, server.grpc)

@@ -83,7 +83,7 @@ class Monitor:
             self.repo = Repository(js, self.subjects)
             await self.repo.open()
             self.leases = self.repo.leases
-            self.recorder = EventRecorder(js, self.subjects, self.repo.tasks.put_event)
+            self.recorder = EventRecorder(js, self.subjects)
             self.compensator = Compensator(self.repo, self.leases, js, self.subjects)
             self.inventory = Inventory(self.repo)
             self.pruner = Pruner(self.repo, self.settings.tree_days, self.settings.prune_every, self.clock)

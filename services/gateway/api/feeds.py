@@ -11,13 +11,9 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
-from nats.js.kv import KV_OP
 
-from orchestration.model.errors import NotFound
-from orchestration.store import keys as rk
 from orchestration.store.events import parse_bus_payload
 from orchestration.store.subjects import Subjects
-from orchestration.store.task_records import TaskRecords
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
@@ -28,31 +24,27 @@ BACKLOG = 10000
 class Feeds:
     """Subscriptions on behalf of watching clients."""
 
-    def __init__(self, nc: NatsClient, subjects: Subjects, tasks: TaskRecords, backlog: int = BACKLOG) -> None:
+    def __init__(self, nc: NatsClient, subjects: Subjects, backlog: int = BACKLOG) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.subjects = subjects
-        self.tasks = tasks
         self.backlog = backlog
 
     async def events(self, domain: str, task: str) -> AsyncIterator[gw.WatchEventsResponse]:
-        """Task events as they happen; with a task, its earlier events first.
+        """Task events as they happen, each with its task as it was then;
+        with a task, its earlier events first.
 
-        A task's events are read from the events bucket, filtered by the
-        server on the task's own keys (a watch of one task never reads its
-        domain's other events); a domain's from the events stream. Nothing
-        is dropped: see _follow."""
+        Both are read from the events stream: a task's filtered by the server
+        on its own subjects (a watch of one task never reads its domain's
+        other events). Nothing is dropped: see _follow."""
         s = self.subjects
         if task:
-            subject = f"$KV.{s.events_bucket}.{rk.events_filter(domain, task)}"
-            async for msg in self._follow(f"KV_{s.events_bucket}", subject, api.DeliverPolicy.ALL):
-                if msg.data and not (msg.headers or {}).get(KV_OP):
-                    event = pb.Event.FromString(msg.data)
-                    yield gw.WatchEventsResponse(event=event, task=await self._task(domain, event.task))
+            subject, first = s.task_events_filter(domain, task), api.DeliverPolicy.ALL
         else:
-            async for msg in self._follow(s.events_stream, s.events_filter(domain), api.DeliverPolicy.NEW):
-                event, at = parse_bus_payload(msg.data)
-                yield gw.WatchEventsResponse(event=event, task=at)
+            subject, first = s.events_filter(domain), api.DeliverPolicy.NEW
+        async for msg in self._follow(s.events_stream, subject, first):
+            event, at = parse_bus_payload(msg.data)
+            yield gw.WatchEventsResponse(event=event, task=at)
 
     async def latest(self, domain: str, window: int) -> list[pb.Event]:
         """The domain's events among the last `window` messages of the events stream, oldest first."""
@@ -82,12 +74,6 @@ class Feeds:
                 await subscription.unsubscribe()
                 await self.js.delete_consumer(s.events_stream, name)
         return found
-
-    async def _task(self, domain: str, uuid: str) -> pb.Task:
-        try:
-            return (await self.tasks.get_task(domain, uuid)).value
-        except NotFound:
-            return pb.Task(uuid=uuid, domain=domain)
 
     async def _follow(self, stream: str, subject: str, first: api.DeliverPolicy) -> AsyncIterator[Msg]:
         """The stream's messages on `subject`, from `first` on. When the

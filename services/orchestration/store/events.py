@@ -1,15 +1,22 @@
-"""The one way to record a task event: stored in the events bucket (so a
-task's events can be listed) and published on the events stream (the book's
-TOPIC1, ``<prefix>.events.<domain>.<task type>.<event type>``, JSON)."""
+"""Task events, stored once: as JSON on the events stream, the bus's TOPIC1
+(``<prefix>.events.<domain>.<task type>.<event type>.<task>``). The last
+token is the task that received the event, so a task's events are read
+back by subject filter, on the server, never by reading a domain's.
+``EventRecorder`` is the one way to record an event, ``EventLog`` the one
+way to read and remove them.
+
+An event is kept as long as the stream keeps it (``ORCH_HISTORY_DAYS``,
+``ORCH_EVENTS_MAX_MB``); ``Event.source`` is the task that caused it, which
+in a task tree is the receiver itself, its parent or one of its subtasks."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid as uuidlib
+from collections.abc import Iterable
 
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 
 from orchestration.model.lifecycle import (
     TRANSITION_NAMES,
@@ -18,6 +25,8 @@ from orchestration.model.lifecycle import (
     task_status_name,
     task_type_name,
 )
+from orchestration.runtime.concurrency import gather_bounded
+from orchestration.store.kvstore import read_stream
 from orchestration.store.publisher import publisher_for
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
@@ -81,21 +90,57 @@ def parse_bus_payload(data: bytes) -> tuple[pb.Event, pb.Task]:
     return event, task
 
 
-class EventRecorder:
-    """Stores and publishes task events."""
+# Subject filters per read of the events of many tasks (one consumer carries them all).
+_FILTERS_PER_READ = 256
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, put_event) -> None:  # type: ignore[no-untyped-def]
-        self.js = js
+
+class EventRecorder:
+    """Records task events: published on the events stream, which stores them."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
         self._publisher = publisher_for(js)
         self.subjects = subjects
-        self._put_event = put_event
 
     async def record(self, event: pb.Event, task: pb.Task, state: int = 0, configuration: str = "") -> None:
-        """Store the event and publish it; both are done when this returns."""
-        subject = self.subjects.event(task.domain, task_type_name(task.type), event_type_name(event.type))
-        published = asyncio.ensure_future(
-            self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid}))
-        try:
-            await self._put_event(event)
-        finally:
-            await published
+        """Store the event (done when this returns); recording the same event
+        again within the stream's duplicate window stores nothing more."""
+        subject = self.subjects.event(task.domain, task_type_name(task.type), event_type_name(event.type), event.task)
+        await self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid})
+
+
+class EventLog:
+    """Reads and removes the events kept in the events stream."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, replicated: bool = False) -> None:
+        self._js = js
+        self.subjects = subjects
+        self._replicated = replicated
+
+    async def of_domain(self, domain: str) -> list[pb.Event]:
+        """Every event of the domain the stream still keeps, by time."""
+        return by_time(await self._read([self.subjects.events_filter(domain)]))
+
+    async def of_tasks(self, domain: str, tasks: Iterable[str]) -> list[pb.Event]:
+        """The events the tasks received, by time."""
+        filters = [self.subjects.task_events_filter(domain, t) for t in dict.fromkeys(tasks)]
+        chunks = [filters[i : i + _FILTERS_PER_READ] for i in range(0, len(filters), _FILTERS_PER_READ)]
+        return by_time(e for part in await gather_bounded(self._read(c) for c in chunks) for e in part)
+
+    async def remove_tasks(self, domain: str, tasks: Iterable[str]) -> None:
+        """Remove every event the tasks received."""
+        stream = self.subjects.events_stream
+        await gather_bounded(self._js.purge_stream(stream, subject=self.subjects.task_events_filter(domain, t)) for t in tasks)
+
+    async def remove_domain(self, domain: str) -> None:
+        await self._js.purge_stream(self.subjects.events_stream, subject=self.subjects.events_filter(domain))
+
+    async def _read(self, filters: list[str]) -> list[pb.Event]:
+        if not filters:
+            return []
+        messages = await read_stream(self._js, self.subjects.events_stream, filters, api.DeliverPolicy.ALL,
+                                     self._replicated, "the events stream")
+        return [parse_bus_payload(m.data)[0] for m in messages]
+
+
+def by_time(events: Iterable[pb.Event]) -> list[pb.Event]:
+    return sorted(events, key=lambda e: (e.time, e.uuid))

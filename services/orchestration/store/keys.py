@@ -20,11 +20,6 @@ from orchestration.model.names import decode_token, encode_token
 from orchestration.store.subjects import model_key, record_key
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
 
-# Token of the task part of an event key for events that belong to no task
-# (for example drift). "_" is not a valid name, so no task uuid collides with it.
-NO_TASK = "_"
-
-
 def _need(**names: str) -> None:
     """Reject empty names: they would make an invalid key such as ``a..b``."""
     if all(names.values()):
@@ -144,21 +139,10 @@ def level_filter(domain: str, solution: str, depth: int, *names: str) -> str:
     return ".".join([key, *tokens, *["*"] * (depth - len(tokens))])
 
 
-# Tasks and events buckets.
+# Tasks bucket.
 def task_key(domain: str, uuid: str) -> str:
     _need(domain=domain, task=uuid)
     return record_key(domain, uuid)
-
-
-def event_key(domain: str, task: str, uuid: str) -> str:
-    _need(domain=domain, event=uuid)
-    return ".".join([record_key(domain), encode_token(task) if task else NO_TASK, encode_token(uuid)])
-
-
-def events_filter(domain: str, task: str = "", uuid: str = "") -> str:
-    """Filter of a domain's events, optionally of one task and/or one event uuid."""
-    _need(domain=domain)
-    return ".".join([record_key(domain), encode_token(task) if task else "*", encode_token(uuid) if uuid else "*"])
 
 
 # Readable names of records, for error messages.

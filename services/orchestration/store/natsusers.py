@@ -36,7 +36,7 @@ def inbox_prefix(user: str) -> str:
 
 
 def _buckets(s: Subjects) -> list[str]:
-    return [s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.events_bucket, s.controllers_bucket,
+    return [s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.controllers_bucket,
             s.leases_bucket, s.access_bucket, s.audit_bucket]
 
 

@@ -1,8 +1,8 @@
 """The information model in NATS JetStream KV (DESIGN.md sections 2 and 4),
 as one entry point composed of typed stores: model records (domains,
 catalog, architectures, controllers), solution records (one per solution,
-element, cluster and instance), task records (tasks and events), leases and
-controller registrations.
+element, cluster and instance), task records (tasks, and their events
+kept in the events stream), leases and controller registrations.
 
 Every write that can race is a compare-and-set on the KV revision; reads of
 many records use one bulk read per key filter, not one round trip per key.
@@ -33,6 +33,7 @@ from orchestration.store.kvstore import (
     open_bucket,
     replicas_from_environment,
 )
+from orchestration.store.events import EventLog, EventRecorder
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
@@ -65,7 +66,6 @@ class _Buckets:
     model: Bucket
     solutions: Bucket
     tasks: Bucket
-    events: Bucket
     controllers: Bucket
     leases: Bucket
 
@@ -76,6 +76,7 @@ class _Stores:
     model: ModelRecords
     solutions: SolutionRecords
     tasks: TaskRecords
+    events: EventLog
     leases: Leases
     registrations: Registrations
 
@@ -135,7 +136,7 @@ class Repository:
     async def open(self) -> None:
         """Create or bind every bucket and both streams (safe to run concurrently with others)."""
         s = self._subjects
-        names = (s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.events_bucket, s.controllers_bucket, s.leases_bucket)
+        names = (s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.controllers_bucket, s.leases_bucket)
         buckets = await asyncio.gather(*(open_bucket(self._js, n, self._replicas) for n in names))
         requests = api.StreamConfig(
             name=s.requests_stream,
@@ -159,12 +160,13 @@ class Repository:
         history = self._retention.history_seconds
         await asyncio.gather(
             apply_limits(self._js, s.events_stream, history, self._retention.events_bytes),
-            *(apply_limits(self._js, f"KV_{name}", history) for name in (s.tasks_bucket, s.events_bucket)),
+            apply_limits(self._js, f"KV_{s.tasks_bucket}", history),
         )
         b = _Buckets(*buckets)
         model = ModelRecords(b.model, lambda domain: self._s.solutions.headers(domain))
         solutions = SolutionRecords(b.solutions, model.require_domain)
-        self._opened = _Stores(b, model, solutions, TaskRecords(b.tasks, b.events, model.require_domain),
+        event_log = EventLog(self._js, s, replicated=self._replicas > 1)
+        self._opened = _Stores(b, model, solutions, TaskRecords(b.tasks, event_log, model.require_domain), event_log,
                                Leases(b.leases), Registrations(b.controllers))
 
     async def fencing_works(self) -> bool:
@@ -196,8 +198,8 @@ class Repository:
         view._opened = _Stores(
             s.buckets, s.model,
             SolutionRecords(s.buckets.solutions.fenced(Fence(key, solutions)), s.model.require_domain),
-            TaskRecords(s.buckets.tasks.fenced(Fence(key, tasks)), s.buckets.events, s.model.require_domain),
-            s.leases, s.registrations,
+            TaskRecords(s.buckets.tasks.fenced(Fence(key, tasks)), s.events, s.model.require_domain),
+            s.events, s.leases, s.registrations,
         )
         return view
 
@@ -209,8 +211,9 @@ class Repository:
         b = self._s.buckets
         await asyncio.gather(
             b.model.purge(*(rk.domain_model_filters(name, kind) for kind in ("component", "architecture", "controller"))),
-            *(bucket.purge(*rk.domain_filters(name)) for bucket in (b.solutions, b.tasks, b.events, b.leases)),
+            *(bucket.purge(*rk.domain_filters(name)) for bucket in (b.solutions, b.tasks, b.leases)),
             *(bucket.purge(rk.fence_filter(name)) for bucket in (b.solutions, b.tasks)),
+            self._s.events.remove_domain(name),
         )
         # The domain record goes last: an interrupted removal can be run again.
         await b.model.purge(rk.domain_key(name))
@@ -245,7 +248,7 @@ class Repository:
         """Delete everything of this prefix: every bucket's keys and both streams' messages."""
         b = self._s.buckets
         s = self._subjects
-        buckets = (b.model, b.solutions, b.tasks, b.events, b.controllers, b.leases)
+        buckets = (b.model, b.solutions, b.tasks, b.controllers, b.leases)
         await asyncio.gather(
             *(bucket.purge_all() for bucket in buckets),
             self._js.purge_stream(s.requests_stream),
@@ -271,12 +274,15 @@ class Repository:
                 f"(components and architectures are immutable: use new versions): {shown}"
                 + (f" and {more} more" if more > 0 else "")
             )
+        # An event goes on the bus with its task's fields.
+        tasks = {(d.name, t.uuid): t for d in model.domains for t in d.tasks}
+        tasks.update({(n, t.uuid): t for n, domain in stored.items() for t in domain.tasks})
         # Kind by kind, so that what a record refers to is stored before it.
         for kind in WRITE_ORDER:
-            await gather_bounded(self._write_change(c) for c in diff.changes if c.kind == kind)
+            await gather_bounded(self._write_change(c, tasks) for c in diff.changes if c.kind == kind)
         return ApplyResult(stored=[c.label for c in diff.changes], unchanged=diff.unchanged)
 
-    async def _write_change(self, change: Change) -> None:
+    async def _write_change(self, change: Change, tasks: dict[tuple[str, str], Task]) -> None:
         """Write one record planned by diff_model (create-only, except controllers)."""
         d, value = change.domain, change.value
         if isinstance(value, Domain):
@@ -292,8 +298,10 @@ class Repository:
         elif isinstance(value, Task):
             await self._s.buckets.tasks.write(rk.task_key(d, value.uuid), value.SerializeToString(), None, change.label)
         elif isinstance(value, Event):
-            # Keyed by the domain it is listed under, whatever its own domain field says.
-            key = rk.event_key(d, value.task, value.uuid)
-            await self._s.buckets.events.write(key, value.SerializeToString(), None, change.label)
+            # Listed under the domain it is stored in, whatever its own domain field says.
+            task = Task()
+            task.CopyFrom(tasks.get((d, value.task), Task(uuid=value.task)))
+            task.domain = d
+            await EventRecorder(self._js, self._subjects).record(value, task)
         else:
             raise TypeError(f"cannot write {type(value).__name__}")

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from orchestration.model.names import encode_token
 
 DEFAULT_PREFIX = "orch"
+# Token of an event that belongs to no task (for example drift). "_" is not a
+# valid name, so no task uuid collides with it.
+NO_TASK = "_"
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
@@ -21,6 +24,10 @@ def check_prefix(prefix: str) -> str:
     if not _PREFIX.fullmatch(prefix):
         raise ValueError(f"subject prefix {prefix!r} must match {_PREFIX.pattern}")
     return prefix
+
+
+def _task_token(task: str) -> str:
+    return encode_token(task) if task else NO_TASK
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,6 @@ class Subjects:
     @property
     def tasks_bucket(self) -> str:
         return f"{self.prefix}_tasks"
-
-    @property
-    def events_bucket(self) -> str:
-        return f"{self.prefix}_events"
 
     @property
     def controllers_bucket(self) -> str:
@@ -92,9 +95,13 @@ class Subjects:
         """External bus: requests in (``<prefix>.requests.<operation>``)."""
         return f"{self.prefix}.requests.{operation}"
 
-    def event(self, domain: str, task_type: str, event_type: str) -> str:
-        """External bus TOPIC1 subject of one task event."""
-        return f"{self.prefix}.events.{encode_token(domain)}.{task_type}.{event_type}"
+    def event(self, domain: str, task_type: str, event_type: str, task: str) -> str:
+        """External bus TOPIC1 subject of one event of a task (the one that received it)."""
+        return f"{self.prefix}.events.{encode_token(domain)}.{task_type}.{event_type}.{_task_token(task)}"
+
+    def task_events_filter(self, domain: str, task: str) -> str:
+        """Events one task received, of any type."""
+        return f"{self.prefix}.events.{encode_token(domain)}.*.*.{_task_token(task)}"
 
     @property
     def events_all(self) -> str:

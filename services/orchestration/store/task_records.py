@@ -1,32 +1,32 @@
-"""Tasks and events in their buckets: versioned tasks for the task engine,
-task trees, and the immutable event history.
+"""Tasks in their bucket (versioned tasks for the task engine, task
+trees) and the events of tasks (kept in the events stream, see
+``events``), listed by task.
 
-One of the typed stores ``Repository`` is composed of. An event is keyed by the task that received it
-(``Event.task``); ``Event.source`` is the task that caused it, which in a
-task tree is the receiver itself, its parent or one of its subtasks.
+One of the typed stores ``Repository`` is composed of. An event belongs to
+the task that received it (``Event.task``); ``Event.source`` is the task
+that caused it, which in a task tree is the receiver itself, its parent or
+one of its subtasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
-from orchestration.model.errors import Aborted, AlreadyExists, NotFound
+from orchestration.model.errors import Aborted, NotFound
 from orchestration.model.retention import summarize
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
-from orchestration.store.kvstore import Bucket, Entry, Versioned
+from orchestration.store.events import EventLog
+from orchestration.store.kvstore import Bucket, Versioned
 from orchestration.v1.model_pb2 import Event, Task, TreeSummary
-
-# Key filters per bulk read when collecting the events of a task's neighbours.
-_FILTERS_PER_SCAN = 256
 
 
 class TaskRecords:
-    """Tasks and events in their buckets."""
+    """Tasks in their bucket, and their events."""
 
-    def __init__(self, tasks: Bucket, events: Bucket, require_domain: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, tasks: Bucket, events: EventLog, require_domain: Callable[[str], Awaitable[None]]) -> None:
         self._task_bucket = tasks
-        self._event_bucket = events
+        self._events = events
         # Raises NotFound unless the domain exists (the model records know).
         self.require_domain = require_domain
 
@@ -87,7 +87,7 @@ class TaskRecords:
         marked.CopyFrom(current.value)
         marked.summary.CopyFrom(summarize(subtasks, current.value.summary))
         revision = await self.put_task(marked, current.revision)
-        await gather_bounded(self._event_bucket.purge(rk.events_filter(domain, t.uuid)) for t in tree)
+        await self._events.remove_tasks(domain, (t.uuid for t in tree))
         depth = {root.uuid: 0}
         for task in subtasks:  # parents come before their children
             depth[task.uuid] = depth.get(task.parent, 0) + 1
@@ -100,41 +100,29 @@ class TaskRecords:
 
     # ---- events ----------------------------------------------------------------
 
-    async def put_event(self, event: Event) -> int:
-        """Store an event (immutable; storing the same event again is a no-op); its revision."""
-        key = rk.event_key(event.domain, event.task, event.uuid)
-        what = rk.in_domain(f"event {event.uuid!r}", event.domain)
-        try:
-            return await self._event_bucket.write(key, event.SerializeToString(), None, what)
-        except Aborted:
-            existing = await self._event_bucket.get(key)
-            if existing is not None and Event.FromString(existing.value) == event:
-                return existing.revision  # a retried store after a crash or time-out
-            raise AlreadyExists(f"{what} already exists with different content; events are immutable") from None
-
     async def list_events(self, domain: str, task: str = "") -> list[Event]:
         """Events of the domain, or those a task received or caused; oldest first."""
         await self.require_domain(domain)
         if not task:
             return await self.all_events(domain)
-        return _by_time(e for e in await self._events_near(domain, task) if task in (e.task, e.source))
+        return [e for e in await self._events_near(domain, task) if task in (e.task, e.source)]
 
     async def all_events(self, domain: str) -> list[Event]:
         """Every event of the domain, by time (no domain check)."""
-        entries = await self._event_bucket.scan(rk.events_filter(domain))
-        return _by_time(Event.FromString(e.value) for e in entries)
+        return await self._events.of_domain(domain)
 
     async def get_event(self, domain: str, uuid: str, task: str = "") -> Event:
-        """One event, optionally only if the task received or caused it (NotFound)."""
-        if task:
-            entry = await self._event_bucket.get(rk.event_key(domain, task, uuid))
-            if entry is not None:
-                return Event.FromString(entry.value)
-        # Without the receiving task the key is unknown: search by uuid.
-        for found in await self._event_bucket.scan(rk.events_filter(domain, uuid=uuid)):
-            event = Event.FromString(found.value)
-            if not task or task in (event.task, event.source):
+        """One event, optionally only if the task received or caused it (NotFound).
+        With the receiving task, only its events are read; without, the domain's."""
+        found = await (self._events.of_tasks(domain, [task]) if task else self._events.of_domain(domain))
+        for event in found:
+            if event.uuid == uuid:
                 return event
+        if task:
+            # The task may have caused it (then its parent or a subtask received it).
+            for event in await self._events_near(domain, task):
+                if event.uuid == uuid and task in (event.task, event.source):
+                    return event
         raise NotFound(rk.not_found(f"event {uuid!r}", domain))
 
     async def _events_near(self, domain: str, task: str) -> list[Event]:
@@ -144,14 +132,4 @@ class TaskRecords:
         except NotFound:
             # No tree to follow: what it caused may be anywhere in the domain.
             return await self.all_events(domain)
-        receivers = [r for r in dict.fromkeys([task, record.parent, *record.subtasks]) if r]
-        filters = [rk.events_filter(domain, r) for r in receivers]
-        # Chunked: a cluster task may have thousands of subtasks, and one consumer
-        # request carries every filter.
-        chunks = [filters[i : i + _FILTERS_PER_SCAN] for i in range(0, len(filters), _FILTERS_PER_SCAN)]
-        scanned: list[list[Entry]] = await gather_bounded(self._event_bucket.scan(*c) for c in chunks)
-        return [Event.FromString(e.value) for entries in scanned for e in entries]
-
-
-def _by_time(events: Iterable[Event]) -> list[Event]:
-    return sorted(events, key=lambda e: (e.time, e.uuid))
+        return await self._events.of_tasks(domain, [r for r in (task, record.parent, *record.subtasks) if r])
