@@ -20,6 +20,7 @@ from orchestration.model.names import decode_token, encode_token
 from orchestration.store.subjects import model_key, record_key
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
 
+
 def _need(**names: str) -> None:
     """Reject empty names: they would make an invalid key such as ``a..b``."""
     if all(names.values()):

@@ -23,6 +23,7 @@ from orchestration.model.diff import WRITE_ORDER, Change, diff_model
 from orchestration.model.errors import AlreadyExists
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
+from orchestration.store.events import EventLog, EventRecorder
 from orchestration.store.kvstore import (
     Bucket,
     Fence,
@@ -33,7 +34,6 @@ from orchestration.store.kvstore import (
     open_bucket,
     replicas_from_environment,
 )
-from orchestration.store.events import EventLog, EventRecorder
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
