@@ -103,7 +103,7 @@ def test_only_the_gateway_loads_the_http_stack_of_the_console(suite: Suite) -> N
 def test_a_websocket_nats_url_keeps_the_websocket_client() -> None:
     probe = ("import sys; from orchestration.runtime.process import without_websocket_client as w; w({url!r}); "
              "import nats; print(sys.modules.get('aiohttp') is not None)")
-    for url, kept in (("nats://u:p@127.0.0.1:4222", "False"), ("nats://a:4222, wss://b:443", "True")):
+    for url, kept in (("nats://u:p@127.0.0.1:4222", "False"), ("nats://a:4222, WSS://b:443", "True")):
         done = subprocess.run([sys.executable, "-c", probe.format(url=url)], capture_output=True, text=True, timeout=60)
         assert done.stdout.strip() == kept, done.stderr
 

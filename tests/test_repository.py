@@ -435,14 +435,15 @@ async def test_bulk_reads_span_several_pull_requests(demo: Repository, monkeypat
     assert sum(len(c.instances) for e in (await demo.solutions.get_solution(D, "app")).elements for c in e.clusters) == 23
 
 
-async def test_changed_since_names_the_solutions_written_or_deleted_after_a_sequence(demo: Repository) -> None:
+async def test_changed_since_names_the_solutions_written_or_deleted_after_a_position(demo: Repository, nc: NatsClient,
+                                                                                    subjects: Subjects) -> None:
     records = demo.solutions
-    changed, start = await records.changed_since(0, 1000)
+    changed, start = await records.changed_since(kvstore.Position(), 1000)
     assert changed == set()
     await records.store_solution(D, solution("app", sizes=(2, 1)))
     await records.store_solution(D, solution("my app.2", sizes=(1,)))  # a name that needs encoding
     changed, stored = await records.changed_since(start, 1000)
-    assert changed == {(D, "app"), (D, "my app.2")} and stored > start
+    assert changed == {(D, "app"), (D, "my app.2")} and stored.sequence > start.sequence
     assert await records.changed_since(stored, 1000) == (set(), stored)  # nothing since: one request, nothing read
     # One instance written, another deleted: only their solutions.
     record = (await records.list_instances(D, "app"))[0]
@@ -454,12 +455,18 @@ async def test_changed_since_names_the_solutions_written_or_deleted_after_a_sequ
     await records.delete_instance(D, "my app.2", gone.element, gone.cluster, gone.instance.uuid, gone.revision)
     changed, deleted = await records.changed_since(written, 1000)
     assert changed == {(D, "my app.2")}
-    # More writes than asked for: their keys are not read, and the sequence still moves on.
+    # More writes than asked for: their keys are not read, and the position still moves on.
     assert await records.changed_since(start, 3) == (None, deleted)
     # A removal purges: it leaves no write behind (its header is gone instead).
     await records.remove_solution(D, "app")
     assert await records.changed_since(deleted, 1000) == (set(), deleted)
     assert [h.name for h in await records.list_solutions(D)] == ["my app.2"]
+    # The bucket made anew (its sequences start again): anything may have changed.
+    js = nc.jetstream()
+    await js.delete_stream(f"KV_{subjects.solutions_bucket}")
+    await Repository(js, subjects).open()
+    changed, anew = await demo.solutions.changed_since(deleted, 1000)
+    assert changed is None and anew.made != deleted.made
 
 
 # ---- tasks and events --------------------------------------------------------
@@ -513,6 +520,8 @@ async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository,
     # Recorded again (a retry after a crash or time-out), or another event under the same uuid: the first stands.
     await recorder.record(events[0], Task(uuid="t1", domain=D))
     await recorder.record(Event(uuid="e3", domain=D, task="t1", time=31), Task(uuid="t1", domain=D))
+    # Stored again after the duplicate window (a retry that waited out a long outage): listed once.
+    await recorder.record(events[2], Task(uuid="t2", domain=D), retried=False)
     assert [e.uuid for e in await demo.tasks.list_events(D)] == ["e5", "e1", "e4", "e2", "drift", "e3"]
     assert await demo.tasks.list_events(D) == sorted(events, key=lambda e: e.time)  # every field as recorded
     # The events of a task are those it received and those it caused (as in SolAr's Task.Events).
@@ -532,7 +541,7 @@ async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository,
         await demo.tasks.list_events("other")
     # Stored once: in the events stream, under the task that received each (no events bucket).
     info = await nc.jetstream().stream_info(subjects.events_stream, subjects_filter=">")
-    assert info.state.messages == len(events)
+    assert info.state.messages == len(events) + 1  # the one stored again
     assert subjects.event(D, "instance", "execution", "t2") in (info.state.subjects or {})
     assert f"KV_{subjects.prefix}_events" not in [s.config.name for s in await nc.jetstream().streams_info()]
 
@@ -656,8 +665,24 @@ async def test_remove_domain_removes_everything_of_it(repo: Repository, nc: Nats
         await repo.get_domain("demo")
     assert len(await repo.model.list_components("demo2")) == 1
     assert [t.uuid for t in await repo.tasks.list_tasks("demo2")] == ["keep"]
-    # The domain can be loaded again from scratch.
-    assert len((await repo.apply_model(load_model("demo3.yaml"))).unchanged) == 0
+    # The domain can be loaded again from scratch, events included (the
+    # server still remembers their message ids: a purge does not clear them).
+    model = load_model("demo3.yaml")
+    assert len((await repo.apply_model(model)).unchanged) == 0
+    assert {e.uuid for e in await repo.tasks.all_events("demo")} == {e.uuid for e in model.domains[0].events}
+
+
+async def test_a_model_event_without_its_domain_reads_back_with_it_and_applies_again(repo: Repository) -> None:
+    model = load_model("demo3.yaml")
+    for event in model.domains[0].events:
+        event.ClearField("domain")
+    first = await repo.apply_model(model)
+    assert first.stored and not first.unchanged
+    again = load_model("demo3.yaml")
+    for event in again.domains[0].events:
+        event.ClearField("domain")
+    assert not (await repo.apply_model(again)).stored
+    assert {e.domain for e in await repo.tasks.all_events("demo")} == {"demo"}
 
 
 async def test_reset_model_empties_buckets_and_streams(repo: Repository, nc: NatsClient, subjects: Subjects) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from orchestration.model.errors import NotFound
 from orchestration.runtime.concurrency import gather_bounded
+from orchestration.store.kvstore import Position
 from orchestration.store.repository import InstanceRecord, Repository
 from orchestration.v1 import model_pb2 as pb
 
@@ -69,13 +70,13 @@ class Inventory:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._views: dict[tuple[str, str], SolutionView] = {}
-        self._sequence = 0  # of the solutions bucket's stream, read up to
+        self._position = Position()  # in the solutions bucket's stream, read up to
         self.read_count = 0  # views the last read() read from the store (the others were kept)
 
     async def read(self, skip: Callable[[str, str], bool] = lambda domain, solution: False) -> list[SolutionView]:
         """Every solution of every domain, except those `skip` names (by domain
         and solution name); a domain removed meanwhile is skipped."""
-        changed, self._sequence = await self.repo.solutions.changed_since(self._sequence, self.REREAD_ABOVE)
+        changed, self._position = await self.repo.solutions.changed_since(self._position, self.REREAD_ABOVE)
         if changed is None:
             self._views.clear()
         else:

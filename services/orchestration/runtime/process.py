@@ -40,7 +40,7 @@ def without_websocket_client(nats_url: str) -> None:
     import nats (the gateway serves the console with it)."""
     if "nats" in sys.modules or "aiohttp" in sys.modules:
         return
-    if any(url.strip().startswith(("ws://", "wss://")) for url in nats_url.split(",")):
+    if any(url.strip().lower().startswith(("ws://", "wss://")) for url in nats_url.split(",")):
         return
     # An import of a module set to None raises ImportError: nats-py then leaves WebSocket support out.
     sys.modules["aiohttp"] = None  # type: ignore[assignment]

@@ -101,11 +101,17 @@ class EventRecorder:
         self._publisher = publisher_for(js)
         self.subjects = subjects
 
-    async def record(self, event: pb.Event, task: pb.Task, state: int = 0, configuration: str = "") -> None:
-        """Store the event (done when this returns); recording the same event
-        again within the stream's duplicate window stores nothing more."""
+    async def record(self, event: pb.Event, task: pb.Task, state: int = 0, configuration: str = "", retried: bool = True) -> None:
+        """Store the event (done when this returns). Recording it again (a
+        write retried after a lost acknowledgement) within the stream's
+        duplicate window stores nothing more; a later repeat is left out of
+        listings (see EventLog). `retried=False`: not a retry whatever the
+        window remembers (a model's events stored again after their domain was
+        removed: a purge does not clear the server's memory of message ids)."""
         subject = self.subjects.event(task.domain, task_type_name(task.type), event_type_name(event.type), event.task)
-        await self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers={"Nats-Msg-Id": event.uuid})
+        # The id is the event's place (domain, receiving task, uuid), as its key was in the bucket events had before.
+        headers = {"Nats-Msg-Id": f"{task.domain}/{event.task}/{event.uuid}"} if retried else None
+        await self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers=headers)
 
 
 class EventLog:
@@ -135,11 +141,17 @@ class EventLog:
         await self._js.purge_stream(self.subjects.events_stream, subject=self.subjects.events_filter(domain))
 
     async def _read(self, filters: list[str]) -> list[pb.Event]:
+        """The events on the filters, each once (a write retried after the
+        duplicate window stores an event again)."""
         if not filters:
             return []
         messages = await read_stream(self._js, self.subjects.events_stream, filters, api.DeliverPolicy.ALL,
                                      self._replicated, "the events stream")
-        return [parse_bus_payload(m.data)[0] for m in messages]
+        first: dict[tuple[str, str], pb.Event] = {}
+        for message in messages:
+            event = parse_bus_payload(message.data)[0]
+            first.setdefault((event.task, event.uuid), event)
+        return list(first.values())
 
 
 def by_time(events: Iterable[pb.Event]) -> list[pb.Event]:

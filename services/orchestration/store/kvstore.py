@@ -74,11 +74,20 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Position:
+    """How far a reader of a bucket's writes got: a sequence of its stream,
+    and when that stream was made (one made anew numbers from 1 again)."""
+
+    sequence: int = 0
+    made: str = ""
+
+
+@dataclass(frozen=True)
 class Written:
-    """What a bucket's keys went through since a stream sequence (see Bucket.written_since)."""
+    """What a bucket's keys went through since a position (see Bucket.written_since)."""
 
     keys: set[str] | None  # None: too many to list, anything may have changed
-    sequence: int
+    position: Position
 
 
 class Bucket:
@@ -244,23 +253,27 @@ class Bucket:
             entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, _stream_sequence(msg)))
         return entries
 
-    async def written_since(self, sequence: int, at_most: int) -> Written:
-        """The keys written or deleted after the stream sequence `sequence`,
-        and the sequence they reach (where the next call starts).
+    async def written_since(self, after: Position, at_most: int) -> Written:
+        """The keys written or deleted since `after`, and the position they
+        reach (where the next call starts).
 
         Costs one request when nothing was written. When more than `at_most`
-        writes happened (or the bucket was made anew), their keys are not
+        writes happened, or the bucket was made anew, their keys are not
         read: `keys` is None, and anything may have changed. A key removed by
         a purge is not among them (a purge leaves no message behind)."""
-        last = (await self._js.stream_info(self.stream)).state.last_seq or 0
-        if last == sequence:
-            return Written(set(), last)
-        if last < sequence or last - sequence > at_most:
-            return Written(None, last)
+        info = await self._js.stream_info(self.stream)
+        last, made = info.state.last_seq or 0, str(info.created)
+        if (after.made and after.made != made) or last < after.sequence or last - after.sequence > at_most:
+            return Written(None, Position(last, made))
+        if last == after.sequence:
+            return Written(set(), Position(last, made))
         messages = await self._consume(api.DeliverPolicy.BY_START_SEQUENCE, [self._prefix + ">"],
-                                       opt_start_seq=sequence + 1, headers_only=True)
-        reached = max([last, *(_stream_sequence(m) for m in messages)])
-        return Written({m.subject[len(self._prefix) :] for m in messages}, reached)
+                                       opt_start_seq=after.sequence + 1, headers_only=True)
+        delivered = [_stream_sequence(m) for m in messages]
+        # Unreplicated, the consumer delivered every message up to `last` that
+        # is still there; replicated, one may lag behind: only what arrived counts.
+        reached = max([after.sequence, *delivered]) if self._replicated else max([last, *delivered])
+        return Written({m.subject[len(self._prefix) :] for m in messages}, Position(reached, made))
 
     async def _consume(self, deliver: api.DeliverPolicy, subjects: list[str], **options: object) -> list[Msg]:
         return await read_stream(self._js, self.stream, subjects, deliver, self._replicated, f"bucket {self.name!r}", **options)
@@ -379,8 +392,8 @@ def _cas_failure(what: str, revision: int | None) -> Aborted:
 
 @dataclass(frozen=True)
 class Retention:
-    """How long history is kept: task and event records and the events
-    stream age out after `history_seconds` (since their last write), and the
+    """How long history is kept: task records and the events stream (which
+    holds the events) age out after `history_seconds` (since their last write), and the
     events stream keeps at most `events_bytes` (the oldest go first). Running
     work is never affected: its records are rewritten as it goes."""
 

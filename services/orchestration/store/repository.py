@@ -262,6 +262,11 @@ class Repository:
 
     async def apply_model(self, model: Model) -> ApplyResult:
         """Store a validated model: all or nothing (AlreadyExists names every conflicting definition)."""
+        for domain in model.domains:
+            for event in domain.events:
+                # As it reads back: an event is stored under its domain (validation
+                # allows only that one, or none).
+                event.domain = domain.name
         existing = set(await self.model.list_domains())
         wanted = [d.name for d in model.domains if d.name in existing]
         stored = dict(zip(wanted, await asyncio.gather(*(self._read_domain(n) for n in wanted))))
@@ -302,6 +307,6 @@ class Repository:
             task = Task()
             task.CopyFrom(tasks.get((d, value.task), Task(uuid=value.task)))
             task.domain = d
-            await EventRecorder(self._js, self._subjects).record(value, task)
+            await EventRecorder(self._js, self._subjects).record(value, task, retried=False)
         else:
             raise TypeError(f"cannot write {type(value).__name__}")

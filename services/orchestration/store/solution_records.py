@@ -19,7 +19,7 @@ from orchestration.model.diff import canonical_solution
 from orchestration.model.errors import Aborted, AlreadyExists, NotFound
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
-from orchestration.store.kvstore import Bucket, Versioned
+from orchestration.store.kvstore import Bucket, Position, Versioned
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
 
 M = TypeVar("M", bound=Message)
@@ -101,17 +101,17 @@ class SolutionRecords:
         entries = await self._solutions.scan(rk.solutions_filter(domain))
         return sorted((Solution.FromString(e.value) for e in entries), key=lambda s: s.name)
 
-    async def changed_since(self, sequence: int, at_most: int) -> tuple[set[tuple[str, str]] | None, int]:
+    async def changed_since(self, after: Position, at_most: int) -> tuple[set[tuple[str, str]] | None, Position]:
         """The (domain, solution) of every solution with a record written or
-        deleted after the bucket's stream sequence `sequence` (None when more
-        than `at_most` writes happened: any may have changed), and the
-        sequence to pass next time. A solution's records are purged only with
-        its header (removing it or its domain), so a purge shows as a missing header."""
-        written = await self._solutions.written_since(sequence, at_most)
+        deleted since `after` (None when more than `at_most` writes happened:
+        any may have changed), and the position to pass next time. A
+        solution's records are purged only with its header (removing it or
+        its domain), so a purge shows as a missing header."""
+        written = await self._solutions.written_since(after, at_most)
         if written.keys is None:
-            return None, written.sequence
+            return None, written.position
         found = (rk.solution_of_key(k) for k in written.keys)
-        return {s for s in found if s is not None}, written.sequence
+        return {s for s in found if s is not None}, written.position
 
     async def trees(self, *filters: str) -> dict[str, Solution]:
         """Full solution trees under key filters, by name (no domain check)."""

@@ -137,5 +137,5 @@ def model_key(kind: str, *names: str) -> str:
 
 
 def record_key(*names: str) -> str:
-    """Key built from user-supplied names only (solutions, tasks, events buckets)."""
+    """Key built from user-supplied names only (solutions and tasks buckets)."""
     return ".".join(encode_token(n) for n in names)
