@@ -15,7 +15,14 @@ from nats.aio.client import Client as NatsClient
 from nats.js import api
 
 from orchestration.model.codec import parse_document
-from orchestration.model.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from orchestration.model.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from orchestration.model.names import encode_token
 from orchestration.runtime import concurrency
 from orchestration.store import kvstore
@@ -735,6 +742,30 @@ async def test_gather_bounded_of_many_calls_is_linear() -> None:
     assert len(await concurrency.gather_bounded((call(i) for i in range(50_000)), limit=256)) == 50_000
     # A semaphore's wake-ups made this quadratic (tens of seconds); linear, it takes well under a second.
     assert loop.time() - started < 20
+
+
+async def test_creating_waits_while_the_cluster_cannot_place_the_replicas_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster whose servers start together answers "no suitable peers"
+    until its routes are up: a service starting then waits instead of dying."""
+    no_peers = nats.js.errors.BadRequestError(code=400, err_code=10005, description="no suitable peers for placement")
+    answers: list[object] = [no_peers, no_peers, "made"]
+
+    async def create() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert await kvstore.placed(create, "bucket 'x'", 3) == "made" and not answers
+    # Other refusals are not waited out; and the wait ends, with a message an operator can act on.
+    other = nats.js.errors.BadRequestError(code=400, err_code=10058, description="stream name already in use")
+    answers[:] = [other]
+    with pytest.raises(nats.js.errors.BadRequestError):
+        await kvstore.placed(create, "bucket 'x'", 3)
+    monkeypatch.setattr(kvstore, "PLACEMENT_WAIT", 0.0)
+    answers[:] = [no_peers, no_peers]
+    with pytest.raises(Unavailable, match="cannot place bucket 'x' on 3 server"):
+        await kvstore.placed(create, "bucket 'x'", 3)
 
 
 async def test_history_ages_out_and_the_events_stream_is_bounded(nc: NatsClient, subjects: Subjects) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import copy
 import json
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ T = TypeVar("T")
 # and "wrong last sequence" (the compare-and-set of a write failed).
 _STREAM_NAME_IN_USE = 10058
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+# "No suitable peers for placement": too few servers for the replicas asked, for now.
+_NO_PEERS = 10005
+# Seconds creating a bucket or stream waits for a cluster to be able to place it.
+PLACEMENT_WAIT = 60.0
 
 # A bulk read pulls at most this many messages per request, so that a huge
 # result never piles up in the client's pending buffer at once.
@@ -437,6 +442,26 @@ def replicas_from_environment() -> int:
     return int(value)
 
 
+async def placed(create: Callable[[], Awaitable[T]], what: str, replicas: int) -> T:
+    """Create a bucket or stream, waiting while the NATS cluster cannot place
+    its replicas yet: servers starting together elect a leader before every
+    route is up, and services may start in any order. Gives up (Unavailable)
+    after PLACEMENT_WAIT seconds, when too few servers have JetStream."""
+    deadline = time.monotonic() + PLACEMENT_WAIT
+    failures = 0
+    while True:
+        try:
+            return await create()
+        except nats.js.errors.APIError as err:
+            if err.err_code != _NO_PEERS:
+                raise
+            if time.monotonic() > deadline:
+                raise Unavailable(f"JetStream cannot place {what} on {replicas} server(s) after {PLACEMENT_WAIT:.0f} s: "
+                                  "fewer are up with JetStream (ORCH_JS_REPLICAS sets the replicas)") from err
+        failures += 1
+        await asyncio.sleep(STORE_BACKOFF.delay(failures))
+
+
 async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Bucket:
     """Create the bucket (history 1, file storage) or bind to the one that exists.
 
@@ -445,7 +470,8 @@ async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Buc
     else with other settings is used as it is.
     """
     try:
-        kv = await js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE, replicas=replicas)
+        kv = await placed(lambda: js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE, replicas=replicas),
+                          f"bucket {name!r}", replicas)
     except nats.js.errors.BadRequestError as err:
         if err.err_code != _STREAM_NAME_IN_USE:
             raise
@@ -456,7 +482,7 @@ async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Buc
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
     """Create the stream, or accept the existing one if its retention matches."""
     try:
-        await js.add_stream(config)
+        await placed(lambda: js.add_stream(config), f"stream {config.name!r}", config.num_replicas or 1)
         return
     except nats.js.errors.BadRequestError as err:
         if err.err_code != _STREAM_NAME_IN_USE:
