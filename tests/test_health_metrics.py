@@ -28,7 +28,7 @@ from cli.embedded_nats import (
 )
 from dispatcher.service import Dispatcher
 from dispatcher.settings import DispatcherSettings
-from suite import DATA, Suite, environment_of, running_suite
+from suite import DATA, Suite, environment_of, running_suite, wait_until
 
 
 async def health_of(address: str) -> int:
@@ -106,6 +106,29 @@ def test_a_websocket_nats_url_keeps_the_websocket_client() -> None:
     for url, kept in (("nats://u:p@127.0.0.1:4222", "False"), ("nats://a:4222, WSS://b:443", "True")):
         done = subprocess.run([sys.executable, "-c", probe.format(url=url)], capture_output=True, text=True, timeout=60)
         assert done.stdout.strip() == kept, done.stderr
+
+
+@pytest.mark.parametrize("service", ["gateway", "dispatcher"])
+def test_a_service_that_cannot_start_stops_on_sigterm(service: str, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """NATS refuses its credentials, so its connection keeps trying and it
+    never finishes starting: SIGTERM still stops it, at once."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    refused = nats_server.url.replace(nats_server.creds.password, "wrong")
+    files = {"gateway": ["--token-file", str(secret)],
+             "dispatcher": ["--credential-file", str(secret), "--registration-key-file", str(secret)]}[service]
+    log = tmp_path / "log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", service, "--nats-url", refused, "--addr", f"127.0.0.1:{free_port()}",
+                                 *files], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "Authorization Violation" in log.read_text(), timeout=30, what="NATS to refuse it")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log.read_text()
+        assert "stopping before it started" in log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:

@@ -85,6 +85,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._nc: Client | None = None
         self._lease_nc: Client | None = None
+        self.pool: ControllerPool | None = None
         self._start_failures: dict[str, int] = {}  # root task -> failed starts
         self._collected = 0.0  # monotonic time of the last full garbage collection
 
@@ -138,7 +139,8 @@ class Dispatcher:
         for task in [*self._loops, *(a.task for a in self.runs.values() if a.task)]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.pool.stop()
+        if self.pool is not None:  # None when stopped before it started
+            await self.pool.stop()
         if self.server is not None:
             await self.server.set_serving(False)
             await self.server.stop()

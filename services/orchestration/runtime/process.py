@@ -4,6 +4,7 @@ tracing (exported only when configured), a Prometheus endpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -100,9 +101,24 @@ class Startable(Protocol):
 
 
 async def serve_until_signalled(service: Startable, name: str) -> None:
-    """Start a service, run until SIGTERM or SIGINT, then stop it."""
+    """Start a service, run until SIGTERM or SIGINT, then stop it. A signal
+    while it is still starting (NATS not there yet, or refusing its
+    credentials: the connection keeps trying) ends the start instead of
+    waiting for it."""
     stop = stop_on_signals()
-    await service.start()
-    await stop.wait()
-    logging.getLogger(name).info("stopping")
+    starting = asyncio.ensure_future(service.start())
+    signalled = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            logging.getLogger(name).info("stopping before it started")
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        else:
+            starting.result()  # a start that failed ends the process with its error
+            await signalled
+            logging.getLogger(name).info("stopping")
+    finally:
+        signalled.cancel()
     await service.stop()
