@@ -25,7 +25,7 @@ from orchestration.model.errors import (
 )
 from orchestration.model.names import encode_token
 from orchestration.runtime import concurrency
-from orchestration.store import kvstore
+from orchestration.store import kvstore, streams
 from orchestration.store.events import EventRecorder
 from orchestration.store.repository import ApplyResult, InstanceRecord, Repository
 from orchestration.store.subjects import Subjects
@@ -756,27 +756,27 @@ async def test_creating_waits_while_the_cluster_cannot_place_the_replicas_yet(mo
             raise answer
         return answer
 
-    assert await kvstore.placed(create, "bucket 'x'", 3) == "made" and not answers
+    assert await streams.placed(create, "bucket 'x'", 3) == "made" and not answers
     # Other refusals are not waited out; and the wait ends, with a message an operator can act on.
     other = nats.js.errors.BadRequestError(code=400, err_code=10058, description="stream name already in use")
     answers[:] = [other]
     with pytest.raises(nats.js.errors.BadRequestError):
-        await kvstore.placed(create, "bucket 'x'", 3)
-    monkeypatch.setattr(kvstore, "PLACEMENT_WAIT", 0.0)
+        await streams.placed(create, "bucket 'x'", 3)
+    monkeypatch.setattr(streams, "PLACEMENT_WAIT", 0.0)
     answers[:] = [no_peers, no_peers]
     with pytest.raises(Unavailable, match="cannot place bucket 'x' on 3 server"):
-        await kvstore.placed(create, "bucket 'x'", 3)
+        await streams.placed(create, "bucket 'x'", 3)
 
 
 async def test_history_ages_out_and_the_events_stream_is_bounded(nc: NatsClient, subjects: Subjects) -> None:
     js = nc.jetstream()
-    await Repository(js, subjects, retention=kvstore.Retention(history_seconds=3600, events_bytes=2**20)).open()
+    await Repository(js, subjects, retention=streams.Retention(history_seconds=3600, events_bytes=2**20)).open()
     events = (await js.stream_info(subjects.events_stream)).config
     assert (events.max_age, events.max_bytes) == (3600, 2**20)
     assert (await js.stream_info(f"KV_{subjects.tasks_bucket}")).config.max_age == 3600
     assert not (await js.stream_info(f"KV_{subjects.solutions_bucket}")).config.max_age  # records are not history
     # A later process with other settings applies them to what exists.
-    await Repository(js, subjects, retention=kvstore.Retention(history_seconds=60, events_bytes=2**21)).open()
+    await Repository(js, subjects, retention=streams.Retention(history_seconds=60, events_bytes=2**21)).open()
     events = (await js.stream_info(subjects.events_stream)).config
     assert (events.max_age, events.max_bytes, events.duplicate_window) == (60, 2**21, 60)
 
@@ -784,7 +784,7 @@ async def test_history_ages_out_and_the_events_stream_is_bounded(nc: NatsClient,
 def test_retention_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_HISTORY_DAYS", "2")
     monkeypatch.setenv("ORCH_EVENTS_MAX_MB", "64")
-    assert kvstore.Retention.from_environment() == kvstore.Retention(2 * 86400.0, 64 * 2**20)
+    assert streams.Retention.from_environment() == streams.Retention(2 * 86400.0, 64 * 2**20)
     monkeypatch.setenv("ORCH_HISTORY_DAYS", "-1")
     with pytest.raises(ValueError, match="ORCH_HISTORY_DAYS='-1'"):
-        kvstore.Retention.from_environment()
+        streams.Retention.from_environment()

@@ -23,7 +23,8 @@ from orchestration.model.access import BOOTSTRAP, Principal, Role, check_token_n
 from orchestration.model.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from orchestration.model.names import check_name, encode_token
 from orchestration.model.retention import positive_setting
-from orchestration.store.kvstore import Bucket, open_bucket
+from orchestration.store.kvstore import Bucket
+from orchestration.store.streams import open_bucket
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import records_pb2 as rpb

@@ -1,5 +1,6 @@
-"""Generic versioned access to one NATS KV bucket: compare-and-set writes,
-bulk reads over key filters, and idempotent creation of buckets and streams.
+"""Generic versioned access to one NATS KV bucket: compare-and-set and
+fenced writes, bulk reads over key filters, and the wait of a write through
+NATS trouble (``persist``). Making buckets and streams is in ``streams``.
 
 Knows nothing of the information model; ``repository`` builds on it.
 """
@@ -9,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,21 +22,15 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
-from orchestration.model.errors import Aborted, FailedPrecondition, Fenced, Unavailable
+from orchestration.model.errors import Aborted, Fenced, Unavailable
 from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.store.natsconn import connection_of
 from orchestration.store.publisher import publisher_for
 
 T = TypeVar("T")
 
-# JetStream error codes: "stream name already in use with a different configuration",
-# and "wrong last sequence" (the compare-and-set of a write failed).
-_STREAM_NAME_IN_USE = 10058
+# JetStream error code of "wrong last sequence" (the compare-and-set of a write failed).
 _WRONG_LAST_SEQUENCE = (10071, 10164)
-# "No suitable peers for placement": too few servers for the replicas asked, for now.
-_NO_PEERS = 10005
-# Seconds creating a bucket or stream waits for a cluster to be able to place it.
-PLACEMENT_WAIT = 60.0
 
 # A bulk read pulls at most this many messages per request, so that a huge
 # result never piles up in the client's pending buffer at once.
@@ -395,30 +388,6 @@ def _cas_failure(what: str, revision: int | None) -> Aborted:
     return Aborted(f"{what} was changed concurrently (expected revision {revision}); re-read and retry")
 
 
-@dataclass(frozen=True)
-class Retention:
-    """How long history is kept: task records and the events stream (which
-    holds the events) age out after `history_seconds` (since their last write), and the
-    events stream keeps at most `events_bytes` (the oldest go first). Running
-    work is never affected: its records are rewritten as it goes."""
-
-    history_seconds: float = 30 * 86400.0
-    events_bytes: int = 256 * 2**20
-
-    @classmethod
-    def from_environment(cls) -> Retention:
-        """ORCH_HISTORY_DAYS (default 30) and ORCH_EVENTS_MAX_MB (default 256)."""
-        days = os.environ.get("ORCH_HISTORY_DAYS", "30")
-        megabytes = os.environ.get("ORCH_EVENTS_MAX_MB", "256")
-        try:
-            history, size = float(days), int(megabytes)
-        except ValueError:
-            history, size = 0.0, 0
-        if not history > 0 or size <= 0:
-            raise ValueError(f"ORCH_HISTORY_DAYS={days!r} and ORCH_EVENTS_MAX_MB={megabytes!r}: expected positive numbers")
-        return cls(history * 86400.0, size * 2**20)
-
-
 async def apply_limits(js: JetStreamContext, stream: str, max_age: float, max_bytes: int | None = None) -> None:
     """Give an existing stream (or KV bucket's stream) these limits, if it has others."""
     info = await js.stream_info(stream)
@@ -431,69 +400,6 @@ async def apply_limits(js: JetStreamContext, stream: str, max_age: float, max_by
     if max_bytes is not None:
         config.max_bytes = max_bytes
     await js.update_stream(config)
-
-
-def replicas_from_environment() -> int:
-    """JetStream replicas of new buckets and streams: ORCH_JS_REPLICAS (default 1;
-    3 on a NATS cluster, so that losing a node loses nothing)."""
-    value = os.environ.get("ORCH_JS_REPLICAS", "1")
-    if not value.isdigit() or not 1 <= int(value) <= 5:
-        raise ValueError(f"ORCH_JS_REPLICAS={value!r}: expected 1 to 5")
-    return int(value)
-
-
-async def placed(create: Callable[[], Awaitable[T]], what: str, replicas: int) -> T:
-    """Create a bucket or stream, waiting while the NATS cluster cannot place
-    its replicas yet: servers starting together elect a leader before every
-    route is up, and services may start in any order. Gives up (Unavailable)
-    after PLACEMENT_WAIT seconds, when too few servers have JetStream."""
-    deadline = time.monotonic() + PLACEMENT_WAIT
-    failures = 0
-    while True:
-        try:
-            return await create()
-        except nats.js.errors.APIError as err:
-            if err.err_code != _NO_PEERS:
-                raise
-            if time.monotonic() > deadline:
-                raise Unavailable(f"JetStream cannot place {what} on {replicas} server(s) after {PLACEMENT_WAIT:.0f} s: "
-                                  "fewer are up with JetStream (ORCH_JS_REPLICAS sets the replicas)") from err
-        failures += 1
-        await asyncio.sleep(STORE_BACKOFF.delay(failures))
-
-
-async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Bucket:
-    """Create the bucket (history 1, file storage) or bind to the one that exists.
-
-    Creating with an identical configuration is idempotent on the server, so
-    processes that open concurrently all succeed; a bucket created by someone
-    else with other settings is used as it is.
-    """
-    try:
-        kv = await placed(lambda: js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE, replicas=replicas),
-                          f"bucket {name!r}", replicas)
-    except nats.js.errors.BadRequestError as err:
-        if err.err_code != _STREAM_NAME_IN_USE:
-            raise
-        kv = await js.key_value(name)
-    return Bucket(js, kv, name, replicas)
-
-
-async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
-    """Create the stream, or accept the existing one if its retention matches."""
-    try:
-        await placed(lambda: js.add_stream(config), f"stream {config.name!r}", config.num_replicas or 1)
-        return
-    except nats.js.errors.BadRequestError as err:
-        if err.err_code != _STREAM_NAME_IN_USE:
-            raise
-    existing = await js.stream_info(config.name or "")
-    # Retention cannot change on a live stream, and the dispatchers rely on it.
-    if existing.config.retention != config.retention:
-        raise FailedPrecondition(
-            f"stream {config.name!r} exists with retention {existing.config.retention}, "
-            f"expected {config.retention}; delete it or use another subject prefix"
-        )
 
 
 def is_transient(exc: BaseException) -> bool:

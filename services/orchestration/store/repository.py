@@ -24,20 +24,12 @@ from orchestration.model.errors import AlreadyExists
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.events import EventLog, EventRecorder
-from orchestration.store.kvstore import (
-    Bucket,
-    Fence,
-    Retention,
-    Versioned,
-    apply_limits,
-    ensure_stream,
-    open_bucket,
-    replicas_from_environment,
-)
+from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_limits
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
 from orchestration.store.solution_records import ClusterRecord, InstanceRecord, SolutionRecords
+from orchestration.store.streams import Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects
 from orchestration.store.task_records import TaskRecords
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
