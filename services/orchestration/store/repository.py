@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid as uuidlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -271,15 +272,22 @@ class Repository:
                 f"(components and architectures are immutable: use new versions): {shown}"
                 + (f" and {more} more" if more > 0 else "")
             )
-        # An event goes on the bus with its task's fields.
+        # An event goes on the bus with its task's fields (validation found its task in the model).
         tasks = {(d.name, t.uuid): t for d in model.domains for t in d.tasks}
-        tasks.update({(n, t.uuid): t for n, domain in stored.items() for t in domain.tasks})
+        recorder = EventRecorder(self._js, self._subjects)
+
+        async def record(domain: str, event: Event) -> None:
+            task = Task()
+            task.CopyFrom(tasks.get((domain, event.task), Task(uuid=event.task)))
+            task.domain = domain
+            await recorder.record(event, task, retried=False)
+
         # Kind by kind, so that what a record refers to is stored before it.
         for kind in WRITE_ORDER:
-            await gather_bounded(self._write_change(c, tasks) for c in diff.changes if c.kind == kind)
+            await gather_bounded(self._write_change(c, record) for c in diff.changes if c.kind == kind)
         return ApplyResult(stored=[c.label for c in diff.changes], unchanged=diff.unchanged)
 
-    async def _write_change(self, change: Change, tasks: dict[tuple[str, str], Task]) -> None:
+    async def _write_change(self, change: Change, record_event: Callable[[str, Event], Awaitable[None]]) -> None:
         """Write one record planned by diff_model (create-only, except controllers)."""
         d, value = change.domain, change.value
         if isinstance(value, Domain):
@@ -295,10 +303,6 @@ class Repository:
         elif isinstance(value, Task):
             await self._s.buckets.tasks.write(rk.task_key(d, value.uuid), value.SerializeToString(), None, change.label)
         elif isinstance(value, Event):
-            # Listed under the domain it is stored in, whatever its own domain field says.
-            task = Task()
-            task.CopyFrom(tasks.get((d, value.task), Task(uuid=value.task)))
-            task.domain = d
-            await EventRecorder(self._js, self._subjects).record(value, task, retried=False)
+            await record_event(d, value)
         else:
             raise TypeError(f"cannot write {type(value).__name__}")
