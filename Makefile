@@ -6,9 +6,16 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup chromium generate run test test-faults bench bench-console screenshots soak lint-proto typecheck clean
+.PHONY: setup bytecode chromium generate run test test-faults bench bench-console screenshots soak lint-proto typecheck clean
 
-setup: $(VENV)/.installed $(GEN_STAMP) chromium
+setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
+
+# The project's own modules compiled ahead (only what changed): an editable
+# install gets no bytecode from pip, and with PYTHONDONTWRITEBYTECODE set
+# every `orch` command and every service start would compile its sources
+# again (60 ms of `orch domain list`).
+bytecode: $(VENV)/.installed $(GEN_STAMP)
+	$(BIN)/python -m compileall -q -j 0 services >/dev/null
 
 # The web console's browser tests drive Debian's Chromium (no browser download).
 chromium:

@@ -48,3 +48,17 @@ def test_help_and_info_import_no_grpc_nor_protobuf(home: Path, args: list[str]) 
 @pytest.mark.parametrize("args", [["domain", "list"], ["solution", "get", "demo", "app"], ["token", "list"]])
 def test_a_gateway_command_imports_grpc_and_protobuf_only(home: Path, args: list[str]) -> None:
     assert imported(home, *args) == {"grpc", "google.protobuf"}
+
+
+def test_the_modules_of_a_command_are_compiled_ahead() -> None:
+    """`make setup` compiles the project's modules: an editable install gets
+    no bytecode from pip, and with PYTHONDONTWRITEBYTECODE every `orch`
+    command would otherwise compile its sources again (60 ms of a read)."""
+    import importlib.util
+
+    import cli.engine_commands
+    import orchestration.v1.gateway_pb2_grpc
+
+    for module in (cli.engine_commands, orchestration.v1.gateway_pb2_grpc):
+        assert module.__file__ is not None
+        assert Path(importlib.util.cache_from_source(module.__file__)).exists(), f"{module.__name__} has no bytecode"

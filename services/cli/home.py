@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -75,6 +74,8 @@ def load_or_create_secret(path: Path) -> str:
     """A secret kept in a file: generated on first use, then read back."""
     if path.exists():
         return path.read_text().strip()
+    import secrets  # here: only `orch up` makes secrets, and its import costs every command 8 ms
+
     secret = secrets.token_urlsafe(32)
     write_private(path, secret + "\n")
     return secret
