@@ -144,16 +144,6 @@ class Publisher:
                        timeout: float) -> asyncio.Future[Msg]:
         """Publish with a reply subject; the future of its acknowledgement
         (what is published in order is sent in order)."""
-        reply, future = await self._expect(timeout)
-        try:
-            await self._nc.publish(subject, payload, reply=reply, headers=headers)
-        except BaseException:
-            future.cancel()
-            raise
-        return future
-
-    async def _expect(self, timeout: float) -> tuple[str, asyncio.Future[Msg]]:
-        """A reply subject of this publisher's and the future of the acknowledgement that comes to it."""
         if self._subscription is None:
             await self._start()
         token = str(next(self._counter))
@@ -163,7 +153,12 @@ class Publisher:
         future.add_done_callback(lambda _: self._settled(token))
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = loop.create_task(self._sweep())
-        return self._prefix + token, future
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
 
     def _settled(self, token: str) -> None:
         self._pending.pop(token, None)
@@ -215,27 +210,12 @@ class Publisher:
             write = chunk[0]
             return await self._request(write.subject, write.payload, write.headers, write.timeout)
         batch = next(self._batch_ids)
-        if not _plain(self._nc, chunk):
-            for number, write in enumerate(chunk[:-1], start=1):
-                await self._nc.publish(write.subject, write.payload,
-                                       headers={**(write.headers or {}), _BATCH_ID: batch, _BATCH_SEQUENCE: str(number)})
-            last = chunk[-1]
-            headers = {**(last.headers or {}), _BATCH_ID: batch, _BATCH_SEQUENCE: str(len(chunk)), _BATCH_COMMIT: "1"}
-            return await self._request(last.subject, last.payload, headers, max(w.timeout for w in chunk))
-        # The usual case, made cheaper: the whole batch is one write to the
-        # connection's buffer, as nats-py writes a publish (see _write_commands).
-        reply, future = await self._expect(max(w.timeout for w in chunk))
-        commands = [_hpub(w.subject, "", w.headers, {_BATCH_ID: batch, _BATCH_SEQUENCE: str(n)}, w.payload)
-                    for n, w in enumerate(chunk[:-1], start=1)]
+        for number, write in enumerate(chunk[:-1], start=1):
+            await self._nc.publish(write.subject, write.payload,
+                                   headers={**(write.headers or {}), _BATCH_ID: batch, _BATCH_SEQUENCE: str(number)})
         last = chunk[-1]
-        commands.append(_hpub(last.subject, reply, last.headers,
-                              {_BATCH_ID: batch, _BATCH_SEQUENCE: str(len(chunk)), _BATCH_COMMIT: "1"}, last.payload))
-        try:
-            await _write_commands(self._nc, b"".join(commands), len(chunk), sum(len(w.payload) for w in chunk))
-        except BaseException:
-            future.cancel()
-            raise
-        return future
+        headers = {**(last.headers or {}), _BATCH_ID: batch, _BATCH_SEQUENCE: str(len(chunk)), _BATCH_COMMIT: "1"}
+        return await self._request(last.subject, last.payload, headers, max(w.timeout for w in chunk))
 
     async def _send_alone(self, writes: list[_Write]) -> None:
         """Each write on its own (sent in order), with its own answer."""
@@ -255,40 +235,6 @@ class Publisher:
             else:
                 if not write.sequence.done():
                     write.sequence.set_result(sequence)
-
-
-_UNSAFE = re.compile(r"[\r\n]")
-
-
-def _plain(nc: Client, writes: list[_Write]) -> bool:
-    """Whether the writes can skip nats-py's publish (see _write_commands):
-    the connection is up, every payload within the server's limit, and no
-    header breaks a line (ours never do; nats-py would clean them)."""
-    if not nc.is_connected or any(len(w.payload) > nc.max_payload for w in writes):
-        return False
-    return not any(w.headers and _UNSAFE.search("".join(item for pair in w.headers.items() for item in pair)) for w in writes)
-
-
-def _hpub(subject: str, reply: str, headers: dict[str, str] | None, extra: dict[str, str], payload: bytes) -> bytes:
-    """The protocol command of a publish with headers (what nats-py's publish sends)."""
-    # Joined, not formatted: a key may be one of nats-py's str enums (api.Header), whose format is its Python name.
-    header = "".join(["NATS/1.0\r\n", *("".join((k, ": ", v, "\r\n")) for k, v in ((headers or {}) | extra).items()), "\r\n"])
-    block = header.encode()
-    target = f"{subject} {reply}" if reply else subject
-    return f"HPUB {target} {len(block)} {len(block) + len(payload)}\r\n".encode() + block + payload + b"\r\n"
-
-
-async def _write_commands(nc: Client, commands: bytes, messages: int, payload_bytes: int) -> None:
-    """Queue protocol commands on the connection and wake its flusher, as
-    nats-py's publish does for each message (nats-py 2.16, pinned: its
-    _send_command and _flush_pending). One call for a whole batch instead of
-    a publish per message, whose header checks and flush signal were a
-    tenth of the dispatcher's time at 10,000 instances."""
-    nc.stats["out_msgs"] += messages
-    nc.stats["out_bytes"] += payload_bytes
-    await nc._send_command(commands)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
 
 
 def _fail(writes: list[_Write], err: BaseException) -> None:
