@@ -788,14 +788,3 @@ def test_retention_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ORCH_HISTORY_DAYS", "-1")
     with pytest.raises(ValueError, match="ORCH_HISTORY_DAYS='-1'"):
         streams.Retention.from_environment()
-
-
-async def test_a_runs_busiest_streams_take_atomic_batches(nc: NatsClient, subjects: Subjects, repo: Repository) -> None:
-    """Instance records, task records and events go out in batches (see store.publisher); other streams do not."""
-    from orchestration.store.publisher import publisher_for
-
-    batched = {f"KV_{subjects.solutions_bucket}", f"KV_{subjects.tasks_bucket}", subjects.events_stream}
-    for stream in batched | {f"KV_{subjects.model_bucket}", f"KV_{subjects.leases_bucket}"}:
-        allowed = bool((await nc.jetstream().stream_info(stream)).config.allow_atomic)
-        assert allowed == (stream in batched), stream
-    assert batched <= publisher_for(nc.jetstream())._batched

@@ -111,8 +111,7 @@ class EventRecorder:
         subject = self.subjects.event(task.domain, task_type_name(task.type), event_type_name(event.type), event.task)
         # The id is the event's place (domain, receiving task, uuid), as its key was in the bucket events had before.
         headers = {"Nats-Msg-Id": f"{task.domain}/{event.task}/{event.uuid}"} if retried else None
-        await self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers=headers,
-                                      stream=self.subjects.events_stream)
+        await self._publisher.publish(subject, bus_payload(event, task, state, configuration), headers=headers)
 
 
 class EventLog:

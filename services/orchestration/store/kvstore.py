@@ -147,8 +147,7 @@ class Bucket:
             raise _cas_failure(what, revision) from err
 
     async def _publish(self, key: str, value: bytes, last: int) -> int:
-        return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)},
-                                             stream=self.stream)
+        return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
 
     async def _publish_fenced(self, key: str, value: bytes, headers: dict[str, str], what: str) -> int:
         fence = self._fence
@@ -158,7 +157,7 @@ class Bucket:
         refusals = 0
         while True:
             try:
-                return await self._publisher.publish(self._prefix + key, value, headers, stream=self.stream)
+                return await self._publisher.publish(self._prefix + key, value, headers)
             except nats.js.errors.APIError as err:
                 if err.err_code not in _WRONG_LAST_SEQUENCE:
                     raise

@@ -30,7 +30,7 @@ from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
 from orchestration.store.solution_records import ClusterRecord, InstanceRecord, SolutionRecords
-from orchestration.store.streams import Retention, allow_batches, ensure_stream, open_bucket, replicas_from_environment
+from orchestration.store.streams import Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects
 from orchestration.store.task_records import TaskRecords
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
@@ -155,9 +155,6 @@ class Repository:
             apply_limits(self._js, s.events_stream, history, self._retention.events_bytes),
             apply_limits(self._js, f"KV_{s.tasks_bucket}", history),
         )
-        # Where a run writes most, writes go out in atomic batches (see store.publisher).
-        await asyncio.gather(*(allow_batches(self._js, stream) for stream in
-                               (f"KV_{s.solutions_bucket}", f"KV_{s.tasks_bucket}", s.events_stream)))
         b = _Buckets(*buckets)
         model = ModelRecords(b.model, lambda domain: self._s.solutions.headers(domain))
         solutions = SolutionRecords(b.solutions, model.require_domain)

@@ -5,7 +5,6 @@ yet; and the limits of history (retention) and replicas they get."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +16,6 @@ from nats.js import JetStreamContext, api
 
 from orchestration.model.errors import FailedPrecondition, Unavailable
 from orchestration.store.kvstore import STORE_BACKOFF, Bucket
-from orchestration.store.publisher import publisher_for
-
-log = logging.getLogger("orchestration.store")
 
 T = TypeVar("T")
 
@@ -99,22 +95,6 @@ async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Buc
             raise
         kv = await js.key_value(name)
     return Bucket(js, kv, name, replicas)
-
-
-async def allow_batches(js: JetStreamContext, stream: str) -> None:
-    """Let the stream take atomic batches (if it does not yet), and this
-    connection's writes to it go out in batches (see store.publisher). A
-    server too old for them (before 2.12) leaves the writes one by one."""
-    config = (await js.stream_info(stream)).config
-    if not config.allow_atomic:
-        config.allow_atomic = True
-        try:
-            config = (await js.update_stream(config)).config
-        except nats.js.errors.APIError as err:
-            log.warning("stream %s does not take atomic batches (%s): writes go one by one", stream, err)
-            return
-    if config.allow_atomic:
-        publisher_for(js).batch(stream)
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
