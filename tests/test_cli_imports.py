@@ -62,3 +62,18 @@ def test_the_modules_of_a_command_are_compiled_ahead() -> None:
     for module in (cli.engine_commands, orchestration.v1.gateway_pb2_grpc):
         assert module.__file__ is not None
         assert Path(importlib.util.cache_from_source(module.__file__)).exists(), f"{module.__name__} has no bytecode"
+
+
+def test_every_command_resolves_to_one_with_its_subcommands() -> None:
+    """Each command loads only its own modules (cli.main._MODULES): every one
+    listed in `orch --help` is found, and solution and task carry the
+    engine's subcommands, event the watch."""
+    import click
+
+    from cli.main import COMMANDS, _command
+
+    for name in COMMANDS:
+        assert _command(name) is not None, name
+    for group, subcommand in (("solution", "deploy"), ("task", "terminate"), ("event", "watch"), ("events", "watch")):
+        command = _command(group)
+        assert isinstance(command, click.Group) and subcommand in command.commands, (group, subcommand)

@@ -37,17 +37,41 @@ COMMANDS = {
 }
 
 
-@functools.cache
-def _gateway_commands() -> click.Group:
-    """Every command that talks to the gateway, registered as one tree."""
-    from cli import access_commands, engine_commands, model_commands, sim_commands, watch_commands
+# The command modules each gateway command is made from (engine_commands
+# adds to model_commands' solution and task groups, watch_commands to its
+# event group): a command loads only these.
+_MODULES = {
+    "apply": ("model",), "domain": ("model",), "component": ("model",), "architecture": ("model",),
+    "solution": ("model", "engine"), "task": ("model", "engine"), "cluster": ("model", "engine"),
+    "instance": ("model", "engine"), "event": ("model", "watch"), "events": ("model", "watch"),
+    "status": ("model", "watch"), "sim": ("sim",), "token": ("access",), "audit": ("access",),
+}
 
+
+@functools.cache
+def _gateway_commands(modules: tuple[str, ...]) -> click.Group:
+    """The commands that talk to the gateway made by these modules, registered as one tree."""
     tree = click.Group()
-    model_commands.register(tree)
-    engine_commands.register({"solution": model_commands.solution, "task": model_commands.task}, tree)
-    sim_commands.register(tree)
-    watch_commands.register(model_commands.event, tree)
-    access_commands.register(tree)
+    if "model" in modules:
+        from cli import model_commands
+
+        model_commands.register(tree)
+        if "engine" in modules:
+            from cli import engine_commands
+
+            engine_commands.register({"solution": model_commands.solution, "task": model_commands.task}, tree)
+        if "watch" in modules:
+            from cli import watch_commands
+
+            watch_commands.register(model_commands.event, tree)
+    if "sim" in modules:
+        from cli import sim_commands
+
+        sim_commands.register(tree)
+    if "access" in modules:
+        from cli import access_commands
+
+        access_commands.register(tree)
     return tree
 
 
@@ -56,9 +80,9 @@ def _command(name: str) -> click.Command | None:
         from cli import runtime_commands
 
         return getattr(runtime_commands, name)  # type: ignore[no-any-return]
-    if name not in COMMANDS:
+    if name not in _MODULES:
         return None
-    return _gateway_commands().commands.get(name)
+    return _gateway_commands(_MODULES[name]).commands.get(name)
 
 
 class _Group(click.Group):
