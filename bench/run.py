@@ -25,8 +25,11 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,6 +71,40 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: the process's own pages, and its share of
+    those it shares (the same Python and gRPC libraries mapped by every
+    service are counted once over all of them, not once per process)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@contextmanager
+def peak_pss(pids: list[int], peak: list[float], every: float = 0.25) -> Iterator[None]:
+    """Sample the summed PSS of pids every `every` s while the block runs; the
+    highest sum ends up in peak[0] (the kernel keeps no peak of it)."""
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            peak[0] = max(peak[0], sum(pss_mb(pid) for pid in pids))
+            if done.wait(every):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
+
+
 @dataclass
 class Result:
     shape: str
@@ -85,6 +122,9 @@ class Result:
     teardown_s: float
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    # The highest sum of every service's PSS seen during the deploy (sampled
+    # every 0.25 s): the memory they take together, shared pages counted once.
+    peak_pss_mb: float = 0.0
     floor_s: float = 0.0
     # The monitor's first poll of every instance after the deploy (which reads
     # every record the deploy wrote): duration and CPU seconds; and the next
@@ -174,14 +214,16 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
             pids = suite.services()
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             request = gw.DeploySolutionRequest(domain="bench", architecture="app", version="V1")
-            accepted, finished = deploy_and_wait(suite, url, request, suite.solutions.DeploySolution)
-            cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
-            poll = poll_cpu = steady = 0.0
-            if shape == "flat" and n >= 10000 and not latency_ms and siblings == "ignore":
-                monitor_cpu = cpu_seconds(pids["monitor"])
-                poll = asyncio.run(monitor_poll(url, n, int(finished * 1e9)))
-                poll_cpu = cpu_seconds(pids["monitor"]) - monitor_cpu
-                steady = asyncio.run(monitor_poll(url, n, time.time_ns()))
+            pss = [0.0]
+            with peak_pss(list(pids.values()), pss):  # as the peak RSS: the deploy and the monitor's polls after it
+                accepted, finished = deploy_and_wait(suite, url, request, suite.solutions.DeploySolution)
+                cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
+                poll = poll_cpu = steady = 0.0
+                if shape == "flat" and n >= 10000 and not latency_ms and siblings == "ignore":
+                    monitor_cpu = cpu_seconds(pids["monitor"])
+                    poll = asyncio.run(monitor_poll(url, n, int(finished * 1e9)))
+                    poll_cpu = cpu_seconds(pids["monitor"]) - monitor_cpu
+                    steady = asyncio.run(monitor_poll(url, n, time.time_ns()))
             rss = {name: round(peak_rss_mb(pid), 1) for name, pid in pids.items()}
             ops = suite.ops("app")
             teardown_request = gw.RemoveSolutionRequest(domain="bench", solution="app")
@@ -206,7 +248,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
         transition_p99_ms=round(durations[int(len(durations) * 0.99)] * 1000, 1),
         first_operation_ms=round((min(o["started"] for o in ops) - accepted) * 1000, 1),
         teardown_s=round(t_finished - t_accepted, 3),
-        cpu_s=cpu, peak_rss_mb=rss,
+        cpu_s=cpu, peak_rss_mb=rss, peak_pss_mb=round(pss[0], 1),
         floor_s=round(3 * n * latency_ms / 1000 / concurrency, 3) if latency_ms else 0.0,
         monitor_poll_s=round(poll, 3), monitor_poll_cpu_s=round(poll_cpu, 2), monitor_steady_poll_s=round(steady, 3),
     )
@@ -214,13 +256,13 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
 
 def table(results: list[Result]) -> str:
     header = ["shape", "N", "lat ms", "siblings", "active s", "trans/s", "med ms", "p99 ms", "1st op ms", "teardown s",
-              "cpu s (all)", "rss MB (all)", "floor s"]
+              "cpu s (all)", "rss MB (all)", "pss MB (all)", "floor s"]
     rows = [header]
     for r in results:
         rows.append([r.shape, str(r.instances), str(r.latency_ms), r.siblings, f"{r.accepted_to_active_s:.2f}", f"{r.transitions_per_s:.0f}",
                      f"{r.transition_median_ms:.0f}", f"{r.transition_p99_ms:.0f}", f"{r.first_operation_ms:.0f}",
                      f"{r.teardown_s:.2f}", f"{sum(r.cpu_s.values()):.1f}", f"{sum(r.peak_rss_mb.values()):.0f}",
-                     f"{r.floor_s:.2f}" if r.floor_s else "-"])
+                     f"{r.peak_pss_mb:.0f}", f"{r.floor_s:.2f}" if r.floor_s else "-"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
 
