@@ -15,7 +15,7 @@ setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
 # every `orch` command and every service start would compile its sources
 # again (60 ms of `orch domain list`).
 bytecode: $(VENV)/.installed $(GEN_STAMP)
-	$(BIN)/python -m compileall -q -j 0 services >/dev/null
+	$(BIN)/python -m compileall -q -j 0 services
 
 # The web console's browser tests drive Debian's Chromium (no browser download).
 chromium:
@@ -71,3 +71,4 @@ soak: setup
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) .orch
+	find services tests bench -name __pycache__ -prune -exec rm -rf {} +

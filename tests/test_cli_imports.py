@@ -5,6 +5,7 @@ command imports NATS, YAML, OpenTelemetry or the HTTP stack of the console."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,8 @@ def test_a_gateway_command_imports_grpc_and_protobuf_only(home: Path, args: list
     assert imported(home, *args) == {"grpc", "google.protobuf"}
 
 
+@pytest.mark.skipif(not os.environ.get("PYTHONDONTWRITEBYTECODE"),
+                    reason="without PYTHONDONTWRITEBYTECODE, importing writes the bytecode this test looks for")
 def test_the_modules_of_a_command_are_compiled_ahead() -> None:
     """`make setup` compiles the project's modules: an editable install gets
     no bytecode from pip, and with PYTHONDONTWRITEBYTECODE every `orch`
@@ -64,16 +67,48 @@ def test_the_modules_of_a_command_are_compiled_ahead() -> None:
         assert Path(importlib.util.cache_from_source(module.__file__)).exists(), f"{module.__name__} has no bytecode"
 
 
-def test_every_command_resolves_to_one_with_its_subcommands() -> None:
-    """Each command loads only its own modules (cli.main._MODULES): every one
-    listed in `orch --help` is found, and solution and task carry the
-    engine's subcommands, event the watch."""
-    import click
+COMMAND_MODULES = ("cli.model_commands", "cli.engine_commands", "cli.watch_commands", "cli.sim_commands",
+                   "cli.access_commands")
+RESOLVE = """
+import json, sys
+import click
+from cli.main import _command
+command = _command(sys.argv[1])
+subcommands = sorted(command.commands) if isinstance(command, click.Group) else []
+print("FOUND " + json.dumps({"found": command is not None, "subcommands": subcommands,
+                             "modules": sorted(m for m in sys.modules if m in %r)}))
+""" % (COMMAND_MODULES,)
 
+
+def resolved(name: str) -> dict[str, object]:
+    """What a fresh process finds for a top-level command, and the command modules it loaded for it."""
+    done = subprocess.run([sys.executable, "-c", RESOLVE, name], capture_output=True, text=True, timeout=60, check=True)
+    found: dict[str, object] = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("FOUND "))[6:])
+    return found
+
+
+@pytest.mark.parametrize("name, modules, subcommand", [
+    ("domain", ["cli.model_commands"], "list"),
+    ("apply", ["cli.model_commands"], None),
+    ("solution", ["cli.engine_commands", "cli.model_commands"], "deploy"),
+    ("task", ["cli.engine_commands", "cli.model_commands"], "terminate"),
+    ("cluster", ["cli.engine_commands", "cli.model_commands"], None),
+    ("event", ["cli.model_commands", "cli.watch_commands"], "watch"),
+    ("events", ["cli.model_commands", "cli.watch_commands"], "watch"),
+    ("status", ["cli.model_commands", "cli.watch_commands"], "watch"),
+    ("sim", ["cli.sim_commands"], None),
+    ("token", ["cli.access_commands"], "create"),
+])
+def test_a_command_loads_only_the_command_modules_it_is_made_from(name: str, modules: list[str],
+                                                                   subcommand: str | None) -> None:
+    found = resolved(name)
+    assert found["found"] and found["modules"] == modules, found
+    if subcommand is not None:
+        assert subcommand in found["subcommands"], found  # registered by its module, in a process of its own
+
+
+def test_every_listed_command_is_found() -> None:
     from cli.main import COMMANDS, _command
 
     for name in COMMANDS:
         assert _command(name) is not None, name
-    for group, subcommand in (("solution", "deploy"), ("task", "terminate"), ("event", "watch"), ("events", "watch")):
-        command = _command(group)
-        assert isinstance(command, click.Group) and subcommand in command.commands, (group, subcommand)
