@@ -97,8 +97,9 @@ class Run:
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
         # What it stores around its first operation (see dispatcher.opening).
         self.opening = Opening(ctx.repo, book, self.state, self.domain, self.solution, lambda: self.lost)
-        # Instances made by the run so far.
+        # Instances made by the run so far, and the protobuf arena their records live in (see planner.new_instance).
         self._made = 0
+        self._arena = pb.Cluster()
 
     # ---- preparation -----------------------------------------------------------
 
@@ -225,8 +226,8 @@ class Run:
             for _ in range(count):
                 if self.lost:
                     return  # the solution's next owner plans what is still missing
-                slot = InstanceSlot(cluster.element, cluster.record.version, new_instance(cluster.record, new_uuid4()),
-                                    None, unsaved=True, path=list(path))
+                slot = InstanceSlot(cluster.element, cluster.record.version,
+                                    new_instance(cluster.record, new_uuid4(), self._arena), None, unsaved=True, path=list(path))
                 self.state.add_instance(slot, counted=True)
                 attach_task(self.book, slot, cluster)
                 self._made += 1
