@@ -16,35 +16,27 @@ import click
 from cli.settings import Settings
 from orchestration.runtime.tls import TlsConfig
 
-# Every top-level command, with the line `orch --help` shows for it.
-COMMANDS = {
-    "apply": "Validate a model, domain, component or architecture file and store it.",
-    "architecture": "Architectures.",
-    "audit": "The audit trail: every change made (or refused) through the gateway.",
-    "cluster": "Clusters of a solution.",
-    "component": "Catalog components.",
-    "domain": "Domains.",
-    "event": "Task events.",
-    "events": "Task events.",
-    "info": "Where the running suite listens (for scripts: -o json).",
-    "instance": "Instances of a solution.",
-    "sim": "The sim controller (drift for tests and demos).",
-    "solution": "Solutions.",
-    "status": "Status published by the monitor.",
-    "task": "Tasks.",
-    "token": "Tokens: who may call the gateway, with which role, in which domains.",
-    "up": "Start NATS and every service in the foreground; Ctrl-C stops them all.",
-}
-
-
-# The command modules each gateway command is made from (engine_commands
-# adds to model_commands' solution and task groups, watch_commands to its
-# event group): a command loads only these.
-_MODULES = {
-    "apply": ("model",), "domain": ("model",), "component": ("model",), "architecture": ("model",),
-    "solution": ("model", "engine"), "task": ("model", "engine"), "cluster": ("model", "engine"),
-    "instance": ("model", "engine"), "event": ("model", "watch"), "events": ("model", "watch"),
-    "status": ("model", "watch"), "sim": ("sim",), "token": ("access",), "audit": ("access",),
+# Every top-level command: the line `orch --help` shows for it, and the
+# command modules it is made from (engine_commands adds to model_commands'
+# solution and task groups, watch_commands to its event group), which are
+# all it loads; `up` and `info` come from runtime_commands.
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "apply": ("Validate a model, domain, component or architecture file and store it.", ("model",)),
+    "architecture": ("Architectures.", ("model",)),
+    "audit": ("The audit trail: every change made (or refused) through the gateway.", ("access",)),
+    "cluster": ("Clusters of a solution.", ("model", "engine")),
+    "component": ("Catalog components.", ("model",)),
+    "domain": ("Domains.", ("model",)),
+    "event": ("Task events.", ("model", "watch")),
+    "events": ("Task events.", ("model", "watch")),
+    "info": ("Where the running suite listens (for scripts: -o json).", ()),
+    "instance": ("Instances of a solution.", ("model", "engine")),
+    "sim": ("The sim controller (drift for tests and demos).", ("sim",)),
+    "solution": ("Solutions.", ("model", "engine")),
+    "status": ("Status published by the monitor.", ("model", "watch")),
+    "task": ("Tasks.", ("model", "engine")),
+    "token": ("Tokens: who may call the gateway, with which role, in which domains.", ("access",)),
+    "up": ("Start NATS and every service in the foreground; Ctrl-C stops them all.", ()),
 }
 
 
@@ -80,9 +72,9 @@ def _command(name: str) -> click.Command | None:
         from cli import runtime_commands
 
         return getattr(runtime_commands, name)  # type: ignore[no-any-return]
-    if name not in _MODULES:
+    if name not in COMMANDS:
         return None
-    return _gateway_commands(_MODULES[name]).commands.get(name)
+    return _gateway_commands(COMMANDS[name][1]).commands.get(name)
 
 
 class _Group(click.Group):
@@ -96,7 +88,7 @@ class _Group(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
-            formatter.write_dl(sorted(COMMANDS.items()))
+            formatter.write_dl(sorted((name, line) for name, (line, _) in COMMANDS.items()))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
