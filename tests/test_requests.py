@@ -1,12 +1,16 @@
 """Edges of accepting and starting requests, with real processes: a lease
-whose root task has ended is free at once, and a removal that finds nothing
+whose root task has ended is free at once, a removal that finds nothing
 left to remove (its run stopped between the removal and its root's status)
-completes instead of failing."""
+completes instead of failing, and a request's message announces the lease
+its acceptance wrote (a dispatcher claims it without reading it first),
+which is only a shortcut: a message whose lease has moved on is still taken."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Iterator
 
 import grpc
@@ -15,8 +19,9 @@ import pytest
 
 import models
 from orchestration.store import keys as rk
+from orchestration.store.leases import LEASE_REVISION_HEADER, Lease, queued_lease
 from orchestration.store.repository import Repository
-from orchestration.store.requests import new_request, submit
+from orchestration.store.requests import new_request, root_task, submit
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
@@ -116,3 +121,75 @@ def test_a_retry_with_the_same_request_id_returns_the_same_task(suite: Suite) ->
     with pytest.raises(grpc.RpcError) as refused:
         deploy("not a name!")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in refused.value.details()
+
+
+def _connection(suite: Suite) -> tuple[str, Subjects]:
+    connection = json.loads((suite.home / "connection.json").read_text())
+    return connection["nats_url"], Subjects(connection["subject_prefix"])
+
+
+def test_a_request_message_announces_the_lease_its_acceptance_stored(suite: Suite) -> None:
+    """Read while the dispatcher is stopped (SIGSTOP): it would claim the
+    lease, and so replace what the message announces, at once."""
+    suite.apply(models.flat("announced", 1))
+    url, subjects = _connection(suite)
+    request = new_request(rpb.REQUEST_KIND_DEPLOY, "announced", "app", "test", architecture="app", version="V1")
+
+    async def go() -> tuple[str, Lease | None]:
+        nc = await nats.connect(url)
+        try:
+            seen: asyncio.Future[nats.aio.msg.Msg] = asyncio.get_running_loop().create_future()
+
+            async def on_request(msg: nats.aio.msg.Msg) -> None:
+                if not seen.done():
+                    seen.set_result(msg)
+
+            await nc.subscribe(subjects.internal_requests_all, cb=on_request)
+            js = nc.jetstream()
+            repo = Repository(js, subjects)
+            await repo.open()
+            await submit(repo, repo.leases, js, subjects, request)
+            msg = await asyncio.wait_for(seen, 10)
+            return (msg.headers or {}).get(LEASE_REVISION_HEADER, ""), await repo.leases.get("announced", "app")
+        finally:
+            await nc.close()
+
+    dispatcher = suite.services()["dispatcher"]
+    os.kill(dispatcher, signal.SIGSTOP)
+    try:
+        header, stored = asyncio.run(go())
+    finally:
+        os.kill(dispatcher, signal.SIGCONT)
+    assert stored is not None and header == str(stored.revision)
+    announced = queued_lease(request, stored.revision)
+    assert (announced.key, announced.record.SerializeToString()) == (stored.key, stored.record.SerializeToString())
+    assert suite.wait_task("announced", request.task).status == pb.TASK_STATUS_COMPLETED
+
+
+def test_a_request_whose_announced_lease_moved_on_is_taken_from_the_lease_as_read(suite: Suite) -> None:
+    """As a redelivered message: the lease was written again after it was
+    announced, so claiming the announced revision is refused; the dispatcher
+    reads the lease and runs the request at once (not the recovery scan,
+    which would take it over seconds later)."""
+    suite.apply(models.flat("moved", 2))
+    url, subjects = _connection(suite)
+    request = new_request(rpb.REQUEST_KIND_DEPLOY, "moved", "app", "test", architecture="app", version="V1")
+
+    async def go() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            repo = Repository(js, subjects)
+            await repo.open()
+            announced = await repo.leases.accept(request)
+            queued = queued_lease(request, announced)
+            await repo.leases.bucket.write(queued.key, queued.record.SerializeToString(), announced, "lease")
+            await repo.tasks.put_task(root_task(request), None)
+            await js.publish(subjects.internal_request(request.domain, request.solution), request.SerializeToString(),
+                             headers={"Nats-Msg-Id": request.uuid, LEASE_REVISION_HEADER: str(announced)})
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+    assert suite.wait_task("moved", request.task).status == pb.TASK_STATUS_COMPLETED
+    assert "taking over solution moved.solution.app" not in (suite.home / "up.log").read_text()

@@ -30,7 +30,7 @@ from orchestration.runtime.metrics import REQUESTS_WAITING
 from orchestration.runtime.process import serve_until_signalled
 from orchestration.store.events import EventRecorder
 from orchestration.store.kvstore import is_transient
-from orchestration.store.leases import LEASE_SECONDS, Lease, now_ms
+from orchestration.store.leases import LEASE_REVISION_HEADER, LEASE_SECONDS, Lease, now_ms, queued_lease
 from orchestration.store.natsconn import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.requests import root_task
@@ -72,6 +72,13 @@ class ActiveRun:
 
     def holds_lease(self) -> bool:
         return time.monotonic() < self.valid_until
+
+
+def _announced_lease(msg: Msg, request: rpb.Request) -> Lease | None:
+    """The lease that accepting the request wrote, as its message announces it
+    (None without the header): a claim of it that succeeds saves reading it."""
+    revision = (msg.headers or {}).get(LEASE_REVISION_HEADER, "")
+    return queued_lease(request, int(revision)) if revision.isdigit() else None
 
 
 class Dispatcher:
@@ -188,6 +195,10 @@ class Dispatcher:
             await msg.term()
             return
         try:
+            announced = _announced_lease(msg, request)
+            if announced is not None and announced.key not in self.runs and await self._try_start(announced):
+                await msg.ack()  # claimed as the gateway queued it: no read first
+                return
             lease = await self.leases.get(request.domain, request.solution)
             if lease is None or lease.record.task != request.task or lease.key in self.runs:
                 await msg.ack()  # finished, superseded, or already running here
@@ -215,14 +226,15 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 - NATS may be away; try again
                 log.debug("recovery scan failed", exc_info=True)
 
-    async def _try_start(self, lease: Lease) -> None:
-        """Start the lease's run; after MAX_START_FAILURES unexpected failures
+    async def _try_start(self, lease: Lease) -> bool:
+        """Start the lease's run; False when the lease was not as given (its
+        claim was refused). After MAX_START_FAILURES unexpected failures
         (a bug, records nobody can read) the request fails for good instead of
         being retried for ever while it holds its solution. NATS trouble
         (a node restarting, a leader being elected) is not counted: it passes."""
         task = lease.record.task
         try:
-            await self._start_run(lease)
+            claimed = await self._start_run(lease)
         except Exception as err:
             if is_transient(err):
                 raise
@@ -231,8 +243,10 @@ class Dispatcher:
                 raise
             del self._start_failures[task]
             await self._give_up(lease, f"the request could not be started ({failures} attempts): {type(err).__name__}: {err}")
-        else:
+            return True
+        if claimed:
             self._start_failures.pop(task, None)
+        return claimed
 
     async def _give_up(self, lease: Lease, error: str) -> None:
         """Fail the lease's root task and free its solution."""
@@ -252,9 +266,10 @@ class Dispatcher:
                 await self.leases.release(current)
         self.runs.pop(lease.key, None)
 
-    async def _start_run(self, lease: Lease) -> None:
+    async def _start_run(self, lease: Lease) -> bool:
         """Claim the lease, apply the request's intent, prepare the run and start it
-        (the run stores its tree once its first operation has left, see dispatcher.opening)."""
+        (the run stores its tree once its first operation has left, see dispatcher.opening).
+        False when the claim was refused (the lease was not as given)."""
         request = lease.record.request
         # The root task is read while the lease is claimed (the gateway stored it; a read is harmless).
         reading = asyncio.ensure_future(self.repo.tasks.get_task(request.domain, request.task))
@@ -269,7 +284,7 @@ class Dispatcher:
                 if read is not None:
                     read.cancel()
             if isinstance(err, Aborted):
-                return
+                return False
             raise
         try:
             root = await reading
@@ -288,33 +303,34 @@ class Dispatcher:
             try:
                 active.renewed(await self.leases.claim(active.lease, self.settings.replica), sent)
             except Aborted:
-                return  # another dispatcher has it now
+                return True  # another dispatcher has it now
         run.holds_lease = active.holds_lease
         self.runs[lease.key] = active
         try:
             if book.finished(book.root):
                 await self._end(active)
-                return
+                return True
             await run.prepare(await apply_request(repo, request, design))
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)
             self.runs.pop(lease.key, None)
-            return
+            return True
         except OrchestrationError as err:
             if request.kind == rpb.REQUEST_KIND_REMOVE and isinstance(err, NotFound):
                 # Removed already: a run stopped between the removal and its root's status.
                 await book.set_status(book.root, pb.TASK_STATUS_COMPLETED)
                 await self._end(active)
-                return
+                return True
             log.warning("request %s cannot run: %s", request.uuid, err.message)
             await book.set_status(book.root, pb.TASK_STATUS_FAILED, error=err.message)
             await self._end(active)
-            return
+            return True
         except BaseException:
             self.runs.pop(lease.key, None)
             raise
         log.info("running task %s of %s", book.root, lease.key, extra={"task_id": book.root, "solution": request.solution})
         active.task = asyncio.create_task(self._execute(active), name=f"run {lease.key}")
+        return True
 
     async def _execute(self, active: ActiveRun) -> None:
         run = active.run

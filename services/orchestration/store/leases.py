@@ -18,6 +18,9 @@ from orchestration.store.kvstore import Bucket
 from orchestration.v1 import records_pb2 as rpb
 
 LEASE_SECONDS = 10.0
+# Header of a request on the internal channel: the revision of the lease that
+# accepting it wrote, so that a dispatcher can claim it without reading it first.
+LEASE_REVISION_HEADER = "Orch-Lease-Revision"
 
 
 def now_ms() -> int:
@@ -54,6 +57,11 @@ class Lease:
         return self.record.expires_unix_ms <= at_ms
 
 
+def queued_lease(request: rpb.Request, revision: int) -> Lease:
+    """The lease accepting `request` wrote, at its revision (what Leases.accept stores)."""
+    return Lease(solution_key(request.domain, request.solution), rpb.SolutionLease(task=request.task, request=request), revision)
+
+
 class Leases:
     """Reads and compare-and-set writes of leases and termination requests."""
 
@@ -70,10 +78,9 @@ class Leases:
     async def accept(self, request: rpb.Request, over: Lease | None = None) -> int:
         """Queue a request's root task on its solution (the lease's revision), or
         FailedPrecondition if busy. `over`: a lease whose task has ended, replaced."""
-        key = solution_key(request.domain, request.solution)
-        record = rpb.SolutionLease(task=request.task, request=request)
+        queued = queued_lease(request, 0)
         try:
-            return await self.bucket.write(key, record.SerializeToString(), over.revision if over else None,
+            return await self.bucket.write(queued.key, queued.record.SerializeToString(), over.revision if over else None,
                                            f"lease of solution '{request.solution}'")
         except Aborted:
             current = await self.get(request.domain, request.solution)

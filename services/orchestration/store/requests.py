@@ -13,7 +13,7 @@ from orchestration.model.errors import FailedPrecondition, NotFound
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.runtime import telemetry
-from orchestration.store.leases import Leases
+from orchestration.store.leases import LEASE_REVISION_HEADER, Leases
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
@@ -84,7 +84,7 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
         await js.publish(
             subjects.internal_request(request.domain, request.solution),
             request.SerializeToString(),
-            headers={"Nats-Msg-Id": request.uuid},
+            headers={"Nats-Msg-Id": request.uuid, LEASE_REVISION_HEADER: str(revision)},
         )
     except Exception:
         with contextlib.suppress(Exception):
