@@ -164,6 +164,33 @@ def test_the_task_view_has_a_timeline_bar_per_instance_transition(browser: Any, 
     page.close()
 
 
+def test_a_big_task_view_draws_a_timeline_row_per_cluster_and_lists_the_first_2000_tasks(browser: Any, suite: Suite) -> None:
+    """2,100 instances in 21 clusters: beyond 400 instance tasks, one row per
+    cluster (every cluster shown, not the first 400 instances of one), and
+    the tree listed up to its first 2,000 tasks, root, elements and clusters first."""
+    suite.apply(models.flat("wide", 100, parameters={"orch_siblings": "ignore"}, elements=21))
+    task = json.loads(suite.ok("solution", "deploy", "wide", "app", "V1", "-o", "json"))["task"]
+    assert suite.wait_task("wide", task, timeout=300).status == pb.TASK_STATUS_COMPLETED
+    tree = suite.task("wide", task, tree=True)
+    assert len(tree.subtasks) == 21 + 21 + 2100
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + f"/tasks/{task}")
+    page.wait_for_selector("[data-cluster-bar]")
+    clusters = page.eval_on_selector_all("[data-cluster-bar]", "bars => bars.map(b => b.dataset.clusterBar)")
+    assert sorted(clusters) == sorted(f"e{i} V1" for i in range(21))
+    assert page.locator("[data-bar]").count() == 0
+    title = page.locator("[data-cluster-bar='e7 V1'] title").text_content()
+    assert title.startswith("e7 V1: 100 instance tasks (100 completed)")
+    assert page.locator("h2:has-text('Timeline: ')").inner_text() == "Timeline: 2100 instance tasks in 21 clusters"
+    assert page.locator("h2:has-text('Tree: ')").inner_text() == f"Tree: {1 + len(tree.subtasks)} tasks"
+    rows = page.locator(".tree tbody tr")
+    assert rows.count() == 2000
+    listed = rows.evaluate_all("rows => rows.slice(0, 43).map(r => r.cells[1].textContent)")
+    assert listed == ["solution"] + ["element"] * 21 + ["cluster"] * 21
+    assert not page.errors
+    page.close()
+
+
 def test_a_viewer_sees_no_action_and_its_forged_changes_are_refused(browser: Any, suite: Suite) -> None:
     viewer = json.loads(suite.ok("token", "create", "console-viewer", "--role", "viewer", "--domain", "demo", "-o", "json"))["token"]
     page = signed_in(browser, suite, viewer)

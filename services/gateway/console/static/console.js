@@ -521,35 +521,53 @@ async function task(uuid) {
     root.error ? h("p", { class: "error" }, root.error) : "",
     root.summary ? h("p", { class: "muted" }, `Its tree was pruned: ${root.summary.tasks} subtasks, ${root.summary.completed} completed, ` +
       `${root.summary.failed} failed, ${root.summary.stopped} timed out or terminated.`) : "",
-    h("section", { class: "card" }, h("h2", {}, `Timeline: ${data.timeline.length} transitions`), timeline(data.timeline, root)),
-    h("section", { class: "card tree" }, h("h2", {}, `Tree: ${data.tasks.length} tasks`),
-      table(["task", "type", "what", "status", "duration", "error"], data.tasks.slice(0, 2000).map((t) => [
+    h("section", { class: "card" }, h("h2", {}, data.timeline.by === "cluster"
+      ? `Timeline: ${data.timeline.instances} instance tasks in ${data.timeline.bars.length} clusters`
+      : `Timeline: ${data.timeline.instances} instance tasks`), timeline(data.timeline, root)),
+    h("section", { class: "card tree" }, h("h2", {}, `Tree: ${data.total} tasks`),
+      data.total > data.tasks.length ? h("p", { class: "muted" }, `the first ${data.tasks.length} shown (the root, its elements and clusters first)`) : "",
+      table(["task", "type", "what", "status", "duration", "error"], data.tasks.map((t) => [
         "\u00a0\u00a0".repeat(depthOf(t)) + t.uuid.slice(0, 8), t.type,
         [t.element, t.cluster, t.instance && t.instance.slice(0, 8), t.transition].filter(Boolean).join(" "),
         t.status, seconds(t.updated_ms - t.created_ms), t.error]))));
 }
 
-function timeline(bars, root) {
+function timeline(data, root) {
+  // One row per instance task, or (a big tree: data.by is "cluster") one per
+  // cluster, from its first instance's start to its last one's end.
+  const bars = data.bars;
   if (!bars.length) return h("p", { class: "muted" }, "No transitions.");
   const start = Math.min(root.created_ms, ...bars.map((b) => b.start_ms));
   const end = Math.max(root.updated_ms, ...bars.map((b) => b.end_ms), start + 1);
   const LABEL = 260, W = 900, ROW = 14;
-  const rows = groupBy(bars, (b) => `${b.element} ${b.cluster} ${b.instance.slice(0, 8)}`);
+  const byCluster = data.by === "cluster";
+  const rows = byCluster ? bars.map((b) => [`${b.element} ${b.cluster} · ${b.instances}`, [b]])
+    : groupBy(bars, (b) => `${b.element} ${b.cluster} ${b.instance.slice(0, 8)}`);
   const shown = rows.slice(0, 400);
-  const svg = s("svg", { width: LABEL + W + 20, height: shown.length * ROW + 30, role: "img", "aria-label": `timeline of ${bars.length} transitions` });
+  const svg = s("svg", { width: LABEL + W + 20, height: shown.length * ROW + 30, role: "img",
+    "aria-label": `timeline of ${data.instances} instance tasks` });
   const x = (ms) => LABEL + (W * (ms - start)) / (end - start);
   svg.append(s("text", { x: LABEL, y: 12, "font-size": 10, fill: "#5c6475" }, "0 s"),
     s("text", { x: LABEL + W, y: 12, "font-size": 10, fill: "#5c6475", "text-anchor": "end" }, seconds(end - start)));
+  const colorOf = (statuses) => statuses.some((st) => st === "failed" || st === "timeout") ? COLOR.failure
+    : statuses.every((st) => st === "completed") ? COLOR.active : COLOR.in_transition;
   shown.forEach(([label, list], i) => {
     const y = 20 + i * ROW;
     svg.append(s("text", { x: 4, y: y + 10, "font-size": 10 }, label));
     for (const b of list) {
-      const color = b.status === "failed" || b.status === "timeout" ? COLOR.failure : b.status === "completed" ? COLOR.active : COLOR.in_transition;
-      svg.append(s("rect", { x: x(b.start_ms), y: y + 1, width: Math.max(2, x(b.end_ms) - x(b.start_ms)), height: ROW - 3, fill: color,
-        "data-bar": b.task }, s("title", {}, `${b.element} ${b.cluster} ${b.instance} ${b.transition}: ${b.status}, ${seconds(b.end_ms - b.start_ms)}${b.error ? " — " + b.error : ""}`)));
+      const geometry = { x: x(b.start_ms), y: y + 1, width: Math.max(2, x(b.end_ms) - x(b.start_ms)), height: ROW - 3 };
+      if (byCluster) {
+        const counts = Object.entries(b.statuses).map(([st, n]) => `${n} ${st}`).join(", ");
+        svg.append(s("rect", { ...geometry, fill: colorOf(Object.keys(b.statuses)), "data-cluster-bar": `${b.element} ${b.cluster}` },
+          s("title", {}, `${b.element} ${b.cluster}: ${b.instances} instance tasks (${counts}), ${seconds(b.end_ms - b.start_ms)} from the first start to the last end`)));
+      } else {
+        svg.append(s("rect", { ...geometry, fill: colorOf([b.status]), "data-bar": b.task },
+          s("title", {}, `${b.element} ${b.cluster} ${b.instance} ${b.transition}: ${b.status}, ${seconds(b.end_ms - b.start_ms)}${b.error ? " — " + b.error : ""}`)));
+      }
     }
   });
-  const note = rows.length > shown.length ? h("p", { class: "muted" }, `first ${shown.length} of ${rows.length} instances shown`) : "";
+  const note = rows.length > shown.length ? h("p", { class: "muted" }, `first ${shown.length} of ${rows.length} ${byCluster ? "clusters" : "instances"} shown`)
+    : byCluster ? h("p", { class: "muted" }, "one row per cluster (element, version, instance tasks): hover a bar for its statuses") : "";
   return h("div", { class: "graph" }, svg, note);
 }
 
