@@ -91,9 +91,7 @@ class Env:
 
     async def streams(self) -> dict[str, int]:
         """Last sequence of every stream of this prefix (KV buckets included)."""
-        s = Subjects(self.prefix)
-        buckets = (s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.controllers_bucket, s.leases_bucket)
-        names = [f"KV_{bucket}" for bucket in buckets] + [s.requests_stream, s.events_stream]
+        names = Subjects(self.prefix).repository_streams
         js = self.nc.jetstream()
         infos = await asyncio.gather(*(js.stream_info(name) for name in names))
         return {name: info.state.last_seq for name, info in zip(names, infos)}

@@ -25,9 +25,7 @@ async def prepare(url: str, subjects: Subjects, replicas: int) -> None:
     try:
         js = nc.jetstream(timeout=10)
         await Repository(js, subjects).open()
-        buckets = (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket,
-                   subjects.controllers_bucket, subjects.leases_bucket)
-        for stream in [f"KV_{b}" for b in buckets] + [subjects.requests_stream, subjects.events_stream]:
+        for stream in subjects.repository_streams:
             config = (await js.stream_info(stream)).config
             if (config.num_replicas or 1) < replicas:
                 config.num_replicas = replicas

@@ -36,8 +36,7 @@ def inbox_prefix(user: str) -> str:
 
 
 def _buckets(s: Subjects) -> list[str]:
-    return [s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.controllers_bucket,
-            s.leases_bucket, s.access_bucket, s.audit_bucket]
+    return [*s.repository_buckets, s.access_bucket, s.audit_bucket]
 
 
 def permissions(user: str, s: Subjects) -> dict[str, object] | None:

@@ -129,8 +129,7 @@ class Repository:
     async def open(self) -> None:
         """Create or bind every bucket and both streams (safe to run concurrently with others)."""
         s = self._subjects
-        names = (s.model_bucket, s.solutions_bucket, s.tasks_bucket, s.controllers_bucket, s.leases_bucket)
-        buckets = await asyncio.gather(*(open_bucket(self._js, n, self._replicas) for n in names))
+        buckets = await asyncio.gather(*(open_bucket(self._js, n, self._replicas) for n in s.repository_buckets))
         requests = api.StreamConfig(
             name=s.requests_stream,
             subjects=[s.internal_requests_all],

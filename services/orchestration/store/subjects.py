@@ -73,6 +73,16 @@ class Subjects:
         """The audit trail: one key per change made (or refused)."""
         return f"{self.prefix}_audit"
 
+    @property
+    def repository_buckets(self) -> tuple[str, str, str, str, str]:
+        """The buckets a Repository opens, in its order (access and audit are the gateway's)."""
+        return (self.model_bucket, self.solutions_bucket, self.tasks_bucket, self.controllers_bucket, self.leases_bucket)
+
+    @property
+    def repository_streams(self) -> list[str]:
+        """Every stream a Repository opens: its buckets' and the requests and events streams."""
+        return [f"KV_{bucket}" for bucket in self.repository_buckets] + [self.requests_stream, self.events_stream]
+
     # Streams.
     @property
     def requests_stream(self) -> str:

@@ -120,16 +120,18 @@ class TaskRecords:
                 return event
         if task:
             # The task may have caused it (then its parent or a subtask received it).
-            for event in await self._events_near(domain, task):
+            for event in await self._events_near(domain, task, itself=False):
                 if event.uuid == uuid and task in (event.task, event.source):
                     return event
         raise NotFound(rk.not_found(f"event {uuid!r}", domain))
 
-    async def _events_near(self, domain: str, task: str) -> list[Event]:
-        """Events received by the task, its parent or its subtasks (where what it caused lands)."""
+    async def _events_near(self, domain: str, task: str, itself: bool = True) -> list[Event]:
+        """Events received by the task (unless not `itself`), its parent or
+        its subtasks (where what it caused lands)."""
         try:
             record = (await self.get_task(domain, task)).value
         except NotFound:
             # No tree to follow: what it caused may be anywhere in the domain.
             return await self.all_events(domain)
-        return await self._events.of_tasks(domain, [r for r in (task, record.parent, *record.subtasks) if r])
+        near = [r for r in (task if itself else "", record.parent, *record.subtasks) if r]
+        return await self._events.of_tasks(domain, near) if near else []
