@@ -1,5 +1,6 @@
 """Acknowledged JetStream publishes (orchestration.store.publisher) against a real
-nats-server: what every KV write and event of the engine goes through."""
+nats-server: what every KV write and event of the engine goes through, and
+the key reads that share its reply subscription."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from conftest import NatsServer
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
+from orchestration.store.kvstore import Fence
 from orchestration.store.publisher import publisher_for
+from orchestration.store.streams import open_bucket
 from orchestration.store.subjects import Subjects
 
 
@@ -87,3 +90,31 @@ async def test_a_caller_that_gives_up_leaves_nothing_waiting(nc: NatsClient, sub
         await waiting
     assert not publisher._pending
     await silent.unsubscribe()
+
+
+async def test_a_bucket_reads_a_key_over_the_shared_reply_subscription(nc: NatsClient, subjects: Subjects) -> None:
+    """Bucket.get reads a key as one JetStream API request on the publisher's
+    reply subscription: its value and revision, also of a key written with
+    headers (fenced writes store theirs); None for a key never written, deleted
+    or purged; a bucket that is gone is an error, not an empty key."""
+    bucket = await open_bucket(nc.jetstream(), f"{subjects.prefix}_reads")
+    assert await bucket.get("never") is None
+    first = await bucket.put("plain", b"value")
+    entry = await bucket.get("plain")
+    assert entry is not None and (entry.key, entry.value, entry.revision) == ("plain", b"value", first)
+    fence = await bucket.put("fence", b"owner")
+    fenced = bucket.fenced(Fence("fence", fence))
+    written = await fenced.write("with.headers", b"\x00\x01 bytes", None, "a fenced record")
+    assert (await nc.jetstream().get_msg(bucket.stream, written)).headers  # stored with the write's headers
+    entry = await bucket.get("with.headers")
+    assert entry is not None and (entry.value, entry.revision) == (b"\x00\x01 bytes", written)
+    empty = await bucket.put("empty", b"")
+    entry = await bucket.get("empty")
+    assert entry is not None and (entry.value, entry.revision) == (b"", empty)
+    await bucket.delete("plain", None, "plain")
+    assert await bucket.get("plain") is None
+    await bucket.purge("with.headers")
+    assert await bucket.get("with.headers") is None
+    await nc.jetstream().delete_stream(bucket.stream)
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await bucket.get("fence")

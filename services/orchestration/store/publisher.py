@@ -1,5 +1,5 @@
 """Publishing to JetStream and awaiting the acknowledgement, many publishes
-in flight on one connection.
+(and JetStream API requests, such as reading a key) in flight on one connection.
 
 nats-py's ``JetStreamContext.publish`` is a request per message (a fresh
 inbox token, a timeout task, a parsed acknowledgement object): at thousands
@@ -80,6 +80,21 @@ class Publisher:
         nats.js.errors.NoStreamResponseError when no stream takes the subject,
         and the nats.js.errors.APIError subclass of a refusal (for example
         KeyWrongLastSequenceError when an expected sequence header failed)."""
+        reply = await self.request(subject, payload, headers, timeout)
+        data = reply.data
+        found = _SEQ.search(data)
+        if found is not None and b'"error"' not in data:
+            return int(found.group(1))
+        if not data and reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
+            raise nats.js.errors.NoStreamResponseError
+        response = json.loads(data)
+        if "error" in response:
+            nats.js.errors.APIError.from_error(response["error"])  # raises
+        raise nats.js.errors.APIError(description=f"unexpected acknowledgement {data[:200]!r}")
+
+    async def request(self, subject: str, payload: bytes, headers: dict[str, str] | None = None,
+                      timeout: float = ACK_TIMEOUT) -> Msg:
+        """Send a message and wait for its one reply (nats.errors.TimeoutError without one in time)."""
         if self._subscription is None:
             await self._start()
         token = str(next(self._counter))
@@ -90,22 +105,12 @@ class Publisher:
             self._sweeper = loop.create_task(self._sweep())
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
-            reply = await future
+            return await future
         finally:
             self._pending.pop(token, None)
             if not self._pending and self._sweeper is not None:
                 self._sweeper.cancel()
                 self._sweeper = None
-        data = reply.data
-        found = _SEQ.search(data)
-        if found is not None and b'"error"' not in data:
-            return int(found.group(1))
-        if not data and reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
-            raise nats.js.errors.NoStreamResponseError
-        response = json.loads(data)
-        if "error" in response:
-            nats.js.errors.APIError.from_error(response["error"])  # raises the matching error
-        raise nats.js.errors.APIError(description=f"unexpected acknowledgement {data[:200]!r}")
 
 
 def publisher_for(js: JetStreamContext) -> Publisher:
