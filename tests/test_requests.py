@@ -18,6 +18,7 @@ import nats
 import pytest
 
 import models
+from dispatcher.service import _announced_lease
 from orchestration.store import keys as rk
 from orchestration.store.leases import LEASE_REVISION_HEADER, Lease, queued_lease
 from orchestration.store.repository import Repository
@@ -193,3 +194,20 @@ def test_a_request_whose_announced_lease_moved_on_is_taken_from_the_lease_as_rea
     asyncio.run(go())
     assert suite.wait_task("moved", request.task).status == pb.TASK_STATUS_COMPLETED
     assert "taking over solution moved.solution.app" not in (suite.home / "up.log").read_text()
+
+
+def test_only_a_positive_revision_is_taken_from_the_header() -> None:
+    """A revision of 0 would make the claim a create, and one that is not a
+    plain number would fail the message at every delivery: both are ignored
+    (the lease is read instead)."""
+    request = new_request(rpb.REQUEST_KIND_DEPLOY, "d", "s", "test", architecture="app", version="V1")
+
+    class Message:
+        def __init__(self, headers: dict[str, str] | None) -> None:
+            self.headers = headers
+
+    announced = _announced_lease(Message({LEASE_REVISION_HEADER: "12"}), request)  # type: ignore[arg-type]
+    assert announced is not None and announced == queued_lease(request, 12)
+    for value in ("0", "\u00b2", "-3", " 5", "5 ", "", "x"):
+        assert _announced_lease(Message({LEASE_REVISION_HEADER: value}), request) is None, value  # type: ignore[arg-type]
+    assert _announced_lease(Message(None), request) is None  # type: ignore[arg-type]

@@ -76,9 +76,14 @@ class ActiveRun:
 
 def _announced_lease(msg: Msg, request: rpb.Request) -> Lease | None:
     """The lease that accepting the request wrote, as its message announces it
-    (None without the header): a claim of it that succeeds saves reading it."""
+    (None without a revision in the header): a claim of it that succeeds
+    saves reading it. A revision names one write of the leases bucket for
+    good (its stream's sequences are never reused while the stream lives),
+    so a claim at it succeeds only if that write is still the lease."""
     revision = (msg.headers or {}).get(LEASE_REVISION_HEADER, "")
-    return queued_lease(request, int(revision)) if revision.isdigit() else None
+    if not (revision.isascii() and revision.isdigit()) or int(revision) == 0:
+        return None  # 0 would make the claim a create
+    return queued_lease(request, int(revision))
 
 
 class Dispatcher:
@@ -271,19 +276,22 @@ class Dispatcher:
         (the run stores its tree once its first operation has left, see dispatcher.opening).
         False when the claim was refused (the lease was not as given)."""
         request = lease.record.request
+        claimed = False
         # The root task is read while the lease is claimed (the gateway stored it; a read is harmless).
         reading = asyncio.ensure_future(self.repo.tasks.get_task(request.domain, request.task))
+        reading.add_done_callback(lambda done: done.cancelled() or done.exception())  # an error not awaited is none
         design = read_design(self.repo, request)
         sent = time.monotonic()
         try:
             lease = await self.leases.claim(lease, self.settings.replica)
+            claimed = True
             # From here on, every write for the solution is fenced (see Repository.fenced).
             repo = await self.repo.fenced(request.domain, request.solution, self.settings.replica)
         except BaseException as err:
             for read in (reading, design):
                 if read is not None:
                     read.cancel()
-            if isinstance(err, Aborted):
+            if isinstance(err, Aborted) and not claimed:
                 return False
             raise
         try:

@@ -34,6 +34,7 @@ T = TypeVar("T")
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 # JetStream's error code for "no message found" (a key never written, or purged).
 _NO_MESSAGE = 10037
+_NO_RESPONDERS = "503"
 
 # A bulk read pulls at most this many messages per request, so that a huge
 # result never piles up in the client's pending buffer at once.
@@ -107,6 +108,7 @@ class Bucket:
         self._prefix = f"$KV.{name}."
         # nats-py keeps the JetStream API prefix (which differs under a JetStream domain) private.
         self._msg_get = f"{js._prefix}.STREAM.MSG.GET.{self.stream}"
+        self._timeout = js._timeout  # the context's time-out for API requests, as nats-py's reads had
         self._fence: Fence | None = None
 
     def fenced(self, fence: Fence) -> Bucket:
@@ -127,7 +129,10 @@ class Bucket:
         nats-py's KeyValue.get adds per read (a reply inbox and timer task
         each, the stored headers parsed with the email package): a tree of
         10,000 tasks read key by key took 1.4 s of the gateway's CPU."""
-        reply = await self._publisher.request(self._msg_get, json.dumps({"last_by_subj": self._prefix + key}).encode())
+        reply = await self._publisher.request(self._msg_get, json.dumps({"last_by_subj": self._prefix + key}).encode(),
+                                              timeout=self._timeout)
+        if not reply.data and reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
+            raise nats.errors.NoRespondersError  # JetStream not there (yet): transient
         response = json.loads(reply.data)
         error = response.get("error")
         if error is not None:
