@@ -58,6 +58,8 @@ async def test_no_stream_and_no_acknowledgement_are_errors(nc: NatsClient, subje
     publisher = publisher_for(nc.jetstream())
     with pytest.raises(nats.js.errors.NoStreamResponseError):
         await publisher.publish(f"{subjects.prefix}.nowhere", b"x")
+    with pytest.raises(nats.errors.NoRespondersError):  # a plain request nobody answers
+        await publisher.request(f"{subjects.prefix}.nowhere", b"x")
     silent = await nc.subscribe(f"{subjects.prefix}.silent")  # takes the message, never answers
     with pytest.raises(nats.errors.TimeoutError):
         await publisher.publish(f"{subjects.prefix}.silent", b"x", timeout=0.3)

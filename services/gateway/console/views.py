@@ -27,10 +27,11 @@ EVENTS_SHOWN = 200
 # Messages of the events stream the overview and the events view look at (newest).
 OVERVIEW_WINDOW = 500
 EVENTS_WINDOW = 10_000
-# The task view lists at most this many tasks of a tree (the first, root and
-# element and cluster tasks first), and draws one timeline row per instance
-# up to TIMELINE_INSTANCES, one per cluster beyond: a tree of 10,000 instances
-# was 7 MB of JSON and a timeline of its first 400 instances, all of one cluster.
+# The task view lists at most this many tasks of a tree (read level by level:
+# its root, element and cluster tasks come first), and draws one timeline row
+# per instance up to TIMELINE_INSTANCES, one per cluster beyond: a tree of
+# 10,000 instances was 7 MB of JSON, and a timeline of its first 400
+# instances, all of one cluster.
 TREE_ROWS = 2000
 TIMELINE_INSTANCES = 400
 _STATES: dict[str, pb.State] = {"initial": pb.STATE_INITIAL, "inactive": pb.STATE_INACTIVE, "active": pb.STATE_ACTIVE}

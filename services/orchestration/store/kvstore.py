@@ -34,7 +34,6 @@ T = TypeVar("T")
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 # JetStream's error code for "no message found" (a key never written, or purged).
 _NO_MESSAGE = 10037
-_NO_RESPONDERS = "503"
 
 # A bulk read pulls at most this many messages per request, so that a huge
 # result never piles up in the client's pending buffer at once.
@@ -131,8 +130,6 @@ class Bucket:
         10,000 tasks read key by key took 1.4 s of the gateway's CPU."""
         reply = await self._publisher.request(self._msg_get, json.dumps({"last_by_subj": self._prefix + key}).encode(),
                                               timeout=self._timeout)
-        if not reply.data and reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
-            raise nats.errors.NoRespondersError  # JetStream not there (yet): transient
         response = json.loads(reply.data)
         error = response.get("error")
         if error is not None:

@@ -80,13 +80,14 @@ class Publisher:
         nats.js.errors.NoStreamResponseError when no stream takes the subject,
         and the nats.js.errors.APIError subclass of a refusal (for example
         KeyWrongLastSequenceError when an expected sequence header failed)."""
-        reply = await self.request(subject, payload, headers, timeout)
+        try:
+            reply = await self.request(subject, payload, headers, timeout)
+        except nats.errors.NoRespondersError:
+            raise nats.js.errors.NoStreamResponseError from None
         data = reply.data
         found = _SEQ.search(data)
         if found is not None and b'"error"' not in data:
             return int(found.group(1))
-        if not data and reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
-            raise nats.js.errors.NoStreamResponseError
         response = json.loads(data)
         if "error" in response:
             nats.js.errors.APIError.from_error(response["error"])  # raises
@@ -94,7 +95,8 @@ class Publisher:
 
     async def request(self, subject: str, payload: bytes, headers: dict[str, str] | None = None,
                       timeout: float = ACK_TIMEOUT) -> Msg:
-        """Send a message and wait for its one reply (nats.errors.TimeoutError without one in time)."""
+        """Send a message and wait for its one reply (nats.errors.TimeoutError
+        without one in time, nats.errors.NoRespondersError when nobody listens)."""
         if self._subscription is None:
             await self._start()
         token = str(next(self._counter))
@@ -105,12 +107,15 @@ class Publisher:
             self._sweeper = loop.create_task(self._sweep())
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
-            return await future
+            reply = await future
         finally:
             self._pending.pop(token, None)
             if not self._pending and self._sweeper is not None:
                 self._sweeper.cancel()
                 self._sweeper = None
+        if not reply.data and reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
+            raise nats.errors.NoRespondersError
+        return reply
 
 
 def publisher_for(js: JetStreamContext) -> Publisher:
