@@ -18,6 +18,7 @@ import nats
 import pytest
 
 import models
+from cli.home import load_connection
 from dispatcher.service import _announced_lease
 from orchestration.store import keys as rk
 from orchestration.store.leases import LEASE_REVISION_HEADER, Lease, queued_lease
@@ -36,15 +37,21 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         yield running
 
 
+def _connection(suite: Suite) -> tuple[str, Subjects]:
+    """The suite's NATS URL and subjects, as the CLI reads them."""
+    connection = load_connection(suite.home)
+    assert connection is not None
+    return connection.nats_url, Subjects(connection.subject_prefix)
+
+
 def _submit(suite: Suite, request: rpb.Request, lease_of: str = "") -> str:
     """Submit on the internal channel as the gateway does; with `lease_of`, first
     leave a lease behind for that ended root task (the window in which a
     dispatcher has published a task's end but not yet let its solution go)."""
-    connection = json.loads((suite.home / "connection.json").read_text())
-    subjects = Subjects(connection["subject_prefix"])
+    url, subjects = _connection(suite)
 
     async def go() -> str:
-        nc = await nats.connect(connection["nats_url"])
+        nc = await nats.connect(url)
         try:
             js = nc.jetstream()
             repo = Repository(js, subjects)
@@ -81,11 +88,10 @@ def test_a_removal_with_nothing_left_to_remove_completes(suite: Suite) -> None:
 
 def test_a_request_that_cannot_start_fails_after_a_few_attempts_and_frees_its_solution(suite: Suite) -> None:
     suite.apply(models.flat("broken", 1))
-    connection = json.loads((suite.home / "connection.json").read_text())
-    subjects = Subjects(connection["subject_prefix"])
+    url, subjects = _connection(suite)
 
     async def corrupt() -> None:
-        nc = await nats.connect(connection["nats_url"])
+        nc = await nats.connect(url)
         try:
             bucket = await nc.jetstream().key_value(subjects.solutions_bucket)
             await bucket.put(rk.solution_key("broken", "app"), b"\xff not a protobuf message")
@@ -122,11 +128,6 @@ def test_a_retry_with_the_same_request_id_returns_the_same_task(suite: Suite) ->
     with pytest.raises(grpc.RpcError) as refused:
         deploy("not a name!")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in refused.value.details()
-
-
-def _connection(suite: Suite) -> tuple[str, Subjects]:
-    connection = json.loads((suite.home / "connection.json").read_text())
-    return connection["nats_url"], Subjects(connection["subject_prefix"])
 
 
 def test_a_request_message_announces_the_lease_its_acceptance_stored(suite: Suite) -> None:

@@ -80,10 +80,9 @@ def _announced_lease(msg: Msg, request: rpb.Request) -> Lease | None:
     saves reading it. A revision names one write of the leases bucket for
     good (its stream's sequences are never reused while the stream lives),
     so a claim at it succeeds only if that write is still the lease."""
-    revision = (msg.headers or {}).get(LEASE_REVISION_HEADER, "")
-    if not (revision.isascii() and revision.isdigit()) or int(revision) == 0:
-        return None  # 0 would make the claim a create
-    return queued_lease(request, int(revision))
+    header = (msg.headers or {}).get(LEASE_REVISION_HEADER, "")
+    revision = int(header) if header.isascii() and header.isdigit() else 0
+    return queued_lease(request, revision) if revision else None  # 0 would make the claim a create
 
 
 class Dispatcher:

@@ -27,6 +27,7 @@ from orchestration.model.errors import Aborted, Fenced, Unavailable
 from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.store.natsconn import connection_of
 from orchestration.store.publisher import publisher_for
+from orchestration.store.subjects import kv_stream
 
 T = TypeVar("T")
 
@@ -103,7 +104,7 @@ class Bucket:
         self._publisher = publisher_for(js)
         self.name = name
         # The KV layout is fixed by the NATS KV specification (ADR-8).
-        self.stream = f"KV_{name}"
+        self.stream = kv_stream(name)
         self._prefix = f"$KV.{name}."
         # nats-py keeps the JetStream API prefix (which differs under a JetStream domain) private.
         self._msg_get = f"{js._prefix}.STREAM.MSG.GET.{self.stream}"

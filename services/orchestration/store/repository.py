@@ -31,7 +31,7 @@ from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
 from orchestration.store.solution_records import ClusterRecord, InstanceRecord, SolutionRecords
 from orchestration.store.streams import Retention, ensure_stream, open_bucket, replicas_from_environment
-from orchestration.store.subjects import Subjects
+from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.store.task_records import TaskRecords
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
 
@@ -152,7 +152,7 @@ class Repository:
         history = self._retention.history_seconds
         await asyncio.gather(
             apply_limits(self._js, s.events_stream, history, self._retention.events_bytes),
-            apply_limits(self._js, f"KV_{s.tasks_bucket}", history),
+            apply_limits(self._js, kv_stream(s.tasks_bucket), history),
         )
         b = _Buckets(*buckets)
         model = ModelRecords(b.model, lambda domain: self._s.solutions.headers(domain))

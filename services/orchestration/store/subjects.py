@@ -30,6 +30,11 @@ def _task_token(task: str) -> str:
     return encode_token(task) if task else NO_TASK
 
 
+def kv_stream(bucket: str) -> str:
+    """The stream that holds a KV bucket (named by the NATS KV specification, ADR-8)."""
+    return f"KV_{bucket}"
+
+
 @dataclass(frozen=True)
 class Subjects:
     """Names for one prefix."""
@@ -81,7 +86,7 @@ class Subjects:
     @property
     def repository_streams(self) -> list[str]:
         """Every stream a Repository opens: its buckets' and the requests and events streams."""
-        return [f"KV_{bucket}" for bucket in self.repository_buckets] + [self.requests_stream, self.events_stream]
+        return [kv_stream(bucket) for bucket in self.repository_buckets] + [self.requests_stream, self.events_stream]
 
     # Streams.
     @property
