@@ -4,6 +4,7 @@ call over gRPC would be (no rule of the engine is repeated here)."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -253,8 +254,9 @@ def _event(e: pb.Event) -> dict[str, Any]:
 def _timeline(tasks: list[pb.Task]) -> dict[str, Any]:
     """The instance tasks of a tree on a time line: one bar each, from its
     creation to its last update, grouped by element and cluster; with more
-    than TIMELINE_INSTANCES, one bar per cluster instead, from its first
-    instance's start to its last one's end, with the count of each status."""
+    than TIMELINE_INSTANCES, one bar per cluster instead (in the order the
+    tree lists them), from its first instance's start to its last one's
+    end, with the count of each status."""
     instances = [t for t in tasks if t.transition and t.instance]
     if len(instances) <= TIMELINE_INSTANCES:
         bars = [
@@ -265,15 +267,13 @@ def _timeline(tasks: list[pb.Task]) -> dict[str, Any]:
         ]
         return {"by": "instance", "instances": len(instances),
                 "bars": sorted(bars, key=lambda b: (b["element"], b["cluster"], b["instance"], b["start_ms"]))}
-    clusters: dict[tuple[str, str], dict[str, Any]] = {}
+    clusters: dict[tuple[str, str], list[pb.Task]] = defaultdict(list)
     for t in instances:
-        status = task_status_name(t.status)
-        bar = clusters.get((t.element, t.cluster))
-        if bar is None:
-            bar = clusters[(t.element, t.cluster)] = {"element": t.element, "cluster": t.cluster, "instances": 0,
-                                                      "start_ms": _ms(t.created), "end_ms": _ms(t.updated), "statuses": {}}
-        bar["instances"] += 1
-        bar["start_ms"] = min(bar["start_ms"], _ms(t.created))
-        bar["end_ms"] = max(bar["end_ms"], _ms(t.updated))
-        bar["statuses"][status] = bar["statuses"].get(status, 0) + 1
-    return {"by": "cluster", "instances": len(instances), "bars": [clusters[key] for key in sorted(clusters)]}
+        clusters[(t.element, t.cluster)].append(t)
+    bars = [
+        {"element": element, "cluster": cluster, "instances": len(members),
+         "start_ms": _ms(min(t.created for t in members)), "end_ms": _ms(max(t.updated for t in members)),
+         "statuses": dict(Counter(task_status_name(t.status) for t in members))}
+        for (element, cluster), members in clusters.items()  # in the tree's order, as the task list below it
+    ]
+    return {"by": "cluster", "instances": len(instances), "bars": bars}
