@@ -29,6 +29,7 @@ from orchestration.store import kvstore, streams
 from orchestration.store.events import EventRecorder
 from orchestration.store.repository import ApplyResult, InstanceRecord, Repository
 from orchestration.store.subjects import Subjects
+from orchestration.v1.records_pb2 import Grave
 from orchestration.v1.model_pb2 import (
     Architecture,
     Cluster,
@@ -350,12 +351,20 @@ async def test_solutions_are_immutable_as_a_whole(demo: Repository, nc: NatsClie
 async def test_remove_solution_deletes_all_its_records(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     await demo.solutions.store_solution(D, solution("app"))
     await demo.solutions.store_solution(D, solution("app2", sizes=(1,)))  # a name sharing a prefix
-    await demo.solutions.remove_solution(D, "app")
+    await demo.solutions.remove_solution(D, "app", Grave(actor="alice", task="t-1"))
     remaining = await key_revisions(nc, subjects.solutions_bucket)
-    assert remaining and all(k.startswith(f"{D}.app2") for k in remaining)
+    # Nothing of it is left but its grave: who removed it, and when.
+    assert remaining and all(k.startswith(f"{D}.app2") for k in remaining if k != f"_removed.{D}.app")
+    grave = await demo.solutions.removal(D, "app")
+    assert grave is not None and (grave.actor, grave.task) == ("alice", "t-1") and grave.removed_unix_ms > 0
+    assert await demo.solutions.removal(D, "app2") is None
     assert [s.name for s in await demo.solutions.list_solutions(D)] == ["app2"]
     with pytest.raises(NotFound, match="solution 'app' not found in domain 'demo'"):
         await demo.solutions.remove_solution(D, "app")
+    # Deployed again under the same name, it lives again.
+    await demo.solutions.store_solution(D, solution("app"))
+    assert await demo.solutions.removal(D, "app") is None
+    assert [s.name for s in await demo.solutions.list_solutions(D)] == ["app", "app2"]
 
 
 async def test_two_writers_of_one_instance_with_one_revision_exactly_one_wins(demo: Repository) -> None:
@@ -464,9 +473,10 @@ async def test_changed_since_names_the_solutions_written_or_deleted_after_a_posi
     assert changed == {(D, "my app.2")}
     # More writes than asked for: their keys are not read, and the position still moves on.
     assert await records.changed_since(start, 3) == (None, deleted)
-    # A removal purges: it leaves no write behind (its header is gone instead).
+    # A removal writes the solution's grave (the purge itself leaves nothing behind).
     await records.remove_solution(D, "app")
-    assert await records.changed_since(deleted, 1000) == (set(), deleted)
+    changed, deleted = await records.changed_since(deleted, 1000)
+    assert changed == {(D, "app")}
     assert [h.name for h in await records.list_solutions(D)] == ["my app.2"]
     # The bucket made anew (its sequences start again): anything may have changed.
     js = nc.jetstream()
@@ -666,7 +676,8 @@ async def test_remove_domain_removes_everything_of_it(repo: Repository, nc: Nats
     buckets = (subjects.model_bucket, subjects.solutions_bucket, subjects.tasks_bucket)
     for bucket in buckets:
         for key in await key_revisions(nc, bucket):
-            assert "demo2" in key.split("."), f"{bucket} still holds {key}"
+            # Nothing of it is left but its grave, in the buckets that need one.
+            assert "demo2" in key.split(".") or key == "_removed.demo", f"{bucket} still holds {key}"
     assert await repo.tasks.all_events("demo") == []  # and its events
     with pytest.raises(NotFound, match="domain 'demo' not found"):
         await repo.get_domain("demo")

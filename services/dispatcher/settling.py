@@ -17,6 +17,7 @@ from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
+from orchestration.v1.records_pb2 import Grave
 
 S = pb.TaskStatus
 
@@ -149,7 +150,8 @@ class Settler:
                 await repo.solutions.put_element(domain, solution, element.value, element.revision)
         header = await repo.solutions.get_solution_header(domain, solution)
         if delete_on_finish and not self.state.instances and self.scheduler.final_status == S.TASK_STATUS_COMPLETED:
-            await repo.solutions.remove_solution(domain, solution)
+            root = self.book.tasks[self.book.root]
+            await repo.solutions.remove_solution(domain, solution, Grave(actor=root.actor, task=root.uuid))
             return
         rolled = roll_up([s for states in by_element.values() for s in states] or [INITIAL], header.value.target)
         if header.value.state != rolled:

@@ -103,7 +103,7 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
                 f"domain '{request.domain}' still has solutions ({names}); tear them down first with `orch solution delete`, "
                 "or remove it with --force to abandon them"
             )
-        await self.repo.remove_domain(request.domain)
+        await self.repo.remove_domain(request.domain, caller().name)
         return gw.RemoveDomainResponse()
 
     async def _running(self, domain: str) -> list[str]:

@@ -116,11 +116,29 @@ def fence_filter(domain: str) -> str:
     return f"{FENCE_PREFIX}.{record_key(domain)}.*"
 
 
+# Graves (records_pb2.Grave): what was removed, and from which stream
+# sequence on a record of it is alive again. Never purged while the bucket lives.
+GRAVE_PREFIX = "_removed"
+
+
+def grave_key(domain: str, solution: str = "") -> str:
+    """The key of a solution's grave, or (without a solution) of a domain's."""
+    _need(domain=domain)
+    return f"{GRAVE_PREFIX}.{record_key(domain, solution) if solution else record_key(domain)}"
+
+
+def grave_filters(domain: str, solution: str = "") -> tuple[str, str]:
+    """Filters of the graves that rule over one solution's records (or, without
+    a solution, over every record of the domain): the domain's and the solution's."""
+    _need(domain=domain)
+    return grave_key(domain), (grave_key(domain, solution) if solution else f"{GRAVE_PREFIX}.{record_key(domain)}.*")
+
+
 def solution_of_key(key: str) -> tuple[str, str] | None:
     """The (domain, solution) a solutions-bucket key belongs to (its record,
-    a record below it, or its fence); None for any other key."""
+    a record below it, its fence or its grave); None for any other key."""
     tokens = key.split(".")
-    if tokens[0] == FENCE_PREFIX:
+    if tokens[0] in (FENCE_PREFIX, GRAVE_PREFIX):
         tokens = tokens[1:]
     if len(tokens) < 2 or tokens[0].startswith("_"):
         return None

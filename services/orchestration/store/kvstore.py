@@ -236,7 +236,10 @@ class Bucket:
         await apply_limits(self._js, self.stream, seconds, max_bytes)
 
     async def put(self, key: str, value: bytes) -> int:
-        """Write unconditionally (for upserts where last-writer-wins is the intent)."""
+        """Write whatever is stored (for upserts where last-writer-wins is the
+        intent); on a fenced bucket, only while the fence holds (else Fenced)."""
+        if self._fence is not None:
+            return await self._publish_fenced(key, value, {}, f"key {key!r}")
         return await self._kv.put(key, value)
 
     async def delete(self, key: str, revision: int | None, what: str) -> None:
@@ -297,10 +300,16 @@ class Bucket:
     async def _consume(self, deliver: api.DeliverPolicy, subjects: list[str], **options: object) -> list[Msg]:
         return await read_stream(self._js, self.stream, subjects, deliver, self._replicated, f"bucket {self.name!r}", **options)
 
-    async def purge(self, *filters: str) -> None:
-        """Remove every key matching the filters at once (no delete markers are left)."""
+    async def purge(self, *filters: str, before: int | None = None) -> None:
+        """Remove every key matching the filters at once (no delete markers are
+        left); with `before`, only what was written before that revision.
+
+        A purge is a physical delete, which nats-server may undo when it
+        rebuilds its index after an unclean stop (nats-server issue 8505):
+        nothing may depend on it lasting. Records whose return would be acted
+        on are first ruled dead by a durable write (see keys.grave_key)."""
         for f in filters:
-            await self._js.purge_stream(self.stream, subject=self._prefix + f)
+            await self._js.purge_stream(self.stream, subject=self._prefix + f, seq=before)
 
     async def purge_all(self) -> None:
         """Remove every key of the bucket."""

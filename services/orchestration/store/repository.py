@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from orchestration.store.streams import Retention, ensure_stream, open_bucket, r
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.store.task_records import TaskRecords
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
+from orchestration.v1.records_pb2 import Grave
 
 __all__ = ["ApplyResult", "ClusterRecord", "InstanceRecord", "Repository", "Versioned"]
 
@@ -197,18 +199,32 @@ class Repository:
 
     # ---- what spans the stores ----------------------------------------------
 
-    async def remove_domain(self, name: str) -> None:
-        """Delete the domain and every record of it in every bucket."""
+    async def remove_domain(self, name: str, actor: str = "") -> None:
+        """Delete the domain and every record of it in every bucket.
+
+        What the engine acts on must not come back should nats-server undo a
+        purge after an unclean stop (see Bucket.purge): the solutions and
+        tasks buckets get a grave of the domain first, which rules dead every
+        record of it written before (and is all that is left of it there);
+        the few keys of the model and leases buckets are deleted with delete
+        markers, which are writes and hold."""
         await self.model.require_domain(name)
         b = self._s.buckets
+        grave = Grave(actor=actor, removed_unix_ms=int(time.time() * 1000)).SerializeToString()
+        in_solutions, in_tasks = await asyncio.gather(b.solutions.put(rk.grave_key(name), grave),
+                                                      b.tasks.put(rk.grave_key(name), grave))
+        model_keys = [e.key for e in await b.model.scan(
+            *(rk.domain_model_filters(name, kind) for kind in ("component", "architecture", "controller")))]
+        lease_keys = [e.key for e in await b.leases.scan(*rk.domain_filters(name))]
         await asyncio.gather(
-            b.model.purge(*(rk.domain_model_filters(name, kind) for kind in ("component", "architecture", "controller"))),
-            *(bucket.purge(*rk.domain_filters(name)) for bucket in (b.solutions, b.tasks, b.leases)),
-            *(bucket.purge(rk.fence_filter(name)) for bucket in (b.solutions, b.tasks)),
+            gather_bounded(b.model.delete(key, None, key) for key in model_keys),
+            gather_bounded(b.leases.delete(key, None, key) for key in lease_keys),
+            b.solutions.purge(*rk.domain_filters(name), rk.fence_filter(name), rk.grave_filters(name)[1], before=in_solutions),
+            b.tasks.purge(*rk.domain_filters(name), rk.fence_filter(name), before=in_tasks),
             self._s.events.remove_domain(name),
         )
         # The domain record goes last: an interrupted removal can be run again.
-        await b.model.purge(rk.domain_key(name))
+        await b.model.delete(rk.domain_key(name), None, f"domain {name!r}")
 
     async def get_domain(self, name: str) -> Domain:
         """The whole domain: catalog, architectures, full solutions, tasks, events, controllers."""
@@ -219,7 +235,7 @@ class Repository:
         components, architectures, solutions, tasks, events, controllers = await asyncio.gather(
             self.model.all_components(name),
             self.model.all_architectures(name),
-            self.solutions.trees(*rk.domain_filters(name)),
+            self.solutions.trees(name),
             self.tasks.all_tasks(name),
             self.tasks.all_events(name),
             self.model.all_controllers(name),

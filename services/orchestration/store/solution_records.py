@@ -4,11 +4,18 @@ single records (solution, element, cluster, instance) for the task engine.
 One of the typed stores ``Repository`` is composed of; one instance update
 writes one small value, and every write that can race is a compare-and-set
 on the record's revision.
+
+Removal writes a grave first (``keys.grave_key``: durable, like any write)
+and then purges the removed records up to it. nats-server may bring purged
+messages back after an unclean stop; every read here therefore leaves out a
+record written before the grave of its solution or domain, so that what was
+removed stays removed whatever the server does on recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,8 +26,9 @@ from orchestration.model.diff import canonical_solution
 from orchestration.model.errors import Aborted, AlreadyExists, NotFound
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
-from orchestration.store.kvstore import Bucket, Position, Versioned
+from orchestration.store.kvstore import Bucket, Entry, Position, Versioned
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
+from orchestration.v1.records_pb2 import Grave
 
 M = TypeVar("M", bound=Message)
 
@@ -44,6 +52,39 @@ class InstanceRecord:
     revision: int | None  # None: not stored yet
 
 
+@dataclass(frozen=True)
+class Graves:
+    """The graves that rule over records of one domain: a record is alive
+    only when written after the grave of its domain and of its solution."""
+
+    domain: int = 0
+    solutions: dict[str, int] | None = None
+
+    @staticmethod
+    def split(entries: list[Entry]) -> tuple[Graves, list[Entry]]:
+        """The graves among entries read with a grave filter, and the other entries."""
+        domain, solutions, records = 0, {}, []
+        for e in entries:
+            if not e.key.startswith(rk.GRAVE_PREFIX + "."):
+                records.append(e)
+                continue
+            names = rk.decode_key(e.key)
+            if len(names) == 2:
+                domain = e.revision
+            else:
+                solutions[names[2]] = e.revision
+        return Graves(domain, solutions), records
+
+    def alive(self, solution: str, revision: int) -> bool:
+        return revision > self.domain and revision > (self.solutions or {}).get(solution, 0)
+
+    def living(self, entries: list[Entry]) -> list[Entry]:
+        """The entries (of solutions-bucket records) no grave rules dead."""
+        if not self.domain and not self.solutions:
+            return entries
+        return [e for e in entries if self.alive(rk.decode_key(e.key)[1], e.revision)]
+
+
 class SolutionRecords:
     """Solution trees and records in the solutions bucket."""
 
@@ -61,7 +102,7 @@ class SolutionRecords:
 
     async def get_solution(self, domain: str, name: str) -> Solution:
         """The full solution tree, in canonical order (NotFound)."""
-        trees = await self.trees(*rk.solution_filters(domain, name))
+        trees = await self.trees(domain, name)
         if name not in trees:
             await self.require_domain(domain)
             raise NotFound(rk.not_found(rk.describe_solution(name), domain))
@@ -73,7 +114,7 @@ class SolutionRecords:
         header, *children = rk.split_solution(domain, solution)
         try:
             # Creating the header decides a race between two stores of the same name.
-            await self._solutions.write(header.key, header.value.SerializeToString(), None, header.what)
+            await self._create(domain, solution.name, header.key, header.value.SerializeToString(), header.what)
         except Aborted:
             if await self.get_solution(domain, solution.name) == canonical_solution(solution):
                 return False
@@ -81,24 +122,52 @@ class SolutionRecords:
                 f"{header.what} already exists with different content; change it with the solution operations "
                 "or remove it first"
             ) from None
-        await gather_bounded(self._solutions.write(r.key, r.value.SerializeToString(), None, r.what) for r in children)
+        await gather_bounded(self._create(domain, solution.name, r.key, r.value.SerializeToString(), r.what)
+                             for r in children)
         return True
 
-    async def remove_solution(self, domain: str, name: str) -> None:
-        """Delete every record of the solution (NotFound when it has none)."""
+    async def _create(self, domain: str, solution: str, key: str, value: bytes, what: str) -> int:
+        """Create a record; over a dead one (written before a grave that rules
+        over it, brought back by the server), as if it were not there."""
+        try:
+            return await self._solutions.write(key, value, None, what)
+        except Aborted:
+            entry, graves = await asyncio.gather(self._solutions.get(key), self._graves(domain, solution))
+            if entry is None or graves.alive(solution, entry.revision):
+                raise
+            return await self._solutions.write(key, value, entry.revision, what)
+
+    async def remove_solution(self, domain: str, name: str, grave: Grave | None = None) -> None:
+        """Remove the solution: write its grave (who removed it, when), then
+        purge every record of it written before (NotFound when it has none).
+        An interrupted removal is finished by the next one."""
         header, subtree = rk.solution_filters(domain, name)
         # Records without a header (an interrupted store) are removed too.
-        if await self._solutions.get(header) is None and not await self._solutions.scan(subtree):
+        living = await self._scan(domain, name, header, subtree)
+        if not living:
+            buried = (await self._graves(domain, name)).solutions or {}
+            if name in buried:  # removed: what an interrupted removal left is purged
+                await self._solutions.purge(subtree, header, rk.fence_key(domain, name), before=buried[name])
             await self.require_domain(domain)
             raise NotFound(rk.not_found(rk.describe_solution(name), domain))
-        # Children first, header last: an interrupted removal leaves a solution to remove again.
-        await self._solutions.purge(subtree)
-        await self._solutions.purge(header)
-        await self._solutions.purge(rk.fence_key(domain, name))
+        record = grave if grave is not None else Grave()
+        if not record.removed_unix_ms:
+            record.removed_unix_ms = int(time.time() * 1000)
+        revision = await self._solutions.put(rk.grave_key(domain, name), record.SerializeToString())
+        await self._solutions.purge(subtree, header, rk.fence_key(domain, name), before=revision)
+
+    async def removal(self, domain: str, name: str) -> Grave | None:
+        """Who removed the solution and when, unless it lives (again) or never did."""
+        entry, graves, header = await asyncio.gather(
+            self._solutions.get(rk.grave_key(domain, name)), self._graves(domain, name),
+            self._solutions.get(rk.solution_key(domain, name)))
+        if entry is None or (header is not None and graves.alive(name, header.revision)):
+            return None
+        return Grave.FromString(entry.value)
 
     async def headers(self, domain: str) -> list[Solution]:
         """Solution headers of the domain, sorted by name (no domain check)."""
-        entries = await self._solutions.scan(rk.solutions_filter(domain))
+        entries = await self._scan(domain, "", rk.solutions_filter(domain))
         return sorted((Solution.FromString(e.value) for e in entries), key=lambda s: s.name)
 
     async def changed_since(self, after: Position, at_most: int) -> tuple[set[tuple[str, str]] | None, Position]:
@@ -113,9 +182,21 @@ class SolutionRecords:
         found = (rk.solution_of_key(k) for k in written.keys)
         return {s for s in found if s is not None}, written.position
 
-    async def trees(self, *filters: str) -> dict[str, Solution]:
-        """Full solution trees under key filters, by name (no domain check)."""
-        return rk.assemble_solutions((e.key, e.value) for e in await self._solutions.scan(*filters))
+    async def trees(self, domain: str, solution: str = "") -> dict[str, Solution]:
+        """Full solution trees of the domain (or of one solution of it), by name (no domain check)."""
+        filters = rk.solution_filters(domain, solution) if solution else rk.domain_filters(domain)
+        return rk.assemble_solutions((e.key, e.value) for e in await self._scan(domain, solution, *filters))
+
+    async def _scan(self, domain: str, solution: str, *filters: str) -> list[Entry]:
+        """The live records under the filters (of one solution, or any of
+        the domain's when `solution` is empty), read with their graves at once."""
+        graves, records = Graves.split(await self._solutions.scan(*filters, *rk.grave_filters(domain, solution)))
+        return graves.living(records)
+
+    async def _graves(self, domain: str, solution: str) -> Graves:
+        """The graves of the domain and of one solution of it."""
+        of_domain, of_solution = await asyncio.gather(*(self._solutions.get(k) for k in rk.grave_filters(domain, solution)))
+        return Graves(of_domain.revision if of_domain else 0, {solution: of_solution.revision} if of_solution else {})
 
     # ---- solutions: versioned records for the task engine ----------------------
 
@@ -142,7 +223,7 @@ class SolutionRecords:
 
     async def list_elements(self, domain: str, solution: str) -> list[Versioned[Element]]:
         """Element records (without clusters) of a solution, sorted by name."""
-        entries = await self._solutions.scan(rk.level_filter(domain, solution, 1))
+        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 1))
         return sorted((Versioned(Element.FromString(e.value), e.revision) for e in entries), key=lambda v: v.value.name)
 
     async def get_cluster(self, domain: str, solution: str, element: str, cluster: str) -> Versioned[Cluster]:
@@ -158,7 +239,7 @@ class SolutionRecords:
 
     async def list_clusters(self, domain: str, solution: str, element: str = "") -> list[ClusterRecord]:
         """Cluster records of a solution (or of one element), sorted by (element, version)."""
-        entries = await self._solutions.scan(rk.level_filter(domain, solution, 2, element))
+        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 2, element))
         found = [ClusterRecord(rk.decode_key(e.key)[2], Cluster.FromString(e.value), e.revision) for e in entries]
         return sorted(found, key=lambda r: (r.element, r.cluster.version))
 
@@ -203,7 +284,7 @@ class SolutionRecords:
 
     async def list_instances(self, domain: str, solution: str, element: str = "", cluster: str = "") -> list[InstanceRecord]:
         """Instance records of a solution, optionally of one element and/or cluster, sorted by (element, cluster, uuid)."""
-        entries = await self._solutions.scan(rk.level_filter(domain, solution, 3, element, cluster))
+        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 3, element, cluster))
         found = []
         for e in entries:
             names = rk.decode_key(e.key)
@@ -218,7 +299,8 @@ class SolutionRecords:
         return elements, clusters, instances
 
     async def _get_record(self, cls: type[M], key: str, domain: str, what: str) -> Versioned[M]:
-        entry = await self._solutions.get(key)
-        if entry is None:
+        solution = rk.decode_key(key)[1]
+        entry, graves = await asyncio.gather(self._solutions.get(key), self._graves(domain, solution))
+        if entry is None or not graves.alive(solution, entry.revision):
             raise NotFound(rk.not_found(what, domain))
         return Versioned(cls.FromString(entry.value), entry.revision)

@@ -10,6 +10,7 @@ one of its subtasks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from orchestration.model.errors import Aborted, NotFound
@@ -38,9 +39,10 @@ class TaskRecords:
         return await self._task_bucket.write(rk.task_key(task.domain, task.uuid), task.SerializeToString(), revision, what)
 
     async def get_task(self, domain: str, uuid: str) -> Versioned[Task]:
-        """A task and its revision (NotFound)."""
-        entry = await self._task_bucket.get(rk.task_key(domain, uuid))
-        if entry is None:
+        """A task and its revision (NotFound); one of a removed domain is not found."""
+        entry, grave = await asyncio.gather(self._task_bucket.get(rk.task_key(domain, uuid)),
+                                            self._task_bucket.get(rk.grave_key(domain)))
+        if entry is None or (grave is not None and entry.revision < grave.revision):
             raise NotFound(rk.not_found(f"task {uuid!r}", domain))
         return Versioned(Task.FromString(entry.value), entry.revision)
 
@@ -69,8 +71,10 @@ class TaskRecords:
 
     async def all_tasks(self, domain: str) -> list[Task]:
         """Every task of the domain, oldest first (no domain check)."""
-        entries = await self._task_bucket.scan(rk.domain_filters(domain)[1])
-        return sorted((Task.FromString(e.value) for e in entries), key=lambda t: (t.created, t.uuid))
+        # With the domain's grave: a task of the domain as it was before a removal is not its task.
+        entries = await self._task_bucket.scan(rk.domain_filters(domain)[1], rk.grave_key(domain))
+        grave = max((e.revision for e in entries if e.key.startswith(rk.GRAVE_PREFIX + ".")), default=0)
+        return sorted((Task.FromString(e.value) for e in entries if e.revision > grave), key=lambda t: (t.created, t.uuid))
 
     async def prune_tree(self, domain: str, root: Task) -> TreeSummary:
         """Prune a finished tree to its root: the root gets a summary of its
@@ -92,7 +96,9 @@ class TaskRecords:
         for task in subtasks:  # parents come before their children
             depth[task.uuid] = depth.get(task.parent, 0) + 1
         for level in range(max(depth.values()), 0, -1):
-            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in subtasks if depth[t.uuid] == level)
+            # Delete markers, not purges: a purge may be undone by the server (see Bucket.purge).
+            await gather_bounded(self._task_bucket.delete(rk.task_key(domain, t.uuid), None, t.uuid)
+                                 for t in subtasks if depth[t.uuid] == level)
         del marked.subtasks[:]
         del marked.events[:]
         await self.put_task(marked, revision)

@@ -1,0 +1,184 @@
+"""What is deleted stays deleted, whatever nats-server does on recovery.
+
+nats-server (the pinned 2.15.1 among others) may bring purged messages back
+when it rebuilds its index after an unclean stop: reliably so when the purged
+messages share file blocks with live ones. These tests store records, delete
+them the engine's way, SIGKILL the server, start it again on the same data
+and check that no deleted record is in effect. Each first checks that the
+server did bring something back, so that it cannot pass without the fault.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from cli.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server, stop_nats_server
+from models import chain
+from orchestration.model.codec import parse_document
+from orchestration.model.errors import NotFound
+from orchestration.store.repository import Repository
+from orchestration.store.subjects import Subjects, kv_stream
+from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution, State, Task, TaskStatus
+from orchestration.v1.records_pb2 import Grave
+
+pytestmark = pytest.mark.faults
+
+D = "del"
+
+
+@dataclass
+class Server:
+    """A nats-server of this test's own, to kill."""
+
+    config: EmbeddedNatsConfig
+    creds: NatsCredentials
+    proc: object = None
+
+    @property
+    def url(self) -> str:
+        return nats_url(self.config.host, self.config.port, self.creds)
+
+    def start(self) -> None:
+        self.proc = start_nats_server(self.config, self.creds, log_path=self.config.data_dir / "nats.log")
+
+    def sigkill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+        self.proc.wait()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    found = Server(EmbeddedNatsConfig(data_dir=tmp_path / "nats", port=free_port()), NatsCredentials("t", "t-secret"))
+    found.start()
+    try:
+        yield found
+    finally:
+        stop_nats_server(found.proc)  # type: ignore[arg-type]
+
+
+async def open_repo(server: Server, subjects: Subjects) -> tuple[NatsClient, Repository]:
+    nc = await nats.connect(server.url)
+    repo = Repository(nc.jetstream(), subjects)
+    await repo.open()
+    return nc, repo
+
+
+async def crash_and_restart(server: Server, nc: NatsClient, subjects: Subjects) -> tuple[NatsClient, Repository]:
+    await nc.close()
+    server.sigkill()
+    server.start()
+    return await open_repo(server, subjects)
+
+
+def solution(name: str, instances: int, elements: int = 2) -> Solution:
+    found = Solution(name=name, version="V1", target=State.STATE_ACTIVE)
+    for e in range(elements):
+        cluster = Cluster(version="V1", size=instances, target=State.STATE_ACTIVE)
+        cluster.instances.extend(Instance(uuid=f"{name}-e{e}-{i}", target=State.STATE_ACTIVE, state=State.STATE_ACTIVE)
+                                 for i in range(instances))
+        found.elements.append(Element(name=f"e{e}", component="c", target=State.STATE_ACTIVE, clusters=[cluster]))
+    return found
+
+
+async def touch(repo: Repository, domain: str, name: str) -> None:
+    """Write every instance record of a solution once more, as a run does."""
+    for record in await repo.solutions.list_instances(domain, name):
+        record.instance.state = State.STATE_INACTIVE
+        await repo.solutions.put_instance(domain, name, record.element, record.cluster, record.instance, record.revision)
+
+
+async def raw_keys(nc: NatsClient, bucket: str, prefix: str) -> set[str]:
+    """Keys with a message in the bucket's stream under prefix (live or not, as the server holds them)."""
+    info = await nc.jetstream().stream_info(kv_stream(bucket), subjects_filter=f"$KV.{bucket}.{prefix}>")
+    return {s.removeprefix(f"$KV.{bucket}.") for s in (info.state.subjects or {})}
+
+
+async def test_a_removed_solution_stays_removed_after_the_server_is_killed(server: Server, subjects: Subjects) -> None:
+    nc, repo = await open_repo(server, subjects)
+    await repo.model.create_domain(D)
+    # A neighbour live beside it, both written in turns: their records share the server's blocks.
+    await repo.solutions.store_solution(D, solution("keep", 150))
+    await repo.solutions.store_solution(D, solution("gone", 150))
+    await touch(repo, D, "gone")
+    await repo.solutions.remove_solution(D, "gone", Grave(actor="alice", task="t-remove"))
+    await touch(repo, D, "keep")  # the neighbour goes on being written after the removal
+    assert not await raw_keys(nc, subjects.solutions_bucket, f"{D}.gone.")
+
+    nc, repo = await crash_and_restart(server, nc, subjects)
+    try:
+        back = await raw_keys(nc, subjects.solutions_bucket, f"{D}.gone.")
+        assert back, "the server brought no purged record back: this test shows nothing on this nats-server"
+        # The server holds them again, and none is in effect.
+        assert [s.name for s in await repo.solutions.list_solutions(D)] == ["keep"]
+        with pytest.raises(NotFound):
+            await repo.solutions.get_solution(D, "gone")
+        with pytest.raises(NotFound):
+            await repo.solutions.get_solution_header(D, "gone")
+        with pytest.raises(NotFound):
+            await repo.solutions.get_instance(D, "gone", "e0", "V1", "gone-e0-0")
+        assert await repo.solutions.list_instances(D, "gone") == []
+        assert await repo.solutions.parts(D, "gone") == ([], [], [])
+        assert set(await repo.solutions.trees(D)) == {"keep"}
+        assert len(await repo.solutions.list_instances(D, "keep")) == 300
+        removal = await repo.solutions.removal(D, "gone")
+        assert removal is not None and (removal.actor, removal.task) == ("alice", "t-remove")
+        # Removing it again finds nothing (and purges what came back).
+        with pytest.raises(NotFound):
+            await repo.solutions.remove_solution(D, "gone")
+        # Deployed again under the same name: only the new records are its.
+        again = solution("gone", 2, elements=1)
+        assert await repo.solutions.store_solution(D, again) is True
+        stored = await repo.solutions.get_solution(D, "gone")
+        assert sorted(i.uuid for e in stored.elements for c in e.clusters for i in c.instances) == ["gone-e0-0", "gone-e0-1"]
+        assert [e.name for e in stored.elements] == ["e0"]
+        assert await repo.solutions.removal(D, "gone") is None
+    finally:
+        await nc.close()
+
+
+async def test_a_removed_domain_stays_removed_after_the_server_is_killed(server: Server, subjects: Subjects) -> None:
+    nc, repo = await open_repo(server, subjects)
+    for domain in ("stay", D):
+        await repo.model.create_domain(domain)
+        await repo.apply_model(parse_document(chain(domain, [2, 2]), domain).model)
+    for i in range(150):
+        for domain in ("stay", D):
+            await repo.tasks.put_task(Task(uuid=f"t{i}", domain=domain, created=i, status=TaskStatus.TASK_STATUS_COMPLETED), None)
+    await repo.solutions.store_solution("stay", solution("keep", 100))
+    await repo.solutions.store_solution(D, solution("gone", 100))
+    await touch(repo, D, "gone")
+    for i in range(150):
+        task = await repo.tasks.get_task(D, f"t{i}")
+        await repo.tasks.put_task(task.value, task.revision)
+    await repo.remove_domain(D, "alice")
+    # The other domain goes on being written.
+    await touch(repo, "stay", "keep")
+    for i in range(150):
+        task = await repo.tasks.get_task("stay", f"t{i}")
+        await repo.tasks.put_task(task.value, task.revision)
+
+    nc, repo = await crash_and_restart(server, nc, subjects)
+    try:
+        back = (await raw_keys(nc, subjects.solutions_bucket, f"{D}.") | await raw_keys(nc, subjects.tasks_bucket, f"{D}."))
+        assert back, "the server brought no purged record back: this test shows nothing on this nats-server"
+        assert await repo.model.list_domains() == ["stay"]
+        with pytest.raises(NotFound):
+            await repo.model.require_domain(D)
+        # Made again under the same name, it starts empty.
+        await repo.model.create_domain(D)
+        assert await repo.solutions.list_solutions(D) == []
+        assert await repo.tasks.list_tasks(D) == []
+        with pytest.raises(NotFound):
+            await repo.tasks.get_task(D, "t0")
+        assert await repo.model.list_components(D) == []
+        assert await repo.leases.all() == []
+        assert len(await repo.tasks.list_tasks("stay")) == 150
+    finally:
+        await nc.close()
