@@ -10,8 +10,12 @@ server did bring something back, so that it cannot pass without the fault.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,17 +24,20 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from cli.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server, stop_nats_server
-from models import chain
+from models import chain, flat
 from orchestration.model.codec import parse_document
 from orchestration.model.errors import NotFound
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution, State, Task, TaskStatus
 from orchestration.v1.records_pb2 import Grave
+from suite import Suite, alive, monitor_figure, running_suite, wait_until
+from test_faults import wait_for_pid
 
 pytestmark = pytest.mark.faults
 
 D = "del"
+POLLS = "orch_monitor_poll_seconds_count"
 
 
 @dataclass
@@ -182,3 +189,50 @@ async def test_a_removed_domain_stays_removed_after_the_server_is_killed(server:
         assert len(await repo.tasks.list_tasks("stay")) == 150
     finally:
         await nc.close()
+
+
+def test_a_removed_solution_beside_a_live_one_stays_removed_when_nats_is_killed(tmp_path: Path) -> None:
+    """End to end: deploy two solutions, remove one, SIGKILL nats-server right
+    after the removal; once everything is back (the monitor polling every
+    second), nothing of the removed one is listed or run again."""
+    with running_suite(tmp_path, "--monitor-interval", "1") as suite:
+        suite.apply(flat("pair", 100, elements=2))
+        for name in ("keep", "gone"):
+            suite.ok("solution", "deploy", "pair", "app", "V1", "--solution", name, "--wait")
+        gone = {i.uuid for e in suite.solution("pair", "gone").elements for c in e.clusters for i in c.instances}
+        suite.ok("solution", "delete", "pair", "gone", "--wait", "--request-id", "remove-gone")
+        removed = time.time()
+        victim = wait_for_pid(suite, "nats-server")
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: not alive(victim), timeout=10, what="nats-server dying")
+        wait_for_pid(suite, "nats-server", other_than=victim)
+        # The monitor polls again (three polls after the restart) before anything is judged.
+        polls = eventually_figure(suite, POLLS, lambda value: value > 0)
+        eventually_figure(suite, POLLS, lambda value: value >= polls + 3)
+        listed = wait_until(lambda: json_or_none(suite.orch("solution", "list", "pair", "-o", "json")), timeout=60,
+                            what="the gateway answering again")
+        assert [s["Solution"] for s in listed] == ["keep"], listed
+        missing = suite.orch("solution", "get", "pair", "gone")
+        assert missing.returncode != 0 and "was removed" in missing.stderr, missing.stderr
+        late = [op for op in suite.ops("gone") if op["started"] > removed or op["instance"] not in gone]
+        assert not late, f"operations on the removed solution after its removal: {late[:5]}"
+        kept = suite.solution("pair", "keep")
+        assert all(i.state == State.STATE_ACTIVE for e in kept.elements for c in e.clusters for i in c.instances)
+        # A retry of the removal (its reply lost, say) is the same request, not an error.
+        again = suite.orch("solution", "delete", "pair", "gone", "--request-id", "remove-gone")
+        assert again.returncode == 0, again.stderr
+
+
+def eventually_figure(suite: Suite, name: str, good: Callable[[float], bool], timeout: float = 60) -> float:
+    """A monitor figure once it is good (the monitor may be reconnecting meanwhile)."""
+    def read() -> float | None:
+        try:
+            value = monitor_figure(suite, name)
+        except OSError:
+            return None
+        return value if good(value) else None
+    return wait_until(read, timeout=timeout, what=f"{name} as wanted")
+
+
+def json_or_none(result: subprocess.CompletedProcess) -> object:
+    return json.loads(result.stdout) if result.returncode == 0 else None

@@ -130,6 +130,33 @@ def test_a_retry_with_the_same_request_id_returns_the_same_task(suite: Suite) ->
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in refused.value.details()
 
 
+def test_every_changing_cli_command_takes_a_request_id_and_a_retry_is_the_same_change(suite: Suite) -> None:
+    suite.apply(models.flat("cli-ids", 2, maximum=4))
+    instance = ""
+    commands = [
+        ("solution", "deploy", "cli-ids", "app", "V1", "--wait"),
+        ("cluster", "set", "cli-ids", "app", "e0", "V1", "--size", "3", "--wait"),
+        ("instance", "set", "cli-ids", "app", "e0", "V1", "{instance}", "--state", "inactive", "--wait"),
+        ("solution", "set", "cli-ids", "app", "--state", "active", "--wait"),
+        ("solution", "resume", "cli-ids", "app", "--wait"),
+        ("solution", "delete", "cli-ids", "app", "--wait"),
+    ]
+    for number, command in enumerate(commands):
+        if not instance and suite.planned("cli-ids", "app").elements:
+            instance = suite.solution("cli-ids", "app").elements[0].clusters[0].instances[0].uuid
+        args = [a.format(instance=instance) for a in command]
+        first = suite.ok(*args, "--request-id", f"change-{number}").split()[0]
+        # Sent again (a reply lost, say): the same task, and nothing runs again.
+        again = suite.orch(*args, "--request-id", f"change-{number}")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.split()[0] == first, f"{' '.join(args)}: {again.stdout}"
+    roots = suite.automation.ListTasks(gw.ListTasksRequest(domain="cli-ids", roots_only=True), metadata=suite.metadata,
+                                       timeout=30).tasks
+    assert len(roots) == len(commands)
+    refused = suite.orch("solution", "resume", "cli-ids", "app", "--request-id", "not a name!")
+    assert refused.returncode != 0 and "request_id" in refused.stderr
+
+
 def test_a_request_message_announces_the_lease_its_acceptance_stored(suite: Suite) -> None:
     """Read while the dispatcher is stopped (SIGSTOP): it would claim the
     lease, and so replace what the message announces, at once."""

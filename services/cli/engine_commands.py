@@ -18,6 +18,14 @@ from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
 TARGET_STATES = click.Choice(["initial", "inactive", "active"])
+
+# Every command that asks the engine for a change takes a request id: the
+# same id sent again is the same change (its root task), never a second one.
+request_id_option = click.option(
+    "--request-id", default="",
+    help="Name this change (1-128 letters, digits and _ . : @ -). Sent again with the same id, "
+         "it is the same change and prints the same task: the safe way to retry after a lost reply. "
+         "Default: a fresh id, retried automatically while the gateway is unreachable.")
 FINISHED = {
     pb.TASK_STATUS_COMPLETED: "completed",
     pb.TASK_STATUS_FAILED: "failed",
@@ -140,11 +148,14 @@ def _started(output: str, task: str) -> None:
 @click.option("--solution", default="", help="Solution name (default: the architecture's name).")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@request_id_option
 @pass_settings
-def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, wait: bool, output: str) -> None:
+def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, wait: bool, output: str,
+           request_id: str) -> None:
     """Create or update a solution from an architecture version; prints the root task id."""
     gateway = settings.gateway()
-    request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution)
+    request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
+                                      request_id=request_id)
     task = gateway.submit(gateway.solutions.DeploySolution, request).task
     _started(output, task)
     if wait:
@@ -176,11 +187,12 @@ def plan(settings: Settings, domain: str, architecture: str, version: str, solut
 @click.argument("domain")
 @click.argument("solution")
 @click.option("--wait", is_flag=True, help="Show progress until the teardown ends.")
+@request_id_option
 @pass_settings
-def delete(settings: Settings, domain: str, solution: str, wait: bool) -> None:
+def delete(settings: Settings, domain: str, solution: str, wait: bool, request_id: str) -> None:
     """Tear a solution down (reverse dependency order), then remove its records."""
     gateway = settings.gateway()
-    task = gateway.submit(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution)).task
+    task = gateway.submit(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution, request_id=request_id)).task
     _submitted(gateway, domain, solution, task, wait)
 
 
@@ -189,11 +201,12 @@ def delete(settings: Settings, domain: str, solution: str, wait: bool) -> None:
 @click.argument("solution")
 @click.option("--state", type=TARGET_STATES, required=True, help="New target state of every cluster.")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@request_id_option
 @pass_settings
-def solution_set(settings: Settings, domain: str, solution: str, state: str, wait: bool) -> None:
+def solution_set(settings: Settings, domain: str, solution: str, state: str, wait: bool, request_id: str) -> None:
     """Send a whole solution to another state (stops and destroys go in reverse dependency order)."""
     gateway = settings.gateway()
-    request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state])
+    request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state], request_id=request_id)
     task = gateway.submit(gateway.solutions.UpdateSolution, request).task
     _submitted(gateway, domain, solution, task, wait)
 
@@ -202,11 +215,12 @@ def solution_set(settings: Settings, domain: str, solution: str, state: str, wai
 @click.argument("domain")
 @click.argument("solution")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@request_id_option
 @pass_settings
-def solution_resume(settings: Settings, domain: str, solution: str, wait: bool) -> None:
+def solution_resume(settings: Settings, domain: str, solution: str, wait: bool, request_id: str) -> None:
     """End a hold (a terminated task, or the monitor giving up) and converge the solution to its intent."""
     gateway = settings.gateway()
-    task = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution)).task
+    task = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution, request_id=request_id)).task
     _submitted(gateway, domain, solution, task, wait)
 
 
@@ -223,13 +237,14 @@ def cluster() -> None:
 @click.option("--size", type=int, default=None, help="New number of instances (min..max).")
 @click.option("--state", type=TARGET_STATES, default=None, help="New target state.")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@request_id_option
 @pass_settings
 def cluster_set(settings: Settings, domain: str, solution: str, element: str, cluster_name: str, size: int | None,
-                state: str | None, wait: bool) -> None:
+                state: str | None, wait: bool, request_id: str) -> None:
     """Resize a cluster and/or send it to another state."""
     gateway = settings.gateway()
     request = gw.UpdateClusterRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
-                                      state=STATES_BY_NAME[state] if state else pb.STATE_UNSPECIFIED)
+                                      state=STATES_BY_NAME[state] if state else pb.STATE_UNSPECIFIED, request_id=request_id)
     if size is not None:
         request.size = size
     task = gateway.submit(gateway.solutions.UpdateCluster, request).task
@@ -249,13 +264,14 @@ def instance() -> None:
 @click.argument("uuid")
 @click.option("--state", type=TARGET_STATES, required=True, help="New target state.")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
+@request_id_option
 @pass_settings
 def instance_set(settings: Settings, domain: str, solution: str, element: str, cluster_name: str, uuid: str,
-                 state: str, wait: bool) -> None:
+                 state: str, wait: bool, request_id: str) -> None:
     """Send one instance to another state."""
     gateway = settings.gateway()
     request = gw.UpdateInstanceRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
-                                       instance=uuid, state=STATES_BY_NAME[state])
+                                       instance=uuid, state=STATES_BY_NAME[state], request_id=request_id)
     task = gateway.submit(gateway.solutions.UpdateInstance, request).task
     _submitted(gateway, domain, solution, task, wait)
 
@@ -265,7 +281,7 @@ def instance_set(settings: Settings, domain: str, solution: str, element: str, c
 @click.option("--domain", "domain_name", default="", help="Domain of the task (found when omitted).")
 @pass_settings
 def terminate(settings: Settings, task_id: str, domain_name: str) -> None:
-    """Terminate a running task and its subtree."""
+    """Terminate a running task and its subtree (asking again is harmless: it is one termination)."""
     gateway = settings.gateway()
     gateway.call(gateway.automation.TerminateTask, gw.TerminateTaskRequest(domain=domain_name, task=task_id))
     click.echo(f"termination of {task_id} requested")

@@ -7,9 +7,10 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
 from gateway.api.access import caller
+from orchestration.model.names import check_name
 from orchestration.runtime import telemetry
 from orchestration.store.repository import Repository
-from orchestration.store.requests import new_request, submit
+from orchestration.store.requests import accepted_before, new_request, submit
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import records_pb2 as rpb
 
@@ -38,3 +39,12 @@ class Channel:
             span.set_attribute("orch.solution", solution)
             span.set_attribute("orch.task_id", request.task)
             return await submit(self.repo, self.leases, self.js, self.subjects, request)
+
+    async def earlier(self, domain: str, solution: str, request_id: str) -> str | None:
+        """The root task of a request the client named `request_id` and sent
+        before, if it was accepted (a retry gets the same answer even once
+        the solution has changed, or is gone)."""
+        if not request_id:
+            return None
+        check_name(request_id, "request_id")
+        return await accepted_before(self.repo, self.leases, domain, solution, request_id)

@@ -4,6 +4,7 @@ through the internal channel."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -94,6 +95,8 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         return name, found, catalog
 
     async def DeploySolution(self, request: gw.DeploySolutionRequest, context: grpc.aio.ServicerContext) -> gw.DeploySolutionResponse:
+        if task := await self.channel.earlier(request.domain, request.solution or request.architecture, request.request_id):
+            return gw.DeploySolutionResponse(task=task)
         # Checked here so that a mistake is answered at once; planned once, by the dispatcher that accepts it.
         name, _, _ = await self._design(request.domain, request.architecture, request.version, request.solution)
         task = await self.channel.submit(
@@ -118,23 +121,31 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         ])
 
     async def RemoveSolution(self, request: gw.RemoveSolutionRequest, context: grpc.aio.ServicerContext) -> gw.RemoveSolutionResponse:
-        await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
+            return gw.RemoveSolutionResponse(task=task)
+        await self._header(request.domain, request.solution)
         task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution, request.request_id)
         return gw.RemoveSolutionResponse(task=task)
 
     async def UpdateSolution(self, request: gw.UpdateSolutionRequest, context: grpc.aio.ServicerContext) -> gw.UpdateSolutionResponse:
-        await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
+            return gw.UpdateSolutionResponse(task=task)
+        await self._header(request.domain, request.solution)
         check_target_state(request.state, "state")
         task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, request.request_id,
                                         state=request.state)
         return gw.UpdateSolutionResponse(task=task)
 
     async def ResumeSolution(self, request: gw.ResumeSolutionRequest, context: grpc.aio.ServicerContext) -> gw.ResumeSolutionResponse:
-        await self.repo.solutions.get_solution_header(check_name(request.domain, "domain"), check_name(request.solution, "solution"))
+        if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
+            return gw.ResumeSolutionResponse(task=task)
+        await self._header(request.domain, request.solution)
         task = await self.channel.submit(rpb.REQUEST_KIND_RESUME, request.domain, request.solution, request.request_id)
         return gw.ResumeSolutionResponse(task=task)
 
     async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
+        if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
+            return gw.UpdateClusterResponse(task=task)
         solution = await self._solution(request.domain, request.solution)
         cluster = planner.find_cluster(solution, check_name(request.element, "element"), check_name(request.cluster, "cluster"))
         if not request.HasField("size") and not request.state:
@@ -152,6 +163,8 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         return gw.UpdateClusterResponse(task=task)
 
     async def UpdateInstance(self, request: gw.UpdateInstanceRequest, context: grpc.aio.ServicerContext) -> gw.UpdateInstanceResponse:
+        if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
+            return gw.UpdateInstanceResponse(task=task)
         solution = await self._solution(request.domain, request.solution)
         element = find_element(solution, request.domain, request.element)
         path = f"{request.domain}/{request.solution}"
@@ -172,12 +185,26 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         except NotFound as err:
             raise await self._not_planned_yet(domain, name, err) from None
 
+    async def _header(self, domain: str, name: str) -> pb.Solution:
+        """The solution's own record (NotFound says why: not planned yet, or removed)."""
+        try:
+            return (await self.repo.solutions.get_solution_header(check_name(domain, "domain"), check_name(name, "solution"))).value
+        except NotFound as err:
+            raise await self._not_planned_yet(domain, name, err) from None
+
     async def _not_planned_yet(self, domain: str, name: str, err: NotFound) -> NotFound:
         """A solution whose first deploy is accepted but not planned yet (for
-        a few milliseconds after the answer) is not found with that said."""
+        a few milliseconds after the answer) is not found with that said; one
+        that was removed, with who removed it and when."""
         lease = await self.repo.leases.get(domain, name)
         if lease is None or lease.record.request.kind != rpb.REQUEST_KIND_DEPLOY:
-            return err
+            grave = await self.repo.solutions.removal(domain, name)
+            if grave is None:
+                return err
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(grave.removed_unix_ms / 1000))
+            by = f" by {grave.actor}" if grave.actor else ""
+            task = f" (task {grave.task})" if grave.task else ""
+            return NotFound(f"solution '{domain}/{name}' was removed{by} at {when}{task}; deploy it again to bring it back")
         return NotFound(f"solution '{domain}/{name}' is not planned yet: task {lease.record.task} deploys it; "
                         "its records appear in a moment")
 

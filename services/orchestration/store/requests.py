@@ -93,6 +93,15 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
     return request.task
 
 
+async def accepted_before(repo: Repository, leases: Leases, domain: str, solution: str, request_id: str) -> str | None:
+    """The root task of the request the client named `request_id`, if it was
+    accepted already (whatever became of it since, the solution's removal
+    included): a retry is answered with it before anything is checked again."""
+    request = new_request(rpb.REQUEST_KIND_UNSPECIFIED, domain, solution, "", request_id=request_id)
+    accepted, _ = await _accepted_before(repo, leases, request)
+    return request.task if accepted else None
+
+
 async def _ended(repo: Repository, domain: str, task: str) -> bool:
     try:
         return (await repo.tasks.get_task(domain, task)).value.status in TASK_ENDED
