@@ -6,7 +6,7 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup bytecode chromium generate run test test-faults bench bench-console screenshots soak lint-proto typecheck clean
+.PHONY: setup bytecode chromium generate run test test-faults bench bench-console screenshots soak chaos lint-proto typecheck clean
 
 setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
 
@@ -68,6 +68,12 @@ screenshots: setup
 # 100 deploy/delete cycles of 1,000 instances: storage and memory must stay flat.
 soak: setup
 	$(BIN)/python bench/soak.py
+
+# Ten minutes of operator loops under random SIGKILL/SIGSTOP of every process
+# (a minute of it runs in `make test`). Options through CHAOS_ARGS, e.g.
+# make chaos CHAOS_ARGS="--seed 1234" to replay a run.
+chaos: setup
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) .orch
