@@ -104,6 +104,8 @@ class Chaos:
         self.lock = threading.Lock()
         self.loops = [(f"chaos{i % 2}", f"s{i}") for i in range(loops)]
         self.second: subprocess.Popen | None = None
+        self.second_argv: list[str] | None = None
+        self.second_env: dict[str, str] = {}
         self.second_log = open(suite.home / "dispatcher-2.log", "ab")
 
     # ---- the suite -----------------------------------------------------------
@@ -119,13 +121,15 @@ class Chaos:
         self.start_second_dispatcher()
 
     def start_second_dispatcher(self) -> None:
-        """A second dispatcher beside `orch up`'s, started as it starts its own."""
-        first = self.suite.services()["dispatcher"]
-        argv = cmdline(first).split()
-        argv[argv.index("--replica") + 1] = "dispatcher-2"
-        argv[argv.index("--addr") + 1] = f"127.0.0.1:{free_port()}"
-        env = {**environment_of(first), "ORCH_METRICS_ADDR": f"127.0.0.1:{free_port()}"}
-        self.second = subprocess.Popen(argv, env=env, stdout=self.second_log, stderr=subprocess.STDOUT)
+        """A second dispatcher beside `orch up`'s, started as it starts its own
+        (the first time from that one's command line and environment)."""
+        if self.second_argv is None:
+            first = self.suite.services()["dispatcher"]
+            self.second_argv = cmdline(first).split()
+            self.second_argv[self.second_argv.index("--replica") + 1] = "dispatcher-2"
+            self.second_argv[self.second_argv.index("--addr") + 1] = f"127.0.0.1:{free_port()}"
+            self.second_env = {**environment_of(first), "ORCH_METRICS_ADDR": f"127.0.0.1:{free_port()}"}
+        self.second = subprocess.Popen(self.second_argv, env=self.second_env, stdout=self.second_log, stderr=subprocess.STDOUT)
 
     def pids(self) -> dict[str, int]:
         found = {k: v for k, v in self.suite.services().items() if k in ("gateway", "dispatcher", "monitor", "sim-1", "nats-server")}
@@ -137,27 +141,34 @@ class Chaos:
 
     def faults(self) -> None:
         while not self.stop_faults.wait(self.rng.uniform(2, 6)):
-            pids = self.pids()
-            kinds = [f"kill {name}" for name in sorted(pids)] + [f"stop {n}" for n in ("dispatcher", "dispatcher-2") if n in pids]
-            kind = self.rng.choice(kinds)
-            action, name = kind.split(" ", 1)
-            pid = pids[name]
-            self.log(f"{time.strftime('%H:%M:%S')} fault: {kind} (pid {pid})")
-            with self.lock:
-                self.report.faults[kind] += 1
-            if action == "kill":
-                os.kill(pid, signal.SIGKILL)
-                while alive(pid):
-                    time.sleep(0.02)
-                if name == "dispatcher-2":
-                    assert self.second is not None
-                    self.second.wait()
-                    self.start_second_dispatcher()
-            else:
-                os.kill(pid, signal.SIGSTOP)
-                time.sleep(STOP_SECONDS)
-                os.kill(pid, signal.SIGCONT)
-            self.report.last_fault = time.time()
+            try:
+                self.fault()
+            except Exception as err:  # noqa: BLE001 - a process gone meanwhile (restarting): the next fault
+                self.log(f"fault not injected: {type(err).__name__}: {err}")
+
+    def fault(self) -> None:
+        """One fault, chosen at random among the processes running now."""
+        pids = self.pids()
+        kinds = [f"kill {name}" for name in sorted(pids)] + [f"stop {n}" for n in ("dispatcher", "dispatcher-2") if n in pids]
+        kind = self.rng.choice(kinds)
+        action, name = kind.split(" ", 1)
+        pid = pids[name]
+        self.log(f"{time.strftime('%H:%M:%S')} fault: {kind} (pid {pid})")
+        with self.lock:
+            self.report.faults[kind] += 1
+        if action == "kill":
+            os.kill(pid, signal.SIGKILL)
+            while alive(pid):
+                time.sleep(0.02)
+            if name == "dispatcher-2":
+                assert self.second is not None
+                self.second.wait()
+                self.start_second_dispatcher()
+        else:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(STOP_SECONDS)
+            os.kill(pid, signal.SIGCONT)
+        self.report.last_fault = time.time()
 
     # ---- operator loops -------------------------------------------------------
 

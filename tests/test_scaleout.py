@@ -23,7 +23,7 @@ import grpc
 import nats
 import pytest
 
-from cli.embedded_nats import find_nats_server, free_port, wait_for_port
+from cli.embedded_nats import MAX_FILE_STORE, find_nats_server, free_port, wait_for_port
 from models import flat
 from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
 from orchestration.runtime.wire import bearer_metadata
@@ -79,7 +79,7 @@ def nats_node(cluster: Cluster, index: int, ports: list[int], routes: list[int])
     route_urls = ", ".join(f"nats-route://127.0.0.1:{p}" for i, p in enumerate(routes) if i != index)
     conf.write_text(
         f"listen: 127.0.0.1:{ports[index]}\nserver_name: n{index}\n"
-        f'jetstream {{ store_dir: "{data}" }}\n'
+        f'jetstream {{ store_dir: "{data}", max_file_store: {MAX_FILE_STORE} }}\n'
         f'authorization {{ user: "{USER}", password: "{PASSWORD}" }}\n'
         f"cluster {{ name: orch, listen: 127.0.0.1:{routes[index]}, routes: [{route_urls}] }}\n"
     )

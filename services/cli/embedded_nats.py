@@ -105,6 +105,10 @@ def server_environment() -> dict[str, str]:
     return {"GOGC": GC_PERCENT}
 
 
+# Bytes of file storage the embedded server lets its streams reserve (1 TiB).
+MAX_FILE_STORE = 2**40
+
+
 @dataclass(frozen=True)
 class EmbeddedNatsConfig:
     data_dir: Path
@@ -120,7 +124,11 @@ def write_config(config: EmbeddedNatsConfig, creds: NatsCredentials | NatsUsers)
         f"listen: {config.host}:{config.port}\n"
         f"server_name: orch-embedded\n"
         "max_payload: 8MB\n"
-        f'jetstream {{ store_dir: "{config.data_dir / "jetstream"}" }}\n'
+        # Every bucket and stream has a size cap of its own (ORCH_*_MAX_MB), which
+        # JetStream reserves when it is made: its default total (75% of the disk
+        # free at start) would refuse them on a small disk, or on a test server
+        # that holds the buckets of hundreds of prefixes.
+        f'jetstream {{ store_dir: "{config.data_dir / "jetstream"}", max_file_store: {MAX_FILE_STORE} }}\n'
     )
     if isinstance(creds, NatsUsers):
         text += server_authorization(creds.passwords, creds.subjects)

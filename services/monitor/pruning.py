@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 
 from orchestration.model.errors import Aborted, NotFound
-from orchestration.model.retention import due_for_pruning
+from orchestration.model.retention import HIGH_WATER, LOW_WATER, due_for_pruning, relief_order
 from orchestration.store.repository import Repository
+from orchestration.v1 import model_pb2 as pb
 
 log = logging.getLogger("monitor.pruning")
 # Trees pruned in one pass at most.
@@ -27,7 +28,9 @@ class Pruner:
         self._last: float | None = None
 
     async def maybe_prune(self) -> int:
-        """Prune when `every` seconds have passed since the last pass (the first pass runs at once)."""
+        """Prune when `every` seconds have passed since the last pass (the
+        first pass runs at once); keep the tasks bucket below its cap at every call."""
+        await self.relieve()
         now = self.clock()
         if self._last is not None and now - self._last < self.every:
             return 0
@@ -36,6 +39,32 @@ class Pruner:
         if count >= PER_PASS:
             self._last = None  # a backlog: the next pass comes at the next poll
         return count
+
+    async def relieve(self) -> int:
+        """Keep the tasks bucket below its cap: above HIGH_WATER of it, delete
+        finished trees in retention.relief_order (removed solutions' first)
+        until it holds less than LOW_WATER. The number of trees deleted."""
+        used, cap = await self.repo.tasks.usage()
+        if not cap or used < HIGH_WATER * cap:
+            return 0
+        roots: list[pb.Task] = []
+        live: set[tuple[str, str]] = set()
+        for domain in await self.repo.model.list_domains():
+            roots += [t for t in await self.repo.tasks.all_tasks(domain) if not t.parent]
+            live |= {(domain, h.name) for h in await self.repo.solutions.headers(domain)}
+        deleted = tasks = 0
+        for root in relief_order(roots, live):
+            try:
+                tasks += await self.repo.tasks.remove_tree(root.domain, root)
+            except NotFound:
+                continue
+            deleted += 1
+            if deleted % PER_PASS == 0 and (await self.repo.tasks.usage())[0] < LOW_WATER * cap:
+                break
+        used, _ = await self.repo.tasks.usage()
+        log.warning("the tasks bucket neared its cap (ORCH_TASKS_MAX_MB): deleted %d finished task trees (%d tasks), "
+                    "now %.0f%% of %.0f MB", deleted, tasks, 100 * used / cap, cap / 2**20)
+        return deleted
 
     async def prune(self) -> int:
         """One pass over every domain, of at most PER_PASS trees (a backlog

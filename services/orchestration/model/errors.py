@@ -61,3 +61,9 @@ class Unavailable(OrchestrationError):
 
 class DeadlineExceeded(OrchestrationError):
     code = "DEADLINE_EXCEEDED"
+
+
+class ResourceExhausted(OrchestrationError):
+    """A store cap is reached: nothing was written (raise the cap, or remove what is no longer needed)."""
+
+    code = "RESOURCE_EXHAUSTED"

@@ -54,3 +54,25 @@ def summarize(subtasks: list[pb.Task], summary: pb.TreeSummary | None = None) ->
         elif task.status in (pb.TASK_STATUS_TIMEOUT, pb.TASK_STATUS_TERMINATED):
             found.stopped += 1
     return found
+
+
+# When the tasks bucket holds more than HIGH_WATER of its cap (ORCH_TASKS_MAX_MB),
+# the monitor deletes finished task trees until it holds less than LOW_WATER.
+HIGH_WATER, LOW_WATER = 0.8, 0.6
+
+
+def relief_order(roots: list[pb.Task], live: set[tuple[str, str]]) -> list[pb.Task]:
+    """The finished task trees (by their roots) in the order they are deleted
+    when the tasks bucket nears its cap: those of removed solutions (not in
+    `live`, as (domain, solution)) first, then those of live solutions; the
+    oldest first within each. What a live solution needs stays: every
+    unfinished tree, and the newest finished tree of each live solution."""
+    finished = [t for t in roots if not t.parent and t.status in TASK_ENDED]
+    newest: dict[tuple[str, str], pb.Task] = {}
+    for task in finished:
+        key = (task.domain, task.solution)
+        if key in live and (key not in newest or (task.updated, task.uuid) > (newest[key].updated, newest[key].uuid)):
+            newest[key] = task
+    kept = {t.uuid for t in newest.values()}
+    going = [t for t in finished if t.uuid not in kept]
+    return sorted(going, key=lambda t: ((t.domain, t.solution) in live, t.updated, t.uuid))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -23,7 +24,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
-from orchestration.model.errors import Aborted, Fenced, Unavailable
+from orchestration.model.errors import Aborted, Fenced, ResourceExhausted, Unavailable
 from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.store.natsconn import connection_of
 from orchestration.store.publisher import publisher_for
@@ -35,6 +36,9 @@ T = TypeVar("T")
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 # JetStream's error code for "no message found" (a key never written, or purged).
 _NO_MESSAGE = 10037
+# JetStream's error code for "maximum bytes exceeded": a stream that discards
+# new messages (a KV bucket, the requests stream) is at its size cap.
+STREAM_FULL = 10077
 
 # A bulk read pulls at most this many messages per request, so that a huge
 # result never piles up in the client's pending buffer at once.
@@ -95,8 +99,9 @@ class Written:
 class Bucket:
     """One KV bucket: reads, compare-and-set writes, bulk reads and purges."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str, replicas: int = 1) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str, replicas: int = 1, cap: str = "") -> None:
         self._js = js
+        self._cap = cap  # the setting of its size cap, for the error of a write beyond it
         self._kv = kv
         # On a replicated bucket the count a new consumer reports may come from
         # a replica that lags: bulk reads then read until NATS says "no more".
@@ -168,7 +173,23 @@ class Bucket:
             raise _cas_failure(what, revision) from err
 
     async def _publish(self, key: str, value: bytes, last: int) -> int:
-        return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
+        with self._within_cap(key):
+            return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
+
+    @contextlib.contextmanager
+    def _within_cap(self, key: str) -> Iterator[None]:
+        """Turn the server's refusal of a write beyond the bucket's size cap
+        into ResourceExhausted: not transient (waiting does not free space),
+        and nothing was written."""
+        try:
+            yield
+        except nats.js.errors.APIError as err:
+            if err.err_code != STREAM_FULL:
+                raise
+            setting = f" ({self._cap})" if self._cap else ""
+            raise ResourceExhausted(
+                f"{key!r} not written: the store's {self.name!r} bucket is at its size cap{setting}; "
+                "remove what is no longer needed (solutions, task history) or raise the cap") from err
 
     async def _publish_fenced(self, key: str, value: bytes, headers: dict[str, str], what: str) -> int:
         fence = self._fence
@@ -178,7 +199,8 @@ class Bucket:
         refusals = 0
         while True:
             try:
-                return await self._publisher.publish(self._prefix + key, value, headers)
+                with self._within_cap(key):
+                    return await self._publisher.publish(self._prefix + key, value, headers)
             except nats.js.errors.APIError as err:
                 if err.err_code not in _WRONG_LAST_SEQUENCE:
                     raise
@@ -231,6 +253,11 @@ class Bucket:
 
         return await nc.subscribe(self._prefix + ">", cb=changed)
 
+    async def usage(self) -> tuple[int, int]:
+        """Bytes of messages the bucket holds, and its size cap (0: none)."""
+        info = await self._js.stream_info(self.stream)
+        return info.state.bytes or 0, max(0, info.config.max_bytes or 0)
+
     async def limit_age(self, seconds: float, max_bytes: int | None = None) -> None:
         """Let keys age out `seconds` after their last write (and the oldest go beyond `max_bytes`)."""
         await apply_limits(self._js, self.stream, seconds, max_bytes)
@@ -240,7 +267,8 @@ class Bucket:
         intent); on a fenced bucket, only while the fence holds (else Fenced)."""
         if self._fence is not None:
             return await self._publish_fenced(key, value, {}, f"key {key!r}")
-        return await self._kv.put(key, value)
+        with self._within_cap(key):
+            return await self._kv.put(key, value)
 
     async def delete(self, key: str, revision: int | None, what: str) -> None:
         """Delete key; with a revision, only if it is still the stored one (else
@@ -430,6 +458,14 @@ def _cas_failure(what: str, revision: int | None) -> Aborted:
     if revision is None:
         return Aborted(f"{what} already exists")
     return Aborted(f"{what} was changed concurrently (expected revision {revision}); re-read and retry")
+
+
+async def apply_cap(js: JetStreamContext, stream: str, max_bytes: int) -> None:
+    """Give an existing stream (or KV bucket's stream) this size cap, if it has another."""
+    info = await js.stream_info(stream)
+    if info.config.max_bytes != max_bytes:
+        info.config.max_bytes = max_bytes
+        await js.update_stream(info.config)
 
 
 async def apply_limits(js: JetStreamContext, stream: str, max_age: float, max_bytes: int | None = None) -> None:

@@ -26,12 +26,12 @@ from orchestration.model.errors import AlreadyExists
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.events import EventLog, EventRecorder
-from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_limits
+from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, apply_limits
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
 from orchestration.store.registrations import Registrations
 from orchestration.store.solution_records import ClusterRecord, InstanceRecord, SolutionRecords
-from orchestration.store.streams import Retention, ensure_stream, open_bucket, replicas_from_environment
+from orchestration.store.streams import CAPS, Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.store.task_records import TaskRecords
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
@@ -131,13 +131,19 @@ class Repository:
     async def open(self) -> None:
         """Create or bind every bucket and both streams (safe to run concurrently with others)."""
         s = self._subjects
-        buckets = await asyncio.gather(*(open_bucket(self._js, n, self._replicas) for n in s.repository_buckets))
+        limits = self._retention
+        buckets = await asyncio.gather(*(
+            open_bucket(self._js, n, self._replicas, limits.cap(role), CAPS[role][0])
+            for n, role in zip(s.repository_buckets, ("model", "solutions", "tasks", "controllers", "leases"))))
         requests = api.StreamConfig(
             name=s.requests_stream,
             subjects=[s.internal_requests_all],
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
             num_replicas=self._replicas,
+            # Full, it refuses a request (the gateway says so) rather than drop a queued one.
+            max_bytes=limits.cap("requests"),
+            discard=api.DiscardPolicy.NEW,
         )
         events = api.StreamConfig(
             name=s.events_stream,
@@ -155,6 +161,7 @@ class Repository:
         await asyncio.gather(
             apply_limits(self._js, s.events_stream, history, self._retention.events_bytes),
             apply_limits(self._js, kv_stream(s.tasks_bucket), history),
+            apply_cap(self._js, s.requests_stream, limits.cap("requests")),
         )
         b = _Buckets(*buckets)
         model = ModelRecords(b.model, lambda domain: self._s.solutions.headers(domain))

@@ -7,12 +7,14 @@ import contextlib
 import time
 import uuid as uuidlib
 
+import nats.js.errors
 from nats.js import JetStreamContext
 
-from orchestration.model.errors import FailedPrecondition, NotFound
+from orchestration.model.errors import FailedPrecondition, NotFound, ResourceExhausted
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.runtime import telemetry
+from orchestration.store.kvstore import STREAM_FULL
 from orchestration.store.leases import LEASE_REVISION_HEADER, Leases
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
@@ -81,11 +83,17 @@ async def submit(repo: Repository, leases: Leases, js: JetStreamContext, subject
         revision = await leases.accept(request, over=current)
     try:
         await repo.tasks.put_task(root_task(request), stored)
-        await js.publish(
-            subjects.internal_request(request.domain, request.solution),
-            request.SerializeToString(),
-            headers={"Nats-Msg-Id": request.uuid, LEASE_REVISION_HEADER: str(revision)},
-        )
+        try:
+            await js.publish(
+                subjects.internal_request(request.domain, request.solution),
+                request.SerializeToString(),
+                headers={"Nats-Msg-Id": request.uuid, LEASE_REVISION_HEADER: str(revision)},
+            )
+        except nats.js.errors.APIError as err:
+            if err.err_code != STREAM_FULL:
+                raise
+            raise ResourceExhausted("request not accepted: the internal channel is at its size cap "
+                                    "(ORCH_REQUESTS_MAX_MB); are the dispatchers running?") from err
     except Exception:
         with contextlib.suppress(Exception):
             await leases.withdraw(request, revision)

@@ -15,7 +15,8 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 
 from orchestration.model.errors import FailedPrecondition, Unavailable
-from orchestration.store.kvstore import STORE_BACKOFF, Bucket
+from orchestration.store.kvstore import STORE_BACKOFF, Bucket, apply_cap
+from orchestration.store.subjects import kv_stream
 
 T = TypeVar("T")
 
@@ -27,28 +28,57 @@ _NO_PEERS = 10005
 PLACEMENT_WAIT = 60.0
 
 
+# The size cap of each bucket and stream a Repository opens: its setting
+# (megabytes) and default. A KV bucket or the requests stream refuses a write
+# beyond its cap (ResourceExhausted, nothing lost or half written); the events
+# stream drops its oldest events instead. The monitor keeps the tasks bucket
+# below its cap by deleting finished task trees, those of removed solutions
+# first (see monitor.pruning).
+CAPS: dict[str, tuple[str, int]] = {
+    "model": ("ORCH_MODEL_MAX_MB", 32),
+    "solutions": ("ORCH_SOLUTIONS_MAX_MB", 256),
+    "tasks": ("ORCH_TASKS_MAX_MB", 256),
+    "controllers": ("ORCH_CONTROLLERS_MAX_MB", 8),
+    "leases": ("ORCH_LEASES_MAX_MB", 16),
+    "requests": ("ORCH_REQUESTS_MAX_MB", 32),
+    "events": ("ORCH_EVENTS_MAX_MB", 256),
+}
+
+
 @dataclass(frozen=True)
 class Retention:
-    """How long history is kept: task records and the events stream (which
-    holds the events) age out after `history_seconds` (since their last write), and the
-    events stream keeps at most `events_bytes` (the oldest go first). Running
-    work is never affected: its records are rewritten as it goes."""
+    """How long history is kept and how much of everything: task records and
+    the events stream (which holds the events) age out after
+    `history_seconds` (since their last write), and every bucket and stream
+    holds at most its cap in `caps` (bytes, by the names of CAPS). Running
+    work is never affected by age: its records are rewritten as it goes."""
 
     history_seconds: float = 30 * 86400.0
     events_bytes: int = 256 * 2**20
+    caps: tuple[tuple[str, int], ...] = tuple((name, mb * 2**20) for name, (_, mb) in CAPS.items() if name != "events")
+
+    def cap(self, name: str) -> int:
+        """The cap in bytes of a bucket or stream (by its name in CAPS)."""
+        return self.events_bytes if name == "events" else dict(self.caps)[name]
 
     @classmethod
     def from_environment(cls) -> Retention:
-        """ORCH_HISTORY_DAYS (default 30) and ORCH_EVENTS_MAX_MB (default 256)."""
+        """ORCH_HISTORY_DAYS (default 30) and the size caps of CAPS (ORCH_*_MAX_MB)."""
         days = os.environ.get("ORCH_HISTORY_DAYS", "30")
-        megabytes = os.environ.get("ORCH_EVENTS_MAX_MB", "256")
         try:
-            history, size = float(days), int(megabytes)
+            history = float(days)
         except ValueError:
-            history, size = 0.0, 0
-        if not history > 0 or size <= 0:
-            raise ValueError(f"ORCH_HISTORY_DAYS={days!r} and ORCH_EVENTS_MAX_MB={megabytes!r}: expected positive numbers")
-        return cls(history * 86400.0, size * 2**20)
+            history = 0.0
+        if not history > 0:
+            raise ValueError(f"ORCH_HISTORY_DAYS={days!r}: expected a positive number")
+        caps = {}
+        for name, (setting, default) in CAPS.items():
+            value = os.environ.get(setting, str(default))
+            if not value.isdigit() or int(value) <= 0:
+                raise ValueError(f"{setting}={value!r}: expected a positive number of megabytes")
+            caps[name] = int(value) * 2**20
+        events = caps.pop("events")
+        return cls(history * 86400.0, events, tuple(caps.items()))
 
 
 def replicas_from_environment() -> int:
@@ -80,21 +110,26 @@ async def placed(create: Callable[[], Awaitable[T]], what: str, replicas: int) -
         await asyncio.sleep(STORE_BACKOFF.delay(failures))
 
 
-async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1) -> Bucket:
-    """Create the bucket (history 1, file storage) or bind to the one that exists.
+async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1, max_bytes: int = -1, cap: str = "") -> Bucket:
+    """Create the bucket (history 1, file storage, at most `max_bytes`) or bind
+    to the one that exists, giving it that cap. `cap` names the setting of
+    the cap, for the error of a write that would go beyond it.
 
     Creating with an identical configuration is idempotent on the server, so
     processes that open concurrently all succeed; a bucket created by someone
-    else with other settings is used as it is.
+    else with other settings is used as it is, with this cap.
     """
     try:
-        kv = await placed(lambda: js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE, replicas=replicas),
+        kv = await placed(lambda: js.create_key_value(bucket=name, history=1, storage=api.StorageType.FILE, replicas=replicas,
+                                                      max_bytes=max_bytes),
                           f"bucket {name!r}", replicas)
     except nats.js.errors.BadRequestError as err:
         if err.err_code != _STREAM_NAME_IN_USE:
             raise
         kv = await js.key_value(name)
-    return Bucket(js, kv, name, replicas)
+        if max_bytes > 0:
+            await apply_cap(js, kv_stream(name), max_bytes)
+    return Bucket(js, kv, name, replicas, cap)
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:

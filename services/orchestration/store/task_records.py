@@ -104,6 +104,24 @@ class TaskRecords:
         await self.put_task(marked, revision)
         return marked.summary
 
+    async def remove_tree(self, domain: str, root: Task) -> int:
+        """Delete a finished tree whole: its events, its subtasks (deepest
+        first) and its root, with delete markers and no other write, so that
+        it works on a bucket at its size cap. The number of tasks deleted."""
+        tree = await self.get_task_tree(domain, root.uuid)
+        await self._events.remove_tasks(domain, (t.uuid for t in tree))
+        depth = {root.uuid: 0}
+        for task in tree[1:]:  # parents come before their children
+            depth[task.uuid] = depth.get(task.parent, 0) + 1
+        for level in range(max(depth.values()), -1, -1):
+            await gather_bounded(self._task_bucket.delete(rk.task_key(domain, t.uuid), None, t.uuid)
+                                 for t in tree if depth[t.uuid] == level)
+        return len(tree)
+
+    async def usage(self) -> tuple[int, int]:
+        """Bytes the tasks bucket holds, and its cap (0: none)."""
+        return await self._task_bucket.usage()
+
     # ---- events ----------------------------------------------------------------
 
     async def list_events(self, domain: str, task: str = "") -> list[Event]:
