@@ -65,7 +65,7 @@ bench-console: setup
 screenshots: setup
 	$(BIN)/python docs/screenshots.py
 
-# 100 deploy/delete cycles of 1,000 instances: storage and memory must stay flat.
+# 60 deploy/delete cycles of 1,000 instances under small caps: storage and memory must stay flat.
 soak: setup
 	$(BIN)/python bench/soak.py
 

@@ -3,10 +3,14 @@ a fresh `orch up`, and show that storage is held by the retention settings and
 that no service grows: NATS data on disk and every service's resident memory
 are printed every 10 cycles, and the growth from cycle 20 to the last.
 
-History is kept for ORCH_HISTORY_DAYS (default here 0.0002 days, about 17 s,
-so that retention acts within the run; a real suite keeps 30 days).
+The store is bounded by size, not by age: history is kept for 30 days (as
+in a real suite) and the buckets that grow with history get small caps
+(`--cap-mb`, default 16 MB each for the tasks bucket, the events stream and
+the solutions bucket), which the run must hold on disk while nothing a live
+solution needs is lost. `--history-days 0.0002` (17 s) shows retention by age
+instead.
 
-    python bench/soak.py [--cycles 100] [--size 1000] [--history-days 0.0002]
+    python bench/soak.py [--cycles 60] [--size 1000] [--cap-mb 16] [--history-days 30]
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from models import flat  # noqa: E402
 from suite import Suite, running_suite  # noqa: E402
+
+from orchestration.store.streams import CAPS  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -47,18 +53,22 @@ def cycle(suite: Suite) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=100)
+    parser.add_argument("--cycles", type=int, default=60)
     parser.add_argument("--size", type=int, default=1000)
-    parser.add_argument("--history-days", type=float, default=0.0002)
+    parser.add_argument("--cap-mb", type=int, default=16)
+    parser.add_argument("--history-days", type=float, default=30)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="orch-soak-"))
-    env = {"ORCH_HISTORY_DAYS": str(args.history_days)}
+    capped = {f"ORCH_{name}_MAX_MB": str(args.cap_mb) for name in ("TASKS", "EVENTS", "SOLUTIONS")}
+    env = {"ORCH_HISTORY_DAYS": str(args.history_days), **capped}
+    caps_mb = sum(int(capped.get(setting, default)) for setting, default in CAPS.values())
     rows = []
     with running_suite(home, env=env) as suite:
         per = min(args.size, 100)
         suite.apply(flat("soak", per, parameters={"orch_siblings": "ignore"}, elements=max(1, args.size // per)))
         services = suite.services()
-        print(f"soak: {args.cycles} cycles of deploy + delete of {args.size} instances, history {args.history_days} days")
+        print(f"soak: {args.cycles} cycles of deploy + delete of {args.size} instances, history {args.history_days} days, "
+              f"caps {' '.join(f'{k}={v}' for k, v in capped.items())} (every cap: {caps_mb} MB)")
         for n in range(1, args.cycles + 1):
             took = cycle(suite)
             if n % 10 == 0 or n == 1:
@@ -66,6 +76,7 @@ def main() -> None:
                        **{f"{name}_mb": round(rss_mb(pid), 1) for name, pid in sorted(services.items())}}
                 rows.append(row)
                 print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    print(f"NATS data at most {max(r['nats_data_mb'] for r in rows):.1f} MB on disk (every cap: {caps_mb} MB)")
     first = next((r for r in rows if r["cycle"] >= 20), rows[0])
     last = rows[-1]
     print(f"from cycle {first['cycle']} to {last['cycle']}:")
