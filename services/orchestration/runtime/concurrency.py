@@ -1,10 +1,14 @@
-"""Awaiting many calls at once, a bounded number at a time."""
+"""Awaiting many calls at once, a bounded number at a time; streams that end
+when their caller may no longer have them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
+
+from orchestration.model.errors import Unauthenticated
 
 T = TypeVar("T")
 # Calls in flight at once by default (JetStream writes, reads, Status calls).
@@ -34,3 +38,34 @@ async def gather_bounded(calls: Iterable[Awaitable[T]], limit: int = DEFAULT_LIM
     if errors:
         raise errors[0]
     return results
+
+
+async def while_valid(items: AsyncIterator[T], valid: Callable[[], Awaitable[bool]], every: float) -> AsyncIterator[T]:
+    """The items of a stream for as long as `valid()` says its caller may
+    have them, asked before each item and at least every `every` seconds
+    while none comes (a revoked token ends a quiet stream too). Raises
+    Unauthenticated once it says no; closes `items` however it ends."""
+    pending: asyncio.Future[T] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not await valid():
+                raise Unauthenticated("the token of this stream is no longer valid (revoked or expired): sign in again")
+            if not done:
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()

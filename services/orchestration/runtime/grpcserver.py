@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from orchestration.model.errors import InvalidArgument
 from orchestration.runtime import telemetry
+from orchestration.runtime.concurrency import while_valid
 from orchestration.runtime.metrics import GRPC_CALLS, labelled
 from orchestration.runtime.status import status_of
 from orchestration.runtime.tls import TlsConfig
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # Calls that need no token: probes and schema discovery.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# A streaming call re-checks its token at least this often: a revoked one ends it.
+STREAM_RECHECK_SECONDS = 0.25
 
 
 def _token_of(metadata: Iterable[Any] | None) -> str | None:
@@ -95,7 +98,12 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             message = "missing or invalid bearer token: pass 'authorization: Bearer <token>' (orch finds it in $ORCH_HOME/token)"
             await self._gate.record(None, method_name(method), None, "UNAUTHENTICATED", message)
             return _deny(handler, message)
-        return _guard(handler, method, _metadata_value(details.invocation_metadata, "traceparent"), self._gate, caller)
+        return _guard(handler, method, _metadata_value(details.invocation_metadata, "traceparent"), self._gate, caller,
+                      lambda: self._still(given or ""))
+
+    async def _still(self, token: str) -> bool:
+        """Whether a streaming call's token is still valid (revocation ends its stream)."""
+        return await self._gate.identify(token) is not None
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -117,7 +125,7 @@ def _metadata_value(metadata: Iterable[Any] | None, name: str) -> str:
 
 
 def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str, gate: Gate,
-           caller: Any) -> grpc.RpcMethodHandler:
+           caller: Any, still_valid: Callable[[], Awaitable[bool]]) -> grpc.RpcMethodHandler:
     """Wrap a handler: the gate's admission and record, a server span per
     call, errors as statuses, call metrics."""
     tracer = telemetry.tracer("orchestration.grpc")
@@ -158,7 +166,8 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, traceparent_value: str, 
                     if deserialize is not None:
                         request = _decode(deserialize, request)
                     await gate.admit(caller, name, request)
-                    async for item in behaviour(request, context):
+                    # A revoked token ends the stream within STREAM_RECHECK_SECONDS, quiet or not.
+                    async for item in while_valid(behaviour(request, context), still_valid, STREAM_RECHECK_SECONDS):
                         yield item
                 except grpc.aio.AbortError:
                     raise
