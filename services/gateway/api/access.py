@@ -39,14 +39,21 @@ def caller() -> Principal:
 
 
 def target_of(request: Any) -> tuple[str, str]:
-    """The request's domain, and what it acts on as "domain/solution/..."."""
+    """The request's domain, and what it acts on as "domain/solution/...";
+    a deploy names the solution (the architecture's name by default) and what
+    it is deployed from: "domain/solution from architecture version"."""
     parts = []
     for name in _TARGET_FIELDS:
         value = getattr(request, name, "")
         if isinstance(value, str) and value:
             parts.append(value)
     domain = getattr(request, "domain", "")
-    return (domain if isinstance(domain, str) else ""), "/".join(parts)
+    domain = domain if isinstance(domain, str) else ""
+    architecture, version = getattr(request, "architecture", ""), getattr(request, "version", "")
+    if isinstance(architecture, str) and architecture and isinstance(version, str):
+        solution = getattr(request, "solution", "") or architecture
+        return domain, "/".join(p for p in (domain, solution) if p) + f" from {architecture} {version}".rstrip()
+    return domain, "/".join(parts)
 
 
 class AccessGate:

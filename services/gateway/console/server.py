@@ -24,13 +24,14 @@ from nats.aio.client import Client as NatsClient
 from gateway.api.access import AccessGate
 from gateway.console.live import Connectivity, changes, subjects_for
 from gateway.console.sessions import COOKIE, Session, Sessions
-from gateway.console.views import Views, require_domain
+from gateway.console.views import ACTION_METHODS, Views, require_domain
 from orchestration.model.access import Principal
 from orchestration.model.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from orchestration.runtime.concurrency import while_valid
 from orchestration.runtime.status import status_of
 from orchestration.runtime.tls import TlsConfig
 from orchestration.store.subjects import Subjects
+from orchestration.v1 import gateway_pb2 as gw
 
 log = logging.getLogger("gateway.console")
 
@@ -176,14 +177,21 @@ class Console:
             try:
                 session, who = await self._caller(request)
                 if change and not session.csrf_matches(request.headers.get("X-CSRF-Token", "")):
-                    return web.json_response({"error": {"code": "PERMISSION_DENIED",
-                                                        "message": "missing or wrong CSRF token: reload the page"}},
-                                             status=403)
+                    message = "missing or wrong CSRF token: reload the page"
+                    await self._refused(request, who, "PERMISSION_DENIED", message)
+                    return web.json_response({"error": {"code": "PERMISSION_DENIED", "message": message}}, status=403)
                 return web.json_response(await view(request, who))
             except Exception as exc:  # noqa: BLE001 - every failure is an error reply, never a trace
                 return _error(exc)
 
         return handle
+
+    async def _refused(self, request: web.Request, who: Principal, code: str, message: str) -> None:
+        """Audit a change refused before it became a call (a forged request: no CSRF token)."""
+        method = ACTION_METHODS.get(request.match_info.get("action", ""), "")
+        target = gw.RemoveSolutionRequest(domain=request.match_info.get("domain", ""),
+                                          solution=request.match_info.get("solution", ""))
+        await self.gate.on("console").record(who, method, target, code, message)
 
     async def _act(self, request: web.Request, who: Principal) -> dict[str, Any]:
         domain = _domain(request, who)

@@ -46,6 +46,11 @@ def _ms(nanos: int) -> int:
     return nanos // 1_000_000
 
 
+# The call each change of the console's solution page makes (for the audit of one refused before it).
+ACTION_METHODS = {"deploy": "DeploySolution", "state": "UpdateSolution", "resize": "UpdateCluster",
+                  "terminate": "TerminateTask", "resume": "ResumeSolution", "delete": "RemoveSolution"}
+
+
 class Views:
     """The console's reads and actions for one caller at a time."""
 
