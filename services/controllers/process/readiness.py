@@ -64,12 +64,22 @@ async def _tcp(target: str) -> bool:
     return True
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer (3xx: ready), never followed: the probe reaches
+    the instance's own port only (spec._own_loopback), not where it points."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
 def _http(url: str) -> bool:
     # A proxy configured for the controller must not answer for a local service.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
     try:
         with opener.open(url, timeout=CHECK_TIMEOUT) as response:
             return 200 <= int(response.status) < 400
+    except urllib.error.HTTPError as err:
+        return 300 <= err.code < 400  # a redirect not followed
     except (urllib.error.URLError, OSError, ValueError):
         return False
 

@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,36 @@ def _probe(settings: ProcessSettings, values: dict[str, Value], work_dir: Path) 
         argv = _split(rendered, key)
         argv[0] = resolve(argv[0], work_dir, key)
         return Probe("command", shlex.join(argv))
-    return Probe("tcp" if key == "ready_tcp" else "http", rendered)
+    own = {str(v) for k, v in values.items() if k == "port" or k.startswith("ports.")}
+    return Probe("tcp" if key == "ready_tcp" else "http", _own_loopback(key, rendered, own))
+
+
+# What a probe may reach: the instance's own ports on loopback, nothing else
+# (the controller may run as root; a probe must not be a way to scan or call
+# other hosts and services from it).
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::")  # the last two: this host, as a target
+
+
+def _own_loopback(key: str, target: str, own: set[str]) -> str:
+    """`target` (host:port, or an http URL) if it names one of the instance's
+    own ports on a loopback address; else a permanent error saying so."""
+    if key == "ready_http":
+        parsed = urllib.parse.urlsplit(target)
+        scheme, host = parsed.scheme, parsed.hostname or ""
+        try:
+            port = str(parsed.port or "")
+        except ValueError:
+            port = ""
+        if scheme not in ("http", "https"):
+            raise Permanent(f"process: {key}={target!r} must be an http:// or https:// URL")
+    else:
+        host, _, port = target.rpartition(":")
+        host = host.strip("[]")
+    if host not in _LOOPBACK or port not in own:
+        allowed = ", ".join(sorted(own)) or "none: give the instance a port (port: auto)"
+        raise Permanent(f"process: {key}={target!r} may reach only the instance's own ports on loopback "
+                        f"(127.0.0.1:{{{{port}}}}; its ports: {allowed})")
+    return target
 
 
 def resolve(program: str, work_dir: Path, key: str) -> str:
