@@ -323,6 +323,11 @@ class Dispatcher:
             self.runs.pop(lease.key, None)
             return True
         except OrchestrationError as err:
+            if is_transient(err):
+                # NATS slow or away (a read timed out): not the request's fault. The
+                # lease stays ours; the request is tried again (redelivery, recovery).
+                self.runs.pop(lease.key, None)
+                raise
             if request.kind == rpb.REQUEST_KIND_REMOVE and isinstance(err, NotFound):
                 # Removed already: a run stopped between the removal and its root's status.
                 await book.set_status(book.root, pb.TASK_STATUS_COMPLETED)
