@@ -63,7 +63,8 @@ def main() -> None:
     env = {"ORCH_HISTORY_DAYS": str(args.history_days), **capped}
     caps_mb = sum(int(capped.get(setting, default)) for setting, default in CAPS.values())
     rows = []
-    with running_suite(home, env=env) as suite:
+    # The monitor at its default interval: it keeps the tasks bucket below its cap.
+    with running_suite(home, "--monitor-interval", "5", env=env) as suite:
         per = min(args.size, 100)
         suite.apply(flat("soak", per, parameters={"orch_siblings": "ignore"}, elements=max(1, args.size // per)))
         services = suite.services()

@@ -49,28 +49,36 @@ def test_deploy_over_the_bus_and_follow_the_events(suite: Suite) -> None:
         reply = await request(url, "deploy", json.dumps({"domain": "demo", "architecture": "app", "version": "V0.0.0"}).encode(), token(suite))
         assert set(reply) == {"task"}, reply
         root = reply["task"]
-        # A late subscriber: the events come from a stream, so it replays them.
+        # A late subscriber: it follows live events and replays what it missed
+        # (stored in the events stream) through the gateway.
         nc = await nats.connect(url)
-        js = nc.jetstream()
-        events: list[dict] = []
+        events: dict[str, dict] = {}
         done = asyncio.Event()
 
-        async def collect(msg) -> None:  # type: ignore[no-untyped-def]
-            event = json.loads(msg.data)
-            events.append(event)
+        def collect(event: dict) -> None:
+            events[event["uuid"]] = event
             if event["task"] == root and event["type"] in ("completion", "failure"):
                 done.set()
+
+        async def live(msg) -> None:  # type: ignore[no-untyped-def]
+            collect(json.loads(msg.data))
 
         # Subscribe only once the deploy has recorded its first event, so that
         # the subscriber really is late and must be given what it missed.
         await eventually(lambda: suite.automation.ListEvents(gw.ListEventsRequest(domain="demo", task=root),
                                                              metadata=suite.metadata, timeout=10).events,
                          timeout=30, what="the deploy's first event")
-        subscription = await js.subscribe("orch.events.>", cb=collect, ordered_consumer=True)
+        subscription = await nc.subscribe("orch.events.>", cb=live)
+        after, more = 0, True
+        while more:
+            page = await request(url, "events", json.dumps({"domain": "demo", "after": after}).encode(), token(suite))
+            for event in page["events"]:
+                collect(event)
+            after, more = page["last"], page["more"]
         await asyncio.wait_for(done.wait(), timeout=60)
         await subscription.unsubscribe()
         await nc.close()
-        return root, events
+        return root, sorted(events.values(), key=lambda e: e["time"])
 
     root, events = asyncio.run(scenario())
     mine = [e for e in events if e["request"] == events[-1]["request"]]

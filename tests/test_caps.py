@@ -4,9 +4,12 @@ below its cap by deleting finished trees, those of removed solutions first."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from nats.aio.client import Client as NatsClient
 
+import models
 from monitor.pruning import Pruner
 from orchestration.model.errors import ResourceExhausted
 from orchestration.model.retention import relief_order
@@ -14,6 +17,7 @@ from orchestration.store import streams
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.v1.model_pb2 import Solution, Task, TaskStatus
+from suite import running_suite
 
 DONE, RUNNING = TaskStatus.TASK_STATUS_COMPLETED, TaskStatus.TASK_STATUS_EXECUTING
 
@@ -88,3 +92,17 @@ async def test_a_write_beyond_a_cap_is_refused_clearly_and_a_relief_makes_room(n
     assert gone == written[:len(gone)] and len(gone) == deleted and deleted > 100
     assert written[-1] in left
     await repo.tasks.put_task(task("after", "live", 10_000), None)  # room again
+
+
+def test_deploys_go_on_under_a_small_tasks_cap_while_the_monitor_relieves_it(tmp_path: Path) -> None:
+    """End to end, the monitor polling once an hour (relief has its own pace):
+    twelve deploy and delete cycles write three times the tasks cap, and each completes."""
+    env = {"ORCH_TASKS_MAX_MB": "1"}
+    with running_suite(tmp_path, env=env) as suite:
+        suite.apply(models.flat("capped", 100, elements=2, parameters={"orch_siblings": "ignore"}))
+        for _ in range(12):
+            suite.ok("solution", "deploy", "capped", "app", "V1", "--wait", timeout=120)
+            suite.ok("solution", "delete", "capped", "app", "--wait", timeout=120)
+        log = (tmp_path / "up.log").read_text()
+        assert "the tasks bucket neared its cap" in log
+        assert "at its size cap" not in log, "a write was refused: relief came too late"

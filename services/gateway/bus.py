@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -24,6 +25,7 @@ from gateway.api.solutions import SolutionServicer
 from orchestration.model import codec
 from orchestration.model.access import Principal
 from orchestration.model.errors import InvalidArgument, Unauthenticated
+from orchestration.model.names import check_name
 from orchestration.runtime import telemetry
 from orchestration.runtime.status import status_of
 from orchestration.store.subjects import Subjects
@@ -32,11 +34,13 @@ from orchestration.v1 import gateway_pb2 as gw
 log = logging.getLogger("gateway.bus")
 
 MAX_REQUEST_BYTES = 1024 * 1024
+# Events one `events` request replays at most (a reply stays well under NATS's payload limit).
+REPLAY_LIMIT = 1000
 QUEUE_GROUP = "gateway"
 _STATES = {"initial", "inactive", "active", "failure"}
 
 
-Handler = Callable[[Any, Any], Awaitable[Message]]
+Handler = Callable[[Any, Any], Awaitable[Any]]
 
 
 class Bus:
@@ -56,7 +60,10 @@ class Bus:
             "remove": (gw.RemoveSolutionRequest, solutions.RemoveSolution),
             "terminate": (gw.TerminateTaskRequest, automation.TerminateTask),
             "task": (gw.RetrieveTaskRequest, automation.RetrieveTask),
+            "events": (gw.ListEventsRequest, self.ListEvents),
         }
+        self.feeds = automation.feeds
+        self.repo = automation.repo
         self._subscription: Subscription | None = None
         self.tracer = telemetry.tracer("gateway.bus")
 
@@ -105,6 +112,8 @@ class Bus:
             if principal is None:
                 raise Unauthenticated("missing or invalid token: send the header 'Authorization: Bearer <token>' "
                                       "or a \"token\" field")
+            if operation == "events":
+                _PAGE.set(_page(fields))
             request = to_request(fields, request_type)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply
             code, message = status_of(exc)
@@ -117,6 +126,36 @@ class Bus:
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("bus request %s failed", operation)
             return {"error": {"code": code.name, "message": message}}
+
+
+    async def ListEvents(self, request: gw.ListEventsRequest, context: Any) -> dict[str, Any]:  # noqa: N802 - its right's name
+        """A page of the stored events of a domain (or task), as the bus
+        published them: how a bus client replays what it missed, with the
+        rights of ListEvents. Bus clients have no JetStream access of their
+        own: a consumer they made could deliver onto any subject."""
+        check_name(request.domain, "domain")
+        if request.task:
+            check_name(request.task, "task")
+        await self.repo.model.require_domain(request.domain)
+        after, limit = _PAGE.get()
+        events, last, more = await self.feeds.replay(request.domain, request.task, after, limit)
+        return {"events": events, "last": last, "more": more}
+
+
+# The page an `events` request asks for: (after, limit).
+_PAGE: ContextVar[tuple[int, int]] = ContextVar("page", default=(0, REPLAY_LIMIT))
+
+
+def _page(fields: dict[str, Any]) -> tuple[int, int]:
+    """`after` (a stream sequence, default 0: from the start) and `limit`
+    (1..REPLAY_LIMIT, default REPLAY_LIMIT) of an `events` request, taken
+    out of its fields."""
+    after, limit = fields.pop("after", 0), fields.pop("limit", REPLAY_LIMIT)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidArgument("after: expected the sequence of the last event replayed (a number >= 0; 0: from the start)")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= REPLAY_LIMIT:
+        raise InvalidArgument(f"limit: expected a number from 1 to {REPLAY_LIMIT}")
+    return after, limit
 
 
 def is_inbox(subject: str) -> bool:
@@ -171,8 +210,10 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def render_reply(request: Message, response: Message) -> dict[str, Any]:
+def render_reply(request: Message, response: Message | dict[str, Any]) -> dict[str, Any]:
     """The JSON reply of a successful request."""
+    if isinstance(response, dict):
+        return response
     if isinstance(response, gw.RetrieveTaskResponse):
         return {
             "task": response.task.uuid,

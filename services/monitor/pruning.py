@@ -28,9 +28,7 @@ class Pruner:
         self._last: float | None = None
 
     async def maybe_prune(self) -> int:
-        """Prune when `every` seconds have passed since the last pass (the
-        first pass runs at once); keep the tasks bucket below its cap at every call."""
-        await self.relieve()
+        """Prune when `every` seconds have passed since the last pass (the first pass runs at once)."""
         now = self.clock()
         if self._last is not None and now - self._last < self.every:
             return 0

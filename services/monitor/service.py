@@ -36,6 +36,8 @@ from orchestration.v1 import controller_pb2 as cpb
 
 _tracer = telemetry.tracer("monitor")
 log = logging.getLogger("monitor")
+# How often the tasks bucket's size is checked against its cap (one stream info).
+RELIEF_SECONDS = 2.0
 
 # Solutions acted on at once (drift corrections, compensations).
 _SOLUTION_CONCURRENCY = 32
@@ -110,7 +112,27 @@ class Monitor:
                 await msg.respond(self.last.to_json(self.polls))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll at the interval until `stop` is set; a failed poll is logged, not fatal."""
+        """Poll at the interval until `stop` is set; a failed poll is logged, not fatal.
+        The tasks bucket is kept below its cap meanwhile, every RELIEF_SECONDS."""
+        relief = asyncio.create_task(self._relieve(stop), name="relief")
+        try:
+            await self._poll_loop(stop)
+        finally:
+            relief.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relief
+
+    async def _relieve(self, stop: asyncio.Event) -> None:
+        """Keep the tasks bucket below its cap (Pruner.relieve), whatever the poll interval."""
+        while not stop.is_set():
+            try:
+                await self.pruner.relieve()
+            except Exception as err:  # noqa: BLE001 - NATS away: the next pass tries again
+                log.warning("relieving the tasks bucket failed: %s: %s", type(err).__name__, err)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), RELIEF_SECONDS)
+
+    async def _poll_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             started = self.clock()
             try:

@@ -46,6 +46,28 @@ class Feeds:
             event, at = parse_bus_payload(msg.data)
             yield gw.WatchEventsResponse(event=event, task=at)
 
+    async def replay(self, domain: str, task: str, after: int, limit: int) -> tuple[list[dict[str, object]], int, bool]:
+        """The domain's (or one task's) events stored after stream sequence
+        `after`, at most `limit` of them, as the JSON objects the bus
+        published: (events, the sequence to pass next time, whether more are
+        stored). Bus clients replay the stream through this, not through
+        JetStream consumers of their own (which could deliver anywhere)."""
+        s = self.subjects
+        subject = s.task_events_filter(domain, task) if task else s.events_filter(domain)
+        start = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1} if after else {}
+        subscription = await self.js.pull_subscribe(subject, stream=s.events_stream, config=api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, **start))  # type: ignore[arg-type]
+        try:
+            pending = (await subscription.consumer_info()).num_pending or 0
+            messages = await subscription.fetch(min(pending, limit), timeout=5) if pending and limit else []
+        finally:
+            with contextlib.suppress(Exception):
+                name = (await subscription.consumer_info()).name
+                await subscription.unsubscribe()
+                await self.js.delete_consumer(s.events_stream, name)
+        last = messages[-1].metadata.sequence.stream if messages else after
+        return [json.loads(m.data) for m in messages], last, pending > len(messages)
+
     async def latest(self, domain: str, window: int) -> list[pb.Event]:
         """The domain's events among the last `window` messages of the events stream, oldest first."""
         s = self.subjects

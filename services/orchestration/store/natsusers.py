@@ -7,10 +7,10 @@ are made from this one definition.
   KV buckets and subjects (``<prefix>.>``), replies to requests they
   receive, and their own inbox (``_INBOX_<user>``), which no bus client
   can subscribe to.
-- ``bus`` (external systems): publish requests (``<prefix>.requests.>``),
-  subscribe to events and status and to their inbox (``_INBOX.>``), and
-  replay the events stream (consumers on it, nothing else of the
-  JetStream API): no KV bucket, no other stream, no internal subject.
+- ``bus`` (external systems): publish requests (``<prefix>.requests.>``,
+  replays of stored events included), subscribe to events and status and
+  to their inbox (``_INBOX.>``): no JetStream API, no KV bucket, no stream,
+  no internal subject.
 - ``orch``: everything, for operators' tools; the URL in ``orch info``.
 
 Controllers do not use NATS and have no user.
@@ -44,17 +44,12 @@ def permissions(user: str, s: Subjects) -> dict[str, object] | None:
     if user == OPERATOR:
         return None
     if user == BUS:
-        events = s.events_stream
-        api = "$JS.API"
+        # No JetStream API at all: a consumer a client made could deliver
+        # copies of events onto any subject (the status subjects, KV, the
+        # requests stream). Bus clients replay stored events through the
+        # gateway (the `events` request) and follow live ones by subscribing.
         return {
-            "publish": {"allow": [
-                f"{s.prefix}.requests.>",
-                f"{api}.INFO", f"{api}.STREAM.NAMES", f"{api}.STREAM.INFO.{events}",
-                f"{api}.CONSUMER.CREATE.{events}", f"{api}.CONSUMER.CREATE.{events}.>",
-                f"{api}.CONSUMER.DURABLE.CREATE.{events}.>", f"{api}.CONSUMER.INFO.{events}.>",
-                f"{api}.CONSUMER.DELETE.{events}.>", f"{api}.CONSUMER.MSG.NEXT.{events}.>",
-                f"$JS.ACK.{events}.>", f"$JS.FC.{events}.>",
-            ]},
+            "publish": {"allow": [f"{s.prefix}.requests.>"]},
             "subscribe": {"allow": [f"{s.prefix}.events.>", f"{s.prefix}.status.>", "_INBOX.>"]},
         }
     if user not in SERVICES:
