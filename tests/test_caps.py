@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 import models
 from monitor.pruning import Pruner
 from orchestration.model.errors import ResourceExhausted
-from orchestration.model.retention import relief_order
+from orchestration.model.retention import LOW_WATER, relief_order
 from orchestration.store import streams
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects, kv_stream
@@ -85,7 +85,7 @@ async def test_a_write_beyond_a_cap_is_refused_clearly_and_a_relief_makes_room(n
     assert sorted(t.uuid for t in await repo.tasks.all_tasks("d")) == written
     deleted = await Pruner(repo, tree_days=7, every_seconds=60).relieve()
     used, cap = await repo.tasks.usage()
-    assert deleted and used < 0.6 * cap
+    assert deleted and used < LOW_WATER * cap
     left = {t.uuid for t in await repo.tasks.all_tasks("d")}
     gone = [u for u in written if u not in left]
     # The removed solution's trees went first (oldest first), then the live one's oldest; its newest stays.

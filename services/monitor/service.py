@@ -37,7 +37,7 @@ from orchestration.v1 import controller_pb2 as cpb
 _tracer = telemetry.tracer("monitor")
 log = logging.getLogger("monitor")
 # How often the tasks bucket's size is checked against its cap (one stream info).
-RELIEF_SECONDS = 2.0
+RELIEF_SECONDS = 1.0
 
 # Solutions acted on at once (drift corrections, compensations).
 _SOLUTION_CONCURRENCY = 32

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controllers.sdk import Permanent
+
 DEFAULT_RUN_AS = "nobody"
 RUN_AS_ENV = "ORCH_PROCESS_RUN_AS"
 
@@ -114,6 +116,37 @@ def reachable(path: Path, who: Identity) -> bool:
         if who.uid != 0 and not info.st_mode & bit:
             return False
     return True
+
+
+def runnable(program: str, who: Identity) -> None:
+    """Raise Permanent, saying why, unless `who` can run `program` (an
+    absolute path): every directory down to it searchable, the file itself
+    executable. A Python of the controller's own (`command: python`) often
+    lives under a home directory the instance's user cannot enter."""
+    if not who.switch:
+        return  # instances run as the controller's own user
+    real = Path(os.path.realpath(program))
+    blocked = next((d for d in reversed([real.parent, *real.parent.parents]) if not reachable(d, who)), None)
+    info = None if blocked else _stat_or_none(real)
+    if blocked is None and info is not None and info.st_mode & _exec_bit(info, who):
+        return
+    why = f"{blocked} is not searchable by it" if blocked else ("it does not exist" if info is None else "it is not executable by it")
+    raise Permanent(f"process: {program} ({real}) cannot be run by user {who.name}: {why}. Use a program every user "
+                    f"can run (for Python, a system interpreter such as /usr/bin/python3), or run instances as another "
+                    f"user ({RUN_AS_ENV})")
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _exec_bit(info: os.stat_result, who: Identity) -> int:
+    if info.st_uid == who.uid:
+        return stat.S_IXUSR
+    return stat.S_IXGRP if info.st_gid == who.gid else stat.S_IXOTH
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from controllers.process.confine import DEFAULT_RUN_AS, identity, reachable
+from controllers.process.confine import DEFAULT_RUN_AS, identity, reachable, runnable
 from controllers.process.procs import Processes, kill_strays, tail
 from controllers.process.readiness import Probe, check
 from controllers.process.settings import ProcessSettings
@@ -223,6 +223,7 @@ class ProcessController(Controller):
         return process
 
     def _spawn(self, ctx: OperationContext, spec: LaunchSpec) -> ProcessRecord:
+        runnable(spec.argv[0], self.user)
         directory = self.dirs.prepare(ctx.uuid)
         stdout, stderr = self.dirs.open_logs(ctx.uuid)
         try:

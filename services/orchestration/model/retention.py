@@ -58,7 +58,7 @@ def summarize(subtasks: list[pb.Task], summary: pb.TreeSummary | None = None) ->
 
 # When the tasks bucket holds more than HIGH_WATER of its cap (ORCH_TASKS_MAX_MB),
 # the monitor deletes finished task trees until it holds less than LOW_WATER.
-HIGH_WATER, LOW_WATER = 0.8, 0.6
+HIGH_WATER, LOW_WATER = 0.7, 0.5
 
 
 def relief_order(roots: list[pb.Task], live: set[tuple[str, str]]) -> list[pb.Task]:
