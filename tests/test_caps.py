@@ -31,10 +31,10 @@ def test_removed_solutions_trees_go_first_then_the_oldest_and_what_live_work_nee
         task("live-old", "live", 1), task("live-newest", "live", 5), task("live-mid", "live", 3),
         task("live-running", "live", 0, RUNNING),
         task("gone-new", "gone", 9), task("gone-old", "gone", 2),
-        task("sub", "gone", 0, parent="gone-old"),  # not a root: goes with its tree
+        task("orphan", "live", 7, parent="pruned-long-ago"),  # its parent is gone: first of all
     ]
     order = [t.uuid for t in relief_order(roots, {("d", "live")})]
-    assert order == ["gone-old", "gone-new", "live-old", "live-mid"]
+    assert order == ["orphan", "gone-old", "gone-new", "live-old", "live-mid"]
 
 
 def test_caps_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from orchestration.model.errors import Aborted, NotFound
+from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.retention import HIGH_WATER, LOW_WATER, due_for_pruning, relief_order
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
@@ -48,7 +49,10 @@ class Pruner:
         roots: list[pb.Task] = []
         live: set[tuple[str, str]] = set()
         for domain in await self.repo.model.list_domains():
-            roots += [t for t in await self.repo.tasks.all_tasks(domain) if not t.parent]
+            found = await self.repo.tasks.all_tasks(domain)
+            stored = {t.uuid for t in found}
+            # A finished task whose parent is gone (a purge the server undid) counts as a root.
+            roots += [t for t in found if not t.parent or (t.parent not in stored and t.status in TASK_ENDED)]
             live |= {(domain, h.name) for h in await self.repo.solutions.headers(domain)}
         deleted = tasks = 0
         for root in relief_order(roots, live):

@@ -63,16 +63,21 @@ HIGH_WATER, LOW_WATER = 0.7, 0.5
 
 def relief_order(roots: list[pb.Task], live: set[tuple[str, str]]) -> list[pb.Task]:
     """The finished task trees (by their roots) in the order they are deleted
-    when the tasks bucket nears its cap: those of removed solutions (not in
-    `live`, as (domain, solution)) first, then those of live solutions; the
-    oldest first within each. What a live solution needs stays: every
-    unfinished tree, and the newest finished tree of each live solution."""
-    finished = [t for t in roots if not t.parent and t.status in TASK_ENDED]
+    when the tasks bucket nears its cap: finished tasks whose parent is gone
+    (given among `roots` with their parent set) first, then the trees of
+    removed solutions (not in `live`, as (domain, solution)), then those of
+    live solutions; the oldest first within each. What a live solution needs
+    stays: every unfinished tree, and the newest finished tree of each live
+    solution."""
+    finished = [t for t in roots if t.status in TASK_ENDED]
+    orphans = [t for t in finished if t.parent]  # their tree is gone: first of all
     newest: dict[tuple[str, str], pb.Task] = {}
     for task in finished:
+        if task.parent:
+            continue
         key = (task.domain, task.solution)
         if key in live and (key not in newest or (task.updated, task.uuid) > (newest[key].updated, newest[key].uuid)):
             newest[key] = task
     kept = {t.uuid for t in newest.values()}
-    going = [t for t in finished if t.uuid not in kept]
-    return sorted(going, key=lambda t: ((t.domain, t.solution) in live, t.updated, t.uuid))
+    going = [t for t in finished if t.uuid not in kept and not t.parent]
+    return orphans + sorted(going, key=lambda t: ((t.domain, t.solution) in live, t.updated, t.uuid))

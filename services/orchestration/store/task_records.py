@@ -81,7 +81,12 @@ class TaskRecords:
         subtasks (written first, compare-and-set), then the subtasks and every
         event of the tree are deleted, deepest first (a prune cut short leaves
         no task out of reach of its root, and the next one finishes it), and
-        the root forgets its subtasks and events."""
+        the root forgets its subtasks and events.
+
+        Finished history is purged, not deleted with markers (which would
+        pile up in the bucket): should nats-server bring a purged task back
+        after an unclean stop, it is a finished task nothing acts on, and the
+        next pass deletes it again (see Pruner.relieve: orphans go first)."""
         current = await self.get_task(domain, root.uuid)
         tree = await self.get_task_tree(domain, root.uuid)
         if list(tree[0].subtasks) != list(current.value.subtasks):
@@ -96,9 +101,7 @@ class TaskRecords:
         for task in subtasks:  # parents come before their children
             depth[task.uuid] = depth.get(task.parent, 0) + 1
         for level in range(max(depth.values()), 0, -1):
-            # Delete markers, not purges: a purge may be undone by the server (see Bucket.purge).
-            await gather_bounded(self._task_bucket.delete(rk.task_key(domain, t.uuid), None, t.uuid)
-                                 for t in subtasks if depth[t.uuid] == level)
+            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in subtasks if depth[t.uuid] == level)
         del marked.subtasks[:]
         del marked.events[:]
         await self.put_task(marked, revision)
@@ -106,16 +109,16 @@ class TaskRecords:
 
     async def remove_tree(self, domain: str, root: Task) -> int:
         """Delete a finished tree whole: its events, its subtasks (deepest
-        first) and its root, with delete markers and no other write, so that
-        it works on a bucket at its size cap. The number of tasks deleted."""
+        first) and its root, with purges and no write, so that it works on a
+        bucket at its size cap and leaves nothing behind (delete markers would
+        fill the bucket in their turn). The number of tasks deleted."""
         tree = await self.get_task_tree(domain, root.uuid)
         await self._events.remove_tasks(domain, (t.uuid for t in tree))
         depth = {root.uuid: 0}
         for task in tree[1:]:  # parents come before their children
             depth[task.uuid] = depth.get(task.parent, 0) + 1
         for level in range(max(depth.values()), -1, -1):
-            await gather_bounded(self._task_bucket.delete(rk.task_key(domain, t.uuid), None, t.uuid)
-                                 for t in tree if depth[t.uuid] == level)
+            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in tree if depth[t.uuid] == level)
         return len(tree)
 
     async def usage(self) -> tuple[int, int]:
