@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from orchestration.v1 import gateway_pb2 as gw
+from test_nats_users import inbox_of
 from suite import DATA, Suite, eventually, running_suite
 
 
@@ -30,7 +31,7 @@ def token(suite: Suite) -> str:
 
 
 async def request(url: str, operation: str, payload: bytes, bearer: str = "") -> dict:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, inbox_prefix=inbox_of(url))
     try:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
         reply = await nc.request(f"orch.requests.{operation}", payload, timeout=10, headers=headers)
@@ -51,7 +52,7 @@ def test_deploy_over_the_bus_and_follow_the_events(suite: Suite) -> None:
         root = reply["task"]
         # A late subscriber: it follows live events and replays what it missed
         # (stored in the events stream) through the gateway.
-        nc = await nats.connect(url)
+        nc = await nats.connect(url, inbox_prefix=inbox_of(url))
         events: dict[str, dict] = {}
         done = asyncio.Event()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
+from orchestration.store.natsusers import inbox_prefix
 from suite import DATA, Suite, eventually, running_suite
 
 
@@ -31,6 +33,11 @@ def info(suite: Suite) -> dict[str, str]:
     return json.loads(suite.ok("info", "-o", "json"))  # type: ignore[no-any-return]
 
 
+def inbox_of(url: str) -> str:
+    """The inbox prefix a suite's NATS user may read (natsusers.inbox_prefix), from its URL."""
+    return inbox_prefix(urllib.parse.urlsplit(url).username or "")
+
+
 @asynccontextmanager
 async def client(url: str) -> AsyncIterator[tuple[NatsClient, list[str]]]:
     """A connection and the errors the server sent it (permission violations)."""
@@ -39,7 +46,7 @@ async def client(url: str) -> AsyncIterator[tuple[NatsClient, list[str]]]:
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc = await nats.connect(url, error_cb=on_error, max_reconnect_attempts=0)
+    nc = await nats.connect(url, error_cb=on_error, max_reconnect_attempts=0, inbox_prefix=inbox_of(url))
     try:
         yield nc, errors
     finally:

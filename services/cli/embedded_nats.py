@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +69,10 @@ class NatsUsers:
         return NatsCredentials(user, self.passwords[user])
 
 
-def load_or_create_users(directory: Path, subjects: Subjects) -> NatsUsers:
-    """Passwords of the embedded server's users, generated once and kept
-    (JSON, mode 0600); a user missing from the file gets one."""
+def load_or_create_users(directory: Path, subjects: Subjects, clients: Sequence[str] = ()) -> NatsUsers:
+    """Passwords of the embedded server's users (the named bus clients'
+    `clients` too), generated once and kept (JSON, mode 0600); a user missing
+    from the file gets one, and a bus client no longer named loses its."""
     path = directory / "nats-credentials"
     passwords: dict[str, str] = {}
     if path.exists():
@@ -79,9 +81,12 @@ def load_or_create_users(directory: Path, subjects: Subjects) -> NatsUsers:
             passwords = {str(k): str(v) for k, v in json.loads(text).items()}
         except (ValueError, AttributeError):
             passwords = {}  # an older single-user file: every user gets a new password
-    missing = {user: secret for user, secret in new_passwords().items() if not passwords.get(user)}
-    if missing or not path.exists():
+    wanted = new_passwords(clients)
+    missing = {user: secret for user, secret in wanted.items() if not passwords.get(user)}
+    dropped = [user for user in passwords if user not in wanted]
+    if missing or dropped or not path.exists():
         passwords.update(missing)
+        passwords = {user: passwords[user] for user in wanted}
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

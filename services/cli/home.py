@@ -30,6 +30,8 @@ class Connection:
     console: str = ""
     # NATS URL with the credentials of external bus clients (requests, events, status only).
     bus_url: str = ""
+    # The named bus clients' NATS URLs (ORCH_BUS_CLIENTS), by name.
+    bus_clients: dict[str, str] = field(default_factory=dict)
     # CA that signed the gateway's certificate, when the suite runs with TLS.
     tls_ca: str = ""
     # Addresses of the sim controller replicas (SimulatorService), for `orch sim`.

@@ -25,7 +25,7 @@ from cli.settings import Settings, pass_settings
 from cli.supervisor import ServiceSpec, Supervisor
 from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
 from orchestration.runtime.tls import tls_options
-from orchestration.store.natsusers import BUS, OPERATOR
+from orchestration.store.natsusers import BUS, OPERATOR, bus_clients_from_environment, inbox_prefix, is_bus
 from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
 
 # The names each built-in controller registers (its NAME and ALIASES; the CLI
@@ -118,7 +118,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
         urls: dict[str, str] = {}
         if url is None:
             config = EmbeddedNatsConfig(data_dir=home / "nats", port=nats_port)
-            users = load_or_create_users(home, Subjects(prefix))
+            users = load_or_create_users(home, Subjects(prefix), bus_clients_from_environment())
             conf = write_config(config, users)
             supervisor.start(ServiceSpec("nats-server", [find_nats_server(), "-c", str(conf), "-l", str(home / "nats-server.log")],
                                          env=server_environment(), wait_ready=_port_ready(config.host, config.port)))
@@ -126,6 +126,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
             url = urls[OPERATOR]
         # With --nats-url there is no bus user of ours: no bus URL rather than an all-powerful one.
         bus_url = urls.get(BUS, "")
+        bus_clients = {user.removeprefix(BUS + "-"): url for user, url in urls.items() if is_bus(user) and user != BUS}
         env: dict[str, str] = {}
         if otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
@@ -180,7 +181,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
                                           "--interval", str(monitor_interval),
                                           "--max-compensations", str(monitor_max_compensations)], as_user("monitor")))
         console_url = f"{'https' if tls_cert else 'http'}://{console_addr}/" if console_addr else ""
-        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, bus_url=bus_url, subject_prefix=prefix, token=token,
+        save_connection(home, Connection(gateway=gateway_addr, nats_url=url, bus_url=bus_url, bus_clients=bus_clients, subject_prefix=prefix, token=token,
                                          dispatcher=dispatcher_addr, sims=sims, tls_ca=tls_ca, metrics=metrics,
                                          console=console_url))
         click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
@@ -199,8 +200,12 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
 def info(settings: Settings, output: str) -> None:
     """Where the running suite listens (for scripts: -o json)."""
     connection = settings.connection()
+    # A bus client connects with its own inbox prefix: it can read replies there only.
+    clients = {name: {"url": url, "inbox_prefix": inbox_prefix(f"{BUS}-{name}")}
+               for name, url in connection.bus_clients.items()}
     data = {"gateway": settings.server or connection.gateway, "nats_url": connection.nats_url,
-            "bus_url": connection.bus_url, "console": connection.console,
+            "bus_url": connection.bus_url, "bus_inbox_prefix": inbox_prefix(BUS) if connection.bus_url else "",
+            "bus_clients": clients, "console": connection.console,
             "subject_prefix": connection.subject_prefix, "metrics": connection.metrics}
     if output == "json":
         click.echo(json.dumps(data))

@@ -159,8 +159,10 @@ def _page(fields: dict[str, Any]) -> tuple[int, int]:
 
 
 def is_inbox(subject: str) -> bool:
-    """A bus client's reply subject: `_INBOX.` and plain tokens (no wildcard, no empty token)."""
-    if not subject.startswith("_INBOX.") or len(subject) > 256:
+    """A bus client's reply subject: its inbox (`_INBOX_bus.`, `_INBOX_bus-<client>.`,
+    or `_INBOX.` under a NATS user of the operator's) and plain tokens (no
+    wildcard, no empty token). Only that client may read there."""
+    if not subject.startswith(("_INBOX.", "_INBOX_bus.", "_INBOX_bus-")) or len(subject) > 256:
         return False
     tokens = subject.split(".")
     return all(t and t not in ("*", ">") and t.isprintable() and " " not in t for t in tokens)

@@ -7,10 +7,11 @@ are made from this one definition.
   KV buckets and subjects (``<prefix>.>``), replies to requests they
   receive, and their own inbox (``_INBOX_<user>``), which no bus client
   can subscribe to.
-- ``bus`` (external systems): publish requests (``<prefix>.requests.>``,
+- ``bus`` and ``bus-<client>`` (external systems, one user per client
+  named in ORCH_BUS_CLIENTS): publish requests (``<prefix>.requests.>``,
   replays of stored events included), subscribe to events and status and
-  to their inbox (``_INBOX.>``): no JetStream API, no KV bucket, no stream,
-  no internal subject.
+  to their own inbox (``_INBOX_<user>.>``, which no other client can read):
+  no JetStream API, no KV bucket, no stream, no internal subject.
 - ``orch``: everything, for operators' tools; the URL in ``orch info``.
 
 Controllers do not use NATS and have no user.
@@ -19,8 +20,10 @@ Controllers do not use NATS and have no user.
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from orchestration.store.subjects import Subjects
 
@@ -28,11 +31,29 @@ SERVICES = ("gateway", "dispatcher", "monitor")
 BUS = "bus"
 OPERATOR = "orch"
 USERS = (*SERVICES, BUS, OPERATOR)
+# Named bus clients, each a NATS user of its own (bus-<name>): ORCH_BUS_CLIENTS="erp,billing".
+BUS_CLIENTS_ENV = "ORCH_BUS_CLIENTS"
+_CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def bus_clients_from_environment() -> tuple[str, ...]:
+    """The NATS users of the named bus clients (ORCH_BUS_CLIENTS, comma-separated
+    names of lower-case letters, digits and '-'); ValueError naming a bad one."""
+    names = [n.strip() for n in os.environ.get(BUS_CLIENTS_ENV, "").split(",") if n.strip()]
+    for name in names:
+        if not _CLIENT_NAME.fullmatch(name):
+            raise ValueError(f"{BUS_CLIENTS_ENV}: {name!r} is not a client name (1-32 of a-z, 0-9 and '-')")
+    return tuple(f"{BUS}-{n}" for n in dict.fromkeys(names))
+
+
+def is_bus(user: str) -> bool:
+    return user == BUS or user.startswith(BUS + "-")
 
 
 def inbox_prefix(user: str) -> str:
-    """Where replies to a user's requests arrive; only that user may subscribe there."""
-    return f"_INBOX_{user}" if user in SERVICES else "_INBOX"
+    """Where replies to a user's requests arrive; only that user may subscribe there.
+    A bus client passes it to its NATS library (nats-py: ``inbox_prefix=``)."""
+    return f"_INBOX_{user}" if user in SERVICES or is_bus(user) else "_INBOX"
 
 
 def _buckets(s: Subjects) -> list[str]:
@@ -43,14 +64,15 @@ def permissions(user: str, s: Subjects) -> dict[str, object] | None:
     """The nats-server permissions of a user (None: everything)."""
     if user == OPERATOR:
         return None
-    if user == BUS:
+    if is_bus(user):
         # No JetStream API at all: a consumer a client made could deliver
         # copies of events onto any subject (the status subjects, KV, the
         # requests stream). Bus clients replay stored events through the
         # gateway (the `events` request) and follow live ones by subscribing.
         return {
             "publish": {"allow": [f"{s.prefix}.requests.>"]},
-            "subscribe": {"allow": [f"{s.prefix}.events.>", f"{s.prefix}.status.>", "_INBOX.>"]},
+            # Its own inbox only: another client's replies are out of its reach.
+            "subscribe": {"allow": [f"{s.prefix}.events.>", f"{s.prefix}.status.>", f"{inbox_prefix(user)}.>"]},
         }
     if user not in SERVICES:
         raise ValueError(f"no NATS user {user!r}; one of {', '.join(USERS)}")
@@ -64,14 +86,15 @@ def permissions(user: str, s: Subjects) -> dict[str, object] | None:
     }
 
 
-def new_passwords() -> dict[str, str]:
-    return {user: secrets.token_urlsafe(24) for user in USERS}
+def new_passwords(clients: Sequence[str] = ()) -> dict[str, str]:
+    """A password for every user, the named bus clients' (`clients`) included."""
+    return {user: secrets.token_urlsafe(24) for user in (*USERS, *clients)}
 
 
 def server_authorization(passwords: Mapping[str, str], s: Subjects) -> str:
-    """The ``authorization`` block of nats-server's configuration."""
+    """The ``authorization`` block of nats-server's configuration (every user of `passwords`)."""
     users = []
-    for user in USERS:
+    for user in passwords:
         entry: dict[str, object] = {"user": user, "password": passwords[user]}
         allowed = permissions(user, s)
         if allowed is not None:
