@@ -72,9 +72,10 @@ class TaskRecords:
     async def all_tasks(self, domain: str) -> list[Task]:
         """Every task of the domain, oldest first (no domain check)."""
         # With the domain's grave: a task of the domain as it was before a removal is not its task.
-        entries = await self._task_bucket.scan(rk.domain_filters(domain)[1], rk.grave_key(domain))
-        grave = max((e.revision for e in entries if e.key.startswith(rk.GRAVE_PREFIX + ".")), default=0)
-        return sorted((Task.FromString(e.value) for e in entries if e.revision > grave), key=lambda t: (t.created, t.uuid))
+        entries, grave = await asyncio.gather(self._task_bucket.scan(rk.domain_filters(domain)[1]),
+                                              self._task_bucket.get(rk.grave_key(domain)))
+        buried = grave.revision if grave is not None else 0
+        return sorted((Task.FromString(e.value) for e in entries if e.revision > buried), key=lambda t: (t.created, t.uuid))
 
     async def prune_tree(self, domain: str, root: Task) -> TreeSummary:
         """Prune a finished tree to its root: the root gets a summary of its
