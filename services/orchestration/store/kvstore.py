@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -173,23 +172,19 @@ class Bucket:
             raise _cas_failure(what, revision) from err
 
     async def _publish(self, key: str, value: bytes, last: int) -> int:
-        with self._within_cap(key):
-            return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
-
-    @contextlib.contextmanager
-    def _within_cap(self, key: str) -> Iterator[None]:
-        """Turn the server's refusal of a write beyond the bucket's size cap
-        into ResourceExhausted: not transient (waiting does not free space),
-        and nothing was written."""
         try:
-            yield
+            return await self._publisher.publish(self._prefix + key, value, {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
         except nats.js.errors.APIError as err:
-            if err.err_code != STREAM_FULL:
-                raise
-            setting = f" ({self._cap})" if self._cap else ""
-            raise ResourceExhausted(
-                f"{key!r} not written: the store's {self.name!r} bucket is at its size cap{setting}; "
-                "remove what is no longer needed (solutions, task history) or raise the cap") from err
+            if err.err_code == STREAM_FULL:
+                raise self._full(key) from err
+            raise
+
+    def _full(self, key: str) -> ResourceExhausted:
+        """A write refused beyond the bucket's size cap: not transient (waiting
+        does not free space), and nothing was written."""
+        setting = f" ({self._cap})" if self._cap else ""
+        return ResourceExhausted(f"{key!r} not written: the store's {self.name!r} bucket is at its size cap{setting}; "
+                                 "remove what is no longer needed (solutions, task history) or raise the cap")
 
     async def _publish_fenced(self, key: str, value: bytes, headers: dict[str, str], what: str) -> int:
         fence = self._fence
@@ -199,9 +194,10 @@ class Bucket:
         refusals = 0
         while True:
             try:
-                with self._within_cap(key):
-                    return await self._publisher.publish(self._prefix + key, value, headers)
+                return await self._publisher.publish(self._prefix + key, value, headers)
             except nats.js.errors.APIError as err:
+                if err.err_code == STREAM_FULL:
+                    raise self._full(key) from err
                 if err.err_code not in _WRONG_LAST_SEQUENCE:
                     raise
                 current = await self.get(fence.key)
@@ -267,8 +263,12 @@ class Bucket:
         intent); on a fenced bucket, only while the fence holds (else Fenced)."""
         if self._fence is not None:
             return await self._publish_fenced(key, value, {}, f"key {key!r}")
-        with self._within_cap(key):
+        try:
             return await self._kv.put(key, value)
+        except nats.js.errors.APIError as err:
+            if err.err_code == STREAM_FULL:
+                raise self._full(key) from err
+            raise
 
     async def delete(self, key: str, revision: int | None, what: str) -> None:
         """Delete key; with a revision, only if it is still the stored one (else

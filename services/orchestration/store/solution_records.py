@@ -142,8 +142,11 @@ class SolutionRecords:
         purge every record of it written before (NotFound when it has none).
         An interrupted removal is finished by the next one."""
         header, subtree = rk.solution_filters(domain, name)
-        # Records without a header (an interrupted store) are removed too.
-        living = await self._scan(domain, name, header, subtree)
+        entry, graves = await asyncio.gather(self._solutions.get(header), self._graves(domain, name))
+        # Records without a header (an interrupted store) are removed too. (One
+        # filter per read: a literal subject among several costs nats-server dearly.)
+        living = (entry is not None and graves.alive(name, entry.revision)) or \
+            await self._scan(domain, name, subtree, graves=graves)
         if not living:
             buried = (await self._graves(domain, name)).solutions or {}
             if name in buried:  # removed: what an interrupted removal left is purged
@@ -187,14 +190,16 @@ class SolutionRecords:
         filters = rk.solution_filters(domain, solution) if solution else rk.domain_filters(domain)
         return rk.assemble_solutions((e.key, e.value) for e in await self._scan(domain, solution, *filters))
 
-    async def _scan(self, domain: str, solution: str, *filters: str) -> list[Entry]:
+    async def _scan(self, domain: str, solution: str, *filters: str, graves: Graves | None = None) -> list[Entry]:
         """The live records under the filters (of one solution, or any of
         the domain's when `solution` is empty), read with their graves at once.
         (Not as more filters of the same read: a consumer with literal
         subjects among its filters cost nats-server ten times the CPU of a
         whole deploy.)"""
-        entries, graves = await asyncio.gather(self._solutions.scan(*filters), self._graves(domain, solution))
-        return graves.living(entries)
+        if graves is not None:
+            return graves.living(await self._solutions.scan(*filters))
+        entries, read = await asyncio.gather(self._solutions.scan(*filters), self._graves(domain, solution))
+        return read.living(entries)
 
     async def _graves(self, domain: str, solution: str) -> Graves:
         """The graves of the domain and of one solution of it (of all its
@@ -230,9 +235,9 @@ class SolutionRecords:
         key = rk.element_key(domain, solution, element.name)
         return await self._solutions.write(key, rk.bare_element(element).SerializeToString(), revision, what)
 
-    async def list_elements(self, domain: str, solution: str) -> list[Versioned[Element]]:
+    async def list_elements(self, domain: str, solution: str, graves: Graves | None = None) -> list[Versioned[Element]]:
         """Element records (without clusters) of a solution, sorted by name."""
-        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 1))
+        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 1), graves=graves)
         return sorted((Versioned(Element.FromString(e.value), e.revision) for e in entries), key=lambda v: v.value.name)
 
     async def get_cluster(self, domain: str, solution: str, element: str, cluster: str) -> Versioned[Cluster]:
@@ -246,9 +251,9 @@ class SolutionRecords:
         key = rk.cluster_key(domain, solution, element, cluster.version)
         return await self._solutions.write(key, rk.bare_cluster(cluster).SerializeToString(), revision, what)
 
-    async def list_clusters(self, domain: str, solution: str, element: str = "") -> list[ClusterRecord]:
+    async def list_clusters(self, domain: str, solution: str, element: str = "", graves: Graves | None = None) -> list[ClusterRecord]:
         """Cluster records of a solution (or of one element), sorted by (element, version)."""
-        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 2, element))
+        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 2, element), graves=graves)
         found = [ClusterRecord(rk.decode_key(e.key)[2], Cluster.FromString(e.value), e.revision) for e in entries]
         return sorted(found, key=lambda r: (r.element, r.cluster.version))
 
@@ -291,9 +296,10 @@ class SolutionRecords:
             raise NotFound(rk.not_found(what, domain))
         await self._solutions.delete(key, revision, rk.in_domain(what, domain))
 
-    async def list_instances(self, domain: str, solution: str, element: str = "", cluster: str = "") -> list[InstanceRecord]:
+    async def list_instances(self, domain: str, solution: str, element: str = "", cluster: str = "",
+                             graves: Graves | None = None) -> list[InstanceRecord]:
         """Instance records of a solution, optionally of one element and/or cluster, sorted by (element, cluster, uuid)."""
-        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 3, element, cluster))
+        entries = await self._scan(domain, solution, rk.level_filter(domain, solution, 3, element, cluster), graves=graves)
         found = []
         for e in entries:
             names = rk.decode_key(e.key)
@@ -302,9 +308,11 @@ class SolutionRecords:
 
     async def parts(self, domain: str, solution: str) -> tuple[list[Versioned[Element]], list[ClusterRecord], list[InstanceRecord]]:
         """Every element, cluster and instance record of a solution, read at
-        once in bulk (three key-filter reads, whatever its size)."""
+        once in bulk (three key-filter reads, whatever its size, and its graves once)."""
+        graves = await self._graves(domain, solution)
         elements, clusters, instances = await asyncio.gather(
-            self.list_elements(domain, solution), self.list_clusters(domain, solution), self.list_instances(domain, solution))
+            self.list_elements(domain, solution, graves), self.list_clusters(domain, solution, graves=graves),
+            self.list_instances(domain, solution, graves=graves))
         return elements, clusters, instances
 
     async def _get_record(self, cls: type[M], key: str, domain: str, what: str) -> Versioned[M]:
