@@ -42,6 +42,17 @@ OperationResult), `dedup`, `servicer` (ControllerService), `registrar`,
 `runner` (process main), `testing` (loopback helpers for tests).
 """
 
+import os as _os
+
+# A controller that starts processes as another user forks (subprocess uses
+# fork, not vfork, to switch user). With gRPC's fork support on, the child
+# restarts gRPC's threads before it execs, and one of them crashed there:
+# "killed by signal 11 0.0s after it started", one start in three under
+# load. Children exec at once and use no gRPC, so the support is not needed.
+# Set before grpc is first imported (the SDK's modules below import it).
+_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
 from controllers.sdk.context import InstanceRef, OperationContext, Provider
 from controllers.sdk.controller import UNKNOWN, Controller, ExtraService, InstanceState, Result, StateName
 from controllers.sdk.errors import Permanent, Retryable
