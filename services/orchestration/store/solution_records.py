@@ -148,7 +148,7 @@ class SolutionRecords:
         living = (entry is not None and graves.alive(name, entry.revision)) or \
             await self._scan(domain, name, subtree, graves=graves)
         if not living:
-            buried = (await self._graves(domain, name)).solutions or {}
+            buried = graves.solutions or {}
             if name in buried:  # removed: what an interrupted removal left is purged
                 await self._solutions.purge(subtree, header, rk.fence_key(domain, name), before=buried[name])
             await self.require_domain(domain)
