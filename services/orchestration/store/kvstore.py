@@ -460,11 +460,15 @@ def _cas_failure(what: str, revision: int | None) -> Aborted:
     return Aborted(f"{what} was changed concurrently (expected revision {revision}); re-read and retry")
 
 
-async def apply_cap(js: JetStreamContext, stream: str, max_bytes: int) -> None:
-    """Give an existing stream (or KV bucket's stream) this size cap, if it has another."""
+async def apply_cap(js: JetStreamContext, stream: str, max_bytes: int, refuse_new: bool = False) -> None:
+    """Give an existing stream (or KV bucket's stream) this size cap, if it has
+    another; with `refuse_new`, a full stream refuses new messages instead of
+    dropping its oldest (as one made by an earlier version may)."""
     info = await js.stream_info(stream)
-    if info.config.max_bytes != max_bytes:
+    discard = api.DiscardPolicy.NEW if refuse_new else info.config.discard
+    if info.config.max_bytes != max_bytes or info.config.discard != discard:
         info.config.max_bytes = max_bytes
+        info.config.discard = discard
         await js.update_stream(info.config)
 
 

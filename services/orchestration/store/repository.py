@@ -161,7 +161,7 @@ class Repository:
         await asyncio.gather(
             apply_limits(self._js, s.events_stream, history, self._retention.events_bytes),
             apply_limits(self._js, kv_stream(s.tasks_bucket), history),
-            apply_cap(self._js, s.requests_stream, limits.cap("requests")),
+            apply_cap(self._js, s.requests_stream, limits.cap("requests"), refuse_new=True),
         )
         b = _Buckets(*buckets)
         model = ModelRecords(b.model, lambda domain: self._s.solutions.headers(domain))
