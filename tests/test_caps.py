@@ -96,11 +96,11 @@ async def test_a_write_beyond_a_cap_is_refused_clearly_and_a_relief_makes_room(n
 
 def test_deploys_go_on_under_a_small_tasks_cap_while_the_monitor_relieves_it(tmp_path: Path) -> None:
     """End to end, the monitor polling once an hour (relief has its own pace):
-    twelve deploy and delete cycles write three times the tasks cap, and each completes."""
-    env = {"ORCH_TASKS_MAX_MB": "1"}
+    sixteen deploy and delete cycles write about twice the tasks cap, and each completes."""
+    env = {"ORCH_TASKS_MAX_MB": "2"}
     with running_suite(tmp_path, env=env) as suite:
         suite.apply(models.flat("capped", 100, elements=2, parameters={"orch_siblings": "ignore"}))
-        for _ in range(12):
+        for _ in range(16):
             suite.ok("solution", "deploy", "capped", "app", "V1", "--wait", timeout=120)
             suite.ok("solution", "delete", "capped", "app", "--wait", timeout=120)
         log = (tmp_path / "up.log").read_text()
