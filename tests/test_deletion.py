@@ -10,6 +10,7 @@ server did bring something back, so that it cannot pass without the fault.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -211,6 +212,9 @@ def test_a_removed_solution_beside_a_live_one_stays_removed_when_nats_is_killed(
         eventually_figure(suite, POLLS, lambda value: value >= polls + 3)
         listed = wait_until(lambda: json_or_none(suite.orch("solution", "list", "pair", "-o", "json")), timeout=60,
                             what="the gateway answering again")
+        # The server did bring purged records back (else this test shows nothing).
+        back = asyncio.run(raw_keys_of(json.loads(suite.ok("info", "-o", "json"))["nats_url"], "orch_solutions", "pair.gone."))
+        assert back, "the server brought no purged record back: this test shows nothing on this nats-server"
         assert [s["Solution"] for s in listed] == ["keep"], listed
         missing = suite.orch("solution", "get", "pair", "gone")
         assert missing.returncode != 0 and "was removed" in missing.stderr, missing.stderr
@@ -234,5 +238,30 @@ def eventually_figure(suite: Suite, name: str, good: Callable[[float], bool], ti
     return wait_until(read, timeout=timeout, what=f"{name} as wanted")
 
 
+async def raw_keys_of(url: str, bucket: str, prefix: str) -> set[str]:
+    nc = await nats.connect(url)
+    try:
+        return await raw_keys(nc, bucket, prefix)
+    finally:
+        await nc.close()
+
+
 def json_or_none(result: subprocess.CompletedProcess) -> object:
     return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+async def test_a_removal_cut_short_after_its_grave_is_finished_by_the_next(server: Server, subjects: Subjects) -> None:
+    nc, repo = await open_repo(server, subjects)
+    try:
+        await repo.model.create_domain(D)
+        await repo.solutions.store_solution(D, solution("cut", 20))
+        # Cut short: the grave is written, the purge never ran.
+        await nc.jetstream().publish(f"$KV.{subjects.solutions_bucket}.{'_removed'}.{D}.cut", Grave(actor="a").SerializeToString())
+        assert await raw_keys(nc, subjects.solutions_bucket, f"{D}.cut.")
+        assert [s.name for s in await repo.solutions.list_solutions(D)] == []  # dead already
+        # The next removal (a resumed run, or the request sent again) purges what was left.
+        with pytest.raises(NotFound):
+            await repo.solutions.remove_solution(D, "cut")
+        assert not await raw_keys(nc, subjects.solutions_bucket, f"{D}.cut")
+    finally:
+        await nc.close()

@@ -329,7 +329,10 @@ class Dispatcher:
                 self.runs.pop(lease.key, None)
                 raise
             if request.kind == rpb.REQUEST_KIND_REMOVE and isinstance(err, NotFound):
-                # Removed already: a run stopped between the removal and its root's status.
+                # Removed already: a run stopped between the removal and its root's status,
+                # or between the grave and the purge (which this finishes).
+                with contextlib.suppress(NotFound):
+                    await repo.solutions.remove_solution(request.domain, request.solution)
                 await book.set_status(book.root, pb.TASK_STATUS_COMPLETED)
                 await self._end(active)
                 return True

@@ -17,6 +17,10 @@ from orchestration.v1 import model_pb2 as pb
 log = logging.getLogger("monitor.pruning")
 # Trees pruned in one pass at most.
 PER_PASS = 20
+# Relief deletes a pruned root only once it is this old (a retried request id finds it meanwhile).
+KEEP_ROOT_SECONDS = 600.0
+# A finished task whose parent is missing is taken for an orphan only once this old.
+ORPHAN_SECONDS = 60.0
 
 
 class Pruner:
@@ -40,33 +44,45 @@ class Pruner:
         return count
 
     async def relieve(self) -> int:
-        """Keep the tasks bucket below its cap: above HIGH_WATER of it, delete
+        """Keep the tasks bucket below its cap: above HIGH_WATER of it, free
         finished trees in retention.relief_order (removed solutions' first)
-        until it holds less than LOW_WATER. The number of trees deleted."""
+        until it holds less than LOW_WATER. A tree is pruned to its root, which
+        stays (a client retrying a request with its request id finds it); a
+        root left alone is deleted once finished for KEEP_ROOT_SECONDS. The
+        number of trees freed."""
         used, cap = await self.repo.tasks.usage()
         if not cap or used < HIGH_WATER * cap:
             return 0
+        now_ns = time.time_ns()
         roots: list[pb.Task] = []
         live: set[tuple[str, str]] = set()
         for domain in await self.repo.model.list_domains():
             found = await self.repo.tasks.all_tasks(domain)
             stored = {t.uuid for t in found}
-            # A finished task whose parent is gone (a purge the server undid) counts as a root.
-            roots += [t for t in found if not t.parent or (t.parent not in stored and t.status in TASK_ENDED)]
+            # A finished task whose parent is gone (a purge the server undid) counts as a
+            # root, once old enough not to be a child stored before its parent.
+            roots += [t for t in found if not t.parent or (
+                t.parent not in stored and t.status in TASK_ENDED and now_ns - t.updated > ORPHAN_SECONDS * 10**9)]
             live |= {(domain, h.name) for h in await self.repo.solutions.headers(domain)}
-        deleted = tasks = 0
+        freed = tasks = 0
         for root in relief_order(roots, live):
             try:
-                tasks += await self.repo.tasks.remove_tree(root.domain, root)
-            except NotFound:
+                if root.subtasks and not root.parent:
+                    tasks += (await self.repo.tasks.prune_tree(root.domain, root)).tasks
+                elif root.parent or now_ns - root.updated > KEEP_ROOT_SECONDS * 10**9:
+                    tasks += await self.repo.tasks.remove_tree(root.domain, root)
+                else:
+                    continue
+            except (Aborted, NotFound):
                 continue
-            deleted += 1
-            if deleted % PER_PASS == 0 and (await self.repo.tasks.usage())[0] < LOW_WATER * cap:
+            freed += 1
+            if freed % PER_PASS == 0 and (await self.repo.tasks.usage())[0] < LOW_WATER * cap:
                 break
-        used, _ = await self.repo.tasks.usage()
-        log.warning("the tasks bucket neared its cap (ORCH_TASKS_MAX_MB): deleted %d finished task trees (%d tasks), "
-                    "now %.0f%% of %.0f MB", deleted, tasks, 100 * used / cap, cap / 2**20)
-        return deleted
+        if freed:
+            used, _ = await self.repo.tasks.usage()
+            log.warning("the tasks bucket neared its cap (ORCH_TASKS_MAX_MB): freed %d finished task trees (%d tasks), "
+                        "now %.0f%% of %.0f MB", freed, tasks, 100 * used / cap, cap / 2**20)
+        return freed
 
     async def prune(self) -> int:
         """One pass over every domain, of at most PER_PASS trees (a backlog

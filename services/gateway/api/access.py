@@ -50,7 +50,8 @@ def target_of(request: Any) -> tuple[str, str]:
     domain = getattr(request, "domain", "")
     domain = domain if isinstance(domain, str) else ""
     architecture, version = getattr(request, "architecture", ""), getattr(request, "version", "")
-    if isinstance(architecture, str) and architecture and isinstance(version, str):
+    deploys = "solution" in getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", {})
+    if deploys and isinstance(architecture, str) and architecture and isinstance(version, str):
         solution = getattr(request, "solution", "") or architecture
         return domain, "/".join(p for p in (domain, solution) if p) + f" from {architecture} {version}".rstrip()
     return domain, "/".join(parts)

@@ -219,6 +219,8 @@ class Console:
                 await self._caller(request)
             except Unauthenticated:
                 return False
+            except Exception:  # noqa: BLE001 - NATS away: valid a moment ago, checked again at the next tick
+                return True
             return True
 
         # An expired session or a revoked token ends the stream within RECHECK_SECONDS, quiet or not.

@@ -102,8 +102,13 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                       lambda: self._still(given or ""))
 
     async def _still(self, token: str) -> bool:
-        """Whether a streaming call's token is still valid (revocation ends its stream)."""
-        return await self._gate.identify(token) is not None
+        """Whether a streaming call's token is still valid (revocation ends its
+        stream). When it cannot be checked (NATS away), the stream goes on: it
+        was valid a moment ago, and no revocation can be stored meanwhile."""
+        try:
+            return await self._gate.identify(token) is not None
+        except Exception:  # noqa: BLE001 - checked again at the next tick
+            return True
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:

@@ -282,6 +282,8 @@ class Bucket:
         except nats.js.errors.APIError as err:
             if err.err_code in _WRONG_LAST_SEQUENCE:
                 raise _cas_failure(what, revision) from err
+            if err.err_code == STREAM_FULL:
+                raise self._full(key) from err
             raise
 
     async def scan(self, *filters: str) -> list[Entry]:

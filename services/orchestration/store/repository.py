@@ -213,21 +213,30 @@ class Repository:
         purge after an unclean stop (see Bucket.purge): the solutions and
         tasks buckets get a grave of the domain first, which rules dead every
         record of it written before (and is all that is left of it there);
-        the few keys of the model and leases buckets are deleted with delete
-        markers, which are writes and hold."""
+        the few keys of the model and leases buckets and the solutions'
+        fences are deleted with delete markers, which are writes and hold."""
         await self.model.require_domain(name)
         b = self._s.buckets
+        # First what lets a run write: its lease and its fences, deleted with
+        # markers (a deposed owner's fenced write then fails; a purge of them
+        # could be undone and make its fence valid again).
+        lease_keys = [e.key for e in await b.leases.scan(*rk.domain_filters(name))]
+        solution_fences, task_fences = await asyncio.gather(b.solutions.scan(rk.fence_filter(name)),
+                                                            b.tasks.scan(rk.fence_filter(name)))
+        await asyncio.gather(
+            gather_bounded(b.leases.delete(key, None, key) for key in lease_keys),
+            gather_bounded(b.solutions.delete(e.key, None, e.key) for e in solution_fences),
+            gather_bounded(b.tasks.delete(e.key, None, e.key) for e in task_fences),
+        )
         grave = Grave(actor=actor, removed_unix_ms=int(time.time() * 1000)).SerializeToString()
         in_solutions, in_tasks = await asyncio.gather(b.solutions.put(rk.grave_key(name), grave),
                                                       b.tasks.put(rk.grave_key(name), grave))
         model_keys = [e.key for e in await b.model.scan(
             *(rk.domain_model_filters(name, kind) for kind in ("component", "architecture", "controller")))]
-        lease_keys = [e.key for e in await b.leases.scan(*rk.domain_filters(name))]
         await asyncio.gather(
             gather_bounded(b.model.delete(key, None, key) for key in model_keys),
-            gather_bounded(b.leases.delete(key, None, key) for key in lease_keys),
-            b.solutions.purge(*rk.domain_filters(name), rk.fence_filter(name), rk.grave_filters(name)[1], before=in_solutions),
-            b.tasks.purge(*rk.domain_filters(name), rk.fence_filter(name), before=in_tasks),
+            b.solutions.purge(*rk.domain_filters(name), rk.grave_filters(name)[1], before=in_solutions),
+            b.tasks.purge(*rk.domain_filters(name), before=in_tasks),
             self._s.events.remove_domain(name),
         )
         # The domain record goes last: an interrupted removal can be run again.
