@@ -23,6 +23,7 @@ def test_a_minute_of_random_faults_loses_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("ORCH_CHAOS_SEED", "28"))
     report = chaos.run(tmp_path, 60, seed, loops=4, size=20, log=lambda line: None)
     summary = report.summary()
-    assert sum(report.faults.values()) >= 8, summary
+    # Every 2-6 s a fault, a SIGSTOP lasting 13 s of it: five at least in a minute, of several kinds.
+    assert sum(report.faults.values()) >= 5 and len(report.faults) >= 3, summary
     assert len(report.requests) >= 20, summary
     assert not report.problems, f"replay with ORCH_CHAOS_SEED={seed}: {json.dumps(summary, indent=2)}"
