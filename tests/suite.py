@@ -266,3 +266,15 @@ def busy(suite: Suite, domain: str, solution: str) -> bool:
             await nc.close()
 
     return asyncio.run(read())
+
+
+def console_session(suite: Suite, token: str) -> tuple[str, urllib.request.OpenerDirector, str]:
+    """Sign in to the suite's console with `token` over HTTP (no browser):
+    its URL, an opener that bypasses proxies, and the session cookie."""
+    console = json.loads(suite.ok("info", "-o", "json"))["console"].rstrip("/")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    signin = urllib.request.Request(console + "/api/signin", data=json.dumps({"token": token}).encode(),
+                                    headers={"Content-Type": "application/json"}, method="POST")
+    with opener.open(signin, timeout=30) as response:
+        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    return console, opener, cookie

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import models
-from suite import Suite, running_suite
+from suite import Suite, console_session, running_suite
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,7 @@ def audit_of(suite: Suite, actor: str) -> list[tuple[str, str, str, str, str]]:
 
 def test_a_console_change_with_a_forged_csrf_token_is_refused_and_audited(suite: Suite) -> None:
     token = json.loads(suite.ok("token", "create", "forger", "--role", "operator", "--domain=aud", "-o", "json"))["token"]
-    console = json.loads(suite.ok("info", "-o", "json"))["console"].rstrip("/")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    signin = urllib.request.Request(console + "/api/signin", data=json.dumps({"token": token}).encode(),
-                                    headers={"Content-Type": "application/json"}, method="POST")
-    with opener.open(signin, timeout=30) as response:
-        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    console, opener, cookie = console_session(suite, token)
     forged = urllib.request.Request(console + "/api/domains/aud/solutions/app/delete",
                                     data=json.dumps({"confirm": "app"}).encode(),
                                     headers={"Content-Type": "application/json", "Cookie": cookie,

@@ -10,14 +10,13 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 
 from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
-from suite import Suite, running_suite
+from suite import Suite, console_session, running_suite
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +40,7 @@ def ended_at(read: object) -> tuple[threading.Thread, list[float]]:
 
 def test_a_revoked_token_ends_its_quiet_console_and_grpc_streams_within_a_second(suite: Suite) -> None:
     token = json.loads(suite.ok("token", "create", "watcher", "--role", "viewer", "-o", "json"))["token"]
-    console = json.loads(suite.ok("info", "-o", "json"))["console"].rstrip("/")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    signin = urllib.request.Request(console + "/api/signin", data=json.dumps({"token": token}).encode(),
-                                    headers={"Content-Type": "application/json"}, method="POST")
-    with opener.open(signin, timeout=30) as response:
-        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    console, opener, cookie = console_session(suite, token)
     stream = opener.open(urllib.request.Request(console + "/api/live", headers={"Cookie": cookie}), timeout=60)
     assert stream.readline().startswith(b"event: status")
     watch = suite.solutions.WatchStatus(gw.WatchStatusRequest(), metadata=bearer_metadata(token), timeout=60)

@@ -103,17 +103,10 @@ def reachable(path: Path, who: Identity) -> bool:
     """Whether `who` (with no supplementary groups) may search every directory
     from / down to `path`, by the mode bits (ACLs aside)."""
     for directory in [path, *path.parents]:
-        try:
-            info = os.stat(directory)
-        except OSError:
+        info = _stat_or_none(directory)
+        if info is None:
             return False
-        if info.st_uid == who.uid:
-            bit = stat.S_IXUSR
-        elif info.st_gid == who.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if who.uid != 0 and not info.st_mode & bit:
+        if who.uid != 0 and not info.st_mode & _exec_bit(info, who):
             return False
     return True
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from orchestration.store.events import parse_bus_payload
 from orchestration.store.subjects import Subjects
@@ -54,17 +54,9 @@ class Feeds:
         JetStream consumers of their own (which could deliver anywhere)."""
         s = self.subjects
         subject = s.task_events_filter(domain, task) if task else s.events_filter(domain)
-        start = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1} if after else {}
-        subscription = await self.js.pull_subscribe(subject, stream=s.events_stream, config=api.ConsumerConfig(
-            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, **start))  # type: ignore[arg-type]
-        try:
+        async with self._reading(subject, after + 1 if after else 0) as subscription:
             pending = (await subscription.consumer_info()).num_pending or 0
             messages = await subscription.fetch(min(pending, limit), timeout=5) if pending and limit else []
-        finally:
-            with contextlib.suppress(Exception):
-                name = (await subscription.consumer_info()).name
-                await subscription.unsubscribe()
-                await self.js.delete_consumer(s.events_stream, name)
         last = messages[-1].metadata.sequence.stream if messages else after
         return [json.loads(m.data) for m in messages], last, pending > len(messages)
 
@@ -76,12 +68,8 @@ class Feeds:
         if not last or not info.state.messages:
             return []
         start = max(info.state.first_seq, last - window + 1)
-        subscription = await self.js.pull_subscribe(
-            s.events_filter(domain), stream=s.events_stream,
-            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
-                                      ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True))
         found: list[pb.Event] = []
-        try:
+        async with self._reading(s.events_filter(domain), start) as subscription:
             while True:
                 pending = (await subscription.consumer_info()).num_pending
                 if not pending:
@@ -90,12 +78,23 @@ class Feeds:
                     if msg.metadata.sequence.stream > last:
                         return found
                     found.append(parse_bus_payload(msg.data)[0])
+        return found
+
+    @contextlib.asynccontextmanager
+    async def _reading(self, subject: str, start: int) -> AsyncIterator[JetStreamContext.PullSubscription]:
+        """A short-lived pull consumer of the events stream on `subject`, from
+        stream sequence `start` (0: from the first), removed afterwards."""
+        s = self.subjects
+        where = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start} if start else {}
+        subscription = await self.js.pull_subscribe(subject, stream=s.events_stream, config=api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, **where))  # type: ignore[arg-type]
+        try:
+            yield subscription
         finally:
             with contextlib.suppress(Exception):
                 name = (await subscription.consumer_info()).name
                 await subscription.unsubscribe()
                 await self.js.delete_consumer(s.events_stream, name)
-        return found
 
     async def _follow(self, stream: str, subject: str, first: api.DeliverPolicy) -> AsyncIterator[Msg]:
         """The stream's messages on `subject`, from `first` on. When the

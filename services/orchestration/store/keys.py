@@ -117,7 +117,8 @@ def fence_filter(domain: str) -> str:
 
 
 # Graves (records_pb2.Grave): what was removed, and from which stream
-# sequence on a record of it is alive again. Never purged while the bucket lives.
+# sequence on a record of it is alive again. A solution's grave stays while
+# its domain lives; a domain's, while its bucket does.
 GRAVE_PREFIX = "_removed"
 
 

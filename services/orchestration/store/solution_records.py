@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -58,25 +58,10 @@ class Graves:
     only when written after the grave of its domain and of its solution."""
 
     domain: int = 0
-    solutions: dict[str, int] | None = None
-
-    @staticmethod
-    def split(entries: list[Entry]) -> tuple[Graves, list[Entry]]:
-        """The graves among entries read with a grave filter, and the other entries."""
-        domain, solutions, records = 0, {}, []
-        for e in entries:
-            if not e.key.startswith(rk.GRAVE_PREFIX + "."):
-                records.append(e)
-                continue
-            names = rk.decode_key(e.key)
-            if len(names) == 2:
-                domain = e.revision
-            else:
-                solutions[names[2]] = e.revision
-        return Graves(domain, solutions), records
+    solutions: dict[str, int] = field(default_factory=dict)
 
     def alive(self, solution: str, revision: int) -> bool:
-        return revision > self.domain and revision > (self.solutions or {}).get(solution, 0)
+        return revision > self.domain and revision > self.solutions.get(solution, 0)
 
     def living(self, entries: list[Entry]) -> list[Entry]:
         """The entries (of solutions-bucket records) no grave rules dead."""
@@ -148,7 +133,7 @@ class SolutionRecords:
         living = (entry is not None and graves.alive(name, entry.revision)) or \
             await self._scan(domain, name, subtree, graves=graves)
         if not living:
-            buried = graves.solutions or {}
+            buried = graves.solutions
             if name in buried:  # removed: what an interrupted removal left is purged
                 await self._solutions.purge(subtree, header, rk.fence_key(domain, name), before=buried[name])
             await self.require_domain(domain)
@@ -209,8 +194,7 @@ class SolutionRecords:
             of_domain, of_solution = await asyncio.gather(self._solutions.get(of_domain_key), self._solutions.get(of_solutions))
             return Graves(of_domain.revision if of_domain else 0, {solution: of_solution.revision} if of_solution else {})
         of_domain, buried = await asyncio.gather(self._solutions.get(of_domain_key), self._solutions.scan(of_solutions))
-        graves, _ = Graves.split(buried)
-        return Graves(of_domain.revision if of_domain else 0, graves.solutions)
+        return Graves(of_domain.revision if of_domain else 0, {rk.decode_key(e.key)[2]: e.revision for e in buried})
 
     # ---- solutions: versioned records for the task engine ----------------------
 

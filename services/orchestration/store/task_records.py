@@ -98,11 +98,7 @@ class TaskRecords:
         marked.summary.CopyFrom(summarize(subtasks, current.value.summary))
         revision = await self.put_task(marked, current.revision)
         await self._events.remove_tasks(domain, (t.uuid for t in tree))
-        depth = {root.uuid: 0}
-        for task in subtasks:  # parents come before their children
-            depth[task.uuid] = depth.get(task.parent, 0) + 1
-        for level in range(max(depth.values()), 0, -1):
-            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in subtasks if depth[t.uuid] == level)
+        await self._purge_deepest_first(domain, tree, keep_root=True)
         del marked.subtasks[:]
         del marked.events[:]
         await self.put_task(marked, revision)
@@ -115,12 +111,18 @@ class TaskRecords:
         fill the bucket in their turn). The number of tasks deleted."""
         tree = await self.get_task_tree(domain, root.uuid)
         await self._events.remove_tasks(domain, (t.uuid for t in tree))
-        depth = {root.uuid: 0}
-        for task in tree[1:]:  # parents come before their children
-            depth[task.uuid] = depth.get(task.parent, 0) + 1
-        for level in range(max(depth.values()), -1, -1):
-            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in tree if depth[t.uuid] == level)
+        await self._purge_deepest_first(domain, tree, keep_root=False)
         return len(tree)
+
+    async def _purge_deepest_first(self, domain: str, tree: list[Task], keep_root: bool) -> None:
+        """Purge a tree's tasks (read by get_task_tree: parents before their
+        children) level by level from the deepest, so that one cut short leaves
+        no task out of reach of its root; the root too unless `keep_root`."""
+        depth = {tree[0].uuid: 0}
+        for task in tree[1:]:
+            depth[task.uuid] = depth.get(task.parent, 0) + 1
+        for level in range(max(depth.values()), 0 if keep_root else -1, -1):
+            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in tree if depth[t.uuid] == level)
 
     async def usage(self) -> tuple[int, int]:
         """Bytes the tasks bucket holds, and its cap (0: none)."""
