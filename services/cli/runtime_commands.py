@@ -6,7 +6,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import click
 
@@ -210,8 +210,19 @@ def info(settings: Settings, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(data))
     else:
-        for key, value in data.items():
+        for key, value in _lines(data):
             click.echo(f"{key}: {value}")
+
+
+def _lines(data: Mapping[str, object], prefix: str = "") -> list[tuple[str, object]]:
+    """The table form of nested settings: one `a.b: value` line per leaf."""
+    lines: list[tuple[str, object]] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            lines += _lines(value, f"{prefix}{key}.")
+        else:
+            lines.append((f"{prefix}{key}", value if value != {} else "-"))
+    return lines
 
 
 def register(group: click.Group) -> None:
