@@ -37,3 +37,12 @@ def test_the_environment_overrides_the_collection_target(tmp_path: Path, monkeyp
         assert environment.get("GOGC") == (value if variable == "GOGC" else None)
     finally:
         stop_nats_server(server)
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """orch up asks for several ports in a row (NATS, the dispatcher, metrics):
+    one handed out twice made a suite's dispatcher fail to listen."""
+    from cli.embedded_nats import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)

@@ -31,11 +31,22 @@ def find_nats_server() -> str:
     return found
 
 
+# Ports free_port has handed out in this process.
+_GIVEN: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free right now, and not one handed out before in
+    this process: the kernel may offer a port again as soon as it is
+    closed, and two of them asked in a row (NATS and the dispatcher of one
+    `orch up`) were once the same port."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_for_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
