@@ -362,9 +362,10 @@ def test_notes_tell_how_to_reach_the_gateway() -> None:
     ("gateway:\n  resources:\n    limits: null\n", "/gateway/resources"),
     ("prefix: 'has.dot'\n", "/prefix"),
     ("dispatchers:\n  replicas: 2\n", "'dispatchers' not allowed"),
+    ("nats:\n  auth:\n    user: orch\n    busClients: [ERP.1]\n", "/nats/auth/busClients/0"),
 ], ids=["replicas-string", "replicas-negative", "controller-replicas-negative", "controller-without-name",
         "controller-without-registers",
-        "controller-bad-name", "nats-even", "missing-limits", "prefix", "unknown-key"])
+        "controller-bad-name", "nats-even", "missing-limits", "prefix", "unknown-key", "bus-client-name"])
 def test_schema_rejects_bad_values(tmp_path: Path, bad_values: str, field: str) -> None:
     path = tmp_path / "bad-values.yaml"
     path.write_text(bad_values)
@@ -475,3 +476,26 @@ def test_the_console_is_a_port_of_the_gateway_with_a_sticky_service_and_an_optio
                                           "ingress": {"enabled": False, "host": "x"}}}})
     assert "--console-addr" not in service_container(off, "gateway")["args"]
     assert not [m for m in off if m["kind"] == "Service" and m["metadata"]["name"].endswith("-console")]
+
+
+def test_named_bus_clients_get_a_user_a_password_and_a_private_inbox_each(tmp_path: Path) -> None:
+    manifests = render({"nats": {"auth": {"busClients": ["erp", "billing-2"]}}})
+    secret = find(manifests, "Secret", "-nats-auth")
+    assert {"bus-erp-password", "bus-billing-2-password", "bus-password"} <= set(secret["data"])
+    server = env_of(containers(find(manifests, "StatefulSet", "-nats"))[0])
+    assert server["NATS_PASSWORD_BUS_BILLING_2"]["valueFrom"]["secretKeyRef"]["key"] == "bus-billing-2-password"
+    config = find(manifests, "ConfigMap", "-nats-config")["data"]["nats.conf"]
+    # The shared bus user's rights, with each client's own inbox and no other.
+    entry = next(line for line in config.splitlines() if '"bus-erp"' in line)
+    assert "$NATS_PASSWORD_BUS_ERP" in entry and '"_INBOX_bus-erp.>"' in entry
+    assert '"orch.requests.>"' in entry and "$JS" not in entry and "_INBOX_bus-billing-2" not in entry
+    assert "zzclientzz" not in config
+    config = config.replace("/var/run/nats/nats.pid", str(tmp_path / "pid")).replace("store_dir: /data", f"store_dir: {tmp_path}")
+    (tmp_path / "nats.conf").write_text(config)
+    users = ("GATEWAY", "DISPATCHER", "MONITOR", "BUS", "BUS_ERP", "BUS_BILLING_2")
+    env = {**os.environ, "POD_NAME": "n-0", "NATS_USER": "orch", "NATS_PASSWORD": "p",
+           **{f"NATS_PASSWORD_{u}": "x" for u in users},
+           **{f"NATS_ROUTE_{i}": f"nats://orch:p@127.0.0.1:{6222 + i}" for i in range(3)}}
+    checked = subprocess.run([find_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"], env=env,
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0 and "is valid" in checked.stderr + checked.stdout, checked.stderr

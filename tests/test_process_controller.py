@@ -1,7 +1,7 @@
 """The process controller with real processes: the nats-cluster example
 deployed, scaled 3 -> 4 -> 3, restarted under, a node killed by hand, torn
 down; commands that exit at once or never become ready; instances contained
-(run as nobody when the controller is root, a minimal environment, a work
+(run as a uid of their domain's own when the controller is root, a minimal environment, a work
 dir they cannot turn against the controller). Plus the template language
 and its bounds, and settings, which need no process."""
 
@@ -123,9 +123,8 @@ Architectures:
 CANARY = ("SECRET_CANARY", "xyz-canary-4711")
 SECRET = "s3cret-token-0600"
 # What an instance's environment may hold: spec.environment, plus the settings' `env`.
-INSTANCE_ENV = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONUNBUFFERED",
+INSTANCE_ENV = {"PATH", "HOME", "TMPDIR", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONUNBUFFERED",
                 "ORCH_INSTANCE", "ORCH_WORK_DIR"}
-NOBODY = pwd.getpwnam("nobody")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="instances switch to an unprivileged user only when the "
                                 f"controller runs as root (these tests run as uid {os.geteuid()})")
 
@@ -162,12 +161,18 @@ def python_runs_as_nobody() -> bool:
         return False
 
 
-def suite_user() -> str:
-    """Who the suite's instances run as: nobody when the controller is root, unless the example's
-    `python` (this interpreter) is out of nobody's reach; then root ('', via ORCH_PROCESS_RUN_AS)."""
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    return "nobody" if python_runs_as_nobody() else "root"
+def suite_runs_as_root() -> bool:
+    """Whether the suite's instances run as root ('', via ORCH_PROCESS_RUN_AS): when the controller
+    is root and the example's `python` (this interpreter) is out of an unprivileged user's reach."""
+    return os.geteuid() == 0 and not python_runs_as_nobody()
+
+
+def instance_uid(suite: Suite, domain: str) -> int:
+    """The uid the suite's instances of `domain` run as: the domain's own (the default) when the
+    controller is root, from the work dir's ledger."""
+    if os.geteuid() != 0 or suite_runs_as_root():
+        return os.geteuid()
+    return int(json.loads((work_root(suite) / "domains.json").read_text())[domain])
 
 
 def mentions(env: dict[str, str], directory: Path) -> list[str]:
@@ -274,7 +279,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     # The example runs {{base_dir}}/examples/...: base_dir is orch up's working directory.
     os.chdir(REPO)
     env = dict([CANARY])
-    if suite_user() == "root":
+    if suite_runs_as_root():
         env[RUN_AS_ENV] = ""
     try:
         with running_suite(home, "--monitor-interval", "1", env=env) as running:
@@ -417,12 +422,12 @@ def test_instances_see_neither_the_controllers_environment_nor_its_home(suite: S
         # The canary did reach the controller, whose environment holds no NATS URL either.
         controller = environment_of(wait_for(lambda: controller_pid(suite), what="the process controller"))
         assert controller[CANARY[0]] == CANARY[1] and "ORCH_NATS_URL" not in controller
-        user = pwd.getpwnam(suite_user())
-        assert uids(pid)[0] == [user.pw_uid] * 4 and (directory / "uid.txt").read_text().strip() == str(user.pw_uid)
+        uid = instance_uid(suite, "contained")
+        assert uids(pid)[0] == [uid] * 4 and (directory / "uid.txt").read_text().strip() == str(uid)
         # The work dir lies beside $ORCH_HOME, searchable by all; each instance's dir is its user's own.
         assert not work_root(suite).resolve().is_relative_to(suite.home.resolve())
         assert work_root(suite).stat().st_mode & 0o777 == 0o755
-        assert (directory.stat().st_uid, directory.stat().st_mode & 0o777) == (user.pw_uid, 0o700)
+        assert (directory.stat().st_uid, directory.stat().st_mode & 0o777) == (uid, 0o700)
     finally:
         delete(suite, "contained", "env")
     assert not directory.exists() and not alive(pid)
@@ -432,7 +437,7 @@ def test_teardown_leaves_no_process_and_no_work_dir(suite: Suite) -> None:
     delete(suite, DOMAIN, SOLUTION)
     assert json.loads(suite.ok("solution", "list", DOMAIN, "-o", "json")) == []
     assert processes_in(work_root(suite)) == {}
-    assert list(work_root(suite).iterdir()) == []
+    assert [p.name for p in work_root(suite).iterdir() if p.name != "domains.json"] == []  # the ledger of uids stays
 
 
 # ---- the template language and settings (no processes) ---------------------------------
@@ -551,7 +556,7 @@ def pid_of(controller: ProcessController, uuid: str = "u-1") -> int:
 async def test_operations_are_idempotent_and_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     controller = ProcessController(tmp_path / "work", tmp_path)
     await controller.open()
-    # A shell, not python: run as nobody (the controller is root), it must be within nobody's reach.
+    # A shell, not python: run as an unprivileged user (the controller is root), it must be within its reach.
     stubborn = "trap '' TERM; echo up; exec sleep 60"
     params = {"command": "sh", "args": json.dumps(["-c", stubborn]), "port": "auto", "stop_grace": "0.3",
               "files": json.dumps({"peers.txt": "{{siblings | join ' '}}"}), "reconfigure": "none"}
@@ -581,7 +586,7 @@ async def test_operations_are_idempotent_and_stop_escalates_to_sigkill(tmp_path:
     assert (await controller.status(ref)).state == "inactive"
     await controller.destroy(context("destroy", params))
     await controller.destroy(context("destroy", params))
-    assert await controller.status(ref) == UNKNOWN and list((tmp_path / "work").iterdir()) == []
+    assert await controller.status(ref) == UNKNOWN and controller.dirs.uuids() == []
 
 
 async def test_reset_kills_the_whole_process_group(tmp_path: Path) -> None:
@@ -623,32 +628,34 @@ def files_holding(root: Path, text: str) -> list[Path]:
 
 
 @needs_root
-async def test_an_instance_runs_as_nobody_and_cannot_read_the_secrets(layout: tuple[Path, Path],
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_instance_runs_as_its_domains_user_and_cannot_read_the_secrets(layout: tuple[Path, Path],
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     home, work = layout
     monkeypatch.setenv(*CANARY)
     loose = home.parent / "loose-secret"  # mode 0600, in a directory anyone may search
     loose.write_text(SECRET)
     loose.chmod(0o600)
-    controller = ProcessController(work, home.parent)  # the default: nobody
+    controller = ProcessController(work, home.parent)  # the default: a uid of the domain's own
     await controller.open()
+    user = controller.users.of("d")
+    assert user.switch and user.uid >= 1900000000 and user.gid == user.uid
     script = (f"id -u > uid.txt; cat {home / 'token'} {loose} /proc/{os.getpid()}/environ > stolen.txt 2> denied.txt; "
               "echo $? > done.txt; exec sleep 60")
     params = {"command": "sh", "args": json.dumps(["-c", script]), "ready_command": "test -s done.txt"}
     await controller.create(context("create", params))
     await controller.start(context("start", params))
     directory = work / "u-1"
-    assert (directory / "uid.txt").read_text().strip() == str(NOBODY.pw_uid)
-    assert uids(pid_of(controller)) == ([NOBODY.pw_uid] * 4, [NOBODY.pw_gid] * 4, "")
+    assert (directory / "uid.txt").read_text().strip() == str(user.uid)
+    assert uids(pid_of(controller)) == ([user.uid] * 4, [user.gid] * 4, "")
     # Three reads refused: the token ($ORCH_HOME is 0700), the loose 0600 file, the controller's environment.
     assert (directory / "done.txt").read_text().strip() != "0"
     assert (directory / "denied.txt").read_text().count("Permission denied") == 3
     assert (directory / "stolen.txt").read_text() == ""
     assert files_holding(work, SECRET) == [] and files_holding(work, CANARY[1]) == []
-    # The work dir (root's, 0755) lies outside $ORCH_HOME; the instance's dir and logs are nobody's.
+    # The work dir (root's, 0755) lies outside $ORCH_HOME; the instance's dir and logs are its user's.
     assert (work.stat().st_uid, work.stat().st_mode & 0o777) == (0, 0o755)
-    assert (directory.stat().st_uid, directory.stat().st_mode & 0o777) == (NOBODY.pw_uid, 0o700)
-    assert (directory / "stdout.log").stat().st_uid == NOBODY.pw_uid
+    assert (directory.stat().st_uid, directory.stat().st_mode & 0o777) == (user.uid, 0o700)
+    assert (directory / "stdout.log").stat().st_uid == user.uid
     await controller.destroy(context("destroy", params))
     assert not directory.exists() and processes_in(work) == {}
 
@@ -674,9 +681,9 @@ async def test_an_instance_gets_a_minimal_environment_not_the_controllers(layout
     for seen in (env, probe):
         text = json.dumps(seen)
         assert CANARY[1] not in text and SECRET not in text and not mentions(seen, home)
-        assert seen["HOME"] == str(directory) and seen["USER"] == controller.user.name
+        assert seen["HOME"] == seen["TMPDIR"] == str(directory) and seen["USER"] == controller.users.of("d").name
     assert env["GREETING"] == "hi u-1" and env["ORCH_INSTANCE"] == "u-1"
-    assert (directory / "probe-uid.txt").read_text().strip() == str(controller.user.uid)
+    assert (directory / "probe-uid.txt").read_text().strip() == str(controller.users.of("d").uid)
     await controller.destroy(context("destroy", params))
 
 
@@ -684,7 +691,7 @@ async def test_an_instance_gets_a_minimal_environment_not_the_controllers(layout
 async def test_a_work_dir_turned_against_the_controller_leaks_and_overwrites_nothing(layout: tuple[Path, Path]) -> None:
     home, work = layout
     token = home / "token"
-    outside = home.parent / "outside"  # root's: nobody cannot write there, the controller could
+    outside = home.parent / "outside"  # root's: the instance cannot write there, the controller could
     outside.mkdir(mode=0o755)
     # Root's, leading its own process group like an instance, and no business of the controller's.
     sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -706,7 +713,7 @@ async def test_a_work_dir_turned_against_the_controller_leaks_and_overwrites_not
         await controller.reconfigure(context("reconfigure", {**params, "files": json.dumps({"conf/app.conf": "v2"})}))
         assert list(outside.iterdir()) == [] and token.read_text() == SECRET
         assert (directory / "conf" / "app.conf").read_text() == "v2" and not (directory / "conf").is_symlink()
-        assert (directory / "conf" / "app.conf").stat().st_uid == NOBODY.pw_uid
+        assert (directory / "conf" / "app.conf").stat().st_uid == controller.users.of("d").uid
         assert not (directory / "stderr.log").is_symlink() and SECRET not in (directory / "stderr.log").read_text()
 
         # A failed start reports the tail of stderr.log: not through a symlink to the token.
@@ -726,7 +733,7 @@ async def test_a_work_dir_turned_against_the_controller_leaks_and_overwrites_not
         await controller.stop(context("stop", forge, uuid="u-3"))
         for uuid in ("u-1", "u-2", "u-3"):
             await controller.destroy(context("destroy", params, uuid=uuid))
-        assert alive(sleeper.pid) and processes_in(work) == {} and list(work.iterdir()) == []
+        assert alive(sleeper.pid) and processes_in(work) == {} and controller.dirs.uuids() == []
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -137,9 +137,16 @@ may do), its password from the Secret. Call with (dict "root" $ "user" USER).
 {{- end }}
 {{- end }}
 
-{{/* The NATS users besides the operator's (nats.auth.user), in the order of the config. */}}
+{{/* The NATS users besides the operator's (nats.auth.user), in the order of the config:
+the services', the shared bus user's, and one per named bus client (bus-<name>). */}}
 {{- define "orchestrator.natsUsers" -}}
 gateway dispatcher monitor bus
+{{- range .Values.nats.auth.busClients }} bus-{{ . }}{{ end }}
+{{- end }}
+
+{{/* The variable holding a NATS user's password in the server's environment. */}}
+{{- define "orchestrator.natsPasswordVar" -}}
+NATS_PASSWORD_{{ upper . | replace "-" "_" }}
 {{- end }}
 
 {{/* Environment of every service: logs, metrics, traces. */}}
@@ -277,7 +284,8 @@ authorization {
     # Operators' tools (and the cluster routes): every subject.
     {user: $NATS_USER, password: $NATS_PASSWORD}
     {{- range (splitList " " (include "orchestrator.natsUsers" .)) }}
-    {user: {{ . | quote }}, password: $NATS_PASSWORD_{{ upper . }}, permissions: {{ index $permissions . | toJson | replace "\\u003e" ">" }}}
+    {{- $allowed := hasPrefix "bus-" . | ternary (index $permissions "bus-zzclientzz" | toJson | replace "zzclientzz" (trimPrefix "bus-" .)) (index $permissions . | toJson) }}
+    {user: {{ . | quote }}, password: ${{ include "orchestrator.natsPasswordVar" . }}, permissions: {{ $allowed | replace "\\u003e" ">" }}}
     {{- end }}
   ]
 }

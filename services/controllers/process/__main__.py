@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from controllers.process import ALIASES, NAME, VERSION, ProcessController
-from controllers.process.confine import DEFAULT_RUN_AS, RUN_AS_ENV
+from controllers.process.confine import DEFAULT_RUN_AS, DEFAULT_UIDS, PER_DOMAIN, RUN_AS_ENV, UIDS_ENV
 from controllers.sdk import run_controller
 
 OPTIONS = [
@@ -23,9 +23,13 @@ OPTIONS = [
                  help="Offered to templates as {{base_dir}} (default: the current directory)."),
     # Not click's envvar: click takes an empty variable for an unset one, and '' means something here.
     click.Option(["--run-as"], metavar="USER", default=None,
-                 help=f"When the controller runs as root: the user instance processes run as (default: "
-                      f"${RUN_AS_ENV}, else {DEFAULT_RUN_AS}; '' for root itself). Ignored when not root: "
-                      "instances then run as the controller's user."),
+                 help=f"When the controller runs as root: who instance processes run as (default: ${RUN_AS_ENV}, "
+                      f"else {DEFAULT_RUN_AS}): '{PER_DOMAIN}' for a uid of each domain's own (see --uids), a user "
+                      "name or uid for that one user, '' for root itself. Ignored when not root: instances then "
+                      "run as the controller's user."),
+    click.Option(["--uids"], metavar="FIRST-LAST", envvar=UIDS_ENV, default=DEFAULT_UIDS, show_default=True,
+                 help="The uids handed to domains, one each, for good (gid of the same number); the numbers must "
+                      "not be used on this host, and each controller on a host needs its own range."),
 ]
 
 
@@ -36,9 +40,10 @@ def build(options: Mapping[str, Any]) -> ProcessController:
     if run_as is None:
         run_as = os.environ.get(RUN_AS_ENV, DEFAULT_RUN_AS)
     try:
-        return ProcessController(Path(options["work_dir"]).resolve(), Path(base_dir).resolve(), run_as)
+        return ProcessController(Path(options["work_dir"]).resolve(), Path(base_dir).resolve(), run_as,
+                                 options.get("uids") or DEFAULT_UIDS)
     except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--run-as") from err
+        raise click.BadParameter(str(err), param_hint="--run-as or --uids") from err
 
 
 def main() -> None:

@@ -3,13 +3,18 @@ operations on their work dirs that an instance cannot turn against the
 controller.
 
 When the controller runs as root, every instance process (its command and
-its `ready_command`) runs as an unprivileged user (`--run-as`, env
-ORCH_PROCESS_RUN_AS, default `nobody`; empty: the controller's own user),
-with no supplementary groups. Its work dir is owned by that user, so it can
-write there; it starts with a minimal environment (see `spec.environment`),
-not the controller's. Files readable by that user, and nothing else, are
-within its reach: not $ORCH_HOME (mode 0700, files 0600), which is why work
-dirs live beside it and not in it.
+its `ready_command`) runs as an unprivileged user with no supplementary
+groups: by default each domain's own uid (and gid of the same number), taken
+from a range (`--uids`, env ORCH_PROCESS_UIDS, default 1900000000-1900065535)
+when the domain's first instance is created and kept in the work dir's
+ledger, so that an instance of one domain can neither signal the processes
+of another nor read its files. `--run-as USER` (env ORCH_PROCESS_RUN_AS)
+runs every domain as that one user instead; empty: the controller's own.
+An instance's work dir is owned by its user, so it can write there; it
+starts with a minimal environment (see `spec.environment`), not the
+controller's. Files readable by that user, and nothing else, are within its
+reach: not $ORCH_HOME (mode 0700, files 0600), which is why work dirs live
+beside it and not in it.
 
 When the controller does not run as root, instances run as the controller's
 own user, and less holds: the work dir is still outside $ORCH_HOME and the
@@ -35,8 +40,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import grp
 import os
 import pwd
+import re
 import secrets
 import stat
 from collections.abc import Collection, Iterator, Sequence
@@ -47,8 +54,11 @@ from typing import Any
 
 from controllers.sdk import Permanent
 
-DEFAULT_RUN_AS = "nobody"
+PER_DOMAIN = "per-domain"
+DEFAULT_RUN_AS = PER_DOMAIN
 RUN_AS_ENV = "ORCH_PROCESS_RUN_AS"
+UIDS_ENV = "ORCH_PROCESS_UIDS"
+DEFAULT_UIDS = "1900000000-1900065535"
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -74,6 +84,58 @@ class Identity:
         """Hand a file or directory the controller created to this user."""
         if self.switch:
             os.fchown(fd, self.uid, self.gid)
+
+
+class Users:
+    """Who each domain's instances run as. `ledger` keeps the uid handed to
+    each domain (see `workdir.Ledger`): a mapping that outlives the
+    controller, written before the uid is first used."""
+
+    def __init__(self, run_as: str, uids: range, ledger: Any) -> None:
+        self.per_domain = os.geteuid() == 0 and run_as.strip() == PER_DOMAIN
+        self.shared = None if self.per_domain else identity("" if run_as.strip() == PER_DOMAIN else run_as)
+        self.uids = uids
+        self.ledger = ledger
+
+    def describe(self) -> str:
+        if self.shared is not None:
+            return f"{self.shared.name} (uid {self.shared.uid}, gid {self.shared.gid})"
+        return f"a uid of their domain's own, from {self.uids.start}-{self.uids.stop - 1}"
+
+    def of(self, domain: str) -> Identity:
+        """The user `domain`'s instances run as. Permanent when the range is used up."""
+        if self.shared is not None:
+            return self.shared
+        uid = self.ledger.uid(domain, self.uids, _unused)
+        if uid is None:
+            raise Permanent(f"process: no uid left for domain {domain!r}: every uid of {self.uids.start}-"
+                            f"{self.uids.stop - 1} ({UIDS_ENV}) belongs to another domain or to a user of this host")
+        return Identity(str(uid), uid, uid, switch=True)
+
+
+def uid_range(text: str) -> range:
+    """FIRST-LAST, unprivileged uids; ValueError says what is wrong."""
+    found = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if found is None:
+        raise ValueError(f"uid range {text!r} is not FIRST-LAST (for example {DEFAULT_UIDS})")
+    first, last = int(found[1]), int(found[2])
+    if first < 1000 or last < first or last > 2**31 - 2:
+        raise ValueError(f"uid range {text!r}: need 1000 <= FIRST <= LAST < 2147483647")
+    return range(first, last + 1)
+
+
+def _unused(uid: int) -> bool:
+    """Neither a user nor a group of this host has the number."""
+    try:
+        pwd.getpwuid(uid)
+        return False
+    except KeyError:
+        pass
+    try:
+        grp.getgrgid(uid)
+        return False
+    except KeyError:
+        return True
 
 
 def identity(run_as: str) -> Identity:

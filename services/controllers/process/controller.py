@@ -16,12 +16,12 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from controllers.process.confine import DEFAULT_RUN_AS, identity, reachable, runnable
+from controllers.process.confine import DEFAULT_RUN_AS, DEFAULT_UIDS, Identity, Users, reachable, runnable, uid_range
 from controllers.process.procs import Processes, kill_strays, tail
 from controllers.process.readiness import Probe, check
 from controllers.process.settings import ProcessSettings
 from controllers.process.spec import LaunchSpec, environment, launch_spec, namespace, render_endpoint
-from controllers.process.workdir import InstanceRecord, ProcessRecord, WorkDir, allocate_ports
+from controllers.process.workdir import InstanceRecord, Ledger, ProcessRecord, WorkDir, allocate_ports
 from controllers.sdk import (
     UNKNOWN,
     Controller,
@@ -49,14 +49,16 @@ class ProcessController(Controller):
     `work_dir` holds one directory per instance (see `workdir`); keep it
     outside the directory of the suite's secrets. `base_dir` is offered to
     templates as `{{base_dir}}` (where the example scripts are). When the
-    controller runs as root, instance processes run as the user `run_as`
-    ('' for root itself); see `confine` for what is contained, and what is
-    not when the controller is not root. ValueError: no such user.
+    controller runs as root, instance processes run as a uid of their
+    domain's own from `uids` (`run_as` 'per-domain'), or all as the user
+    `run_as` ('' for root itself); see `confine` for what is contained, and
+    what is not when the controller is not root. ValueError: no such user,
+    or a malformed range.
     """
 
-    def __init__(self, work_dir: Path, base_dir: Path, run_as: str = DEFAULT_RUN_AS) -> None:
-        self.user = identity(run_as)
-        self.dirs = WorkDir(work_dir, self.user)
+    def __init__(self, work_dir: Path, base_dir: Path, run_as: str = DEFAULT_RUN_AS, uids: str = DEFAULT_UIDS) -> None:
+        self.users = Users(run_as, uid_range(uids), Ledger(work_dir))
+        self.dirs = WorkDir(work_dir)
         self.base_dir = base_dir
         self.procs = Processes()
         # One operation per instance at a time (status reads without waiting).
@@ -64,12 +66,13 @@ class ProcessController(Controller):
 
     async def open(self) -> None:
         self.dirs.create()
-        log.info("instances run as %s (uid %d, gid %d)%s", self.user.name, self.user.uid, self.user.gid,
+        log.info("instances run as %s%s", self.users.describe(),
                  "" if os.geteuid() == 0 else ": the controller is not root, so instances can read what it can read")
-        if self.user.switch and not reachable(self.dirs.root, self.user):
-            log.warning("user %s cannot reach the work dir %s (a directory above it is not searchable): its "
-                        "instances start in their directories, but absolute paths to them fail",
-                        self.user.name, self.dirs.root)
+        sample = self.users.shared or Identity("", self.users.uids.start, self.users.uids.start, switch=True)
+        if sample.switch and not reachable(self.dirs.root, sample):
+            log.warning("instances (%s) cannot reach the work dir %s (a directory above it is not searchable): "
+                        "they start in their directories, but absolute paths to them fail",
+                        self.users.describe(), self.dirs.root)
         running = 0
         for uuid in self.dirs.uuids():
             record = self.dirs.read_process(uuid)
@@ -89,7 +92,7 @@ class ProcessController(Controller):
             return UNKNOWN
         process = self.dirs.read_process(ref.uuid)
         if process is not None and self.procs.running(process):
-            if await self._check(ref.uuid, process.probe, time.time() - process.started):
+            if await self._check(ref.uuid, self.users.of(record.domain), process.probe, time.time() - process.started):
                 return InstanceState("active", record.endpoint)
         return InstanceState("inactive", record.endpoint)
 
@@ -112,7 +115,7 @@ class ProcessController(Controller):
                 ports["port"] = int(settings.port)
             record = InstanceRecord(ctx.uuid, ctx.domain, ctx.solution, ctx.element, ctx.cluster, settings.host, ports)
             record = replace(record, endpoint=render_endpoint(settings, self._values(ctx, record)))
-            self.dirs.write_instance(record)
+            self.dirs.write_instance(record, self.users.of(ctx.domain))
             ctx.logger.info("created %s (ports %s)", self.dirs.path(ctx.uuid), ports or "none")
             return Result(endpoint=record.endpoint)
 
@@ -120,7 +123,7 @@ class ProcessController(Controller):
         settings = ProcessSettings.parse(ctx.parameters)
         async with self._locks[ctx.uuid]:
             spec = self._spec(ctx, settings, self._existing(ctx))
-            self.dirs.write_files(ctx.uuid, spec.files)
+            self.dirs.write_files(ctx.uuid, spec.files, self.users.of(ctx.domain))
             return Result(endpoint=spec.endpoint)
 
     async def start(self, ctx: OperationContext) -> Result:
@@ -129,7 +132,7 @@ class ProcessController(Controller):
         settings = ProcessSettings.parse(ctx.parameters)
         async with self._locks[ctx.uuid]:
             spec = self._spec(ctx, settings, self._existing(ctx))
-            self.dirs.write_files(ctx.uuid, spec.files)
+            self.dirs.write_files(ctx.uuid, spec.files, self.users.of(ctx.domain))
             process = self._running(ctx.uuid)
             if process is not None and (process.launch, process.files) != (spec.launch_digest, spec.files_digest):
                 ctx.logger.info("process %d runs with another configuration: restarting it", process.pid)
@@ -145,7 +148,7 @@ class ProcessController(Controller):
         settings = ProcessSettings.parse(ctx.parameters)
         async with self._locks[ctx.uuid]:
             spec = self._spec(ctx, settings, self._existing(ctx))
-            self.dirs.write_files(ctx.uuid, spec.files)
+            self.dirs.write_files(ctx.uuid, spec.files, self.users.of(ctx.domain))
             process = self._running(ctx.uuid)
             how = settings.reconfigure
             if process is not None and process.launch == spec.launch_digest and process.files != spec.files_digest:
@@ -190,10 +193,11 @@ class ProcessController(Controller):
         return namespace(ctx, record, self.dirs.path(record.uuid), self.base_dir)
 
     def _spec(self, ctx: OperationContext, settings: ProcessSettings, record: InstanceRecord) -> LaunchSpec:
-        spec = launch_spec(settings, self._values(ctx, record), self.dirs.path(record.uuid), self.user.name)
+        user = self.users.of(ctx.domain)
+        spec = launch_spec(settings, self._values(ctx, record), self.dirs.path(record.uuid), user.name)
         if spec.endpoint != record.endpoint:
             # The endpoint template changed since create: report the new one from now on.
-            self.dirs.write_instance(replace(record, endpoint=spec.endpoint))
+            self.dirs.write_instance(replace(record, endpoint=spec.endpoint), user)
         return spec
 
     def _existing(self, ctx: OperationContext) -> InstanceRecord:
@@ -223,13 +227,14 @@ class ProcessController(Controller):
         return process
 
     def _spawn(self, ctx: OperationContext, spec: LaunchSpec) -> ProcessRecord:
-        runnable(spec.argv[0], self.user)
-        directory = self.dirs.prepare(ctx.uuid)
-        stdout, stderr = self.dirs.open_logs(ctx.uuid)
+        user = self.users.of(ctx.domain)
+        runnable(spec.argv[0], user)
+        directory = self.dirs.prepare(ctx.uuid, user)
+        stdout, stderr = self.dirs.open_logs(ctx.uuid, user)
         try:
-            process = self.procs.spawn(spec.argv, spec.env, directory, stdout, stderr, self.user)
+            process = self.procs.spawn(spec.argv, spec.env, directory, stdout, stderr, user)
         except OSError as err:
-            raise Permanent(f"process: cannot run {spec.argv[0]} as user {self.user.name}: {err.strerror}"
+            raise Permanent(f"process: cannot run {spec.argv[0]} as user {user.name}: {err.strerror}"
                             + (f" ({err.filename})" if err.filename else "")) from err
         finally:
             os.close(stdout)
@@ -272,7 +277,7 @@ class ProcessController(Controller):
                 raise Permanent(f"process: {process.argv[0]} {how} {time.time() - process.started:.1f}s after it "
                                 f"started, before it was ready ({process.probe.describe()}); last output:\n"
                                 f"{tail(self.dirs.log_paths(ctx.uuid))}")
-            if await self._check(ctx.uuid, process.probe, time.time() - process.started):
+            if await self._check(ctx.uuid, self.users.of(ctx.domain), process.probe, time.time() - process.started):
                 return
             now = time.time()
             if now >= ready_by:
@@ -287,10 +292,10 @@ class ProcessController(Controller):
             await asyncio.sleep(READY_POLL)
 
 
-    async def _check(self, uuid: str, probe: Probe, running_for: float) -> bool:
+    async def _check(self, uuid: str, user: Identity, probe: Probe, running_for: float) -> bool:
         """One readiness check; a probe command runs like the instance (user, work dir, environment)."""
         directory = self.dirs.path(uuid)
-        return await check(probe, directory, running_for, environment(uuid, directory, self.user.name), self.user)
+        return await check(probe, directory, running_for, environment(uuid, directory, user.name), user)
 
 
 def _grace(ctx: OperationContext) -> float:

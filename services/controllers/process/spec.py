@@ -89,12 +89,13 @@ def render_endpoint(settings: ProcessSettings, values: dict[str, Value]) -> str:
 def environment(uuid: str, work_dir: Path, user: str) -> dict[str, str]:
     """What every process of an instance (its command, its ready_command)
     starts with, whatever the controller's own environment holds: PATH (the
-    controller's bin directory first), HOME (the work dir), USER and LOGNAME
+    controller's bin directory first), HOME and TMPDIR (the work dir, which
+    no other domain's user can enter, unlike /tmp), USER and LOGNAME
     (the user it runs as), the locale and time zone if set, and
     ORCH_INSTANCE, ORCH_WORK_DIR and PYTHONUNBUFFERED."""
     env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
     env["PATH"] = os.pathsep.join([str(BIN_DIR), os.environ.get("PATH", os.defpath)])
-    env["HOME"] = str(work_dir)
+    env["HOME"] = env["TMPDIR"] = str(work_dir)
     env["USER"] = env["LOGNAME"] = user
     # Output reaches the log files at once, so a failure's tail shows it.
     env["PYTHONUNBUFFERED"] = "1"

@@ -6,14 +6,15 @@ the controller's work dir, holding what it needs to survive its own restart.
     <work-dir>/<uuid>/stdout.log      the process's output (appended across restarts)
     <work-dir>/<uuid>/stderr.log
     <work-dir>/<uuid>/...             the rendered `files`, and the process's working directory
+    <work-dir>/domains.json           the ledger: the uid handed to each domain (see `confine.Users`)
 
 The directory existing means the instance exists; pid.json existing means the
 controller started a process and did not stop it yet (whether it still runs is
 for `procs` to tell). Writes are atomic (temporary file, then rename), so a
 kill in mid-write never leaves a torn record.
 
-The work dir (mode 0755, so that the instances' user can reach its own
-directory) belongs to the controller; each instance's directory (mode 0700)
+The work dir (mode 0755, so that the instances' users can reach their own
+directories) belongs to the controller; each instance's directory (mode 0700)
 belongs to the user its processes run as (`confine`), who may change
 anything in it. So every access below goes through `confine`'s operations,
 which follow no symlink the instance may have planted, and the records are
@@ -29,7 +30,7 @@ import re
 import shutil
 import socket
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -38,6 +39,7 @@ from controllers.process.readiness import Probe
 
 INSTANCE_FILE = "instance.json"
 PID_FILE = "pid.json"
+LEDGER_FILE = "domains.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 # A record larger than this is not one of ours.
@@ -86,11 +88,11 @@ class ProcessRecord:
 
 
 class WorkDir:
-    """The instance directories under one root; `owner` is the user instances run as."""
+    """The instance directories under one root. The user an instance runs as
+    (`owner`) is the caller's to say: it depends on the instance's domain."""
 
-    def __init__(self, root: Path, owner: Identity) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.owner = owner
 
     def create(self) -> None:
         """The root, mode 0755 when it is created here."""
@@ -112,16 +114,17 @@ class WorkDir:
     def exists(self, uuid: str) -> bool:
         return self.path(uuid).is_dir()
 
-    def prepare(self, uuid: str) -> Path:
-        """The instance's directory, created (mode 0700) and owned by the instance's user."""
+    def prepare(self, uuid: str, owner: Identity) -> Path:
+        """The instance's directory, created (mode 0700) and owned by `owner`;
+        one another user owned (before the users changed) is handed over whole."""
         directory = self.path(uuid)
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory, 0o700)
         info = os.lstat(directory)
         if not stat.S_ISDIR(info.st_mode):
             raise OSError(f"{directory} is not a directory")
-        if self.owner.switch and (info.st_uid, info.st_gid) != (self.owner.uid, self.owner.gid):
-            os.chown(directory, self.owner.uid, self.owner.gid, follow_symlinks=False)
+        if owner.switch and (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
+            _hand_over(directory, owner, {info.st_uid} - {os.geteuid()})
         return directory
 
     def read_instance(self, uuid: str) -> InstanceRecord | None:
@@ -133,8 +136,8 @@ class WorkDir:
         except (TypeError, ValueError, AttributeError):
             return None
 
-    def write_instance(self, record: InstanceRecord) -> None:
-        directory = self.prepare(record.uuid)
+    def write_instance(self, record: InstanceRecord, owner: Identity) -> None:
+        directory = self.prepare(record.uuid, owner)
         _write_json(directory / INSTANCE_FILE, {**asdict(record), "ports": dict(record.ports)})
 
     def read_process(self, uuid: str) -> ProcessRecord | None:
@@ -158,17 +161,17 @@ class WorkDir:
     def clear_process(self, uuid: str) -> None:
         (self.path(uuid) / PID_FILE).unlink(missing_ok=True)
 
-    def write_files(self, uuid: str, files: Mapping[str, str]) -> None:
+    def write_files(self, uuid: str, files: Mapping[str, str], owner: Identity) -> None:
         """Write rendered files whose content differs (an unchanged file keeps its mtime)."""
-        owners = {self.owner.uid, os.geteuid()}
+        owners = {owner.uid, os.geteuid()}
         with opened_dir(self.path(uuid)) as top:
             for name, content in files.items():
                 *parents, leaf = PurePosixPath(name).parts
                 data = content.encode()
-                parent = open_subdirs(top, parents, self.owner)
+                parent = open_subdirs(top, parents, owner)
                 try:
                     if read_regular(leaf, len(data) + 1, dir_fd=parent, owners=owners) != data:
-                        write_file(parent, leaf, data, self.owner)
+                        write_file(parent, leaf, data, owner)
                 finally:
                     os.close(parent)
 
@@ -176,12 +179,12 @@ class WorkDir:
         directory = self.path(uuid)
         return directory / STDOUT_FILE, directory / STDERR_FILE
 
-    def open_logs(self, uuid: str) -> tuple[int, int]:
+    def open_logs(self, uuid: str, owner: Identity) -> tuple[int, int]:
         """Descriptors appending to the instance's stdout.log and stderr.log (the caller closes them)."""
-        with opened_dir(self.prepare(uuid)) as directory:
-            out = open_append(directory, STDOUT_FILE, self.owner)
+        with opened_dir(self.prepare(uuid, owner)) as directory:
+            out = open_append(directory, STDOUT_FILE, owner)
             try:
-                return out, open_append(directory, STDERR_FILE, self.owner)
+                return out, open_append(directory, STDERR_FILE, owner)
             except BaseException:
                 os.close(out)
                 raise
@@ -192,6 +195,46 @@ class WorkDir:
 
     def remove(self, uuid: str) -> None:
         shutil.rmtree(self.path(uuid), ignore_errors=True)
+
+
+class Ledger:
+    """The uid handed to each domain, kept in the work dir (`domains.json`,
+    the controller's own file): a domain keeps its uid across restarts and
+    for good, so a later domain never inherits what an earlier one left."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LEDGER_FILE
+        self._uids: dict[str, int] | None = None
+
+    def uid(self, domain: str, uids: range, usable: Callable[[int], bool]) -> int | None:
+        """`domain`'s uid: the recorded one, else the lowest of `uids` no
+        domain holds and `usable` accepts, recorded before it is returned;
+        None when there is none left."""
+        if self._uids is None:
+            data = _read_json(self.path) or {}
+            self._uids = {str(k): v for k, v in data.items() if isinstance(v, int)}
+        if domain in self._uids:
+            return self._uids[domain]
+        held = set(self._uids.values())
+        uid = next((u for u in uids if u not in held and usable(u)), None)
+        if uid is not None:
+            _write_json(self.path, {**self._uids, domain: uid})
+            self._uids[domain] = uid
+        return uid
+
+
+def _hand_over(directory: Path, owner: Identity, previous: set[int]) -> None:
+    """Give `directory`, and whatever in it belongs to a previous owner, to
+    `owner`; walked by descriptor, following no symlink (the previous owner
+    may still be running and swapping names)."""
+    os.chown(directory, owner.uid, owner.gid, follow_symlinks=False)
+    if not previous:
+        return  # a directory of the controller's: nothing in it is anyone else's
+    for _, dirs, files, fd in os.fwalk(directory, follow_symlinks=False):
+        for name in [*dirs, *files]:
+            with contextlib.suppress(OSError):
+                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid in previous:
+                    os.chown(name, owner.uid, owner.gid, dir_fd=fd, follow_symlinks=False)
 
 
 def allocate_ports(host: str, names: Iterable[str], taken: set[int]) -> dict[str, int]:

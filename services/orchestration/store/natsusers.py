@@ -107,12 +107,16 @@ def server_authorization(passwords: Mapping[str, str], s: Subjects) -> str:
 # (helm/orchestrator/files/nats-permissions.json), which the chart replaces
 # with its `prefix` value (and its upper case for stream names).
 CHART_PREFIX = "zzprefixzz"
+# Stands for the name of a named bus client (nats.auth.busClients) there.
+CHART_CLIENT = "zzclientzz"
 
 
 def chart_permissions() -> str:
-    """The permissions of every user but the operator, for the Helm chart (JSON)."""
+    """The permissions of every user but the operator, and of a named bus
+    client (`bus-zzclientzz`), for the Helm chart (JSON)."""
     s = Subjects(CHART_PREFIX)
-    return json.dumps({user: permissions(user, s) for user in (*SERVICES, BUS)}, indent=2, sort_keys=True) + "\n"
+    users = (*SERVICES, BUS, f"{BUS}-{CHART_CLIENT}")
+    return json.dumps({user: permissions(user, s) for user in users}, indent=2, sort_keys=True) + "\n"
 
 
 if __name__ == "__main__":
