@@ -27,7 +27,6 @@ from monitor.drift import is_drift
 from monitor.inventory import Inventory, SolutionView, Watched
 from monitor.probe import Observation
 from monitor.status import StatusBoard
-from orchestration.model.lifecycle import roll_up
 from orchestration.store.repository import InstanceRecord, Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
@@ -307,19 +306,6 @@ def test_drift_is_a_differing_state_except_a_failure_verdict_on_an_existing_inst
     stored: int, observed: int, drift: bool
 ) -> None:
     assert is_drift(stored, observed) is drift
-
-
-@pytest.mark.parametrize(
-    ("states", "target", "rolled"),
-    [
-        ([pb.STATE_ACTIVE, pb.STATE_ACTIVE], pb.STATE_ACTIVE, pb.STATE_ACTIVE),
-        ([pb.STATE_ACTIVE, pb.STATE_INACTIVE], pb.STATE_ACTIVE, pb.STATE_INACTIVE),
-        ([pb.STATE_ACTIVE, pb.STATE_FAILURE, pb.STATE_INITIAL], pb.STATE_ACTIVE, pb.STATE_FAILURE),
-        ([], pb.STATE_INACTIVE, pb.STATE_INACTIVE),
-    ],
-)
-def test_roll_up_reports_failure_first_then_the_lowest_state(states: list[int], target: int, rolled: int) -> None:
-    assert roll_up(states, target) == rolled
 
 
 def test_pacing_counts_the_compensations_since_the_solution_last_converged() -> None:

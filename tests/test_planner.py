@@ -13,7 +13,7 @@ import pytest
 
 from orchestration.model import lifecycle, planner
 from orchestration.model.errors import FailedPrecondition, InvalidArgument, NotFound
-from orchestration.model.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, next_state, plan_transitions, roll_up
+from orchestration.model.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, next_state, plan_transitions
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
 
@@ -265,38 +265,6 @@ def test_plan_transitions_returns_a_fresh_list() -> None:
     path = plan_transitions(INITIAL, ACTIVE)
     path.clear()
     assert plan_transitions(INITIAL, ACTIVE) == [CREATE, CONFIGURE, START]
-
-
-# --------------------------------------------------------------------------
-# roll-up
-
-
-@pytest.mark.parametrize(("states", "target", "expected"), [
-    ([], ACTIVE, ACTIVE),  # no members: the target
-    ([], INACTIVE, INACTIVE),
-    ([], UNSPECIFIED, INITIAL),  # no members, no target: initial
-    ([ACTIVE, ACTIVE], ACTIVE, ACTIVE),
-    ([ACTIVE, INACTIVE, ACTIVE], ACTIVE, INACTIVE),  # the lowest state present
-    ([ACTIVE, INITIAL, INACTIVE], ACTIVE, INITIAL),
-    ([INACTIVE, INACTIVE], INITIAL, INACTIVE),  # whatever the target
-    ([ACTIVE, FAILURE, INITIAL], ACTIVE, FAILURE),  # failure wins over everything
-    ([FAILURE], INITIAL, FAILURE),
-])
-def test_roll_up_failure_first_else_lowest_state(states: list[pb.State], target: pb.State, expected: pb.State) -> None:
-    assert roll_up(states, target) == expected
-
-
-def test_roll_up_takes_any_iterable() -> None:
-    assert roll_up(iter([ACTIVE, INACTIVE]), ACTIVE) == INACTIVE
-    assert roll_up((s for s in [ACTIVE]), INITIAL) == ACTIVE
-
-
-def test_roll_up_ignores_unspecified_members() -> None:
-    # Current behaviour: an unspecified member state counts for nothing (it is
-    # NOT read as initial, unlike plan_transitions and the scale-down order).
-    assert roll_up([UNSPECIFIED], ACTIVE) == ACTIVE
-    assert roll_up([UNSPECIFIED, ACTIVE], INITIAL) == ACTIVE
-    assert roll_up([UNSPECIFIED, INACTIVE], ACTIVE) == INACTIVE
 
 
 # --------------------------------------------------------------------------

@@ -215,6 +215,28 @@ def hold_label(hold: pb.SolutionHold) -> str:
     return hold_name(hold.kind) or "-"
 
 
+@solution.command("status")
+@click.argument("domain_name", metavar="DOMAIN")
+@click.argument("name")
+@output_option
+@pass_settings
+def solution_status(settings: Settings, domain_name: str, name: str, output: str) -> None:
+    """Count a solution's instances per cluster, each once: at its target by
+    state, failed, or in transition (not at its target); with the state of
+    each cluster and of the whole by the same rule the console and the bus use."""
+    gateway = settings.gateway()
+    summary = gateway.call(gateway.solutions.SummarizeSolution, gw.SummarizeSolutionRequest(domain=domain_name, solution=name))
+    rows = [[c.element, c.cluster, c.size, state_name(c.target), _label(c.label), c.instances, c.active, c.inactive,
+             c.initial, c.failed, c.in_transition] for c in [*summary.clusters, summary.total]]
+    rows[-1][:3] = ["(solution)", "", ""]
+    emit(output, summary, ["ELEMENT", "CLUSTER", "SIZE", "TARGET", "STATE", "INSTANCES", "ACTIVE", "INACTIVE", "INITIAL",
+                           "FAILED", "IN TRANSITION"], rows)
+
+
+def _label(label: str) -> str:
+    return label.replace("_", " ")
+
+
 @solution.command("get")
 @click.argument("domain_name", metavar="DOMAIN")
 @click.argument("name")

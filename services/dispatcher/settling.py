@@ -12,7 +12,8 @@ from dispatcher.scheduler import Scheduler
 from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.tasks import TaskBook
 from orchestration.model.errors import NotFound
-from orchestration.model.lifecycle import ACTIVE, INITIAL, roll_up
+from orchestration.model.lifecycle import ACTIVE
+from orchestration.model.rollup import Tally
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
@@ -124,10 +125,13 @@ class Settler:
         """Write cluster, element and solution states; delete what was removed
         (the whole solution when it was torn down completely)."""
         repo, domain, solution = self.repo, self.domain, self.solution
-        by_element: dict[str, list[pb.State]] = {}
+        by_element: dict[str, Tally] = {}
         for cluster in list(self.state.clusters.values()):
-            states = [self.state.instances[u].record.state or INITIAL for u in cluster.members]
-            rolled = roll_up(states or [INITIAL], cluster.record.target)  # no members left: initial
+            tally = Tally()
+            for uuid in cluster.members:
+                record = self.state.instances[uuid].record
+                tally.add(record.state, record.target)
+            rolled = tally.state  # the one roll-up rule; no members left: initial
             if cluster.record.remove and not cluster.members:
                 with contextlib.suppress(NotFound):
                     await repo.solutions.delete_cluster(domain, solution, cluster.element, cluster.record.version)
@@ -137,14 +141,14 @@ class Settler:
                 cluster.record.state = rolled
                 cluster.record.endpoint = endpoints
                 cluster.revision = await repo.solutions.put_cluster(domain, solution, cluster.element, cluster.record, cluster.revision)
-            by_element.setdefault(cluster.element, []).append(rolled)
+            by_element.setdefault(cluster.element, Tally()).merge(tally)
         for element in await repo.solutions.list_elements(domain, solution):
             found = by_element.get(element.value.name)
             if found is None:
                 if element.value.remove:
                     await repo.solutions.delete_element(domain, solution, element.value.name, element.revision)
                 continue
-            rolled = roll_up(found, element.value.target)
+            rolled = found.state
             if element.value.state != rolled:
                 element.value.state = rolled
                 await repo.solutions.put_element(domain, solution, element.value, element.revision)
@@ -153,7 +157,10 @@ class Settler:
             root = self.book.tasks[self.book.root]
             await repo.solutions.remove_solution(domain, solution, Grave(actor=root.actor, task=root.uuid))
             return
-        rolled = roll_up([s for states in by_element.values() for s in states] or [INITIAL], header.value.target)
+        whole = Tally()
+        for found in by_element.values():
+            whole.merge(found)
+        rolled = whole.state
         if header.value.state != rolled:
             header.value.state = rolled
             await repo.solutions.put_solution_header(domain, header.value, header.revision)

@@ -1,6 +1,9 @@
 """Status messages on the bus (the book's TOPIC2, ``<prefix>.status.<domain>.<solution>``):
 one per instance per poll, and one per cluster, element and solution whose
-rolled-up real state changed since the previous poll."""
+rolled-up real state changed since the previous poll. An aggregate's `state`
+and `label` follow the one roll-up rule (`orchestration.model.rollup`), as
+the console and the CLI do: `label` is what they show ("in_transition" while
+an instance is not at its target)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from dataclasses import dataclass, field
 
 from monitor.inventory import SolutionView
 from monitor.probe import Observation
-from orchestration.model.lifecycle import hold_name, roll_up, state_name
+from orchestration.model.lifecycle import hold_name, state_name
+from orchestration.model.rollup import Tally
 from orchestration.v1 import model_pb2 as pb
 
 # (kind, domain, solution, element, cluster) of an aggregate.
@@ -79,7 +83,7 @@ class _InstanceMessages:
 class StatusBoard:
     """Builds each poll's messages; remembers aggregate states between polls."""
 
-    _last: dict[AggregateKey, tuple[int, int]] = field(default_factory=dict)
+    _last: dict[AggregateKey, tuple[int, str, int]] = field(default_factory=dict)
 
     def messages(self, views: Iterable[SolutionView], observed: Mapping[str, Observation], time_ns: int) -> list[StatusMessage]:
         """Instance messages for every observed instance, aggregate messages for changes."""
@@ -87,7 +91,7 @@ class StatusBoard:
         seen: set[AggregateKey] = set()
         for view in views:
             d, s = view.domain, view.name
-            clusters: dict[tuple[str, str], list[int]] = {}
+            clusters: dict[tuple[str, str], Tally] = {}
             encoders: dict[tuple[str, str], _InstanceMessages] = {}
             for watched in view.instances:
                 found = observed.get(watched.uuid)
@@ -99,36 +103,33 @@ class StatusBoard:
                 if encoder is None:
                     encoder = encoders[of] = _InstanceMessages(time_ns, d, s, r.element, r.cluster)
                 out.append(encoder.message(watched.uuid, found.state, r.instance.target))
-                clusters.setdefault(of, []).append(found.state)
-            elements: dict[str, list[int]] = {}
-            for (element, cluster), states in sorted(clusters.items()):
+                clusters.setdefault(of, Tally()).add(found.state, r.instance.target)
+            elements: dict[str, Tally] = {}
+            for (element, cluster), rolled in sorted(clusters.items()):
                 target = view.cluster_targets.get((element, cluster), 0)
-                rolled = roll_up(states, target)
-                elements.setdefault(element, []).append(rolled)
+                elements.setdefault(element, Tally()).merge(rolled)
                 out.extend(self._changed(seen, ("cluster", d, s, element, cluster), rolled, target, time_ns))
-            solution_states: list[int] = []
-            for element, states in sorted(elements.items()):
+            whole = Tally()
+            for element, rolled in sorted(elements.items()):
                 target = view.element_targets.get(element, 0)
-                rolled = roll_up(states, target)
-                solution_states.append(rolled)
+                whole.merge(rolled)
                 out.extend(self._changed(seen, ("element", d, s, element, ""), rolled, target, time_ns))
-            if solution_states:
-                target = view.header.target
-                out.extend(self._changed(seen, ("solution", d, s, "", ""), roll_up(solution_states, target), target, time_ns,
+            if elements:
+                out.extend(self._changed(seen, ("solution", d, s, "", ""), whole, view.header.target, time_ns,
                                          view.header.hold))
         # Forget what was not seen: a solution that comes back is news again.
         for key in [k for k in self._last if k not in seen]:
             del self._last[key]
         return out
 
-    def _changed(self, seen: set[AggregateKey], key: AggregateKey, state: int, target: int, time_ns: int,
+    def _changed(self, seen: set[AggregateKey], key: AggregateKey, rolled: Tally, target: int, time_ns: int,
                  hold: pb.SolutionHold | None = None) -> list[StatusMessage]:
-        """A message when the aggregate's state (or, for a solution, its hold) changed."""
+        """A message when the aggregate's state or label (or, for a solution, its hold) changed."""
         seen.add(key)
-        now = (state, hold.kind if hold is not None else 0)
+        now = (rolled.state, rolled.label, hold.kind if hold is not None else 0)
         if self._last.get(key) == now:
             return []
         self._last[key] = now
         kind, domain, solution, element, cluster = key
-        fields = _fields(kind, time_ns, domain, solution, element, cluster, "", state, target)
+        fields = {**_fields(kind, time_ns, domain, solution, element, cluster, "", rolled.state, target), "label": rolled.label}
         return [_message(domain, solution, _with_hold(fields, hold) if hold is not None else fields)]

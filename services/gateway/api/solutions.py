@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -16,6 +17,7 @@ from orchestration.model import planner
 from orchestration.model.errors import InvalidArgument, NotFound
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED
 from orchestration.model.names import check_name
+from orchestration.model.rollup import Tally
 from orchestration.store.repository import ClusterRecord, InstanceRecord, Repository, Versioned
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -241,28 +243,18 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
     async def SummarizeSolution(self, request: gw.SummarizeSolutionRequest,
                                 context: grpc.aio.ServicerContext) -> gw.SummarizeSolutionResponse:
         header, _, clusters, instances = await self._records(request.domain, request.solution)
-        # Per cluster: instances, at target, failed, initial, inactive, active, in transition.
-        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 7)
-        column = {INITIAL: 3, pb.STATE_INACTIVE: 4, pb.STATE_ACTIVE: 5}
+        tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
         for record in instances:
-            if record.instance.remove:
-                continue
-            count = counts[(record.element, record.cluster)]
-            state = record.instance.state or INITIAL
-            at_target = int(state == (record.instance.target or INITIAL))
-            failed = int(state == pb.STATE_FAILURE)
-            count[0] += 1
-            count[1] += at_target
-            count[2] += failed
-            if state in column:
-                count[column[state]] += 1
-            count[6] += int(not at_target and not failed)
+            if not record.instance.remove:
+                tallies[(record.element, record.cluster)].add(record.instance.state, record.instance.target)
         summary = gw.SummarizeSolutionResponse(solution=header)
+        total = Tally()
         for cluster in sorted(clusters, key=lambda c: (c.element, c.cluster.version)):
-            total, at_target, failed, initial, inactive, active, moving = counts[(cluster.element, cluster.cluster.version)]
+            found = tallies[(cluster.element, cluster.cluster.version)]
+            total.merge(found)
             summary.clusters.add(element=cluster.element, cluster=cluster.cluster.version, target=cluster.cluster.target,
-                                 state=cluster.cluster.state, instances=total, at_target=at_target, failed=failed,
-                                 initial=initial, inactive=inactive, active=active, in_transition=moving)
+                                 size=cluster.cluster.size, **_summary_fields(found))
+        summary.total.CopyFrom(gw.ClusterSummary(target=header.target, **_summary_fields(total)))
         lease = await self.repo.leases.get(request.domain, request.solution)
         if lease is not None and lease.record.task:
             try:
@@ -317,3 +309,10 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         cluster = find_cluster(element, path, request.cluster)
         instance = find_instance(cluster, f"{path}/{element.name}", request.instance)
         return gw.RetrieveInstanceResponse(instance=instance)
+
+
+def _summary_fields(found: Tally) -> dict[str, Any]:
+    """A ClusterSummary's counts and state, by the roll-up rule."""
+    return {"state": found.state, "label": found.label, "instances": found.instances, "at_target": found.at_target,
+            "failed": found.failure, "initial": found.initial, "inactive": found.inactive, "active": found.active,
+            "in_transition": found.in_transition}

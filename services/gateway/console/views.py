@@ -115,9 +115,9 @@ class Views:
                 graph = await self.architecture(who, domain, header.architecture, header.version)
             except NotFound:
                 pass  # the architecture was removed since: the clusters are still shown
-        return {**_solution_header(header), "graph": graph, "clusters": [
-            {"element": c.element, "cluster": c.cluster, "target": _state(c.target), "state": _state(c.state),
-             **_counts(c)} for c in summary.clusters],
+        return {**_solution_header(header), **_rolled_up(summary.total), "graph": graph, "clusters": [
+            {"element": c.element, "cluster": c.cluster, "target": _state(c.target), "size": c.size, **_rolled_up(c)}
+            for c in summary.clusters],
             "running": _task(summary.running) if summary.HasField("running") else None}
 
     async def tasks(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
@@ -227,12 +227,13 @@ def _counts(c: gw.ClusterSummary) -> dict[str, int]:
             "failure": c.failed, "in_transition": c.in_transition}
 
 
+def _rolled_up(c: gw.ClusterSummary) -> dict[str, Any]:
+    """Counts and state of a cluster or a whole solution, as the gateway rolled them up (model.rollup)."""
+    return {"state": c.label, **_counts(c)}
+
+
 def _solution_card(summary: gw.SummarizeSolutionResponse) -> dict[str, Any]:
-    counts = {"instances": 0, "initial": 0, "inactive": 0, "active": 0, "failure": 0, "in_transition": 0}
-    for c in summary.clusters:
-        for key, value in _counts(c).items():
-            counts[key] += value
-    return {**_solution_header(summary.solution), "counts": counts}
+    return {**_solution_header(summary.solution), "state": summary.total.label, "counts": _counts(summary.total)}
 
 
 def _solution_header(s: pb.Solution) -> dict[str, Any]:

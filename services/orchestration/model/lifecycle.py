@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Iterable
-from typing import cast
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
@@ -59,21 +57,6 @@ def state_name(state: int) -> str:
 def hold_name(kind: int) -> str:
     """Readable name of a hold kind ("" when the solution is not held)."""
     return HOLD_NAMES.get(kind, "")
-
-
-def roll_up(states: Iterable[int], target: int) -> State:
-    """One state for a group (a cluster, an element, a solution): failure if
-    any member failed, else the lowest state present (the target when there
-    are none)."""
-    present = set(states)
-    if not present:
-        return cast(State, target or INITIAL)
-    if FAILURE in present:
-        return FAILURE
-    for state in (INITIAL, INACTIVE, ACTIVE):
-        if state in present:
-            return state
-    return cast(State, target)
 
 
 def next_state(state: int, transition: Transition) -> State:

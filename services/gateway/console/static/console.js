@@ -374,9 +374,10 @@ function graph(elements, counts) {
     let cy = y + 26;
     for (const c of e.clusters) {
       const count = counts ? counts.get(e.name + "|" + c.version) : null;
-      const state = count ? dominant(count) : null;
+      const state = count ? count.state : null;
       if (state) group.append(s("rect", { x: x + 6, y: cy + 3, width: 10, height: 10, fill: COLOR[state], stroke: "#0003" }));
-      const label = `${c.version} [${c.min}..${c.max}] size ${c.size}` + (count ? "" : "");
+      // A solution's cluster: its size now (resizes included); an architecture's: the size it asks for.
+      const label = `${c.version} [${c.min}..${c.max}] size ${count ? count.size : c.size}`;
       group.append(s("text", { x: x + (state ? 21 : 8), y: cy + 12, "font-size": 11, "data-cluster": c.version }, label));
       cy += ROW;
       if (count) {
@@ -388,13 +389,6 @@ function graph(elements, counts) {
     svg.append(group);
   }
   return h("div", { class: "graph" }, svg);
-}
-
-function dominant(count) {
-  if (count.failure) return "failure";
-  if (count.in_transition) return "in_transition";
-  for (const k of ["active", "inactive", "initial"]) if (count[k] && count[k] === count.instances) return k;
-  return count.instances ? "in_transition" : "initial";
 }
 
 // ---- a solution ----------------------------------------------------------------
