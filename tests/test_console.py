@@ -281,3 +281,60 @@ def test_a_revoked_token_ends_its_live_stream(browser: Any, suite: Suite) -> Non
     while stream.readline():
         assert time.monotonic() - revoked < 20, "the stream went on after its token was revoked"
     page.close()
+
+
+def test_what_a_person_typed_survives_live_updates_and_plan_then_deploy_works(browser: Any, suite: Suite) -> None:
+    suite.apply(models.flat("forms", 3, maximum=10, parameters={"sim_latency_ms": 100}))
+    suite.apply(models.architecture_only(models.flat("forms", 5, maximum=10, version="V2")))
+    suite.ok("solution", "deploy", "forms", "app", "V1", "--wait")
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + "/domains/forms/solutions/app")
+    page.wait_for_selector("[data-cluster-row='e0/V1']")
+    page.wait_for_selector("#live:has-text('live')")
+    version, state = page.locator("input[aria-label=version]"), page.locator("select[aria-label=state]")
+    size, confirm = page.locator("input[aria-label='size of e0 V1']"), page.locator("input[aria-label='confirm delete']")
+    version.fill("V2")
+    state.select_option("inactive")
+    size.fill("7")
+    confirm.fill("not-yet")
+    confirm.click()
+    page.keyboard.type("-typing")
+
+    def renders() -> int:
+        return int(page.eval_on_selector("#main", "m => m.dataset.renders || 0"))
+
+    # Changes made elsewhere redraw the page several times while the person is at it.
+    before = renders()
+    for n in (4, 3, 4):
+        suite.ok("cluster", "set", "forms", "app", "e0", "V1", "--size", str(n), "--wait")
+    wait_until(lambda: renders() >= before + 3, timeout=30, what="three live updates")
+    page.keyboard.type("!")  # the focus stayed in the field being typed into
+    assert (version.input_value(), state.input_value(), size.input_value(), confirm.input_value()) == (
+        "V2", "inactive", "7", "not-yet-typing!")
+
+    # Plan, then live updates, then the plan is still there to be applied.
+    page.click("button:has-text('Plan')")
+    page.wait_for_selector("[data-plan] h2:has-text('to app V2')")
+    planned = page.locator("[data-plan] tbody tr").count()
+    assert planned == 3  # one more instance: create, configure, start
+    before = renders()
+    for n in (3, 4):
+        suite.ok("cluster", "set", "forms", "app", "e0", "V1", "--size", str(n), "--wait")
+    wait_until(lambda: renders() >= before + 2, timeout=30, what="two more live updates")
+    assert page.locator("[data-plan] tbody tr").count() == planned
+    page.click("button:has-text('Deploy')")
+    page.wait_for_selector("text=/task [0-9a-f]{8}/")
+
+    def deployed() -> bool:
+        found = suite.solution("forms", "app")
+        instances = found.elements[0].clusters[0].instances
+        return found.version == "V2" and len(instances) == 5 and all(i.state == pb.STATE_ACTIVE for i in instances)
+
+    wait_until(deployed, timeout=60, what="the deploy of V2 to finish")
+    wait_until(lambda: page.locator("button:has-text('Terminate')").is_hidden(), timeout=30, what="its task to end")
+    assert suite.solution("forms", "app").version == "V2"
+    # The state chosen before all those updates is the one sent.
+    page.click("button:has-text('Set state')")
+    wait_until(lambda: suite.solution("forms", "app").target == pb.STATE_INACTIVE, timeout=30, what="target inactive")
+    assert page.errors == []
+    page.close()

@@ -13,6 +13,15 @@ let session = null;     // {name, role, domains, csrf, jaeger}
 let live = null;        // the EventSource of the current view
 let refresh = null;     // re-renders the current view with fresh data
 let refreshing = false, refreshAgain = false;
+// Nodes a view keeps across its live re-renders (forms, open results), by
+// key: what a person typed, chose or asked for stays while the data around
+// it changes. Emptied when the view changes.
+let keep = new Map();
+
+function kept(key, make) {
+  if (!keep.has(key)) keep.set(key, make());
+  return keep.get(key);
+}
 
 // ---- small helpers ----------------------------------------------------------
 
@@ -186,9 +195,19 @@ async function scheduleRefresh() {
   }
 }
 
+// Puts a view's nodes in the page. A kept node that had the focus gets it
+// back, with its text selection, so typing goes on through a live update.
 function show(...nodes) {
   const main = document.getElementById("main");
+  const focused = document.activeElement;
+  let selection = null;
+  try { selection = focused && focused.selectionStart !== null ? [focused.selectionStart, focused.selectionEnd] : null; } catch (err) { selection = null; }
   main.replaceChildren(...nodes.flat());
+  if (focused && focused !== document.body && focused.isConnected && document.activeElement !== focused) {
+    focused.focus({ preventScroll: true });
+    try { if (selection) focused.setSelectionRange(...selection); } catch (err) { /* not a text field */ }
+  }
+  main.dataset.renders = String(Number(main.dataset.renders || 0) + 1);
 }
 
 function errorBox(err) {
@@ -209,6 +228,7 @@ async function route() {
   const path = decodeURI(location.pathname);
   refresh = null;
   nextAllowed = 0;
+  keep = new Map();
   follow(null);
   if (path === "/signin") { header(); return signin(); }
   if (!session) {
@@ -405,7 +425,7 @@ async function solution(domain, name) {
     h("p", {}, `${data.architecture} ${data.version} · state `, stateTag(data.state), " · target ", stateTag(data.target),
       " · ", link(`/domains/${enc(domain)}/events?solution=${enc(name)}`, "events"))];
   if (data.hold) parts.push(h("p", { class: "error" }, `${data.hold}: ${data.hold_reason} (by ${data.hold_actor})`));
-  if (operate) parts.push(actions(domain, name, base, data));
+  if (operate) parts.push(kept("actions", () => actions(domain, name, base)).update(data));
   if (data.running) {
     const done = data.clusters.reduce((n, c) => n + c.instances - c.in_transition, 0);
     const total = data.clusters.reduce((n, c) => n + c.instances, 0) || 1;
@@ -419,7 +439,7 @@ async function solution(domain, name) {
   }
   parts.push(h("section", { class: "card" }, legend(true), graph(data.graph.elements, counts)));
   const rows = data.clusters.map((c) => [c.element, c.cluster, stateTag(c.state), stateTag(c.target), c.instances,
-    ...STATES.map((k) => c[k]), operate ? resize(domain, name, c, data.graph) : ""]);
+    ...STATES.map((k) => c[k]), operate ? kept(`resize|${c.element}|${c.cluster}`, () => resize(domain, name, c, data.graph)) : ""]);
   parts.push(h("section", { class: "card" }, h("h2", {}, "Clusters"),
     h("p", { class: "muted" }, "Select a cluster to list its instances."),
     table(["element", "cluster", "state", "target", "instances", ...STATES.map((k) => STATE_LABEL[k]), ""], rows, (i) => ({
@@ -472,13 +492,16 @@ function resize(domain, name, c, graphData) {
   return h("form", { onsubmit: (e) => e.preventDefault() }, input, button, note);
 }
 
-function actions(domain, name, base, data) {
-  const arch = h("input", { value: data.architecture, "aria-label": "architecture", style: "width:8rem" });
-  const version = h("input", { value: data.version, "aria-label": "version", style: "width:6rem" });
+// The solution's actions, made once per visit of its page (see `kept`):
+// `update` shows the buttons the latest data allows and returns the section.
+function actions(domain, name, base) {
+  let current = null;
+  const arch = h("input", { "aria-label": "architecture", style: "width:8rem" });
+  const version = h("input", { "aria-label": "version", style: "width:6rem" });
   const plan = h("div", { "data-plan": true });
   const [planButton, planNote] = action("Plan", async () => {
     const result = await api(`${base}/plan`, { architecture: arch.value, version: version.value });
-    plan.replaceChildren(h("h2", {}, `Plan: ${result.transitions.length} transitions`),
+    plan.replaceChildren(h("h2", {}, `Plan: ${result.transitions.length} transitions to ${arch.value} ${version.value}`),
       table(["element", "cluster", "instance", "transition", "waits for"],
         result.transitions.slice(0, 500).map((t) => [t.element, t.cluster, t.instance, t.transition, t.waits_for.join(", ") || "-"])));
     return `${result.transitions.length} transitions`;
@@ -487,18 +510,32 @@ function actions(domain, name, base, data) {
     const r = await api(`${base}/deploy`, { architecture: arch.value, version: version.value });
     return `task ${r.task.slice(0, 8)}`;
   }, "primary");
-  const state = h("select", { "aria-label": "state" }, ["active", "inactive", "initial"].map((x) => h("option", { value: x, selected: x === data.target }, x)));
+  const state = h("select", { "aria-label": "state" }, ["active", "inactive", "initial"].map((x) => h("option", { value: x }, x)));
   const [stateButton, stateNote] = action("Set state", async () => `task ${(await api(`${base}/state`, { state: state.value })).task.slice(0, 8)}`);
-  const controls = [h("form", { onsubmit: (e) => e.preventDefault() }, arch, version, planButton, deployButton), planNote, deployNote,
-    h("form", { onsubmit: (e) => e.preventDefault() }, state, stateButton), stateNote];
-  if (data.running) {
-    controls.push(...action("Terminate", async () => { await api(`${base}/terminate`, { task: data.running.uuid }); return "terminated"; }, "danger"));
-  }
-  if (data.hold) controls.push(...action("Resume", async () => `task ${(await api(`${base}/resume`, {})).task.slice(0, 8)}`, "primary"));
+  const [terminateButton, terminateNote] = action("Terminate", async () => {
+    await api(`${base}/terminate`, { task: current.running.uuid });
+    return "terminated";
+  }, "danger");
+  const [resumeButton, resumeNote] = action("Resume", async () => `task ${(await api(`${base}/resume`, {})).task.slice(0, 8)}`, "primary");
   const confirm = h("input", { placeholder: `type ${name} to delete`, "aria-label": "confirm delete", style: "width:11rem" });
   const [deleteButton, deleteNote] = action("Delete", async () => `task ${(await api(`${base}/delete`, { confirm: confirm.value })).task.slice(0, 8)}`, "danger");
-  controls.push(h("form", { onsubmit: (e) => e.preventDefault() }, confirm, deleteButton), deleteNote);
-  return h("section", { class: "card" }, h("h2", {}, "Actions"), h("div", { class: "actions" }, controls), plan);
+  const section = h("section", { class: "card" }, h("h2", {}, "Actions"), h("div", { class: "actions" },
+    h("form", { onsubmit: (e) => e.preventDefault() }, arch, version, planButton, deployButton), planNote, deployNote,
+    h("form", { onsubmit: (e) => e.preventDefault() }, state, stateButton), stateNote,
+    terminateButton, terminateNote, resumeButton, resumeNote,
+    h("form", { onsubmit: (e) => e.preventDefault() }, confirm, deleteButton), deleteNote), plan);
+  section.update = (data) => {
+    if (current === null) {  // the first data fills the fields; later data never overwrites them
+      arch.value = data.architecture;
+      version.value = data.version;
+      state.value = data.target;
+    }
+    current = data;
+    terminateButton.hidden = !data.running;
+    resumeButton.hidden = !data.hold;
+    return section;
+  };
+  return section;
 }
 
 // ---- a task: its tree and timeline ---------------------------------------------
@@ -571,7 +608,7 @@ async function events(domain) {
   const q = new URLSearchParams(location.search);
   const data = await api(`/api/domains/${enc(domain)}/events?${q}`);
   const field = (name, label) => h("input", { name, value: q.get(name) || "", placeholder: label, "aria-label": label });
-  const filters = h("form", {
+  const filters = kept("filters", () => h("form", {
     class: "actions", onsubmit: (e) => {
       e.preventDefault();
       const f = new FormData(e.target);
@@ -579,7 +616,7 @@ async function events(domain) {
       go(`/domains/${enc(domain)}/events${next.toString() ? "?" + next : ""}`);
     },
   }, field("solution", "solution"), field("task", "task"), field("type", "type (execution, completion, ...)"),
-  h("button", { type: "submit" }, "Filter"));
+  h("button", { type: "submit" }, "Filter")));
   show(h("h1", {}, `Events of ${domain}`), filters, h("p", { class: "muted" }, `${data.events.length} of ${data.total} shown, newest first (the latest 10,000 of the events stream unless a task is named)`),
     table(["time", "type", "task", "comment"], data.events.map((e) => [when(e.time_ms), e.type, link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment])));
 }
