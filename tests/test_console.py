@@ -338,3 +338,28 @@ def test_what_a_person_typed_survives_live_updates_and_plan_then_deploy_works(br
     wait_until(lambda: suite.solution("forms", "app").target == pb.STATE_INACTIVE, timeout=30, what="target inactive")
     assert page.errors == []
     page.close()
+
+
+def test_the_timeline_shows_each_task_at_its_real_start_and_end_so_the_waves_show(browser: Any, suite: Suite) -> None:
+    suite.apply(models.chain("waves", [2, 2, 2], parameters={"sim_latency_ms": 150}))
+    task = json.loads(suite.ok("solution", "deploy", "waves", "app", "V1", "--wait", "-o", "json"))["task"]
+    tree = suite.task("waves", task, tree=True)
+    root = tree.task
+    # The root is marked executing as its first operations start (concurrently).
+    assert root.started and root.started <= min(t.started for t in tree.subtasks if t.started) + 50_000_000
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + f"/tasks/{task}")
+    page.wait_for_selector("[data-bar]")
+    # e1 depends on e0 and e2 on e1: their bars begin in three waves, left to right (not all at 0).
+    boxes = page.eval_on_selector_all("[data-bar]", """bars => bars.map(b => [b.dataset.bar, Number(b.getAttribute('x')),
+        Number(b.getAttribute('x')) + Number(b.getAttribute('width'))])""")
+    element_of = {t.uuid: t.element for t in tree.subtasks}
+    spans = {e: (min(x for u, x, _ in boxes if element_of[u] == e), max(r for u, _, r in boxes if element_of[u] == e))
+             for e in ("e0", "e1", "e2")}
+    assert spans["e0"][0] + 100 < spans["e1"][0] and spans["e1"][0] + 100 < spans["e2"][0], spans
+    assert spans["e0"][1] < spans["e1"][1] < spans["e2"][1], spans
+    # The root's duration is the deploy's: from its start to its end, at least three waves of sim latency.
+    took = page.locator("p:has-text('by bootstrap')").inner_text()
+    seconds = float(re.search(r"· ([0-9.]+) s ·", took)[1])  # type: ignore[index]
+    assert abs(seconds - (root.updated - root.started) / 1e9) < 0.011 and seconds >= 3 * 3 * 0.15, took
+    page.close()

@@ -265,6 +265,8 @@ class TaskBook:
 
     async def _change(self, uuid: str, task: pb.Task, status: pb.TaskStatus, error: str, comment: str) -> None:
         task.status = status
+        if status == S.TASK_STATUS_EXECUTING and not task.started:
+            task.started = time.time_ns()
         if error:
             task.error = error
         labelled(TASKS, task_type_name(task.type), task_status_name(status)).inc()

@@ -4,6 +4,7 @@ call over gRPC would be (no rule of the engine is repeated here)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +13,7 @@ from gateway.api.access import AccessGate
 from orchestration.model.access import RIGHTS, Principal
 from orchestration.model.errors import InvalidArgument, NotFound, PermissionDenied
 from orchestration.model.lifecycle import (
+    TASK_ENDED,
     TRANSITION_NAMES,
     event_type_name,
     hold_name,
@@ -246,7 +248,8 @@ def _task(t: pb.Task) -> dict[str, Any]:
     return {"uuid": t.uuid, "type": task_type_name(t.type), "status": task_status_name(t.status),
             "domain": t.domain, "solution": t.solution, "element": t.element, "cluster": t.cluster,
             "instance": t.instance, "parent": t.parent, "transition": TRANSITION_NAMES.get(t.transition, ""),
-            "error": t.error, "created_ms": _ms(t.created), "updated_ms": _ms(t.updated), "trace": t.trace,
+            "error": t.error, "created_ms": _ms(t.created), "started_ms": _ms(t.started), "updated_ms": _ms(t.updated),
+            "ended": t.status in TASK_ENDED, "trace": t.trace,
             "actor": t.actor, "phase": t.phase,
             "summary": {"tasks": t.summary.tasks, "completed": t.summary.completed, "failed": t.summary.failed,
                         "stopped": t.summary.stopped} if t.summary.pruned_unix_ms else None}
@@ -257,29 +260,40 @@ def _event(e: pb.Event) -> dict[str, Any]:
             "comment": e.comment}
 
 
+def _span(t: pb.Task, now: int) -> tuple[int, int]:
+    """When a task really ran: from the start of its execution to its end
+    (now while it runs); a task that ended without starting, at its end."""
+    end = t.updated if t.status in TASK_ENDED else now
+    return (t.started or end), end
+
+
 def _timeline(tasks: list[pb.Task]) -> dict[str, Any]:
-    """The instance tasks of a tree on a time line: one bar each, from its
-    creation to its last update, grouped by element and cluster; with more
-    than TIMELINE_INSTANCES, one bar per cluster instead (in the order the
-    tree lists them), from its first instance's start to its last one's
-    end, with the count of each status."""
-    instances = [t for t in tasks if t.transition and t.instance]
+    """The instance tasks of a tree that ran (or run) on a time line: one
+    bar each, from the start of its execution to its end, grouped by
+    element and cluster, so that the waves of a deploy show; with more than
+    TIMELINE_INSTANCES, one bar per cluster instead (in the order the tree
+    lists them), from its first instance's start to its last one's end,
+    with the count of each status. Tasks still waiting to start have none."""
+    now = time.time_ns()
+    instances = [t for t in tasks if t.transition and t.instance and (t.started or t.status in TASK_ENDED)]
     if len(instances) <= TIMELINE_INSTANCES:
-        bars = [
-            {"element": t.element, "cluster": t.cluster, "instance": t.instance, "transition": TRANSITION_NAMES.get(t.transition, ""),
-             "status": task_status_name(t.status), "start_ms": _ms(t.created), "end_ms": _ms(t.updated), "task": t.uuid,
-             "error": t.error}
-            for t in instances
-        ]
+        bars = []
+        for t in instances:
+            start, end = _span(t, now)
+            bars.append({"element": t.element, "cluster": t.cluster, "instance": t.instance,
+                         "transition": TRANSITION_NAMES.get(t.transition, ""), "status": task_status_name(t.status),
+                         "start_ms": _ms(start), "end_ms": _ms(end), "task": t.uuid, "error": t.error})
         return {"by": "instance", "instances": len(instances),
                 "bars": sorted(bars, key=lambda b: (b["element"], b["cluster"], b["instance"], b["start_ms"]))}
-    clusters: dict[tuple[str, str], list[pb.Task]] = defaultdict(list)
+    clusters: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+    statuses: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for t in instances:
-        clusters[(t.element, t.cluster)].append(t)
+        clusters[(t.element, t.cluster)].append(_span(t, now))
+        statuses[(t.element, t.cluster)][task_status_name(t.status)] += 1
     bars = [
-        {"element": element, "cluster": cluster, "instances": len(members),
-         "start_ms": _ms(min(t.created for t in members)), "end_ms": _ms(max(t.updated for t in members)),
-         "statuses": dict(Counter(task_status_name(t.status) for t in members))}
-        for (element, cluster), members in clusters.items()  # in the tree's order, as the task list below it
+        {"element": element, "cluster": cluster, "instances": len(spans),
+         "start_ms": _ms(min(s for s, _ in spans)), "end_ms": _ms(max(e for _, e in spans)),
+         "statuses": dict(statuses[(element, cluster)])}
+        for (element, cluster), spans in clusters.items()  # in the tree's order, as the task list below it
     ]
     return {"by": "cluster", "instances": len(instances), "bars": bars}

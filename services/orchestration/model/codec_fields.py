@@ -230,7 +230,8 @@ TASK = Spec(
      F("UUID", "uuid"), F("Parent", "parent"), F("Status", "status", TASK_STATUS), F("Phase", "phase", "int32"),
      F("Subtasks", "subtasks", "strs"), F("Events", "events", "strs"),
      F("Request", "request", optional=True), F("Error", "error", optional=True),
-     F("Created", "created", "int64", optional=True), F("Updated", "updated", "int64", optional=True),
+     F("Created", "created", "int64", optional=True), F("Started", "started", "int64", optional=True),
+     F("Updated", "updated", "int64", optional=True),
      F("Transition", "transition", TRANSITION, optional=True), F("Trace", "trace", optional=True)),
     _uuid, "<UUID>",
 )

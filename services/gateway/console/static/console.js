@@ -548,7 +548,7 @@ async function task(uuid) {
   const trace = root.trace ? (session.jaeger ? h("a", { href: `${session.jaeger}/trace/${root.trace}`, rel: "noopener" }, root.trace) : root.trace) : "-";
   show(h("h1", {}, `Task ${root.uuid}`),
     h("p", {}, `${root.type} of `, link(`/domains/${enc(data.domain)}/solutions/${enc(root.solution)}`, root.solution),
-      ` · ${root.status} · by ${root.actor || "-"} · ${seconds(root.updated_ms - root.created_ms)} · trace `, trace),
+      ` · ${root.status} · by ${root.actor || "-"} · ${took(root)} · trace `, trace),
     root.error ? h("p", { class: "error" }, root.error) : "",
     root.summary ? h("p", { class: "muted" }, `Its tree was pruned: ${root.summary.tasks} subtasks, ${root.summary.completed} completed, ` +
       `${root.summary.failed} failed, ${root.summary.stopped} timed out or terminated.`) : "",
@@ -560,7 +560,13 @@ async function task(uuid) {
       table(["task", "type", "what", "status", "duration", "error"], data.tasks.map((t) => [
         "\u00a0\u00a0".repeat(depthOf(t)) + t.uuid.slice(0, 8), t.type,
         [t.element, t.cluster, t.instance && t.instance.slice(0, 8), t.transition].filter(Boolean).join(" "),
-        t.status, seconds(t.updated_ms - t.created_ms), t.error]))));
+        t.status, took(t), t.error]))));
+}
+
+// How long a task ran: from the start of its execution to its end (or now).
+function took(t) {
+  if (!t.started_ms) return t.ended ? "did not start" : "waiting";
+  return seconds((t.ended ? t.updated_ms : Date.now()) - t.started_ms) + (t.ended ? "" : " so far");
 }
 
 function timeline(data, root) {
@@ -568,8 +574,9 @@ function timeline(data, root) {
   // cluster, from its first instance's start to its last one's end.
   const bars = data.bars;
   if (!bars.length) return h("p", { class: "muted" }, "No transitions.");
-  const start = Math.min(root.created_ms, ...bars.map((b) => b.start_ms));
-  const end = Math.max(root.updated_ms, ...bars.map((b) => b.end_ms), start + 1);
+  // From the root's start (its request accepted, if it never started) to its end, or now.
+  const start = Math.min(root.started_ms || root.created_ms, ...bars.map((b) => b.start_ms));
+  const end = Math.max(root.ended ? root.updated_ms : Date.now(), ...bars.map((b) => b.end_ms), start + 1);
   const LABEL = 260, W = 900, ROW = 14;
   const byCluster = data.by === "cluster";
   const rows = byCluster ? bars.map((b) => [`${b.element} ${b.cluster} · ${b.instances}`, [b]])
