@@ -52,7 +52,7 @@ def count_changes(url: str, cookie: str, stop: threading.Event, seen: list[float
 
 def measure(n: int, repeat: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="orch-console-bench-") as home, running_suite(Path(home)) as suite:
-        url = json.loads(suite.ok("info", "-o", "json"))["console"]
+        url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"]
         suite.apply(flat("bench", n // 10, parameters={"orch_siblings": "ignore"}, elements=10))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])

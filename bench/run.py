@@ -204,7 +204,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as home:
         # Default settings: the monitor polls every 5 s, as under `make run`.
         with running_suite(Path(home), "--monitor-interval", "5") as suite:
-            url = json.loads(suite.ok("info", "-o", "json"))["nats_url"]
+            url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["nats_url"]
             parameters: dict[str, object] = {"sim_latency_ms": latency_ms} if latency_ms else {}
             if siblings == "ignore":
                 parameters["orch_siblings"] = "ignore"

@@ -271,7 +271,7 @@ def busy(suite: Suite, domain: str, solution: str) -> bool:
 def console_session(suite: Suite, token: str) -> tuple[str, urllib.request.OpenerDirector, str]:
     """Sign in to the suite's console with `token` over HTTP (no browser):
     its URL, an opener that bypasses proxies, and the session cookie."""
-    console = json.loads(suite.ok("info", "-o", "json"))["console"].rstrip("/")
+    console = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"].rstrip("/")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     signin = urllib.request.Request(console + "/api/signin", data=json.dumps({"token": token}).encode(),
                                     headers={"Content-Type": "application/json"}, method="POST")

@@ -67,7 +67,7 @@ def orch_as(suite: Suite, token: str, *args: str) -> subprocess.CompletedProcess
 
 
 async def bus(suite: Suite, operation: str, payload: dict[str, Any], token: str = "") -> dict[str, Any]:
-    url = json.loads(suite.ok("info", "-o", "json"))["nats_url"]
+    url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["nats_url"]
     nc = await nats.connect(url)
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -143,7 +143,7 @@ def test_a_revoked_token_fails_within_a_second_and_no_secret_is_stored(suite: Su
     assert {t["Name"]: t["Role"] for t in listed}["short-lived"] == "viewer"
     assert token.split(".", 1)[1] not in json.dumps(listed)
     async def stored() -> bytes:
-        nc = await nats.connect(json.loads(suite.ok("info", "-o", "json"))["nats_url"])
+        nc = await nats.connect(json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["nats_url"])
         try:
             js = nc.jetstream()
             info = await js.stream_info("KV_orch_access")
@@ -193,7 +193,7 @@ def test_a_revocation_reaches_every_gateway_within_a_second(suite: Suite, tmp_pa
     """A second gateway on the same NATS (its own NATS user, like the first): a token
     revoked through one is refused by the other within a second."""
     passwords = json.loads((suite.home / "nats-credentials").read_text())
-    nats_port = json.loads(suite.ok("info", "-o", "json"))["nats_url"].rsplit(":", 1)[1]
+    nats_port = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["nats_url"].rsplit(":", 1)[1]
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "ORCH_NATS_URL": f"nats://gateway:{passwords['gateway']}@127.0.0.1:{nats_port}"}
     with (tmp_path / "gateway.log").open("wb") as log:

@@ -23,7 +23,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 def nats_url(suite: Suite) -> str:
-    return json.loads(suite.ok("info", "-o", "json"))["bus_url"]
+    return json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["bus_url"]
 
 
 def token(suite: Suite) -> str:

@@ -67,6 +67,15 @@ def test_info_json(suite: Suite) -> None:
     assert info["nats_url"].startswith("nats://") and info["subject_prefix"] == "orch"
 
 
+def test_info_masks_every_secret_unless_asked_to_show_them(suite: Suite) -> None:
+    shown = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))
+    passwords = [url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1] for url in (shown["nats_url"], shown["bus_url"])]
+    assert all(len(p) >= 16 for p in passwords)
+    for output in (suite.ok("info"), suite.ok("info", "-o", "json")):
+        assert not any(p in output for p in passwords), output
+        assert "nats://orch:***@127.0.0.1:" in output and "nats://bus:***@127.0.0.1:" in output
+
+
 def test_grpcurl_lists_services_through_reflection(suite: Suite) -> None:
     result = subprocess.run([str(BIN / "grpcurl"), "-plaintext", suite.gateway, "list"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -81,7 +81,7 @@ def intervals(log: str) -> dict[str, list[tuple[str, str, str]]]:
 
 def test_two_dispatchers_share_work_but_never_a_solution_at_once(tmp_path: Path) -> None:
     with running_suite(tmp_path) as suite:
-        info = json.loads(suite.ok("info", "-o", "json"))
+        info = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))
         log_path = tmp_path / "dispatcher-2.log"
         with open(log_path, "wb") as log:
             second = subprocess.Popen(

@@ -44,7 +44,7 @@ def browser() -> Iterator[Any]:
 
 
 def console_url(suite: Suite) -> str:
-    url = json.loads(suite.ok("info", "-o", "json"))["console"]
+    url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"]
     assert url.startswith("http://127.0.0.1:")
     return str(url).rstrip("/")
 

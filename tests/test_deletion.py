@@ -213,7 +213,7 @@ def test_a_removed_solution_beside_a_live_one_stays_removed_when_nats_is_killed(
         listed = wait_until(lambda: json_or_none(suite.orch("solution", "list", "pair", "-o", "json")), timeout=60,
                             what="the gateway answering again")
         # The server did bring purged records back (else this test shows nothing).
-        back = asyncio.run(raw_keys_of(json.loads(suite.ok("info", "-o", "json"))["nats_url"], "orch_solutions", "pair.gone."))
+        back = asyncio.run(raw_keys_of(json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["nats_url"], "orch_solutions", "pair.gone."))
         assert back, "the server brought no purged record back: this test shows nothing on this nats-server"
         assert [s["Solution"] for s in listed] == ["keep"], listed
         missing = suite.orch("solution", "get", "pair", "gone")

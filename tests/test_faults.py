@@ -133,7 +133,7 @@ def test_monitor_killed_only_monitoring_pauses(tmp_path: Path) -> None:
         assert suite.task("mon", task).task.status == pb.TASK_STATUS_COMPLETED
         # orch up brings it back, and it polls again.
         wait_for_pid(suite, "monitor")
-        info = json.loads(suite.ok("info", "-o", "json"))
+        info = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))
         import asyncio
 
         import nats

@@ -130,7 +130,7 @@ def test_a_dispatcher_stopped_past_its_lease_wakes_up_deposed_and_writes_nothing
     """Two dispatchers; SIGSTOP the owner of a running 300-instance deploy for
     longer than its lease, let the other finish it, SIGCONT the first."""
     with running_suite(tmp_path, "--concurrency", "16") as suite:
-        info = json.loads(suite.ok("info", "-o", "json"))
+        info = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))
         log_path = tmp_path / "dispatcher-2.log"
         with open(log_path, "wb") as log:
             second = subprocess.Popen(

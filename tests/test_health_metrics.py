@@ -134,7 +134,7 @@ def test_a_service_that_cannot_start_stops_on_sigterm(service: str, nats_server,
 def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:
     suite.ok("apply", "-f", str(DATA / "demo2.yaml"))
     suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait")
-    endpoints = json.loads(suite.ok("info", "-o", "json"))["metrics"]
+    endpoints = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["metrics"]
     assert {"gateway", "dispatcher", "controller sim-1", "monitor"} <= set(endpoints)
     dispatcher = scrape(endpoints["dispatcher"])
     assert dispatcher['orch_controller_operations_total{outcome="ok",transition="create"}'] == 23

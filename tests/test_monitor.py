@@ -106,7 +106,7 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     with running_suite(tmp_path_factory.mktemp("monitor"), "--monitor-interval", str(INTERVAL)) as suite:
-        info = json.loads(suite.ok("info", "-o", "json"))
+        info = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))
         tap = BusTap(info["nats_url"], info["subject_prefix"])
         try:
             suite.ok("apply", "-f", str(DATA / "demo2.yaml"))

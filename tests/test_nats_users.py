@@ -30,7 +30,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 def info(suite: Suite) -> dict[str, str]:
-    return json.loads(suite.ok("info", "-o", "json"))  # type: ignore[no-any-return]
+    return json.loads(suite.ok("info", "-o", "json", "--show-secrets"))  # type: ignore[no-any-return]
 
 
 def inbox_of(url: str) -> str:

@@ -196,15 +196,19 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
 
 @click.command()
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--show-secrets", is_flag=True,
+              help="Print the passwords in the NATS URLs (masked as *** otherwise): anyone who reads them can "
+                   "connect as that NATS user.")
 @pass_settings
-def info(settings: Settings, output: str) -> None:
-    """Where the running suite listens (for scripts: -o json)."""
+def info(settings: Settings, output: str, show_secrets: bool) -> None:
+    """Where the running suite listens (for scripts: -o json; passwords masked unless --show-secrets)."""
     connection = settings.connection()
+    shown = (lambda url: url) if show_secrets else mask_password
     # A bus client connects with its own inbox prefix: it can read replies there only.
-    clients = {name: {"url": url, "inbox_prefix": inbox_prefix(f"{BUS}-{name}")}
+    clients = {name: {"url": shown(url), "inbox_prefix": inbox_prefix(f"{BUS}-{name}")}
                for name, url in connection.bus_clients.items()}
-    data = {"gateway": settings.server or connection.gateway, "nats_url": connection.nats_url,
-            "bus_url": connection.bus_url, "bus_inbox_prefix": inbox_prefix(BUS) if connection.bus_url else "",
+    data = {"gateway": settings.server or connection.gateway, "nats_url": shown(connection.nats_url),
+            "bus_url": shown(connection.bus_url), "bus_inbox_prefix": inbox_prefix(BUS) if connection.bus_url else "",
             "bus_clients": clients, "console": connection.console,
             "subject_prefix": connection.subject_prefix, "metrics": connection.metrics}
     if output == "json":
@@ -212,6 +216,15 @@ def info(settings: Settings, output: str) -> None:
     else:
         for key, value in _lines(data):
             click.echo(f"{key}: {value}")
+
+
+def mask_password(url: str) -> str:
+    """The URL with the password of its user part replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _lines(data: Mapping[str, object], prefix: str = "") -> list[tuple[str, object]]:

@@ -23,7 +23,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 def test_each_bus_client_reads_its_own_replies_and_no_one_elses(suite: Suite) -> None:
-    urls = json.loads(suite.ok("info", "-o", "json"))
+    urls = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))
     clients = urls["bus_clients"]
     assert set(clients) == {"erp", "billing"} and clients["erp"]["inbox_prefix"] == "_INBOX_bus-erp"
     assert clients["erp"]["url"].startswith("nats://bus-erp:") and urls["bus_inbox_prefix"] == "_INBOX_bus"
