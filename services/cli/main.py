@@ -101,6 +101,13 @@ class _Group(click.Group):
                 details = err.details() if hasattr(err, "details") else str(err)
                 if code == grpc.StatusCode.UNAVAILABLE:
                     details = f"gateway unreachable ({details}); is `orch up` running?"
+                elif code == grpc.StatusCode.UNAUTHENTICATED and os.environ.get("ORCH_TOKEN"):
+                    details = ("the gateway refused the token in ORCH_TOKEN (unknown, revoked or mistyped); "
+                               "unset ORCH_TOKEN to use the suite's own token ($ORCH_HOME/token), then `orch token list` "
+                               "shows the valid tokens")
+                elif code == grpc.StatusCode.UNAUTHENTICATED:
+                    details = (f"the gateway refused the token in $ORCH_HOME/token ({details}); is ORCH_HOME "
+                               "(or --home) the directory of the suite at this gateway?")
                 name = code.name if code is not None else "ERROR"
                 click.echo(f"error: {name}: {details}", err=True)
                 sys.exit(1)

@@ -67,9 +67,10 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
             if running:
                 shown = ", ".join(running[:5]) + (f" and {len(running) - 5} more" if len(running) > 5 else "")
                 # Deleting the records would leave their real resources without an owner.
+                first_domain, first_solution = running[0].split("/", 1)
                 raise FailedPrecondition(
-                    f"{len(running)} solution(s) still have instances ({shown}); tear them down first with "
-                    "`orch solution delete`, or reset with force to abandon them"
+                    f"{len(running)} solution(s) still have instances ({shown}); tear them down first, one by one "
+                    f"(`orch solution delete {first_domain} {first_solution} --wait`), or reset with force to abandon them"
                 )
         await self.repo.reset_model()
         return gw.ResetModelResponse()
@@ -100,7 +101,8 @@ class AdministrationServicer(gw_grpc.AdministrationServiceServicer):
             names = ", ".join(s.name for s in solutions[:5]) + (" ..." if len(solutions) > 5 else "")
             # Removing the records would leave the running instances without an owner.
             raise FailedPrecondition(
-                f"domain '{request.domain}' still has solutions ({names}); tear them down first with `orch solution delete`, "
+                f"domain '{request.domain}' still has solutions ({names}); tear them down first "
+                f"(`orch solution delete {request.domain} {solutions[0].name} --wait`, and so on), "
                 "or remove it with --force to abandon them"
             )
         await self.repo.remove_domain(request.domain, caller().name)

@@ -202,7 +202,8 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         if lease is None or lease.record.request.kind != rpb.REQUEST_KIND_DEPLOY:
             grave = await self.repo.solutions.removal(domain, name)
             if grave is None:
-                return err
+                await self.repo.model.require_domain(domain)  # an unknown domain is said to be one
+                return NotFound(f"{err}; `orch solution list {domain}` lists its solutions")
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(grave.removed_unix_ms / 1000))
             by = f" by {grave.actor}" if grave.actor else ""
             task = f" (task {grave.task})" if grave.task else ""

@@ -136,7 +136,8 @@ def check(principal: Principal, method: str, domain: str = "") -> Right:
     in_scope = principal.is_global or (not needs_global and domain in principal.domains)
     if principal.role >= right.role and in_scope:
         return right
-    where = f"in domain {domain!r}" if not needs_global else "globally" if right.scope is Scope.GLOBAL else "for all domains (name one with --domain)"
+    where = (f"in domain {domain!r}" if not needs_global else "globally" if right.scope is Scope.GLOBAL
+             else "for all domains (name one of the token's domains)")
     raise PermissionDenied(f"{method} needs the {right.role.label} role {where}; {principal.describe()}")
 
 

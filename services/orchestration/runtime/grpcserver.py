@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # Calls that need no token: probes and schema discovery.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+TOKEN_HINT = "the suite's first admin token is in $ORCH_HOME/token; admins make others with `orch token create`"
 # A streaming call re-checks its token at least this often: a revoked one ends it.
 STREAM_RECHECK_SECONDS = 0.25
 
@@ -95,7 +96,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         caller = await self._gate.identify(given) if given else None
         if caller is None:
             log.warning("rejected call to %s: %s", method, "missing token" if given is None else "wrong token")
-            message = "missing or invalid bearer token: pass 'authorization: Bearer <token>' (orch finds it in $ORCH_HOME/token)"
+            message = (f"no bearer token: pass the metadata 'authorization: Bearer <token>' ({TOKEN_HINT})" if given is None
+                       else f"the bearer token is not valid here: unknown to this gateway, revoked, or mistyped ({TOKEN_HINT})")
             await self._gate.record(None, method_name(method), None, "UNAUTHENTICATED", message)
             return _deny(handler, message)
         return _guard(handler, method, _metadata_value(details.invocation_metadata, "traceparent"), self._gate, caller,

@@ -84,10 +84,14 @@ class Leases:
                                            f"lease of solution '{request.solution}'")
         except Aborted:
             current = await self.get(request.domain, request.solution)
-            busy = current.record.task if current else "another task"
+            if current is None or not current.record.task:
+                raise FailedPrecondition(f"solution '{request.domain}/{request.solution}' is busy with another "
+                                         "request; try again in a moment") from None
+            busy = current.record.task
             raise FailedPrecondition(
-                f"solution '{request.domain}/{request.solution}' is busy with task {busy}; "
-                "wait for it to finish (orch task get) or terminate it (orch task terminate), then try again"
+                f"solution '{request.domain}/{request.solution}' is busy with task {busy}; wait for it to finish "
+                f"(`orch task get {busy} --domain {request.domain}`) or terminate it "
+                f"(`orch task terminate {busy} --domain {request.domain}`), then try again"
             ) from None
 
     async def withdraw(self, request: rpb.Request, revision: int) -> None:
