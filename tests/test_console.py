@@ -363,3 +363,41 @@ def test_the_timeline_shows_each_task_at_its_real_start_and_end_so_the_waves_sho
     seconds = float(re.search(r"· ([0-9.]+) s ·", took)[1])  # type: ignore[index]
     assert abs(seconds - (root.updated - root.started) / 1e9) < 0.011 and seconds >= 3 * 3 * 0.15, took
     page.close()
+
+
+def test_events_say_what_they_are_about_and_filter_by_it(browser: Any, suite: Suite) -> None:
+    suite.apply(models.chain("told", [2, 1]))
+    task = json.loads(suite.ok("solution", "deploy", "told", "app", "V1", "--wait", "-o", "json"))["task"]
+    stored = suite.automation.ListEvents(gw.ListEventsRequest(domain="told", latest=1000), metadata=suite.metadata, timeout=30).events
+    # An instance's task: one execution event as it begins (create, from initial), one completion (active).
+    done = [e for e in stored if e.element == "e0" and e.instance and e.type == pb.EVENT_TYPE_COMPLETION]
+    assert len(done) == 2 and all(e.solution == "app" and e.state == pb.STATE_ACTIVE and e.actor == "bootstrap" for e in done), [(e.state, e.transition, e.actor, e.solution) for e in done]
+    page = signed_in(browser, suite)
+    page.goto(console_url(suite) + "/domains/told/events")
+    page.wait_for_selector("[data-event]")
+
+    def rows() -> list[list[str]]:
+        return page.eval_on_selector_all("[data-event]", "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
+
+    assert len(rows()) == len(stored) and {r[2] for r in rows()} == {"app"}
+    page.fill("[data-filters] input[name=element]", "e0")
+    page.select_option("[data-filters] select[name=type]", "completion")
+    page.select_option("[data-filters] select[name=state]", "active")
+    page.click("[data-filters] button[type=submit]")
+    wait_until(lambda: len(rows()) == 2, timeout=15, what="the completions of e0's two instances")
+    assert all(r[3] == "e0" and r[1] == "completion" and r[5] != "-" and r[7] == "active" for r in rows())
+    assert page.url.endswith("/domains/told/events?element=e0&type=completion&state=active")
+    # A value in the list narrows to it: one instance's events.
+    instance = next(r[5] for r in rows() if r[5] != "-")
+    page.click("[data-filters] a:text-is('clear')")
+    page.wait_for_function("() => !location.search")
+    page.wait_for_selector("[data-event]")
+    page.click(f"[data-event] a:text-is('{instance}')")
+    wait_until(lambda: len(rows()) == 2 and all(r[5] == instance for r in rows()), timeout=15,
+               what="that instance's execution and completion")
+    # It completes on start, or on the reconfigure its dependant's arrival may add to the same task.
+    assert [r[1] for r in rows()] == ["completion", "execution"] and rows()[1][6] == "create"
+    assert rows()[0][6] in ("start", "reconfigure")
+    assert all(r[9] != task[:8] for r in rows())  # its own task, not the root
+    assert page.errors == []
+    page.close()

@@ -71,6 +71,7 @@ class Settler:
             return
         member = slot.record.state == ACTIVE and not slot.record.remove
         if not member or cluster.ignores_siblings:
+            self._arrived(slot.task)
             await self.book.set_status(slot.task, S.TASK_STATUS_COMPLETED)
 
     async def _settle(self, cluster: ClusterSlot) -> None:
@@ -79,12 +80,23 @@ class Settler:
             return
         book = self.book
         if cluster.task and not book.finished(cluster.task):
-            await gather_bounded(book.set_status(uuid, S.TASK_STATUS_COMPLETED)
-                                 for uuid in book.tasks[cluster.task].subtasks if uuid not in self.scheduler.terminated)
+            ending = [uuid for uuid in book.tasks[cluster.task].subtasks if uuid not in self.scheduler.terminated]
+            for uuid in ending:
+                self._arrived(uuid)
+            await gather_bounded(book.set_status(uuid, S.TASK_STATUS_COMPLETED) for uuid in ending)
             await book.set_status(cluster.task, S.TASK_STATUS_COMPLETED)
             element_task = book.tasks[cluster.task].parent
             if all(book.finished(u) for u in book.tasks[element_task].subtasks):
                 await book.set_status(element_task, S.TASK_STATUS_COMPLETED)
+
+    def _arrived(self, uuid: str) -> None:
+        """An instance task about to complete says the state its instance
+        reached (its record says the state its last transition began in),
+        so that its completion event does too."""
+        task = self.book.tasks[uuid]
+        slot = self.state.instances.get(task.instance)
+        if slot is not None and not self.book.finished(uuid):
+            task.state = slot.record.state or task.state
 
     async def _reconfigure_stale(self, cluster: ClusterSlot) -> bool:
         """Members told of other siblings than the cluster has now get a

@@ -24,7 +24,7 @@ from nats.aio.client import Client as NatsClient
 from gateway.api.access import AccessGate
 from gateway.console.live import Connectivity, changes, subjects_for
 from gateway.console.sessions import COOKIE, Session, Sessions
-from gateway.console.views import ACTION_METHODS, Views, require_domain
+from gateway.console.views import ACTION_METHODS, EVENT_FILTERS, Views, require_domain
 from orchestration.model.access import Principal
 from orchestration.model.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from orchestration.runtime.concurrency import while_valid
@@ -99,7 +99,7 @@ class Console:
                 who, _domain(r, who), r.match_info["solution"], r.query.get("element", ""), r.query.get("cluster", ""),
                 _offset(r)),
             "/api/domains/{domain}/events": lambda r, who: self.views.events(
-                who, _domain(r, who), r.query.get("solution", ""), r.query.get("task", ""), r.query.get("type", "")),
+                who, _domain(r, who), {key: r.query.get(key, "") for key in EVENT_FILTERS}),
             "/api/tasks/{task}": lambda r, who: self.views.task(who, r.match_info["task"]),
         }
         for path, view in reads.items():

@@ -36,6 +36,8 @@ EVENTS_WINDOW = 10_000
 # 10,000 instances was 7 MB of JSON, and a timeline of its first 400
 # instances, all of one cluster.
 TREE_ROWS = 2000
+# What the events view filters on (fields of an event, equal to the value given).
+EVENT_FILTERS = ("solution", "element", "cluster", "instance", "type", "state", "transition", "task")
 TIMELINE_INSTANCES = 400
 _STATES: dict[str, pb.State] = {"initial": pb.STATE_INITIAL, "inactive": pb.STATE_INACTIVE, "active": pb.STATE_ACTIVE}
 
@@ -147,17 +149,19 @@ class Views:
                     "tasks": [_task(t) for t in tasks[:TREE_ROWS]], "timeline": _timeline(tasks)}
         raise NotFound(f"task {uuid!r} not found in the domains this token may see")
 
-    async def events(self, who: Principal, domain: str, solution: str, task: str, kind: str) -> dict[str, Any]:
-        request = gw.ListEventsRequest(domain=domain, task=task, latest=0 if task else EVENTS_WINDOW)
-        events = (await self.call(who, "ListEvents", request)).events
-        if solution:
-            tasks = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, solution=solution))).tasks
-            ids = {t.uuid for t in tasks}
-            events = [e for e in events if e.task in ids]
-        if kind:
-            events = [e for e in events if event_type_name(e.type) == kind]
-        shown = sorted(events, key=lambda e: e.time)[-EVENTS_SHOWN:]
-        return {"domain": domain, "total": len(events), "events": [_event(e) for e in reversed(shown)]}
+    async def events(self, who: Principal, domain: str, filters: dict[str, str]) -> dict[str, Any]:
+        """The domain's latest events (a task's all, when one is named), newest
+        first, each with what it is about; `filters` (EVENT_FILTERS) keep
+        those whose field equals the value given (a prefix, for the task)."""
+        task = filters.get("task", "")
+        request = gw.ListEventsRequest(domain=domain, task=task if len(task) == 36 else "",
+                                       latest=0 if len(task) == 36 else EVENTS_WINDOW)
+        events = [_event(e) for e in (await self.call(who, "ListEvents", request)).events]
+        wanted = {key: value for key, value in filters.items() if value}
+        events = [e for e in events if all(e[key].startswith(value) if key == "task" else e[key] == value
+                                           for key, value in wanted.items())]
+        shown = sorted(events, key=lambda e: e["time_ms"])[-EVENTS_SHOWN:]
+        return {"domain": domain, "total": len(events), "events": list(reversed(shown))}
 
     # ---- actions ----------------------------------------------------------
 
@@ -257,7 +261,9 @@ def _task(t: pb.Task) -> dict[str, Any]:
 
 def _event(e: pb.Event) -> dict[str, Any]:
     return {"uuid": e.uuid, "task": e.task, "type": event_type_name(e.type), "time_ms": _ms(e.time),
-            "comment": e.comment}
+            "comment": e.comment, "solution": e.solution, "element": e.element, "cluster": e.cluster,
+            "instance": e.instance, "state": _state(e.state), "transition": TRANSITION_NAMES.get(e.transition, ""),
+            "actor": e.actor}
 
 
 def _span(t: pb.Task, now: int) -> tuple[int, int]:

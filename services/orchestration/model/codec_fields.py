@@ -238,7 +238,11 @@ TASK = Spec(
 EVENT = Spec(
     pb.Event,
     (F("Domain", "domain"), F("UUID", "uuid"), F("Task", "task"), F("Type", "type", EVENT_TYPE),
-     F("Source", "source"), F("Time", "time", "int64"), F("Comment", "comment")),
+     F("Source", "source"), F("Time", "time", "int64"), F("Comment", "comment"),
+     F("Solution", "solution", optional=True), F("Element", "element", optional=True),
+     F("Cluster", "cluster", optional=True), F("Instance", "instance", optional=True),
+     F("State", "state", STATE, optional=True), F("Transition", "transition", TRANSITION, optional=True),
+     F("Actor", "actor", optional=True)),
     _uuid, "<UUID>",
 )
 CONTROLLER = Spec(

@@ -37,6 +37,8 @@ def new_event(task: pb.Task, kind: pb.EventType, comment: str = "", source: str 
     return pb.Event(
         uuid=str(uuidlib.uuid4()), domain=task.domain, task=task.uuid, type=kind,
         source=source or task.uuid, time=time.time_ns(), comment=comment,
+        solution=task.solution, element=task.element, cluster=task.cluster, instance=task.instance,
+        state=task.state, transition=task.transition, actor=task.actor,
     )
 
 
@@ -86,6 +88,8 @@ def parse_bus_payload(data: bytes) -> tuple[pb.Event, pb.Task]:
         uuid=fields.get("uuid", ""), domain=task.domain, task=task.uuid, source=fields.get("source", ""),
         type=pb.EventType.Value("EVENT_TYPE_" + fields.get("type", "unspecified").upper()),
         time=int(fields.get("time", 0)), comment=fields.get("comment", ""),
+        solution=task.solution, element=task.element, cluster=task.cluster, instance=task.instance,
+        state=task.state, transition=task.transition, actor=task.actor,
     )
     return event, task
 

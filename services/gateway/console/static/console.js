@@ -289,10 +289,15 @@ async function overview() {
       d.running.map((t) => [link(`/tasks/${t.uuid}`, t.uuid.slice(0, 8)), t.solution, t.status, t.actor, when(t.created_ms)]))
       : h("p", { class: "muted" }, "None."),
     h("h2", {}, "Latest events"),
-    d.events.length ? table(["time", "type", "task", "comment"],
-      d.events.map((e) => [when(e.time_ms), e.type, link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment]))
+    d.events.length ? table(["time", "type", "solution", "about", "task", "comment"],
+      d.events.map((e) => [when(e.time_ms), e.type, e.solution || "-", about(e), link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment]))
       : h("p", { class: "muted" }, "None.")));
   show(h("h1", {}, "Overview"), sections.length ? sections : h("p", { class: "muted" }, "No domain to show."));
+}
+
+// What an event is about, in a few words: element, cluster, instance, transition, state.
+function about(e) {
+  return [e.element, e.cluster, e.instance && e.instance.slice(0, 8), e.transition, e.state && `(${e.state})`].filter(Boolean).join(" ") || "-";
 }
 
 // ---- catalog and architectures ------------------------------------------------
@@ -611,21 +616,41 @@ function timeline(data, root) {
 
 // ---- events --------------------------------------------------------------------
 
+const EVENT_TYPES = ["execution", "completion", "failure", "timeout", "termination", "drift", "degraded"];
+const TRANSITIONS = ["create", "configure", "start", "reconfigure", "stop", "destroy", "reset"];
+
 async function events(domain) {
   const q = new URLSearchParams(location.search);
   const data = await api(`/api/domains/${enc(domain)}/events?${q}`);
-  const field = (name, label) => h("input", { name, value: q.get(name) || "", placeholder: label, "aria-label": label });
-  const filters = kept("filters", () => h("form", {
-    class: "actions", onsubmit: (e) => {
-      e.preventDefault();
-      const f = new FormData(e.target);
-      const next = new URLSearchParams([...f.entries()].filter(([, v]) => v));
-      go(`/domains/${enc(domain)}/events${next.toString() ? "?" + next : ""}`);
-    },
-  }, field("solution", "solution"), field("task", "task"), field("type", "type (execution, completion, ...)"),
-  h("button", { type: "submit" }, "Filter")));
-  show(h("h1", {}, `Events of ${domain}`), filters, h("p", { class: "muted" }, `${data.events.length} of ${data.total} shown, newest first (the latest 10,000 of the events stream unless a task is named)`),
-    table(["time", "type", "task", "comment"], data.events.map((e) => [when(e.time_ms), e.type, link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment])));
+  const filters = kept("filters", () => {
+    const field = (name, label) => h("input", { name, value: q.get(name) || "", placeholder: label, "aria-label": label, style: "width:9rem" });
+    const choice = (name, label, values) => h("select", { name, "aria-label": label },
+      h("option", { value: "" }, `any ${label}`), values.map((v) => h("option", { value: v, selected: q.get(name) === v }, v)));
+    return h("form", {
+      class: "actions", "data-filters": true, onsubmit: (e) => {
+        e.preventDefault();
+        const next = new URLSearchParams([...new FormData(e.target).entries()].filter(([, v]) => v));
+        go(`/domains/${enc(domain)}/events${next.toString() ? "?" + next : ""}`);
+      },
+    }, field("solution", "solution"), field("element", "element"), field("cluster", "cluster"), field("instance", "instance"),
+    choice("type", "type", EVENT_TYPES), choice("transition", "transition", TRANSITIONS),
+    choice("state", "state", ["initial", "inactive", "active", "failure"]), field("task", "task"),
+    h("button", { type: "submit" }, "Filter"), link(`/domains/${enc(domain)}/events`, "clear"));
+  });
+  // A cell that narrows the list to its value when clicked.
+  const narrow = (key, value, text) => {
+    if (!value) return "-";
+    const next = new URLSearchParams(q);
+    next.set(key, value);
+    return link(`/domains/${enc(domain)}/events?${next}`, text || value);
+  };
+  show(h("h1", {}, `Events of ${domain}`), filters,
+    h("p", { class: "muted" }, `${data.events.length} of ${data.total} matching shown, newest first (the latest 10,000 events of the domain unless a whole task id is named); click a value to narrow to it`),
+    table(["time", "type", "solution", "element", "cluster", "instance", "transition", "state", "by", "task", "comment"],
+      data.events.map((e) => [when(e.time_ms), narrow("type", e.type), narrow("solution", e.solution), narrow("element", e.element),
+        narrow("cluster", e.cluster), narrow("instance", e.instance, e.instance.slice(0, 8)), narrow("transition", e.transition),
+        e.state ? stateTag(e.state) : "-", e.actor || "-", link(`/tasks/${e.task}`, e.task.slice(0, 8)), e.comment]),
+      (i) => ({ "data-event": data.events[i].uuid })));
 }
 
 route();
