@@ -271,6 +271,16 @@ def test_plan_transitions_returns_a_fresh_list() -> None:
 # desired_solution
 
 
+def test_sizes_asked_at_deploy_replace_the_architectures_within_min_max() -> None:
+    sized = planner.with_sizes(desired(), {"app/V1": 4})
+    assert cluster_of(sized, "app").size == 4 and cluster_of(sized, "db").size == cluster_of(desired(), "db").size
+    assert planner.with_sizes(desired(), {}) == desired()
+    with pytest.raises(InvalidArgument, match=r"no cluster 'app/V9' in the architecture \(one of app/V1, db/V1, net/V1\)"):
+        planner.with_sizes(desired(), {"app/V9": 2})
+    with pytest.raises(InvalidArgument, match=r"5 for cluster 'app/V1' is outside min 1 \.\. max 4"):
+        planner.with_sizes(desired(), {"app/V1": 5})
+
+
 def test_desired_solution_header_and_shape() -> None:
     solution = desired()
     assert (solution.name, solution.architecture, solution.version, solution.configuration) == (

@@ -141,21 +141,38 @@ def _started(output: str, task: str) -> None:
         click.echo(task)
 
 
+def _sizes(values: tuple[str, ...]) -> dict[str, int]:
+    """--size ELEMENT/CLUSTER=N options as the request's map."""
+    sizes = {}
+    for value in values:
+        key, sep, number = value.partition("=")
+        if not sep or "/" not in key or not number.strip().isdigit():
+            raise click.BadParameter(f"{value!r}: expected ELEMENT/CLUSTER=N, e.g. app/V1.0.0=3", param_hint="--size")
+        sizes[key.strip()] = int(number)
+    return sizes
+
+
+size_option = click.option(
+    "--size", "sizes", multiple=True, metavar="ELEMENT/CLUSTER=N",
+    help="A cluster's size instead of the architecture's (repeat; within its min..max).")
+
+
 @click.command("deploy")
 @click.argument("domain")
 @click.argument("architecture")
 @click.argument("version")
 @click.option("--solution", default="", help="Solution name (default: the architecture's name).")
+@size_option
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @request_id_option
 @pass_settings
-def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, wait: bool, output: str,
-           request_id: str) -> None:
+def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, sizes: tuple[str, ...],
+           wait: bool, output: str, request_id: str) -> None:
     """Create or update a solution from an architecture version; prints the root task id."""
     gateway = settings.gateway()
     request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
-                                      request_id=request_id)
+                                      request_id=request_id, sizes=_sizes(sizes))
     task = gateway.submit(gateway.solutions.DeploySolution, request).task
     _started(output, task)
     if wait:
@@ -167,12 +184,15 @@ def deploy(settings: Settings, domain: str, architecture: str, version: str, sol
 @click.argument("architecture")
 @click.argument("version")
 @click.option("--solution", default="", help="Solution name (default: the architecture's name).")
+@size_option
 @output_option
 @pass_settings
-def plan(settings: Settings, domain: str, architecture: str, version: str, solution: str, output: str) -> None:
+def plan(settings: Settings, domain: str, architecture: str, version: str, solution: str, sizes: tuple[str, ...],
+         output: str) -> None:
     """The transitions a deploy would run (per instance, with what each waits for); runs nothing."""
     gateway = settings.gateway()
-    request = gw.PlanSolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution)
+    request = gw.PlanSolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
+                                     sizes=_sizes(sizes))
     transitions = list(gateway.call(gateway.solutions.PlanSolution, request).transitions)
     data = [
         {"Element": t.element, "Cluster": t.cluster, "Instance": t.instance,

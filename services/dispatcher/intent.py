@@ -49,7 +49,8 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
         records = await load_records(repo, request.domain, request.solution)
     current = records.tree()
     if request.kind == R.REQUEST_KIND_DEPLOY:
-        desired = planner.desired_solution(request.domain, request.solution, architecture, catalog)
+        desired = planner.with_sizes(planner.desired_solution(request.domain, request.solution, architecture, catalog),
+                                     request.sizes)
         wanted = planner.merge(current, desired, later=later)
     else:
         if current is None:

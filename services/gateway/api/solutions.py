@@ -100,16 +100,18 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         if task := await self.channel.earlier(request.domain, request.solution or request.architecture, request.request_id):
             return gw.DeploySolutionResponse(task=task)
         # Checked here so that a mistake is answered at once; planned once, by the dispatcher that accepts it.
-        name, _, _ = await self._design(request.domain, request.architecture, request.version, request.solution)
+        name, architecture, catalog = await self._design(request.domain, request.architecture, request.version, request.solution)
+        if request.sizes:
+            planner.with_sizes(planner.desired_solution(request.domain, name, architecture, catalog), request.sizes)
         task = await self.channel.submit(
             rpb.REQUEST_KIND_DEPLOY, request.domain, name, request.request_id, architecture=request.architecture,
-            version=request.version,
+            version=request.version, sizes=dict(request.sizes),
         )
         return gw.DeploySolutionResponse(task=task)
 
     async def PlanSolution(self, request: gw.PlanSolutionRequest, context: grpc.aio.ServicerContext) -> gw.PlanSolutionResponse:
         name, architecture, catalog = await self._design(request.domain, request.architecture, request.version, request.solution)
-        desired = planner.desired_solution(request.domain, name, architecture, catalog)
+        desired = planner.with_sizes(planner.desired_solution(request.domain, name, architecture, catalog), request.sizes)
         try:
             current: pb.Solution | None = await self.repo.solutions.get_solution(request.domain, name)
         except NotFound:

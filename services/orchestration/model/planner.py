@@ -52,6 +52,21 @@ def resolve_components(architecture: pb.Architecture, catalog: Catalog) -> dict[
     return found
 
 
+def with_sizes(desired: pb.Solution, sizes: Mapping[str, int]) -> pb.Solution:
+    """`desired` with the sizes asked for ("element/cluster" -> size) instead
+    of the architecture's; InvalidArgument names an unknown cluster or a
+    size outside its min..max."""
+    clusters = {f"{e.name}/{c.version}": c for e in desired.elements for c in e.clusters}
+    for key, size in sorted(sizes.items()):
+        cluster = clusters.get(key)
+        if cluster is None:
+            raise InvalidArgument(f"sizes: no cluster {key!r} in the architecture (one of {', '.join(sorted(clusters))})")
+        if not cluster.min <= size <= cluster.max:
+            raise InvalidArgument(f"sizes: {size} for cluster {key!r} is outside min {cluster.min} .. max {cluster.max}")
+        cluster.size = size
+    return desired
+
+
 def desired_solution(domain: str, solution: str, architecture: pb.Architecture, catalog: Catalog) -> pb.Solution:
     """The run-time solution an architecture asks for (without instances).
 
