@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 
 import click
 import grpc
@@ -299,12 +300,21 @@ def instance_set(settings: Settings, domain: str, solution: str, element: str, c
 @click.command("terminate")
 @click.argument("task_id", metavar="ID")
 @click.option("--domain", "domain_name", default="", help="Domain of the task (found when omitted).")
+@click.option("--wait", is_flag=True, help="Return once the task has ended (its solution is free for the next request).")
 @pass_settings
-def terminate(settings: Settings, task_id: str, domain_name: str) -> None:
+def terminate(settings: Settings, task_id: str, domain_name: str, wait: bool) -> None:
     """Terminate a running task and its subtree (asking again is harmless: it is one termination)."""
     gateway = settings.gateway()
     gateway.call(gateway.automation.TerminateTask, gw.TerminateTaskRequest(domain=domain_name, task=task_id))
     click.echo(f"termination of {task_id} requested")
+    if not wait:
+        return
+    while True:
+        task = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain_name, task=task_id)).task
+        if task.status in FINISHED:
+            click.echo(f"task {task_id} {FINISHED[task.status]}" + (f": {task.error}" if task.error else ""))
+            return
+        time.sleep(0.1)
 
 
 def register(groups: dict[str, click.Group], root: click.Group) -> None:

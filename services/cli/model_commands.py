@@ -9,7 +9,7 @@ import click
 
 from cli.output import emit, output_option
 from cli.settings import Settings, pass_settings
-from orchestration.model.lifecycle import TASK_ENDED, hold_name, state_name
+from orchestration.model.lifecycle import TASK_ENDED, hold_name, state_name, task_status_name
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
@@ -231,6 +231,11 @@ def solution_status(settings: Settings, domain_name: str, name: str, output: str
     rows[-1][:3] = ["(solution)", "", ""]
     emit(output, summary, ["ELEMENT", "CLUSTER", "SIZE", "TARGET", "STATE", "INSTANCES", "ACTIVE", "INACTIVE", "INITIAL",
                            "FAILED", "IN TRANSITION"], rows)
+    if output == "table":
+        _say_hold(summary.solution, domain_name, name)
+    if output == "table" and summary.HasField("running"):
+        click.echo(f"busy with task {summary.running.uuid} ({task_status_name(summary.running.status)}, "
+                   f"by {summary.running.actor})")
 
 
 def _label(label: str) -> str:
@@ -254,11 +259,18 @@ def solution_get(settings: Settings, domain_name: str, name: str, output: str) -
             if not c.instances:
                 rows.append([e.name, c.version, "-", state_name(c.target), state_name(c.state), c.endpoint])
     emit(output, s, ["ELEMENT", "CLUSTER", "INSTANCE", "TARGET", "STATE", "ENDPOINT"], rows)
-    if output == "table" and s.hold.kind:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.hold.since_unix_ms / 1000))
-        task = f", task {s.hold.task}" if s.hold.task else ""
-        click.echo(f"{hold_label(s.hold)} since {since} by {s.hold.actor}{task}: {s.hold.reason}")
-        click.echo(f"the monitor leaves it alone until a request for it: orch solution resume {domain_name} {name}")
+    if output == "table":
+        _say_hold(s, domain_name, name)
+
+
+def _say_hold(s: pb.Solution, domain_name: str, name: str) -> None:
+    """What holds a solution, since when, by whom and why, and how to go on."""
+    if not s.hold.kind:
+        return
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.hold.since_unix_ms / 1000))
+    task = f", task {s.hold.task}" if s.hold.task else ""
+    click.echo(f"{hold_label(s.hold)} since {since} by {s.hold.actor}{task}: {s.hold.reason}")
+    click.echo(f"the monitor leaves it alone until a request for it: `orch solution resume {domain_name} {name}`")
 
 
 @click.group()

@@ -169,13 +169,15 @@ class Views:
         """One change to a solution; the reply names the task it started, if any."""
         if action == "plan":
             plan = await self.call(who, "PlanSolution", gw.PlanSolutionRequest(
-                domain=domain, solution=name, architecture=_text(body, "architecture"), version=_text(body, "version")))
+                domain=domain, solution=name, architecture=_text(body, "architecture"), version=_text(body, "version"),
+                sizes=_sizes(body)))
             return {"transitions": [{"element": t.element, "cluster": t.cluster, "instance": t.instance,
                                      "transition": TRANSITION_NAMES.get(t.transition, str(t.transition)),
                                      "waits_for": list(t.waits_for)} for t in plan.transitions]}
         if action == "deploy":
             reply = await self.call(who, "DeploySolution", gw.DeploySolutionRequest(
-                domain=domain, solution=name, architecture=_text(body, "architecture"), version=_text(body, "version")))
+                domain=domain, solution=name, architecture=_text(body, "architecture"), version=_text(body, "version"),
+                sizes=_sizes(body)))
         elif action == "state":
             reply = await self.call(who, "UpdateSolution", gw.UpdateSolutionRequest(
                 domain=domain, solution=name, state=_state_of(body)))
@@ -215,6 +217,14 @@ def _int(body: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
         raise InvalidArgument(f"{key}: expected a whole number")
     return value
+
+
+def _sizes(body: dict[str, Any]) -> dict[str, int]:
+    """The optional sizes of a plan or deploy, by "element/cluster"."""
+    sizes = body.get("sizes", {})
+    if not isinstance(sizes, dict) or not all(isinstance(k, str) for k in sizes):
+        raise InvalidArgument("sizes: expected an object of \"element/cluster\": size")
+    return {key: _int(sizes, key) for key in sizes}
 
 
 def _state_of(body: dict[str, Any]) -> pb.State:

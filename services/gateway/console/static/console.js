@@ -323,9 +323,45 @@ async function architecture(domain, name, version) {
     }
   }
   show(h("h1", {}, `Architecture ${name} ${version}`), h("p", {}, link(`/domains/${enc(domain)}/components`, `catalog of ${domain}`)),
+    canOperate(domain) ? kept("deploy", () => deployForm(domain, data)) : "",
     h("section", { class: "card" }, legend(false), graph(data.elements, null)),
     h("section", { class: "card" }, h("h2", {}, "Elements and clusters"),
       table(["element", "component", "cluster", "min..max", "size", "state", "relationships"], rows)));
+}
+
+// Deploy a solution from this architecture: its name, a size per cluster
+// (the architecture's by default), a plan to look at, then the deploy,
+// which opens the solution's page.
+function deployForm(domain, data) {
+  const name = h("input", { value: data.name, "aria-label": "solution name", style: "width:12rem" });
+  const sizes = [];
+  for (const e of data.elements) {
+    for (const c of e.clusters) {
+      const input = h("input", { type: "number", value: c.size, min: c.min, max: c.max, style: "width:5rem",
+        "aria-label": `size of ${e.name} ${c.version}` });
+      sizes.push([`${e.name}/${c.version}`, input, c]);
+    }
+  }
+  const body = () => ({ architecture: data.name, version: data.version,
+    sizes: Object.fromEntries(sizes.filter(([, input, c]) => Number(input.value) !== c.size).map(([key, input]) => [key, Number(input.value)])) });
+  const base = () => `/api/domains/${enc(domain)}/solutions/${enc(name.value.trim())}`;
+  const plan = h("div", { "data-plan": true });
+  const [planButton, planNote] = action("Plan", async () => {
+    const result = await api(`${base()}/plan`, body());
+    plan.replaceChildren(h("h2", {}, `Plan: ${result.transitions.length} transitions for ${name.value.trim()}`),
+      table(["element", "cluster", "instance", "transition", "waits for"],
+        result.transitions.slice(0, 500).map((t) => [t.element, t.cluster, t.instance, t.transition, t.waits_for.join(", ") || "-"])));
+    return `${result.transitions.length} transitions`;
+  });
+  const [deployButton, deployNote] = action("Deploy", async () => {
+    const r = await api(`${base()}/deploy`, body());
+    go(`/domains/${enc(domain)}/solutions/${enc(name.value.trim())}`);
+    return `task ${r.task.slice(0, 8)}`;
+  }, "primary");
+  return h("section", { class: "card", "data-deploy": true }, h("h2", {}, "Deploy a solution from this architecture"),
+    h("form", { class: "actions", onsubmit: (e) => e.preventDefault() }, h("label", {}, "solution ", name),
+      sizes.map(([key, input, c]) => h("label", {}, `${key} (${c.min}..${c.max}) `, input)), planButton, deployButton),
+    planNote, deployNote, plan);
 }
 
 // ---- the element graph --------------------------------------------------------
@@ -423,7 +459,13 @@ let taskList = null;  // {solution, tasks}: the solution's root tasks, read when
 
 async function solution(domain, name) {
   const base = `/api/domains/${enc(domain)}/solutions/${enc(name)}`;
-  const data = await api(base);
+  let data;
+  try {
+    data = await api(base);
+  } catch (err) {
+    if (err.code !== "NOT_FOUND") throw err;
+    return gone(domain, name, err.message);
+  }
   const counts = new Map(data.clusters.map((c) => [c.element + "|" + c.cluster, c]));
   const operate = canOperate(domain);
   const parts = [h("h1", {}, `Solution ${data.name} `, data.hold ? h("span", { class: "badge " + data.hold }, data.hold) : ""),
@@ -463,6 +505,20 @@ async function solution(domain, name) {
   }
   parts.push(tasks);
   show(parts);
+}
+
+// A solution that is not there: removed (the gateway says by whom, when and
+// by which task), not planned yet, or never deployed. The page stays live:
+// deployed again, the solution shows here.
+function gone(domain, name, message) {
+  const removed = /was removed/.test(message);
+  const task = (message.match(/task ([0-9a-f-]{36})/) || [])[1];
+  show(h("h1", {}, `Solution ${name}`),
+    h("section", { class: "card", "data-gone": removed ? "removed" : "missing" },
+      h("h2", {}, removed ? "Removed" : "Not here"), h("p", {}, message),
+      h("p", {}, task ? [link(`/tasks/${task}`, "the task that removed it"), " · "] : "",
+        link(`/domains/${enc(domain)}/events?solution=${enc(name)}`, "its events"), " · ",
+        link(`/domains/${enc(domain)}/components`, `deploy from the catalog of ${domain}`))));
 }
 
 function groupBy(list, key) {
