@@ -1,6 +1,8 @@
-"""`make screenshots`: deploy the demo on a fresh `orch up` and render the
-console's main views with headless Chromium into docs/console-*.png (the
-README shows them)."""
+"""`make screenshots`: on a fresh `orch up`, walk the newcomer's path
+through the console (tests/newcomer.py: sign in, deploy from the catalog,
+watch, resize, plan and apply an upgrade, terminate, remove) and save a
+picture of each step into docs/newcomer-*.png; then deploy the SolAr demo
+and save the main views into docs/console-*.png (the README shows them)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from newcomer import apply_shop, walk  # noqa: E402
 from suite import DATA, running_suite  # noqa: E402
 
 VIEWS = {
@@ -28,18 +31,21 @@ VIEWS = {
 def main() -> None:
     out = ROOT / "docs"
     with tempfile.TemporaryDirectory(prefix="orch-screenshots-") as home, running_suite(Path(home)) as suite:
+        apply_shop(suite)
         suite.ok("apply", "-f", str(DATA / "demo2.yaml"))
-        task = json.loads(suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "-o", "json"))["task"]
-        suite.wait_task("demo", task)
         url = json.loads(suite.ok("info", "-o", "json"))["console"]
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.goto(url + "signin")
-            page.screenshot(path=str(out / "console-signin.png"))
-            page.fill("input[name=token]", (suite.home / "token").read_text().strip())
-            page.click("button[type=submit]")
-            page.wait_for_selector("h1:has-text('Overview')")
+
+            def shoot(name: str) -> None:
+                page.wait_for_timeout(300)  # let the last live update paint
+                page.screenshot(path=str(out / f"newcomer-{name}.png"), full_page=True)
+                print(f"docs/newcomer-{name}.png")
+
+            walk(page, suite, url.rstrip("/"), shoot)
+            task = json.loads(suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "-o", "json"))["task"]
+            suite.wait_task("demo", task)
             for name, path in VIEWS.items():
                 page.goto(url + path.format(task=task))
                 page.wait_for_selector("main h1")
