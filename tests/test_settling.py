@@ -6,6 +6,7 @@ the cluster settles). No NATS, no processes."""
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +23,10 @@ class RecordingBook:
 
     def __init__(self) -> None:
         self.completed: list[str] = []
+        self.tasks: defaultdict[str, pb.Task] = defaultdict(pb.Task)  # what the run knows of each task
+
+    def finished(self, uuid: str) -> bool:
+        return uuid in self.completed
 
     async def set_status(self, uuid: str, status: int, error: str = "", comment: str = "") -> None:
         assert status == pb.TASK_STATUS_COMPLETED

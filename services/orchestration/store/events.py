@@ -94,6 +94,20 @@ def parse_bus_payload(data: bytes) -> tuple[pb.Event, pb.Task]:
     return event, task
 
 
+# What parse_bus_payload adds to an event from its task (what it is about).
+_ABOUT = ("solution", "element", "cluster", "instance", "state", "transition", "actor")
+
+
+def bare(event: pb.Event) -> pb.Event:
+    """The event as a model file holds it: without what it is about (that
+    is its task's, and the model holds the task)."""
+    own = pb.Event()
+    own.CopyFrom(event)
+    for name in _ABOUT:
+        own.ClearField(name)
+    return own
+
+
 # Subject filters per read of the events of many tasks (one consumer carries them all).
 _FILTERS_PER_READ = 256
 

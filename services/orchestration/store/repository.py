@@ -25,7 +25,7 @@ from orchestration.model.diff import WRITE_ORDER, Change, diff_model
 from orchestration.model.errors import AlreadyExists
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
-from orchestration.store.events import EventLog, EventRecorder
+from orchestration.store.events import EventLog, EventRecorder, bare
 from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, apply_limits
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
@@ -262,7 +262,7 @@ class Repository:
             architectures=architectures,
             solutions=[solutions[s] for s in sorted(solutions)],
             tasks=tasks,
-            events=events,
+            events=[bare(e) for e in events],  # the model holds what an event is about in its task
             controllers=controllers,
         )
 
