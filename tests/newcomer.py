@@ -73,7 +73,7 @@ def walk(page: Any, suite: Suite, console: str, shoot: Shoot = lambda name: None
     wait_until(lambda: active_on_page(page, "web/V1.0.0") == 5, timeout=60, what="five web instances on the page")
     assert len(instances_in_store(suite, "web", "V1.0.0")) == 5
     # The graph says the size now, not the architecture's (2).
-    assert "size 5" in page.locator("svg [data-element='web'] text[data-cluster='V1.0.0']").inner_text()
+    assert "size 5" in (page.locator("svg [data-element='web'] text[data-cluster='V1.0.0']").text_content() or "")
     shoot("5-resized")
 
     # Plan the upgrade to V1.1.0, look at it, apply it.
