@@ -1,4 +1,4 @@
-"""The CLI loads only what a command needs (README "Performance", CLI
+"""The CLI loads only what a command needs (bench/README.md "From the shell and in the browser", CLI
 figures): `--help` and `orch info` import neither gRPC nor protobuf, and no
 command imports NATS, YAML, OpenTelemetry or the HTTP stack of the console."""
 

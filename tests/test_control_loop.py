@@ -1,4 +1,4 @@
-"""The control loop obeys the operator (DESIGN.md section 5, README "How the
+"""The control loop obeys the operator (DESIGN.md section 5, docs/architecture.md "How the
 engine runs a request"): a terminated solution is held and the monitor
 leaves it alone until a request resumes it; a solution compensation cannot
 repair is marked degraded after a bounded number of attempts, and one whose

@@ -1,4 +1,4 @@
-"""Fencing of deposed owners (DESIGN.md section 4, README "Guarantees"):
+"""Fencing of deposed owners (DESIGN.md section 4, docs/operator.md "Guarantees"):
 once another owner has taken a solution's lease and raised its fence, not one
 write of the run that owned it before lands, and the run stops. Deterministic:
 the test itself takes the lease away from a running run, the way a second
