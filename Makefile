@@ -6,7 +6,7 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup bytecode chromium generate run test test-faults bench bench-console screenshots soak chaos lint-proto typecheck clean
+.PHONY: setup bytecode chromium generate run test test-unit test-faults bench bench-console screenshots soak chaos lint-proto typecheck clean
 
 setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
 
@@ -48,6 +48,10 @@ typecheck: setup
 
 test: setup lint-proto typecheck
 	$(BIN)/python -m pytest -q
+
+# The rules alone: no NATS, no suite, no browser (they also run in `make test`).
+test-unit: setup
+	$(BIN)/python -m pytest -q -m unit -p no:cacheprovider
 
 # The fault-injection tests alone (they also run in `make test`).
 test-faults: setup

@@ -3,6 +3,8 @@ subject prefix per test so that tests never see each other's data."""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -58,3 +60,56 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
         yield client
     finally:
         await client.close()
+
+
+# ---- kinds of tests ---------------------------------------------------------------------
+# Every test gets one marker saying what it needs, from its fixtures and its
+# file (`make test` runs them all; `make test-unit` only `unit`):
+#   unit         the rules alone: no NATS, no suite, no browser (fast)
+#   integration  a real nats-server, or real processes and servers of one component
+#   e2e          a whole running suite (`orch up`)
+#   browser      a real Chromium against a suite
+#   security     an attack from a position a real installation has (tests/security)
+#   faults       real processes killed or stopped mid-work
+KINDS = ("unit", "integration", "e2e", "browser", "security", "faults")
+BROWSER_FILES = {"test_console.py", "test_newcomer.py"}
+FAULT_FILES = {"test_faults.py", "test_chaos.py", "test_fencing.py", "test_engine_faults.py"}
+# Files whose tests start real servers or processes of their own (no fixture says so).
+PROCESS_FILES = {"test_embedded_nats.py", "test_process_controller.py", "test_controllers_sdk.py", "test_controllers_sim.py",
+                 "test_dispatcher_link.py", "test_tls.py", "test_secrets.py", "test_cli_imports.py", "test_helm.py",
+                 "test_health_metrics.py"}
+
+
+def _sources(item: pytest.Item) -> Iterator[str]:
+    """The test's own source and that of every fixture it uses."""
+    function = getattr(item, "function", None)
+    if function is not None:
+        yield inspect.getsource(function)
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info is not None else ()):
+        for definition in definitions:
+            with contextlib.suppress(OSError, TypeError):
+                yield inspect.getsource(definition.func)
+
+
+def kind_of(item: pytest.Item) -> str:
+    path = Path(str(item.fspath))
+    names = set(getattr(item, "fixturenames", ()))
+    if path.parent.name == "security":
+        return "security"
+    if path.name in BROWSER_FILES:
+        return "browser"
+    if path.name in FAULT_FILES or item.get_closest_marker("faults"):
+        return "faults"
+    sources = list(_sources(item))
+    if any("running_suite(" in source for source in sources):
+        return "e2e"
+    if "nats_server" in names or path.name in PROCESS_FILES or any(
+            marker in source for source in sources for marker in ("start_nats_server(", "subprocess.", "nats.connect(")):
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, kind_of(item)))
