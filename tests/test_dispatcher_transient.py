@@ -45,13 +45,17 @@ async def test_a_request_whose_start_times_out_reading_nats_is_tried_again_not_f
     await dispatcher.start()
     try:
         request = new_request(rpb.REQUEST_KIND_REMOVE, "flaky", "never-deployed", "test")
-        task = await submit(repo, repo.leases, nc.jetstream(), subjects, request)
-        for _ in range(300):
-            status = (await repo.tasks.get_task("flaky", task)).value.status
+        task = await asyncio.wait_for(submit(repo, repo.leases, nc.jetstream(), subjects, request), 30)
+        deadline = asyncio.get_running_loop().time() + 30
+        while asyncio.get_running_loop().time() < deadline:
+            status = (await asyncio.wait_for(repo.tasks.get_task("flaky", task), 10)).value.status
             if status in (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED):
                 break
             await asyncio.sleep(0.05)
-        assert status == pb.TASK_STATUS_COMPLETED and calls == 2
+        lease = await repo.leases.get("flaky", "never-deployed")
+        assert status == pb.TASK_STATUS_COMPLETED and calls == 2, (
+            f"status {status}, {calls} start(s), lease {lease}, runs here {list(dispatcher.runs)}")
     finally:
-        await dispatcher.stop()
+        # A stop that hangs is named as such, not left to the suite's time-out.
+        await asyncio.wait_for(dispatcher.stop(), 30)
         await nc.close()
