@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import os
-import pwd
 import re
 import shutil
 import signal

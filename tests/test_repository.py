@@ -25,7 +25,7 @@ from orchestration.model.errors import (
 )
 from orchestration.model.names import encode_token
 from orchestration.runtime import concurrency
-from orchestration.store import kvstore, streams
+from orchestration.store import kvstore, streams, wire
 from orchestration.store.events import EventRecorder
 from orchestration.store.repository import ApplyResult, InstanceRecord, Repository
 from orchestration.store.subjects import Subjects
@@ -446,7 +446,7 @@ async def test_versioned_records_of_every_level(demo: Repository) -> None:
 
 async def test_bulk_reads_span_several_pull_requests(demo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     await demo.solutions.store_solution(D, solution())
-    monkeypatch.setattr(kvstore, "_SCAN_CHUNK", 4)
+    monkeypatch.setattr(wire, "_SCAN_CHUNK", 4)
     assert len(await demo.solutions.list_instances(D, "app")) == 23
     assert sum(len(c.instances) for e in (await demo.solutions.get_solution(D, "app")).elements for c in e.clusters) == 23
 

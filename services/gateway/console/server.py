@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any

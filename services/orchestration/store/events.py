@@ -26,8 +26,7 @@ from orchestration.model.lifecycle import (
     task_type_name,
 )
 from orchestration.runtime.concurrency import gather_bounded
-from orchestration.store.kvstore import read_stream
-from orchestration.store.publisher import publisher_for
+from orchestration.store.wire import publisher_for, read_stream
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 

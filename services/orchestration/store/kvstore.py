@@ -8,10 +8,7 @@ Knows nothing of the information model; ``repository`` builds on it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
-import json
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -21,33 +18,27 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
-from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KeyValue
 
 from orchestration.model.errors import Aborted, Fenced, ResourceExhausted, Unavailable
 from orchestration.runtime.backoff import Backoff, Jitter
-from orchestration.store.natsconn import connection_of
-from orchestration.store.publisher import publisher_for
 from orchestration.store.subjects import kv_stream
+from orchestration.store.wire import (
+    EXPECTED_LAST_SEQUENCE_SUBJECT,
+    STREAM_FULL,
+    WRONG_LAST_SEQUENCE,
+    connection_of,
+    is_marker,
+    last_message,
+    publisher_for,
+    read_stream,
+    stream_sequence,
+)
 
 T = TypeVar("T")
 
-# JetStream error code of "wrong last sequence" (the compare-and-set of a write failed).
-_WRONG_LAST_SEQUENCE = (10071, 10164)
-# JetStream's error code for "no message found" (a key never written, or purged).
-_NO_MESSAGE = 10037
-# JetStream's error code for "maximum bytes exceeded": a stream that discards
-# new messages (a KV bucket, the requests stream) is at its size cap.
-STREAM_FULL = 10077
-
-# A bulk read pulls at most this many messages per request, so that a huge
-# result never piles up in the client's pending buffer at once.
-_SCAN_CHUNK = 5000
-# Seconds a bulk read may go without receiving its requested chunk.
-_SCAN_TIMEOUT = 30.0
 # Waits between tries of a write while NATS is away (restarting, electing a leader).
 STORE_BACKOFF = Backoff(first=0.05, maximum=2.0)
-# Makes a write conditional on the last sequence of another subject of the same stream.
-_EXPECTED_LAST_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 # Waits before a fenced write refused while its fence still holds is sent again.
 FENCE_CONTENTION_BACKOFF = Backoff(first=0.002, maximum=0.1, jitter=Jitter.FULL)
 
@@ -110,9 +101,6 @@ class Bucket:
         # The KV layout is fixed by the NATS KV specification (ADR-8).
         self.stream = kv_stream(name)
         self._prefix = f"$KV.{name}."
-        # nats-py keeps the JetStream API prefix (which differs under a JetStream domain) private.
-        self._msg_get = f"{js._prefix}.STREAM.MSG.GET.{self.stream}"
-        self._timeout = js._timeout  # the context's time-out for API requests, as nats-py's reads had
         self._fence: Fence | None = None
 
     def fenced(self, fence: Fence) -> Bucket:
@@ -133,19 +121,10 @@ class Bucket:
         nats-py's KeyValue.get adds per read (a reply inbox and timer task
         each, the stored headers parsed with the email package): a tree of
         10,000 tasks read key by key took 1.4 s of the gateway's CPU."""
-        reply = await self._publisher.request(self._msg_get, json.dumps({"last_by_subj": self._prefix + key}).encode(),
-                                              timeout=self._timeout)
-        response = json.loads(reply.data)
-        error = response.get("error")
-        if error is not None:
-            if error.get("err_code") == _NO_MESSAGE:
-                return None
-            nats.js.errors.APIError.from_error(error)  # raises
-        message = response["message"]
-        headers = message.get("hdrs")
-        if headers and _deleted(_header_lines(base64.b64decode(headers))):
+        found = await last_message(self._js, self.stream, self._prefix + key)
+        if found is None or is_marker(found.headers):
             return None
-        return Entry(key, base64.b64decode(message.get("data") or ""), int(message["seq"]))
+        return Entry(key, found.data, found.sequence)
 
     async def write(self, key: str, value: bytes, revision: int | None, what: str) -> int:
         """Create (revision None) or update (revision given) with compare-and-set; the new revision.
@@ -158,7 +137,7 @@ class Bucket:
         try:
             return await self._publish(key, value, revision or 0)
         except nats.js.errors.APIError as err:
-            if err.err_code not in _WRONG_LAST_SEQUENCE:
+            if err.err_code not in WRONG_LAST_SEQUENCE:
                 raise
             if revision is None:
                 # Creating a deleted key: its delete marker is the revision to expect.
@@ -167,7 +146,7 @@ class Bucket:
                     try:
                         return await self._publish(key, value, marker)
                     except nats.js.errors.APIError as again:
-                        if again.err_code not in _WRONG_LAST_SEQUENCE:
+                        if again.err_code not in WRONG_LAST_SEQUENCE:
                             raise
             raise _cas_failure(what, revision) from err
 
@@ -190,7 +169,7 @@ class Bucket:
         fence = self._fence
         assert fence is not None
         headers = {**headers, api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(fence.sequence),
-                   _EXPECTED_LAST_SEQUENCE_SUBJECT: self._prefix + fence.key}
+                   EXPECTED_LAST_SEQUENCE_SUBJECT: self._prefix + fence.key}
         refusals = 0
         while True:
             try:
@@ -198,7 +177,7 @@ class Bucket:
             except nats.js.errors.APIError as err:
                 if err.err_code == STREAM_FULL:
                     raise self._full(key) from err
-                if err.err_code not in _WRONG_LAST_SEQUENCE:
+                if err.err_code not in WRONG_LAST_SEQUENCE:
                     raise
                 current = await self.get(fence.key)
                 if current is None or current.revision != fence.sequence:
@@ -280,7 +259,7 @@ class Bucket:
             # nats-py treats last=0 as "no condition"; a revision is never 0.
             await self._kv.delete(key, last=revision)
         except nats.js.errors.APIError as err:
-            if err.err_code in _WRONG_LAST_SEQUENCE:
+            if err.err_code in WRONG_LAST_SEQUENCE:
                 raise _cas_failure(what, revision) from err
             if err.err_code == STREAM_FULL:
                 raise self._full(key) from err
@@ -300,9 +279,9 @@ class Bucket:
         messages = await self._consume(api.DeliverPolicy.LAST_PER_SUBJECT, [self._prefix + f for f in filters])
         entries = []
         for msg in messages:
-            if _is_tombstone(msg):
+            if is_marker(msg.headers or {}):
                 continue
-            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, _stream_sequence(msg)))
+            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, stream_sequence(msg)))
         return entries
 
     async def written_since(self, after: Position, at_most: int) -> Written:
@@ -321,7 +300,7 @@ class Bucket:
             return Written(set(), Position(last, made))
         messages = await self._consume(api.DeliverPolicy.BY_START_SEQUENCE, [self._prefix + ">"],
                                        opt_start_seq=after.sequence + 1, headers_only=True)
-        delivered = [_stream_sequence(m) for m in messages]
+        delivered = [stream_sequence(m) for m in messages]
         # Unreplicated, the consumer delivered every message up to `last` that
         # is still there; replicated, one may lag behind: only what arrived counts.
         reached = max([after.sequence, *delivered]) if self._replicated else max([last, *delivered])
@@ -344,116 +323,6 @@ class Bucket:
     async def purge_all(self) -> None:
         """Remove every key of the bucket."""
         await self._js.purge_stream(self.stream)
-
-
-async def read_stream(js: JetStreamContext, stream: str, subjects: list[str], deliver: api.DeliverPolicy, replicated: bool,
-                  what: str, **options: object) -> list[Msg]:
-    """The messages an ephemeral pull consumer of `stream` delivers on
-    `subjects`, as many as its creation reply counts (see Bucket.scan); on a
-    replicated stream, until NATS says there are no more."""
-    name = uuid.uuid4().hex
-    config = api.ConsumerConfig(
-        name=name,
-        ack_policy=api.AckPolicy.NONE,
-        deliver_policy=deliver,
-        mem_storage=True,
-        # Removes the consumer should this process die before deleting it.
-        inactive_threshold=_SCAN_TIMEOUT,
-        **options,  # type: ignore[arg-type]
-    )
-    if len(subjects) == 1:
-        config.filter_subject = subjects[0]
-    else:
-        config.filter_subjects = subjects
-    info = await js.add_consumer(stream, config=config)
-    try:
-        return await _pull(js, stream, name, info.num_pending or 0, replicated, what)
-    finally:
-        try:
-            await js.delete_consumer(stream, name)
-        except nats.js.errors.NotFoundError:
-            pass
-
-
-async def _pull(js: JetStreamContext, stream: str, consumer: str, expected: int, replicated: bool, what: str) -> list[Msg]:
-    """Pull the consumer's messages: `expected` of them (fewer if keys
-    vanished meanwhile), or on a replicated stream, all it has."""
-    received: list[Msg] = []
-    if expected == 0 and not replicated:
-        return received
-    nc = connection_of(js)
-    # nats-py keeps the JetStream API prefix (which differs under a
-    # JetStream domain) private too.
-    next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-    loop = asyncio.get_running_loop()
-    chunk_done: asyncio.Future[bool] = loop.create_future()
-    chunk_end = 0
-
-    async def on_message(msg: Msg) -> None:
-        if msg.headers and msg.headers.get(api.Header.STATUS):
-            # 404 no messages / 408 expired: nothing more for this request.
-            if not chunk_done.done():
-                chunk_done.set_result(False)
-            return
-        received.append(msg)
-        if len(received) >= chunk_end and not chunk_done.done():
-            chunk_done.set_result(True)
-
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * _SCAN_CHUNK)
-    deadline = loop.time() + _SCAN_TIMEOUT
-    try:
-        while len(received) < expected or replicated:
-            batch = min(_SCAN_CHUNK, expected - len(received)) if len(received) < expected else _SCAN_CHUNK
-            chunk_end = len(received) + batch
-            chunk_done = loop.create_future()
-            request = json.dumps({"batch": batch, "no_wait": True}).encode()
-            await nc.publish(next_subject, request, reply=inbox)
-            try:
-                more = await asyncio.wait_for(chunk_done, max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError as err:
-                raise Unavailable(f"reading {what} timed out; is NATS overloaded?") from err
-            if not more:
-                # "No messages": the end, unless the consumer still holds some
-                # (on a cluster, one not quite ready answers so too).
-                info = await js.consumer_info(stream, consumer)
-                if not info.num_pending:
-                    break
-                if loop.time() > deadline:
-                    raise Unavailable(f"reading {what} timed out; is NATS overloaded?")
-                await asyncio.sleep(0.01)
-    finally:
-        await sub.unsubscribe()
-    return received
-
-
-def _stream_sequence(msg: Msg) -> int:
-    """The stream sequence of a consumer's message, from its reply subject
-    (what msg.metadata parses, without the rest: a scan reads thousands)."""
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":  # $JS.ACK.<stream>.<consumer>.<delivered>.<sequence>...
-        return int(tokens[5])
-    return msg.metadata.sequence.stream
-
-
-def _is_tombstone(msg: Msg) -> bool:
-    """True for delete and purge markers (a deleted key's latest message)."""
-    return _deleted(msg.headers or {})
-
-
-def _deleted(headers: dict[str, str]) -> bool:
-    """Whether a message with these headers is a delete or purge marker."""
-    return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers
-
-
-def _header_lines(raw: bytes) -> dict[str, str]:
-    """The headers of a stored message ("NATS/1.0" line, then "Name: value" lines)."""
-    headers = {}
-    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip()] = value.strip()
-    return headers
 
 
 def _cas_failure(what: str, revision: int | None) -> Aborted:

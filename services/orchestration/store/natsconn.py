@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
 
 from orchestration.store.natsusers import inbox_prefix
 
@@ -64,9 +63,3 @@ def redact(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
-
-
-def connection_of(js: JetStreamContext) -> NatsClient:
-    """The connection a JetStream context runs on (nats-py keeps it private)."""
-    nc: NatsClient = js._nc  # noqa: SLF001
-    return nc

@@ -14,7 +14,7 @@ from orchestration.model.errors import FailedPrecondition, NotFound, ResourceExh
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.runtime import telemetry
-from orchestration.store.kvstore import STREAM_FULL
+from orchestration.store.wire import STREAM_FULL
 from orchestration.store.leases import LEASE_REVISION_HEADER, Leases
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects

@@ -17,13 +17,10 @@ from nats.js import JetStreamContext, api
 from orchestration.model.errors import FailedPrecondition, Unavailable
 from orchestration.store.kvstore import STORE_BACKOFF, Bucket, apply_cap
 from orchestration.store.subjects import kv_stream
+from orchestration.store.wire import NO_PEERS, STREAM_NAME_IN_USE
 
 T = TypeVar("T")
 
-# JetStream error codes: "stream name already in use with a different configuration",
-# and "no suitable peers for placement" (too few servers for the replicas asked, for now).
-_STREAM_NAME_IN_USE = 10058
-_NO_PEERS = 10005
 # Seconds creating a bucket or stream waits for a cluster to be able to place it.
 PLACEMENT_WAIT = 60.0
 
@@ -101,7 +98,7 @@ async def placed(create: Callable[[], Awaitable[T]], what: str, replicas: int) -
         try:
             return await create()
         except nats.js.errors.APIError as err:
-            if err.err_code != _NO_PEERS:
+            if err.err_code != NO_PEERS:
                 raise
             if time.monotonic() > deadline:
                 raise Unavailable(f"JetStream cannot place {what} on {replicas} server(s) after {PLACEMENT_WAIT:.0f} s: "
@@ -124,7 +121,7 @@ async def open_bucket(js: JetStreamContext, name: str, replicas: int = 1, max_by
                                                       max_bytes=max_bytes),
                           f"bucket {name!r}", replicas)
     except nats.js.errors.BadRequestError as err:
-        if err.err_code != _STREAM_NAME_IN_USE:
+        if err.err_code != STREAM_NAME_IN_USE:
             raise
         kv = await js.key_value(name)
         if max_bytes > 0:
@@ -138,7 +135,7 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
         await placed(lambda: js.add_stream(config), f"stream {config.name!r}", config.num_replicas or 1)
         return
     except nats.js.errors.BadRequestError as err:
-        if err.err_code != _STREAM_NAME_IN_USE:
+        if err.err_code != STREAM_NAME_IN_USE:
             raise
     existing = await js.stream_info(config.name or "")
     # Retention cannot change on a live stream, and the dispatchers rely on it.

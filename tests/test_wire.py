@@ -1,6 +1,9 @@
-"""Acknowledged JetStream publishes (orchestration.store.publisher) against a real
-nats-server: what every KV write and event of the engine goes through, and
-the key reads that share its reply subscription."""
+"""The wire (orchestration.store.wire) against a real nats-server: every
+touch of nats-py's private parts and of JetStream's wire formats the
+project makes, held to what the installed nats-py and nats-server do, so
+that an upgrade that changes one fails here first. Acknowledged publishes
+(what every KV write and event goes through), direct reads of a stream's
+last message, bulk reads, and the error codes the store acts on."""
 
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ from conftest import NatsServer
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
+from orchestration.store import wire
 from orchestration.store.kvstore import Fence
-from orchestration.store.publisher import publisher_for
 from orchestration.store.streams import open_bucket
 from orchestration.store.subjects import Subjects
+from orchestration.store.wire import publisher_for
 
 
 def stream_name(subjects: Subjects) -> str:
@@ -120,3 +124,56 @@ async def test_a_bucket_reads_a_key_over_the_shared_reply_subscription(nc: NatsC
     await nc.jetstream().delete_stream(bucket.stream)
     with pytest.raises(nats.js.errors.NotFoundError):
         await bucket.get("fence")
+
+
+# ---- nats-py internals and JetStream's codes ----------------------------------------------
+
+
+async def test_the_private_parts_of_a_jetstream_context_are_where_the_wire_reads_them(nc: NatsClient) -> None:
+    js = nc.jetstream(timeout=7.5)
+    assert wire.connection_of(js) is nc
+    assert wire.api_prefix(js) == "$JS.API"
+    assert wire.api_prefix(nc.jetstream(domain="hub")) == "$JS.hub.API"
+    assert wire.api_timeout(js) == 7.5
+
+
+async def test_the_error_codes_the_store_acts_on_are_the_servers(nc: NatsClient, subjects: Subjects, stream: str) -> None:
+    js, publisher = nc.jetstream(), publisher_for(nc.jetstream())
+    await publisher.publish(f"{stream}.k", b"1")
+    with pytest.raises(nats.js.errors.APIError) as wrong:
+        await publisher.publish(f"{stream}.k", b"2", {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "7"})
+    assert wrong.value.err_code in wire.WRONG_LAST_SEQUENCE
+    with pytest.raises(nats.js.errors.APIError) as fenced:
+        await publisher.publish(f"{stream}.k", b"2", {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "7",
+                                                      wire.EXPECTED_LAST_SEQUENCE_SUBJECT: f"{stream}.fence"})
+    assert fenced.value.err_code in wire.WRONG_LAST_SEQUENCE
+    full = f"{subjects.prefix}_FULL"
+    await js.add_stream(name=full, subjects=[f"{subjects.prefix}.full"], max_bytes=200, discard=api.DiscardPolicy.NEW)
+    with pytest.raises(nats.js.errors.APIError) as refused:
+        for _ in range(10):
+            await publisher.publish(f"{subjects.prefix}.full", b"x" * 100)
+    assert refused.value.err_code == wire.STREAM_FULL
+    with pytest.raises(nats.js.errors.APIError) as in_use:
+        await js.add_stream(name=full, subjects=[f"{subjects.prefix}.other"])
+    assert in_use.value.err_code == wire.STREAM_NAME_IN_USE
+    assert await wire.last_message(js, stream_name(subjects), f"{stream}.never") is None  # NO_MESSAGE, read as none
+
+
+async def test_a_direct_read_returns_the_last_message_its_sequence_and_headers(nc: NatsClient, subjects: Subjects,
+                                                                              stream: str) -> None:
+    js, publisher = nc.jetstream(), publisher_for(nc.jetstream())
+    await publisher.publish(f"{stream}.k", b"old")
+    sequence = await publisher.publish(f"{stream}.k", b"new", {"KV-Operation": "DEL", "X-Note": "a: b"})
+    found = await wire.last_message(js, stream_name(subjects), f"{stream}.k")
+    assert found is not None and (found.data, found.sequence) == (b"new", sequence)
+    assert found.headers == {"KV-Operation": "DEL", "X-Note": "a: b"} and wire.is_marker(found.headers)
+    assert not wire.is_marker({}) and wire.is_marker({"Nats-Marker-Reason": "MaxAge"})
+
+
+async def test_a_bulk_read_delivers_each_message_with_its_stream_sequence(nc: NatsClient, subjects: Subjects,
+                                                                          stream: str) -> None:
+    js, publisher = nc.jetstream(), publisher_for(nc.jetstream())
+    written = {f"{stream}.k{i}": await publisher.publish(f"{stream}.k{i}", str(i).encode()) for i in range(12)}
+    messages = await wire.read_stream(js, stream_name(subjects), [f"{stream}.>"], api.DeliverPolicy.ALL, False, "test")
+    assert {m.subject: wire.stream_sequence(m) for m in messages} == written
+    assert all(wire.stream_sequence(m) == m.metadata.sequence.stream for m in messages)
