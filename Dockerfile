@@ -39,7 +39,7 @@ COPY services ./services
 RUN python -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services \
         proto/orchestration/v1/*.proto \
     && pip install --no-deps . \
-    && python -c "import orchestration.v1.gateway_pb2_grpc, gateway.server, dispatcher.service, monitor.service, controllers.sim" \
+    && python -c "import orchestration.v1.gateway_pb2_grpc, gateway.server, dispatcher.ownership.replica, monitor.service, controllers.sim" \
     && pip uninstall --yes grpcio-tools setuptools \
     && python -m pip uninstall --yes pip
 

@@ -11,8 +11,8 @@ import pytest
 
 import models
 from conftest import NatsServer
-from dispatcher import service
-from dispatcher.service import Dispatcher
+from dispatcher.ownership import replica as service
+from dispatcher.ownership.replica import Dispatcher
 from dispatcher.settings import DispatcherSettings
 from orchestration.model.codec import parse_document
 from orchestration.model.errors import Unavailable

@@ -26,7 +26,7 @@ from cli.embedded_nats import (
     start_nats_server,
     stop_nats_server,
 )
-from dispatcher.service import Dispatcher
+from dispatcher.ownership.replica import Dispatcher
 from dispatcher.settings import DispatcherSettings
 from suite import DATA, Suite, environment_of, running_suite, wait_until
 

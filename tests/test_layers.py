@@ -58,3 +58,25 @@ def test_services_never_import_each_other_and_the_core_imports_no_service() -> N
             if others:
                 offenders.append(f"{path.relative_to(SERVICES)} imports {sorted(others)}")
     assert offenders == []
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_running_a_solution_never_reaches_into_who_owns_it() -> None:
+    """dispatcher.run (a solution's run) imports nothing of dispatcher.ownership
+    (intake, leases, recovery, registration): ownership starts runs and tells
+    them when they lost their lease, never the other way round."""
+    offenders = [f"{path.relative_to(SERVICES)} imports {sorted(m for m in _imported_modules(path) if m.startswith('dispatcher.ownership'))}"
+                 for path in (SERVICES / "dispatcher" / "run").rglob("*.py")
+                 if any(m.startswith("dispatcher.ownership") for m in _imported_modules(path))]
+    assert offenders == []
+    assert (SERVICES / "dispatcher" / "ownership" / "replica.py").exists()

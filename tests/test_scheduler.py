@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from dispatcher.operations import Outcome, RetryPolicy, Verdict, outcome_of
-from dispatcher.scheduler import Scheduler
+from dispatcher.run.operations import Outcome, RetryPolicy, Verdict, outcome_of
+from dispatcher.run.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
-from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, next_state, plan_transitions
 from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.v1 import controller_pb2 as cpb

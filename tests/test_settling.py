@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from test_scheduler import Harness
 
-from dispatcher.settling import Settler
-from dispatcher.tasks import TaskBook
+from dispatcher.run.settling import Settler
+from dispatcher.run.tasks import TaskBook
 from orchestration.model.lifecycle import ACTIVE, INITIAL
 from orchestration.v1 import model_pb2 as pb
 

@@ -8,7 +8,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.tasks import child_id
+from dispatcher.run.tasks import child_id
 
 
 @given(st.uuids(), st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=4))

@@ -34,7 +34,7 @@ def main(addr: str, nats_url: str, prefix: str, credential_file: str, registrati
          tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run a dispatcher replica."""
     without_websocket_client(nats_url)
-    from dispatcher.service import serve
+    from dispatcher.ownership.replica import serve
 
     engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
                             controller_wait=controller_wait, task_timeout=task_timeout)

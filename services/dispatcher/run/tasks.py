@@ -157,7 +157,7 @@ class TaskBook:
     def hold_tree(self) -> None:
         """Hold the status changes of the tree's new and grown tasks until
         the next persist has stored them (the run stores its tree once its
-        first operation has left, see dispatcher.opening): no task is then
+        first operation has left, see dispatcher.run.opening): no task is then
         written ahead of the tree above it, nor in a race with its store."""
         self._held.update(self._new)
         self._taking.extend(self._new)

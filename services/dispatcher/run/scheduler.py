@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from orchestration.v1 import model_pb2 as pb
 
 S = pb.TaskStatus

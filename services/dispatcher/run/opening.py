@@ -17,9 +17,9 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dispatcher.records import Deferred
-from dispatcher.state import ClusterKey, ClusterSlot, SolutionState
-from dispatcher.tasks import TaskBook
+from dispatcher.run.records import Deferred
+from dispatcher.run.state import ClusterKey, ClusterSlot, SolutionState
+from dispatcher.run.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced
 from orchestration.store.kvstore import persist
 from orchestration.store.repository import Repository

@@ -12,7 +12,7 @@ from enum import Enum
 
 from dispatcher.controllers import ControllerPool, LinkLost, NoController, Views
 from dispatcher.settings import EngineSettings
-from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from orchestration.model.lifecycle import TRANSITION_NAMES
 from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.v1 import controller_pb2 as cpb

@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
-from dispatcher import operations
+from dispatcher.run import operations
 from dispatcher.controllers import ControllerPool
-from dispatcher.opening import Opening
-from dispatcher.operations import SIBLING_AWARE, Outcome, RetryPolicy, Verdict
-from dispatcher.records import Intent
-from dispatcher.scheduler import Scheduler
+from dispatcher.run.opening import Opening
+from dispatcher.run.operations import SIBLING_AWARE, Outcome, RetryPolicy, Verdict
+from dispatcher.run.records import Intent
+from dispatcher.run.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
-from dispatcher.settling import Settler, attach_task, cluster_task
-from dispatcher.state import ClusterKey, ClusterSlot, InstanceSlot, SolutionState
-from dispatcher.tasks import TaskBook
+from dispatcher.run.settling import Settler, attach_task, cluster_task
+from dispatcher.run.state import ClusterKey, ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.run.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced, NotFound
 from orchestration.model.lifecycle import FAILURE, INITIAL, TRANSITION_NAMES, next_state
 from orchestration.model.planner import cluster_digest, instance_work, new_instance, new_uuid4
@@ -95,7 +95,7 @@ class Run:
         self._delete_on_finish = False
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
-        # What it stores around its first operation (see dispatcher.opening).
+        # What it stores around its first operation (see dispatcher.run.opening).
         self.opening = Opening(ctx.repo, book, self.state, self.domain, self.solution, lambda: self.lost)
         # Instances made by the run so far, and the protobuf arena their records live in (see planner.new_instance).
         self._made = 0
@@ -107,7 +107,7 @@ class Run:
         """Take the solution's records and build (or find) the task tree
         (stored as the run starts, see execute). Everything comes from the
         records: a cluster record carries its controller and parameters (see
-        dispatcher.intent)."""
+        dispatcher.run.intent)."""
         repo = self.ctx.repo
         records = intent.records
         if records.header is None:
@@ -166,7 +166,7 @@ class Run:
         # New and changed instance records are stored alongside the first
         # operations instead of before all of them (each instance's own first
         # operation waits for its record); the rest follows the first
-        # operation (see dispatcher.opening).
+        # operation (see dispatcher.run.opening).
         try:
             # In growing slices, letting the first operations out while the rest are set up.
             size, in_slice, first, listed_at = 1, 0, True, START_SLICE

@@ -18,11 +18,11 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from dispatcher.controllers import ControllerPool
-from dispatcher.executor import Run, RunContext
-from dispatcher.intent import apply_request, read_design
-from dispatcher.registration import RegistrationServicer
+from dispatcher.run.executor import Run, RunContext
+from dispatcher.run.intent import apply_request, read_design
+from dispatcher.ownership.registration import RegistrationServicer
 from dispatcher.settings import DispatcherSettings
-from dispatcher.tasks import TaskBook
+from dispatcher.run.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced, NotFound, OrchestrationError
 from orchestration.runtime.credentials import RegistrationGate
 from orchestration.runtime.grpcserver import Server
@@ -272,7 +272,7 @@ class Dispatcher:
 
     async def _start_run(self, lease: Lease) -> bool:
         """Claim the lease, apply the request's intent, prepare the run and start it
-        (the run stores its tree once its first operation has left, see dispatcher.opening).
+        (the run stores its tree once its first operation has left, see dispatcher.run.opening).
         False when the claim was refused (the lease was not as given)."""
         request = lease.record.request
         claimed = False

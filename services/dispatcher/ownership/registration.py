@@ -15,7 +15,7 @@ from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import records_pb2 as rpb
 
-log = logging.getLogger("dispatcher.registration")
+log = logging.getLogger("dispatcher.ownership.registration")
 
 REGISTRATION_SECONDS = 15
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from dispatcher.scheduler import Scheduler
-from dispatcher.state import ClusterSlot, InstanceSlot, SolutionState
-from dispatcher.tasks import TaskBook
+from dispatcher.run.scheduler import Scheduler
+from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
+from dispatcher.run.tasks import TaskBook
 from orchestration.model.errors import NotFound
 from orchestration.model.lifecycle import ACTIVE
 from orchestration.model.rollup import Tally
