@@ -6,7 +6,7 @@ PROTOS := $(wildcard proto/orchestration/v1/*.proto)
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: setup bytecode chromium generate run test test-unit test-faults bench bench-console screenshots soak chaos lint-proto typecheck clean
+.PHONY: proto-release setup bytecode chromium generate run test test-unit test-faults bench bench-console screenshots soak chaos lint-proto typecheck clean
 
 setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
 
@@ -40,8 +40,14 @@ generate: $(GEN_STAMP)
 run: setup
 	$(BIN)/orch up
 
+# Lint the contracts, and refuse a change that breaks a client of the last
+# released ones (proto/released.binpb; `make proto-release` takes a new snapshot).
 lint-proto: setup
 	$(BIN)/buf lint
+	$(BIN)/buf breaking --against proto/released.binpb
+
+proto-release: setup
+	$(BIN)/buf build -o proto/released.binpb
 
 typecheck: setup
 	cd services && ../$(BIN)/mypy
