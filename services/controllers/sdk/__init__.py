@@ -58,7 +58,7 @@ from controllers.sdk.controller import UNKNOWN, Controller, ExtraService, Instan
 from controllers.sdk.errors import Permanent, Retryable
 from controllers.sdk.executor import RESULT_STATES, execute
 from controllers.sdk.registrar import Backoff, Registrar, Registration
-from controllers.sdk.runner import RunSettings, run_controller, serve
+from controllers.sdk.runner import RunSettings, controller_command, run_controller, serve
 from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "RunSettings",
     "StateName",
     "execute",
+    "controller_command",
     "run_controller",
     "serve",
 ]

@@ -128,7 +128,21 @@ def run_controller(
     argv: Sequence[str] | None = None,
     options: Sequence[click.Option] = (),
 ) -> None:
-    """The main routine of a controller process (blocks until stopped).
+    """The main routine of a controller process (blocks until stopped): its
+    command line (see controller_command) parsed and run."""
+    command = controller_command(controller, name=name, version=version, aliases=aliases, options=options)
+    command.main(args=list(argv) if argv is not None else None, prog_name=f"controller {name}")
+
+
+def controller_command(
+    controller: Controller | ControllerFactory,
+    *,
+    name: str,
+    version: str,
+    aliases: Sequence[str] = (),
+    options: Sequence[click.Option] = (),
+) -> click.Command:
+    """The command line of a controller process.
 
     Common options: `--addr` (listen, default 127.0.0.1:0), `--advertise`
     (address to register, default the bound one), `--dispatcher` host:port
@@ -196,5 +210,4 @@ def run_controller(
         click.Option(["--tls-client-auth"], envvar="ORCH_TLS_CLIENT_AUTH", is_flag=True, help="Require client certificates."),
         *options,
     ]
-    command = click.Command(name, callback=main, params=params, help=f"Run the {name} {version} controller.")
-    command.main(args=list(argv) if argv is not None else None, prog_name=f"controller {name}")
+    return click.Command(name, callback=main, params=params, help=f"Run the {name} {version} controller.")
