@@ -19,7 +19,7 @@ import pytest
 
 import models
 from cli.home import load_connection
-from dispatcher.ownership.replica import _announced_lease
+from dispatcher.ownership.intake import _announced_lease
 from orchestration.store import keys as rk
 from orchestration.store.leases import LEASE_REVISION_HEADER, Lease, queued_lease
 from orchestration.store.repository import Repository

@@ -1,36 +1,32 @@
-"""The dispatcher process: takes requests from the internal channel, owns
-solutions through leases, resumes whatever a dead dispatcher left behind,
-and serves controller registration."""
+"""The dispatcher replica: its parts put together (intake of requests,
+tenure of leases: see intake.py and tenure.py), the start of a run for a
+claimed lease, and controller registration."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import api
 
 from dispatcher.controllers import ControllerPool
+from dispatcher.ownership.intake import Intake
+from dispatcher.ownership.registration import RegistrationServicer
+from dispatcher.ownership.tenure import ActiveRun, Tenure
 from dispatcher.run.executor import Run, RunContext
 from dispatcher.run.intent import apply_request, read_design
-from dispatcher.ownership.registration import RegistrationServicer
-from dispatcher.settings import DispatcherSettings
 from dispatcher.run.tasks import TaskBook
+from dispatcher.settings import DispatcherSettings
 from orchestration.model.errors import Aborted, Fenced, NotFound, OrchestrationError
 from orchestration.runtime.credentials import RegistrationGate
 from orchestration.runtime.grpcserver import Server
-from orchestration.runtime.metrics import REQUESTS_WAITING
 from orchestration.runtime.process import serve_until_signalled
 from orchestration.store.events import EventRecorder
 from orchestration.store.kvstore import is_transient
-from orchestration.store.leases import LEASE_REVISION_HEADER, LEASE_SECONDS, Lease, now_ms, queued_lease
+from orchestration.store.leases import Lease
 from orchestration.store.natsconn import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.requests import root_task
@@ -42,50 +38,11 @@ from orchestration.v1 import records_pb2 as rpb
 
 log = logging.getLogger("dispatcher")
 
-CONSUMER = "dispatchers"
-# A queued request whose message never arrived is picked up from its lease after this.
-QUEUED_GRACE_MS = 5000
 # A request whose start fails unexpectedly this many times is failed, and its solution freed.
 MAX_START_FAILURES = 5
 
 
-# The run stops sending operations this long before its lease would expire
-# unless renewed (seconds of this process's monotonic clock): a process that
-# stalled past it wakes up knowing it may have been deposed.
-LEASE_MARGIN = LEASE_SECONDS / 3
-# Seconds between two full garbage collections after runs end (see _collect_garbage).
-GC_SECONDS = 2.0
-
-
-@dataclass
-class ActiveRun:
-    run: Run
-    lease: Lease
-    task: asyncio.Task[None] | None = None
-    # Monotonic time until which the lease surely holds (set when it was written).
-    valid_until: float = 0.0
-
-    def renewed(self, lease: Lease, sent: float) -> None:
-        """The lease was written (claimed or renewed) by a request sent at monotonic `sent`."""
-        self.lease = lease
-        self.valid_until = sent + LEASE_SECONDS - LEASE_MARGIN
-
-    def holds_lease(self) -> bool:
-        return time.monotonic() < self.valid_until
-
-
-def _announced_lease(msg: Msg, request: rpb.Request) -> Lease | None:
-    """The lease that accepting the request wrote, as its message announces it
-    (None without a revision in the header): a claim of it that succeeds
-    saves reading it. A revision names one write of the leases bucket for
-    good (its stream's sequences are never reused while the stream lives),
-    so a claim at it succeeds only if that write is still the lease."""
-    header = (msg.headers or {}).get(LEASE_REVISION_HEADER, "")
-    revision = int(header) if header.isascii() and header.isdigit() else 0
-    return queued_lease(request, revision) if revision else None  # 0 would make the claim a create
-
-
-class Dispatcher:
+class Dispatcher(Intake, Tenure):
     """A running dispatcher replica: start(), then stop()."""
 
     def __init__(self, settings: DispatcherSettings) -> None:
@@ -158,77 +115,6 @@ class Dispatcher:
         for nc in (self._nc, self._lease_nc):
             if nc is not None:
                 await nc.close()
-
-    # ---- requests --------------------------------------------------------------
-
-    async def _consume(self) -> None:
-        config = api.ConsumerConfig(ack_wait=60, max_ack_pending=10000)
-        subscription = None
-        while subscription is None:
-            try:
-                subscription = await self.js.pull_subscribe(
-                    self.subjects.internal_requests_all, durable=CONSUMER, stream=self.subjects.requests_stream, config=config
-                )
-            except Exception:  # noqa: BLE001 - NATS may not be reachable yet
-                log.warning("cannot subscribe to the internal channel yet", exc_info=True)
-                await asyncio.sleep(1)
-        counted = 0.0
-        while True:
-            if time.monotonic() - counted > 2.0:
-                counted = time.monotonic()
-                with contextlib.suppress(Exception):
-                    REQUESTS_WAITING.set((await subscription.consumer_info()).num_pending or 0)
-            try:
-                # One at a time: a pull for more waits out its expiry for the
-                # rest, which held a lone request back for up to a second.
-                messages = await subscription.fetch(batch=1, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
-            except Exception:  # noqa: BLE001 - reconnecting; try again
-                log.debug("fetch failed", exc_info=True)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in messages:
-                await self._handle(msg)
-
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            request = rpb.Request.FromString(msg.data)
-        except Exception:  # noqa: BLE001 - a message nobody can read is dropped, loudly
-            log.error("dropping unreadable request on %s", msg.subject)
-            await msg.term()
-            return
-        try:
-            announced = _announced_lease(msg, request)
-            if announced is not None and announced.key not in self.runs and await self._try_start(announced):
-                await msg.ack()  # claimed as the gateway queued it: no read first
-                return
-            lease = await self.leases.get(request.domain, request.solution)
-            if lease is None or lease.record.task != request.task or lease.key in self.runs:
-                await msg.ack()  # finished, superseded, or already running here
-                return
-            if not lease.claimable_by(self.settings.replica, now_ms()):
-                await msg.ack()  # another live dispatcher runs it
-                return
-            await self._try_start(lease)
-            await msg.ack()
-        except Exception:  # noqa: BLE001 - leave it for redelivery or recovery
-            log.exception("request %s not taken; it will be retried", request.uuid)
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=1)
-
-    async def _recover_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                for lease in await self.leases.all():
-                    if lease.key in self.runs:
-                        continue
-                    if lease.claimable_by(self.settings.replica, now_ms(), QUEUED_GRACE_MS):
-                        log.info("taking over solution %s (task %s)", lease.key, lease.record.task)
-                        await self._try_start(lease)
-            except Exception:  # noqa: BLE001 - NATS may be away; try again
-                log.debug("recovery scan failed", exc_info=True)
 
     async def _try_start(self, lease: Lease) -> bool:
         """Start the lease's run; False when the lease was not as given (its
@@ -365,56 +251,6 @@ class Dispatcher:
                 self.runs.pop(active.lease.key, None)
                 self._collect_garbage()
 
-    async def _end(self, active: ActiveRun) -> None:
-        request = active.lease.record.request
-        with contextlib.suppress(Aborted, NotFound):
-            await self.leases.release(active.lease)
-        with contextlib.suppress(Exception):
-            await self.leases.clear_terminations(request.domain, request.task)
-        self.runs.pop(active.lease.key, None)
-        self._collect_garbage()
-
-    def _collect_garbage(self) -> None:
-        """Free an ended run at once. Its objects form reference cycles (run,
-        scheduler, settler, task book), which only a full collection frees,
-        and most of their memory is protobuf's, outside what Python counts
-        towards its next collection: left alone, ended runs pile up (a soak
-        of 100 deploys grew the dispatcher by a third). At most one full
-        collection every GC_SECONDS."""
-        now = time.monotonic()
-        if now - self._collected >= GC_SECONDS:
-            self._collected = now
-            gc.collect()
-
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            # All at once: one slow renewal must not make the others late.
-            await asyncio.gather(*(self._renew(key, active) for key, active in list(self.runs.items())))
-
-    async def _renew(self, key: str, active: ActiveRun) -> None:
-        sent = time.monotonic()
-        try:
-            active.renewed(await self.leases.claim(active.lease, self.settings.replica), sent)
-        except Aborted:
-            log.warning("lost the lease of %s; another dispatcher continues", key)
-            active.run.lose_lease()
-        except Exception:  # noqa: BLE001 - NATS away: retry next round, unless the lease ran out
-            log.debug("renewing %s failed", key, exc_info=True)
-            if not active.holds_lease():
-                log.warning("the lease of %s ran out while NATS was away; the run stops and resumes", key)
-                active.run.lose_lease()
-
-    async def _termination_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            for active in list(self.runs.values()):
-                request = active.lease.record.request
-                try:
-                    for termination in await self.leases.terminations(request.domain, request.task):
-                        await active.run.terminate(termination.task, termination.actor)
-                except Exception:  # noqa: BLE001
-                    log.debug("reading terminations failed", exc_info=True)
 
 
 async def serve(settings: DispatcherSettings) -> None:
