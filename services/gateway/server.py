@@ -22,7 +22,7 @@ from orchestration.runtime.grpcserver import Server
 from orchestration.runtime.process import serve_until_signalled
 from orchestration.runtime.tls import TlsConfig
 from orchestration.store.access import open_access
-from orchestration.store.natsconn import connect, redact
+from orchestration.store.wire import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw

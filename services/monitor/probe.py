@@ -23,7 +23,7 @@ from orchestration.runtime.credentials import engine_credential_for
 from orchestration.runtime.tls import TlsConfig
 from orchestration.runtime.tls import channel as tls_channel
 from orchestration.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
-from orchestration.store.registrations import Registrations, controller_names
+from orchestration.store.leases import Registrations, controller_names
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb

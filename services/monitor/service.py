@@ -29,7 +29,7 @@ from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
 from orchestration.runtime.process import stop_on_signals
 from orchestration.store.events import EventRecorder
-from orchestration.store.natsconn import connect, redact
+from orchestration.store.wire import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import controller_pb2 as cpb

@@ -27,7 +27,7 @@ from orchestration.runtime.process import serve_until_signalled
 from orchestration.store.events import EventRecorder
 from orchestration.store.kvstore import is_transient
 from orchestration.store.leases import Lease
-from orchestration.store.natsconn import connect, redact
+from orchestration.store.wire import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.requests import root_task
 from orchestration.store.subjects import Subjects

@@ -1,16 +1,25 @@
-"""Solution leases: the record that says which root task a solution is busy
+"""Leases of two kinds, both records that hold while they are renewed.
+
+Solution leases: the record that says which root task a solution is busy
 with and which dispatcher runs it (DESIGN.md sections 4 and 5).
 
 The gateway creates the lease (owner empty: queued) when it accepts a
 request, so that a second request for a busy solution is refused at once;
 a dispatcher claims it with a compare-and-set, renews it while it works and
 deletes it when the root task ends. A lease that is not renewed expires and
-any dispatcher may take the work over."""
+any dispatcher may take the work over.
+
+Controller registrations (the controllers bucket): which names a
+registration answers to, which registrations are live, and the typed store
+(``Registrations``) the dispatcher and the monitor use."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from nats.aio.subscription import Subscription
 
 from orchestration.model.errors import Aborted, FailedPrecondition
 from orchestration.model.names import encode_token
@@ -128,3 +137,53 @@ class Leases:
 
     async def clear_terminations(self, domain: str, root: str) -> None:
         await self.bucket.purge(_terminations(domain, root) + ".>")
+
+
+# ---- controller registrations --------------------------------------------------------------
+
+
+def registration_key(name: str, replica: str) -> str:
+    """The key of a replica's registration in the controllers bucket."""
+    return f"{encode_token(name)}.{encode_token(replica)}"
+
+
+def controller_names(registration: rpb.ControllerRegistration) -> list[str]:
+    """Every name a component's Controller field may use for this registration."""
+    names = [registration.name, *registration.aliases]
+    if registration.version:
+        names.append(f"{registration.name}:{registration.version}")
+    return names
+
+
+async def live_registrations(bucket: Bucket) -> dict[str, rpb.ControllerRegistration]:
+    """Live (unexpired) registrations by replica id."""
+    now_ms = int(time.time() * 1000)
+    live: dict[str, rpb.ControllerRegistration] = {}
+    for entry in await bucket.scan(">"):
+        registration = rpb.ControllerRegistration.FromString(entry.value)
+        if registration.expires_unix_ms > now_ms:
+            live[registration.replica] = registration
+    return live
+
+
+class Registrations:
+    """Controller replicas' registrations: heartbeats written by the
+    dispatchers, read by the dispatchers' controller pools and the monitor."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self._bucket = bucket
+
+    async def put(self, registration: rpb.ControllerRegistration) -> None:
+        """Store a replica's registration (the latest heartbeat is the truth)."""
+        await self._bucket.put(registration_key(registration.name, registration.replica), registration.SerializeToString())
+
+    async def remove(self, name: str, replica: str) -> None:
+        await self._bucket.delete(registration_key(name, replica), None, "controller registration")
+
+    async def live(self) -> dict[str, rpb.ControllerRegistration]:
+        """Live (unexpired) registrations by replica id."""
+        return await live_registrations(self._bucket)
+
+    async def on_change(self, callback: Callable[[str], Awaitable[None]]) -> Subscription:
+        """Call back with the key of every registration written or removed from now on."""
+        return await self._bucket.on_change(callback)

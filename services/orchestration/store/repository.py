@@ -29,7 +29,7 @@ from orchestration.store.events import EventLog, EventRecorder, bare
 from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, apply_limits
 from orchestration.store.leases import Leases
 from orchestration.store.model_records import ModelRecords
-from orchestration.store.registrations import Registrations
+from orchestration.store.leases import Registrations
 from orchestration.store.solution_records import ClusterRecord, InstanceRecord, SolutionRecords
 from orchestration.store.streams import CAPS, Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects, kv_stream

@@ -1,6 +1,10 @@
-"""The wire: every place this project touches nats-py's private parts or
-JetStream's wire formats, so that a nats-py or nats-server upgrade changes
-this one module (tests/test_wire.py holds each touch to a real server).
+"""The wire: connections to NATS, and every place this project touches
+nats-py's private parts or JetStream's wire formats, so that a nats-py or
+nats-server upgrade changes this one module (tests/test_wire.py holds each
+touch to a real server).
+
+- connecting a service (reconnect forever, say what happens) and keeping
+  passwords out of logs;
 
 - JetStream's error codes the store acts on;
 - nats-py internals: a JetStream context's connection, API prefix and
@@ -22,10 +26,13 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -35,6 +42,9 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
 
 from orchestration.model.errors import Unavailable
+from orchestration.store.natsusers import inbox_prefix
+
+log = logging.getLogger(__name__)
 
 # ---- JetStream's error codes ------------------------------------------------------------
 
@@ -57,6 +67,61 @@ EXPECTED_LAST_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _SCAN_CHUNK = 5000
 # Seconds a bulk read may go without receiving its requested chunk.
 _SCAN_TIMEOUT = 30.0
+
+
+# ---- connections --------------------------------------------------------------------------
+
+
+async def connect(url: str, name: str, on_state: Callable[[bool], Awaitable[None]] | None = None) -> Client:
+    """A NATS connection that keeps reconnecting when the server goes away;
+    `on_state(False)` runs on every loss and `on_state(True)` on every return
+    (services report NOT_SERVING in between)."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats: disconnected")
+        if on_state is not None:
+            await on_state(False)
+
+    async def on_reconnect() -> None:
+        log.info("nats: reconnected")
+        if on_state is not None:
+            await on_state(True)
+
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    return await nats.connect(
+        # A comma-separated list names several servers of one cluster.
+        servers=servers,
+        name=name,
+        # Replies to this service arrive where only its user may subscribe.
+        inbox_prefix=inbox_prefix(user_of(servers[0]) if servers else ""),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+def user_of(url: str) -> str:
+    """The user name in a nats:// URL ("" when it has none)."""
+    rest = url.split("://", 1)[-1]
+    return rest.rsplit("@", 1)[0].split(":", 1)[0] if "@" in rest else ""
+
+
+def redact(url: str) -> str:
+    """The URL(s) without passwords, for logs."""
+    if "," in url:
+        return ",".join(redact(u.strip()) for u in url.split(","))
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("nats", url)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 # ---- nats-py internals --------------------------------------------------------------------
