@@ -189,6 +189,8 @@ class Suite:
 def running_suite(home: Path, *flags: str, env: dict[str, str] | None = None) -> Iterator[Suite]:
     """Start `orch up` with flags (and extra environment); always stop it."""
     gateway = f"127.0.0.1:{free_port()}"
+    # A home that ran a suite before still names that suite's addresses until this one writes its own.
+    (home / "connection.json").unlink(missing_ok=True)
     log = open(home / "up.log", "wb")
     if "--console-addr" not in flags:
         flags = (*flags, "--console-addr", f"127.0.0.1:{free_port()}")

@@ -75,3 +75,35 @@ def test_the_quick_start_runs_as_the_readme_shows_it(suite: Suite) -> None:
             assert re.sub(r" at [^(]+\(task [^)]+\)", "", outputs[i][0]) == re.sub(r" at [^(]+\(task [^)]+\)", "", shown[0])
         if command.startswith("orch solution plan"):
             assert len(outputs[i]) == len(shown), "\n".join(outputs[i])
+
+
+USER_GUIDE = README.parent / "docs" / "user.md"
+
+
+def shell_blocks(path: Path) -> list[str]:
+    """The commands of every ```sh block of a page, continuation lines joined."""
+    commands: list[str] = []
+    inside = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            inside = line.strip() in ("```sh", "```bash") and not inside
+            continue
+        if inside and line.strip() and not line.lstrip().startswith("#"):
+            if commands and commands[-1].endswith("\\"):
+                commands[-1] = commands[-1][:-1] + " " + line.strip()
+            else:
+                commands.append(line.strip())
+    return commands
+
+
+def test_every_shell_command_of_the_user_guide_runs(suite: Suite) -> None:
+    commands = shell_blocks(USER_GUIDE)
+    assert commands, "the user guide shows shell commands"
+    env = {**os.environ, "ORCH_HOME": str(suite.home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("ORCH_TOKEN", None)
+    for command in commands:
+        # The guide speaks of the default suite: its gateway address and its home.
+        concrete = command.replace("127.0.0.1:50051", suite.gateway).replace(".orch/token", str(suite.home / "token"))
+        done = subprocess.run(["bash", "-c", concrete], env=env, cwd=README.parent, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, f"$ {command}\n{done.stdout[-1000:]}{done.stderr[-1000:]}"
