@@ -27,7 +27,7 @@ from orchestration.model.errors import Aborted
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Entry
 from orchestration.store.requests import new_request
-from orchestration.store.solution_records import SolutionRecords
+from orchestration.store.solution_store import SolutionStore
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 
@@ -105,7 +105,7 @@ def _matches(key: str, pattern: str) -> bool:
 def repository(bucket: FakeBucket) -> Any:
     async def domain_exists(domain: str) -> None:
         return None
-    return SimpleNamespace(solutions=SolutionRecords(bucket, domain_exists))  # type: ignore[arg-type]
+    return SimpleNamespace(solutions=SolutionStore(bucket, domain_exists))  # type: ignore[arg-type]
 
 
 def design(version: str = "V1") -> tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]:

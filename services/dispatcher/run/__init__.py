@@ -1,4 +1,4 @@
-"""Running one solution's request: its intent written (intent, records), its
+"""Running one solution's request: its intent written (intent, snapshot), its
 run (executor) made of the scheduler (gates, concurrency, retries on an
 injected clock), the operation path (operations), settling and roll-up
 (settling), the task book (tasks) and what is stored around the first

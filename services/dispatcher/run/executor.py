@@ -25,7 +25,7 @@ from dispatcher.run import operations
 from dispatcher.controllers import ControllerPool
 from dispatcher.run.opening import Opening
 from dispatcher.run.operations import SIBLING_AWARE, Outcome, RetryPolicy, Verdict
-from dispatcher.run.records import Intent
+from dispatcher.run.snapshot import Intent
 from dispatcher.run.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
 from dispatcher.run.settling import Settler, attach_task, cluster_task

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from dispatcher.run.records import Intent, load_records, write_intent
+from dispatcher.run.snapshot import Intent, load_records, write_intent
 from orchestration.model import planner
 from orchestration.model.errors import FailedPrecondition, NotFound
 from orchestration.store.repository import Repository

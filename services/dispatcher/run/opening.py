@@ -17,7 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dispatcher.run.records import Deferred
+from dispatcher.run.snapshot import Deferred
 from dispatcher.run.state import ClusterKey, ClusterSlot, SolutionState
 from dispatcher.run.tasks import TaskBook
 from orchestration.model.errors import Aborted, Fenced

@@ -3,8 +3,8 @@
 ``kvstore`` (buckets, compare-and-set and fenced writes, retries),
 ``streams`` (making buckets and streams, caps and retention), ``keys`` (the
 key layout), ``subjects`` (subject and bucket names), ``repository`` (one
-entry point composed of typed stores: ``model_records``,
-``solution_records``, ``task_records``, ``access`` (tokens and the audit
+entry point composed of typed stores: ``model_store``,
+``solution_store``, ``task_store``, ``access`` (tokens and the audit
 trail) and ``leases`` (solution leases and controller registrations); it
 hands out no raw bucket), ``requests`` (the internal request channel),
 ``events`` (the events stream), ``natsusers`` (the NATS users and their

@@ -28,12 +28,12 @@ from orchestration.store import keys as rk
 from orchestration.store.events import EventLog, EventRecorder, bare
 from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, apply_limits
 from orchestration.store.leases import Leases
-from orchestration.store.model_records import ModelRecords
+from orchestration.store.model_store import ModelStore
 from orchestration.store.leases import Registrations
-from orchestration.store.solution_records import ClusterRecord, InstanceRecord, SolutionRecords
+from orchestration.store.solution_store import ClusterRecord, InstanceRecord, SolutionStore
 from orchestration.store.streams import CAPS, Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects, kv_stream
-from orchestration.store.task_records import TaskRecords
+from orchestration.store.task_store import TaskStore
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
 from orchestration.v1.records_pb2 import Grave
 
@@ -68,9 +68,9 @@ class _Buckets:
 @dataclass(frozen=True)
 class _Stores:
     buckets: _Buckets
-    model: ModelRecords
-    solutions: SolutionRecords
-    tasks: TaskRecords
+    model: ModelStore
+    solutions: SolutionStore
+    tasks: TaskStore
     events: EventLog
     leases: Leases
     registrations: Registrations
@@ -104,15 +104,15 @@ class Repository:
         return self._opened
 
     @property
-    def model(self) -> ModelRecords:
+    def model(self) -> ModelStore:
         return self._s.model
 
     @property
-    def solutions(self) -> SolutionRecords:
+    def solutions(self) -> SolutionStore:
         return self._s.solutions
 
     @property
-    def tasks(self) -> TaskRecords:
+    def tasks(self) -> TaskStore:
         return self._s.tasks
 
     @property
@@ -164,10 +164,10 @@ class Repository:
             apply_cap(self._js, s.requests_stream, limits.cap("requests"), refuse_new=True),
         )
         b = _Buckets(*buckets)
-        model = ModelRecords(b.model, lambda domain: self._s.solutions.headers(domain))
-        solutions = SolutionRecords(b.solutions, model.require_domain)
+        model = ModelStore(b.model, lambda domain: self._s.solutions.headers(domain))
+        solutions = SolutionStore(b.solutions, model.require_domain)
         event_log = EventLog(self._js, s, replicated=self._replicas > 1)
-        self._opened = _Stores(b, model, solutions, TaskRecords(b.tasks, event_log, model.require_domain), event_log,
+        self._opened = _Stores(b, model, solutions, TaskStore(b.tasks, event_log, model.require_domain), event_log,
                                Leases(b.leases), Registrations(b.controllers))
 
     async def fencing_works(self) -> bool:
@@ -198,8 +198,8 @@ class Repository:
         view = Repository(self._js, self._subjects, self._replicas, self._retention)
         view._opened = _Stores(
             s.buckets, s.model,
-            SolutionRecords(s.buckets.solutions.fenced(Fence(key, solutions)), s.model.require_domain),
-            TaskRecords(s.buckets.tasks.fenced(Fence(key, tasks)), s.events, s.model.require_domain),
+            SolutionStore(s.buckets.solutions.fenced(Fence(key, solutions)), s.model.require_domain),
+            TaskStore(s.buckets.tasks.fenced(Fence(key, tasks)), s.events, s.model.require_domain),
             s.events, s.leases, s.registrations,
         )
         return view

@@ -1,5 +1,6 @@
-"""Reading a solution's records with their revisions, and writing a new
-intent for it record by record (compare-and-set, only what changed)."""
+"""A solution as stored (a snapshot of its records with their revisions),
+read at once, and a new intent written over it record by record
+(compare-and-set, only what changed)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from orchestration.model.errors import NotFound
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store.kvstore import Versioned
 from orchestration.store.repository import Repository
-from orchestration.store.solution_records import ClusterRecord, InstanceRecord
+from orchestration.store.solution_store import ClusterRecord, InstanceRecord
 from orchestration.v1 import model_pb2 as pb
 
 
 @dataclass
-class SolutionRecordSet:
+class SolutionSnapshot:
     """Every record of one solution, as stored."""
 
     header: Versioned[pb.Solution] | None
@@ -48,17 +49,17 @@ class SolutionRecordSet:
         return solution
 
 
-async def load_records(repo: Repository, domain: str, solution: str) -> SolutionRecordSet:
+async def load_records(repo: Repository, domain: str, solution: str) -> SolutionSnapshot:
     """Every record of a solution (header None when it does not exist)."""
     try:
         header = await repo.solutions.get_solution_header(domain, solution)
     except NotFound:
-        return SolutionRecordSet(header=None)
+        return SolutionSnapshot(header=None)
     listed_elements, listed_clusters, listed_instances = await repo.solutions.parts(domain, solution)
     elements = {v.value.name: v for v in listed_elements}
     clusters = {(c.element, c.cluster.version): c for c in listed_clusters}
     instances = {i.instance.uuid: i for i in listed_instances}
-    return SolutionRecordSet(header, elements, clusters, instances)
+    return SolutionSnapshot(header, elements, clusters, instances)
 
 
 def _strip(message: pb.Solution | pb.Element | pb.Cluster, repeated: str) -> bytes:
@@ -76,7 +77,7 @@ class Intent:
     them going, and stores each instance's record just before its first
     operation, so that a big deploy starts at once."""
 
-    records: SolutionRecordSet
+    records: SolutionSnapshot
     unsaved: set[str] = field(default_factory=set)
     additions: dict[tuple[str, str], int] = field(default_factory=dict)
     deferred: Deferred = field(default_factory=lambda: Deferred())
@@ -94,7 +95,7 @@ class Deferred:
     clusters: dict[tuple[str, str], tuple[pb.Cluster, int | None]] = field(default_factory=dict)
 
 
-async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet, wanted: pb.Solution,
+async def write_intent(repo: Repository, domain: str, current: SolutionSnapshot, wanted: pb.Solution,
                        first: tuple[str, str] | None = None) -> Intent:
     """Store `wanted` over `current` down to the clusters (create new records,
     compare-and-set changed ones, leave equal ones alone); instance records
@@ -103,7 +104,7 @@ async def write_intent(repo: Repository, domain: str, current: SolutionRecordSet
     the others are returned deferred (see Deferred), so that a big deploy's
     first operation does not wait for every cluster's records."""
     name = wanted.name
-    records = SolutionRecordSet(current.header, dict(current.elements), dict(current.clusters), dict(current.instances))
+    records = SolutionSnapshot(current.header, dict(current.elements), dict(current.clusters), dict(current.instances))
     intent = Intent(records)
     # All at once: one connection publishes them in order, so the header is
     # stored before the records under it.

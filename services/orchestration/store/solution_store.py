@@ -70,7 +70,7 @@ class Graves:
         return [e for e in entries if self.alive(rk.decode_key(e.key)[1], e.revision)]
 
 
-class SolutionRecords:
+class SolutionStore:
     """Solution trees and records in the solutions bucket."""
 
     def __init__(self, bucket: Bucket, require_domain: Callable[[str], Awaitable[None]]) -> None:

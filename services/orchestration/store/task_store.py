@@ -22,7 +22,7 @@ from orchestration.store.kvstore import Bucket, Versioned
 from orchestration.v1.model_pb2 import Event, Task, TreeSummary
 
 
-class TaskRecords:
+class TaskStore:
     """Tasks in their bucket, and their events."""
 
     def __init__(self, tasks: Bucket, events: EventLog, require_domain: Callable[[str], Awaitable[None]]) -> None:

@@ -16,7 +16,7 @@ from orchestration.store.kvstore import Bucket
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Solution
 
 
-class ModelRecords:
+class ModelStore:
     """Domains, components, architectures and controllers."""
 
     def __init__(self, bucket: Bucket, solution_headers: Callable[[str], Awaitable[list[Solution]]]) -> None:
