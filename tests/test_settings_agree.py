@@ -93,9 +93,13 @@ def test_orch_up_starts_every_service_with_settings_it_parses(launched: list[Ser
         assert context.params, spec.name
 
 
+# The values.yaml's own example of passing engine settings through.
+EXTRA_ARGS = {"dispatcher": {"extraArgs": ["--concurrency", "500", "--operation-timeout", "60"]}}
+
+
 def chart_services() -> Iterator[tuple[str, str, list[str], set[str]]]:
     """(workload, module, args, ORCH_* environment names) of every service container the chart renders."""
-    for manifest in render():
+    for manifest in render(EXTRA_ARGS):
         if manifest["kind"] not in ("Deployment", "StatefulSet"):
             continue
         for container in containers(manifest, init=False):
