@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import tempfile
@@ -108,17 +109,47 @@ async def test_a_domain_keeps_its_uid_across_restarts_and_the_range_runs_out_cle
 
 
 async def test_an_instance_dir_of_a_former_shared_user_is_handed_to_its_domain(work: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    # Another's file the old shared user could reach, and hard-link into its own dir.
+    elsewhere = work.parent / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    (elsewhere / "theirs.txt").write_text("not alpha's")
+    os.chown(elsewhere / "theirs.txt", nobody.pw_uid, nobody.pw_gid)
     shared = ProcessController(work, work.parent, run_as="nobody")
     await shared.open()
-    params = {"command": "sh", "args": json.dumps(["-c", "mkdir -p data; echo x > data/f; exec sleep 60"]),
-              "ready_command": "test -s data/f"}
+    script = f"mkdir -p data; echo x > data/f; ln {elsewhere}/theirs.txt data/link; exec sleep 60"
+    params = {"command": "sh", "args": json.dumps(["-c", script]), "ready_command": "test -e data/link"}
     await shared.create(context("alpha", "a-1", "create", params))
     await shared.start(context("alpha", "a-1", "start", params))
-    await shared.stop(context("alpha", "a-1", "stop", params))
+    old = shared.dirs.read_process("a-1")
+    assert old is not None
 
+    # Upgraded to a uid per domain while the process runs: it is still ready, probed as the user it runs as.
     own = ProcessController(work, work.parent, uids=UIDS)
     await own.open()
+    assert (await own.status(context("alpha", "a-1", "status", params).instance)).state == "active"
+    # Its next start restarts it as the domain's user and hands the dir over, but not the hard-linked file.
     await own.start(context("alpha", "a-1", "start", params))
     uid = own.users.of("alpha").uid
+    new = own.dirs.read_process("a-1")
+    assert new is not None and new.pid != old.pid and os.stat(f"/proc/{new.pid}").st_uid == uid
     assert {(work / "a-1" / name).stat().st_uid for name in ("", "data", "data/f", "stdout.log")} == {uid}
+    assert (elsewhere / "theirs.txt").stat().st_uid == nobody.pw_uid
     assert (work / "a-1" / "instance.json").stat().st_uid == 0  # the controller's records stay its own
+
+
+async def test_a_lost_ledger_is_rebuilt_and_one_not_the_controllers_stops_it(work: Path) -> None:
+    first = ProcessController(work, work.parent, uids=UIDS)
+    await first.open()
+    await run(first, "alpha", "a-1", "exec sleep 60", "true")
+    await run(first, "beta", "b-1", "exec sleep 60", "true")
+    ledger = json.loads((work / "domains.json").read_text())
+    assert (work / "domains.json").stat().st_mode & 0o777 == 0o600  # no instance reads the domains' names
+    (work / "domains.json").unlink()
+    rebuilt = ProcessController(work, work.parent, uids=UIDS)
+    await rebuilt.open()
+    assert {d: rebuilt.users.of(d).uid for d in ("alpha", "beta")} == ledger
+    os.chown(work / "domains.json", 65534, 65534)  # not the controller's any more
+    refused = ProcessController(work, work.parent, uids=UIDS)
+    with pytest.raises(ValueError, match="not a ledger of uids this controller wrote"):
+        await refused.open()

@@ -66,6 +66,8 @@ class ProcessController(Controller):
 
     async def open(self) -> None:
         self.dirs.create()
+        if self.users.per_domain:
+            self.users.ledger.load(self.users.uids)  # a ledger not our own stops us here (ValueError)
         log.info("instances run as %s%s", self.users.describe(),
                  "" if os.geteuid() == 0 else ": the controller is not root, so instances can read what it can read")
         sample = self.users.shared or Identity("", self.users.uids.start, self.users.uids.start, switch=True)
@@ -92,7 +94,7 @@ class ProcessController(Controller):
             return UNKNOWN
         process = self.dirs.read_process(ref.uuid)
         if process is not None and self.procs.running(process):
-            if await self._check(ref.uuid, self.users.of(record.domain), process.probe, time.time() - process.started):
+            if await self._check(ref.uuid, self._runs_as(ref.uuid, record.domain), process.probe, time.time() - process.started):
                 return InstanceState("active", record.endpoint)
         return InstanceState("inactive", record.endpoint)
 
@@ -277,7 +279,7 @@ class ProcessController(Controller):
                 raise Permanent(f"process: {process.argv[0]} {how} {time.time() - process.started:.1f}s after it "
                                 f"started, before it was ready ({process.probe.describe()}); last output:\n"
                                 f"{tail(self.dirs.log_paths(ctx.uuid))}")
-            if await self._check(ctx.uuid, self.users.of(ctx.domain), process.probe, time.time() - process.started):
+            if await self._check(ctx.uuid, self._runs_as(ctx.uuid, ctx.domain), process.probe, time.time() - process.started):
                 return
             now = time.time()
             if now >= ready_by:
@@ -291,6 +293,19 @@ class ProcessController(Controller):
                                 f"{tail(self.dirs.log_paths(ctx.uuid))}", after=0.2)
             await asyncio.sleep(READY_POLL)
 
+
+    def _runs_as(self, uuid: str, domain: str) -> Identity:
+        """Who the instance's probes run as: its domain's user, or, for a
+        process started before the users changed (its work dir still another
+        user's, until its next start hands it over), that user."""
+        user = self.users.of(domain)
+        try:
+            info = os.lstat(self.dirs.path(uuid))
+        except OSError:
+            return user
+        if not user.switch or info.st_uid in (user.uid, os.geteuid()):
+            return user
+        return Identity(str(info.st_uid), info.st_uid, info.st_gid, switch=True)
 
     async def _check(self, uuid: str, user: Identity, probe: Probe, running_for: float) -> bool:
         """One readiness check; a probe command runs like the instance (user, work dir, environment)."""

@@ -199,42 +199,93 @@ class WorkDir:
 
 class Ledger:
     """The uid handed to each domain, kept in the work dir (`domains.json`,
-    the controller's own file): a domain keeps its uid across restarts and
-    for good, so a later domain never inherits what an earlier one left."""
+    the controller's own file, mode 0600): a domain keeps its uid across
+    restarts and for good, so a later domain never inherits what an earlier
+    one left. Without the file (a new work dir, or one restored without it)
+    it is rebuilt from the instance directories: each belongs to its
+    domain's uid. A file that is there but is not the controller's, or
+    cannot be read, stops the controller (ValueError): handing out uids
+    again from scratch could give one domain another's."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.path = root / LEDGER_FILE
         self._uids: dict[str, int] | None = None
+
+    def load(self, uids: range) -> dict[str, int]:
+        if self._uids is None:
+            if os.path.lexists(self.path):
+                data = _read_json(self.path)
+                if data is None or not all(isinstance(v, int) for v in data.values()):
+                    raise ValueError(f"{self.path} is not a ledger of uids this controller wrote (not its own, or "
+                                     "unreadable): move it away to have it rebuilt from the instance directories")
+                self._uids = {str(k): int(v) for k, v in data.items()}
+            else:
+                self._uids = self._rebuilt(uids)
+                if self.root.is_dir():
+                    _write_json(self.path, self._uids, mode=0o600)
+        return self._uids
+
+    def _rebuilt(self, uids: range) -> dict[str, int]:
+        """Domain -> uid as the instance directories say (their owner, when within the range)."""
+        found: dict[str, int] = {}
+        if not self.root.is_dir():
+            return found
+        for entry in self.root.iterdir():
+            data = _read_json(entry / INSTANCE_FILE) if entry.is_dir() and _SAFE.match(entry.name) else None
+            owner = entry.lstat().st_uid if data else -1
+            if data and isinstance(data.get("domain"), str) and owner in uids:
+                found.setdefault(data["domain"], owner)
+        return found
 
     def uid(self, domain: str, uids: range, usable: Callable[[int], bool]) -> int | None:
         """`domain`'s uid: the recorded one, else the lowest of `uids` no
         domain holds and `usable` accepts, recorded before it is returned;
         None when there is none left."""
-        if self._uids is None:
-            data = _read_json(self.path) or {}
-            self._uids = {str(k): v for k, v in data.items() if isinstance(v, int)}
-        if domain in self._uids:
-            return self._uids[domain]
-        held = set(self._uids.values())
+        known = self.load(uids)
+        if domain in known:
+            return known[domain]
+        held = set(known.values())
         uid = next((u for u in uids if u not in held and usable(u)), None)
         if uid is not None:
-            _write_json(self.path, {**self._uids, domain: uid})
-            self._uids[domain] = uid
+            _write_json(self.path, {**known, domain: uid}, mode=0o600)
+            known[domain] = uid
         return uid
 
 
 def _hand_over(directory: Path, owner: Identity, previous: set[int]) -> None:
     """Give `directory`, and whatever in it belongs to a previous owner, to
-    `owner`; walked by descriptor, following no symlink (the previous owner
-    may still be running and swapping names)."""
+    `owner`. The previous owner may still be running and swapping names, and
+    may have hard-linked in files of others: the walk goes by descriptor and
+    follows no symlink, each entry is opened without following one and
+    changes hands through that descriptor, and a file with more than one
+    link is left as it is (it may be someone else's)."""
     os.chown(directory, owner.uid, owner.gid, follow_symlinks=False)
     if not previous:
         return  # a directory of the controller's: nothing in it is anyone else's
     for _, dirs, files, fd in os.fwalk(directory, follow_symlinks=False):
         for name in [*dirs, *files]:
             with contextlib.suppress(OSError):
-                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid in previous:
-                    os.chown(name, owner.uid, owner.gid, dir_fd=fd, follow_symlinks=False)
+                _give(fd, name, owner, previous)
+
+
+def _give(dir_fd: int, name: str, owner: Identity, previous: set[int]) -> None:
+    seen = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if seen.st_uid not in previous:
+        return
+    if stat.S_ISLNK(seen.st_mode):
+        os.chown(name, owner.uid, owner.gid, dir_fd=dir_fd, follow_symlinks=False)  # the link itself
+        return
+    if not (stat.S_ISDIR(seen.st_mode) or stat.S_ISREG(seen.st_mode)):
+        return  # a FIFO or a socket: nothing to hand over worth opening
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        same = (info.st_dev, info.st_ino) == (seen.st_dev, seen.st_ino)
+        if same and info.st_uid in previous and (stat.S_ISDIR(info.st_mode) or info.st_nlink == 1):
+            os.fchown(fd, owner.uid, owner.gid)
+    finally:
+        os.close(fd)
 
 
 def allocate_ports(host: str, names: Iterable[str], taken: set[int]) -> dict[str, int]:
@@ -267,6 +318,6 @@ def _read_json(path: Path) -> dict | None:  # type: ignore[type-arg]
     return data if isinstance(data, dict) else None
 
 
-def _write_json(path: Path, data: object) -> None:
+def _write_json(path: Path, data: object, mode: int = 0o644) -> None:
     with opened_dir(path.parent) as directory:
-        write_file(directory, path.name, json.dumps(data, indent=1, sort_keys=True).encode())
+        write_file(directory, path.name, json.dumps(data, indent=1, sort_keys=True).encode(), mode=mode)
