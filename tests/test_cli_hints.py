@@ -95,3 +95,21 @@ def test_a_busy_solution_names_the_task_and_both_commands_run(suite: Suite) -> N
     assert commands == [f"orch task get {task} --domain slow", f"orch task terminate {task} --domain slow"]
     run_suggestions(suite, message)  # the second one ends the task
     assert suite.wait_task("slow", task).status != 0
+
+
+def test_solution_status_prints_json_and_yaml_and_a_size_out_of_range_is_refused(suite: Suite) -> None:
+    suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait")
+    document = json.loads(suite.ok("solution", "status", "demo", "app", "-o", "json"))
+    assert document["total"]["instances"] == 23 and document["total"]["label"] == "active"
+    assert {c["label"] for c in document["clusters"]} == {"active"}
+    assert "label: active" in suite.ok("solution", "status", "demo", "app", "-o", "yaml")
+    message = refused(suite, "solution", "plan", "demo", "app", "V0.0.0", "--size", "app/V1.0.0=99999999999")
+    assert "--size" in message and "Traceback" not in message
+
+
+def test_passwords_are_masked_in_every_form_of_url() -> None:
+    from cli.runtime_commands import mask_password
+
+    assert mask_password("nats://a:p1@h1:1,nats://b:p2@h2:2") == "nats://a:***@h1:1,nats://b:***@h2:2"
+    assert mask_password("nats://TOKEN@h:4222") == "nats://***@h:4222"
+    assert mask_password("nats://h:4222") == "nats://h:4222"

@@ -59,3 +59,9 @@ def test_a_solution_is_the_merge_of_its_clusters_by_the_same_rule() -> None:
     assert whole == tally([(ACTIVE, ACTIVE)] * 2 + [(INACTIVE, ACTIVE), (ACTIVE, ACTIVE)])
     assert (whole.instances, whole.active, whole.in_transition, whole.label) == (4, 3, 1, "in_transition")
     assert Tally().merge(Tally()).label == "initial"
+
+
+def test_an_empty_cluster_adds_nothing_to_its_element_or_solution() -> None:
+    empty, active = Tally(), tally([(ACTIVE, ACTIVE)] * 2)
+    assert empty.state == INITIAL
+    assert Tally().merge(active).merge(empty).label == "active"

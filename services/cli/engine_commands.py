@@ -27,6 +27,8 @@ request_id_option = click.option(
     help="Name this change (1-128 letters, digits and _ . : @ -). Sent again with the same id, "
          "it is the same change and prints the same task: the safe way to retry after a lost reply. "
          "Default: a fresh id, retried automatically while the gateway is unreachable.")
+# How long `task terminate --wait` waits for the task to end.
+TERMINATE_WAIT = 300.0
 FINISHED = {
     pb.TASK_STATUS_COMPLETED: "completed",
     pb.TASK_STATUS_FAILED: "failed",
@@ -147,8 +149,9 @@ def _sizes(values: tuple[str, ...]) -> dict[str, int]:
     sizes = {}
     for value in values:
         key, sep, number = value.partition("=")
-        if not sep or "/" not in key or not number.strip().isdigit():
-            raise click.BadParameter(f"{value!r}: expected ELEMENT/CLUSTER=N, e.g. app/V1.0.0=3", param_hint="--size")
+        if not sep or "/" not in key or not number.strip().isdigit() or int(number) >= 2**31:
+            raise click.BadParameter(f"{value!r}: expected ELEMENT/CLUSTER=N with N a size, e.g. app/V1.0.0=3",
+                                     param_hint="--size")
         sizes[key.strip()] = int(number)
     return sizes
 
@@ -300,7 +303,8 @@ def instance_set(settings: Settings, domain: str, solution: str, element: str, c
 @click.command("terminate")
 @click.argument("task_id", metavar="ID")
 @click.option("--domain", "domain_name", default="", help="Domain of the task (found when omitted).")
-@click.option("--wait", is_flag=True, help="Return once the task has ended (its solution is free for the next request).")
+@click.option("--wait", is_flag=True, help="Return once the task has ended (at most 5 minutes); for a root task, "
+                                           "its solution is then free for the next request.")
 @pass_settings
 def terminate(settings: Settings, task_id: str, domain_name: str, wait: bool) -> None:
     """Terminate a running task and its subtree (asking again is harmless: it is one termination)."""
@@ -309,12 +313,15 @@ def terminate(settings: Settings, task_id: str, domain_name: str, wait: bool) ->
     click.echo(f"termination of {task_id} requested")
     if not wait:
         return
-    while True:
+    give_up = time.monotonic() + TERMINATE_WAIT
+    while time.monotonic() < give_up:
         task = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain_name, task=task_id)).task
         if task.status in FINISHED:
             click.echo(f"task {task_id} {FINISHED[task.status]}" + (f": {task.error}" if task.error else ""))
             return
         time.sleep(0.1)
+    raise click.ClickException(f"task {task_id} has not ended after {TERMINATE_WAIT:.0f} s; "
+                               f"`orch task get {task_id}` shows where it is")
 
 
 def register(groups: dict[str, click.Group], root: click.Group) -> None:

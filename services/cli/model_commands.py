@@ -229,7 +229,10 @@ def solution_status(settings: Settings, domain_name: str, name: str, output: str
     rows = [[c.element, c.cluster, c.size, state_name(c.target), _label(c.label), c.instances, c.active, c.inactive,
              c.initial, c.failed, c.in_transition] for c in [*summary.clusters, summary.total]]
     rows[-1][:3] = ["(solution)", "", ""]
-    emit(output, summary, ["ELEMENT", "CLUSTER", "SIZE", "TARGET", "STATE", "INSTANCES", "ACTIVE", "INACTIVE", "INITIAL",
+    from google.protobuf.json_format import MessageToDict
+
+    document = MessageToDict(summary, preserving_proto_field_name=True, use_integers_for_enums=False)
+    emit(output, document, ["ELEMENT", "CLUSTER", "SIZE", "TARGET", "STATE", "INSTANCES", "ACTIVE", "INACTIVE", "INITIAL",
                            "FAILED", "IN TRANSITION"], rows)
     if output == "table":
         _say_hold(summary.solution, domain_name, name)

@@ -219,12 +219,16 @@ def info(settings: Settings, output: str, show_secrets: bool) -> None:
 
 
 def mask_password(url: str) -> str:
-    """The URL with the password of its user part replaced by ***."""
+    """The URL (or comma-separated URLs) with every password replaced by ***:
+    `user:password@` keeps the user, a token alone (`token@`) goes whole."""
+    if "," in url:
+        return ",".join(mask_password(part.strip()) for part in url.split(","))
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
+    if not at:
         return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:***@{host}" if colon else f"{scheme}{sep}***@{host}"
 
 
 def _lines(data: Mapping[str, object], prefix: str = "") -> list[tuple[str, object]]:

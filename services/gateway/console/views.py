@@ -278,9 +278,10 @@ def _event(e: pb.Event) -> dict[str, Any]:
 
 def _span(t: pb.Task, now: int) -> tuple[int, int]:
     """When a task really ran: from the start of its execution to its end
-    (now while it runs); a task that ended without starting, at its end."""
+    (now while it runs). A task with no start recorded (stored before tasks
+    recorded it) spans from its creation."""
     end = t.updated if t.status in TASK_ENDED else now
-    return (t.started or end), end
+    return (t.started or t.created or end), end
 
 
 def _timeline(tasks: list[pb.Task]) -> dict[str, Any]:

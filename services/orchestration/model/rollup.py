@@ -10,7 +10,9 @@ Each instance is counted once, in exactly one column:
 
 So the columns always add up to `instances`. The group's `state` is failure
 if any member failed, else the lowest state any member is in (initial <
-inactive < active; a group with no members is initial); the group is
+inactive < active; a group with no members is initial, and adds nothing to
+the group it is merged into: an empty cluster does not make its element or
+its solution initial); the group is
 `settled` when no member is in transition. What a person reads (`label`) is
 "failure", "in transition" when something is moving, else the state.
 """

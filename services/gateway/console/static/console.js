@@ -486,7 +486,7 @@ async function solution(domain, name) {
   }
   parts.push(h("section", { class: "card" }, legend(true), graph(data.graph.elements, counts)));
   const rows = data.clusters.map((c) => [c.element, c.cluster, stateTag(c.state), stateTag(c.target), c.instances,
-    ...STATES.map((k) => c[k]), operate ? kept(`resize|${c.element}|${c.cluster}`, () => resize(domain, name, c, data.graph)) : ""]);
+    ...STATES.map((k) => c[k]), operate ? kept(`resize|${c.element}|${c.cluster}`, () => resize(domain, name, c, data.graph)).update(c) : ""]);
   parts.push(h("section", { class: "card" }, h("h2", {}, "Clusters"),
     h("p", { class: "muted" }, "Select a cluster to list its instances."),
     table(["element", "cluster", "state", "target", "instances", ...STATES.map((k) => STATE_LABEL[k]), ""], rows, (i) => ({
@@ -540,17 +540,35 @@ async function instances(base, sel) {
       data.instances.map((i) => [i.uuid, stateTag(i.state), stateTag(i.target), i.endpoint || "-", i.error || ""])));
 }
 
+// A field the page fills from its data until the person changes it: then it
+// keeps what they typed or chose, until the action that sends it succeeds.
+function follows(field) {
+  field.addEventListener("input", () => { field.dataset.touched = "1"; });
+  field.addEventListener("change", () => { field.dataset.touched = "1"; });
+  return (value) => { if (!field.dataset.touched) field.value = value; };
+}
+
+function untouch(...fields) {
+  for (const field of fields) delete field.dataset.touched;
+}
+
+// A cluster's resize form, made once per visit (see `kept`); `update` fills
+// its size from the latest data unless the person is changing it.
 function resize(domain, name, c, graphData) {
   const element = (graphData.elements || []).find((e) => e.name === c.element);
   const config = element && element.clusters.find((x) => x.version === c.cluster);
-  const input = h("input", { type: "number", value: c.instances, min: config ? config.min : 0, max: config ? config.max : undefined,
+  const input = h("input", { type: "number", value: c.size, min: config ? config.min : 0, max: config ? config.max : undefined,
     style: "width:5rem", "aria-label": `size of ${c.element} ${c.cluster}` });
+  const fill = follows(input);
   const [button, note] = action("Resize", async () => {
     const r = await api(`/api/domains/${enc(domain)}/solutions/${enc(name)}/resize`,
       { element: c.element, cluster: c.cluster, size: Number(input.value) });
+    untouch(input);
     return `task ${r.task.slice(0, 8)}`;
   });
-  return h("form", { onsubmit: (e) => e.preventDefault() }, input, button, note);
+  const form = h("form", { onsubmit: (e) => e.preventDefault() }, input, button, note);
+  form.update = (latest) => { fill(latest.size); return form; };
+  return form;
 }
 
 // The solution's actions, made once per visit of its page (see `kept`):
@@ -569,10 +587,16 @@ function actions(domain, name, base) {
   });
   const [deployButton, deployNote] = action("Deploy", async () => {
     const r = await api(`${base}/deploy`, { architecture: arch.value, version: version.value });
+    untouch(arch, version);
     return `task ${r.task.slice(0, 8)}`;
   }, "primary");
   const state = h("select", { "aria-label": "state" }, ["active", "inactive", "initial"].map((x) => h("option", { value: x }, x)));
-  const [stateButton, stateNote] = action("Set state", async () => `task ${(await api(`${base}/state`, { state: state.value })).task.slice(0, 8)}`);
+  const [stateButton, stateNote] = action("Set state", async () => {
+    const r = await api(`${base}/state`, { state: state.value });
+    untouch(state);
+    return `task ${r.task.slice(0, 8)}`;
+  });
+  const fillArch = follows(arch), fillVersion = follows(version), fillState = follows(state);
   const [terminateButton, terminateNote] = action("Terminate", async () => {
     await api(`${base}/terminate`, { task: current.running.uuid });
     return "terminated";
@@ -586,11 +610,10 @@ function actions(domain, name, base) {
     terminateButton, terminateNote, resumeButton, resumeNote,
     h("form", { onsubmit: (e) => e.preventDefault() }, confirm, deleteButton), deleteNote), plan);
   section.update = (data) => {
-    if (current === null) {  // the first data fills the fields; later data never overwrites them
-      arch.value = data.architecture;
-      version.value = data.version;
-      state.value = data.target;
-    }
+    // The latest data fills the fields the person has not changed.
+    fillArch(data.architecture);
+    fillVersion(data.version);
+    fillState(data.target);
     current = data;
     terminateButton.hidden = !data.running;
     resumeButton.hidden = !data.hold;
@@ -624,10 +647,12 @@ async function task(uuid) {
         t.status, took(t), t.error]))));
 }
 
-// How long a task ran: from the start of its execution to its end (or now).
+// How long a task ran: from the start of its execution to its end (or now);
+// from its creation when no start is recorded (a task stored before tasks recorded it).
 function took(t) {
-  if (!t.started_ms) return t.ended ? "did not start" : "waiting";
-  return seconds((t.ended ? t.updated_ms : Date.now()) - t.started_ms) + (t.ended ? "" : " so far");
+  const start = t.started_ms || (t.ended ? t.created_ms : 0);
+  if (!start) return "waiting";
+  return seconds((t.ended ? t.updated_ms : Date.now()) - start) + (t.ended ? "" : " so far");
 }
 
 function timeline(data, root) {
