@@ -36,8 +36,6 @@ def new_event(task: pb.Task, kind: pb.EventType, comment: str = "", source: str 
     return pb.Event(
         uuid=str(uuidlib.uuid4()), domain=task.domain, task=task.uuid, type=kind,
         source=source or task.uuid, time=time.time_ns(), comment=comment,
-        solution=task.solution, element=task.element, cluster=task.cluster, instance=task.instance,
-        state=task.state, transition=task.transition, actor=task.actor,
     )
 
 
