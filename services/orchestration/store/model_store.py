@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -14,6 +15,8 @@ from orchestration.model.names import controller_name
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Bucket
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Solution
+
+D = TypeVar("D", Component, Architecture)
 
 
 class ModelStore:
@@ -52,12 +55,8 @@ class ModelStore:
 
     async def get_component(self, domain: str, name: str, version: str) -> Component:
         """One component (NotFound)."""
-        entry = await self._bucket.get(rk.component_key(domain, name, version))
-        if entry is None:
-            await self.require_domain(domain)  # the better message when the domain is missing
-            versions = [c.version for c in await self.all_components(domain) if c.name == name]
-            raise NotFound(_with_versions(_component(name, version), "component", name, domain, versions))
-        return Component.FromString(entry.value)
+        return await self._get_definition(Component, rk.component_key(domain, name, version), domain,
+                                          _component(name, version), "component", name, self.all_components)
 
     async def store_component(self, domain: str, component: Component) -> bool:
         """Store a new component; False if stored identically; AlreadyExists if stored with other content."""
@@ -90,13 +89,8 @@ class ModelStore:
 
     async def get_architecture(self, domain: str, name: str, version: str) -> Architecture:
         """One architecture (NotFound)."""
-        key = rk.architecture_key(domain, name, version)
-        entry = await self._bucket.get(key)
-        if entry is None:
-            await self.require_domain(domain)  # the better message when the domain is missing
-            versions = [a.version for a in await self.all_architectures(domain) if a.name == name]
-            raise NotFound(_with_versions(_architecture(name, version), "architecture", name, domain, versions))
-        return Architecture.FromString(entry.value)
+        return await self._get_definition(Architecture, rk.architecture_key(domain, name, version), domain,
+                                          _architecture(name, version), "architecture", name, self.all_architectures)
 
     async def store_architecture(self, domain: str, architecture: Architecture) -> bool:
         """Store a new architecture; False if stored identically; AlreadyExists if stored with other content."""
@@ -125,6 +119,19 @@ class ModelStore:
         """Architectures of the domain, sorted (no domain check)."""
         entries = await self._bucket.scan(rk.domain_model_filters(domain, "architecture"))
         return sorted((Architecture.FromString(e.value) for e in entries), key=lambda a: (a.name, a.version))
+
+    async def _get_definition(self, cls: type[D], key: str, domain: str, what: str, kind: str, name: str,
+                              listed: Callable[[str], Awaitable[list[D]]]) -> D:
+        """One component or architecture; NotFound names the domain when it is
+        missing, else the versions of that name there are, and the command
+        that lists them."""
+        entry = await self._bucket.get(key)
+        if entry is None:
+            await self.require_domain(domain)  # the better message when the domain is missing
+            versions = [d.version for d in await listed(domain) if d.name == name]
+            there = f"its versions: {', '.join(versions)}" if versions else f"there is no {kind} {name!r} in any version"
+            raise NotFound(f"{rk.not_found(what, domain)}; {there} (`orch {kind} list {domain}`)")
+        return cls.FromString(entry.value)
 
     async def _store_definition(self, domain: str, key: str, value: Message, what: str) -> bool:
         await self.require_domain(domain)
@@ -177,12 +184,6 @@ class ModelStore:
 
 def _component(name: str, version: str) -> str:
     return f"component {name!r} version {version!r}"
-
-
-def _with_versions(what: str, kind: str, name: str, domain: str, versions: list[str]) -> str:
-    """A not-found message that says which versions exist, and the command that lists them."""
-    there = f"its versions: {', '.join(versions)}" if versions else f"there is no {kind} {name!r} in any version"
-    return f"{rk.not_found(what, domain)}; {there} (`orch {kind} list {domain}`)"
 
 
 def _architecture(name: str, version: str) -> str:
