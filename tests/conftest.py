@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -24,6 +25,7 @@ from cli.embedded_nats import (
     stop_nats_server,
 )
 from orchestration.store.subjects import Subjects
+from suite import CHROMIUM
 
 DATA = Path(__file__).parent / "data"
 
@@ -51,6 +53,16 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def subjects() -> Subjects:
     """Names under a prefix of this test's own."""
     return Subjects(prefix="t" + uuid.uuid4().hex[:12])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (the browser tests skip without it: see suite.needs_chromium)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
 
 
 @pytest.fixture

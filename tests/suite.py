@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import pytest
 import nats
 import nats.js.errors
 
@@ -33,6 +34,9 @@ from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
 
 DATA = Path(__file__).parent / "data"
+# The browser tests drive Debian's Chromium (installed by `make setup`), through the `browser` fixture.
+CHROMIUM = "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Chromium is installed by `make setup`")
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import time
 import urllib.request
@@ -20,12 +19,9 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import DATA, Suite, running_suite, wait_until
+from suite import DATA, Suite, needs_chromium, running_suite, wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Chromium is installed by `make setup`")
-
-playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +29,6 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     with running_suite(tmp_path_factory.mktemp("console")) as running:
         running.ok("apply", "-f", str(DATA / "demo2.yaml"))
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def console_url(suite: Suite) -> str:

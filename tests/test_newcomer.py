@@ -5,18 +5,15 @@ change, terminate, remove; each step checked against the store."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from newcomer import apply_shop, walk
-from suite import Suite, running_suite
+from suite import Suite, needs_chromium, running_suite
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Chromium is installed by `make setup`")
-playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +23,13 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         yield running
 
 
-def test_a_newcomer_does_the_whole_job_in_the_console(suite: Suite) -> None:
+def test_a_newcomer_does_the_whole_job_in_the_console(browser: Any, suite: Suite) -> None:
     console = json.loads(suite.ok("info", "-o", "json"))["console"].rstrip("/")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page: Any = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            walk(page, suite, console)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        walk(page, suite, console)
+    finally:
+        page.close()
     assert errors == []
