@@ -229,9 +229,11 @@ def solution_status(settings: Settings, domain_name: str, name: str, output: str
     rows = [[c.element, c.cluster, c.size, state_name(c.target), _label(c.label), c.instances, c.active, c.inactive,
              c.initial, c.failed, c.in_transition] for c in [*summary.clusters, summary.total]]
     rows[-1][:3] = ["(solution)", "", ""]
-    from google.protobuf.json_format import MessageToDict
+    document: object = rows
+    if output != "table":
+        from google.protobuf.json_format import MessageToDict  # the summary is no model-file structure
 
-    document = MessageToDict(summary, preserving_proto_field_name=True, use_integers_for_enums=False)
+        document = MessageToDict(summary, preserving_proto_field_name=True)
     emit(output, document, ["ELEMENT", "CLUSTER", "SIZE", "TARGET", "STATE", "INSTANCES", "ACTIVE", "INACTIVE", "INITIAL",
                            "FAILED", "IN TRANSITION"], rows)
     if output == "table":
