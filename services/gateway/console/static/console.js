@@ -329,6 +329,14 @@ async function architecture(domain, name, version) {
       table(["element", "component", "cluster", "min..max", "size", "state", "relationships"], rows)));
 }
 
+// A plan's transitions (its first 500) into `into`, titled; the line beside the Plan button.
+function showPlan(into, result, what) {
+  into.replaceChildren(h("h2", {}, `Plan: ${result.transitions.length} transitions ${what}`),
+    table(["element", "cluster", "instance", "transition", "waits for"],
+      result.transitions.slice(0, 500).map((t) => [t.element, t.cluster, t.instance, t.transition, t.waits_for.join(", ") || "-"])));
+  return `${result.transitions.length} transitions`;
+}
+
 // Deploy a solution from this architecture: its name, a size per cluster
 // (the architecture's by default), a plan to look at, then the deploy,
 // which opens the solution's page.
@@ -347,11 +355,7 @@ function deployForm(domain, data) {
   const base = () => `/api/domains/${enc(domain)}/solutions/${enc(name.value.trim())}`;
   const plan = h("div", { "data-plan": true });
   const [planButton, planNote] = action("Plan", async () => {
-    const result = await api(`${base()}/plan`, body());
-    plan.replaceChildren(h("h2", {}, `Plan: ${result.transitions.length} transitions for ${name.value.trim()}`),
-      table(["element", "cluster", "instance", "transition", "waits for"],
-        result.transitions.slice(0, 500).map((t) => [t.element, t.cluster, t.instance, t.transition, t.waits_for.join(", ") || "-"])));
-    return `${result.transitions.length} transitions`;
+    return showPlan(plan, await api(`${base()}/plan`, body()), `for ${name.value.trim()}`);
   });
   const [deployButton, deployNote] = action("Deploy", async () => {
     const r = await api(`${base()}/deploy`, body());
@@ -579,11 +583,8 @@ function actions(domain, name, base) {
   const version = h("input", { "aria-label": "version", style: "width:6rem" });
   const plan = h("div", { "data-plan": true });
   const [planButton, planNote] = action("Plan", async () => {
-    const result = await api(`${base}/plan`, { architecture: arch.value, version: version.value });
-    plan.replaceChildren(h("h2", {}, `Plan: ${result.transitions.length} transitions to ${arch.value} ${version.value}`),
-      table(["element", "cluster", "instance", "transition", "waits for"],
-        result.transitions.slice(0, 500).map((t) => [t.element, t.cluster, t.instance, t.transition, t.waits_for.join(", ") || "-"])));
-    return `${result.transitions.length} transitions`;
+    return showPlan(plan, await api(`${base}/plan`, { architecture: arch.value, version: version.value }),
+      `to ${arch.value} ${version.value}`);
   });
   const [deployButton, deployNote] = action("Deploy", async () => {
     const r = await api(`${base}/deploy`, { architecture: arch.value, version: version.value });
