@@ -131,11 +131,11 @@ async def apply(bucket: FakeBucket, request: rpb.Request, version: str = "V1") -
 
 
 def requests() -> Iterable[tuple[str, list[tuple[rpb.Request, str]]]]:
-    deploy = new_request(rpb.REQUEST_KIND_DEPLOY, DOMAIN, SOLUTION, "test", architecture="app", version="V1")
-    upgrade = new_request(rpb.REQUEST_KIND_DEPLOY, DOMAIN, SOLUTION, "test", architecture="app", version="V2")
-    resize = new_request(rpb.REQUEST_KIND_SET_CLUSTER, DOMAIN, SOLUTION, "test", element="e1", cluster="V1", size=1)
-    state = new_request(rpb.REQUEST_KIND_SET_SOLUTION, DOMAIN, SOLUTION, "test", state=pb.STATE_INACTIVE)
-    remove = new_request(rpb.REQUEST_KIND_REMOVE, DOMAIN, SOLUTION, "test")
+    deploy = new_request(rpb.Request.Deploy(architecture="app", version="V1"), DOMAIN, SOLUTION, "test")
+    upgrade = new_request(rpb.Request.Deploy(architecture="app", version="V2"), DOMAIN, SOLUTION, "test")
+    resize = new_request(rpb.Request.SetCluster(element="e1", cluster="V1", size=1), DOMAIN, SOLUTION, "test")
+    state = new_request(rpb.Request.SetSolution(state=pb.STATE_INACTIVE), DOMAIN, SOLUTION, "test")
+    remove = new_request(rpb.Request.Remove(), DOMAIN, SOLUTION, "test")
     yield "deploy", [(deploy, "V1")]
     yield "upgrade", [(deploy, "V1"), (upgrade, "V2")]
     yield "resize", [(deploy, "V1"), (resize, "V1")]
@@ -178,7 +178,7 @@ async def test_records_under_a_cluster_are_never_written_before_it() -> None:
         return land(key, value)
 
     bucket._land = noting  # type: ignore[method-assign]
-    await apply(bucket, new_request(rpb.REQUEST_KIND_DEPLOY, DOMAIN, SOLUTION, "test", architecture="app", version="V1"))
+    await apply(bucket, new_request(rpb.Request.Deploy(architecture="app", version="V1"), DOMAIN, SOLUTION, "test"))
     assert order[0] == rk.solution_key(DOMAIN, SOLUTION), order
     wanted = planner.desired_solution(DOMAIN, SOLUTION, *design())
     for element in wanted.elements:

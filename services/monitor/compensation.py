@@ -80,7 +80,7 @@ class Compensator:
         with _tracer.start_as_current_span(f"compensate {solution}", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("orch.domain", domain)
             span.set_attribute("orch.solution", solution)
-            request = new_request(rpb.REQUEST_KIND_RECONCILE, domain, solution, SOURCE, telemetry.traceparent(span))
+            request = new_request(rpb.Request.Reconcile(), domain, solution, SOURCE, telemetry.traceparent(span))
             return await self._submit(request, reason)
 
     async def _submit(self, request: rpb.Request, reason: str) -> str | None:

@@ -34,7 +34,6 @@ from orchestration.store.subjects import Subjects
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import model_pb2 as pb
-from orchestration.v1 import records_pb2 as rpb
 
 log = logging.getLogger("dispatcher")
 
@@ -214,7 +213,7 @@ class Dispatcher(Intake, Tenure):
                 # lease stays ours; the request is tried again (redelivery, recovery).
                 self.runs.pop(lease.key, None)
                 raise
-            if request.kind == rpb.REQUEST_KIND_REMOVE and isinstance(err, NotFound):
+            if request.HasField("remove") and isinstance(err, NotFound):
                 # Removed already: a run stopped between the removal and its root's status,
                 # or between the grave and the purge (which this finishes).
                 with contextlib.suppress(NotFound):

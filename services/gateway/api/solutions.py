@@ -103,10 +103,8 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         name, architecture, catalog = await self._design(request.domain, request.architecture, request.version, request.solution)
         if request.sizes:
             planner.with_sizes(planner.desired_solution(request.domain, name, architecture, catalog), request.sizes)
-        task = await self.channel.submit(
-            rpb.REQUEST_KIND_DEPLOY, request.domain, name, request.request_id, architecture=request.architecture,
-            version=request.version, sizes=dict(request.sizes),
-        )
+        change = rpb.Request.Deploy(architecture=request.architecture, version=request.version, sizes=request.sizes)
+        task = await self.channel.submit(change, request.domain, name, request.request_id)
         return gw.DeploySolutionResponse(task=task)
 
     async def PlanSolution(self, request: gw.PlanSolutionRequest, context: grpc.aio.ServicerContext) -> gw.PlanSolutionResponse:
@@ -128,7 +126,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
             return gw.RemoveSolutionResponse(task=task)
         await self._header(request.domain, request.solution)
-        task = await self.channel.submit(rpb.REQUEST_KIND_REMOVE, request.domain, request.solution, request.request_id)
+        task = await self.channel.submit(rpb.Request.Remove(), request.domain, request.solution, request.request_id)
         return gw.RemoveSolutionResponse(task=task)
 
     async def UpdateSolution(self, request: gw.UpdateSolutionRequest, context: grpc.aio.ServicerContext) -> gw.UpdateSolutionResponse:
@@ -136,15 +134,15 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
             return gw.UpdateSolutionResponse(task=task)
         await self._header(request.domain, request.solution)
         check_target_state(request.state, "state")
-        task = await self.channel.submit(rpb.REQUEST_KIND_SET_SOLUTION, request.domain, request.solution, request.request_id,
-                                        state=request.state)
+        task = await self.channel.submit(rpb.Request.SetSolution(state=request.state), request.domain, request.solution,
+                                        request.request_id)
         return gw.UpdateSolutionResponse(task=task)
 
     async def ResumeSolution(self, request: gw.ResumeSolutionRequest, context: grpc.aio.ServicerContext) -> gw.ResumeSolutionResponse:
         if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
             return gw.ResumeSolutionResponse(task=task)
         await self._header(request.domain, request.solution)
-        task = await self.channel.submit(rpb.REQUEST_KIND_RESUME, request.domain, request.solution, request.request_id)
+        task = await self.channel.submit(rpb.Request.Resume(), request.domain, request.solution, request.request_id)
         return gw.ResumeSolutionResponse(task=task)
 
     async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
@@ -159,11 +157,10 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
                                   f"'{request.element}/{request.cluster}'")
         if request.state:
             check_target_state(request.state, "state")
-        fields: dict[str, object] = {"element": request.element, "cluster": request.cluster, "state": request.state}
+        change = rpb.Request.SetCluster(element=request.element, cluster=request.cluster, state=request.state)
         if request.HasField("size"):
-            fields["size"] = request.size
-        task = await self.channel.submit(rpb.REQUEST_KIND_SET_CLUSTER, request.domain, request.solution, request.request_id,
-                                        **fields)
+            change.size = request.size
+        task = await self.channel.submit(change, request.domain, request.solution, request.request_id)
         return gw.UpdateClusterResponse(task=task)
 
     async def UpdateInstance(self, request: gw.UpdateInstanceRequest, context: grpc.aio.ServicerContext) -> gw.UpdateInstanceResponse:
@@ -175,10 +172,9 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         cluster = find_cluster(element, path, request.cluster)
         find_instance(cluster, f"{path}/{element.name}", request.instance)
         check_target_state(request.state, "state")
-        task = await self.channel.submit(
-            rpb.REQUEST_KIND_SET_INSTANCE, request.domain, request.solution, request.request_id,
-            element=request.element, cluster=request.cluster, instance=request.instance, state=request.state,
-        )
+        change = rpb.Request.SetInstance(element=request.element, cluster=request.cluster, instance=request.instance,
+                                         state=request.state)
+        task = await self.channel.submit(change, request.domain, request.solution, request.request_id)
         return gw.UpdateInstanceResponse(task=task)
 
     async def _solution(self, domain: str, name: str) -> pb.Solution:
@@ -201,7 +197,7 @@ class SolutionServicer(gw_grpc.SolutionServiceServicer):
         a few milliseconds after the answer) is not found with that said; one
         that was removed, with who removed it and when."""
         lease = await self.repo.leases.get(domain, name)
-        if lease is None or lease.record.request.kind != rpb.REQUEST_KIND_DEPLOY:
+        if lease is None or not lease.record.request.HasField("deploy"):
             grave = await self.repo.solutions.removal(domain, name)
             if grave is None:
                 await self.repo.model.require_domain(domain)  # an unknown domain is said to be one
