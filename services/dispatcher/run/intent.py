@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 
 from dispatcher.run.snapshot import Intent, load_records, write_intent
-from orchestration.model import planner
+from orchestration.model import planner, revisions
 from orchestration.model.errors import FailedPrecondition, NotFound
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
@@ -49,6 +49,7 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
     if kind == "deploy":
         desired = planner.with_sizes(planner.desired_solution(request.domain, request.solution, architecture, catalog),
                                      request.deploy.sizes)
+        desired.on_failure = request.deploy.on_failure or (current.on_failure if current else pb.FAILURE_POLICY_HOLD)
         wanted = planner.merge(current, desired, later=later)
     else:
         if current is None:
@@ -66,6 +67,12 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
             wanted = planner.teardown(current)
         elif kind in ("reconcile", "resume"):
             wanted = current
+        elif kind == "rollback":
+            wanted = await _rollback(repo, request, current, later)
+        elif kind == "set_policy":
+            wanted = pb.Solution()
+            wanted.CopyFrom(current)
+            wanted.on_failure = request.set_policy.on_failure
         else:
             raise FailedPrecondition(f"request {request.uuid} asks for no change this dispatcher knows")
     if kind != "reconcile":
@@ -75,9 +82,43 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
     # The cluster that grows first is written first; the run writes the rest
     # after its first operation has left.
     first = next(iter(later.counts), None)
-    intent = await write_intent(repo, request.domain, records, wanted, first)
+    # The revision and the intent at once (a resumed run finds the revision
+    # recorded, and writes the same intent): both are stored before any task starts.
+    revision, intent = await asyncio.gather(_record_revision(repo, request, wanted),
+                                            write_intent(repo, request.domain, records, wanted, first))
     intent.additions = later.counts
+    intent.revision = revision
     return intent
+
+
+async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.Solution) -> pb.Revision | None:
+    """The request's revision (None for a compensation, which changes nothing
+    that was asked)."""
+    if request.HasField("reconcile"):
+        return None
+    change, summary = revisions.describe(request)
+    desired, apart = revisions.desired_of(wanted)
+    record = pb.Revision(
+        domain=request.domain, solution=request.solution, change=change, summary=summary, actor=request.actor,
+        reason=request.reason, created_unix_ms=request.accepted // 1_000_000, request=request.uuid,
+        client_request_id=request.client_request_id, task=request.task, desired=desired, instance_targets=apart,
+        restores=request.rollback.to,
+    )
+    stored = await repo.revisions.record(record)
+    if request.rollback.failed:
+        # The failed change is rolled back from now on (it stays bad).
+        await repo.revisions.end(request.domain, request.solution, request.rollback.failed,
+                                 pb.REVISION_OUTCOME_ROLLED_BACK, replace=frozenset({pb.REVISION_OUTCOME_FAILED}))
+    return stored
+
+
+async def _rollback(repo: Repository, request: rpb.Request, current: pb.Solution, later: planner.Additions) -> pb.Solution:
+    """The solution with an earlier revision's desired state put back."""
+    target = (await repo.revisions.get(request.domain, request.solution, request.rollback.to)).value
+    if not target.desired.elements:
+        raise FailedPrecondition(f"revision {target.number} of solution '{request.domain}/{request.solution}' "
+                                 f"asks for nothing to run ({target.summary}); roll back to another revision")
+    return revisions.restore(current, target, later)
 
 
 def _end_hold(solution: pb.Solution) -> None:

@@ -174,8 +174,12 @@ class Leases:
             for e in await self.bucket.scan("*.solution.*")
         ]
 
-    async def request_termination(self, domain: str, root: str, task: str, actor: str = "operator") -> None:
-        record = rpb.Termination(domain=domain, task=task, requested=time.time_ns(), actor=actor)
+    async def request_termination(self, domain: str, root: str, task: str, actor: str = "operator", reason: str = "",
+                                  superseded: bool = False) -> None:
+        """Ask the owner of the tree under `root` to stop `task` (`superseded`:
+        for a rollback that supersedes the running change)."""
+        record = rpb.Termination(domain=domain, task=task, requested=time.time_ns(), actor=actor, reason=reason,
+                                 superseded=superseded)
         await self.bucket.put(termination_key(domain, root, task), record.SerializeToString())
 
     async def terminations(self, domain: str, root: str) -> list[rpb.Termination]:

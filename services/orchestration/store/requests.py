@@ -26,7 +26,8 @@ _CLIENT_IDS = uuidlib.UUID("5f1c6f0e-2b7a-4c43-9a55-1f0c2d3e4a6b")
 
 
 Change = (rpb.Request.Deploy | rpb.Request.SetCluster | rpb.Request.SetInstance | rpb.Request.SetSolution
-          | rpb.Request.Remove | rpb.Request.Reconcile | rpb.Request.Resume)
+          | rpb.Request.Remove | rpb.Request.Reconcile | rpb.Request.Resume | rpb.Request.Rollback
+          | rpb.Request.SetPolicy)
 
 # The field of Request's `change` that holds each kind of change.
 _CHANGE_FIELDS = {f.message_type.full_name: f.name for f in rpb.Request.DESCRIPTOR.oneofs_by_name["change"].fields}
