@@ -72,7 +72,10 @@ def test_a_rollback_puts_back_sizes_and_targets_and_removes_what_came_after() ->
     leaving = [i for e in back.elements for c in e.clusters for i in c.instances if i.remove]
     assert len(leaving) == 2 + 1  # e0 was cut from 3 to 1 (and grows back to 2), e2 shrinks from 2 to 1
     assert revisions.diff(revision(v2, 2), first) == [
-        "version: V2 -> V1", "e0/V1 size: 1 -> 2", "e0/V1 target: inactive -> active", "e2/V1 size: 2 -> 1"]
+        "version: V2 -> V1",
+        "e0/V1 size: 1 -> 2", "e0/V1 max: 3 -> 2", "e0/V1 target: inactive -> active", "e0/V1 parameter version: V2 -> V1",
+        "e1/V1 parameter version: V2 -> V1",
+        "e2/V1 size: 2 -> 1", "e2/V1 max: 2 -> 1", "e2/V1 parameter version: V2 -> V1"]
 
 
 def test_a_diff_names_each_difference_once_in_a_stable_order() -> None:
