@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 from orchestration.model import revisions
+from orchestration.model.errors import NotFound
+from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
 from orchestration.store.requests import new_request
@@ -56,23 +58,47 @@ async def conclude(repo: Repository, leases: Leases, request: rpb.Request, statu
     return rollback
 
 
+async def close_previous(repo: Repository, leases: Leases, request: rpb.Request) -> None:
+    """Conclude the change before `request` if its owner could not: a lease
+    passes to the next request once the root task has ended, and the next
+    owner's fence may then stop the previous owner's conclusion (a change
+    superseded by a rollback while its last operations finished)."""
+    listed = await repo.revisions.all(request.domain, request.solution)
+    running = [v.value for v in listed if v.value.outcome == pb.REVISION_OUTCOME_RUNNING and v.value.request != request.uuid]
+    for revision in running:
+        if not revision.task:
+            continue
+        try:
+            root = (await repo.tasks.get_task(request.domain, revision.task)).value
+        except NotFound:
+            continue
+        if root.status not in TASK_ENDED:
+            continue
+        termination = await root_termination(leases, request.domain, root.uuid)
+        outcome, error = revisions.outcome_of(root.status, root.error, termination)
+        await repo.revisions.end(request.domain, request.solution, revision.number, outcome, error)
+
+
 async def _terminated(repo: Repository, leases: Leases, request: rpb.Request, revision: pb.Revision) -> None:
     """A change stopped by a terminate of its root task (superseded, when a
     rollback asked for it); a terminate by an operator is a revision of its own."""
-    asked = [t for t in await leases.terminations(request.domain, request.task) if t.task == request.task]
-    termination = asked[0] if asked else rpb.Termination(actor="operator")
-    why = f": {termination.reason}" if termination.reason else ""
-    if termination.superseded:
-        await repo.revisions.end(request.domain, request.solution, revision.number, pb.REVISION_OUTCOME_SUPERSEDED,
-                                 f"superseded by a rollback asked by {termination.actor}{why}")
+    termination = await root_termination(leases, request.domain, request.task)
+    outcome, error = revisions.outcome_of(pb.TASK_STATUS_TERMINATED, "", termination)
+    await repo.revisions.end(request.domain, request.solution, revision.number, outcome, error)
+    if outcome == pb.REVISION_OUTCOME_SUPERSEDED:
         return
-    await repo.revisions.end(request.domain, request.solution, revision.number, pb.REVISION_OUTCOME_TERMINATED,
-                             f"terminated by {termination.actor}{why}")
+    asked = termination or rpb.Termination(actor="operator")
     stop = pb.Revision(
         domain=request.domain, solution=request.solution, change="terminate",
-        summary=f"terminate revision {revision.number} (task {request.task})", actor=termination.actor,
-        reason=termination.reason, created_unix_ms=termination.requested // 1_000_000,
-        request=f"terminate-{request.task}", desired=revision.desired, instance_targets=revision.instance_targets,
-        outcome=pb.REVISION_OUTCOME_SUCCEEDED, ended_unix_ms=termination.requested // 1_000_000,
+        summary=f"terminate revision {revision.number} (task {request.task})", actor=asked.actor,
+        reason=asked.reason, created_unix_ms=asked.requested // 1_000_000, request=f"terminate-{request.task}",
+        desired=revision.desired, instance_targets=revision.instance_targets,
+        outcome=pb.REVISION_OUTCOME_SUCCEEDED, ended_unix_ms=asked.requested // 1_000_000,
     )
     await repo.revisions.record(stop)
+
+
+async def root_termination(leases: Leases, domain: str, root: str) -> rpb.Termination | None:
+    """The termination asked for a root task itself (None when none is, or no longer, on record)."""
+    asked = [t for t in await leases.terminations(domain, root) if t.task == root]
+    return asked[0] if asked else None

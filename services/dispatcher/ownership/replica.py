@@ -14,7 +14,7 @@ from nats.aio.client import Client
 
 from dispatcher.controllers import ControllerPool
 from dispatcher.ownership.intake import Intake
-from dispatcher.ownership.outcomes import conclude
+from dispatcher.ownership.outcomes import close_previous, conclude
 from dispatcher.ownership.registration import RegistrationServicer
 from dispatcher.ownership.tenure import ActiveRun, Tenure
 from dispatcher.run.executor import Run, RunContext
@@ -206,7 +206,9 @@ class Dispatcher(Intake, Tenure):
                 await self._conclude(repo, request, book.root_task.status, book.root_task.error)
                 await self._end(active)
                 return True
-            await run.prepare(await apply_request(repo, request, design))
+            # The previous change concluded if its owner could not (at once: nothing waits for it).
+            intent, _ = await asyncio.gather(apply_request(repo, request, design), close_previous(repo, self.leases, request))
+            await run.prepare(intent)
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)
             self.runs.pop(lease.key, None)
@@ -240,7 +242,12 @@ class Dispatcher(Intake, Tenure):
     async def _conclude(self, repo: Repository, request: rpb.Request, status: int, error: str) -> None:
         """The outcome into the request's revision; the failure policy acted on
         (a rollback is queued over the ended run's lease, see outcomes)."""
-        follow = await conclude(repo, self.leases, request, status, error)
+        try:
+            follow = await conclude(repo, self.leases, request, status, error)
+        except Fenced:
+            # The next request's owner has the solution: it concludes this one (see close_previous).
+            log.info("%s/%s moved on before task %s was concluded", request.domain, request.solution, request.task)
+            return
         if follow is not None:
             # Queued over the ended run's lease (no gap in which another request
             # could take the solution); the run is let go first, so that this

@@ -35,6 +35,20 @@ def policy_name(policy: int) -> str:
     return "rollback" if policy == pb.FAILURE_POLICY_ROLLBACK else "hold"
 
 
+def outcome_of(status: int, error: str, termination: rpb.Termination | None) -> tuple[pb.RevisionOutcome, str]:
+    """A revision's outcome and its error from its root task's final status
+    (and, for a terminated one, the termination that asked for it)."""
+    if status == pb.TASK_STATUS_COMPLETED:
+        return O.REVISION_OUTCOME_SUCCEEDED, ""
+    if status != pb.TASK_STATUS_TERMINATED:
+        return O.REVISION_OUTCOME_FAILED, error
+    asked = termination or rpb.Termination(actor="operator")
+    why = f": {asked.reason}" if asked.reason else ""
+    if asked.superseded:
+        return O.REVISION_OUTCOME_SUPERSEDED, f"superseded by a rollback asked by {asked.actor}{why}"
+    return O.REVISION_OUTCOME_TERMINATED, f"terminated by {asked.actor}{why}"
+
+
 def desired_of(solution: pb.Solution) -> tuple[pb.Solution, dict[str, pb.State]]:
     """What a solution is asked to be, apart from what it is: its elements
     and clusters without instances, observed state or what is leaving (torn

@@ -31,11 +31,13 @@ from orchestration.store.leases import Leases
 from orchestration.store.model_store import ModelStore
 from orchestration.store.leases import Registrations
 from orchestration.store.revisions import RevisionStore
+from orchestration.store.revisions import bus_payload as revisions_bus_payload
+from orchestration.store.wire import connection_of
 from orchestration.store.solution_store import ClusterRecord, InstanceRecord, SolutionStore
 from orchestration.store.streams import CAPS, Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.store.task_store import TaskStore
-from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
+from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Revision, Solution, Task
 from orchestration.v1.records_pb2 import Grave
 
 __all__ = ["ApplyResult", "ClusterRecord", "InstanceRecord", "Repository", "Versioned"]
@@ -176,7 +178,13 @@ class Repository:
         event_log = EventLog(self._js, s, replicated=self._replicas > 1)
         self._opened = _Stores(b, model, solutions, TaskStore(b.tasks, event_log, model.require_domain), event_log,
                                Leases(b.leases), Registrations(b.controllers),
-                               RevisionStore(b.solutions, self._retention.revisions_kept))
+                               RevisionStore(b.solutions, self._retention.revisions_kept, self._announce_revision))
+
+    async def _announce_revision(self, revision: Revision) -> None:
+        """A revision recorded or ended, on the bus (core NATS: followed live;
+        what a client missed it reads with the `history` request)."""
+        await connection_of(self._js).publish(self._subjects.revision(revision.domain, revision.solution),
+                                              revisions_bus_payload(revision))
 
     async def fencing_works(self) -> bool:
         """Whether the server honours writes conditional on another key
@@ -209,7 +217,8 @@ class Repository:
             SolutionStore(s.buckets.solutions.fenced(Fence(key, solutions)), s.model.require_domain),
             TaskStore(s.buckets.tasks.fenced(Fence(key, tasks)), s.events, s.model.require_domain),
             s.events, s.leases, s.registrations,
-            RevisionStore(s.buckets.solutions.fenced(Fence(key, solutions)), self._retention.revisions_kept),
+            RevisionStore(s.buckets.solutions.fenced(Fence(key, solutions)), self._retention.revisions_kept,
+                          self._announce_revision),
         )
         return view
 

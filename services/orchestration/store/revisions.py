@@ -11,22 +11,43 @@ server brings back after an unclean stop."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+from collections.abc import Awaitable, Callable
 
 from orchestration.model.errors import Aborted, NotFound
-from orchestration.model.revisions import ENDED
+from orchestration.model.revisions import ENDED, outcome_name, policy_name
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Bucket, Entry, Versioned
 from orchestration.v1 import model_pb2 as pb
 
 
-class RevisionStore:
-    """Reads and writes of solutions' revisions."""
+Announce = Callable[[pb.Revision], Awaitable[None]]
 
-    def __init__(self, bucket: Bucket, kept: int = 50) -> None:
+
+def bus_payload(revision: pb.Revision) -> bytes:
+    """The JSON message of a revision on the bus (without its desired state:
+    `history` and `diff` requests read that)."""
+    return json.dumps({
+        "revision": revision.number, "domain": revision.domain, "solution": revision.solution,
+        "change": revision.change, "summary": revision.summary, "actor": revision.actor, "reason": revision.reason,
+        "time": revision.created_unix_ms, "request": revision.request, "request_id": revision.client_request_id,
+        "task": revision.task, "outcome": outcome_name(revision.outcome), "ended": revision.ended_unix_ms,
+        "error": revision.error, "bad": revision.bad, "restores": revision.restores,
+        "on_failure": policy_name(revision.desired.on_failure),
+    }).encode()
+
+
+class RevisionStore:
+    """Reads and writes of solutions' revisions; each write is announced
+    (on the bus: Repository passes the publisher)."""
+
+    def __init__(self, bucket: Bucket, kept: int = 50, announce: Announce | None = None) -> None:
         self._bucket = bucket
         self._kept = kept
+        self._announce = announce
 
     async def all(self, domain: str, solution: str) -> list[Versioned[pb.Revision]]:
         """The solution's revisions, newest first."""
@@ -72,6 +93,7 @@ class RevisionStore:
         old = [v.value.number for v in listed[self._kept - 1:]]
         await gather_bounded(self._bucket.delete(rk.revision_key(record.domain, record.solution, n), None, "revision")
                              for n in old)
+        await self._announced(record)
         return record
 
     async def end(self, domain: str, solution: str, number: int, outcome: pb.RevisionOutcome, error: str = "",
@@ -92,7 +114,14 @@ class RevisionStore:
         record.bad = record.bad or bad
         await self._bucket.write(rk.revision_key(domain, solution, number), record.SerializeToString(),
                                  stored.revision, f"revision {number} of '{solution}'")
+        await self._announced(record)
         return record
+
+    async def _announced(self, revision: pb.Revision) -> None:
+        """Tell the bus (at most once: a message lost is read again with `history`)."""
+        if self._announce is not None:
+            with contextlib.suppress(Exception):
+                await self._announce(revision)
 
     async def _living(self, domain: str, entries: list[Entry]) -> list[Entry]:
         """The entries written after the domain's grave (if it has one)."""
