@@ -10,7 +10,7 @@ import click
 from cli.engine_commands import POLICIES, reason_option, request_id_option, show_plan, submitted
 from cli.output import emit, output_option, when
 from cli.settings import Settings, pass_settings
-from orchestration.model.revisions import outcome_name, policy_name
+from orchestration.model.lifecycle import outcome_name, policy_name
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 

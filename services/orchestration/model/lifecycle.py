@@ -49,6 +49,18 @@ EDGES: dict[Transition, tuple[State, State]] = {
 }
 
 
+def outcome_name(outcome: int) -> str:
+    """"succeeded", "rolled-back", ... ("" when unspecified)."""
+    if not outcome:
+        return ""
+    return pb.RevisionOutcome.Name(outcome).removeprefix("REVISION_OUTCOME_").lower().replace("_", "-")
+
+
+def policy_name(policy: int) -> str:
+    """"hold" or "rollback"."""
+    return "rollback" if policy == pb.FAILURE_POLICY_ROLLBACK else "hold"
+
+
 def state_name(state: int) -> str:
     """Readable name of a state ("" when unspecified)."""
     return STATE_NAMES.get(state, "")

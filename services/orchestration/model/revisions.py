@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from orchestration.model.lifecycle import state_name
+from orchestration.model.lifecycle import policy_name, state_name
 from orchestration.model import planner
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
@@ -21,18 +21,6 @@ ENDED = frozenset({O.REVISION_OUTCOME_SUCCEEDED, O.REVISION_OUTCOME_FAILED, O.RE
 # The kind of change of each kind of request, as the history names it.
 CHANGES = {"deploy": "deploy", "set_cluster": "resize", "set_instance": "instance", "set_solution": "state",
            "remove": "remove", "resume": "resume", "rollback": "rollback", "set_policy": "policy"}
-
-
-def outcome_name(outcome: int) -> str:
-    """"succeeded", "rolled-back", ... ("" when unspecified)."""
-    if not outcome:
-        return ""
-    return pb.RevisionOutcome.Name(outcome).removeprefix("REVISION_OUTCOME_").lower().replace("_", "-")
-
-
-def policy_name(policy: int) -> str:
-    """"hold" or "rollback"."""
-    return "rollback" if policy == pb.FAILURE_POLICY_ROLLBACK else "hold"
 
 
 def outcome_of(status: int, error: str, termination: rpb.Termination | None) -> tuple[pb.RevisionOutcome, str]:

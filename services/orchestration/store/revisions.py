@@ -17,7 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from orchestration.model.errors import Aborted, NotFound
-from orchestration.model.revisions import ENDED, outcome_name, policy_name
+from orchestration.model.lifecycle import outcome_name, policy_name
+from orchestration.model.revisions import ENDED
 from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Bucket, Entry, Versioned
