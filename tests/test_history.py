@@ -86,6 +86,8 @@ def test_a_failed_version_change_rolls_back_by_itself_and_is_marked_bad(suite: S
     suite.ok("solution", "deploy", "auto", "auto", "V1", "--on-failure", "rollback", "--reason", "first release", "--wait")
     failed = suite.orch("solution", "deploy", "auto", "auto", "V2", "--reason", "upgrade web", "--wait")
     assert failed.returncode == 1 and "fails permanently" in failed.stderr, failed.stderr
+    # --wait follows the rollback the failure policy starts to its end.
+    assert "rolling back to revision 1 (revision 3, task" in failed.stderr, failed.stderr
     rollback = ended(suite, "auto", 3)
     assert (rollback.change, rollback.restores, rollback.actor, rollback.outcome) == (
         "rollback", 1, "failure-policy", pb.REVISION_OUTCOME_SUCCEEDED), rollback
@@ -102,6 +104,8 @@ def test_a_failed_version_change_rolls_back_by_itself_and_is_marked_bad(suite: S
     # Deploying the bad revision's desired state again needs --force.
     refused = suite.orch("solution", "deploy", "auto", "auto", "V2")
     assert refused.returncode != 0 and "marked bad" in refused.stderr and "--force" in refused.stderr, refused.stderr
+    back = suite.orch("solution", "rollback", "auto", "auto", "--to", "2")
+    assert back.returncode != 0 and "failed and was rolled back" in back.stderr and "--force" in back.stderr, back.stderr
     assert len(revisions(suite, "auto")) == 3  # nothing was accepted
     forced = suite.orch("solution", "deploy", "auto", "auto", "V2", "--force", "--wait")
     assert forced.returncode == 1

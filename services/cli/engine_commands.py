@@ -104,7 +104,8 @@ def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: 
         call.cancel()
 
 
-def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: float, end: _End) -> None:
+def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: float, end: _End,
+            exit_on_failure: bool = True) -> None:
     tty = sys.stderr.isatty()
     last = ""
     while True:
@@ -132,8 +133,43 @@ def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: f
                 click.echo(f"task {task} completed", err=True)
                 return
             click.echo(f"error: task {task} {FINISHED[status]}: {error}", err=True)
+            if not exit_on_failure:
+                return
+            if status == pb.TASK_STATUS_FAILED:
+                _follow_rollback(gateway, domain, solution, task, interval)
             sys.exit(1)
         end.seen.wait(interval)
+
+
+# How long `--wait` looks for the rollback a failure policy starts after a failed change.
+ROLLBACK_APPEARS = 10.0
+
+
+def _follow_rollback(gateway: Gateway, domain: str, solution: str, task: str, interval: float) -> None:
+    """After a failed change of a solution whose failure policy is rollback:
+    follow the rollback the engine starts by itself to its end (the command
+    still exits 1: the change asked for failed)."""
+    give_up = time.monotonic() + ROLLBACK_APPEARS
+    while True:
+        listed = gateway.call(gateway.solutions.ListRevisions,
+                              gw.ListRevisionsRequest(domain=domain, solution=solution)).revisions
+        failed = next((r for r in listed if r.task == task), None)
+        if failed is None or failed.desired.on_failure != pb.FAILURE_POLICY_ROLLBACK or failed.change == "rollback":
+            return
+        rollback = next((r for r in listed if r.change == "rollback" and r.reason.startswith(f"revision {failed.number} failed")),
+                        None)
+        if rollback is not None:
+            click.echo(f"rolling back to revision {rollback.restores} (revision {rollback.number}, task {rollback.task})",
+                       err=True)
+            end, call = _end_of(gateway, domain, rollback.task)
+            try:
+                _follow(gateway, domain, solution, rollback.task, interval, end, exit_on_failure=False)
+            finally:
+                call.cancel()
+            return
+        if time.monotonic() > give_up:
+            return
+        time.sleep(0.1)
 
 
 def submitted(gateway: Gateway, domain: str, solution: str, task: str, wait: bool) -> None:

@@ -213,6 +213,9 @@ class SolutionChanges:
         if not target.desired.elements:
             raise FailedPrecondition(f"revision {target.number} of solution '{domain}/{name}' asks for nothing to run "
                                      f"({target.summary}); roll back to another revision")
+        if target.bad and not request.force and not request.plan:
+            raise FailedPrecondition(f"revision {target.number} of solution '{domain}/{name}' failed and was rolled back "
+                                     f"({target.error or 'failed'}); roll back to it with force (`--force`) if that is meant")
         if request.plan:
             try:
                 current: pb.Solution | None = await self.repo.solutions.get_solution(domain, name)
