@@ -8,6 +8,7 @@ and diff outlive a restart of every process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import nats
 import pytest
 
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, running_suite, wait_until
+from suite import Suite, needs_chromium, running_suite, wait_until
+from test_nats_users import inbox_of
 
 pytestmark = pytest.mark.e2e
 
@@ -220,6 +223,79 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_stored(suite: Suite
                                          metadata=suite.metadata, timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [r.number for r in revisions(suite, "bad")] == [1]
+
+
+def test_a_bus_client_follows_revisions_and_rolls_back_over_the_bus(suite: Suite) -> None:
+    suite.apply(shop("wire", {"V1": ("V1", 1, {}), "V2": ("V2", 1, {})}))
+    url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["bus_url"]
+    bearer = {"Authorization": "Bearer " + (suite.home / "token").read_text().strip()}
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, Any]]:
+        nc = await nats.connect(url, inbox_prefix=inbox_of(url))
+        seen: list[dict[str, Any]] = []
+
+        async def heard(msg: Any) -> None:
+            seen.append(json.loads(msg.data))
+        await nc.subscribe("orch.revisions.wire.wire", cb=heard)
+        try:
+            async def ask(operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+                reply = await nc.request(f"orch.requests.{operation}", json.dumps(payload).encode(), timeout=30,
+                                         headers=bearer)
+                return json.loads(reply.data)
+            for version in ("V1", "V2"):
+                await ask("deploy", {"domain": "wire", "architecture": "wire", "version": version, "reason": version})
+                await asyncio.to_thread(wait_until, lambda: len(seen) >= 2 * int(version[1]), 60, "revision messages")
+            plan = await ask("rollback", {"domain": "wire", "solution": "wire", "to": 1, "plan": True})
+            back = await ask("rollback", {"domain": "wire", "solution": "wire", "to": 1, "reason": "over the bus"})
+            await asyncio.to_thread(wait_until, lambda: len(seen) >= 6, 60, "the rollback's messages")
+            return seen, plan, back, await ask("history", {"domain": "wire", "solution": "wire"})
+        finally:
+            await nc.close()
+
+    seen, plan, back, listed = asyncio.run(scenario())
+    assert [(m["revision"], m["outcome"]) for m in seen] == [
+        (1, "running"), (1, "succeeded"), (2, "running"), (2, "succeeded"), (3, "running"), (3, "succeeded")]
+    assert seen[4]["change"] == "rollback" and seen[4]["reason"] == "over the bus" and seen[4]["task"] == back["task"]
+    assert {t["transition"] for t in plan["transitions"]} == {"create", "configure", "start", "stop", "destroy"}
+    assert [r["revision"] for r in listed["revisions"]] == [3, 2, 1] and listed["revisions"][2]["reason"] == "V1"
+
+
+@needs_chromium
+def test_the_console_shows_the_history_each_revisions_changes_and_rolls_back(browser: Any, suite: Suite) -> None:
+    suite.apply(shop("view", {"V1": ("V1", 1, {}), "V2": ("V2", 2, {"sim_fail": "configure"})}))
+    suite.ok("solution", "deploy", "view", "view", "V1", "--on-failure", "rollback", "--reason", "first", "--wait")
+    suite.orch("solution", "deploy", "view", "view", "V2", "--wait")
+    ended(suite, "view", 3)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    console = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"].rstrip("/")
+    page.goto(console + "/signin")
+    page.fill("input[name=token]", (suite.home / "token").read_text().strip())
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Overview')")
+    page.goto(console + "/domains/view/solutions/view")
+    page.wait_for_selector("[data-history] [data-revision='3']")
+    rows = page.eval_on_selector_all("[data-history] tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    assert [(r[0], r[4], r[5]) for r in rows] == [("3", "succeeded", r[5]) if r[0] == "3" else (r[0], r[4], r[5])
+                                                  for r in rows]
+    assert [r[0] for r in rows] == ["3", "2", "1"]
+    assert rows[1][4] == "rolled-back, bad" and rows[2][5] == "first" and rows[0][2] == "failure-policy"
+    # A revision's changes against the one before.
+    page.click("[data-history] [data-revision='2'] td >> nth=0")
+    page.wait_for_selector("[data-diff='2']")
+    assert "version: V1 -> V2" in page.inner_text("[data-diff='2']")
+    # No rollback to the bad revision (that needs the CLI's --force), one to the first.
+    assert page.locator("[data-revision='2'] button").count() == 0
+    page.fill("[aria-label='reason to roll back to 1']", "from the console")
+    page.click("[data-revision='1'] button:has-text('Roll back to 1')")
+    page.wait_for_selector("[data-history] [data-revision='4']")
+    latest = ended(suite, "view", 4)
+    assert (latest.change, latest.restores, latest.reason) == ("rollback", 1, "from the console")
+    page.wait_for_function("() => document.querySelector(\"[data-revision='4']\").innerText.includes('succeeded')")
+    page.screenshot(path=str(suite.home / "history.png"), full_page=True)
+    assert errors == []
+    page.close()
 
 
 def test_history_and_diff_outlive_a_restart_of_every_process(suite: Suite, home: Path) -> None:

@@ -224,7 +224,9 @@ class SolutionChanges:
             return gw.RollbackSolutionResponse(transitions=planned(revisions.restore(current, target, new_uuid=_numbered())))
         change = rpb.Request.Rollback(to=request.to)
         superseded = ""
-        deadline = time.monotonic() + min(SUPERSEDE_WAIT, context.time_remaining() or SUPERSEDE_WAIT)
+        # The caller's deadline, over gRPC (the bus and the console call without one).
+        remaining = getattr(context, "time_remaining", lambda: None)()
+        deadline = time.monotonic() + min(SUPERSEDE_WAIT, remaining or SUPERSEDE_WAIT)
         while True:
             running = await self._running(domain, name)
             if running is None:
