@@ -225,6 +225,23 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_stored(suite: Suite
     assert [r.number for r in revisions(suite, "bad")] == [1]
 
 
+def test_instances_failing_their_status_check_after_a_change_roll_it_back(tmp_path: Path) -> None:
+    with running_suite(tmp_path, "--monitor-interval", "0.3") as watched:
+        watched.apply(shop("poll", {"V1": ("V1", 1, {}), "V2": ("V2", 2, {})}))
+        watched.ok("solution", "deploy", "poll", "poll", "V1", "--on-failure", "rollback", "--wait")
+        watched.ok("solution", "deploy", "poll", "poll", "V2", "--reason", "looks fine", "--wait")
+        victim = next(i.uuid for e in watched.solution("poll", "poll").elements if e.name == "web"
+                      for c in e.clusters for i in c.instances)
+        watched.ok("sim", "set-state", victim, "failure")  # it breaks behind the engine's back
+        rollback = ended(watched, "poll", 3)
+        assert (rollback.change, rollback.restores, rollback.actor, rollback.outcome) == (
+            "rollback", 1, "failure-policy", pb.REVISION_OUTCOME_SUCCEEDED)
+        bad = {r.number: r for r in revisions(watched, "poll")}[2]
+        assert (bad.outcome, bad.bad) == (pb.REVISION_OUTCOME_ROLLED_BACK, True)
+        assert "failed its status check after it" in bad.error and victim in bad.error
+        assert clusters(watched, "poll") == {"db/V1": (1, {pb.STATE_ACTIVE}, {}), "web/V1": (1, {pb.STATE_ACTIVE}, {})}
+
+
 def test_a_bus_client_follows_revisions_and_rolls_back_over_the_bus(suite: Suite) -> None:
     suite.apply(shop("wire", {"V1": ("V1", 1, {}), "V2": ("V2", 1, {})}))
     url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["bus_url"]

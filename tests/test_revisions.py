@@ -163,3 +163,20 @@ async def test_revisions_written_before_their_domain_was_removed_are_dead() -> N
     assert await store.all(DOMAIN, SOLUTION) == []
     again = await store.record(pb.Revision(domain=DOMAIN, solution=SOLUTION, request="new"))
     assert again.number == 1
+
+
+def test_the_monitor_rolls_back_only_a_recent_successful_change_under_the_rollback_policy() -> None:
+    from monitor.compensation import ROLLBACK_WINDOW, rollback_for
+
+    def r(number: int, change: str = "deploy", outcome: int = O.REVISION_OUTCOME_SUCCEEDED, ended: int = 1_000,
+          policy: int = pb.FAILURE_POLICY_ROLLBACK) -> pb.Revision:
+        return pb.Revision(number=number, change=change, outcome=outcome, ended_unix_ms=ended,  # type: ignore[arg-type]
+                           desired=pb.Solution(on_failure=policy))  # type: ignore[arg-type]
+    now = 1_000 + int(ROLLBACK_WINDOW * 1000)
+    found = rollback_for([r(1), r(2)], now)
+    assert found is not None and (found[0].number, found[1].number) == (2, 1)
+    assert rollback_for([r(1), r(2)], now + 1) is None  # too long after the change: repaired, not blamed on it
+    assert rollback_for([r(1), r(2, policy=pb.FAILURE_POLICY_HOLD)], now) is None
+    assert rollback_for([r(1), r(2, change="rollback")], now) is None  # a rollback is not rolled back
+    assert rollback_for([r(1), r(2, outcome=O.REVISION_OUTCOME_RUNNING)], now) is None  # its run decides
+    assert rollback_for([r(2)], now) is None  # nothing earlier to go back to

@@ -108,7 +108,8 @@ async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.So
     if request.rollback.failed:
         # The failed change is rolled back from now on (it stays bad).
         await repo.revisions.end(request.domain, request.solution, request.rollback.failed,
-                                 pb.REVISION_OUTCOME_ROLLED_BACK, replace=frozenset({pb.REVISION_OUTCOME_FAILED}))
+                                 pb.REVISION_OUTCOME_ROLLED_BACK, request.reason, bad=True,
+                                 replace=frozenset({pb.REVISION_OUTCOME_FAILED, pb.REVISION_OUTCOME_SUCCEEDED}))
     return stored
 
 

@@ -111,7 +111,7 @@ class RevisionStore:
             return None
         record.outcome = outcome
         record.ended_unix_ms = record.ended_unix_ms or int(time.time() * 1000)
-        record.error = error or record.error
+        record.error = record.error or error  # the first word on what went wrong stands
         record.bad = record.bad or bad
         await self._bucket.write(rk.revision_key(domain, solution, number), record.SerializeToString(),
                                  stored.revision, f"revision {number} of '{solution}'")
