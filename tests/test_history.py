@@ -309,6 +309,9 @@ def test_the_console_shows_the_history_each_revisions_changes_and_rolls_back(bro
     page.wait_for_selector("[data-history] [data-revision='4']")
     latest = ended(suite, "view", 4)
     assert (latest.change, latest.restores, latest.reason) == ("rollback", 1, "from the console")
+    audited = json.loads(suite.ok("audit", "list", "--domain", "view", "-o", "json"))
+    assert any(e["Method"] == "RollbackSolution" and e["Channel"] == "console" and e["Reason"] == "from the console"
+               and e["Outcome"] == "OK" for e in audited), audited
     page.wait_for_function("() => document.querySelector(\"[data-revision='4']\").innerText.includes('succeeded')")
     page.screenshot(path=str(suite.home / "history.png"), full_page=True)
     assert errors == []

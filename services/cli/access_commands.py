@@ -93,9 +93,9 @@ def audit_list(settings: Settings, domain: str, actor: str, since: str, limit: i
     entries = gateway.call(gateway.access.ListAudit, request).entries
     documents = [{"Time": when(e.time_unix_ms), "Actor": e.actor, "Channel": e.channel, "Method": e.method,
                   "Target": e.target, "Domain": e.domain, "RequestId": e.request_id, "TraceId": e.trace_id,
-                  "Outcome": e.outcome, "Message": e.message} for e in entries]
-    rows = [[when(e.time_unix_ms), e.actor, e.channel, e.method, e.target, e.outcome] for e in entries]
-    emit(output, documents, ["TIME", "ACTOR", "VIA", "METHOD", "TARGET", "OUTCOME"], rows)
+                  "Outcome": e.outcome, "Message": e.message, "Reason": e.reason} for e in entries]
+    rows = [[when(e.time_unix_ms), e.actor, e.channel, e.method, e.target, e.outcome, e.reason or "-"] for e in entries]
+    emit(output, documents, ["TIME", "ACTOR", "VIA", "METHOD", "TARGET", "OUTCOME", "REASON"], rows)
 
 
 def register(cli: click.Group) -> None:
