@@ -451,3 +451,74 @@ def test_backoff_jitter_draws_within_its_band(jitter: Jitter, low: float, high: 
 def test_backoff_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="factor >= 1"):
         Backoff(first=1.0, maximum=2.0, factor=0.5)
+
+
+# ---- pause and resume --------------------------------------------------------------
+
+
+def test_a_pause_starts_nothing_more_lets_running_operations_finish_and_unpause_goes_on() -> None:
+    h = Harness(concurrency=2)
+    h.cluster("web")
+    for i in range(4):
+        h.instance("web", f"w{i}")
+    h.start_all()
+    assert [u for u, _ in h.started] == ["w0", "w1"]
+    h.scheduler.pause()
+    h.succeed("w0")  # its create finishes; its configure (the next boundary) waits, as do w2 and w3
+    h.succeed("w1")
+    assert len(h.started) == 2 and h.scheduler.inflight == 0
+    assert not h.scheduler.idle and h.idle_calls == 0  # waiting, not over
+    h.clock.advance(3600)
+    assert len(h.started) == 2
+    h.scheduler.unpause()
+    assert h.scheduler.inflight == 2
+    h.run_to_end()
+    assert all(h.started_of(f"w{i}") == [T.TRANSITION_CREATE, T.TRANSITION_CONFIGURE, T.TRANSITION_START] for i in range(4))
+    assert h.scheduler.idle and h.idle_calls >= 1
+
+
+def test_a_retry_or_a_woken_waiter_due_during_a_pause_waits_for_the_unpause() -> None:
+    h = Harness()
+    h.cluster("db")
+    h.cluster("web", relationships=(("db", pb.DEPENDENCY_TYPE_CONTEXT),))
+    h.instance("db", "d0")
+    h.instance("web", "w0")
+    h.start_all()
+    assert [u for u, _ in h.started] == ["d0"]
+    h.retry("d0", 5.0)
+    h.scheduler.pause()
+    h.clock.advance(10)  # the retry is due: it queues
+    assert len(h.started) == 1 and not h.scheduler.idle
+    h.scheduler.unpause()
+    h.run_to_end()
+    assert h.started_of("w0") == [T.TRANSITION_CREATE, T.TRANSITION_CONFIGURE, T.TRANSITION_START]
+
+
+def test_a_stop_while_paused_ends_the_run() -> None:
+    h = Harness(concurrency=1)
+    h.cluster("web")
+    h.instance("web", "w0")
+    h.instance("web", "w1")
+    h.start_all()
+    h.scheduler.pause()
+    h.succeed("w0")
+    h.scheduler.stop("terminated on request", pb.TASK_STATUS_TERMINATED)
+    assert h.scheduler.idle and h.idle_calls >= 1
+
+
+def test_a_pause_stops_the_deadlines_clock() -> None:
+    h = Harness()
+    h.cluster("web")
+    h.instance("web", "w0")
+    h.start_all()
+    h.scheduler.deadline(60)
+    h.clock.advance(10)
+    h.scheduler.pause()
+    h.clock.advance(600)  # paused far past the deadline: not timed out
+    assert not h.scheduler.stopping
+    h.scheduler.unpause()
+    h.clock.advance(49)
+    assert not h.scheduler.stopping
+    h.clock.advance(2)
+    assert h.scheduler.stopping.startswith("task tree exceeded its deadline of 60s")
+    assert h.scheduler.final_status == pb.TASK_STATUS_TIMEOUT

@@ -300,11 +300,47 @@ def solution_set(settings: Settings, domain: str, solution: str, state: str, wai
 @reason_option
 @pass_settings
 def solution_resume(settings: Settings, domain: str, solution: str, wait: bool, request_id: str, reason: str) -> None:
-    """End a hold (a terminated task, or the monitor giving up) and converge the solution to its intent."""
+    """End a pause, or a hold (a terminated task, or the monitor giving up), and converge the solution to its
+    intent: a paused change goes on where it stopped."""
     gateway = settings.gateway()
-    task = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution, request_id=request_id,
-                                                                                   reason=reason)).task
-    submitted(gateway, domain, solution, task, wait)
+    reply = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(
+        domain=domain, solution=solution, request_id=request_id, reason=reason))
+    if reply.HasField("ended_pause"):
+        click.echo(f"pause by {reply.ended_pause.actor} ended", err=True)
+    submitted(gateway, domain, solution, reply.task, wait)
+
+
+# How long `solution pause --wait` waits for the running change to stop starting operations.
+PAUSE_WAIT = 30.0
+
+
+@click.command("pause")
+@click.argument("domain")
+@click.argument("solution")
+@click.option("--wait", is_flag=True, help="Return once the running change (if any) starts no more operations.")
+@reason_option
+@pass_settings
+def solution_pause(settings: Settings, domain: str, solution: str, wait: bool, reason: str) -> None:
+    """Start no operation of the solution until it is resumed: its running change stops at each instance's
+    next lifecycle boundary (operations in flight finish), later changes wait; the monitor leaves it alone."""
+    gateway = settings.gateway()
+    pause = gateway.call(gateway.solutions.PauseSolution,
+                         gw.PauseSolutionRequest(domain=domain, solution=solution, reason=reason)).pause
+    click.echo(f"paused by {pause.actor}" + (f": {pause.reason}" if pause.reason else ""))
+    if not wait:
+        return
+    give_up = time.monotonic() + PAUSE_WAIT
+    while time.monotonic() < give_up:
+        summary = gateway.call(gateway.solutions.SummarizeSolution,
+                               gw.SummarizeSolutionRequest(domain=domain, solution=solution))
+        if not summary.HasField("pause"):
+            raise click.ClickException("the solution was resumed meanwhile")
+        if not summary.HasField("running") or summary.pause.task == summary.running.uuid:
+            running = f"task {summary.running.uuid} starts" if summary.HasField("running") else "no change runs; none"
+            click.echo(f"{running} no more operations until `orch solution resume {domain} {solution}`")
+            return
+        time.sleep(0.1)
+    raise click.ClickException(f"the running change has not stopped after {PAUSE_WAIT:.0f} s (is a dispatcher up?)")
 
 
 @click.group()
@@ -389,7 +425,7 @@ def terminate(settings: Settings, task_id: str, domain_name: str, wait: bool, re
 
 def register(groups: dict[str, click.Group], root: click.Group) -> None:
     """Add the engine commands to the solution and task groups and to orch."""
-    for command in (deploy, plan, delete, solution_set, solution_resume):
+    for command in (deploy, plan, delete, solution_set, solution_resume, solution_pause):
         groups["solution"].add_command(command)
     groups["task"].add_command(terminate)
     root.add_command(cluster)

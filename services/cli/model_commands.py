@@ -238,9 +238,20 @@ def solution_status(settings: Settings, domain_name: str, name: str, output: str
                            "FAILED", "IN TRANSITION"], rows)
     if output == "table":
         _say_hold(summary.solution, domain_name, name)
+    if output == "table" and summary.HasField("pause"):
+        click.echo(_paused(summary.pause, domain_name, name))
     if output == "table" and summary.HasField("running"):
         click.echo(f"busy with task {summary.running.uuid} ({task_status_name(summary.running.status)}, "
                    f"by {summary.running.actor})")
+
+
+def _paused(pause: pb.SolutionPause, domain: str, name: str) -> str:
+    """Who paused the solution, since when, why, and whether its change has stopped."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pause.since_unix_ms / 1000))
+    why = f": {pause.reason}" if pause.reason else ""
+    stopped = (f"; task {pause.task} starts no more operations" if pause.acknowledged_unix_ms
+               else "; no change has run since")
+    return f"paused since {since} by {pause.actor}{why}{stopped}; `orch solution resume {domain} {name}` goes on"
 
 
 def _label(label: str) -> str:

@@ -62,6 +62,7 @@ class Bus:
             "remove": (gw.RemoveSolutionRequest, solutions.RemoveSolution),
             "rollback": (gw.RollbackSolutionRequest, solutions.RollbackSolution),
             "policy": (gw.SetFailurePolicyRequest, solutions.SetFailurePolicy),
+            "pause": (gw.PauseSolutionRequest, solutions.PauseSolution),
             "history": (gw.ListRevisionsRequest, solutions.ListRevisions),
             "diff": (gw.DiffRevisionsRequest, solutions.DiffRevisions),
             "terminate": (gw.TerminateTaskRequest, automation.TerminateTask),
@@ -230,6 +231,9 @@ def render_reply(request: Message, response: Message | dict[str, Any]) -> dict[s
         }
     if isinstance(response, gw.TerminateTaskResponse):
         return {"task": request.task}  # type: ignore[attr-defined]
+    if isinstance(response, gw.PauseSolutionResponse):
+        p = response.pause
+        return {"paused": True, "actor": p.actor, "reason": p.reason, "since": p.since_unix_ms}
     if isinstance(response, gw.ListRevisionsResponse):
         return {"revisions": [json.loads(revisions_bus_payload(r)) for r in response.revisions]}
     if isinstance(response, gw.DiffRevisionsResponse):

@@ -186,8 +186,11 @@ class Monitor:
             await self._nc.publish(self.subjects.status(message.domain, message.solution), message.encode())
         await self._nc.flush()
         tally = _Tally()
+        # A paused solution is left as it is (drift is still written down).
+        paused = set(await self.repo.pauses.all())
         await gather_bounded(
-            (self._act(v, observed, view_busy=(v.domain, v.name) in busy, tally=tally) for v in views),
+            (self._act(v, observed, view_busy=(v.domain, v.name) in busy, tally=tally,
+                       paused=(v.domain, v.name) in paused) for v in views),
             _SOLUTION_CONCURRENCY,
         )
         # Pacing is kept for the busy ones too: a compensation's own run must not reset its count.
@@ -203,7 +206,8 @@ class Monitor:
         """The solutions with a task running (holding a lease)."""
         return {(lease.record.request.domain, lease.record.request.solution) for lease in await self.leases.all()}
 
-    async def _act(self, view: SolutionView, observed: dict[str, Observation], view_busy: bool, tally: _Tally) -> None:
+    async def _act(self, view: SolutionView, observed: dict[str, Observation], view_busy: bool, tally: _Tally,
+                   paused: bool = False) -> None:
         """Correct drift, then compensate, unless a task runs for the solution."""
         drifting = [
             (w, observed[w.uuid]) for w in view.instances
@@ -218,9 +222,9 @@ class Monitor:
             tally.drifted += sum(written)
             if not all(written):
                 return  # records changed under us: look again next poll
-        if view.header.hold.kind:
-            # Held (an operator terminated its task) or degraded: drift is
-            # reported above, nothing is compensated until a request comes.
+        if view.header.hold.kind or paused:
+            # Held (an operator terminated its task), degraded or paused: drift
+            # is reported above, nothing is compensated until a request comes.
             tally.held += 1
             self.backoff.converged((view.domain, view.name))
             return

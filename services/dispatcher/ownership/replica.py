@@ -206,8 +206,14 @@ class Dispatcher(Intake, Tenure):
                 await self._conclude(repo, request, book.root_task.status, book.root_task.error)
                 await self._end(active)
                 return True
-            # The previous change concluded if its owner could not (at once: nothing waits for it).
-            intent, _ = await asyncio.gather(apply_request(repo, request, design), close_previous(repo, self.leases, request))
+            # The previous change concluded if its owner could not, and the
+            # pause read (at once: nothing waits for them).
+            intent, _, paused = await asyncio.gather(apply_request(repo, request, design),
+                                                     close_previous(repo, self.leases, request),
+                                                     self.repo.pauses.get(request.domain, request.solution))
+            if paused is not None:  # a paused solution's change starts no operation until it is resumed
+                run.scheduler.pause()
+                await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
             await run.prepare(intent)
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)

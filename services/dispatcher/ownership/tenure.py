@@ -1,6 +1,6 @@
 """Tenure: the leases of the solutions this replica runs, renewed while it
-runs them; what a dead replica left, taken over; terminations passed on to
-the runs; ended runs released and freed."""
+runs them; what a dead replica left, taken over; terminations and pauses
+passed on to the runs; ended runs released and freed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from dispatcher.run.executor import Run
 from dispatcher.settings import DispatcherSettings
 from orchestration.model.errors import Aborted, NotFound
 from orchestration.store.leases import LEASE_SECONDS, Lease, Leases, now_ms
+from orchestration.store.repository import Repository
+from orchestration.v1 import model_pb2 as pb
 
 log = logging.getLogger("dispatcher")
 
@@ -50,6 +52,7 @@ class Tenure:
 
     settings: DispatcherSettings
     leases: Leases
+    repo: Repository
     runs: dict[str, ActiveRun]
     _collected: float
 
@@ -91,6 +94,22 @@ class Tenure:
             self._collected = now
             gc.collect()
 
+    async def _follow_pauses(self, paused: dict[tuple[str, str], pb.SolutionPause]) -> None:
+        """Pause the runs of paused solutions (and say so), go on with the others."""
+        for active in list(self.runs.values()):
+            request = active.lease.record.request
+            scheduler = active.run.scheduler
+            if (request.domain, request.solution) in paused:
+                if not scheduler.paused:
+                    scheduler.pause()
+                    log.info("paused %s/%s (task %s)", request.domain, request.solution, request.task,
+                             extra={"task_id": request.task, "solution": request.solution})
+                await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
+            elif scheduler.paused:
+                scheduler.unpause()
+                log.info("resumed %s/%s (task %s)", request.domain, request.solution, request.task,
+                         extra={"task_id": request.task, "solution": request.solution})
+
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
@@ -113,6 +132,11 @@ class Tenure:
     async def _termination_loop(self) -> None:
         while True:
             await asyncio.sleep(0.5)
+            if self.runs:
+                try:
+                    await self._follow_pauses(await self.repo.pauses.all())
+                except Exception:  # noqa: BLE001
+                    log.debug("reading pauses failed", exc_info=True)
             for active in list(self.runs.values()):
                 request = active.lease.record.request
                 try:

@@ -60,6 +60,10 @@ class Scheduler:
         self.terminated: set[str] = set()  # tasks whose subtree starts nothing more
         # The run is still setting its instances going: not idle before that is over (all_going).
         self.setting_going = False
+        # Paused by an operator: what may go waits in `ready` (operations in flight finish).
+        self.paused = False
+        self.paused_at = 0.0  # clock time the pause began
+        self.paused_for = 0.0  # seconds paused before the current pause (a deadline does not count them)
 
     # ---- starting ------------------------------------------------------------
 
@@ -72,7 +76,7 @@ class Scheduler:
             key, kind = blockers[0]
             self.state.clusters[key].waiters[kind].add(slot.record.uuid)
             return
-        if self.inflight >= self.concurrency:
+        if self.inflight >= self.concurrency or self.paused:
             self.ready.append(slot.record.uuid)
             return
         slot.inflight = True  # with work on its path the instance was busy already: no counter changes
@@ -95,7 +99,11 @@ class Scheduler:
         if slot.record.uuid in self.state.instances:
             self.schedule(slot)
         self.wake(cluster)
-        while self.ready and self.inflight < self.concurrency and not self.stopping:
+        self._drain()
+
+    def _drain(self) -> None:
+        """Start queued instances up to the concurrency limit (none while paused)."""
+        while self.ready and self.inflight < self.concurrency and not self.stopping and not self.paused:
             queued = self.state.instances.get(self.ready.popleft())
             if queued is not None:
                 self.schedule(queued)
@@ -138,12 +146,29 @@ class Scheduler:
 
         self.clock.call_later(delay, again)
 
+    # ---- pausing ---------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Start no operation until unpause (those in flight finish): each
+        instance stops at its next lifecycle boundary."""
+        if not self.paused:
+            self.paused = True
+            self.paused_at = self.clock.time()
+
+    def unpause(self) -> None:
+        """Go on where the pause stopped: the queued instances start, up to the limit."""
+        if self.paused:
+            self.paused = False
+            self.paused_for += self.clock.time() - self.paused_at
+            self._drain()
+            self.check_idle()
+
     # ---- stopping --------------------------------------------------------------
 
     def deadline(self, seconds: float) -> Timer:
-        """Stop the run with TIMEOUT after `seconds` (cancel the timer when it ends first)."""
-        return self.clock.call_later(
-            seconds, lambda: self.stop(f"task tree exceeded its deadline of {seconds:.0f}s", S.TASK_STATUS_TIMEOUT))
+        """Stop the run with TIMEOUT after `seconds` of not being paused
+        (cancel the timer when it ends first): a pause stops the clock."""
+        return _Deadline(self, seconds)
 
     def stop(self, reason: str, status: pb.TaskStatus) -> None:
         """Start nothing more (the first reason stays); in-flight operations finish."""
@@ -176,8 +201,31 @@ class Scheduler:
     def idle(self) -> bool:
         if self.setting_going or self.inflight > 0 or self.handling > 0 or self.retrying > 0:
             return False
-        return bool(self.stopping) or not self.ready
+        return bool(self.stopping) or not self.ready  # (paused with work queued: waiting, not idle)
 
     def check_idle(self) -> None:
         if self.idle:
             self._on_idle()
+
+
+class _Deadline:
+    """The run's deadline: it fires once the run has been unpaused for its
+    seconds (looked at again when it falls due during or after a pause)."""
+
+    def __init__(self, scheduler: Scheduler, seconds: float) -> None:
+        self._scheduler, self._seconds = scheduler, seconds
+        self._begun = scheduler.clock.time()
+        self._timer = scheduler.clock.call_later(seconds, self._due)
+
+    def _due(self) -> None:
+        s = self._scheduler
+        now = s.clock.time()
+        paused = s.paused_for + (now - s.paused_at if s.paused else 0.0)
+        left = self._seconds - (now - self._begun - paused)
+        if left > 0:
+            self._timer = s.clock.call_later(left, self._due)
+            return
+        s.stop(f"task tree exceeded its deadline of {self._seconds:.0f}s", S.TASK_STATUS_TIMEOUT)
+
+    def cancel(self) -> None:
+        self._timer.cancel()

@@ -151,8 +151,18 @@ class SolutionChanges:
         if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
             return gw.ResumeSolutionResponse(task=task)
         await self._header(request.domain, request.solution)
-        task = await self.channel.submit(rpb.Request.Resume(), request.domain, request.solution, request.request_id, request.reason)
-        return gw.ResumeSolutionResponse(task=task)
+        reason = check_reason(request.reason)
+        ended = await self.repo.pauses.resume(request.domain, request.solution)
+        if ended is not None and (running := await self._running(request.domain, request.solution)):
+            # The paused change goes on where it stopped.
+            return gw.ResumeSolutionResponse(task=running, ended_pause=ended)
+        task = await self.channel.submit(rpb.Request.Resume(), request.domain, request.solution, request.request_id, reason)
+        return gw.ResumeSolutionResponse(task=task, ended_pause=ended)
+
+    async def PauseSolution(self, request: gw.PauseSolutionRequest, context: grpc.aio.ServicerContext) -> gw.PauseSolutionResponse:
+        await self._header(request.domain, request.solution)
+        pause = await self.repo.pauses.pause(request.domain, request.solution, caller().name, check_reason(request.reason))
+        return gw.PauseSolutionResponse(pause=pause)
 
     async def UpdateCluster(self, request: gw.UpdateClusterRequest, context: grpc.aio.ServicerContext) -> gw.UpdateClusterResponse:
         if task := await self.channel.earlier(request.domain, request.solution, request.request_id):

@@ -4,6 +4,7 @@ through the internal channel."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -122,7 +123,10 @@ class SolutionServicer(SolutionChanges, gw_grpc.SolutionServiceServicer):
             summary.clusters.add(element=cluster.element, cluster=cluster.cluster.version, target=cluster.cluster.target,
                                  size=cluster.cluster.size, **_summary_fields(found))
         summary.total.CopyFrom(gw.ClusterSummary(target=header.target, **_summary_fields(total)))
-        lease = await self.repo.leases.get(request.domain, request.solution)
+        lease, paused = await asyncio.gather(self.repo.leases.get(request.domain, request.solution),
+                                             self.repo.pauses.get(request.domain, request.solution))
+        if paused is not None:
+            summary.pause.CopyFrom(paused.value)
         if lease is not None and lease.record.task:
             try:
                 running = (await self.repo.tasks.get_task(request.domain, lease.record.task)).value

@@ -88,7 +88,7 @@ RIGHTS: dict[str, Right] = {
                             "ListElements", "RetrieveElement", "ListClusters", "RetrieveCluster", "ListInstances",
                             "RetrieveInstance", "WatchStatus", "ListRevisions", "DiffRevisions")},
     **{m: OPERATE for m in ("RemoveSolution", "DeploySolution", "UpdateSolution", "ResumeSolution", "UpdateCluster",
-                            "UpdateInstance", "RollbackSolution", "SetFailurePolicy")},
+                            "UpdateInstance", "RollbackSolution", "SetFailurePolicy", "PauseSolution")},
     # Tasks and events.
     **{m: _read() for m in ("ListTasks", "RetrieveTask", "ListEvents", "RetrieveEvent", "WatchEvents")},
     "TerminateTask": OPERATE,

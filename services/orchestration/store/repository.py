@@ -30,6 +30,8 @@ from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, app
 from orchestration.store.leases import Leases
 from orchestration.store.model_store import ModelStore
 from orchestration.store.leases import Registrations
+from orchestration.store.pauses import Pauses
+from orchestration.store.pauses import bus_payload as pauses_bus_payload
 from orchestration.store.revisions import RevisionStore
 from orchestration.store.revisions import bus_payload as revisions_bus_payload
 from orchestration.store.wire import connection_of
@@ -37,7 +39,7 @@ from orchestration.store.solution_store import ClusterRecord, InstanceRecord, So
 from orchestration.store.streams import CAPS, Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.store.task_store import TaskStore
-from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Revision, Solution, Task
+from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Revision, Solution, SolutionPause, Task
 from orchestration.v1.records_pb2 import Grave
 
 __all__ = ["ApplyResult", "ClusterRecord", "InstanceRecord", "Repository", "Versioned"]
@@ -78,6 +80,7 @@ class _Stores:
     leases: Leases
     registrations: Registrations
     revisions: RevisionStore
+    pauses: Pauses
 
 
 class Repository:
@@ -88,7 +91,8 @@ class Repository:
     - ``tasks``: tasks and events;
     - ``leases``: who runs each solution, and termination requests;
     - ``registrations``: controller replicas' registrations;
-    - ``revisions``: the numbered changes of each solution.
+    - ``revisions``: the numbered changes of each solution;
+    - ``pauses``: solutions an operator paused.
 
     What spans them (a domain's removal or contents, the whole model) is here."""
 
@@ -123,6 +127,10 @@ class Repository:
     @property
     def revisions(self) -> RevisionStore:
         return self._s.revisions
+
+    @property
+    def pauses(self) -> Pauses:
+        return self._s.pauses
 
     @property
     def leases(self) -> Leases:
@@ -178,13 +186,19 @@ class Repository:
         event_log = EventLog(self._js, s, replicated=self._replicas > 1)
         self._opened = _Stores(b, model, solutions, TaskStore(b.tasks, event_log, model.require_domain), event_log,
                                Leases(b.leases), Registrations(b.controllers),
-                               RevisionStore(b.solutions, self._retention.revisions_kept, self._announce_revision))
+                               RevisionStore(b.solutions, self._retention.revisions_kept, self._announce_revision),
+                               Pauses(b.leases, self._announce_pause))
 
     async def _announce_revision(self, revision: Revision) -> None:
         """A revision recorded or ended, on the bus (core NATS: followed live;
         what a client missed it reads with the `history` request)."""
         await connection_of(self._js).publish(self._subjects.revision(revision.domain, revision.solution),
                                               revisions_bus_payload(revision))
+
+    async def _announce_pause(self, domain: str, solution: str, pause: SolutionPause | None) -> None:
+        """A pause or its end, among the solution's status messages."""
+        await connection_of(self._js).publish(self._subjects.status(domain, solution),
+                                              pauses_bus_payload(domain, solution, pause, time.time_ns()))
 
     async def fencing_works(self) -> bool:
         """Whether the server honours writes conditional on another key
@@ -219,6 +233,7 @@ class Repository:
             s.events, s.leases, s.registrations,
             RevisionStore(s.buckets.solutions.fenced(Fence(key, solutions)), self._retention.revisions_kept,
                           self._announce_revision),
+            s.pauses,
         )
         return view
 
