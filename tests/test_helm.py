@@ -24,10 +24,11 @@ import yaml
 
 from cli.embedded_nats import find_nats_server
 from orchestration.runtime import healthcheck
-from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
-from orchestration.runtime.grpcserver import Server
+from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential
 from orchestration.store.natsusers import chart_permissions
 from orchestration.store.subjects import Subjects
+from orchestration_sdk.runtime.credentials import secret_sha256
+from orchestration_sdk.runtime.grpcserver import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "orchestrator"

@@ -17,7 +17,7 @@ import importlib, pkgutil, sys
 
 class Refuse:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"nats", "grpc"} or name.startswith(("orchestration.store", "orchestration.runtime")):
+        if name.split(".")[0] in {"nats", "grpc"} or name.startswith(("orchestration.store", "orchestration.runtime", "orchestration_sdk.runtime")):
             raise ImportError(f"the model must not import {name}")
         return None
 

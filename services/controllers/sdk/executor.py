@@ -18,10 +18,10 @@ from controllers.sdk.controller import Controller, Result
 from controllers.sdk.convert import TRANSITION_NAMES, Views, deadline_of, operation_context
 from controllers.sdk.errors import Permanent, Retryable
 from orchestration.model.lifecycle import EDGES
-from orchestration.runtime import telemetry
-from orchestration.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import State, Transition
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
 
 log = logging.getLogger("controllers.sdk")
 _tracer = telemetry.tracer("controllers.sdk")

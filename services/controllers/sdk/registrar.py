@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import grpc
 
-from orchestration.runtime.backoff import Backoff, Jitter
-from orchestration.runtime.tls import TlsConfig
-from orchestration.runtime.tls import channel as tls_channel
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import dispatcher_pb2 as pb
 from orchestration.v1 import dispatcher_pb2_grpc as pb_grpc
+from orchestration_sdk.runtime.backoff import Backoff, Jitter
+from orchestration_sdk.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.tls import channel as tls_channel
+from orchestration_sdk.runtime.wire import bearer_metadata
 
 log = logging.getLogger("controllers.sdk.registrar")
 

@@ -17,13 +17,13 @@ import click
 from controllers.sdk.controller import Controller
 from controllers.sdk.registrar import Registrar, Registration
 from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
-from orchestration.runtime.credentials import DigestGate
-from orchestration.runtime.grpcserver import Server
-from orchestration.runtime.process import METRICS_HELP, read_secret
-from orchestration.runtime.process import run as run_service
-from orchestration.runtime.process import service_process
-from orchestration.runtime.tls import TlsConfig
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
+from orchestration_sdk.runtime.credentials import DigestGate
+from orchestration_sdk.runtime.grpcserver import Server
+from orchestration_sdk.runtime.process import METRICS_HELP, read_secret
+from orchestration_sdk.runtime.process import run as run_service
+from orchestration_sdk.runtime.process import service_process
+from orchestration_sdk.runtime.tls import TlsConfig
 
 log = logging.getLogger("controllers.sdk.runner")
 

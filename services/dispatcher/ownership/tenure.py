@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from dispatcher.run.executor import Run
 from dispatcher.settings import DispatcherSettings
-from orchestration.model.errors import Aborted, NotFound
 from orchestration.store.leases import LEASE_SECONDS, Lease, Leases, now_ms
+from orchestration_sdk.status_errors import Aborted, NotFound
 
 log = logging.getLogger("dispatcher")
 

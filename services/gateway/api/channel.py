@@ -8,11 +8,11 @@ from opentelemetry.trace import SpanKind
 
 from gateway.api.access import caller
 from orchestration.model.names import check_name
-from orchestration.runtime import telemetry
 from orchestration.store.repository import Repository
 from orchestration.store.requests import accepted_before, new_request, submit
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.runtime import telemetry
 
 
 class Channel:

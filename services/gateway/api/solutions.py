@@ -14,7 +14,6 @@ import grpc
 from gateway.api.channel import Channel
 from gateway.api.feeds import Feeds
 from orchestration.model import planner
-from orchestration.model.errors import InvalidArgument, NotFound
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.model.rollup import Tally
@@ -23,6 +22,7 @@ from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import InvalidArgument, NotFound
 
 
 def find_element(solution: pb.Solution, domain: str, name: str) -> pb.Element:
