@@ -44,7 +44,7 @@ async def test_a_request_whose_start_times_out_reading_nats_is_tried_again_not_f
                                                credential="c", registration_key="k", replica="t1"))
     await dispatcher.start()
     try:
-        request = new_request(rpb.REQUEST_KIND_REMOVE, "flaky", "never-deployed", "test")
+        request = new_request(rpb.Request.Remove(), "flaky", "never-deployed", "test")
         task = await asyncio.wait_for(submit(repo, repo.leases, nc.jetstream(), subjects, request), 30)
         deadline = asyncio.get_running_loop().time() + 30
         while asyncio.get_running_loop().time() < deadline:

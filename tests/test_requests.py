@@ -72,7 +72,7 @@ def test_a_solution_whose_task_has_ended_is_not_busy(suite: Suite) -> None:
     suite.apply(models.flat("ended", 2))
     first = json.loads(suite.ok("solution", "deploy", "ended", "app", "V1", "--wait", "-o", "json"))["task"]
     assert not busy(suite, "ended", "app")
-    request = new_request(rpb.REQUEST_KIND_SET_SOLUTION, "ended", "app", "test", state=pb.STATE_INACTIVE)
+    request = new_request(rpb.Request.SetSolution(state=pb.STATE_INACTIVE), "ended", "app", "test")
     task = _submit(suite, request, lease_of=first)
     assert suite.wait_task("ended", task).status == pb.TASK_STATUS_COMPLETED
     found = suite.solution("ended", "app")
@@ -81,7 +81,7 @@ def test_a_solution_whose_task_has_ended_is_not_busy(suite: Suite) -> None:
 
 def test_a_removal_with_nothing_left_to_remove_completes(suite: Suite) -> None:
     suite.apply(models.flat("gone", 1))
-    task = _submit(suite, new_request(rpb.REQUEST_KIND_REMOVE, "gone", "never-deployed", "test"))
+    task = _submit(suite, new_request(rpb.Request.Remove(), "gone", "never-deployed", "test"))
     done = suite.wait_task("gone", task)
     assert (done.status, done.error) == (pb.TASK_STATUS_COMPLETED, "")
 
@@ -99,7 +99,7 @@ def test_a_request_that_cannot_start_fails_after_a_few_attempts_and_frees_its_so
             await nc.close()
 
     asyncio.run(corrupt())
-    task = _submit(suite, new_request(rpb.REQUEST_KIND_SET_SOLUTION, "broken", "app", "test", state=pb.STATE_INACTIVE))
+    task = _submit(suite, new_request(rpb.Request.SetSolution(state=pb.STATE_INACTIVE), "broken", "app", "test"))
     done = suite.wait_task("broken", task, timeout=60)
     assert done.status == pb.TASK_STATUS_FAILED
     assert done.error.startswith("the request could not be started (5 attempts): DecodeError")
@@ -162,7 +162,7 @@ def test_a_request_message_announces_the_lease_its_acceptance_stored(suite: Suit
     lease, and so replace what the message announces, at once."""
     suite.apply(models.flat("announced", 1))
     url, subjects = _connection(suite)
-    request = new_request(rpb.REQUEST_KIND_DEPLOY, "announced", "app", "test", architecture="app", version="V1")
+    request = new_request(rpb.Request.Deploy(architecture="app", version="V1"), "announced", "app", "test")
 
     async def go() -> tuple[str, Lease | None]:
         nc = await nats.connect(url)
@@ -202,7 +202,7 @@ def test_a_request_whose_announced_lease_moved_on_is_taken_from_the_lease_as_rea
     which would take it over seconds later)."""
     suite.apply(models.flat("moved", 2))
     url, subjects = _connection(suite)
-    request = new_request(rpb.REQUEST_KIND_DEPLOY, "moved", "app", "test", architecture="app", version="V1")
+    request = new_request(rpb.Request.Deploy(architecture="app", version="V1"), "moved", "app", "test")
 
     async def go() -> None:
         nc = await nats.connect(url)
@@ -228,7 +228,7 @@ def test_only_a_positive_revision_is_taken_from_the_header() -> None:
     """A revision of 0 would make the claim a create, and one that is not a
     plain number would fail the message at every delivery: both are ignored
     (the lease is read instead)."""
-    request = new_request(rpb.REQUEST_KIND_DEPLOY, "d", "s", "test", architecture="app", version="V1")
+    request = new_request(rpb.Request.Deploy(architecture="app", version="V1"), "d", "s", "test")
 
     class Message:
         def __init__(self, headers: dict[str, str] | None) -> None:

@@ -26,6 +26,7 @@ from orchestration.model.codec import parse_document
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Entry
 from orchestration.store.requests import new_request
+from orchestration.store.revisions import RevisionStore
 from orchestration.store.solution_store import SolutionStore
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
@@ -105,7 +106,8 @@ def _matches(key: str, pattern: str) -> bool:
 def repository(bucket: FakeBucket) -> Any:
     async def domain_exists(domain: str) -> None:
         return None
-    return SimpleNamespace(solutions=SolutionStore(bucket, domain_exists))  # type: ignore[arg-type]
+    return SimpleNamespace(solutions=SolutionStore(bucket, domain_exists),  # type: ignore[arg-type]
+                           revisions=RevisionStore(bucket))  # type: ignore[arg-type]
 
 
 def design(version: str = "V1") -> tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]:
@@ -131,16 +133,18 @@ async def apply(bucket: FakeBucket, request: rpb.Request, version: str = "V1") -
 
 
 def requests() -> Iterable[tuple[str, list[tuple[rpb.Request, str]]]]:
-    deploy = new_request(rpb.REQUEST_KIND_DEPLOY, DOMAIN, SOLUTION, "test", architecture="app", version="V1")
-    upgrade = new_request(rpb.REQUEST_KIND_DEPLOY, DOMAIN, SOLUTION, "test", architecture="app", version="V2")
-    resize = new_request(rpb.REQUEST_KIND_SET_CLUSTER, DOMAIN, SOLUTION, "test", element="e1", cluster="V1", size=1)
-    state = new_request(rpb.REQUEST_KIND_SET_SOLUTION, DOMAIN, SOLUTION, "test", state=pb.STATE_INACTIVE)
-    remove = new_request(rpb.REQUEST_KIND_REMOVE, DOMAIN, SOLUTION, "test")
+    deploy = new_request(rpb.Request.Deploy(architecture="app", version="V1"), DOMAIN, SOLUTION, "test")
+    upgrade = new_request(rpb.Request.Deploy(architecture="app", version="V2"), DOMAIN, SOLUTION, "test")
+    resize = new_request(rpb.Request.SetCluster(element="e1", cluster="V1", size=1), DOMAIN, SOLUTION, "test")
+    state = new_request(rpb.Request.SetSolution(state=pb.STATE_INACTIVE), DOMAIN, SOLUTION, "test")
+    remove = new_request(rpb.Request.Remove(), DOMAIN, SOLUTION, "test")
+    rollback = new_request(rpb.Request.Rollback(to=1), DOMAIN, SOLUTION, "test")
     yield "deploy", [(deploy, "V1")]
     yield "upgrade", [(deploy, "V1"), (upgrade, "V2")]
     yield "resize", [(deploy, "V1"), (resize, "V1")]
     yield "state", [(deploy, "V1"), (state, "V1")]
     yield "teardown", [(deploy, "V1"), (remove, "V1")]
+    yield "rollback", [(deploy, "V1"), (upgrade, "V2"), (rollback, "V1")]
 
 
 @pytest.mark.parametrize(("name", "steps"), list(requests()), ids=[n for n, _ in requests()])
@@ -178,7 +182,8 @@ async def test_records_under_a_cluster_are_never_written_before_it() -> None:
         return land(key, value)
 
     bucket._land = noting  # type: ignore[method-assign]
-    await apply(bucket, new_request(rpb.REQUEST_KIND_DEPLOY, DOMAIN, SOLUTION, "test", architecture="app", version="V1"))
+    await apply(bucket, new_request(rpb.Request.Deploy(architecture="app", version="V1"), DOMAIN, SOLUTION, "test"))
+    order = [key for key in order if not key.startswith(rk.REVISION_PREFIX)]  # the revision is written beside them
     assert order[0] == rk.solution_key(DOMAIN, SOLUTION), order
     wanted = planner.desired_solution(DOMAIN, SOLUTION, *design())
     for element in wanted.elements:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import click
 
-from cli.output import emit, output_option
+from cli.output import emit, output_option, when
 from cli.settings import Settings, pass_settings
 from orchestration.v1 import gateway_pb2 as gw
 
@@ -16,13 +15,9 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _when(unix_ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_ms / 1000)) if unix_ms else "-"
-
-
 def _token_fields(token: gw.Token) -> dict[str, object]:
-    return {"Name": token.name, "Role": token.role, "Domains": list(token.domains), "Created": _when(token.created_unix_ms),
-            "CreatedBy": token.created_by, "LastUsed": _when(token.last_used_unix_ms)}
+    return {"Name": token.name, "Role": token.role, "Domains": list(token.domains), "Created": when(token.created_unix_ms),
+            "CreatedBy": token.created_by, "LastUsed": when(token.last_used_unix_ms)}
 
 
 def seconds_of(text: str) -> float:
@@ -64,8 +59,8 @@ def token_list(settings: Settings, output: str) -> None:
     """Tokens with their role, domains, creation and last use (never the secret)."""
     gateway = settings.gateway()
     tokens = gateway.call(gateway.access.ListTokens, gw.ListTokensRequest()).tokens
-    rows = [[t.name, t.role, ", ".join(t.domains) or "(all)", _when(t.created_unix_ms), t.created_by,
-             _when(t.last_used_unix_ms)] for t in tokens]
+    rows = [[t.name, t.role, ", ".join(t.domains) or "(all)", when(t.created_unix_ms), t.created_by,
+             when(t.last_used_unix_ms)] for t in tokens]
     emit(output, [_token_fields(t) for t in tokens], ["NAME", "ROLE", "DOMAINS", "CREATED", "BY", "LAST USED"], rows)
 
 
@@ -96,11 +91,11 @@ def audit_list(settings: Settings, domain: str, actor: str, since: str, limit: i
     gateway = settings.gateway()
     request = gw.ListAuditRequest(domain=domain, actor=actor, since_seconds=seconds_of(since) if since else 0.0, limit=limit)
     entries = gateway.call(gateway.access.ListAudit, request).entries
-    documents = [{"Time": _when(e.time_unix_ms), "Actor": e.actor, "Channel": e.channel, "Method": e.method,
+    documents = [{"Time": when(e.time_unix_ms), "Actor": e.actor, "Channel": e.channel, "Method": e.method,
                   "Target": e.target, "Domain": e.domain, "RequestId": e.request_id, "TraceId": e.trace_id,
-                  "Outcome": e.outcome, "Message": e.message} for e in entries]
-    rows = [[_when(e.time_unix_ms), e.actor, e.channel, e.method, e.target, e.outcome] for e in entries]
-    emit(output, documents, ["TIME", "ACTOR", "VIA", "METHOD", "TARGET", "OUTCOME"], rows)
+                  "Outcome": e.outcome, "Message": e.message, "Reason": e.reason} for e in entries]
+    rows = [[when(e.time_unix_ms), e.actor, e.channel, e.method, e.target, e.outcome, e.reason or "-"] for e in entries]
+    emit(output, documents, ["TIME", "ACTOR", "VIA", "METHOD", "TARGET", "OUTCOME", "REASON"], rows)
 
 
 def register(cli: click.Group) -> None:

@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 import click
 import grpc
@@ -27,6 +28,11 @@ request_id_option = click.option(
     help="Name this change (1-128 letters, digits and _ . : @ -). Sent again with the same id, "
          "it is the same change and prints the same task: the safe way to retry after a lost reply. "
          "Default: a fresh id, retried automatically while the gateway is unreachable.")
+# Every command that asks for a change takes a reason, kept in the
+# solution's history and the audit trail.
+reason_option = click.option("--reason", default="", help="Why (one line, at most 500 characters): kept in the "
+                                                         "solution's history and the audit trail.")
+POLICIES = {"hold": pb.FAILURE_POLICY_HOLD, "rollback": pb.FAILURE_POLICY_ROLLBACK}
 # How long `task terminate --wait` waits for the task to end.
 TERMINATE_WAIT = 300.0
 FINISHED = {
@@ -98,7 +104,8 @@ def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: 
         call.cancel()
 
 
-def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: float, end: _End) -> None:
+def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: float, end: _End,
+            exit_on_failure: bool = True) -> None:
     tty = sys.stderr.isatty()
     last = ""
     while True:
@@ -126,11 +133,46 @@ def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: f
                 click.echo(f"task {task} completed", err=True)
                 return
             click.echo(f"error: task {task} {FINISHED[status]}: {error}", err=True)
+            if not exit_on_failure:
+                return
+            if status == pb.TASK_STATUS_FAILED:
+                _follow_rollback(gateway, domain, solution, task, interval)
             sys.exit(1)
         end.seen.wait(interval)
 
 
-def _submitted(gateway: Gateway, domain: str, solution: str, task: str, wait: bool) -> None:
+# How long `--wait` looks for the rollback a failure policy starts after a failed change.
+ROLLBACK_APPEARS = 10.0
+
+
+def _follow_rollback(gateway: Gateway, domain: str, solution: str, task: str, interval: float) -> None:
+    """After a failed change of a solution whose failure policy is rollback:
+    follow the rollback the engine starts by itself to its end (the command
+    still exits 1: the change asked for failed)."""
+    give_up = time.monotonic() + ROLLBACK_APPEARS
+    while True:
+        listed = gateway.call(gateway.solutions.ListRevisions,
+                              gw.ListRevisionsRequest(domain=domain, solution=solution)).revisions
+        failed = next((r for r in listed if r.task == task), None)
+        if failed is None or failed.desired.on_failure != pb.FAILURE_POLICY_ROLLBACK or failed.change == "rollback":
+            return
+        rollback = next((r for r in listed if r.change == "rollback" and r.reason.startswith(f"revision {failed.number} failed")),
+                        None)
+        if rollback is not None:
+            click.echo(f"rolling back to revision {rollback.restores} (revision {rollback.number}, task {rollback.task})",
+                       err=True)
+            end, call = _end_of(gateway, domain, rollback.task)
+            try:
+                _follow(gateway, domain, solution, rollback.task, interval, end, exit_on_failure=False)
+            finally:
+                call.cancel()
+            return
+        if time.monotonic() > give_up:
+            return
+        time.sleep(0.1)
+
+
+def submitted(gateway: Gateway, domain: str, solution: str, task: str, wait: bool) -> None:
     """Print the root task id of an accepted request; with `wait`, follow it to its end."""
     click.echo(task)
     if wait:
@@ -167,16 +209,22 @@ size_option = click.option(
 @click.argument("version")
 @click.option("--solution", default="", help="Solution name (default: the architecture's name).")
 @size_option
+@click.option("--on-failure", type=click.Choice(list(POLICIES)), default=None,
+              help="When a change of the solution fails: hold it where it stopped, or roll it back to the last "
+                   "revision that succeeded (default: as it is; hold for a new solution).")
+@click.option("--force", is_flag=True, help="Deploy even what a revision marked bad (failed and rolled back) asked for.")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @request_id_option
+@reason_option
 @pass_settings
 def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, sizes: tuple[str, ...],
-           wait: bool, output: str, request_id: str) -> None:
+           on_failure: str | None, force: bool, wait: bool, output: str, request_id: str, reason: str) -> None:
     """Create or update a solution from an architecture version; prints the root task id."""
     gateway = settings.gateway()
     request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
-                                      request_id=request_id, sizes=_sizes(sizes))
+                                      request_id=request_id, sizes=_sizes(sizes), reason=reason, force=force,
+                                      on_failure=POLICIES[on_failure] if on_failure else pb.FAILURE_POLICY_UNSPECIFIED)
     task = gateway.submit(gateway.solutions.DeploySolution, request).task
     _started(output, task)
     if wait:
@@ -197,7 +245,11 @@ def plan(settings: Settings, domain: str, architecture: str, version: str, solut
     gateway = settings.gateway()
     request = gw.PlanSolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
                                      sizes=_sizes(sizes))
-    transitions = list(gateway.call(gateway.solutions.PlanSolution, request).transitions)
+    show_plan(output, gateway.call(gateway.solutions.PlanSolution, request).transitions)
+
+
+def show_plan(output: str, transitions: Sequence[gw.PlannedTransition]) -> None:
+    """Planned transitions, one per line: what each instance would do and what it waits for."""
     data = [
         {"Element": t.element, "Cluster": t.cluster, "Instance": t.instance,
          "Transition": TRANSITION_NAMES.get(t.transition, ""), "WaitsFor": list(t.waits_for)}
@@ -212,12 +264,14 @@ def plan(settings: Settings, domain: str, architecture: str, version: str, solut
 @click.argument("solution")
 @click.option("--wait", is_flag=True, help="Show progress until the teardown ends.")
 @request_id_option
+@reason_option
 @pass_settings
-def delete(settings: Settings, domain: str, solution: str, wait: bool, request_id: str) -> None:
+def delete(settings: Settings, domain: str, solution: str, wait: bool, request_id: str, reason: str) -> None:
     """Tear a solution down (reverse dependency order), then remove its records."""
     gateway = settings.gateway()
-    task = gateway.submit(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution, request_id=request_id)).task
-    _submitted(gateway, domain, solution, task, wait)
+    task = gateway.submit(gateway.solutions.RemoveSolution, gw.RemoveSolutionRequest(domain=domain, solution=solution, request_id=request_id,
+                                                                                   reason=reason)).task
+    submitted(gateway, domain, solution, task, wait)
 
 
 @click.command("set")
@@ -226,13 +280,16 @@ def delete(settings: Settings, domain: str, solution: str, wait: bool, request_i
 @click.option("--state", type=TARGET_STATES, required=True, help="New target state of every cluster.")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @request_id_option
+@reason_option
 @pass_settings
-def solution_set(settings: Settings, domain: str, solution: str, state: str, wait: bool, request_id: str) -> None:
+def solution_set(settings: Settings, domain: str, solution: str, state: str, wait: bool, request_id: str,
+                 reason: str) -> None:
     """Send a whole solution to another state (stops and destroys go in reverse dependency order)."""
     gateway = settings.gateway()
-    request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state], request_id=request_id)
+    request = gw.UpdateSolutionRequest(domain=domain, solution=solution, state=STATES_BY_NAME[state], request_id=request_id,
+                                       reason=reason)
     task = gateway.submit(gateway.solutions.UpdateSolution, request).task
-    _submitted(gateway, domain, solution, task, wait)
+    submitted(gateway, domain, solution, task, wait)
 
 
 @click.command("resume")
@@ -240,12 +297,14 @@ def solution_set(settings: Settings, domain: str, solution: str, state: str, wai
 @click.argument("solution")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @request_id_option
+@reason_option
 @pass_settings
-def solution_resume(settings: Settings, domain: str, solution: str, wait: bool, request_id: str) -> None:
+def solution_resume(settings: Settings, domain: str, solution: str, wait: bool, request_id: str, reason: str) -> None:
     """End a hold (a terminated task, or the monitor giving up) and converge the solution to its intent."""
     gateway = settings.gateway()
-    task = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution, request_id=request_id)).task
-    _submitted(gateway, domain, solution, task, wait)
+    task = gateway.submit(gateway.solutions.ResumeSolution, gw.ResumeSolutionRequest(domain=domain, solution=solution, request_id=request_id,
+                                                                                   reason=reason)).task
+    submitted(gateway, domain, solution, task, wait)
 
 
 @click.group()
@@ -262,17 +321,19 @@ def cluster() -> None:
 @click.option("--state", type=TARGET_STATES, default=None, help="New target state.")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @request_id_option
+@reason_option
 @pass_settings
 def cluster_set(settings: Settings, domain: str, solution: str, element: str, cluster_name: str, size: int | None,
-                state: str | None, wait: bool, request_id: str) -> None:
+                state: str | None, wait: bool, request_id: str, reason: str) -> None:
     """Resize a cluster and/or send it to another state."""
     gateway = settings.gateway()
     request = gw.UpdateClusterRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
-                                      state=STATES_BY_NAME[state] if state else pb.STATE_UNSPECIFIED, request_id=request_id)
+                                      state=STATES_BY_NAME[state] if state else pb.STATE_UNSPECIFIED, request_id=request_id,
+                                      reason=reason)
     if size is not None:
         request.size = size
     task = gateway.submit(gateway.solutions.UpdateCluster, request).task
-    _submitted(gateway, domain, solution, task, wait)
+    submitted(gateway, domain, solution, task, wait)
 
 
 @click.group()
@@ -289,15 +350,16 @@ def instance() -> None:
 @click.option("--state", type=TARGET_STATES, required=True, help="New target state.")
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @request_id_option
+@reason_option
 @pass_settings
 def instance_set(settings: Settings, domain: str, solution: str, element: str, cluster_name: str, uuid: str,
-                 state: str, wait: bool, request_id: str) -> None:
+                 state: str, wait: bool, request_id: str, reason: str) -> None:
     """Send one instance to another state."""
     gateway = settings.gateway()
     request = gw.UpdateInstanceRequest(domain=domain, solution=solution, element=element, cluster=cluster_name,
-                                       instance=uuid, state=STATES_BY_NAME[state], request_id=request_id)
+                                       instance=uuid, state=STATES_BY_NAME[state], request_id=request_id, reason=reason)
     task = gateway.submit(gateway.solutions.UpdateInstance, request).task
-    _submitted(gateway, domain, solution, task, wait)
+    submitted(gateway, domain, solution, task, wait)
 
 
 @click.command("terminate")
@@ -305,11 +367,12 @@ def instance_set(settings: Settings, domain: str, solution: str, element: str, c
 @click.option("--domain", "domain_name", default="", help="Domain of the task (found when omitted).")
 @click.option("--wait", is_flag=True, help="Return once the task has ended (at most 5 minutes); for a root task, "
                                            "its solution is then free for the next request.")
+@reason_option
 @pass_settings
-def terminate(settings: Settings, task_id: str, domain_name: str, wait: bool) -> None:
+def terminate(settings: Settings, task_id: str, domain_name: str, wait: bool, reason: str) -> None:
     """Terminate a running task and its subtree (asking again is harmless: it is one termination)."""
     gateway = settings.gateway()
-    gateway.call(gateway.automation.TerminateTask, gw.TerminateTaskRequest(domain=domain_name, task=task_id))
+    gateway.call(gateway.automation.TerminateTask, gw.TerminateTaskRequest(domain=domain_name, task=task_id, reason=reason))
     click.echo(f"termination of {task_id} requested")
     if not wait:
         return

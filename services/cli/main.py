@@ -18,7 +18,8 @@ from orchestration_sdk.runtime.tls import TlsConfig
 
 # Every top-level command: the line `orch --help` shows for it, and the
 # command modules it is made from (engine_commands adds to model_commands'
-# solution and task groups, watch_commands to its event group), which are
+# solution and task groups, history_commands to its solution group,
+# watch_commands to its event group), which are
 # all it loads; `up` and `info` come from runtime_commands.
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "apply": ("Validate a model, domain, component or architecture file and store it.", ("model",)),
@@ -52,6 +53,9 @@ def _gateway_commands(modules: tuple[str, ...]) -> click.Group:
             from cli import engine_commands
 
             engine_commands.register({"solution": model_commands.solution, "task": model_commands.task}, tree)
+            from cli import history_commands
+
+            history_commands.register(model_commands.solution)
         if "watch" in modules:
             from cli import watch_commands
 

@@ -4,6 +4,7 @@ structure, capitalised keys) for scripts."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,11 @@ def as_document(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: as_document(v) for k, v in value.items()}
     return value
+
+
+def when(unix_ms: int) -> str:
+    """A moment for people: local date and time to the second ("-" when unknown)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_ms / 1000)) if unix_ms else "-"
 
 
 def emit(fmt: str, data: Any, headers: Sequence[str] = (), rows: Sequence[Sequence[Any]] = ()) -> None:

@@ -24,7 +24,9 @@ from gateway.api.automation import AutomationServicer
 from gateway.api.solutions import SolutionServicer
 from orchestration.model import codec
 from orchestration.model.access import Principal
+from orchestration.model.lifecycle import TRANSITION_NAMES
 from orchestration.model.names import check_name
+from orchestration.store.revisions import bus_payload as revisions_bus_payload
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration_sdk.runtime import telemetry
@@ -58,6 +60,10 @@ class Bus:
             "solution": (gw.UpdateSolutionRequest, solutions.UpdateSolution),
             "resume": (gw.ResumeSolutionRequest, solutions.ResumeSolution),
             "remove": (gw.RemoveSolutionRequest, solutions.RemoveSolution),
+            "rollback": (gw.RollbackSolutionRequest, solutions.RollbackSolution),
+            "policy": (gw.SetFailurePolicyRequest, solutions.SetFailurePolicy),
+            "history": (gw.ListRevisionsRequest, solutions.ListRevisions),
+            "diff": (gw.DiffRevisionsRequest, solutions.DiffRevisions),
             "terminate": (gw.TerminateTaskRequest, automation.TerminateTask),
             "task": (gw.RetrieveTaskRequest, automation.RetrieveTask),
             "events": (gw.ListEventsRequest, self.ListEvents),
@@ -224,4 +230,14 @@ def render_reply(request: Message, response: Message | dict[str, Any]) -> dict[s
         }
     if isinstance(response, gw.TerminateTaskResponse):
         return {"task": request.task}  # type: ignore[attr-defined]
+    if isinstance(response, gw.ListRevisionsResponse):
+        return {"revisions": [json.loads(revisions_bus_payload(r)) for r in response.revisions]}
+    if isinstance(response, gw.DiffRevisionsResponse):
+        return {"changes": list(response.changes)}
+    if isinstance(response, gw.RollbackSolutionResponse):
+        if not response.task:  # a plan
+            return {"transitions": [{"element": t.element, "cluster": t.cluster, "instance": t.instance,
+                                     "transition": TRANSITION_NAMES.get(t.transition, ""), "waits_for": list(t.waits_for)}
+                                    for t in response.transitions]}
+        return {"task": response.task, "superseded_task": response.superseded_task}
     return {"task": response.task}  # type: ignore[attr-defined]

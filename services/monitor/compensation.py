@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
+from orchestration.model import revisions
 from orchestration.store.events import EventRecorder, new_event
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
@@ -29,6 +30,8 @@ log = logging.getLogger("monitor.compensation")
 _tracer = telemetry.tracer("monitor")
 
 SOURCE = "monitor"
+# Who asks for a rollback the failure policy makes (as the dispatcher names it).
+FAILURE_POLICY = "failure-policy"
 SolutionKey = tuple[str, str]
 
 
@@ -69,8 +72,30 @@ class Pacing:
             self.converged(key)
 
 
+# How long after a change succeeded an instance failing its status check
+# rolls the change back (with the `rollback` failure policy); later, a
+# failure is repaired as any other, not blamed on the change.
+ROLLBACK_WINDOW = 600.0
+
+
+def rollback_for(listed: list[pb.Revision], now_ms: int) -> tuple[pb.Revision, pb.Revision] | None:
+    """(the change to roll back, the revision to roll back to) when the
+    newest revision is a change that succeeded within ROLLBACK_WINDOW under
+    the `rollback` policy and an earlier one succeeded; else None."""
+    if not listed:
+        return None
+    newest = max(listed, key=lambda r: r.number)
+    if (newest.desired.on_failure != pb.FAILURE_POLICY_ROLLBACK or newest.outcome != pb.REVISION_OUTCOME_SUCCEEDED
+            or newest.change in ("rollback", "remove", "terminate", "policy")
+            or now_ms - newest.ended_unix_ms > ROLLBACK_WINDOW * 1000):
+        return None
+    target = revisions.last_succeeded(listed, newest.number)
+    return (newest, target) if target is not None else None
+
+
 class Compensator:
-    """Submits RECONCILE requests through the internal channel."""
+    """Submits RECONCILE requests through the internal channel, and the
+    rollbacks of the `rollback` failure policy."""
 
     def __init__(self, repo: Repository, leases: Leases, js: JetStreamContext, subjects: Subjects) -> None:
         self._repo, self._leases, self._js, self._subjects = repo, leases, js, subjects
@@ -80,8 +105,18 @@ class Compensator:
         with _tracer.start_as_current_span(f"compensate {solution}", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("orch.domain", domain)
             span.set_attribute("orch.solution", solution)
-            request = new_request(rpb.REQUEST_KIND_RECONCILE, domain, solution, SOURCE, telemetry.traceparent(span))
+            request = new_request(rpb.Request.Reconcile(), domain, solution, SOURCE, telemetry.traceparent(span))
             return await self._submit(request, reason)
+
+    async def roll_back(self, domain: str, solution: str, failed: pb.Revision, target: pb.Revision, reason: str) -> str | None:
+        """Roll a change back whose instances failed their status check after
+        it (the same request as the dispatcher's for a failed change: one of
+        them is accepted)."""
+        with _tracer.start_as_current_span(f"roll back {solution}", kind=SpanKind.PRODUCER) as span:
+            request = new_request(rpb.Request.Rollback(to=target.number, failed=failed.number), domain, solution,
+                                  FAILURE_POLICY, telemetry.traceparent(span), f"rollback-of-revision-{failed.number}",
+                                  FAILURE_POLICY, f"revision {failed.number} failed its status check after it: {reason}")
+            return await self._submit(request, f"rolling back revision {failed.number} to {target.number}: {reason}")
 
     async def _submit(self, request: rpb.Request, reason: str) -> str | None:
         domain, solution = request.domain, request.solution

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from monitor.compensation import Compensator, Pacing, SolutionKey, mark_degraded
+from monitor.compensation import Compensator, Pacing, SolutionKey, mark_degraded, rollback_for
 from monitor.drift import correct, effective_state, is_drift
 from monitor.figures import PollFigures
 from monitor.inventory import Inventory, SolutionView, Watched
@@ -30,6 +30,7 @@ from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
 from orchestration.store.wire import connect, redact
 from orchestration.v1 import controller_pb2 as cpb
+from orchestration.v1 import model_pb2 as pb
 from orchestration_sdk.runtime import telemetry
 from orchestration_sdk.runtime.concurrency import gather_bounded
 from orchestration_sdk.runtime.process import stop_on_signals
@@ -245,6 +246,17 @@ class Monitor:
         first = off_now[0].instance
         reason = (f"{len(off_now)} instance(s) off target, e.g. {first.uuid} "
                   f"{_name(first.state)} (target {_name(first.target)})")
+        failing = [r for r in off_now if r.instance.state == FAILURE]
+        if failing and view.header.on_failure == pb.FAILURE_POLICY_ROLLBACK:
+            found = rollback_for([v.value for v in await self.repo.revisions.all(view.domain, view.name)],
+                                 int(time.time() * 1000))
+            if found is not None:
+                r = failing[0]
+                why = f"instance {r.instance.uuid} of {r.element}/{r.cluster} failed: {r.instance.error or 'failure'}"
+                if await self.compensator.roll_back(view.domain, view.name, *found, why) is not None:
+                    tally.compensations += 1
+                    self.backoff.compensated(key, self.clock())
+                return
         permanent = [r for r in off_now if r.instance.state == FAILURE and r.instance.permanent]
         if permanent:
             r = permanent[0]

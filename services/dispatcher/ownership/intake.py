@@ -15,7 +15,7 @@ from nats.js import JetStreamContext, api
 from dispatcher.ownership.tenure import ActiveRun
 from dispatcher.settings import DispatcherSettings
 from orchestration.runtime.metrics import REQUESTS_WAITING
-from orchestration.store.leases import LEASE_REVISION_HEADER, Lease, Leases, now_ms, queued_lease
+from orchestration.store.leases import LEASE_REVISION_HEADER, Lease, Leases, now_ms, queued_lease, read_request
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import records_pb2 as rpb
 
@@ -79,7 +79,7 @@ class Intake:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            request = rpb.Request.FromString(msg.data)
+            request = read_request(msg.data)
         except Exception:  # noqa: BLE001 - a message nobody can read is dropped, loudly
             log.error("dropping unreadable request on %s", msg.subject)
             await msg.term()

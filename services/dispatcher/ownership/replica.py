@@ -14,6 +14,7 @@ from nats.aio.client import Client
 
 from dispatcher.controllers import ControllerPool
 from dispatcher.ownership.intake import Intake
+from dispatcher.ownership.outcomes import close_previous, conclude
 from dispatcher.ownership.registration import RegistrationServicer
 from dispatcher.ownership.tenure import ActiveRun, Tenure
 from dispatcher.run.executor import Run, RunContext
@@ -23,9 +24,9 @@ from dispatcher.settings import DispatcherSettings
 from orchestration.runtime.credentials import RegistrationGate
 from orchestration.store.events import EventRecorder
 from orchestration.store.kvstore import is_transient
-from orchestration.store.leases import Lease
+from orchestration.store.leases import Lease, solution_key
 from orchestration.store.repository import Repository
-from orchestration.store.requests import root_task
+from orchestration.store.requests import root_task, submit
 from orchestration.store.subjects import Subjects
 from orchestration.store.wire import connect, redact
 from orchestration.v1 import dispatcher_pb2 as dpb
@@ -201,9 +202,13 @@ class Dispatcher(Intake, Tenure):
         self.runs[lease.key] = active
         try:
             if book.finished(book.root):
+                # Ended, but maybe not concluded (its owner died in between).
+                await self._conclude(repo, request, book.root_task.status, book.root_task.error)
                 await self._end(active)
                 return True
-            await run.prepare(await apply_request(repo, request, design))
+            # The previous change concluded if its owner could not (at once: nothing waits for it).
+            intent, _ = await asyncio.gather(apply_request(repo, request, design), close_previous(repo, self.leases, request))
+            await run.prepare(intent)
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)
             self.runs.pop(lease.key, None)
@@ -214,7 +219,7 @@ class Dispatcher(Intake, Tenure):
                 # lease stays ours; the request is tried again (redelivery, recovery).
                 self.runs.pop(lease.key, None)
                 raise
-            if request.kind == rpb.REQUEST_KIND_REMOVE and isinstance(err, NotFound):
+            if request.HasField("remove") and isinstance(err, NotFound):
                 # Removed already: a run stopped between the removal and its root's status,
                 # or between the grave and the purge (which this finishes).
                 with contextlib.suppress(NotFound):
@@ -224,6 +229,7 @@ class Dispatcher(Intake, Tenure):
                 return True
             log.warning("request %s cannot run: %s", request.uuid, err.message)
             await book.set_status(book.root, pb.TASK_STATUS_FAILED, error=err.message)
+            await self._conclude(repo, request, pb.TASK_STATUS_FAILED, err.message)
             await self._end(active)
             return True
         except BaseException:
@@ -233,6 +239,23 @@ class Dispatcher(Intake, Tenure):
         active.task = asyncio.create_task(self._execute(active), name=f"run {lease.key}")
         return True
 
+    async def _conclude(self, repo: Repository, request: rpb.Request, status: int, error: str) -> None:
+        """The outcome into the request's revision; the failure policy acted on
+        (a rollback is queued over the ended run's lease, see outcomes)."""
+        try:
+            follow = await conclude(repo, self.leases, request, status, error)
+        except Fenced:
+            # The next request's owner has the solution: it concludes this one (see close_previous).
+            log.info("%s/%s moved on before task %s was concluded", request.domain, request.solution, request.task)
+            return
+        if follow is not None:
+            # Queued over the ended run's lease (no gap in which another request
+            # could take the solution); the run is let go first, so that this
+            # replica takes the rollback at once. Should this fail, the lease
+            # runs out and whoever takes it concludes the run again.
+            self.runs.pop(solution_key(request.domain, request.solution), None)
+            await submit(self.repo, self.leases, self.js, self.subjects, follow)
+
     async def _execute(self, active: ActiveRun) -> None:
         run = active.run
         try:
@@ -240,6 +263,7 @@ class Dispatcher(Intake, Tenure):
             if not run.lost:
                 log.info("task %s of %s ended %s", run.book.root, active.lease.key,
                          pb.TaskStatus.Name(status).removeprefix("TASK_STATUS_").lower(), extra={"task_id": run.book.root})
+                await self._conclude(run.ctx.repo, active.lease.record.request, status, run.book.root_task.error)
                 await self._end(active)
         except asyncio.CancelledError:
             raise
@@ -248,7 +272,8 @@ class Dispatcher(Intake, Tenure):
             run.lose_lease()
         finally:
             if run.lost:
-                self.runs.pop(active.lease.key, None)
+                if self.runs.get(active.lease.key) is active:
+                    del self.runs[active.lease.key]
                 self._collect_garbage()
 
 

@@ -75,7 +75,8 @@ class Tenure:
             await self.leases.release(active.lease)
         with contextlib.suppress(Exception):
             await self.leases.clear_terminations(request.domain, request.task)
-        self.runs.pop(active.lease.key, None)
+        if self.runs.get(active.lease.key) is active:  # (a rollback queued over it may run already)
+            del self.runs[active.lease.key]
         self._collect_garbage()
 
     def _collect_garbage(self) -> None:

@@ -7,14 +7,11 @@ import asyncio
 import contextlib
 
 from dispatcher.run.snapshot import Intent, load_records, write_intent
-from orchestration.model import planner
+from orchestration.model import planner, revisions
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration_sdk.status_errors import FailedPrecondition, NotFound
-
-R = rpb.RequestKind
-
 
 Design = tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]
 
@@ -24,7 +21,7 @@ def read_design(repo: Repository, request: rpb.Request) -> asyncio.Future[Design
     it uses, started now (None for other requests). Reads of the model only:
     the dispatcher starts them before it owns the solution, so that they are
     done by the time it does."""
-    if request.kind != R.REQUEST_KIND_DEPLOY:
+    if not request.HasField("deploy"):
         return None
     reads = asyncio.ensure_future(_design(repo, request))
     # A failure is reported by apply_request; one nobody awaits (the run did
@@ -39,7 +36,8 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
     planned: the cluster records written here carry everything a run needs.
     `design`: read_design's reads, when started already."""
     later = planner.Additions()
-    if request.kind == R.REQUEST_KIND_DEPLOY:
+    kind = request.WhichOneof("change")
+    if kind == "deploy":
         if design is None:
             design = read_design(repo, request)
         assert design is not None
@@ -48,36 +46,80 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
     else:
         records = await load_records(repo, request.domain, request.solution)
     current = records.tree()
-    if request.kind == R.REQUEST_KIND_DEPLOY:
+    if kind == "deploy":
         desired = planner.with_sizes(planner.desired_solution(request.domain, request.solution, architecture, catalog),
-                                     request.sizes)
+                                     request.deploy.sizes)
+        desired.on_failure = request.deploy.on_failure or (current.on_failure if current else pb.FAILURE_POLICY_HOLD)
         wanted = planner.merge(current, desired, later=later)
     else:
         if current is None:
             raise NotFound(f"solution '{request.domain}/{request.solution}' not found")
-        if request.kind == R.REQUEST_KIND_SET_CLUSTER:
-            size = request.size if request.HasField("size") else None
-            wanted = planner.set_cluster(current, request.element, request.cluster, size, request.state, later=later)
-        elif request.kind == R.REQUEST_KIND_SET_SOLUTION:
-            wanted = planner.set_solution(current, request.state)
-        elif request.kind == R.REQUEST_KIND_SET_INSTANCE:
-            wanted = planner.set_instance(current, request.element, request.cluster, request.instance, request.state)
-        elif request.kind == R.REQUEST_KIND_REMOVE:
+        if kind == "set_cluster":
+            change = request.set_cluster
+            size = change.size if change.HasField("size") else None
+            wanted = planner.set_cluster(current, change.element, change.cluster, size, change.state, later=later)
+        elif kind == "set_solution":
+            wanted = planner.set_solution(current, request.set_solution.state)
+        elif kind == "set_instance":
+            one = request.set_instance
+            wanted = planner.set_instance(current, one.element, one.cluster, one.instance, one.state)
+        elif kind == "remove":
             wanted = planner.teardown(current)
-        elif request.kind in (R.REQUEST_KIND_RECONCILE, R.REQUEST_KIND_RESUME):
+        elif kind in ("reconcile", "resume"):
             wanted = current
+        elif kind == "rollback":
+            wanted = await _rollback(repo, request, current, later)
+        elif kind == "set_policy":
+            wanted = pb.Solution()
+            wanted.CopyFrom(current)
+            wanted.on_failure = request.set_policy.on_failure
         else:
-            raise FailedPrecondition(f"unknown request kind {request.kind}")
-    if request.kind != R.REQUEST_KIND_RECONCILE:
+            raise FailedPrecondition(f"request {request.uuid} asks for no change this dispatcher knows")
+    if kind != "reconcile":
         _end_hold(wanted)
     if planner.missing_design(wanted):
         wanted = await _backfill(repo, request.domain, wanted, current)
     # The cluster that grows first is written first; the run writes the rest
     # after its first operation has left.
     first = next(iter(later.counts), None)
-    intent = await write_intent(repo, request.domain, records, wanted, first)
+    # The revision and the intent at once (a resumed run finds the revision
+    # recorded, and writes the same intent): both are stored before any task starts.
+    revision, intent = await asyncio.gather(_record_revision(repo, request, wanted),
+                                            write_intent(repo, request.domain, records, wanted, first))
     intent.additions = later.counts
+    intent.revision = revision
     return intent
+
+
+async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.Solution) -> pb.Revision | None:
+    """The request's revision (None for a compensation, which changes nothing
+    that was asked)."""
+    if request.HasField("reconcile"):
+        return None
+    change, summary = revisions.describe(request)
+    desired, apart = revisions.desired_of(wanted)
+    record = pb.Revision(
+        domain=request.domain, solution=request.solution, change=change, summary=summary, actor=request.actor,
+        reason=request.reason, created_unix_ms=request.accepted // 1_000_000, request=request.uuid,
+        client_request_id=request.client_request_id, task=request.task, desired=desired, instance_targets=apart,
+        restores=request.rollback.to,
+    )
+    stored = await repo.revisions.record(record)
+    if request.rollback.failed:
+        # The failed change is rolled back from now on (it stays bad).
+        await repo.revisions.end(request.domain, request.solution, request.rollback.failed,
+                                 pb.REVISION_OUTCOME_ROLLED_BACK, request.reason, bad=True,
+                                 replace=frozenset({pb.REVISION_OUTCOME_FAILED, pb.REVISION_OUTCOME_SUCCEEDED}))
+    return stored
+
+
+async def _rollback(repo: Repository, request: rpb.Request, current: pb.Solution, later: planner.Additions) -> pb.Solution:
+    """The solution with an earlier revision's desired state put back."""
+    target = (await repo.revisions.get(request.domain, request.solution, request.rollback.to)).value
+    if not target.desired.elements:
+        raise FailedPrecondition(f"revision {target.number} of solution '{request.domain}/{request.solution}' "
+                                 f"asks for nothing to run ({target.summary}); roll back to another revision")
+    return revisions.restore(current, target, later)
 
 
 def _end_hold(solution: pb.Solution) -> None:
@@ -92,7 +134,7 @@ def _end_hold(solution: pb.Solution) -> None:
 
 async def _design(repo: Repository, request: rpb.Request) -> Design:
     """The architecture to deploy and the components it uses."""
-    architecture = await repo.model.get_architecture(request.domain, request.architecture, request.version)
+    architecture = await repo.model.get_architecture(request.domain, request.deploy.architecture, request.deploy.version)
     used = {(element.component, cluster.version) for element in architecture.elements for cluster in element.clusters}
     return architecture, await _components(repo, request.domain, used)
 

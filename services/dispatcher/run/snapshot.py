@@ -81,6 +81,8 @@ class Intent:
     unsaved: set[str] = field(default_factory=set)
     additions: dict[tuple[str, str], int] = field(default_factory=dict)
     deferred: Deferred = field(default_factory=lambda: Deferred())
+    # The request's revision, as recorded (None for a compensation).
+    revision: pb.Revision | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestration.model.access import RIGHTS, Principal, check
+from orchestration.model.names import REASON_MAX
 from orchestration.store.access import AuditTrail, Tokens
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -90,6 +91,7 @@ class AccessGate:
             time_unix_ms=int(time.time() * 1000), actor=principal.name if principal else NOBODY, channel=self.channel,
             method=method, target=target, domain=domain, request_id=str(getattr(request, "request_id", "") or ""),
             trace_id=telemetry.trace_id_of(telemetry.traceparent()), outcome=code, message=message,
+            reason=str(getattr(request, "reason", "") or "")[:REASON_MAX],
         )
         try:
             await self.audit.append(entry)

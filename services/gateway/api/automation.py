@@ -9,7 +9,7 @@ import grpc
 from gateway.api.access import caller
 from gateway.api.feeds import Feeds
 from orchestration.model.lifecycle import TASK_ENDED
-from orchestration.model.names import check_name
+from orchestration.model.names import check_name, check_reason
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -44,7 +44,7 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
         root = task
         while root.parent:
             root = (await self.repo.tasks.get_task(domain, root.parent)).value
-        await self.leases.request_termination(domain, root.uuid, task.uuid, caller().name)
+        await self.leases.request_termination(domain, root.uuid, task.uuid, caller().name, check_reason(request.reason))
         return gw.TerminateTaskResponse()
 
     async def ListTasks(self, request: gw.ListTasksRequest, context: grpc.aio.ServicerContext) -> gw.ListTasksResponse:

@@ -7,11 +7,10 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
 from gateway.api.access import caller
-from orchestration.model.names import check_name
+from orchestration.model.names import check_name, check_reason
 from orchestration.store.repository import Repository
-from orchestration.store.requests import accepted_before, new_request, submit
+from orchestration.store.requests import Change, accepted_before, new_request, submit
 from orchestration.store.subjects import Subjects
-from orchestration.v1 import records_pb2 as rpb
 from orchestration_sdk.runtime import telemetry
 
 
@@ -26,15 +25,15 @@ class Channel:
         self.source = source
         self.tracer = telemetry.tracer("gateway.channel")
 
-    async def submit(self, kind: rpb.RequestKind, domain: str, solution: str, request_id: str = "", **fields: object) -> str:
+    async def submit(self, change: Change, domain: str, solution: str, request_id: str = "", reason: str = "") -> str:
         """Accept one request; returns its root task id (FailedPrecondition when the solution is busy).
         With the client's `request_id`, a retry returns the task of the first.
 
         The request carries the trace context of a producer span (the NATS hop),
         a child of the caller's span, so the dispatcher's work joins the trace."""
         with self.tracer.start_as_current_span("publish request", kind=SpanKind.PRODUCER) as span:
-            request = new_request(kind, domain, solution, self.source, telemetry.traceparent(span), request_id,
-                                  caller().name, **fields)
+            request = new_request(change, domain, solution, self.source, telemetry.traceparent(span), request_id,
+                                  caller().name, check_reason(reason))
             span.set_attribute("orch.domain", domain)
             span.set_attribute("orch.solution", solution)
             span.set_attribute("orch.task_id", request.task)

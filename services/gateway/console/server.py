@@ -94,6 +94,10 @@ class Console:
                 who, _domain(r, who), r.match_info["solution"]),
             "/api/domains/{domain}/solutions/{solution}/tasks": lambda r, who: self.views.tasks(
                 who, _domain(r, who), r.match_info["solution"]),
+            "/api/domains/{domain}/solutions/{solution}/history": lambda r, who: self.views.history(
+                who, _domain(r, who), r.match_info["solution"]),
+            "/api/domains/{domain}/solutions/{solution}/diff": lambda r, who: self.views.diff(
+                who, _domain(r, who), r.match_info["solution"], _number(r, "from"), _number(r, "to")),
             "/api/domains/{domain}/solutions/{solution}/instances": lambda r, who: self.views.instances(
                 who, _domain(r, who), r.match_info["solution"], r.query.get("element", ""), r.query.get("cluster", ""),
                 _offset(r)),
@@ -263,6 +267,14 @@ def _domain(request: web.Request, who: Principal) -> str:
     domain = request.match_info["domain"]
     require_domain(who, domain)
     return domain
+
+
+def _number(request: web.Request, key: str) -> int:
+    """A revision number from the query (InvalidArgument otherwise)."""
+    value = request.query.get(key, "")
+    if not value.isdigit() or len(value) > 9:
+        raise InvalidArgument(f"{key}: expected a revision number")
+    return int(value)
 
 
 def _offset(request: web.Request) -> int:

@@ -17,6 +17,8 @@ from orchestration.model.lifecycle import (
     TRANSITION_NAMES,
     event_type_name,
     hold_name,
+    outcome_name,
+    policy_name,
     state_name,
     task_status_name,
     task_type_name,
@@ -124,6 +126,19 @@ class Views:
             for c in summary.clusters],
             "running": _task(summary.running) if summary.HasField("running") else None}
 
+    async def history(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
+        """The solution's revisions, newest first."""
+        found = (await self.call(who, "ListRevisions", gw.ListRevisionsRequest(domain=domain, solution=name))).revisions
+        return {"revisions": [{
+            "number": r.number, "change": r.change, "summary": r.summary, "actor": r.actor, "reason": r.reason,
+            "created_ms": r.created_unix_ms, "ended_ms": r.ended_unix_ms, "outcome": outcome_name(r.outcome),
+            "bad": r.bad, "error": r.error, "task": r.task, "restores": r.restores} for r in found]}
+
+    async def diff(self, who: Principal, domain: str, name: str, older: int, newer: int) -> dict[str, Any]:
+        request = gw.DiffRevisionsRequest(domain=domain, solution=name, to=newer)
+        setattr(request, "from", older)
+        return {"from": older, "to": newer, "changes": list((await self.call(who, "DiffRevisions", request)).changes)}
+
     async def tasks(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
         """A solution's root tasks, newest first (read on demand: it scans the domain's tasks)."""
         roots = (await self.call(who, "ListTasks", gw.ListTasksRequest(domain=domain, solution=name, roots_only=True))).tasks
@@ -188,6 +203,10 @@ class Views:
         elif action == "terminate":
             await self.call(who, "TerminateTask", gw.TerminateTaskRequest(domain=domain, task=_text(body, "task")))
             return {"task": _text(body, "task")}
+        elif action == "rollback":
+            reply = await self.call(who, "RollbackSolution", gw.RollbackSolutionRequest(
+                domain=domain, solution=name, to=_int(body, "to"), reason=_text(body, "reason"),
+                force=body.get("force") is True))
         elif action == "resume":
             reply = await self.call(who, "ResumeSolution", gw.ResumeSolutionRequest(domain=domain, solution=name))
         elif action == "delete":
@@ -255,7 +274,7 @@ def _solution_card(summary: gw.SummarizeSolutionResponse) -> dict[str, Any]:
 def _solution_header(s: pb.Solution) -> dict[str, Any]:
     return {"name": s.name, "architecture": s.architecture, "version": s.version, "target": _state(s.target),
             "state": _state(s.state), "hold": hold_name(s.hold.kind), "hold_reason": s.hold.reason,
-            "hold_actor": s.hold.actor}
+            "hold_actor": s.hold.actor, "on_failure": policy_name(s.on_failure)}
 
 
 def _task(t: pb.Task) -> dict[str, Any]:

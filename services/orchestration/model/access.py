@@ -86,9 +86,9 @@ RIGHTS: dict[str, Right] = {
     # Solutions.
     **{m: _read() for m in ("ListSolutions", "RetrieveSolution", "ReadSolution", "SummarizeSolution", "PlanSolution",
                             "ListElements", "RetrieveElement", "ListClusters", "RetrieveCluster", "ListInstances",
-                            "RetrieveInstance", "WatchStatus")},
+                            "RetrieveInstance", "WatchStatus", "ListRevisions", "DiffRevisions")},
     **{m: OPERATE for m in ("RemoveSolution", "DeploySolution", "UpdateSolution", "ResumeSolution", "UpdateCluster",
-                            "UpdateInstance")},
+                            "UpdateInstance", "RollbackSolution", "SetFailurePolicy")},
     # Tasks and events.
     **{m: _read() for m in ("ListTasks", "RetrieveTask", "ListEvents", "RetrieveEvent", "WatchEvents")},
     "TerminateTask": OPERATE,

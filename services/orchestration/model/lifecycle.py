@@ -27,8 +27,8 @@ from orchestration_sdk.lifecycle import (
 
 __all__ = [
     "ACTIVE", "EDGES", "FAILURE", "HOLD_NAMES", "INACTIVE", "INITIAL", "STATE_NAMES", "STATES_BY_NAME", "TASK_ENDED",
-    "TRANSITION_NAMES", "TRANSITIONS_BY_NAME", "event_type_name", "hold_name", "next_state", "plan_transitions",
-    "state_name", "task_status_name", "task_type_name",
+    "TRANSITION_NAMES", "TRANSITIONS_BY_NAME", "event_type_name", "hold_name", "next_state", "outcome_name",
+    "plan_transitions", "policy_name", "state_name", "task_status_name", "task_type_name",
 ]
 
 # Task statuses a task never leaves.
@@ -37,6 +37,18 @@ TASK_ENDED: tuple[int, ...] = (TaskStatus.TASK_STATUS_COMPLETED, TaskStatus.TASK
 
 # Why the engine leaves a solution alone (SolutionHold.kind).
 HOLD_NAMES: dict[int, str] = {HoldKind.HOLD_KIND_HELD: "held", HoldKind.HOLD_KIND_DEGRADED: "degraded"}
+
+
+def outcome_name(outcome: int) -> str:
+    """"succeeded", "rolled-back", ... ("" when unspecified)."""
+    if not outcome:
+        return ""
+    return pb.RevisionOutcome.Name(outcome).removeprefix("REVISION_OUTCOME_").lower().replace("_", "-")
+
+
+def policy_name(policy: int) -> str:
+    """"hold" or "rollback"."""
+    return "rollback" if policy == pb.FAILURE_POLICY_ROLLBACK else "hold"
 
 
 def state_name(state: int) -> str:

@@ -40,6 +40,20 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
+# The longest reason a change may give (it is kept in every revision and audit record).
+REASON_MAX = 500
+
+
+def check_reason(reason: str) -> str:
+    """A reason given for a change: at most REASON_MAX characters of one line
+    of printable text (InvalidArgument otherwise); empty when none."""
+    if len(reason) > REASON_MAX:
+        raise InvalidArgument(f"reason: {len(reason)} characters; at most {REASON_MAX}")
+    if not reason.isprintable():
+        raise InvalidArgument("reason: one line of printable text (no line breaks or control characters)")
+    return reason
+
+
 def encode_token(name: str) -> str:
     """Encode a name as one KV-key / subject token (reversible)."""
     if _ALL_PLAIN.fullmatch(name):  # most names (uuids, plain words): nothing to escape

@@ -135,11 +135,28 @@ def grave_filters(domain: str, solution: str = "") -> tuple[str, str]:
     return grave_key(domain), (grave_key(domain, solution) if solution else f"{GRAVE_PREFIX}.{record_key(domain)}.*")
 
 
+# Revisions (model_pb2.Revision) of a solution, by number: they outlive the
+# solution's removal (a removed solution's history can be read, and a deploy
+# of it again goes on counting) and go with its domain.
+REVISION_PREFIX = "_revision"
+
+
+def revision_key(domain: str, solution: str, number: int) -> str:
+    _need(domain=domain, solution=solution)
+    return f"{REVISION_PREFIX}.{record_key(domain, solution)}.{number:09d}"
+
+
+def revision_filter(domain: str, solution: str = "") -> str:
+    """Filter of the revisions of one solution (or, without one, of a domain's)."""
+    _need(domain=domain)
+    return f"{REVISION_PREFIX}.{record_key(domain, solution)}.*" if solution else f"{REVISION_PREFIX}.{record_key(domain)}.>"
+
+
 def solution_of_key(key: str) -> tuple[str, str] | None:
     """The (domain, solution) a solutions-bucket key belongs to (its record,
-    a record below it, its fence or its grave); None for any other key."""
+    a record below it, its fence, its grave or a revision); None for any other key."""
     tokens = key.split(".")
-    if tokens[0] in (FENCE_PREFIX, GRAVE_PREFIX):
+    if tokens[0] in (FENCE_PREFIX, GRAVE_PREFIX, REVISION_PREFIX):
         tokens = tokens[1:]
     if len(tokens) < 2 or tokens[0].startswith("_"):
         return None

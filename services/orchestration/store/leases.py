@@ -49,6 +49,53 @@ def termination_key(domain: str, root: str, task: str) -> str:
     return f"{_terminations(domain, root)}.{encode_token(task)}"
 
 
+# Kinds of a LegacyRequest, by number, and the change each stands for.
+_LEGACY_KINDS = {1: "deploy", 2: "set_cluster", 3: "set_instance", 4: "remove", 5: "reconcile", 6: "set_solution", 7: "resume"}
+
+
+def typed(request: rpb.Request) -> rpb.Request:
+    """`request` with its change typed: a request accepted by a version
+    before typed requests (a lease it left) carries its change in fields the
+    contract now reserves, kept as unknown fields; they are read here, the
+    one place that knows that layout."""
+    if request.WhichOneof("change") is not None:
+        return request
+    old = rpb.LegacyRequest.FromString(request.SerializeToString())
+    kind = _LEGACY_KINDS.get(old.kind)
+    if kind is None:
+        return request  # nothing to run; the dispatcher says so
+    upgraded = rpb.Request()
+    upgraded.CopyFrom(request)
+    upgraded.DiscardUnknownFields()
+    change = getattr(upgraded, kind)
+    change.SetInParent()
+    if kind == "deploy":
+        change.architecture, change.version = old.architecture, old.version
+        change.sizes.update(old.sizes)
+    elif kind in ("set_cluster", "set_instance"):
+        change.element, change.cluster, change.state = old.element, old.cluster, old.state
+        if kind == "set_instance":
+            change.instance = old.instance
+        elif old.HasField("size"):
+            change.size = old.size
+    elif kind == "set_solution":
+        change.state = old.state
+    return upgraded
+
+
+def read_request(data: bytes) -> rpb.Request:
+    """A request from the internal channel."""
+    return typed(rpb.Request.FromString(data))
+
+
+def read_lease(key: str, data: bytes, revision: int) -> Lease:
+    """A solution lease as stored, its request typed."""
+    record = rpb.SolutionLease.FromString(data)
+    if record.HasField("request") and record.request.WhichOneof("change") is None:
+        record.request.CopyFrom(typed(record.request))
+    return Lease(key, record, revision)
+
+
 @dataclass(frozen=True)
 class Lease:
     """A lease as read, with the revision to pass to the next compare-and-set."""
@@ -82,7 +129,7 @@ class Leases:
         entry = await self.bucket.get(key)
         if entry is None:
             return None
-        return Lease(key, rpb.SolutionLease.FromString(entry.value), entry.revision)
+        return read_lease(key, entry.value, entry.revision)
 
     async def accept(self, request: rpb.Request, over: Lease | None = None) -> int:
         """Queue a request's root task on its solution (the lease's revision), or
@@ -123,12 +170,16 @@ class Leases:
     async def all(self) -> list[Lease]:
         """Every solution lease."""
         return [
-            Lease(e.key, rpb.SolutionLease.FromString(e.value), e.revision)
+            read_lease(e.key, e.value, e.revision)
             for e in await self.bucket.scan("*.solution.*")
         ]
 
-    async def request_termination(self, domain: str, root: str, task: str, actor: str = "operator") -> None:
-        record = rpb.Termination(domain=domain, task=task, requested=time.time_ns(), actor=actor)
+    async def request_termination(self, domain: str, root: str, task: str, actor: str = "operator", reason: str = "",
+                                  superseded: bool = False) -> None:
+        """Ask the owner of the tree under `root` to stop `task` (`superseded`:
+        for a rollback that supersedes the running change)."""
+        record = rpb.Termination(domain=domain, task=task, requested=time.time_ns(), actor=actor, reason=reason,
+                                 superseded=superseded)
         await self.bucket.put(termination_key(domain, root, task), record.SerializeToString())
 
     async def terminations(self, domain: str, root: str) -> list[rpb.Termination]:

@@ -72,7 +72,8 @@ def permissions(user: str, s: Subjects) -> dict[str, object] | None:
         return {
             "publish": {"allow": [f"{s.prefix}.requests.>"]},
             # Its own inbox only: another client's replies are out of its reach.
-            "subscribe": {"allow": [f"{s.prefix}.events.>", f"{s.prefix}.status.>", f"{inbox_prefix(user)}.>"]},
+            "subscribe": {"allow": [f"{s.prefix}.events.>", f"{s.prefix}.status.>", s.revisions_all,
+                                    f"{inbox_prefix(user)}.>"]},
         }
     if user not in SERVICES:
         raise ValueError(f"no NATS user {user!r}; one of {', '.join(USERS)}")

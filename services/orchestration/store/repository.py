@@ -28,11 +28,14 @@ from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, app
 from orchestration.store.leases import Leases
 from orchestration.store.leases import Registrations
 from orchestration.store.model_store import ModelStore
+from orchestration.store.revisions import RevisionStore
+from orchestration.store.revisions import bus_payload as revisions_bus_payload
 from orchestration.store.solution_store import ClusterRecord, InstanceRecord, SolutionStore
 from orchestration.store.streams import CAPS, Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.store.task_store import TaskStore
-from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Solution, Task
+from orchestration.store.wire import connection_of
+from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Revision, Solution, Task
 from orchestration.v1.records_pb2 import Grave
 from orchestration_sdk.runtime.concurrency import gather_bounded
 from orchestration_sdk.status_errors import AlreadyExists
@@ -74,6 +77,7 @@ class _Stores:
     events: EventLog
     leases: Leases
     registrations: Registrations
+    revisions: RevisionStore
 
 
 class Repository:
@@ -83,7 +87,8 @@ class Repository:
     - ``solutions``: solution trees and their records;
     - ``tasks``: tasks and events;
     - ``leases``: who runs each solution, and termination requests;
-    - ``registrations``: controller replicas' registrations.
+    - ``registrations``: controller replicas' registrations;
+    - ``revisions``: the numbered changes of each solution.
 
     What spans them (a domain's removal or contents, the whole model) is here."""
 
@@ -114,6 +119,10 @@ class Repository:
     @property
     def tasks(self) -> TaskStore:
         return self._s.tasks
+
+    @property
+    def revisions(self) -> RevisionStore:
+        return self._s.revisions
 
     @property
     def leases(self) -> Leases:
@@ -168,7 +177,14 @@ class Repository:
         solutions = SolutionStore(b.solutions, model.require_domain)
         event_log = EventLog(self._js, s, replicated=self._replicas > 1)
         self._opened = _Stores(b, model, solutions, TaskStore(b.tasks, event_log, model.require_domain), event_log,
-                               Leases(b.leases), Registrations(b.controllers))
+                               Leases(b.leases), Registrations(b.controllers),
+                               RevisionStore(b.solutions, self._retention.revisions_kept, self._announce_revision))
+
+    async def _announce_revision(self, revision: Revision) -> None:
+        """A revision recorded or ended, on the bus (core NATS: followed live;
+        what a client missed it reads with the `history` request)."""
+        await connection_of(self._js).publish(self._subjects.revision(revision.domain, revision.solution),
+                                              revisions_bus_payload(revision))
 
     async def fencing_works(self) -> bool:
         """Whether the server honours writes conditional on another key
@@ -201,6 +217,8 @@ class Repository:
             SolutionStore(s.buckets.solutions.fenced(Fence(key, solutions)), s.model.require_domain),
             TaskStore(s.buckets.tasks.fenced(Fence(key, tasks)), s.events, s.model.require_domain),
             s.events, s.leases, s.registrations,
+            RevisionStore(s.buckets.solutions.fenced(Fence(key, solutions)), self._retention.revisions_kept,
+                          self._announce_revision),
         )
         return view
 
@@ -235,7 +253,8 @@ class Repository:
             *(rk.domain_model_filters(name, kind) for kind in ("component", "architecture", "controller")))]
         await asyncio.gather(
             gather_bounded(b.model.delete(key, None, key) for key in model_keys),
-            b.solutions.purge(*rk.domain_filters(name), rk.grave_filters(name)[1], before=in_solutions),
+            b.solutions.purge(*rk.domain_filters(name), rk.grave_filters(name)[1], rk.revision_filter(name),
+                              before=in_solutions),
             b.tasks.purge(*rk.domain_filters(name), before=in_tasks),
             self._s.events.remove_domain(name),
         )

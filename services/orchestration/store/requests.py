@@ -25,27 +25,42 @@ from orchestration_sdk.status_errors import FailedPrecondition, NotFound, Resour
 _CLIENT_IDS = uuidlib.UUID("5f1c6f0e-2b7a-4c43-9a55-1f0c2d3e4a6b")
 
 
-def new_request(kind: rpb.RequestKind, domain: str, solution: str, source: str, traceparent: str = "",
-                request_id: str = "", actor: str = "", **fields: object) -> rpb.Request:
-    """A request with ids for itself and its root task: fresh ones, or with a
-    client's `request_id` the same ones each time (a retry is the same request)."""
-    if request_id:
-        check_name(request_id, "request_id")
-        named = f"{domain}/{solution}/{request_id}"
-        uuid, task = str(uuidlib.uuid5(_CLIENT_IDS, "request " + named)), str(uuidlib.uuid5(_CLIENT_IDS, "task " + named))
-    else:
-        uuid, task = str(uuidlib.uuid4()), str(uuidlib.uuid4())
-    return rpb.Request(
-        uuid=uuid, task=task, kind=kind, domain=domain, solution=solution, source=source, traceparent=traceparent,
-        accepted=time.time_ns(), client_request_id=request_id, actor=actor or source, **fields,  # type: ignore[arg-type]
+Change = (rpb.Request.Deploy | rpb.Request.SetCluster | rpb.Request.SetInstance | rpb.Request.SetSolution
+          | rpb.Request.Remove | rpb.Request.Reconcile | rpb.Request.Resume | rpb.Request.Rollback
+          | rpb.Request.SetPolicy)
+
+# The field of Request's `change` that holds each kind of change.
+_CHANGE_FIELDS = {f.message_type.full_name: f.name for f in rpb.Request.DESCRIPTOR.oneofs_by_name["change"].fields}
+
+
+def new_request(change: Change, domain: str, solution: str, source: str, traceparent: str = "",
+                request_id: str = "", actor: str = "", reason: str = "") -> rpb.Request:
+    """A request for `change` with ids for itself and its root task: fresh
+    ones, or with a client's `request_id` the same ones each time (a retry is
+    the same request)."""
+    uuid, task = _ids(domain, solution, request_id)
+    request = rpb.Request(
+        uuid=uuid, task=task, domain=domain, solution=solution, source=source, traceparent=traceparent,
+        accepted=time.time_ns(), client_request_id=request_id, actor=actor or source, reason=reason,
     )
+    getattr(request, _CHANGE_FIELDS[change.DESCRIPTOR.full_name]).CopyFrom(change)
+    return request
+
+
+def _ids(domain: str, solution: str, request_id: str) -> tuple[str, str]:
+    """Ids of a request and of its root task."""
+    if not request_id:
+        return str(uuidlib.uuid4()), str(uuidlib.uuid4())
+    check_name(request_id, "request_id")
+    named = f"{domain}/{solution}/{request_id}"
+    return str(uuidlib.uuid5(_CLIENT_IDS, "request " + named)), str(uuidlib.uuid5(_CLIENT_IDS, "task " + named))
 
 
 def root_task(request: rpb.Request) -> pb.Task:
     """The root task of the tree a request creates."""
     return pb.Task(
         uuid=request.task, type=pb.TASK_TYPE_SOLUTION, domain=request.domain, solution=request.solution,
-        version=request.version, request=request.uuid, status=pb.TASK_STATUS_INITIAL,
+        version=request.deploy.version, request=request.uuid, status=pb.TASK_STATUS_INITIAL,
         created=request.accepted, updated=request.accepted, trace=telemetry.trace_id_of(request.traceparent),
         actor=request.actor,
     )
@@ -105,7 +120,8 @@ async def accepted_before(repo: Repository, leases: Leases, domain: str, solutio
     """The root task of the request the client named `request_id`, if it was
     accepted already (whatever became of it since, the solution's removal
     included): a retry is answered with it before anything is checked again."""
-    request = new_request(rpb.REQUEST_KIND_UNSPECIFIED, domain, solution, "", request_id=request_id)
+    uuid, task = _ids(domain, solution, request_id)
+    request = rpb.Request(uuid=uuid, task=task, domain=domain, solution=solution, client_request_id=request_id)
     accepted, _ = await _accepted_before(repo, leases, request)
     return request.task if accepted else None
 

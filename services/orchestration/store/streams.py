@@ -53,6 +53,8 @@ class Retention:
     history_seconds: float = 30 * 86400.0
     events_bytes: int = 256 * 2**20
     caps: tuple[tuple[str, int], ...] = tuple((name, mb * 2**20) for name, (_, mb) in CAPS.items() if name != "events")
+    # Revisions kept per solution (the oldest go first).
+    revisions_kept: int = 50
 
     def cap(self, name: str) -> int:
         """The cap in bytes of a bucket or stream (by its name in CAPS)."""
@@ -60,7 +62,8 @@ class Retention:
 
     @classmethod
     def from_environment(cls) -> Retention:
-        """ORCH_HISTORY_DAYS (default 30) and the size caps of CAPS (ORCH_*_MAX_MB)."""
+        """ORCH_HISTORY_DAYS (default 30), ORCH_REVISIONS_KEPT (default 50) and
+        the size caps of CAPS (ORCH_*_MAX_MB)."""
         days = os.environ.get("ORCH_HISTORY_DAYS", "30")
         try:
             history = float(days)
@@ -75,7 +78,10 @@ class Retention:
                 raise ValueError(f"{setting}={value!r}: expected a positive number of megabytes")
             caps[name] = int(value) * 2**20
         events = caps.pop("events")
-        return cls(history * 86400.0, events, tuple(caps.items()))
+        kept = os.environ.get("ORCH_REVISIONS_KEPT", "50")
+        if not kept.isdigit() or int(kept) <= 0:
+            raise ValueError(f"ORCH_REVISIONS_KEPT={kept!r}: expected a positive number of revisions")
+        return cls(history * 86400.0, events, tuple(caps.items()), int(kept))
 
 
 def replicas_from_environment() -> int:

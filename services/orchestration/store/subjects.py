@@ -140,6 +140,14 @@ class Subjects:
         """External bus TOPIC2 subject of status messages."""
         return f"{self.prefix}.status.{encode_token(domain)}.{encode_token(solution)}"
 
+    def revision(self, domain: str, solution: str) -> str:
+        """External bus: a solution's revisions, each when it is recorded and when its outcome is known."""
+        return f"{self.prefix}.revisions.{encode_token(domain)}.{encode_token(solution)}"
+
+    @property
+    def revisions_all(self) -> str:
+        return f"{self.prefix}.revisions.>"
+
     @property
     def monitor_figures(self) -> str:
         """Request-reply: the monitor answers with its last poll's figures (JSON)."""

@@ -460,6 +460,7 @@ function graph(elements, counts) {
 
 let selected = null; // {element, cluster, offset} of the instance table shown
 let taskList = null;  // {solution, tasks}: the solution's root tasks, read when asked for
+let revisionShown = null;  // {base, number, from, changes}: the revision whose changes are shown
 
 async function solution(domain, name) {
   const base = `/api/domains/${enc(domain)}/solutions/${enc(name)}`;
@@ -474,7 +475,7 @@ async function solution(domain, name) {
   const operate = canOperate(domain);
   const parts = [h("h1", {}, `Solution ${data.name} `, data.hold ? h("span", { class: "badge " + data.hold }, data.hold) : ""),
     h("p", {}, `${data.architecture} ${data.version} · state `, stateTag(data.state), " · target ", stateTag(data.target),
-      " · ", link(`/domains/${enc(domain)}/events?solution=${enc(name)}`, "events"))];
+      ` · on failure: ${data.on_failure} · `, link(`/domains/${enc(domain)}/events?solution=${enc(name)}`, "events"))];
   if (data.hold) parts.push(h("p", { class: "error" }, `${data.hold}: ${data.hold_reason} (by ${data.hold_actor})`));
   if (operate) parts.push(kept("actions", () => actions(domain, name, base)).update(data));
   if (data.running) {
@@ -508,8 +509,56 @@ async function solution(domain, name) {
       taskList = { solution: base, tasks: (await api(`${base}/tasks`)).tasks }; scheduleRefresh(); } }, "Show the solution's tasks"));
   }
   parts.push(tasks);
+  parts.push(await revisionHistory(base, operate));
   show(parts);
 }
+
+// The solution's revisions, newest first: who asked for which change, why,
+// and how it ended; select one to see what it changed against the one
+// before; an operator may roll back to one (a new revision).
+async function revisionHistory(base, operate) {
+  const data = await api(`${base}/history`);
+  const card = h("section", { class: "card", "data-history": true }, h("h2", {}, "History"));
+  if (!data.revisions.length) return card.append(h("p", { class: "muted" }, "No revisions yet.")), card;
+  card.append(h("p", { class: "muted" }, "Each change is a revision. Select one to see what it changed."));
+  const numbers = data.revisions.map((r) => r.number);
+  const rows = data.revisions.map((r) => [String(r.number), dateTime(r.created_ms), r.actor, r.summary,
+    h("span", { class: `outcome ${r.outcome}${r.bad ? " bad" : ""}`, title: r.error || "" }, r.outcome + (r.bad ? ", bad" : "")),
+    r.reason || "-",
+    operate && !r.bad && r.change !== "remove" && r.number !== numbers[0]
+      ? kept(`rollback|${base}|${r.number}`, () => rollbackTo(base, r)) : ""]);
+  card.append(table(["rev", "time", "by", "change", "outcome", "reason", ""], rows, (i) => ({
+    class: "clickable" + (revisionShown && revisionShown.base === base && revisionShown.number === numbers[i] ? " selected" : ""),
+    "data-revision": numbers[i],
+    onclick: async (event) => {
+      if (event.target.closest("button, form")) return;
+      const number = numbers[i], older = numbers.find((n) => n < number);
+      const changes = older ? (await api(`${base}/diff?from=${older}&to=${number}`)).changes : null;
+      revisionShown = { base, number, from: older, changes };
+      scheduleRefresh();
+    },
+  })));
+  if (revisionShown && revisionShown.base === base && numbers.includes(revisionShown.number)) {
+    const { number, from, changes } = revisionShown;
+    card.append(h("div", { "data-diff": number }, h("h3", {}, from ? `Revision ${number} against ${from}` : `Revision ${number}`),
+      changes === null ? h("p", { class: "muted" }, "the oldest revision kept: nothing to compare it with")
+        : changes.length ? h("ul", {}, changes.map((c) => h("li", {}, c)))
+          : h("p", { class: "muted" }, "it asks for the same as the revision before")));
+  }
+  return card;
+}
+
+function rollbackTo(base, revision) {
+  const reason = h("input", { placeholder: "why (optional)", "aria-label": `reason to roll back to ${revision.number}`, style: "width:9rem" });
+  const [button, note] = action(`Roll back to ${revision.number}`, async () => {
+    const r = await api(`${base}/rollback`, { to: revision.number, reason: reason.value });
+    reason.value = "";
+    return `task ${r.task.slice(0, 8)}`;
+  });
+  return h("form", { onsubmit: (e) => e.preventDefault() }, reason, button, note);
+}
+
+function dateTime(ms) { return ms ? new Date(ms).toLocaleString([], { hour12: false }) : "-"; }
 
 // A solution that is not there: removed (the gateway says by whom, when and
 // by which task), not planned yet, or never deployed. The page stays live:
