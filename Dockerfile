@@ -24,22 +24,26 @@ WORKDIR /src
 RUN python -m venv /opt/orchestrator
 ENV PATH=/opt/orchestrator/bin:$PATH
 
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
+# Dependencies first, from pyproject.toml alone: this layer is rebuilt only
+# when they change. (The controller SDK comes from sdk/ below; its own
+# dependencies are among the engine's.)
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if not d.startswith('orchestration-controller-sdk')))" \
         > /tmp/requirements.txt \
     && pip install --requirement /tmp/requirements.txt
 
-# Then the code: generate the protobuf/gRPC modules from the contracts (what
-# `make generate` does), install the suite itself (not editable), check that
-# every service imports, and drop what only the build needs (protoc from
-# grpcio-tools, setuptools, pip).
+# Then the code: the controller SDK (its build compiles the contracts it
+# ships), the engine's own contracts (what `make generate` does), the suite
+# itself (not editable); check that every service imports, and drop what
+# only the build needs (protoc from grpcio-tools, setuptools, pip).
 COPY proto ./proto
+COPY sdk ./sdk
 COPY services ./services
-RUN python -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services \
-        proto/orchestration/v1/*.proto \
+RUN pip install --no-deps ./sdk \
+    && python -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services \
+        proto/orchestration/v1/gateway.proto proto/orchestration/v1/records.proto proto/orchestration/v1/sim.proto \
     && pip install --no-deps . \
-    && python -c "import orchestration.v1.gateway_pb2_grpc, gateway.server, dispatcher.ownership.replica, monitor.service, controllers.sim" \
+    && python -c "import orchestration.v1.gateway_pb2_grpc, orchestration_sdk.v1.controller_pb2_grpc, gateway.server, dispatcher.ownership.replica, monitor.service, controllers.sim" \
     && pip uninstall --yes grpcio-tools setuptools \
     && python -m pip uninstall --yes pip
 

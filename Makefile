@@ -3,6 +3,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PROTOS := $(wildcard proto/orchestration/v1/*.proto)
+# The contracts the controller SDK ships (sdk/build_contracts.py compiles them
+# into orchestration_sdk.v1); the engine compiles the others and builds on them.
+SDK_PROTOS := $(addprefix proto/orchestration/v1/,model.proto controller.proto dispatcher.proto)
+ENGINE_PROTOS := $(filter-out $(SDK_PROTOS),$(PROTOS))
+SDK_GEN_STAMP := sdk/src/orchestration_sdk/v1/.generated
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
@@ -15,24 +20,34 @@ setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
 # every `orch` command and every service start would compile its sources
 # again (60 ms of `orch domain list`).
 bytecode: $(VENV)/.installed $(GEN_STAMP)
-	$(BIN)/python -m compileall -q -j 0 services
+	$(BIN)/python -m compileall -q -j 0 services sdk/src
 
 # The web console's browser tests drive Debian's Chromium (no browser download).
 chromium:
 	@test -x /usr/bin/chromium || apt-get install -y chromium >/dev/null 2>&1 || \
 		(apt-get update >/dev/null && apt-get install -y chromium >/dev/null)
 
-$(VENV)/.installed: pyproject.toml
+# The engine and the controller SDK it depends on, both editable, in one
+# install: the SDK named on the command line is the one the engine gets.
+$(VENV)/.installed: pyproject.toml sdk/pyproject.toml sdk/setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ./sdk -e '.[dev]'
 	touch $@
 
-# Code generation runs whenever a contract changes.
-$(GEN_STAMP): $(PROTOS) $(VENV)/.installed
+# Code generation runs whenever a contract changes: the SDK's contracts by
+# the SDK's own build step, then the engine's. The engine's
+# orchestration.v1.{model,controller,dispatcher}_pb2* re-export the SDK's
+# (committed files): protoc's own output for those must not shadow them.
+$(SDK_GEN_STAMP): $(SDK_PROTOS) sdk/build_contracts.py $(VENV)/.installed
+	$(BIN)/python sdk/build_contracts.py
+	touch $@
+
+$(GEN_STAMP): $(PROTOS) $(SDK_GEN_STAMP)
 	mkdir -p $(GEN_DIR)
+	rm -f $(GEN_DIR)/model_pb2.pyi $(GEN_DIR)/model_pb2_grpc.py $(GEN_DIR)/controller_pb2.pyi $(GEN_DIR)/dispatcher_pb2.pyi
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services \
-		--grpc_python_out=services $(PROTOS)
+		--grpc_python_out=services $(ENGINE_PROTOS)
 	touch $@
 
 generate: $(GEN_STAMP)
@@ -86,5 +101,6 @@ chaos: setup
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) $(GEN_DIR) .orch
-	find services tests bench -name __pycache__ -prune -exec rm -rf {} +
+	rm -rf $(VENV) .orch sdk/build $(GEN_STAMP) $(SDK_GEN_STAMP)
+	git clean -qfX -- $(GEN_DIR) sdk/src/orchestration_sdk/v1
+	find services sdk tests bench -name __pycache__ -prune -exec rm -rf {} +

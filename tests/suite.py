@@ -26,12 +26,12 @@ import nats.js.errors
 from cli.embedded_nats import free_port, wait_for_port
 from cli.home import load_connection
 from controllers.sim.table import InstanceTable
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.leases import solution_key
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.wire import bearer_metadata
 
 DATA = Path(__file__).parent / "data"
 # The browser tests drive Debian's Chromium (installed by `make setup`), through the `browser` fixture.

@@ -21,10 +21,10 @@ import nats
 import pytest
 
 from cli.embedded_nats import free_port, wait_for_port
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.wire import bearer_metadata
 from suite import BIN, DATA, Suite, running_suite, wait_until
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED

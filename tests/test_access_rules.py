@@ -17,8 +17,8 @@ from orchestration.model.access import (
     require_global_admin,
     split_token,
 )
-from orchestration.model.errors import InvalidArgument, PermissionDenied
 from orchestration.v1 import gateway_pb2 as gw
+from orchestration_sdk.status_errors import InvalidArgument, PermissionDenied
 
 VIEWER_A = Principal("v", Role.VIEWER, frozenset({"a"}))
 OPERATOR_A = Principal("o", Role.OPERATOR, frozenset({"a"}))

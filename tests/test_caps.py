@@ -11,12 +11,12 @@ from nats.aio.client import Client as NatsClient
 
 import models
 from monitor.pruning import Pruner
-from orchestration.model.errors import ResourceExhausted
 from orchestration.model.retention import LOW_WATER, relief_order
 from orchestration.store import streams
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.v1.model_pb2 import Solution, Task, TaskStatus
+from orchestration_sdk.status_errors import ResourceExhausted
 from suite import running_suite
 
 DONE, RUNNING = TaskStatus.TASK_STATUS_COMPLETED, TaskStatus.TASK_STATUS_EXECUTING

@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import empty_pb2
 
 from orchestration.model import codec
-from orchestration.model.errors import InvalidArgument
 from orchestration.model.yamlsafe import MAX_DEPTH, load_yaml
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import InvalidArgument
 
 DATA = Path(__file__).parent / "data"
 

@@ -13,19 +13,19 @@ import pytest
 from cli.embedded_nats import wait_for_port
 from cli.runtime_commands import BUILT_IN_NAMES
 from controllers import process, sim
-from orchestration.model.errors import PermissionDenied
+from orchestration_sdk.status_errors import PermissionDenied
 from orchestration.runtime.credentials import (
     RegistrationGate,
     controller_names_of,
     engine_credential_for,
     issue_controller_credential,
-    secret_sha256,
 )
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
+from orchestration_sdk.runtime.credentials import secret_sha256
+from orchestration_sdk.runtime.wire import bearer_metadata
 from suite import Suite, cmdline, environment_of, running_suite
 
 

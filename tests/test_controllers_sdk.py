@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from cli.embedded_nats import free_port
-from controllers.sdk import (
+from orchestration_sdk import (
     RESULT_STATES,
     UNKNOWN,
     Backoff,
@@ -29,10 +29,10 @@ from controllers.sdk import (
     Retryable,
     StateName,
 )
-from controllers.sdk.runner import advertised_address, dispatcher_addresses
-from controllers.sdk.testing import Served, recording_dispatcher, serve_in_process
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1.model_pb2 import DependencyType, State, Transition
+from orchestration_sdk.runner import advertised_address, dispatcher_addresses
+from orchestration_sdk.testing import Served, recording_dispatcher, serve_in_process
 from suite import eventually
 
 CREDENTIAL = "controller-secret"

@@ -17,13 +17,13 @@ from typing import Any
 import grpc
 import pytest
 
-from controllers.sdk.testing import Served, recording_dispatcher, serve_in_process
 from controllers.sim import SimController
-from orchestration.runtime.credentials import secret_sha256
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import controller_pb2 as pb
 from orchestration.v1 import controller_pb2_grpc as pb_grpc
 from orchestration.v1.model_pb2 import State, Transition
+from orchestration_sdk.runtime.credentials import secret_sha256
+from orchestration_sdk.runtime.wire import bearer_metadata
+from orchestration_sdk.testing import Served, recording_dispatcher, serve_in_process
 
 CREDENTIAL = "sim-secret"
 T = Transition

@@ -27,11 +27,11 @@ from nats.aio.client import Client as NatsClient
 from cli.embedded_nats import EmbeddedNatsConfig, NatsCredentials, free_port, nats_url, start_nats_server, stop_nats_server
 from models import chain, flat
 from orchestration.model.codec import parse_document
-from orchestration.model.errors import NotFound
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution, State, Task, TaskStatus
 from orchestration.v1.records_pb2 import Grave
+from orchestration_sdk.status_errors import NotFound
 from suite import Suite, alive, monitor_figure, running_suite, wait_until
 from test_faults import wait_for_pid
 

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from controllers.sdk import Controller, OperationContext, Result
-from controllers.sdk.testing import serve_in_process
+from orchestration_sdk import Controller, OperationContext, Result
+from orchestration_sdk.testing import serve_in_process
 from dispatcher.controllers import Link
-from orchestration.runtime import batching
 from orchestration.runtime.credentials import engine_credential_for
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration.v1.model_pb2 import Transition
+from orchestration_sdk.runtime import batching
 from suite import eventually
 
 ENGINE_KEY = "link-secret"

@@ -15,12 +15,12 @@ from dispatcher.ownership import replica as service
 from dispatcher.ownership.replica import Dispatcher
 from dispatcher.settings import DispatcherSettings
 from orchestration.model.codec import parse_document
-from orchestration.model.errors import Unavailable
 from orchestration.store.repository import Repository
 from orchestration.store.requests import new_request, submit
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import Unavailable
 
 
 async def test_a_request_whose_start_times_out_reading_nats_is_tried_again_not_failed(

@@ -24,12 +24,12 @@ from nats.js import api
 
 import models
 from cli.embedded_nats import free_port
-from orchestration.model.errors import Aborted
 from orchestration.store import keys as rk
 from orchestration.store.leases import LEASE_SECONDS, Lease
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import Aborted
 from suite import Suite, running_suite, sim_instances, wait_until
 
 INTRUDER = "intruder"

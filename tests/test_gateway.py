@@ -9,11 +9,11 @@ import grpc
 import pytest
 
 from gateway.server import Gateway, GatewaySettings
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.wire import bearer_metadata
 
 DATA = Path(__file__).parent / "data"
 TOKEN = "test-token"

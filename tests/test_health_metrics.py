@@ -101,7 +101,7 @@ def test_only_the_gateway_loads_the_http_stack_of_the_console(suite: Suite) -> N
 
 
 def test_a_websocket_nats_url_keeps_the_websocket_client() -> None:
-    probe = ("import sys; from orchestration.runtime.process import without_websocket_client as w; w({url!r}); "
+    probe = ("import sys; from orchestration.runtime.nats_import import without_websocket_client as w; w({url!r}); "
              "import nats; print(sys.modules.get('aiohttp') is not None)")
     for url, kept in (("nats://u:p@127.0.0.1:4222", "False"), ("nats://a:4222, WSS://b:443", "True")):
         done = subprocess.run([sys.executable, "-c", probe.format(url=url)], capture_output=True, text=True, timeout=60)
@@ -156,7 +156,7 @@ def test_metrics_endpoints_count_the_work_of_a_deploy(suite: Suite) -> None:
 
 async def test_gateway_answers_unavailable_while_nats_is_away(tmp_path: Path) -> None:
     from gateway.server import Gateway, GatewaySettings
-    from orchestration.runtime.wire import bearer_metadata
+    from orchestration_sdk.runtime.wire import bearer_metadata
     from orchestration.v1 import gateway_pb2 as gw
     from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 

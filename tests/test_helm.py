@@ -24,10 +24,11 @@ import yaml
 
 from cli.embedded_nats import find_nats_server
 from orchestration.runtime import healthcheck
-from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
-from orchestration.runtime.grpcserver import Server
+from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential
 from orchestration.store.natsusers import chart_permissions
 from orchestration.store.subjects import Subjects
+from orchestration_sdk.runtime.credentials import secret_sha256
+from orchestration_sdk.runtime.grpcserver import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "orchestrator"
@@ -434,8 +435,13 @@ def test_dockerfile_matches_the_chart() -> None:
     uid = int(re.search(r"^USER (\d+):\d+$", dockerfile, re.M).group(1))
     assert uid == values_file(CHART / "values.yaml")["podSecurityContext"]["runAsUser"]
     assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-m\", \"orchestration\.runtime\.healthcheck\"\]", dockerfile, re.M)
-    # The same code generation as `make generate`.
+    # The same code generation as `make generate`: the SDK's build compiles its contracts, protoc the engine's own.
     assert "grpc_tools.protoc -Iproto --python_out=services --pyi_out=services --grpc_python_out=services" in dockerfile
+    assert "pip install --no-deps ./sdk" in dockerfile
+    sdk_protos = {"model.proto", "controller.proto", "dispatcher.proto"}
+    engine_protos = {p.name for p in (ROOT / "proto" / "orchestration" / "v1").glob("*.proto")} - sdk_protos
+    assert set(re.findall(r"proto/orchestration/v1/(\w+\.proto)", dockerfile)) == engine_protos
+    assert "SDK_PROTOS := $(addprefix proto/orchestration/v1/,model.proto controller.proto dispatcher.proto)" in (ROOT / "Makefile").read_text()
 
 
 def test_the_charts_nats_permissions_are_the_engines() -> None:

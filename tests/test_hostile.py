@@ -44,12 +44,12 @@ from nats.aio.client import Client as NatsClient
 import hostile_corpus as corpus
 from gateway.server import Gateway, GatewaySettings
 from orchestration.model import codec
-from orchestration.model.errors import InvalidArgument
 from orchestration.model.yamlsafe import load_yaml
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration_sdk.runtime.wire import bearer_metadata
+from orchestration_sdk.status_errors import InvalidArgument
 from suite import Suite, running_suite
 
 TOKEN = "hostile-token"

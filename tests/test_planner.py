@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 import pytest
 
 from orchestration.model import lifecycle, planner
-from orchestration.model.errors import FailedPrecondition, InvalidArgument, NotFound
 from orchestration.model.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, next_state, plan_transitions
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
+from orchestration_sdk.status_errors import FailedPrecondition, InvalidArgument, NotFound
 
 UNSPECIFIED = pb.STATE_UNSPECIFIED
 CONTEXT = pb.DEPENDENCY_TYPE_CONTEXT

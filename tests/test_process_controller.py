@@ -31,12 +31,12 @@ from controllers.process.confine import RUN_AS_ENV, identity
 from controllers.process.procs import BOOT_ID, starttime
 from controllers.process.settings import ProcessSettings
 from controllers.process.template import MAX_FORMAT_WIDTH, MAX_RENDERED, TemplateError, endpoint_fields, render
-from controllers.sdk import UNKNOWN, OperationContext, Permanent
 from orchestration.runtime.credentials import engine_credential_for
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk import UNKNOWN, OperationContext, Permanent
+from orchestration_sdk.runtime.wire import bearer_metadata
 from suite import Suite, alive, children_of, cmdline, environment_of, monitor_figure, running_suite, wait_until
 
 REPO = Path(__file__).resolve().parent.parent

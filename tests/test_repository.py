@@ -15,7 +15,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import api
 
 from orchestration.model.codec import parse_document
-from orchestration.model.errors import (
+from orchestration_sdk.status_errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
@@ -24,12 +24,12 @@ from orchestration.model.errors import (
     Unavailable,
 )
 from orchestration.model.names import encode_token
-from orchestration.runtime import concurrency
 from orchestration.store import kvstore, streams, wire
 from orchestration.store.events import EventRecorder
 from orchestration.store.repository import ApplyResult, InstanceRecord, Repository
 from orchestration.store.subjects import Subjects
 from orchestration.v1.records_pb2 import Grave
+from orchestration_sdk.runtime import concurrency
 from orchestration.v1.model_pb2 import (
     Architecture,
     Cluster,

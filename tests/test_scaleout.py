@@ -25,11 +25,12 @@ import pytest
 
 from cli.embedded_nats import MAX_FILE_STORE, find_nats_server, free_port, wait_for_port
 from models import flat
-from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
-from orchestration.runtime.wire import bearer_metadata
+from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.credentials import secret_sha256
+from orchestration_sdk.runtime.wire import bearer_metadata
 from suite import wait_until
 
 pytestmark = pytest.mark.faults

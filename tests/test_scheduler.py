@@ -15,10 +15,10 @@ from dispatcher.run.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
 from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, next_state, plan_transitions
-from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
+from orchestration_sdk.runtime.backoff import Backoff, Jitter
 
 T = Transition
 S = pb.TaskStatus

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.runtime.grpcserver import GuardInterceptor
+from orchestration_sdk.runtime.grpcserver import GuardInterceptor
 
 NATS = ["--nats-url", "nats://127.0.0.1:1"]
 GOOD = "good-secret-file"

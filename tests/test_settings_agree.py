@@ -19,8 +19,8 @@ import cli.runtime_commands as runtime
 from cli.main import cli
 from cli.supervisor import ServiceSpec
 from controllers.process import __main__ as process_main
-from controllers.sdk import controller_command
 from controllers.sim import __main__ as sim_main
+from orchestration_sdk import controller_command
 from dispatcher.__main__ import main as dispatcher_main
 from gateway.__main__ import main as gateway_main
 from monitor.__main__ import main as monitor_main

@@ -9,11 +9,11 @@ import pytest
 from certs import make_pki
 
 from gateway.server import Gateway, GatewaySettings
-from orchestration.runtime.tls import TlsConfig, channel
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration_sdk.runtime.tls import TlsConfig, channel
+from orchestration_sdk.runtime.wire import bearer_metadata
 
 TOKEN = "tls-token"
 

@@ -137,7 +137,7 @@ def test_a_failing_operation_span_is_an_error(suite: Suite, receiver: tuple[Rece
 def test_no_exporter_without_an_endpoint() -> None:
     probe = """
 import os, sys, threading
-from orchestration.runtime import telemetry
+from orchestration_sdk.runtime import telemetry
 telemetry.setup("probe")
 with telemetry.tracer("probe").start_as_current_span("x"):
     pass
@@ -160,7 +160,7 @@ print(sorted(t.name for t in threading.enumerate()), "opentelemetry.exporter.otl
     "00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
 ])
 def test_a_malformed_traceparent_names_no_context(value: str) -> None:
-    from orchestration.runtime import telemetry
+    from orchestration_sdk.runtime import telemetry
 
     assert telemetry.context_of(value) is None
 
@@ -169,7 +169,7 @@ def test_a_traceparent_names_its_remote_parent_as_the_propagator_reads_it() -> N
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from orchestration.runtime import telemetry
+    from orchestration_sdk.runtime import telemetry
 
     for value in ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"):
         ours = trace.get_current_span(telemetry.context_of(value)).get_span_context()
@@ -183,7 +183,7 @@ def test_a_spans_traceparent_is_what_the_propagator_writes() -> None:
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from orchestration.runtime import telemetry
+    from orchestration_sdk.runtime import telemetry
 
     for flags in (0, 1):
         span = NonRecordingSpan(SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0x00F067AA0BA902B7, is_remote=False,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestration.model import codec, validation
-from orchestration.model.errors import InvalidArgument
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import InvalidArgument
 
 DATA = Path(__file__).parent / "data"
 ARCH = "Architectures/app - V0.0.0"

@@ -23,7 +23,6 @@ import models
 from dispatcher.run.intent import apply_request
 from orchestration.model import planner
 from orchestration.model.codec import parse_document
-from orchestration.model.errors import Aborted
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Entry
 from orchestration.store.requests import new_request
@@ -31,6 +30,7 @@ from orchestration.store.revisions import RevisionStore
 from orchestration.store.solution_store import SolutionStore
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import Aborted
 
 DOMAIN, SOLUTION = "shop", "app"
 

@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orchestration.runtime.backoff import Backoff, Jitter
-from orchestration.runtime.tls import TlsConfig, channel
-from orchestration.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.backoff import Backoff, Jitter
+from orchestration_sdk.runtime.tls import TlsConfig, channel
+from orchestration_sdk.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
 
 T = TypeVar("T")
 # Sends of one submitted request when the gateway does not answer, and the waits between them.

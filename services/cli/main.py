@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from cli.settings import Settings
-from orchestration.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.tls import TlsConfig
 
 # Every top-level command: the line `orch --help` shows for it, and the
 # command modules it is made from (engine_commands adds to model_commands'

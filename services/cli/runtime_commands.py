@@ -23,10 +23,11 @@ from cli.embedded_nats import (
 from cli.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection, write_private
 from cli.settings import Settings, pass_settings
 from cli.supervisor import ServiceSpec, Supervisor
-from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential, secret_sha256
-from orchestration.runtime.tls import tls_options
+from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential
 from orchestration.store.natsusers import BUS, OPERATOR, bus_clients_from_environment, inbox_prefix, is_bus
 from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
+from orchestration_sdk.runtime.credentials import secret_sha256
+from orchestration_sdk.runtime.tls import tls_options
 
 # The names each built-in controller registers (its NAME and ALIASES; the CLI
 # imports no service, tests/test_controller_credentials.py checks they agree):
@@ -80,7 +81,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
        otlp_endpoint: str,
        tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Start NATS and every service in the foreground; Ctrl-C stops them all."""
-    from orchestration.runtime import logs  # OpenTelemetry: only `up` needs it
+    from orchestration_sdk.runtime import logs  # OpenTelemetry: only `up` needs it
 
     logs.configure("orch-up")
     try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.home import Connection, load_connection, orch_home
-from orchestration.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.tls import TlsConfig
 
 if TYPE_CHECKING:
     from cli.client import Gateway

@@ -12,10 +12,10 @@ from cli.home import orch_home
 from cli.settings import Settings, pass_settings
 from orchestration.model.lifecycle import STATES_BY_NAME
 from orchestration.runtime.credentials import engine_credential_for
-from orchestration.runtime.tls import TlsConfig, channel
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import sim_pb2 as pb
 from orchestration.v1 import sim_pb2_grpc as pb_grpc
+from orchestration_sdk.runtime.tls import TlsConfig, channel
+from orchestration_sdk.runtime.wire import bearer_metadata
 
 # The file `orch up` keeps the engine key in: the sims require what is derived from it for their name.
 CREDENTIAL_FILE = "engine-credential"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestration.runtime.backoff import Backoff
+from orchestration_sdk.runtime.backoff import Backoff
 
 log = logging.getLogger("orch.up")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from dispatcher.settings import DispatcherSettings, EngineSettings
-from orchestration.runtime.process import metrics_option, read_secret
-from orchestration.runtime.process import run as run_service
-from orchestration.runtime.process import service_process, without_websocket_client
-from orchestration.runtime.tls import TlsConfig, tls_options
+from orchestration.runtime.nats_import import without_websocket_client
 from orchestration.store.subjects import DEFAULT_PREFIX
+from orchestration_sdk.runtime.process import metrics_option, read_secret
+from orchestration_sdk.runtime.process import run as run_service
+from orchestration_sdk.runtime.process import service_process
+from orchestration_sdk.runtime.tls import TlsConfig, tls_options
 
 
 @click.command()

@@ -8,7 +8,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from orchestration.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.tls import TlsConfig
 
 
 @dataclass(frozen=True)

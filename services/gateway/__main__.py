@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from gateway.server import GatewaySettings, serve
-from orchestration.runtime.process import metrics_option, read_secret
-from orchestration.runtime.process import run as run_service
-from orchestration.runtime.process import service_process
-from orchestration.runtime.tls import TlsConfig, tls_options
 from orchestration.store.subjects import DEFAULT_PREFIX
+from orchestration_sdk.runtime.process import metrics_option, read_secret
+from orchestration_sdk.runtime.process import run as run_service
+from orchestration_sdk.runtime.process import service_process
+from orchestration_sdk.runtime.tls import TlsConfig, tls_options
 
 
 @click.command()

@@ -24,14 +24,14 @@ from gateway.api.automation import AutomationServicer
 from gateway.api.solutions import SolutionServicer
 from orchestration.model import codec
 from orchestration.model.access import Principal
-from orchestration.model.errors import InvalidArgument, Unauthenticated
 from orchestration.model.lifecycle import TRANSITION_NAMES
 from orchestration.model.names import check_name
-from orchestration.runtime import telemetry
-from orchestration.runtime.status import status_of
 from orchestration.store.revisions import bus_payload as revisions_bus_payload
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.status import status_of
+from orchestration_sdk.status_errors import InvalidArgument, Unauthenticated
 
 log = logging.getLogger("gateway.bus")
 

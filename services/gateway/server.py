@@ -18,15 +18,15 @@ from gateway.bus import Bus
 from gateway.console.server import Console
 from gateway.console.sessions import Sessions, session_seconds_from_environment
 from gateway.console.views import Views
-from orchestration.runtime.grpcserver import Server
-from orchestration.runtime.process import serve_until_signalled
-from orchestration.runtime.tls import TlsConfig
 from orchestration.store.access import open_access
-from orchestration.store.wire import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
+from orchestration.store.wire import connect, redact
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration_sdk.runtime.grpcserver import Server
+from orchestration_sdk.runtime.process import serve_until_signalled
+from orchestration_sdk.runtime.tls import TlsConfig
 
 log = logging.getLogger("gateway")
 

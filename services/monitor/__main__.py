@@ -6,11 +6,12 @@ import click
 
 from monitor.settings import MonitorSettings
 from orchestration.model.retention import tree_days_from_environment
-from orchestration.runtime.process import metrics_option, read_secret
-from orchestration.runtime.process import run as run_service
-from orchestration.runtime.process import service_process, without_websocket_client
-from orchestration.runtime.tls import TlsConfig, tls_options
+from orchestration.runtime.nats_import import without_websocket_client
 from orchestration.store.subjects import DEFAULT_PREFIX
+from orchestration_sdk.runtime.process import metrics_option, read_secret
+from orchestration_sdk.runtime.process import run as run_service
+from orchestration_sdk.runtime.process import service_process
+from orchestration_sdk.runtime.tls import TlsConfig, tls_options
 
 
 @click.command()

@@ -15,9 +15,6 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
 from orchestration.model import revisions
-from orchestration.model.errors import Aborted, FailedPrecondition
-from orchestration.runtime import telemetry
-from orchestration.runtime.backoff import Backoff
 from orchestration.store.events import EventRecorder, new_event
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
@@ -25,6 +22,9 @@ from orchestration.store.requests import new_request, submit
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.backoff import Backoff
+from orchestration_sdk.status_errors import Aborted, FailedPrecondition
 
 log = logging.getLogger("monitor.compensation")
 _tracer = telemetry.tracer("monitor")

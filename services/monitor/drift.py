@@ -16,11 +16,11 @@ import logging
 
 from monitor.inventory import Watched
 from monitor.probe import Observation
-from orchestration.model.errors import Aborted, NotFound
 from orchestration.model.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, state_name
 from orchestration.store.events import EventRecorder, new_event
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import Aborted, NotFound
 
 log = logging.getLogger("monitor.drift")
 

@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestration.model.errors import NotFound
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store.kvstore import Position
 from orchestration.store.repository import InstanceRecord, Repository
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import NotFound
 
 log = logging.getLogger("monitor.inventory")
 

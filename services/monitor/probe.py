@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.credentials import engine_credential_for
-from orchestration.runtime.tls import TlsConfig
-from orchestration.runtime.tls import channel as tls_channel
-from orchestration.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
 from orchestration.store.leases import Registrations, controller_names
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.tls import channel as tls_channel
+from orchestration_sdk.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
 
 log = logging.getLogger("monitor.probe")
 

@@ -8,11 +8,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from orchestration.model.errors import Aborted, NotFound
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.retention import HIGH_WATER, LOW_WATER, due_for_pruning, relief_order
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import Aborted, NotFound
 
 log = logging.getLogger("monitor.pruning")
 # Trees pruned in one pass at most.

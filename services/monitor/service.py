@@ -24,16 +24,16 @@ from monitor.pruning import Pruner
 from monitor.settings import MonitorSettings
 from monitor.status import StatusBoard, hold_message
 from orchestration.model.lifecycle import FAILURE, INITIAL, state_name
-from orchestration.runtime import telemetry
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.runtime.metrics import COMPENSATIONS, DRIFTS, POLL_SECONDS, POLLED
-from orchestration.runtime.process import stop_on_signals
 from orchestration.store.events import EventRecorder
-from orchestration.store.wire import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
+from orchestration.store.wire import connect, redact
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.runtime.process import stop_on_signals
 
 _tracer = telemetry.tracer("monitor")
 log = logging.getLogger("monitor")

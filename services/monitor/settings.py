@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestration.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.tls import TlsConfig
 
 
 @dataclass(frozen=True)

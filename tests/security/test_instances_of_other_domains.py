@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from controllers.process import ProcessController
-from controllers.sdk import OperationContext, Permanent
+from orchestration_sdk import OperationContext, Permanent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="instances run as other users only under a root controller")
 

@@ -16,7 +16,7 @@ import pytest
 from controllers.process.readiness import _http
 from controllers.process.settings import ProcessSettings
 from controllers.process.spec import launch_spec
-from controllers.sdk import Permanent
+from orchestration_sdk import Permanent
 
 
 def spec_of(probe: str, target: str, ports: str = "", tmp: Path = Path("/tmp")) -> str:

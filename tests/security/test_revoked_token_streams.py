@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from orchestration.runtime.wire import bearer_metadata
 from orchestration.v1 import gateway_pb2 as gw
+from orchestration_sdk.runtime.wire import bearer_metadata
 from suite import Suite, console_session, running_suite
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from controllers.process.confine import Identity, runnable
-from controllers.sdk import Permanent
+from orchestration_sdk import Permanent
 
 NOBODY = Identity("nobody", 65534, 65534, switch=True)
 

@@ -11,7 +11,7 @@ import click
 
 from controllers.process import ALIASES, NAME, VERSION, ProcessController
 from controllers.process.confine import DEFAULT_RUN_AS, DEFAULT_UIDS, PER_DOMAIN, RUN_AS_ENV, UIDS_ENV
-from controllers.sdk import run_controller
+from orchestration_sdk import run_controller
 
 OPTIONS = [
     click.Option(["--work-dir"], type=click.Path(file_okay=False), envvar="ORCH_PROCESS_WORK_DIR",

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controllers.sdk import Permanent
+from orchestration_sdk import Permanent
 
 PER_DOMAIN = "per-domain"
 DEFAULT_RUN_AS = PER_DOMAIN

@@ -22,7 +22,7 @@ from controllers.process.readiness import Probe, check
 from controllers.process.settings import ProcessSettings
 from controllers.process.spec import LaunchSpec, environment, launch_spec, namespace, render_endpoint
 from controllers.process.workdir import InstanceRecord, Ledger, ProcessRecord, WorkDir, allocate_ports
-from controllers.sdk import (
+from orchestration_sdk import (
     UNKNOWN,
     Controller,
     InstanceRef,

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from controllers.sdk import Permanent
+from orchestration_sdk import Permanent
 
 # Files the controller keeps in every instance's work dir; `files` may not overwrite them.
 RESERVED_FILES = frozenset({"instance.json", "pid.json", "stdout.log", "stderr.log"})

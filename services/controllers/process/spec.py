@@ -18,7 +18,7 @@ from controllers.process.readiness import Probe
 from controllers.process.settings import ProcessSettings
 from controllers.process.template import TemplateError, Value, render
 from controllers.process.workdir import InstanceRecord
-from controllers.sdk import OperationContext, Permanent
+from orchestration_sdk import OperationContext, Permanent
 
 # What a process takes from the controller's environment: the locale and time
 # zone, and (behind the controller's bin directory) PATH. Nothing else: the

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from controllers.sdk import run_controller
 from controllers.sim import ALIASES, NAME, VERSION, SimController
+from orchestration_sdk import run_controller
 
 OPTIONS = [
     click.Option(["--state-file"], type=click.Path(dir_okay=False), default=None,

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import grpc
 
-from controllers.sdk.convert import STATE_VALUES
 from orchestration.v1 import sim_pb2 as pb
 from orchestration.v1 import sim_pb2_grpc as pb_grpc
+from orchestration_sdk.convert import STATE_VALUES
 
 SIMULATOR_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SimulatorService"].full_name
 

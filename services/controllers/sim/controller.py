@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import get_args
 
-from controllers.sdk import (
+from orchestration_sdk import (
     UNKNOWN,
     Controller,
     ExtraService,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controllers.sdk import Permanent
+from orchestration_sdk import Permanent
 
 DEFAULT_ENDPOINT = "sim://{element}/{uuid}"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from controllers.sdk import StateName
+from orchestration_sdk import StateName
 
 log = logging.getLogger("controllers.sim.table")
 

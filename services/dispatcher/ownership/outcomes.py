@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from orchestration.model import revisions
-from orchestration.model.errors import NotFound
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
 from orchestration.store.requests import new_request
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import NotFound
 
 log = logging.getLogger("dispatcher")
 

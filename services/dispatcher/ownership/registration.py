@@ -7,13 +7,13 @@ import logging
 
 import grpc
 
-from orchestration.model.errors import InvalidArgument
 from orchestration.model.names import check_name
-from orchestration.store.leases import now_ms
 from orchestration.store.leases import Registrations
+from orchestration.store.leases import now_ms
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import InvalidArgument
 
 log = logging.getLogger("dispatcher.ownership.registration")
 

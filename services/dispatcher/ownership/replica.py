@@ -21,21 +21,21 @@ from dispatcher.run.executor import Run, RunContext
 from dispatcher.run.intent import apply_request, read_design
 from dispatcher.run.tasks import TaskBook
 from dispatcher.settings import DispatcherSettings
-from orchestration.model.errors import Aborted, Fenced, NotFound, OrchestrationError
 from orchestration.runtime.credentials import RegistrationGate
-from orchestration.runtime.grpcserver import Server
-from orchestration.runtime.process import serve_until_signalled
 from orchestration.store.events import EventRecorder
 from orchestration.store.kvstore import is_transient
 from orchestration.store.leases import Lease, solution_key
-from orchestration.store.wire import connect, redact
 from orchestration.store.repository import Repository
 from orchestration.store.requests import root_task, submit
 from orchestration.store.subjects import Subjects
+from orchestration.store.wire import connect, redact
 from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.runtime.grpcserver import Server
+from orchestration_sdk.runtime.process import serve_until_signalled
+from orchestration_sdk.status_errors import Aborted, Fenced, NotFound, OrchestrationError
 
 log = logging.getLogger("dispatcher")
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from dispatcher.run.executor import Run
 from dispatcher.settings import DispatcherSettings
-from orchestration.model.errors import Aborted, NotFound
 from orchestration.store.leases import LEASE_SECONDS, Lease, Leases, now_ms
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import Aborted, NotFound
 
 log = logging.getLogger("dispatcher")
 

@@ -31,17 +31,17 @@ from dispatcher.settings import EngineSettings
 from dispatcher.run.settling import Settler, attach_task, cluster_task
 from dispatcher.run.state import ClusterKey, ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.run.tasks import TaskBook
-from orchestration.model.errors import Aborted, Fenced, NotFound
 from orchestration.model.lifecycle import FAILURE, INITIAL, TRANSITION_NAMES, next_state
 from orchestration.model.planner import cluster_digest, instance_work, new_instance, new_uuid4
-from orchestration.runtime import telemetry
-from orchestration.runtime.concurrency import gather_bounded
-from orchestration.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
 from orchestration.store.kvstore import persist
 from orchestration.store.repository import Repository
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
+from orchestration_sdk.status_errors import Aborted, Fenced, NotFound
 
 log = logging.getLogger("dispatcher.run")
 _tracer = telemetry.tracer("dispatcher")

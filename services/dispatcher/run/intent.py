@@ -8,10 +8,10 @@ import contextlib
 
 from dispatcher.run.snapshot import Intent, load_records, write_intent
 from orchestration.model import planner, revisions
-from orchestration.model.errors import FailedPrecondition, NotFound
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import FailedPrecondition, NotFound
 
 Design = tuple[pb.Architecture, dict[tuple[str, str], pb.Component]]
 

@@ -20,10 +20,10 @@ from typing import Any
 from dispatcher.run.snapshot import Deferred
 from dispatcher.run.state import ClusterKey, ClusterSlot, SolutionState
 from dispatcher.run.tasks import TaskBook
-from orchestration.model.errors import Aborted, Fenced
 from orchestration.store.kvstore import persist
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import Aborted, Fenced
 
 # At most this long (seconds) the rest waits for the first operation to leave:
 # an operation that waits for its controller to register holds nothing up.

@@ -14,9 +14,9 @@ from dispatcher.controllers import ControllerPool, LinkLost, NoController, Views
 from dispatcher.settings import EngineSettings
 from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from orchestration.model.lifecycle import TRANSITION_NAMES
-from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1.model_pb2 import Transition
+from orchestration_sdk.runtime.backoff import Backoff, Jitter
 
 # Transitions that tell a controller the endpoints of the instance's siblings.
 SIBLING_AWARE = (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_START, Transition.TRANSITION_RECONFIGURE)

@@ -11,14 +11,14 @@ import functools
 from dispatcher.run.scheduler import Scheduler
 from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.run.tasks import TaskBook
-from orchestration.model.errors import NotFound
 from orchestration.model.lifecycle import ACTIVE
 from orchestration.model.rollup import Tally
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
 from orchestration.v1.records_pb2 import Grave
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import NotFound
 
 S = pb.TaskStatus
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestration.model.errors import NotFound
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store.kvstore import Versioned
 from orchestration.store.repository import Repository
 from orchestration.store.solution_store import ClusterRecord, InstanceRecord
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import NotFound
 
 
 @dataclass

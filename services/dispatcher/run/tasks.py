@@ -14,15 +14,16 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from orchestration.model.errors import Aborted
 from orchestration.model.lifecycle import TASK_ENDED, TRANSITION_NAMES, task_status_name, task_type_name
-from orchestration.runtime import telemetry
-from orchestration.runtime.concurrency import gather_bounded
-from orchestration.runtime.metrics import TASKS, labelled
+from orchestration.runtime.metrics import TASKS
 from orchestration.store.events import EventRecorder, new_event
 from orchestration.store.kvstore import persist
 from orchestration.store.repository import Repository
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.runtime.metrics import labelled
+from orchestration_sdk.status_errors import Aborted
 
 S = pb.TaskStatus
 _tracer = telemetry.tracer("dispatcher")

@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestration.model.access import RIGHTS, Principal, check
-from orchestration.model.errors import InvalidArgument, Unauthenticated
 from orchestration.model.names import REASON_MAX
-from orchestration.runtime import telemetry
-from orchestration.runtime.status import status_of
 from orchestration.store.access import AuditTrail, Tokens
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.status import status_of
+from orchestration_sdk.status_errors import InvalidArgument, Unauthenticated
 
 log = logging.getLogger("gateway.access")
 T = TypeVar("T")

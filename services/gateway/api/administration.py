@@ -9,12 +9,12 @@ import grpc
 from gateway.api.access import caller
 from orchestration.model import codec, validation
 from orchestration.model.access import require_global_admin
-from orchestration.model.errors import FailedPrecondition, InvalidArgument
 from orchestration.model.names import check_name
 from orchestration.store.repository import ApplyResult, Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import FailedPrecondition, InvalidArgument
 
 KINDS = {
     "model": gw.DOCUMENT_KIND_MODEL,

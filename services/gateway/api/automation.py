@@ -8,13 +8,13 @@ import grpc
 
 from gateway.api.access import caller
 from gateway.api.feeds import Feeds
-from orchestration.model.errors import FailedPrecondition, InvalidArgument, NotFound
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name, check_reason
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import FailedPrecondition, InvalidArgument, NotFound
 
 # The most messages of the events stream a `latest` read looks at.
 MAX_LATEST = 10_000

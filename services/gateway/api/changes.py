@@ -15,13 +15,13 @@ import grpc
 from gateway.api.access import caller
 from gateway.api.channel import Channel
 from orchestration.model import planner, revisions
-from orchestration.model.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED
 from orchestration.model.names import check_name, check_reason
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 
 # How long a rollback waits for the change it supersedes to stop (its
 # running operations finish; none of its others start).

@@ -8,10 +8,10 @@ from opentelemetry.trace import SpanKind
 
 from gateway.api.access import caller
 from orchestration.model.names import check_name, check_reason
-from orchestration.runtime import telemetry
 from orchestration.store.repository import Repository
 from orchestration.store.requests import Change, accepted_before, new_request, submit
 from orchestration.store.subjects import Subjects
+from orchestration_sdk.runtime import telemetry
 
 
 class Channel:

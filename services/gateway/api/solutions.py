@@ -15,7 +15,6 @@ import grpc
 from gateway.api.changes import SolutionChanges, find_cluster, find_element, find_instance
 from gateway.api.channel import Channel
 from gateway.api.feeds import Feeds
-from orchestration.model.errors import InvalidArgument, NotFound
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.model.rollup import Tally
@@ -23,6 +22,7 @@ from orchestration.store.repository import ClusterRecord, InstanceRecord, Reposi
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import InvalidArgument, NotFound
 
 
 # Instances per message of ReadSolution (far below the 8 MiB message limit).

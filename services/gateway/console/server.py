@@ -25,12 +25,12 @@ from gateway.console.live import Connectivity, changes, subjects_for
 from gateway.console.sessions import COOKIE, Session, Sessions
 from gateway.console.views import ACTION_METHODS, EVENT_FILTERS, Views, require_domain
 from orchestration.model.access import Principal
-from orchestration.model.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from orchestration.runtime.concurrency import while_valid
-from orchestration.runtime.status import status_of
-from orchestration.runtime.tls import TlsConfig
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
+from orchestration_sdk.runtime.concurrency import while_valid
+from orchestration_sdk.runtime.status import status_of
+from orchestration_sdk.runtime.tls import TlsConfig
+from orchestration_sdk.status_errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("gateway.console")
 

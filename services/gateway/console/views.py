@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.api.access import AccessGate
 from orchestration.model.access import RIGHTS, Principal
-from orchestration.model.errors import InvalidArgument, NotFound, PermissionDenied
+from orchestration_sdk.status_errors import InvalidArgument, NotFound, PermissionDenied
 from orchestration.model.lifecycle import (
     TASK_ENDED,
     TRANSITION_NAMES,

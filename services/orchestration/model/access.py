@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from orchestration.model.errors import InvalidArgument, PermissionDenied
+from orchestration_sdk.status_errors import InvalidArgument, PermissionDenied
 
 
 class Role(IntEnum):

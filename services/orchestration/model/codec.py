@@ -16,9 +16,9 @@ from typing import Any
 from google.protobuf.message import Message
 
 from orchestration.model.codec_fields import ARCHITECTURE, COMPONENT, DOMAIN, MODEL, SPECS, EnumCodec, Field, One, Spec
-from orchestration.model.errors import InvalidArgument
 from orchestration.model.yamlsafe import MAX_DOCUMENT_BYTES, dump_yaml, load_yaml
 from orchestration.v1 import model_pb2
+from orchestration_sdk.status_errors import InvalidArgument
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",

@@ -1,5 +1,8 @@
-"""The common lifecycle (DESIGN.md section 3): states, transitions and the
-planning of a path from one state to another. Pure: no I/O."""
+"""The common lifecycle (DESIGN.md section 3): the planning of a path from
+one state to another, and the names of task statuses and holds. Pure: no I/O.
+
+The states, transitions and edges are the table controllers share
+(``orchestration_sdk.lifecycle``); the engine reads them through this module."""
 
 from __future__ import annotations
 
@@ -10,25 +13,23 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import HoldKind, State, TaskStatus, Transition
+from orchestration_sdk.lifecycle import (
+    ACTIVE,
+    EDGES,
+    FAILURE,
+    INACTIVE,
+    INITIAL,
+    STATE_NAMES,
+    STATES_BY_NAME,
+    TRANSITION_NAMES,
+    TRANSITIONS_BY_NAME,
+)
 
-INITIAL = State.STATE_INITIAL
-INACTIVE = State.STATE_INACTIVE
-ACTIVE = State.STATE_ACTIVE
-FAILURE = State.STATE_FAILURE
-
-STATE_NAMES: dict[int, str] = {INITIAL: "initial", INACTIVE: "inactive", ACTIVE: "active", FAILURE: "failure"}
-STATES_BY_NAME: dict[str, State] = {"initial": INITIAL, "inactive": INACTIVE, "active": ACTIVE, "failure": FAILURE}
-
-TRANSITION_NAMES: dict[int, str] = {
-    Transition.TRANSITION_CREATE: "create",
-    Transition.TRANSITION_CONFIGURE: "configure",
-    Transition.TRANSITION_START: "start",
-    Transition.TRANSITION_RECONFIGURE: "reconfigure",
-    Transition.TRANSITION_STOP: "stop",
-    Transition.TRANSITION_DESTROY: "destroy",
-    Transition.TRANSITION_RESET: "reset",
-}
-TRANSITIONS_BY_NAME: dict[str, Transition] = {name: Transition.Value("TRANSITION_" + name.upper()) for name in TRANSITION_NAMES.values()}
+__all__ = [
+    "ACTIVE", "EDGES", "FAILURE", "HOLD_NAMES", "INACTIVE", "INITIAL", "STATE_NAMES", "STATES_BY_NAME", "TASK_ENDED",
+    "TRANSITION_NAMES", "TRANSITIONS_BY_NAME", "event_type_name", "hold_name", "next_state", "outcome_name",
+    "plan_transitions", "policy_name", "state_name", "task_status_name", "task_type_name",
+]
 
 # Task statuses a task never leaves.
 TASK_ENDED: tuple[int, ...] = (TaskStatus.TASK_STATUS_COMPLETED, TaskStatus.TASK_STATUS_FAILED,
@@ -36,17 +37,6 @@ TASK_ENDED: tuple[int, ...] = (TaskStatus.TASK_STATUS_COMPLETED, TaskStatus.TASK
 
 # Why the engine leaves a solution alone (SolutionHold.kind).
 HOLD_NAMES: dict[int, str] = {HoldKind.HOLD_KIND_HELD: "held", HoldKind.HOLD_KIND_DEGRADED: "degraded"}
-
-# transition -> (from, to)
-EDGES: dict[Transition, tuple[State, State]] = {
-    Transition.TRANSITION_CREATE: (INITIAL, INACTIVE),
-    Transition.TRANSITION_CONFIGURE: (INACTIVE, INACTIVE),
-    Transition.TRANSITION_START: (INACTIVE, ACTIVE),
-    Transition.TRANSITION_RECONFIGURE: (ACTIVE, ACTIVE),
-    Transition.TRANSITION_STOP: (ACTIVE, INACTIVE),
-    Transition.TRANSITION_DESTROY: (INACTIVE, INITIAL),
-    Transition.TRANSITION_RESET: (FAILURE, INITIAL),
-}
 
 
 def outcome_name(outcome: int) -> str:

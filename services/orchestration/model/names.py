@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from orchestration.model.errors import InvalidArgument
+from orchestration_sdk.status_errors import InvalidArgument
 
 if TYPE_CHECKING:  # names are checked without loading protobuf (`orch info` imports this)
     from orchestration.v1.model_pb2 import Controller

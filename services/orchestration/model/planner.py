@@ -9,11 +9,11 @@ import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from orchestration.model.errors import FailedPrecondition, InvalidArgument, NotFound
 from orchestration.model.lifecycle import ACTIVE, FAILURE, INACTIVE, INITIAL, plan_transitions, state_name
 from orchestration.model.rendering import digest, parse_parameters, render
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1.model_pb2 import Transition
+from orchestration_sdk.status_errors import FailedPrecondition, InvalidArgument, NotFound
 
 Catalog = Mapping[tuple[str, str], pb.Component]
 

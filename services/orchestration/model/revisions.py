@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from orchestration.model.lifecycle import policy_name, state_name
 from orchestration.model import planner
+from orchestration.model.lifecycle import policy_name, state_name
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 

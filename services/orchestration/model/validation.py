@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from orchestration.model.errors import InvalidArgument
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, STATE_NAMES
 from orchestration.model.names import check_name
 from orchestration.model.rendering import parse_parameters
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.status_errors import InvalidArgument
 
 MAX_CLUSTER_SIZE = 100_000
 

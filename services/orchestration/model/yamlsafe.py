@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from orchestration.model.errors import InvalidArgument
+from orchestration_sdk.status_errors import InvalidArgument
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64

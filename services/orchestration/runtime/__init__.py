@@ -1,8 +1,9 @@
-"""What every service process is built from.
+"""What the engine's service processes add to the SDK's runtime
+(``orchestration_sdk.runtime``: gRPC server, status mapping, TLS, traces,
+logs, metrics, process start-up, the one back-off rule, bounded concurrency,
+stream batching).
 
-gRPC server with guard and status mapping (``grpcserver``, ``status``), TLS
-(``tls``), traces (``telemetry``), structured logs (``logs``), metrics
-(``metrics``), health checks (``healthcheck``), process start-up and signals
-(``process``), the one back-off rule (``backoff``), bounded concurrency
-(``concurrency``) and stream batching (``batching``).
+The engine's own metrics (``metrics``), issuing controller credentials
+(``credentials``), the gRPC health check of containers and probes
+(``healthcheck``), and how the services import nats-py (``nats_import``).
 """

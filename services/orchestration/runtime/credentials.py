@@ -11,6 +11,11 @@ its holder's job:
   controller's name; the controller is given only the SHA-256 of its own.
   So a controller (which sees what it is presented) learns a secret good
   for itself alone, and cannot pose as the engine towards another one.
+
+Here the engine's side: issuing and checking controller credentials, and
+deriving what it presents. The controller's side (the SHA-256 it is given,
+the gate that checks callers against it) is the SDK's
+(``orchestration_sdk.runtime.credentials``).
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import hashlib
 import hmac
 from typing import Any
 
-from orchestration.model.errors import InvalidArgument, PermissionDenied
 from orchestration.model.names import is_valid_name
+from orchestration_sdk.status_errors import InvalidArgument, PermissionDenied
 
 
 def _mac(key: str, names: list[str]) -> str:
@@ -57,30 +62,6 @@ def engine_credential_for(engine_key: str, controller: str) -> str:
     if not engine_key:
         raise ValueError("the engine key is empty")
     return hashlib.sha256(f"{engine_key}\nengine {controller}\n{engine_key}".encode()).hexdigest()
-
-
-def secret_sha256(secret: str) -> str:
-    """The hex SHA-256 of a secret: what a controller is given of the engine credential."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-class DigestGate:
-    """A gRPC gate that admits whoever presents the secret whose SHA-256 it holds (a controller's)."""
-
-    def __init__(self, digest_hex: str) -> None:
-        digest_hex = digest_hex.strip().lower()
-        if len(digest_hex) != 64 or any(c not in "0123456789abcdef" for c in digest_hex):
-            raise ValueError("the engine credential's SHA-256 must be 64 hex digits")
-        self._digest = bytes.fromhex(digest_hex)
-
-    async def identify(self, token: str) -> Any | None:
-        return True if hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._digest) else None
-
-    async def admit(self, caller: Any, method: str, request: Any) -> None:
-        return None
-
-    async def record(self, caller: Any | None, method: str, request: Any | None, code: str, message: str) -> None:
-        return None
 
 
 class RegistrationGate:

@@ -1,23 +1,11 @@
-"""Prometheus metrics of the suite: defined once here, served by each
-service on its own port (``--metrics-addr``)."""
+"""The engine's own Prometheus metrics (tasks, the internal channel, the
+monitor's polls), defined once here. Those every process may have, and how a
+process serves them, are the SDK's (``orchestration_sdk.runtime.metrics``)."""
 
 from __future__ import annotations
 
-import functools
-from typing import TypeVar
+from prometheus_client import Counter, Gauge, Histogram
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-from prometheus_client.metrics import MetricWrapperBase
-
-M = TypeVar("M", bound=MetricWrapperBase)
-
-GRPC_CALLS = Counter("orch_grpc_calls_total", "gRPC calls served, by method and status code", ["method", "code"])
-OPERATIONS = Counter("orch_controller_operations_total", "Controller operations, by transition and outcome",
-                     ["transition", "outcome"])
-OPERATION_SECONDS = Histogram(
-    "orch_controller_operation_seconds", "Time from sending an operation to its result", ["transition"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
 TASKS = Counter("orch_tasks_total", "Task status changes, by task type and status", ["type", "status"])
 REQUESTS_WAITING = Gauge("orch_requests_waiting", "Requests waiting in the internal channel")
 POLL_SECONDS = Histogram("orch_monitor_poll_seconds", "Duration of one monitor poll",
@@ -25,19 +13,3 @@ POLL_SECONDS = Histogram("orch_monitor_poll_seconds", "Duration of one monitor p
 POLLED = Gauge("orch_monitor_instances_polled", "Instances asked about in the last poll")
 DRIFTS = Counter("orch_monitor_drift_total", "Instances whose real state differed from the stored one")
 COMPENSATIONS = Counter("orch_monitor_compensations_total", "Compensating requests submitted by the monitor")
-
-
-@functools.cache
-def labelled(metric: M, *values: str) -> M:
-    """The child of a metric for label values (``labels()`` is looked up once,
-    not at every operation of a hot path)."""
-    return metric.labels(*values)
-
-
-def serve(address: str) -> int:
-    """Serve /metrics on host:port (port 0: any free port); returns the port. Empty address: off."""
-    if not address:
-        return 0
-    host, _, port = address.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
-    return int(server.server_port)

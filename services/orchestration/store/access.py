@@ -20,7 +20,6 @@ import uuid
 from nats.js import JetStreamContext
 
 from orchestration.model.access import BOOTSTRAP, Principal, Role, check_token_name, split_token
-from orchestration.model.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from orchestration.model.names import check_name, encode_token
 from orchestration.model.retention import positive_setting
 from orchestration.store.kvstore import Bucket
@@ -28,6 +27,7 @@ from orchestration.store.streams import open_bucket
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 
 # A gateway re-reads a token it has checked after this many seconds, so a
 # revocation takes effect everywhere within it.

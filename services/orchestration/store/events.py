@@ -25,10 +25,10 @@ from orchestration.model.lifecycle import (
     task_status_name,
     task_type_name,
 )
-from orchestration.runtime.concurrency import gather_bounded
-from orchestration.store.wire import publisher_for, read_stream
 from orchestration.store.subjects import Subjects
+from orchestration.store.wire import publisher_for, read_stream
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.concurrency import gather_bounded
 
 
 def new_event(task: pb.Task, kind: pb.EventType, comment: str = "", source: str = "") -> pb.Event:

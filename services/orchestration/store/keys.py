@@ -15,10 +15,10 @@ from typing import NamedTuple
 
 from google.protobuf.message import Message
 
-from orchestration.model.errors import InvalidArgument
 from orchestration.model.names import decode_token, encode_token
 from orchestration.store.subjects import model_key, record_key
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
+from orchestration_sdk.status_errors import InvalidArgument
 
 
 def _need(**names: str) -> None:

@@ -20,9 +20,9 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_OP, KeyValue
 
-from orchestration.model.errors import Aborted, Fenced, ResourceExhausted, Unavailable
-from orchestration.runtime.backoff import Backoff, Jitter
 from orchestration.store.subjects import kv_stream
+from orchestration_sdk.runtime.backoff import Backoff, Jitter
+from orchestration_sdk.status_errors import Aborted, Fenced, ResourceExhausted, Unavailable
 from orchestration.store.wire import (
     EXPECTED_LAST_SEQUENCE_SUBJECT,
     STREAM_FULL,

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 from nats.aio.subscription import Subscription
 
-from orchestration.model.errors import Aborted, FailedPrecondition
 from orchestration.model.names import encode_token
 from orchestration.store.kvstore import Bucket
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.status_errors import Aborted, FailedPrecondition
 
 LEASE_SECONDS = 10.0
 # Header of a request on the internal channel: the revision of the lease that

@@ -10,11 +10,11 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from orchestration.model.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 from orchestration.model.names import controller_name
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Bucket
 from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Solution
+from orchestration_sdk.status_errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 
 D = TypeVar("D", Component, Architecture)
 

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from orchestration.model.errors import Aborted
+from orchestration_sdk.status_errors import Aborted
 from orchestration.model.names import decode_token, encode_token
 from orchestration.store.kvstore import Bucket, Versioned
 from orchestration.v1 import model_pb2 as pb

@@ -22,25 +22,26 @@ from google.protobuf.message import Message
 from nats.js import JetStreamContext, api
 
 from orchestration.model.diff import WRITE_ORDER, Change, diff_model
-from orchestration.model.errors import AlreadyExists
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.events import EventLog, EventRecorder, bare
 from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, apply_limits
 from orchestration.store.leases import Leases
-from orchestration.store.model_store import ModelStore
 from orchestration.store.leases import Registrations
+from orchestration.store.model_store import ModelStore
 from orchestration.store.pauses import Pauses
 from orchestration.store.pauses import bus_payload as pauses_bus_payload
 from orchestration.store.revisions import RevisionStore
 from orchestration.store.revisions import bus_payload as revisions_bus_payload
-from orchestration.store.wire import connection_of
 from orchestration.store.solution_store import ClusterRecord, InstanceRecord, SolutionStore
 from orchestration.store.streams import CAPS, Retention, ensure_stream, open_bucket, replicas_from_environment
 from orchestration.store.subjects import Subjects, kv_stream
 from orchestration.store.task_store import TaskStore
-from orchestration.v1.model_pb2 import Architecture, Component, Controller, Domain, Event, Model, Revision, Solution, SolutionPause, Task
+from orchestration.store.wire import connection_of
+from orchestration.v1.model_pb2 import (Architecture, Component, Controller, Domain, Event, Model, Revision, Solution,
+                                        SolutionPause, Task)
 from orchestration.v1.records_pb2 import Grave
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import AlreadyExists
 
 __all__ = ["ApplyResult", "ClusterRecord", "InstanceRecord", "Repository", "Versioned"]
 

@@ -10,16 +10,16 @@ import uuid as uuidlib
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from orchestration.model.errors import FailedPrecondition, NotFound, ResourceExhausted
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
-from orchestration.runtime import telemetry
-from orchestration.store.wire import STREAM_FULL
 from orchestration.store.leases import LEASE_REVISION_HEADER, Leases
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
+from orchestration.store.wire import STREAM_FULL
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.status_errors import FailedPrecondition, NotFound, ResourceExhausted
 
 # Ids of a request named by its client are derived from that name (and the solution).
 _CLIENT_IDS = uuidlib.UUID("5f1c6f0e-2b7a-4c43-9a55-1f0c2d3e4a6b")

@@ -16,13 +16,13 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from orchestration.model.errors import Aborted, NotFound
 from orchestration.model.lifecycle import outcome_name, policy_name
 from orchestration.model.revisions import ENDED
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Bucket, Entry, Versioned
 from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import Aborted, NotFound
 
 
 Announce = Callable[[pb.Revision], Awaitable[None]]

@@ -23,12 +23,12 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from orchestration.model.diff import canonical_solution
-from orchestration.model.errors import Aborted, AlreadyExists, NotFound
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.kvstore import Bucket, Entry, Position, Versioned
 from orchestration.v1.model_pb2 import Cluster, Element, Instance, Solution
 from orchestration.v1.records_pb2 import Grave
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import Aborted, AlreadyExists, NotFound
 
 M = TypeVar("M", bound=Message)
 

@@ -14,10 +14,10 @@ from typing import TypeVar
 import nats.js.errors
 from nats.js import JetStreamContext, api
 
-from orchestration.model.errors import FailedPrecondition, Unavailable
 from orchestration.store.kvstore import STORE_BACKOFF, Bucket, apply_cap
 from orchestration.store.subjects import kv_stream
 from orchestration.store.wire import NO_PEERS, STREAM_NAME_IN_USE
+from orchestration_sdk.status_errors import FailedPrecondition, Unavailable
 
 T = TypeVar("T")
 

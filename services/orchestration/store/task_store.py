@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from orchestration.model.errors import Aborted, NotFound
 from orchestration.model.retention import summarize
-from orchestration.runtime.concurrency import gather_bounded
 from orchestration.store import keys as rk
 from orchestration.store.events import EventLog
 from orchestration.store.kvstore import Bucket, Versioned
 from orchestration.v1.model_pb2 import Event, Task, TreeSummary
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import Aborted, NotFound
 
 
 class TaskStore:

@@ -41,8 +41,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
 
-from orchestration.model.errors import Unavailable
 from orchestration.store.natsusers import inbox_prefix
+from orchestration_sdk.status_errors import Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ import contextlib
 import gc
 import logging
 import signal
-import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Protocol
 
 import click
 
-from orchestration.runtime import logs, metrics, telemetry
+from orchestration_sdk.runtime import logs, metrics, telemetry
 
 METRICS_HELP = "host:port of the Prometheus /metrics endpoint (empty: none)."
 
@@ -31,20 +30,6 @@ def read_secret(path: str, option: str) -> str:
     if not secret:
         raise click.BadParameter(f"{path} is empty: refusing to run without a secret", param_hint=option)
     return secret
-
-
-def without_websocket_client(nats_url: str) -> None:
-    """Keep nats-py from loading aiohttp, which it imports only to offer
-    WebSocket connections (ws:// and wss:// URLs): about 8 MB and 0.15 s
-    of start-up in every process that reaches NATS over its own protocol.
-    Called by the services that have no other use for aiohttp, before they
-    import nats (the gateway serves the console with it)."""
-    if "nats" in sys.modules or "aiohttp" in sys.modules:
-        return
-    if any(url.strip().lower().startswith(("ws://", "wss://")) for url in nats_url.split(",")):
-        return
-    # An import of a module set to None raises ImportError: nats-py then leaves WebSocket support out.
-    sys.modules["aiohttp"] = None  # type: ignore[assignment]
 
 
 def metrics_option(func):  # type: ignore[no-untyped-def]

@@ -13,13 +13,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import SpanKind
 
-from orchestration.model.errors import InvalidArgument
-from orchestration.runtime import telemetry
-from orchestration.runtime.concurrency import while_valid
-from orchestration.runtime.metrics import GRPC_CALLS, labelled
-from orchestration.runtime.status import status_of
-from orchestration.runtime.tls import TlsConfig
-from orchestration.runtime.wire import MAX_MESSAGE_BYTES
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.concurrency import while_valid
+from orchestration_sdk.runtime.metrics import GRPC_CALLS, labelled
+from orchestration_sdk.runtime.status import status_of
+from orchestration_sdk.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.wire import MAX_MESSAGE_BYTES
+from orchestration_sdk.status_errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 

@@ -14,18 +14,18 @@ from typing import Any
 
 import click
 
-from controllers.sdk.controller import Controller
-from controllers.sdk.registrar import Registrar, Registration
-from controllers.sdk.servicer import SERVICE_NAME, ControllerServicer
-from orchestration.runtime.credentials import DigestGate
-from orchestration.runtime.grpcserver import Server
-from orchestration.runtime.process import METRICS_HELP, read_secret
-from orchestration.runtime.process import run as run_service
-from orchestration.runtime.process import service_process
-from orchestration.runtime.tls import TlsConfig
-from orchestration.v1 import controller_pb2_grpc as pb_grpc
+from orchestration_sdk.controller import Controller
+from orchestration_sdk.registrar import Registrar, Registration
+from orchestration_sdk.runtime.credentials import DigestGate
+from orchestration_sdk.runtime.grpcserver import Server
+from orchestration_sdk.runtime.process import METRICS_HELP, read_secret
+from orchestration_sdk.runtime.process import run as run_service
+from orchestration_sdk.runtime.process import service_process
+from orchestration_sdk.runtime.tls import TlsConfig
+from orchestration_sdk.servicer import SERVICE_NAME, ControllerServicer
+from orchestration_sdk.v1 import controller_pb2_grpc as pb_grpc
 
-log = logging.getLogger("controllers.sdk.runner")
+log = logging.getLogger("orchestration_sdk.runner")
 
 # A factory receives the values of the controller's own options by name.
 ControllerFactory = Callable[[Mapping[str, Any]], Controller]

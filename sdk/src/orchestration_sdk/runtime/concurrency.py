@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
-from orchestration.model.errors import Unauthenticated
+from orchestration_sdk.status_errors import Unauthenticated
 
 T = TypeVar("T")
 # Calls in flight at once by default (JetStream writes, reads, Status calls).

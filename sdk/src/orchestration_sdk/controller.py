@@ -9,8 +9,8 @@ from typing import Literal
 
 import grpc
 
-from controllers.sdk.context import InstanceRef, OperationContext
-from controllers.sdk.errors import Permanent
+from orchestration_sdk.context import InstanceRef, OperationContext
+from orchestration_sdk.errors import Permanent
 
 StateName = Literal["initial", "inactive", "active", "failure"]
 

@@ -1,6 +1,6 @@
 """Errors a client can act on, each naming the gRPC status code it is
 answered with (by name: this package imports no gRPC;
-``orchestration.runtime.status`` is the one place that maps exceptions to
+``orchestration_sdk.runtime.status`` is the one place that maps exceptions to
 status codes)."""
 
 from __future__ import annotations

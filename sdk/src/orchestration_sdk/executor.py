@@ -13,18 +13,18 @@ from typing import cast
 
 from opentelemetry.trace import SpanKind
 
-from controllers.sdk.context import OperationContext
-from controllers.sdk.controller import Controller, Result
-from controllers.sdk.convert import TRANSITION_NAMES, Views, deadline_of, operation_context
-from controllers.sdk.errors import Permanent, Retryable
-from orchestration.model.lifecycle import EDGES
-from orchestration.runtime import telemetry
-from orchestration.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
-from orchestration.v1 import controller_pb2 as pb
-from orchestration.v1.model_pb2 import State, Transition
+from orchestration_sdk.context import OperationContext
+from orchestration_sdk.controller import Controller, Result
+from orchestration_sdk.convert import TRANSITION_NAMES, Views, deadline_of, operation_context
+from orchestration_sdk.errors import Permanent, Retryable
+from orchestration_sdk.lifecycle import EDGES
+from orchestration_sdk.runtime import telemetry
+from orchestration_sdk.runtime.metrics import OPERATION_SECONDS, OPERATIONS, labelled
+from orchestration_sdk.v1 import controller_pb2 as pb
+from orchestration_sdk.v1.model_pb2 import State, Transition
 
-log = logging.getLogger("controllers.sdk")
-_tracer = telemetry.tracer("controllers.sdk")
+log = logging.getLogger("orchestration_sdk")
+_tracer = telemetry.tracer("orchestration_sdk")
 
 OK = pb.Outcome.OUTCOME_OK
 RETRYABLE = pb.Outcome.OUTCOME_RETRYABLE

@@ -8,7 +8,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from orchestration.v1 import controller_pb2 as pb
+from orchestration_sdk.v1 import controller_pb2 as pb
 
 DEFAULT_CACHE_SIZE = 100_000
 

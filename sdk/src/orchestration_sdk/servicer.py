@@ -10,17 +10,17 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from controllers.sdk.controller import Controller, InstanceState
-from controllers.sdk.convert import TRANSITION_NAMES, Views, instance_ref, instance_status
-from controllers.sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
-from controllers.sdk.errors import Permanent
-from controllers.sdk.executor import execute, permanent
-from orchestration.model.errors import FailedPrecondition, InvalidArgument, Unavailable
-from orchestration.runtime.batching import let_others_join
-from orchestration.runtime.concurrency import gather_bounded
-from orchestration.v1 import controller_pb2 as pb
-from orchestration.v1 import controller_pb2_grpc as pb_grpc
-from orchestration.v1.model_pb2 import Transition
+from orchestration_sdk.controller import Controller, InstanceState
+from orchestration_sdk.convert import TRANSITION_NAMES, Views, instance_ref, instance_status
+from orchestration_sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
+from orchestration_sdk.errors import Permanent
+from orchestration_sdk.executor import execute, permanent
+from orchestration_sdk.runtime.batching import let_others_join
+from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.status_errors import FailedPrecondition, InvalidArgument, Unavailable
+from orchestration_sdk.v1 import controller_pb2 as pb
+from orchestration_sdk.v1 import controller_pb2_grpc as pb_grpc
+from orchestration_sdk.v1.model_pb2 import Transition
 
 DEFAULT_CONCURRENCY = 1024
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ControllerService"].full_name

@@ -8,11 +8,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
-from controllers.sdk.context import DependencyKind, InstanceRef, OperationContext, Provider
-from controllers.sdk.controller import InstanceState
-from orchestration.model.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
-from orchestration.v1 import controller_pb2 as pb
-from orchestration.v1.model_pb2 import DependencyType, State
+from orchestration_sdk.context import DependencyKind, InstanceRef, OperationContext, Provider
+from orchestration_sdk.controller import InstanceState
+from orchestration_sdk.lifecycle import STATES_BY_NAME, TRANSITION_NAMES
+from orchestration_sdk.v1 import controller_pb2 as pb
+from orchestration_sdk.v1.model_pb2 import DependencyType, State
 
 __all__ = ["STATE_VALUES", "TRANSITION_NAMES", "Siblings", "Views", "deadline_of", "instance_ref", "instance_status", "operation_context"]
 

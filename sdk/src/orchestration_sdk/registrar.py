@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import grpc
 
-from orchestration.runtime.backoff import Backoff, Jitter
-from orchestration.runtime.tls import TlsConfig
-from orchestration.runtime.tls import channel as tls_channel
-from orchestration.runtime.wire import bearer_metadata
-from orchestration.v1 import dispatcher_pb2 as pb
-from orchestration.v1 import dispatcher_pb2_grpc as pb_grpc
+from orchestration_sdk.runtime.backoff import Backoff, Jitter
+from orchestration_sdk.runtime.tls import TlsConfig
+from orchestration_sdk.runtime.tls import channel as tls_channel
+from orchestration_sdk.runtime.wire import bearer_metadata
+from orchestration_sdk.v1 import dispatcher_pb2 as pb
+from orchestration_sdk.v1 import dispatcher_pb2_grpc as pb_grpc
 
-log = logging.getLogger("controllers.sdk.registrar")
+log = logging.getLogger("orchestration_sdk.registrar")
 
 DEFAULT_LEASE_S = 30.0
 CALL_TIMEOUT_S = 5.0

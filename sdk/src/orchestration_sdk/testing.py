@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from controllers.sdk.controller import Controller
-from controllers.sdk.servicer import DEFAULT_CONCURRENCY, SERVICE_NAME, ControllerServicer
-from orchestration.runtime.credentials import DigestGate, secret_sha256
-from orchestration.runtime.grpcserver import Server
-from orchestration.runtime.wire import bearer_metadata
-from orchestration.v1 import controller_pb2_grpc as pb_grpc
-from orchestration.v1 import dispatcher_pb2 as dpb
-from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
+from orchestration_sdk.controller import Controller
+from orchestration_sdk.runtime.credentials import DigestGate, secret_sha256
+from orchestration_sdk.runtime.grpcserver import Server
+from orchestration_sdk.runtime.wire import bearer_metadata
+from orchestration_sdk.servicer import DEFAULT_CONCURRENCY, SERVICE_NAME, ControllerServicer
+from orchestration_sdk.v1 import controller_pb2_grpc as pb_grpc
+from orchestration_sdk.v1 import dispatcher_pb2 as dpb
+from orchestration_sdk.v1 import dispatcher_pb2_grpc as dpb_grpc
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from orchestration.model.errors import OrchestrationError
+from orchestration_sdk.status_errors import OrchestrationError
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -39,8 +39,13 @@ def setup(service: str) -> None:
     sampler = ParentBased(ALWAYS_ON) if exporting() else ALWAYS_OFF
     provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
     if exporting():
-        # Imported only when needed: the exporter pulls in its gRPC client.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        # Imported only when needed: the exporter pulls in its gRPC client
+        # (the engine always has it; the SDK installed alone with its extra `otlp`).
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        except ImportError as err:
+            raise RuntimeError(f"{' or '.join(ENDPOINT_VARIABLES)} is set but the OTLP exporter is not installed: "
+                               "pip install 'orchestration-controller-sdk[otlp]'") from err
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

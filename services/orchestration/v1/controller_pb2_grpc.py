@@ -1,0 +1,3 @@
+"""orchestration/v1/controller.proto: compiled into the controller SDK, which the engine builds on."""
+
+from orchestration_sdk.v1.controller_pb2_grpc import *  # noqa: F401,F403
