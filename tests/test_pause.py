@@ -10,13 +10,14 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, running_suite, wait_until
+from suite import Suite, needs_chromium, running_suite, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -89,6 +90,33 @@ def test_bad_pause_requests_are_refused_and_a_second_pause_keeps_the_first(suite
     assert again.strip() == "paused by bootstrap: first"
     suite.ok("solution", "resume", "twice", "twice", "--wait")
     assert not summary(suite, "twice").HasField("pause")
+
+
+@needs_chromium
+def test_the_console_pauses_shows_who_and_why_and_resumes(browser: Any, suite: Suite) -> None:
+    suite.apply(web("seen", 300, 200))
+    task = json.loads(suite.ok("solution", "deploy", "seen", "seen", "V1", "-o", "json"))["task"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    console = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"].rstrip("/")
+    page.goto(console + "/signin")
+    page.fill("input[name=token]", (suite.home / "token").read_text().strip())
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Overview')")
+    page.goto(console + "/domains/seen/solutions/seen")
+    page.click("button:has-text('Pause')")
+    page.wait_for_selector("[data-paused='bootstrap']:has-text('starts no more operations')")
+    banner = page.inner_text("[data-paused]")
+    assert banner.startswith("Paused by bootstrap since") and task[:8] in banner
+    assert suite.task("seen", task).task.status == pb.TASK_STATUS_EXECUTING
+    page.click("button:has-text('Resume')")
+    page.wait_for_selector("[data-paused]", state="detached")
+    assert suite.wait_task("seen", task, timeout=120).status == pb.TASK_STATUS_COMPLETED
+    audited = json.loads(suite.ok("audit", "list", "--domain", "seen", "-o", "json"))
+    assert [e["Method"] for e in audited if e["Channel"] == "console"] == ["PauseSolution", "ResumeSolution"]
+    assert errors == []
+    page.close()
 
 
 def test_a_paused_solutions_next_change_waits_and_the_pause_outlives_a_restart(suite: Suite, home: Path) -> None:

@@ -124,7 +124,10 @@ class Views:
         return {**_solution_header(header), **_rolled_up(summary.total), "graph": graph, "clusters": [
             {"element": c.element, "cluster": c.cluster, "target": _state(c.target), "size": c.size, **_rolled_up(c)}
             for c in summary.clusters],
-            "running": _task(summary.running) if summary.HasField("running") else None}
+            "running": _task(summary.running) if summary.HasField("running") else None,
+            "pause": {"actor": summary.pause.actor, "reason": summary.pause.reason, "since_ms": summary.pause.since_unix_ms,
+                      "acknowledged_ms": summary.pause.acknowledged_unix_ms, "task": summary.pause.task}
+            if summary.HasField("pause") else None}
 
     async def history(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
         """The solution's revisions, newest first."""
@@ -207,6 +210,10 @@ class Views:
             reply = await self.call(who, "RollbackSolution", gw.RollbackSolutionRequest(
                 domain=domain, solution=name, to=_int(body, "to"), reason=_text(body, "reason"),
                 force=body.get("force") is True))
+        elif action == "pause":
+            paused = await self.call(who, "PauseSolution", gw.PauseSolutionRequest(
+                domain=domain, solution=name, reason=_text(body, "reason")))
+            return {"paused": paused.pause.actor}
         elif action == "resume":
             reply = await self.call(who, "ResumeSolution", gw.ResumeSolutionRequest(domain=domain, solution=name))
         elif action == "delete":

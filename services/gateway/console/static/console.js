@@ -477,6 +477,13 @@ async function solution(domain, name) {
     h("p", {}, `${data.architecture} ${data.version} · state `, stateTag(data.state), " · target ", stateTag(data.target),
       ` · on failure: ${data.on_failure} · `, link(`/domains/${enc(domain)}/events?solution=${enc(name)}`, "events"))];
   if (data.hold) parts.push(h("p", { class: "error" }, `${data.hold}: ${data.hold_reason} (by ${data.hold_actor})`));
+  if (data.pause) {
+    const p = data.pause;
+    parts.push(h("p", { class: "banner paused", "data-paused": p.actor },
+      `Paused by ${p.actor} since ${dateTime(p.since_ms)}${p.reason ? ": " + p.reason : ""}. `,
+      p.acknowledged_ms ? `Task ${p.task.slice(0, 8)} starts no more operations (those in flight finish).`
+        : "Its next change will wait.", " Resume goes on where it stopped."));
+  }
   if (operate) parts.push(kept("actions", () => actions(domain, name, base)).update(data));
   if (data.running) {
     const done = data.clusters.reduce((n, c) => n + c.instances - c.in_transition, 0);
@@ -652,12 +659,13 @@ function actions(domain, name, base) {
     return "terminated";
   }, "danger");
   const [resumeButton, resumeNote] = action("Resume", async () => `task ${(await api(`${base}/resume`, {})).task.slice(0, 8)}`, "primary");
+  const [pauseButton, pauseNote] = action("Pause", async () => `paused by ${(await api(`${base}/pause`, {})).paused}`);
   const confirm = h("input", { placeholder: `type ${name} to delete`, "aria-label": "confirm delete", style: "width:11rem" });
   const [deleteButton, deleteNote] = action("Delete", async () => `task ${(await api(`${base}/delete`, { confirm: confirm.value })).task.slice(0, 8)}`, "danger");
   const section = h("section", { class: "card" }, h("h2", {}, "Actions"), h("div", { class: "actions" },
     h("form", { onsubmit: (e) => e.preventDefault() }, arch, version, planButton, deployButton), planNote, deployNote,
     h("form", { onsubmit: (e) => e.preventDefault() }, state, stateButton), stateNote,
-    terminateButton, terminateNote, resumeButton, resumeNote,
+    pauseButton, pauseNote, terminateButton, terminateNote, resumeButton, resumeNote,
     h("form", { onsubmit: (e) => e.preventDefault() }, confirm, deleteButton), deleteNote), plan);
   section.update = (data) => {
     // The latest data fills the fields the person has not changed.
@@ -666,7 +674,8 @@ function actions(domain, name, base) {
     fillState(data.target);
     current = data;
     terminateButton.hidden = !data.running;
-    resumeButton.hidden = !data.hold;
+    resumeButton.hidden = !data.hold && !data.pause;
+    pauseButton.hidden = !!data.pause;
     return section;
   };
   return section;
