@@ -214,6 +214,7 @@ class Dispatcher(Intake, Tenure):
             if paused is not None:  # a paused solution's change starts no operation until it is resumed
                 run.scheduler.pause()
                 await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
+            run.rollouts = not request.HasField("rollback")
             await run.prepare(intent)
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)

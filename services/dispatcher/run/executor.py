@@ -26,13 +26,15 @@ from dispatcher.controllers import ControllerPool
 from dispatcher.run.opening import Opening
 from dispatcher.run.operations import SIBLING_AWARE, Outcome, RetryPolicy, Verdict
 from dispatcher.run.snapshot import Intent
+from dispatcher.run.rollout import RolloutGate
 from dispatcher.run.scheduler import Scheduler
 from dispatcher.settings import EngineSettings
 from dispatcher.run.settling import Settler, attach_task, cluster_task
 from dispatcher.run.state import ClusterKey, ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.run.tasks import TaskBook
-from orchestration.model.lifecycle import FAILURE, INITIAL, TRANSITION_NAMES, next_state
+from orchestration.model.lifecycle import ACTIVE, FAILURE, INITIAL, TRANSITION_NAMES, next_state
 from orchestration.model.planner import cluster_digest, instance_work, new_instance, new_uuid4
+from orchestration.model.rollouts import strategy
 from orchestration.store.kvstore import persist
 from orchestration.store.repository import Repository
 from orchestration.v1 import controller_pb2 as cpb
@@ -93,6 +95,8 @@ class Run:
         book.give_up = lambda: self.lost
         book.root_context = telemetry.context_of(traceparent)
         self._delete_on_finish = False
+        # Whether version changes follow their elements' rollout strategies (not a rollback's).
+        self.rollouts = True
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
         # What it stores around its first operation (see dispatcher.run.opening).
@@ -150,6 +154,7 @@ class Run:
         idle = [slot for slot in self.state.instances.values() if slot.unsaved and not slot.path]
         await gather_bounded(self._store(slot) for slot in idle)
         self.state.link()
+        self._gate_rollouts(elements)
         await self.book.load()
         for slot in self.state.instances.values():
             if slot.path:
@@ -157,6 +162,30 @@ class Run:
         for cluster, _, _ in self._additions:
             cluster_task(self.book, cluster)
         self.book.hold_tree()  # stored once the first operation has left (see execute)
+
+    def _gate_rollouts(self, elements: dict[str, pb.Element]) -> None:
+        """A rollout gate for each element with a rollout strategy whose version
+        changes in this run (a cluster leaving, its replacement coming); none
+        for a rollback (`rollouts` False), which puts the old version back at once."""
+        for name, element in elements.items() if self.rollouts else ():
+            if not element.HasField("rollout") or element.remove:
+                continue
+            clusters = [c for c in self.state.clusters.values() if c.element == name]
+            new = [c for c in clusters if not c.record.remove and c.record.target == ACTIVE]
+            old = [c for c in clusters if c.record.remove]
+            if len(new) != 1 or not old:
+                continue
+            for cluster in old:
+                cluster.rolled_out = True
+            self.scheduler.gates[name] = RolloutGate(name, strategy(element.rollout, new[0].record.size), new[0], old,
+                                                     self.state, on_approval=self._wait_for_approval)
+
+    def _wait_for_approval(self, reason: str) -> None:
+        """A rollout batch is done and the next needs an operator: the solution
+        is paused (the pause is followed like an operator's; resume goes on)."""
+        self.scheduler.pause()
+        waiting = asyncio.ensure_future(self.ctx.repo.pauses.pause(self.domain, self.solution, "rollout", reason))
+        waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     # ---- execution -------------------------------------------------------------
 

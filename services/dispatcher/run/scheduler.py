@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from dispatcher.run.rollout import RolloutGate
 from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from orchestration.v1 import model_pb2 as pb
 
@@ -60,6 +61,8 @@ class Scheduler:
         self.terminated: set[str] = set()  # tasks whose subtree starts nothing more
         # The run is still setting its instances going: not idle before that is over (all_going).
         self.setting_going = False
+        # Rollout gates of elements whose version changes in batches (see dispatcher.run.rollout).
+        self.gates: dict[str, RolloutGate] = {}
         # Paused by an operator: what may go waits in `ready` (operations in flight finish).
         self.paused = False
         self.paused_at = 0.0  # clock time the pause began
@@ -70,6 +73,10 @@ class Scheduler:
     def schedule(self, slot: InstanceSlot) -> None:
         """Start the instance's next transition if nothing blocks it."""
         if self.stopping or slot.inflight or slot.waiting or not slot.path or slot.failed or slot.task in self.terminated:
+            return
+        gate = self.gates.get(slot.element) if self.gates else None
+        if gate is not None and not gate.admits(slot):
+            gate.park(slot)
             return
         blockers = self.state.blockers(slot)
         if blockers:
@@ -99,7 +106,23 @@ class Scheduler:
         if slot.record.uuid in self.state.instances:
             self.schedule(slot)
         self.wake(cluster)
+        gate = self.gates.get(slot.element) if self.gates else None
+        if gate is not None:
+            gate.changed(self._later, self._schedule_all)
         self._drain()
+
+    def _later(self, seconds: float, callback: Callable[[], object]) -> None:
+        """A gate's callback on the clock (the run is not idle while it waits)."""
+        def run() -> None:
+            callback()
+            self.check_idle()
+        self.clock.call_later(seconds, run)
+
+    def _schedule_all(self, uuids: list[str]) -> None:
+        for uuid in uuids:
+            slot = self.state.instances.get(uuid)
+            if slot is not None:
+                self.schedule(slot)
 
     def _drain(self) -> None:
         """Start queued instances up to the concurrency limit (none while paused)."""
@@ -201,6 +224,8 @@ class Scheduler:
     def idle(self) -> bool:
         if self.setting_going or self.inflight > 0 or self.handling > 0 or self.retrying > 0:
             return False
+        if any(gate.waiting for gate in self.gates.values()) and not self.stopping:
+            return False  # a check or a pause between batches runs
         return bool(self.stopping) or not self.ready  # (paused with work queued: waiting, not idle)
 
     def check_idle(self) -> None:

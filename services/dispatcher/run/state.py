@@ -78,6 +78,9 @@ class ClusterSlot:
     context_dependants: list[ClusterKey] = field(default_factory=list)
     service_dependants: list[ClusterKey] = field(default_factory=list)
     replacements: list[ClusterKey] = field(default_factory=list)
+    # Its instances stop as its element's rollout gate admits them, not once
+    # its replacement is wholly active.
+    rolled_out: bool = False
     # Instances blocked by this cluster, by what they wait for ("active": it to
     # be active; "down": its members going down to have stopped; "away": its
     # members going away to be destroyed). They are looked at again only when
@@ -219,7 +222,7 @@ class SolutionState:
             return [(k, "active") for k in cluster.service_providers if not self.clusters[k].active]
         if transition == _STOP:
             waits = [(k, "down") for k in cluster.service_dependants if self.clusters[k].active_going_down > 0]
-            if cluster.record.remove:
+            if cluster.record.remove and not cluster.rolled_out:
                 waits += [(k, "active") for k in cluster.replacements if not self.clusters[k].active]
             return waits
         if transition == _DESTROY:

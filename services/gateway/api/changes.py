@@ -23,6 +23,8 @@ from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration_sdk.status_errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 
+# Who pauses a solution whose rollout waits for approval (see dispatcher.run.rollout).
+ROLLOUT = "rollout"
 # How long a rollback waits for the change it supersedes to stop (its
 # running operations finish; none of its others start).
 SUPERSEDE_WAIT = 60.0
@@ -233,6 +235,9 @@ class SolutionChanges:
                 current = None
             return gw.RollbackSolutionResponse(transitions=planned(revisions.restore(current, target, new_uuid=_numbered())))
         change = rpb.Request.Rollback(to=request.to)
+        paused = await self.repo.pauses.get(domain, name)
+        if paused is not None and paused.value.actor == ROLLOUT:
+            await self.repo.pauses.resume(domain, name)  # a rollback is the rollout's rejection
         superseded = ""
         # The caller's deadline, over gRPC (the bus and the console call without one).
         remaining = getattr(context, "time_remaining", lambda: None)()

@@ -193,6 +193,8 @@ def _set(message: Message, field: Field, value: Any, path: str) -> None:
         setattr(message, field.attr, _enum(value, kind, path))
     elif kind == "str":
         setattr(message, field.attr, _string(value, path))
+    elif kind == "amount":
+        setattr(message, field.attr, _amount(value, path))
     elif kind == "int32":
         setattr(message, field.attr, _integer(value, INT32, "int32", path))
     elif kind == "int64":
@@ -207,6 +209,15 @@ def _set(message: Message, field: Field, value: Any, path: str) -> None:
         setattr(message, field.attr, value)
     else:  # pragma: no cover - the schema tables only use the kinds above
         raise AssertionError(f"unknown field kind {kind!r}")
+
+
+def _amount(value: Any, path: str) -> str:
+    """A count (3) or a share ("25%"), as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise InvalidArgument(f"{path}: expected a count (3) or a share (25%), got {_type_name(value)}")
 
 
 def _string(value: Any, path: str) -> str:
@@ -267,7 +278,11 @@ def _to_dict(message: Message, spec: Spec) -> dict[str, Any]:
                 out[field.key] = _to_dict(getattr(message, field.attr), field.kind.spec)
             continue
         value = getattr(message, field.attr)
-        if field.optional and (not value or (field.default_from and value == getattr(message, field.default_from))):
+        if field.optional and message.DESCRIPTOR.fields_by_name[field.attr].has_presence \
+                and not isinstance(field.kind, Spec) and field.kind not in ("strs", "strmap"):
+            if not message.HasField(field.attr):  # an optional field given, even as 0, is written
+                continue
+        elif field.optional and (not value or (field.default_from and value == getattr(message, field.default_from))):
             continue
         out[field.key] = _dump_value(value, field)
     return out

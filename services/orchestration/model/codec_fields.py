@@ -49,7 +49,8 @@ class One:
     spec: Spec
 
 
-# "str" | "int32" | "int64" | "strs" (list of strings) | "strmap" (string to string) | "bool" | an enum
+# "str" | "int32" | "int64" | "strs" (list of strings) | "strmap" (string to string) | "bool"
+# | "amount" (a count or a percentage, kept as text) | an enum
 # | a map of a message keyed by Spec.keys | One message
 Kind = Union[str, EnumCodec, Spec, One]
 
@@ -164,10 +165,16 @@ CLUSTER_CONFIGURATION = Spec(
      F("Relationships", "relationships", RELATIONSHIP_CONFIGURATION)),
     _version, "<Version>",
 )
+ROLLOUT = Spec(
+    pb.Rollout,
+    (F("Batch", "batch", "amount"), F("MaxUnavailable", "max_unavailable", "int32", optional=True),
+     F("MaxSurge", "max_surge", "int32", optional=True), F("Pause", "pause", optional=True),
+     F("Check", "check", optional=True)),
+)
 ELEMENT_CONFIGURATION = Spec(
     pb.ElementConfiguration,
     (F("Element", "name"), F("Component", "component"), F("Configuration", "configuration"),
-     F("Clusters", "clusters", CLUSTER_CONFIGURATION)),
+     F("Clusters", "clusters", CLUSTER_CONFIGURATION), F("Rollout", "rollout", One(ROLLOUT), optional=True)),
     _name, "<Element>",
 )
 ARCHITECTURE = Spec(
@@ -208,7 +215,8 @@ ELEMENT = Spec(
     pb.Element,
     (F("Element", "name"), F("Component", "component"), F("Target", "target", STATE),
      F("State", "state", STATE), F("Configuration", "configuration"), F("Endpoint", "endpoint"),
-     F("Clusters", "clusters", CLUSTER), F("Remove", "remove", "bool", optional=True)),
+     F("Clusters", "clusters", CLUSTER), F("Remove", "remove", "bool", optional=True),
+     F("Rollout", "rollout", One(ROLLOUT), optional=True)),
     _name, "<Element>",
 )
 HOLD = Spec(

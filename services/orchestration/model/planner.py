@@ -80,6 +80,8 @@ def desired_solution(domain: str, solution: str, architecture: pb.Architecture, 
     )
     for element in architecture.elements:
         out = result.elements.add(name=element.name, component=element.component, configuration=element.configuration)
+        if element.HasField("rollout"):
+            out.rollout.CopyFrom(element.rollout)
         targets = []
         for cluster in element.clusters:
             component = components[(element.name, cluster.version)]

@@ -51,6 +51,8 @@ def desired_of(solution: pb.Solution) -> tuple[pb.Solution, dict[str, pb.State]]
             continue
         out = desired.elements.add(name=element.name, component=element.component, target=element.target,
                                    configuration=element.configuration)
+        if element.HasField("rollout"):
+            out.rollout.CopyFrom(element.rollout)
         for cluster in element.clusters:
             if cluster.remove:
                 continue

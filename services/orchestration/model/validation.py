@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, STATE_NAMES
 from orchestration.model.names import check_name
 from orchestration.model.rendering import parse_parameters
+from orchestration.model.rollouts import strategy
 from orchestration.v1 import model_pb2 as pb
 from orchestration_sdk.status_errors import InvalidArgument
 
@@ -158,6 +159,9 @@ def _parameters(text: str, path: str) -> None:
 
 def _element(element: pb.ElementConfiguration, lookups: _Lookups, catalog: Catalog, path: str) -> None:
     _parameters(element.configuration, f"{path}/Configuration")
+    if element.HasField("rollout"):
+        for cluster in element.clusters:
+            strategy(element.rollout, cluster.size, f"{path}/Rollout")
     for cluster in element.clusters:
         where = f"{path}/Clusters/{cluster.version}"
         _parameters(cluster.configuration, f"{where}/Configuration")

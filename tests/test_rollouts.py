@@ -1,0 +1,107 @@
+"""Rollouts through real processes: a 12-instance element upgraded with
+Batch 25% and MaxUnavailable 1 never has fewer than 11 active and changes
+in 4 waves (read from the sim controller's operation log); a rollout with
+`Pause: approval` waits for an operator after each batch, and a rollback
+instead of an approval leaves every instance on the old version."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+
+import pytest
+
+import models
+from orchestration.v1 import gateway_pb2 as gw
+from orchestration.v1 import model_pb2 as pb
+from suite import Suite, running_suite, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with running_suite(tmp_path_factory.mktemp("rollouts"), "--monitor-interval", "3600") as running:
+        yield running
+
+
+def shop(domain: str, size: int, rollout: Mapping[str, object], latency_ms: int = 50) -> str:
+    """Architecture `domain` V1 (web V1) and V2 (web V2), the element's rollout in both."""
+    keys = "".join(f"\n              {key}: {value}" for key, value in rollout.items())
+    parameters = {"sim_latency_ms": latency_ms, "orch_siblings": "ignore"}
+    docs = [models.domain(domain, [models.component("web", "V1"), models.component("web", "V2")], domain, version,
+                          [models.element("web", "web", size, version=version, parameters=parameters)
+                           + f"\n            Rollout:{keys}"])
+            for version in ("V1", "V2")]
+    return docs[0] + docs[1].split("Architectures:\n", 1)[1]
+
+
+def timeline(suite: Suite, solution: str, since: float) -> list[tuple[float, int]]:
+    """(time, change of active instances) from the op log: +1 when a start
+    ends, -1 when a stop begins (the instance is no longer serving)."""
+    changes = []
+    for op in suite.ops(solution):
+        if op["started"] < since or op["outcome"] != "ok":
+            continue
+        if op["operation"] == "start":
+            changes.append((op["finished"], +1))
+        elif op["operation"] == "stop":
+            changes.append((op["started"], -1))
+    return sorted(changes)
+
+
+def test_batches_of_25_percent_never_leave_fewer_than_11_of_12_active(suite: Suite) -> None:
+    suite.apply(shop("waves", 12, {"Batch": "25%", "MaxUnavailable": 1, "Check": "300ms", "Pause": "300ms"}))
+    suite.ok("solution", "deploy", "waves", "waves", "V1", "--wait")
+    since = max(op["finished"] for op in suite.ops("waves"))
+    suite.ok("solution", "deploy", "waves", "waves", "V2", "--wait", timeout=180)
+    active, fewest = 12, 12
+    for _, change in timeline(suite, "waves", since):
+        active += change
+        fewest = min(fewest, active)
+    assert fewest >= 11 and active == 12
+    creates = sorted(op["started"] for op in suite.ops("waves") if op["cluster"] == "V2" and op["operation"] == "create")
+    waves = [[creates[0]]]
+    for at in creates[1:]:
+        if at - waves[-1][-1] > 0.5:  # a check and a pause (0.6 s) lie between two batches
+            waves.append([])
+        waves[-1].append(at)
+    assert [len(w) for w in waves] == [3, 3, 3, 3], creates
+    found = suite.solution("waves", "waves")
+    assert [(c.version, len(c.instances), {i.state for i in c.instances}) for e in found.elements for c in e.clusters] == [
+        ("V2", 12, {pb.STATE_ACTIVE})]
+
+
+def test_a_rollout_waits_for_approval_and_a_rollback_instead_keeps_the_old_version(suite: Suite) -> None:
+    suite.apply(shop("gate", 4, {"Batch": 2, "MaxUnavailable": 0, "Pause": "approval"}, latency_ms=0))
+    suite.ok("solution", "deploy", "gate", "gate", "V1", "--wait")
+    upgrade = json.loads(suite.ok("solution", "deploy", "gate", "gate", "V2", "-o", "json"))["task"]
+
+    def waiting() -> gw.SummarizeSolutionResponse | None:
+        found = suite.solutions.SummarizeSolution(gw.SummarizeSolutionRequest(domain="gate", solution="gate"),
+                                                  metadata=suite.metadata, timeout=30)
+        return found if found.HasField("pause") else None
+    paused = wait_until(waiting, timeout=60, what="the rollout to wait for approval").pause
+    assert paused.actor == "rollout" and paused.reason.startswith("batch 1 of 2 of element web is active")
+    status = suite.ok("solution", "status", "gate", "gate")
+    assert "paused since" in status and "by rollout: batch 1 of 2" in status
+    made = [op for op in suite.ops("gate") if op["cluster"] == "V2" and op["operation"] == "create"]
+    assert len(made) == 2
+    assert suite.task("gate", upgrade).task.status == pb.TASK_STATUS_EXECUTING
+
+    # Approve: resume goes on with the next (last) batch.
+    suite.ok("solution", "resume", "gate", "gate")
+    assert suite.wait_task("gate", upgrade).status == pb.TASK_STATUS_COMPLETED
+    assert len([op for op in suite.ops("gate") if op["cluster"] == "V2" and op["operation"] == "create"]) == 4
+    assert waiting() is None
+
+    # Reject instead: a rollback supersedes the next rollout (V2 -> V1) at its
+    # first approval and puts its old version (V2) back everywhere, at once.
+    second = json.loads(suite.ok("solution", "deploy", "gate", "gate", "V1", "-o", "json"))["task"]
+    wait_until(waiting, timeout=60, what="the next rollout to wait for approval")
+    suite.ok("solution", "rollback", "gate", "gate", "--to", "2", "--reason", "rejected", "--wait")
+    assert suite.task("gate", second).task.status == pb.TASK_STATUS_TERMINATED
+    assert waiting() is None  # the rollout's wait for approval ended with it
+    found = suite.solution("gate", "gate")
+    assert [(c.version, len(c.instances), {i.state for i in c.instances}) for e in found.elements for c in e.clusters] == [
+        ("V2", 4, {pb.STATE_ACTIVE})]
