@@ -207,7 +207,9 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_stored(suite: Suite
     suite.apply(shop("bad", {"V1": ("V1", 1, {})}))
     suite.ok("solution", "deploy", "bad", "bad", "V1", "--wait")
     cases = [
-        (gw.RollbackSolutionRequest(domain="bad", solution="bad", to=0), grpc.StatusCode.INVALID_ARGUMENT, "not a revision"),
+        (gw.RollbackSolutionRequest(domain="bad", solution="bad", to=-1), grpc.StatusCode.INVALID_ARGUMENT, "not a revision"),
+        (gw.RollbackSolutionRequest(domain="bad", solution="bad"), grpc.StatusCode.FAILED_PRECONDITION,
+         "no revision that succeeded before its newest"),
         (gw.RollbackSolutionRequest(domain="bad", solution="bad", to=1, reason="two\nlines"),
          grpc.StatusCode.INVALID_ARGUMENT, "one line"),
         (gw.RollbackSolutionRequest(domain="bad", solution="bad", to=1, reason="x" * 501),

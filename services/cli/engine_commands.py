@@ -93,7 +93,8 @@ def _end_of(gateway: Gateway, domain: str, task: str) -> tuple[_End, grpc.Future
 
 
 def wait_for(gateway: Gateway, domain: str, solution: str, task: str, interval: float = 0.5) -> None:
-    """Show progress until the task ends; exit 0 if it completed, 1 otherwise.
+    """Show progress until the task ends (exit 0 if it completed, 1
+    otherwise) or its solution is paused with it (exit 0: it waits for an operator).
     Progress is read every `interval`; the end is taken from the task's end
     event as soon as it comes (its records are stored by then), else from
     the task record."""
@@ -114,18 +115,29 @@ def _follow(gateway: Gateway, domain: str, solution: str, task: str, interval: f
         else:
             root = gateway.call(gateway.automation.RetrieveTask, gw.RetrieveTaskRequest(domain=domain, task=task)).task
             status, error = root.status, root.error
+        paused: pb.SolutionPause | None = None
         try:
             # A summary, not the solution: small whatever the number of instances.
             summary = gateway.call(gateway.solutions.SummarizeSolution, gw.SummarizeSolutionRequest(domain=domain, solution=solution))
             line = progress_line(summary)
+            if summary.HasField("pause") and summary.pause.task == task and status not in FINISHED:
+                paused = summary.pause
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                 raise
             line = "waiting for a dispatcher" if status == pb.TASK_STATUS_INITIAL else "solution removed"
-        shown = f"[{pb.TaskStatus.Name(status).removeprefix('TASK_STATUS_').lower()}] {line}"
+        shown = f"[{'paused' if paused else pb.TaskStatus.Name(status).removeprefix('TASK_STATUS_').lower()}] {line}"
         if shown != last:
             click.echo(("\r" if tty else "") + shown + ("" if tty else "\n"), err=True, nl=False)
             last = shown
+        if paused is not None:
+            # The change waits for an operator (a pause, or a rollout's approval): say so and return.
+            if tty:
+                click.echo("", err=True)
+            why = f": {paused.reason}" if paused.reason else ""
+            click.echo(f"task {task} paused by {paused.actor}{why}; `orch solution resume {domain} {solution}` "
+                       "goes on", err=True)
+            return
         if status in FINISHED:
             if tty:
                 click.echo("", err=True)

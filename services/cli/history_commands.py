@@ -64,7 +64,8 @@ def diff(settings: Settings, domain: str, solution: str, from_revision: int, to_
 @click.command("rollback")
 @click.argument("domain")
 @click.argument("solution")
-@click.option("--to", "to_revision", type=int, required=True, help="The revision whose desired state to put back.")
+@click.option("--to", "to_revision", type=click.IntRange(min=1), default=None,
+              help="The revision whose desired state to put back (default: the last that succeeded before the newest).")
 @click.option("--plan", is_flag=True, help="Print the transitions the rollback would run; change nothing.")
 @click.option("--force", is_flag=True, help="Roll back even to a revision marked bad (failed and rolled back).")
 @click.option("--wait", is_flag=True, help="Show progress until the rollback ends.")
@@ -72,12 +73,13 @@ def diff(settings: Settings, domain: str, solution: str, from_revision: int, to_
 @request_id_option
 @reason_option
 @pass_settings
-def rollback(settings: Settings, domain: str, solution: str, to_revision: int, plan: bool, force: bool, wait: bool,
+def rollback(settings: Settings, domain: str, solution: str, to_revision: int | None, plan: bool, force: bool, wait: bool,
              output: str, request_id: str, reason: str) -> None:
-    """Put revision N's desired state back, as a new revision (history is never rewritten).
+    """Put revision N's desired state back (by default the last that succeeded before the newest), as a new
+    revision (history is never rewritten).
     A change still running is superseded: its running operations finish, none of its others start."""
     gateway = settings.gateway()
-    request = gw.RollbackSolutionRequest(domain=domain, solution=solution, to=to_revision, plan=plan, force=force,
+    request = gw.RollbackSolutionRequest(domain=domain, solution=solution, to=to_revision or 0, plan=plan, force=force,
                                          request_id=request_id, reason=reason)
     if plan:
         show_plan(output, gateway.call(gateway.solutions.RollbackSolution, request).transitions)

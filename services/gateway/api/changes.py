@@ -219,9 +219,9 @@ class SolutionChanges:
         reason = check_reason(request.reason)
         if not request.plan and (task := await self.channel.earlier(domain, name, request.request_id)):
             return gw.RollbackSolutionResponse(task=task)
-        if request.to <= 0:
+        if request.to < 0:
             raise InvalidArgument(f"to: {request.to} is not a revision number (`orch solution history {domain} {name}`)")
-        target = (await self.repo.revisions.get(domain, name, request.to)).value
+        target = await self._rollback_target(domain, name, request.to)
         if not target.desired.elements:
             raise FailedPrecondition(f"revision {target.number} of solution '{domain}/{name}' asks for nothing to run "
                                      f"({target.summary}); roll back to another revision")
@@ -234,7 +234,7 @@ class SolutionChanges:
             except NotFound:
                 current = None
             return gw.RollbackSolutionResponse(transitions=planned(revisions.restore(current, target, new_uuid=_numbered())))
-        change = rpb.Request.Rollback(to=request.to)
+        change = rpb.Request.Rollback(to=target.number)
         paused = await self.repo.pauses.get(domain, name)
         if paused is not None and paused.value.actor == ROLLOUT:
             await self.repo.pauses.resume(domain, name)  # a rollback is the rollout's rejection
@@ -270,6 +270,17 @@ class SolutionChanges:
         task = await self.channel.submit(rpb.Request.SetPolicy(on_failure=request.on_failure), request.domain,
                                         request.solution, request.request_id, check_reason(request.reason))
         return gw.SetFailurePolicyResponse(task=task)
+
+    async def _rollback_target(self, domain: str, name: str, number: int) -> pb.Revision:
+        """Revision `number`, or (0) the last that succeeded before the newest."""
+        if number:
+            return (await self.repo.revisions.get(domain, name, number)).value
+        listed = [v.value for v in await self.repo.revisions.all(domain, name)]
+        found = revisions.last_succeeded(listed, listed[0].number) if listed else None
+        if found is None:
+            raise FailedPrecondition(f"solution '{domain}/{name}' has no revision that succeeded before its newest; "
+                                     f"name one (`orch solution history {domain} {name}`)")
+        return found
 
     async def _named(self, domain: str, solution: str) -> tuple[str, str]:
         check_name(domain, "domain")

@@ -112,8 +112,11 @@ class SolutionServicer(SolutionChanges, gw_grpc.SolutionServiceServicer):
                                 context: grpc.aio.ServicerContext) -> gw.SummarizeSolutionResponse:
         header, _, clusters, instances = await self._records(request.domain, request.solution)
         tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
+        # A cluster leaving (a version change) is counted as it goes: its
+        # instances serve until they stop.
+        leaving = {(c.element, c.cluster.version) for c in clusters if c.cluster.remove}
         for record in instances:
-            if not record.instance.remove:
+            if not record.instance.remove or (record.element, record.cluster) in leaving:
                 tallies[(record.element, record.cluster)].add(record.instance.state, record.instance.target)
         summary = gw.SummarizeSolutionResponse(solution=header)
         total = Tally()
