@@ -50,7 +50,7 @@ def test_a_viewer_reads_its_domain_and_nothing_else(method: str) -> None:
 
 @pytest.mark.parametrize("method", sorted(m for m, r in RIGHTS.items() if r.changes))
 def test_a_viewer_changes_nothing(method: str) -> None:
-    with pytest.raises(PermissionDenied, match="needs the (operator|admin) role"):
+    with pytest.raises(PermissionDenied, match="needs the (operator|admin|approver or admin) role"):
         check(VIEWER_A, method, "a")
     with pytest.raises(PermissionDenied):
         check(VIEWER, method, "a")
@@ -103,5 +103,21 @@ def test_token_names_and_presented_tokens() -> None:
     assert split_token("plain-bootstrap-secret") is None
     assert split_token("ci.") is None
     assert split_token("Bad.secret") is None
-    with pytest.raises(InvalidArgument, match="viewer, operator, admin"):
+    with pytest.raises(InvalidArgument, match="viewer, approver, operator, admin"):
         Role.parse("root")
+
+
+@pytest.mark.parametrize("role, allowed", [(Role.VIEWER, False), (Role.APPROVER, True), (Role.OPERATOR, False),
+                                           (Role.ADMIN, True)])
+def test_only_approvers_and_admins_approve_or_reject(role: Role, allowed: bool) -> None:
+    who = Principal("p", role, frozenset({"a"}))
+    for method in ("ApproveSolution", "RejectSolution"):
+        if allowed:
+            check(who, method, "a")
+        else:
+            with pytest.raises(PermissionDenied, match=f"{method} needs the approver or admin role"):
+                check(who, method, "a")
+    # An approver changes nothing else.
+    if role == Role.APPROVER:
+        with pytest.raises(PermissionDenied):
+            check(who, "DeploySolution", "a")

@@ -35,8 +35,9 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True,
-              help="viewer reads; operator also changes solutions; admin also changes the catalog and architectures.")
+@click.option("--role", type=click.Choice(["viewer", "approver", "operator", "admin"]), required=True,
+              help="viewer reads; approver also approves changes that wait for approval; operator also changes "
+                   "solutions; admin also changes the catalog and architectures.")
 @click.option("--domain", "domains", multiple=True, help="A domain the token may act in (repeat); every domain when none.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_settings

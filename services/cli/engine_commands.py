@@ -33,6 +33,10 @@ request_id_option = click.option(
 reason_option = click.option("--reason", default="", help="Why (one line, at most 500 characters): kept in the "
                                                          "solution's history and the audit trail.")
 POLICIES = {"hold": pb.FAILURE_POLICY_HOLD, "rollback": pb.FAILURE_POLICY_ROLLBACK}
+APPROVALS = {"none": pb.APPROVAL_NONE, "required": pb.APPROVAL_REQUIRED}
+approval_option = click.option(
+    "--approval", type=click.Choice(list(APPROVALS)), default=None,
+    help="Whether each later change of the solution waits for an approver (`orch solution approve`) before it starts.")
 # How long `task terminate --wait` waits for the task to end.
 TERMINATE_WAIT = 300.0
 FINISHED = {
@@ -225,18 +229,21 @@ size_option = click.option(
               help="When a change of the solution fails: hold it where it stopped, or roll it back to the last "
                    "revision that succeeded (default: as it is; hold for a new solution).")
 @click.option("--force", is_flag=True, help="Deploy even what a revision marked bad (failed and rolled back) asked for.")
+@approval_option
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @request_id_option
 @reason_option
 @pass_settings
 def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, sizes: tuple[str, ...],
-           on_failure: str | None, force: bool, wait: bool, output: str, request_id: str, reason: str) -> None:
+           on_failure: str | None, force: bool, approval: str | None, wait: bool, output: str, request_id: str,
+           reason: str) -> None:
     """Create or update a solution from an architecture version; prints the root task id."""
     gateway = settings.gateway()
     request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
                                       request_id=request_id, sizes=_sizes(sizes), reason=reason, force=force,
-                                      on_failure=POLICIES[on_failure] if on_failure else pb.FAILURE_POLICY_UNSPECIFIED)
+                                      on_failure=POLICIES[on_failure] if on_failure else pb.FAILURE_POLICY_UNSPECIFIED,
+                                      approval=APPROVALS[approval] if approval else pb.APPROVAL_UNSPECIFIED)
     task = gateway.submit(gateway.solutions.DeploySolution, request).task
     _started(output, task)
     if wait:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.engine_commands import POLICIES, reason_option, request_id_option, show_plan, submitted
+from cli.engine_commands import APPROVALS, POLICIES, approval_option, reason_option, request_id_option, show_plan, submitted
 from cli.output import emit, output_option, when
 from cli.settings import Settings, pass_settings
 from orchestration.model.lifecycle import outcome_name, policy_name
@@ -93,23 +93,54 @@ def rollback(settings: Settings, domain: str, solution: str, to_revision: int | 
 @click.command("policy")
 @click.argument("domain")
 @click.argument("solution")
-@click.option("--on-failure", type=click.Choice(list(POLICIES)), required=True,
+@click.option("--on-failure", type=click.Choice(list(POLICIES)), default=None,
               help="When a change fails: hold the solution where it stopped, or roll it back to the last revision "
                    "that succeeded (and mark the failed one bad).")
+@approval_option
 @click.option("--wait", is_flag=True, help="Show progress until the change ends.")
 @request_id_option
 @reason_option
 @pass_settings
-def policy(settings: Settings, domain: str, solution: str, on_failure: str, wait: bool, request_id: str,
-           reason: str) -> None:
-    """Change what happens when a change of the solution fails (a revision of its own)."""
+def policy(settings: Settings, domain: str, solution: str, on_failure: str | None, approval: str | None, wait: bool,
+           request_id: str, reason: str) -> None:
+    """Change what happens when a change of the solution fails, and whether changes wait for an approver
+    (a revision of its own, which itself waits for approval when the solution requires it)."""
+    if not on_failure and not approval:
+        raise click.UsageError("give --on-failure, --approval, or both")
     gateway = settings.gateway()
-    request = gw.SetFailurePolicyRequest(domain=domain, solution=solution, on_failure=POLICIES[on_failure],
-                                         request_id=request_id, reason=reason)
+    request = gw.SetFailurePolicyRequest(
+        domain=domain, solution=solution, request_id=request_id, reason=reason,
+        on_failure=POLICIES[on_failure] if on_failure else pb.FAILURE_POLICY_UNSPECIFIED,
+        approval=APPROVALS[approval] if approval else pb.APPROVAL_UNSPECIFIED)
     submitted(gateway, domain, solution, gateway.submit(gateway.solutions.SetFailurePolicy, request).task, wait)
+
+
+def _decision(name: str, approve: bool) -> click.Command:
+    @click.command(name)
+    @click.argument("domain")
+    @click.argument("solution")
+    @click.option("--revision", "number", type=click.IntRange(min=1), required=True,
+                  help="The revision that awaits approval (`orch solution history`).")
+    @reason_option
+    @pass_settings
+    def decide(settings: Settings, domain: str, solution: str, number: int, reason: str) -> None:
+        gateway = settings.gateway()
+        if approve:
+            task = gateway.call(gateway.solutions.ApproveSolution, gw.ApproveSolutionRequest(
+                domain=domain, solution=solution, revision=number, reason=reason)).task
+            click.echo(f"revision {number} approved: task {task} goes on")
+        else:
+            task = gateway.call(gateway.solutions.RejectSolution, gw.RejectSolutionRequest(
+                domain=domain, solution=solution, revision=number, reason=reason)).task
+            click.echo(f"revision {number} rejected: task {task} ends, nothing of it ran")
+
+    decide.__doc__ = (("Let a change that awaits approval start" if approve else "Reject a change that awaits approval: "
+                       "nothing of it runs") + " (approvers and admins; never who asked for the change).")
+    decide.help = decide.__doc__
+    return decide
 
 
 def register(solution: click.Group) -> None:
     """Add the history commands to the solution group."""
-    for command in (history, diff, rollback, policy):
+    for command in (history, diff, rollback, policy, _decision("approve", True), _decision("reject", False)):
         solution.add_command(command)

@@ -63,6 +63,8 @@ class Bus:
             "rollback": (gw.RollbackSolutionRequest, solutions.RollbackSolution),
             "policy": (gw.SetFailurePolicyRequest, solutions.SetFailurePolicy),
             "pause": (gw.PauseSolutionRequest, solutions.PauseSolution),
+            "approve": (gw.ApproveSolutionRequest, solutions.ApproveSolution),
+            "reject": (gw.RejectSolutionRequest, solutions.RejectSolution),
             "history": (gw.ListRevisionsRequest, solutions.ListRevisions),
             "diff": (gw.DiffRevisionsRequest, solutions.DiffRevisions),
             "terminate": (gw.TerminateTaskRequest, automation.TerminateTask),

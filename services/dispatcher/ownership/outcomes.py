@@ -11,7 +11,9 @@ request)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from orchestration.model import revisions
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.store.leases import Leases
@@ -56,6 +58,50 @@ async def conclude(repo: Repository, leases: Leases, request: rpb.Request, statu
     log.info("revision %d of %s/%s failed; rolling back to revision %d", number, domain, solution, target.number,
              extra={"task_id": rollback.task, "solution": solution})
     return rollback
+
+
+# Who pauses a solution while one of its changes awaits approval.
+APPROVAL = "approval"
+# Seconds between two looks at the approvers' decision.
+APPROVAL_POLL = 0.25
+
+
+class Rejected(Exception):
+    """An approver rejected the change: nothing of it runs."""
+
+
+async def await_approval(repo: Repository, request: rpb.Request, revision: pb.Revision, stopped: Callable[[], bool]) -> None:
+    """Hold the change until an approver decides: the solution is paused (by
+    "approval", saying what awaits whom) and the decision read until it comes;
+    Rejected when it is a rejection (the revision says so), or when the change
+    was terminated meanwhile."""
+    domain, solution, number = request.domain, request.solution, revision.number
+    if revision.outcome == pb.REVISION_OUTCOME_REJECTED:
+        raise Rejected(revision.error or f"revision {number} was rejected")
+    await repo.pauses.pause(domain, solution, APPROVAL,
+                            f"revision {number} ({revision.summary}, by {revision.actor}) awaits approval: "
+                            f"`orch solution approve {domain} {solution} --revision {number}` or `reject`")
+    log.info("revision %d of %s/%s awaits approval", number, domain, solution, extra={"task_id": request.task})
+    while True:
+        decision = await repo.decisions.get(domain, solution)
+        if decision is not None and decision.revision == number:
+            break
+        if stopped():
+            await repo.revisions.end(domain, solution, number, pb.REVISION_OUTCOME_TERMINATED,
+                                     "terminated while it awaited approval",
+                                     replace=frozenset({pb.REVISION_OUTCOME_AWAITING_APPROVAL}))
+            paused = await repo.pauses.get(domain, solution)
+            if paused is not None and paused.value.actor == APPROVAL:
+                await repo.pauses.resume(domain, solution)
+            raise Rejected(f"revision {number} was terminated while it awaited approval")
+        await asyncio.sleep(APPROVAL_POLL)
+    if decision.approved:
+        return
+    why = f": {decision.reason}" if decision.reason else ""
+    message = f"rejected by {decision.actor}{why}"
+    await repo.revisions.end(domain, solution, number, pb.REVISION_OUTCOME_REJECTED, message,
+                             replace=frozenset({pb.REVISION_OUTCOME_AWAITING_APPROVAL}))
+    raise Rejected(message)
 
 
 async def close_previous(repo: Repository, leases: Leases, request: rpb.Request) -> None:

@@ -8,13 +8,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import replace
 
 from nats.aio.client import Client
 
 from dispatcher.controllers import ControllerPool
 from dispatcher.ownership.intake import Intake
-from dispatcher.ownership.outcomes import close_previous, conclude
+from dispatcher.ownership.outcomes import Rejected, await_approval, close_previous, conclude
 from dispatcher.ownership.registration import RegistrationServicer
 from dispatcher.ownership.tenure import ActiveRun, Tenure
 from dispatcher.run.executor import Run, RunContext
@@ -208,7 +209,9 @@ class Dispatcher(Intake, Tenure):
                 return True
             # The previous change concluded if its owner could not, and the
             # pause read (at once: nothing waits for them).
-            intent, _, paused = await asyncio.gather(apply_request(repo, request, design),
+            def approve(revision: pb.Revision) -> Awaitable[None]:
+                return await_approval(repo, request, revision, lambda: book.finished(book.root) or run.lost)
+            intent, _, paused = await asyncio.gather(apply_request(repo, request, design, approve),
                                                      close_previous(repo, self.leases, request),
                                                      self.repo.pauses.get(request.domain, request.solution))
             if paused is not None:  # a paused solution's change starts no operation until it is resumed
@@ -219,6 +222,13 @@ class Dispatcher(Intake, Tenure):
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)
             self.runs.pop(lease.key, None)
+            return True
+        except Rejected as err:
+            # Nothing of the change was written: its task ends, the solution is as it was.
+            log.info("request %s not run: %s", request.uuid, err, extra={"task_id": request.task})
+            if not book.finished(book.root):
+                await book.set_status(book.root, pb.TASK_STATUS_TERMINATED, error=str(err))
+            await self._end(active)
             return True
         except OrchestrationError as err:
             if is_transient(err):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from dispatcher.run.snapshot import Intent, load_records, write_intent
 from orchestration.model import planner, revisions
@@ -30,11 +31,18 @@ def read_design(repo: Repository, request: rpb.Request) -> asyncio.Future[Design
     return reads
 
 
-async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.Future[Design] | None = None) -> Intent:
+# Waits until an approver approves the revision (or raises when it is rejected).
+Approve = Callable[[pb.Revision], Awaitable[None]]
+
+
+async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.Future[Design] | None = None,
+                        approve: Approve | None = None) -> Intent:
     """Store what the request asks for in the solution's records (instance
     records are left to the run, see Intent). The one place a request is
     planned: the cluster records written here carry everything a run needs.
-    `design`: read_design's reads, when started already."""
+    `design`: read_design's reads, when started already. A change of a
+    solution that requires approval is recorded (awaiting approval) and
+    waits for `approve` before anything of it is written."""
     later = planner.Additions()
     kind = request.WhichOneof("change")
     if kind == "deploy":
@@ -50,6 +58,8 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
         desired = planner.with_sizes(planner.desired_solution(request.domain, request.solution, architecture, catalog),
                                      request.deploy.sizes)
         desired.on_failure = request.deploy.on_failure or (current.on_failure if current else pb.FAILURE_POLICY_HOLD)
+        desired.approval_required = (request.deploy.approval == pb.APPROVAL_REQUIRED if request.deploy.approval
+                                     else bool(current and current.approval_required))
         wanted = planner.merge(current, desired, later=later)
     else:
         if current is None:
@@ -72,13 +82,20 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
         elif kind == "set_policy":
             wanted = pb.Solution()
             wanted.CopyFrom(current)
-            wanted.on_failure = request.set_policy.on_failure
+            wanted.on_failure = request.set_policy.on_failure or current.on_failure
+            if request.set_policy.approval:
+                wanted.approval_required = request.set_policy.approval == pb.APPROVAL_REQUIRED
         else:
             raise FailedPrecondition(f"request {request.uuid} asks for no change this dispatcher knows")
     if kind != "reconcile":
         _end_hold(wanted)
     if planner.missing_design(wanted):
         wanted = await _backfill(repo, request.domain, wanted, current)
+    if approve is not None and revisions.needs_approval(request, current):
+        awaiting = await _record_revision(repo, request, wanted, pb.REVISION_OUTCOME_AWAITING_APPROVAL)
+        if awaiting is not None and awaiting.outcome != pb.REVISION_OUTCOME_RUNNING:
+            await approve(awaiting)
+            await repo.revisions.approved(request.domain, request.solution, awaiting.number)
     # The cluster that grows first is written first; the run writes the rest
     # after its first operation has left.
     first = next(iter(later.counts), None)
@@ -91,7 +108,8 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
     return intent
 
 
-async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.Solution) -> pb.Revision | None:
+async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.Solution,
+                           outcome: pb.RevisionOutcome = pb.REVISION_OUTCOME_RUNNING) -> pb.Revision | None:
     """The request's revision (None for a compensation, which changes nothing
     that was asked)."""
     if request.HasField("reconcile"):
@@ -102,7 +120,7 @@ async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.So
         domain=request.domain, solution=request.solution, change=change, summary=summary, actor=request.actor,
         reason=request.reason, created_unix_ms=request.accepted // 1_000_000, request=request.uuid,
         client_request_id=request.client_request_id, task=request.task, desired=desired, instance_targets=apart,
-        restores=request.rollback.to,
+        restores=request.rollback.to, outcome=outcome,
     )
     stored = await repo.revisions.record(record)
     if request.rollback.failed:

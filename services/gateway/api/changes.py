@@ -15,16 +15,18 @@ import grpc
 from gateway.api.access import caller
 from gateway.api.channel import Channel
 from orchestration.model import planner, revisions
-from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED
+from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED, outcome_name
 from orchestration.model.names import check_name, check_reason
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
-from orchestration_sdk.status_errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from orchestration_sdk.status_errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 # Who pauses a solution whose rollout waits for approval (see dispatcher.run.rollout).
 ROLLOUT = "rollout"
+# Who pauses a solution while one of its changes awaits an approver (see dispatcher.ownership.outcomes).
+APPROVAL = "approval"
 # How long a rollback waits for the change it supersedes to stop (its
 # running operations finish; none of its others start).
 SUPERSEDE_WAIT = 60.0
@@ -119,8 +121,10 @@ class SolutionChanges:
         check_policy(request.on_failure)
         if not request.force:
             await self._refuse_bad(request.domain, name, desired)
+        if request.approval not in pb.Approval.values():
+            raise InvalidArgument(f"approval: {request.approval} is not APPROVAL_NONE or APPROVAL_REQUIRED")
         change = rpb.Request.Deploy(architecture=request.architecture, version=request.version, sizes=request.sizes,
-                                    on_failure=request.on_failure, force=request.force)
+                                    on_failure=request.on_failure, force=request.force, approval=request.approval)
         task = await self.channel.submit(change, request.domain, name, request.request_id, request.reason)
         return gw.DeploySolutionResponse(task=task)
 
@@ -154,12 +158,41 @@ class SolutionChanges:
             return gw.ResumeSolutionResponse(task=task)
         await self._header(request.domain, request.solution)
         reason = check_reason(request.reason)
+        waiting = await self.repo.pauses.get(request.domain, request.solution)
+        if waiting is not None and waiting.value.actor == APPROVAL:
+            raise FailedPrecondition(f"{waiting.value.reason}; resume does not approve")
         ended = await self.repo.pauses.resume(request.domain, request.solution)
         if ended is not None and (running := await self._running(request.domain, request.solution)):
             # The paused change goes on where it stopped.
             return gw.ResumeSolutionResponse(task=running, ended_pause=ended)
         task = await self.channel.submit(rpb.Request.Resume(), request.domain, request.solution, request.request_id, reason)
         return gw.ResumeSolutionResponse(task=task, ended_pause=ended)
+
+    async def ApproveSolution(self, request: gw.ApproveSolutionRequest,
+                              context: grpc.aio.ServicerContext) -> gw.ApproveSolutionResponse:
+        return gw.ApproveSolutionResponse(task=await self._decide(request, True))
+
+    async def RejectSolution(self, request: gw.RejectSolutionRequest,
+                             context: grpc.aio.ServicerContext) -> gw.RejectSolutionResponse:
+        return gw.RejectSolutionResponse(task=await self._decide(request, False))
+
+    async def _decide(self, request: gw.ApproveSolutionRequest | gw.RejectSolutionRequest, approved: bool) -> str:
+        """An approver's decision on the revision that awaits approval; its root task."""
+        domain, name = await self._named(request.domain, request.solution)
+        reason = check_reason(request.reason)
+        revision = (await self.repo.revisions.get(domain, name, request.revision)).value
+        if revision.outcome != pb.REVISION_OUTCOME_AWAITING_APPROVAL:
+            raise FailedPrecondition(f"revision {revision.number} of solution '{domain}/{name}' does not await approval "
+                                     f"(it is {outcome_name(revision.outcome)})")
+        who = caller().name
+        if who == revision.actor:
+            raise PermissionDenied(f"revision {revision.number} was asked for by {who}: another approver decides on it")
+        await self.repo.decisions.decide(domain, name, rpb.ApprovalDecision(
+            revision=revision.number, approved=approved, actor=who, reason=reason, decided_unix_ms=int(time.time() * 1000)))
+        paused = await self.repo.pauses.get(domain, name)
+        if paused is not None and paused.value.actor == APPROVAL:
+            await self.repo.pauses.resume(domain, name)
+        return revision.task
 
     async def PauseSolution(self, request: gw.PauseSolutionRequest, context: grpc.aio.ServicerContext) -> gw.PauseSolutionResponse:
         await self._header(request.domain, request.solution)
@@ -264,11 +297,15 @@ class SolutionChanges:
         if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
             return gw.SetFailurePolicyResponse(task=task)
         await self._header(request.domain, request.solution)
-        if not request.on_failure:
-            raise InvalidArgument("on_failure: give a policy (FAILURE_POLICY_HOLD or FAILURE_POLICY_ROLLBACK)")
+        if not request.on_failure and not request.approval:
+            raise InvalidArgument("nothing to change: give on_failure (FAILURE_POLICY_HOLD or FAILURE_POLICY_ROLLBACK), "
+                                  "approval (APPROVAL_NONE or APPROVAL_REQUIRED), or both")
         check_policy(request.on_failure)
-        task = await self.channel.submit(rpb.Request.SetPolicy(on_failure=request.on_failure), request.domain,
-                                        request.solution, request.request_id, check_reason(request.reason))
+        if request.approval not in pb.Approval.values():
+            raise InvalidArgument(f"approval: {request.approval} is not APPROVAL_NONE or APPROVAL_REQUIRED")
+        change = rpb.Request.SetPolicy(on_failure=request.on_failure, approval=request.approval)
+        task = await self.channel.submit(change, request.domain, request.solution, request.request_id,
+                                        check_reason(request.reason))
         return gw.SetFailurePolicyResponse(task=task)
 
     async def _rollback_target(self, domain: str, name: str, number: int) -> pb.Revision:

@@ -210,6 +210,12 @@ class Views:
             reply = await self.call(who, "RollbackSolution", gw.RollbackSolutionRequest(
                 domain=domain, solution=name, to=_int(body, "to"), reason=_text(body, "reason"),
                 force=body.get("force") is True))
+        elif action in ("approve", "reject"):
+            method, message = (("ApproveSolution", gw.ApproveSolutionRequest) if action == "approve"
+                               else ("RejectSolution", gw.RejectSolutionRequest))
+            decided = await self.call(who, method, message(domain=domain, solution=name, revision=_int(body, "revision"),
+                                                           reason=_text(body, "reason")))
+            return {"task": decided.task}
         elif action == "pause":
             paused = await self.call(who, "PauseSolution", gw.PauseSolutionRequest(
                 domain=domain, solution=name, reason=_text(body, "reason")))

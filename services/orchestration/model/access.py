@@ -6,6 +6,8 @@ A token has one role and names its domains, or none (a global token):
 
 - ``viewer`` reads everything in its domains (model, solutions, tasks,
   events, watches, plans);
+- ``approver`` is a viewer that also approves or rejects the changes that
+  wait for approval (never one it asked for itself);
 - ``operator`` is a viewer that also changes solutions (deploy, state,
   size, terminate, resume, delete);
 - ``admin`` is an operator that also changes the catalog, architectures
@@ -27,8 +29,9 @@ from orchestration_sdk.status_errors import InvalidArgument, PermissionDenied
 
 class Role(IntEnum):
     VIEWER = 1
-    OPERATOR = 2
-    ADMIN = 3
+    APPROVER = 2
+    OPERATOR = 3
+    ADMIN = 4
 
     @property
     def label(self) -> str:
@@ -39,7 +42,7 @@ class Role(IntEnum):
         try:
             return cls[text.strip().upper()]
         except KeyError:
-            raise InvalidArgument(f"role: {text!r} is not one of viewer, operator, admin") from None
+            raise InvalidArgument(f"role: {text!r} is not one of viewer, approver, operator, admin") from None
 
 
 class Scope(Enum):
@@ -53,6 +56,7 @@ class Right:
     role: Role
     scope: Scope
     changes: bool  # a change is audited; a read is not
+    only: frozenset[Role] = frozenset()  # when given: these roles alone (not every role above `role`)
 
 
 def _read(scope: Scope = Scope.DOMAIN) -> Right:
@@ -64,6 +68,8 @@ def _change(role: Role, scope: Scope = Scope.DOMAIN) -> Right:
 
 
 OPERATE = _change(Role.OPERATOR)
+# Approving a change: approvers and admins, not operators (who ask for changes).
+APPROVE = Right(Role.APPROVER, Scope.DOMAIN, True, frozenset({Role.APPROVER, Role.ADMIN}))
 ADMINISTER = _change(Role.ADMIN)
 MANAGE = _change(Role.ADMIN, Scope.GLOBAL)
 
@@ -89,6 +95,7 @@ RIGHTS: dict[str, Right] = {
                             "RetrieveInstance", "WatchStatus", "ListRevisions", "DiffRevisions")},
     **{m: OPERATE for m in ("RemoveSolution", "DeploySolution", "UpdateSolution", "ResumeSolution", "UpdateCluster",
                             "UpdateInstance", "RollbackSolution", "SetFailurePolicy", "PauseSolution")},
+    **{m: APPROVE for m in ("ApproveSolution", "RejectSolution")},
     # Tasks and events.
     **{m: _read() for m in ("ListTasks", "RetrieveTask", "ListEvents", "RetrieveEvent", "WatchEvents")},
     "TerminateTask": OPERATE,
@@ -134,11 +141,12 @@ def check(principal: Principal, method: str, domain: str = "") -> Right:
         return right
     needs_global = right.scope is Scope.GLOBAL or not domain
     in_scope = principal.is_global or (not needs_global and domain in principal.domains)
-    if principal.role >= right.role and in_scope:
+    if (principal.role in right.only if right.only else principal.role >= right.role) and in_scope:
         return right
     where = (f"in domain {domain!r}" if not needs_global else "globally" if right.scope is Scope.GLOBAL
              else "for all domains (name one of the token's domains)")
-    raise PermissionDenied(f"{method} needs the {right.role.label} role {where}; {principal.describe()}")
+    roles = " or ".join(r.label for r in sorted(right.only)) if right.only else right.role.label
+    raise PermissionDenied(f"{method} needs the {roles} role {where}; {principal.describe()}")
 
 
 def require_global_admin(principal: Principal, what: str) -> None:

@@ -16,7 +16,15 @@ O = pb.RevisionOutcome
 
 # Outcomes that are final (a revision's outcome changes once, from running).
 ENDED = frozenset({O.REVISION_OUTCOME_SUCCEEDED, O.REVISION_OUTCOME_FAILED, O.REVISION_OUTCOME_ROLLED_BACK,
-                   O.REVISION_OUTCOME_SUPERSEDED, O.REVISION_OUTCOME_TERMINATED})
+                   O.REVISION_OUTCOME_SUPERSEDED, O.REVISION_OUTCOME_TERMINATED, O.REVISION_OUTCOME_REJECTED})
+# Changes that never wait for approval: putting a known state back, and compensations.
+UNAPPROVED = frozenset({"rollback", "reconcile"})
+
+
+def needs_approval(request: rpb.Request, current: pb.Solution | None) -> bool:
+    """Whether the request's change waits for an approver: the solution (as it
+    was before the change) requires approval, and the change is not exempt."""
+    return current is not None and current.approval_required and request.WhichOneof("change") not in UNAPPROVED
 
 # The kind of change of each kind of request, as the history names it.
 CHANGES = {"deploy": "deploy", "set_cluster": "resize", "set_instance": "instance", "set_solution": "state",
@@ -44,7 +52,7 @@ def desired_of(solution: pb.Solution) -> tuple[pb.Solution, dict[str, pb.State]]
     cluster's."""
     desired = pb.Solution(name=solution.name, version=solution.version, target=solution.target,
                           configuration=solution.configuration, architecture=solution.architecture,
-                          on_failure=solution.on_failure)
+                          on_failure=solution.on_failure, approval_required=solution.approval_required)
     apart: dict[str, pb.State] = {}
     for element in solution.elements:
         if element.remove:
@@ -75,6 +83,7 @@ def same_desired(a: pb.Revision, b: pb.Revision) -> bool:
     left.CopyFrom(a.desired)
     right.CopyFrom(b.desired)
     left.on_failure = right.on_failure = pb.FAILURE_POLICY_UNSPECIFIED
+    left.approval_required = right.approval_required = False
     return left == right and dict(a.instance_targets) == dict(b.instance_targets)
 
 
@@ -146,6 +155,7 @@ def diff(a: pb.Revision, b: pb.Revision) -> list[str]:
     changed("version", x.version, y.version)
     changed("target", state_name(x.target), state_name(y.target))
     changed("on failure", policy_name(x.on_failure), policy_name(y.on_failure))
+    changed("approval", "required" if x.approval_required else "none", "required" if y.approval_required else "none")
     old_clusters = _clusters(x)
     new_clusters = _clusters(y)
     for key in sorted(old_clusters.keys() - new_clusters.keys()):

@@ -1,9 +1,16 @@
-"""Pauses of solutions (model_pb2.SolutionPause) in the leases bucket, at
+"""What makes a solution's change wait for a person, in the leases bucket:
+pauses, and approvers' decisions.
+
+Pauses of solutions (model_pb2.SolutionPause), at
 `<domain>.pause.<solution>`: written by the gateway when an operator pauses
 or resumes a solution, read by the dispatcher running its change (which
 stops starting operations and acknowledges) and by the monitor (which does
 not compensate a paused solution). A KV record: it survives every restart,
-and goes with its domain."""
+and goes with its domain.
+
+Decisions (records_pb2.ApprovalDecision), at `<domain>.approval.<solution>`:
+the answer to the revision that awaits approval, written by the gateway,
+read by the dispatcher holding the change."""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from orchestration_sdk.status_errors import Aborted
 from orchestration.model.names import decode_token, encode_token
 from orchestration.store.kvstore import Bucket, Versioned
 from orchestration.v1 import model_pb2 as pb
+from orchestration.v1 import records_pb2 as rpb
 
 # A pause, or its end (None), told to the bus.
 Announce = Callable[[str, str, pb.SolutionPause | None], Awaitable[None]]
@@ -94,3 +102,25 @@ class Pauses:
         if self._announce is not None:
             with contextlib.suppress(Exception):
                 await self._announce(domain, solution, pause)
+
+
+def decision_key(domain: str, solution: str) -> str:
+    return f"{encode_token(domain)}.approval.{encode_token(solution)}"
+
+
+class Decisions:
+    """Approvers' decisions on revisions that await approval (one per solution at a time)."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self._bucket = bucket
+
+    async def get(self, domain: str, solution: str) -> rpb.ApprovalDecision | None:
+        entry = await self._bucket.get(decision_key(domain, solution))
+        return None if entry is None else rpb.ApprovalDecision.FromString(entry.value)
+
+    async def decide(self, domain: str, solution: str, decision: rpb.ApprovalDecision) -> None:
+        await self._bucket.put(decision_key(domain, solution), decision.SerializeToString())
+
+    async def clear(self, domain: str, solution: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._bucket.delete(decision_key(domain, solution), None, "approval decision")

@@ -28,7 +28,7 @@ from orchestration.store.kvstore import Bucket, Fence, Versioned, apply_cap, app
 from orchestration.store.leases import Leases
 from orchestration.store.leases import Registrations
 from orchestration.store.model_store import ModelStore
-from orchestration.store.pauses import Pauses
+from orchestration.store.pauses import Decisions, Pauses
 from orchestration.store.pauses import bus_payload as pauses_bus_payload
 from orchestration.store.revisions import RevisionStore
 from orchestration.store.revisions import bus_payload as revisions_bus_payload
@@ -82,6 +82,7 @@ class _Stores:
     registrations: Registrations
     revisions: RevisionStore
     pauses: Pauses
+    decisions: Decisions
 
 
 class Repository:
@@ -132,6 +133,10 @@ class Repository:
     @property
     def pauses(self) -> Pauses:
         return self._s.pauses
+
+    @property
+    def decisions(self) -> Decisions:
+        return self._s.decisions
 
     @property
     def leases(self) -> Leases:
@@ -188,7 +193,7 @@ class Repository:
         self._opened = _Stores(b, model, solutions, TaskStore(b.tasks, event_log, model.require_domain), event_log,
                                Leases(b.leases), Registrations(b.controllers),
                                RevisionStore(b.solutions, self._retention.revisions_kept, self._announce_revision),
-                               Pauses(b.leases, self._announce_pause))
+                               Pauses(b.leases, self._announce_pause), Decisions(b.leases))
 
     async def _announce_revision(self, revision: Revision) -> None:
         """A revision recorded or ended, on the bus (core NATS: followed live;
@@ -234,7 +239,7 @@ class Repository:
             s.events, s.leases, s.registrations,
             RevisionStore(s.buckets.solutions.fenced(Fence(key, solutions)), self._retention.revisions_kept,
                           self._announce_revision),
-            s.pauses,
+            s.pauses, s.decisions,
         )
         return view
 

@@ -118,6 +118,17 @@ class RevisionStore:
         await self._announced(record)
         return record
 
+    async def approved(self, domain: str, solution: str, number: int) -> None:
+        """A revision that awaited approval runs now."""
+        stored = await self.get(domain, solution, number)
+        if stored.value.outcome != pb.REVISION_OUTCOME_AWAITING_APPROVAL:
+            return
+        record = stored.value
+        record.outcome = pb.REVISION_OUTCOME_RUNNING
+        await self._bucket.write(rk.revision_key(domain, solution, number), record.SerializeToString(),
+                                 stored.revision, f"revision {number} of '{solution}'")
+        await self._announced(record)
+
     async def _announced(self, revision: pb.Revision) -> None:
         """Tell the bus (at most once: a message lost is read again with `history`)."""
         if self._announce is not None:

@@ -532,8 +532,10 @@ async function revisionHistory(base, operate) {
   const rows = data.revisions.map((r) => [String(r.number), dateTime(r.created_ms), r.actor, r.summary,
     h("span", { class: `outcome ${r.outcome}${r.bad ? " bad" : ""}`, title: r.error || "" }, r.outcome + (r.bad ? ", bad" : "")),
     r.reason || "-",
-    operate && !r.bad && r.change !== "remove" && r.number !== numbers[0]
-      ? kept(`rollback|${base}|${r.number}`, () => rollbackTo(base, r)) : ""]);
+    r.outcome === "awaiting-approval" && canApprove(base)
+      ? kept(`decide|${base}|${r.number}`, () => decide(base, r))
+      : operate && !r.bad && r.change !== "remove" && r.number !== numbers[0]
+        ? kept(`rollback|${base}|${r.number}`, () => rollbackTo(base, r)) : ""]);
   card.append(table(["rev", "time", "by", "change", "outcome", "reason", ""], rows, (i) => ({
     class: "clickable" + (revisionShown && revisionShown.base === base && revisionShown.number === numbers[i] ? " selected" : ""),
     "data-revision": numbers[i],
@@ -563,6 +565,26 @@ function rollbackTo(base, revision) {
     return `task ${r.task.slice(0, 8)}`;
   });
   return h("form", { onsubmit: (e) => e.preventDefault() }, reason, button, note);
+}
+
+// Approvers and admins of the solution's domain decide on a change that awaits approval.
+function canApprove(base) {
+  const domain = decodeURIComponent(base.split("/")[3]);
+  if (!session || !["approver", "admin"].includes(session.role)) return false;
+  return session.domains.length === 0 || session.domains.includes(domain);
+}
+
+function decide(base, revision) {
+  const reason = h("input", { placeholder: "why (optional)", "aria-label": `reason for revision ${revision.number}`, style: "width:9rem" });
+  const [approve, approveNote] = action("Approve", async () => {
+    const r = await api(`${base}/approve`, { revision: revision.number, reason: reason.value });
+    return `task ${r.task.slice(0, 8)} goes on`;
+  }, "primary");
+  const [reject, rejectNote] = action("Reject", async () => {
+    const r = await api(`${base}/reject`, { revision: revision.number, reason: reason.value });
+    return `task ${r.task.slice(0, 8)} ends`;
+  }, "danger");
+  return h("form", { onsubmit: (e) => e.preventDefault(), "data-decide": revision.number }, reason, approve, reject, approveNote, rejectNote);
 }
 
 function dateTime(ms) { return ms ? new Date(ms).toLocaleString([], { hour12: false }) : "-"; }
@@ -674,7 +696,7 @@ function actions(domain, name, base) {
     fillState(data.target);
     current = data;
     terminateButton.hidden = !data.running;
-    resumeButton.hidden = !data.hold && !data.pause;
+    resumeButton.hidden = !data.hold && (!data.pause || data.pause.actor === "approval");
     pauseButton.hidden = !!data.pause;
     return section;
   };
