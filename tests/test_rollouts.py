@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, running_suite, wait_until
+from suite import Suite, needs_chromium, running_suite, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +106,31 @@ def test_a_rollout_waits_for_approval_and_a_rollback_instead_keeps_the_old_versi
     found = suite.solution("gate", "gate")
     assert [(c.version, len(c.instances), {i.state for i in c.instances}) for e in found.elements for c in e.clusters] == [
         ("V2", 4, {pb.STATE_ACTIVE})]
+
+
+@needs_chromium
+def test_the_console_shows_a_rollouts_batches_and_its_wait_for_approval(browser: Any, suite: Suite) -> None:
+    suite.apply(shop("seen", 4, {"Batch": 1, "MaxUnavailable": 0, "Pause": "approval"}, latency_ms=0))
+    suite.ok("solution", "deploy", "seen", "seen", "V1", "--wait")
+    out = suite.ok("solution", "deploy", "seen", "seen", "V2", "--wait")
+    assert "paused by rollout: batch 1 of 4 of element web" in out or out  # --wait returns at the approval
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    console = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"].rstrip("/")
+    page.goto(console + "/signin")
+    page.fill("input[name=token]", (suite.home / "token").read_text().strip())
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Overview')")
+    page.goto(console + "/domains/seen/solutions/seen")
+    card = page.wait_for_selector("[data-rollout='web']:has-text('waiting for approval')")
+    text = card.inner_text()
+    assert "Rollout of web to V2" in text and "batch 2 of 4" in text and "1 of 4 new active" in text, text
+    assert page.eval_on_selector_all("[data-rollout='web'] .batches span", "s => s.map(x => x.className)") == [
+        "done", "now", "", ""]
+    page.click("button:has-text('Resume')")
+    page.wait_for_selector("[data-rollout='web']:has-text('batch 3 of 4')")
+    page.screenshot(path=str(suite.home / "rollout.png"), full_page=True)
+    suite.ok("solution", "rollback", "seen", "seen", "--wait")
+    assert errors == []
+    page.close()

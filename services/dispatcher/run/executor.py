@@ -184,7 +184,12 @@ class Run:
         """A rollout batch is done and the next needs an operator: the solution
         is paused (the pause is followed like an operator's; resume goes on)."""
         self.scheduler.pause()
-        waiting = asyncio.ensure_future(self.ctx.repo.pauses.pause(self.domain, self.solution, "rollout", reason))
+
+        async def pause_and_say_so() -> None:
+            await self.ctx.repo.pauses.pause(self.domain, self.solution, "rollout", reason)
+            await self.ctx.repo.pauses.acknowledge(self.domain, self.solution, self.book.root)
+
+        waiting = asyncio.ensure_future(pause_and_say_so())
         waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     # ---- execution -------------------------------------------------------------

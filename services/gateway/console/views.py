@@ -23,6 +23,7 @@ from orchestration.model.lifecycle import (
     task_status_name,
     task_type_name,
 )
+from orchestration.model.rollouts import strategy
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
@@ -121,13 +122,46 @@ class Views:
                 graph = await self.architecture(who, domain, header.architecture, header.version)
             except NotFound:
                 pass  # the architecture was removed since: the clusters are still shown
-        return {**_solution_header(header), **_rolled_up(summary.total), "graph": graph, "clusters": [
+        return {**_solution_header(header), **_rolled_up(summary.total), "graph": graph,
+                "rollouts": await self._rollouts(who, domain, header, summary), "clusters": [
             {"element": c.element, "cluster": c.cluster, "target": _state(c.target), "size": c.size, **_rolled_up(c)}
             for c in summary.clusters],
             "running": _task(summary.running) if summary.HasField("running") else None,
             "pause": {"actor": summary.pause.actor, "reason": summary.pause.reason, "since_ms": summary.pause.since_unix_ms,
                       "acknowledged_ms": summary.pause.acknowledged_unix_ms, "task": summary.pause.task}
             if summary.HasField("pause") else None}
+
+    async def _rollouts(self, who: Principal, domain: str, header: pb.Solution,
+                        summary: gw.SummarizeSolutionResponse) -> list[dict[str, Any]]:
+        """Each element whose version changes under a rollout strategy now: its
+        batches (from the records: the new version's active instances), what
+        is left of the old version, and whether it waits for approval."""
+        if not header.architecture or not any(c.target == pb.STATE_INITIAL for c in summary.clusters):
+            return []
+        try:
+            architecture = (await self.call(who, "RetrieveArchitecture", gw.RetrieveArchitectureRequest(
+                domain=domain, architecture=header.architecture, version=header.version))).architecture
+        except NotFound:
+            return []
+        found = []
+        for element in architecture.elements:
+            if not element.HasField("rollout") or not element.clusters:
+                continue
+            new = element.clusters[0].version
+            mine = [c for c in summary.clusters if c.element == element.name]
+            now = next((c for c in mine if c.cluster == new), None)
+            old = [c for c in mine if c.cluster != new and c.instances]
+            if now is None or not old:
+                continue
+            plan = strategy(element.rollout, now.size)
+            waiting = summary.pause.actor == "rollout" and f"element {element.name} " in summary.pause.reason
+            found.append({
+                "element": element.name, "version": new, "size": now.size, "active": now.active,
+                "batch": plan.batch, "batches": plan.batches(now.size), "done": min(now.active // plan.batch, plan.batches(now.size)),
+                "old": [{"cluster": c.cluster, "instances": c.instances} for c in old],
+                "approval": plan.approval, "waiting": waiting,
+            })
+        return found
 
     async def history(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
         """The solution's revisions, newest first."""

@@ -481,8 +481,9 @@ async function solution(domain, name) {
     const p = data.pause;
     parts.push(h("p", { class: "banner paused", "data-paused": p.actor },
       `Paused by ${p.actor} since ${dateTime(p.since_ms)}${p.reason ? ": " + p.reason : ""}. `,
-      p.acknowledged_ms ? `Task ${p.task.slice(0, 8)} starts no more operations (those in flight finish).`
-        : "Its next change will wait.", " Resume goes on where it stopped."));
+      p.actor === "approval" ? "An approver decides (the revision's row in the history below)."
+        : [p.acknowledged_ms ? `Task ${p.task.slice(0, 8)} starts no more operations (those in flight finish).`
+          : "Its next change will wait.", " Resume goes on where it stopped."]));
   }
   if (operate) parts.push(kept("actions", () => actions(domain, name, base)).update(data));
   if (data.running) {
@@ -495,6 +496,14 @@ async function solution(domain, name) {
         const n = list.reduce((a, c) => a + c.instances, 0) || 1, ok = list.reduce((a, c) => a + c.instances - c.in_transition, 0);
         return [element, h("div", { class: "bar" }, h("span", { style: `width:${(100 * ok / n).toFixed(1)}%` })), `${ok}/${n}`];
       }))));
+  }
+  for (const r of data.rollouts || []) {
+    parts.push(h("section", { class: "card", "data-rollout": r.element }, h("h2", {}, `Rollout of ${r.element} to ${r.version}`),
+      h("p", {}, `batch ${Math.min(r.done + 1, r.batches)} of ${r.batches} (${r.batch} at a time) · ${r.active} of ${r.size} new active · `,
+        r.old.map((o) => `${o.instances} of ${o.cluster} leaving`).join(", "),
+        r.waiting ? h("strong", {}, " · waiting for approval: Resume approves the next batch, a rollback rejects") : ""),
+      h("div", { class: "batches" }, Array.from({ length: r.batches }, (_, i) =>
+        h("span", { class: i < r.done ? "done" : i === r.done ? "now" : "", title: `batch ${i + 1}` }, String(i + 1))))));
   }
   parts.push(h("section", { class: "card" }, legend(true), graph(data.graph.elements, counts)));
   const rows = data.clusters.map((c) => [c.element, c.cluster, stateTag(c.state), stateTag(c.target), c.instances,
