@@ -101,3 +101,22 @@ def test_a_change_waits_for_an_approver_who_did_not_ask_for_it(suite: Suite) -> 
     assert "paused" not in suite.ok("solution", "status", "ok", "ok")
     again = as_token(suite, anna, "solution", "reject", "ok", "ok", "--revision", "3")
     assert again.returncode == 1 and "does not await approval (it is rejected)" in again.stderr
+
+
+def test_a_change_nobody_decides_on_in_time_is_rejected_when_the_solution_says_so(suite: Suite) -> None:
+    # After the test above: "ok" requires approval, 4 instances; a policy change itself awaits approval.
+    anna = token(suite, "anna2", "approver")
+    number = 1 + max(r.number for r in suite.solutions.ListRevisions(
+        gw.ListRevisionsRequest(domain="ok", solution="ok"), metadata=suite.metadata, timeout=30).revisions)
+    task = suite.ok("solution", "policy", "ok", "ok", "--approval-timeout", "1s", "--reason", "no waiting").strip()
+    awaiting(suite, number)
+    assert as_token(suite, anna, "solution", "approve", "ok", "ok", "--revision", str(number)).returncode == 0
+    assert suite.wait_task("ok", task).status == pb.TASK_STATUS_COMPLETED
+    assert suite.solution("ok", "ok").approval_timeout_seconds == 1
+    late = suite.ok("cluster", "set", "ok", "ok", "web", "V1", "--size", "2").strip()
+    ended = suite.wait_task("ok", late, timeout=30)
+    assert ended.status == pb.TASK_STATUS_TERMINATED and "rejected by approval-timeout" in ended.error
+    assert revision(suite, number + 1).outcome == pb.REVISION_OUTCOME_REJECTED
+    assert "paused" not in suite.ok("solution", "status", "ok", "ok")
+    bad = suite.orch("solution", "policy", "ok", "ok", "--approval-timeout", "soon")
+    assert bad.returncode == 2 and "a duration (30m, 2h) or never" in bad.stderr

@@ -37,6 +37,25 @@ APPROVALS = {"none": pb.APPROVAL_NONE, "required": pb.APPROVAL_REQUIRED}
 approval_option = click.option(
     "--approval", type=click.Choice(list(APPROVALS)), default=None,
     help="Whether each later change of the solution waits for an approver (`orch solution approve`) before it starts.")
+
+
+def timeout_seconds(value: str | None) -> int:
+    """--approval-timeout as the request's seconds: 0 (unchanged), -1 (never), or the duration's."""
+    if value is None:
+        return 0
+    if value == "never":
+        return -1
+    from orchestration.model.rollouts import seconds
+
+    try:
+        return max(1, int(seconds(value, "--approval-timeout")))
+    except Exception as err:  # noqa: BLE001 - a person's typo: say what is expected
+        raise click.BadParameter(f"{value!r}: a duration (30m, 2h) or never", param_hint="--approval-timeout") from err
+
+
+approval_timeout_option = click.option(
+    "--approval-timeout", default=None, metavar="DURATION|never",
+    help="Reject a change nobody approved or rejected within this long (30m, 2h); never: it waits (the default).")
 # How long `task terminate --wait` waits for the task to end.
 TERMINATE_WAIT = 300.0
 FINISHED = {
@@ -230,20 +249,22 @@ size_option = click.option(
                    "revision that succeeded (default: as it is; hold for a new solution).")
 @click.option("--force", is_flag=True, help="Deploy even what a revision marked bad (failed and rolled back) asked for.")
 @approval_option
+@approval_timeout_option
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @request_id_option
 @reason_option
 @pass_settings
 def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, sizes: tuple[str, ...],
-           on_failure: str | None, force: bool, approval: str | None, wait: bool, output: str, request_id: str,
-           reason: str) -> None:
+           on_failure: str | None, force: bool, approval: str | None, approval_timeout: str | None, wait: bool,
+           output: str, request_id: str, reason: str) -> None:
     """Create or update a solution from an architecture version; prints the root task id."""
     gateway = settings.gateway()
     request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
                                       request_id=request_id, sizes=_sizes(sizes), reason=reason, force=force,
                                       on_failure=POLICIES[on_failure] if on_failure else pb.FAILURE_POLICY_UNSPECIFIED,
-                                      approval=APPROVALS[approval] if approval else pb.APPROVAL_UNSPECIFIED)
+                                      approval=APPROVALS[approval] if approval else pb.APPROVAL_UNSPECIFIED,
+                                      approval_timeout_seconds=timeout_seconds(approval_timeout))
     task = gateway.submit(gateway.solutions.DeploySolution, request).task
     _started(output, task)
     if wait:

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from cli.engine_commands import APPROVALS, POLICIES, approval_option, reason_option, request_id_option, show_plan, submitted
+from cli.engine_commands import (APPROVALS, POLICIES, approval_option, approval_timeout_option, reason_option,
+                                 request_id_option, show_plan, submitted, timeout_seconds)
 from cli.output import emit, output_option, when
 from cli.settings import Settings, pass_settings
 from orchestration.model.lifecycle import outcome_name, policy_name
@@ -97,21 +98,23 @@ def rollback(settings: Settings, domain: str, solution: str, to_revision: int | 
               help="When a change fails: hold the solution where it stopped, or roll it back to the last revision "
                    "that succeeded (and mark the failed one bad).")
 @approval_option
+@approval_timeout_option
 @click.option("--wait", is_flag=True, help="Show progress until the change ends.")
 @request_id_option
 @reason_option
 @pass_settings
-def policy(settings: Settings, domain: str, solution: str, on_failure: str | None, approval: str | None, wait: bool,
-           request_id: str, reason: str) -> None:
+def policy(settings: Settings, domain: str, solution: str, on_failure: str | None, approval: str | None,
+           approval_timeout: str | None, wait: bool, request_id: str, reason: str) -> None:
     """Change what happens when a change of the solution fails, and whether changes wait for an approver
     (a revision of its own, which itself waits for approval when the solution requires it)."""
-    if not on_failure and not approval:
-        raise click.UsageError("give --on-failure, --approval, or both")
+    if not on_failure and not approval and approval_timeout is None:
+        raise click.UsageError("give --on-failure, --approval, --approval-timeout, or some of them")
     gateway = settings.gateway()
     request = gw.SetFailurePolicyRequest(
         domain=domain, solution=solution, request_id=request_id, reason=reason,
         on_failure=POLICIES[on_failure] if on_failure else pb.FAILURE_POLICY_UNSPECIFIED,
-        approval=APPROVALS[approval] if approval else pb.APPROVAL_UNSPECIFIED)
+        approval=APPROVALS[approval] if approval else pb.APPROVAL_UNSPECIFIED,
+        approval_timeout_seconds=timeout_seconds(approval_timeout))
     submitted(gateway, domain, solution, gateway.submit(gateway.solutions.SetFailurePolicy, request).task, wait)
 
 

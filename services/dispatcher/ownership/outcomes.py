@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from orchestration.model import revisions
 from orchestration.model.lifecycle import TASK_ENDED
@@ -62,6 +63,8 @@ async def conclude(repo: Repository, leases: Leases, request: rpb.Request, statu
 
 # Who pauses a solution while one of its changes awaits approval.
 APPROVAL = "approval"
+# Who rejects a change nobody decided on in time.
+APPROVAL_TIMEOUT = "approval-timeout"
 # Seconds between two looks at the approvers' decision.
 APPROVAL_POLL = 0.25
 
@@ -82,9 +85,18 @@ async def await_approval(repo: Repository, request: rpb.Request, revision: pb.Re
                             f"revision {number} ({revision.summary}, by {revision.actor}) awaits approval: "
                             f"`orch solution approve {domain} {solution} --revision {number}` or `reject`")
     log.info("revision %d of %s/%s awaits approval", number, domain, solution, extra={"task_id": request.task})
+    header = (await repo.solutions.get_solution_header(domain, solution)).value
+    deadline = revision.created_unix_ms / 1000 + header.approval_timeout_seconds if header.approval_timeout_seconds else None
     while True:
         decision = await repo.decisions.get(domain, solution)
         if decision is not None and decision.revision == number:
+            break
+        if deadline is not None and time.time() >= deadline:
+            decision = rpb.ApprovalDecision(revision=number, approved=False, actor=APPROVAL_TIMEOUT,
+                                            reason=f"nobody decided within {header.approval_timeout_seconds} s")
+            paused = await repo.pauses.get(domain, solution)
+            if paused is not None and paused.value.actor == APPROVAL:
+                await repo.pauses.resume(domain, solution)
             break
         if stopped():
             await repo.revisions.end(domain, solution, number, pb.REVISION_OUTCOME_TERMINATED,

@@ -60,6 +60,7 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
         desired.on_failure = request.deploy.on_failure or (current.on_failure if current else pb.FAILURE_POLICY_HOLD)
         desired.approval_required = (request.deploy.approval == pb.APPROVAL_REQUIRED if request.deploy.approval
                                      else bool(current and current.approval_required))
+        desired.approval_timeout_seconds = _timeout(request.deploy.approval_timeout_seconds, current)
         wanted = planner.merge(current, desired, later=later)
     else:
         if current is None:
@@ -85,6 +86,7 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
             wanted.on_failure = request.set_policy.on_failure or current.on_failure
             if request.set_policy.approval:
                 wanted.approval_required = request.set_policy.approval == pb.APPROVAL_REQUIRED
+            wanted.approval_timeout_seconds = _timeout(request.set_policy.approval_timeout_seconds, current)
         else:
             raise FailedPrecondition(f"request {request.uuid} asks for no change this dispatcher knows")
     if kind != "reconcile":
@@ -138,6 +140,13 @@ async def _rollback(repo: Repository, request: rpb.Request, current: pb.Solution
         raise FailedPrecondition(f"revision {target.number} of solution '{request.domain}/{request.solution}' "
                                  f"asks for nothing to run ({target.summary}); roll back to another revision")
     return revisions.restore(current, target, later)
+
+
+def _timeout(asked: int, current: pb.Solution | None) -> int:
+    """The approval time-out a request leaves: as asked (-1: none), or (0) as it was."""
+    if asked:
+        return max(0, asked)
+    return current.approval_timeout_seconds if current is not None else 0
 
 
 def _end_hold(solution: pb.Solution) -> None:

@@ -75,6 +75,12 @@ def check_policy(policy: int) -> None:
         raise InvalidArgument(f"on_failure: {policy} is not a failure policy (FAILURE_POLICY_HOLD or FAILURE_POLICY_ROLLBACK)")
 
 
+def check_timeout(seconds: int) -> None:
+    """An approval time-out is a number of seconds, -1 (wait for ever) or 0 (unchanged)."""
+    if seconds < -1:
+        raise InvalidArgument(f"approval_timeout_seconds: {seconds}; give seconds, -1 (wait for ever) or 0 (unchanged)")
+
+
 def planned(solution: pb.Solution) -> list[gw.PlannedTransition]:
     """The transitions a run of `solution` (as planned) would make."""
     return [gw.PlannedTransition(element=p.element, cluster=p.cluster, instance=p.instance, transition=p.transition,
@@ -123,8 +129,10 @@ class SolutionChanges:
             await self._refuse_bad(request.domain, name, desired)
         if request.approval not in pb.Approval.values():
             raise InvalidArgument(f"approval: {request.approval} is not APPROVAL_NONE or APPROVAL_REQUIRED")
+        check_timeout(request.approval_timeout_seconds)
         change = rpb.Request.Deploy(architecture=request.architecture, version=request.version, sizes=request.sizes,
-                                    on_failure=request.on_failure, force=request.force, approval=request.approval)
+                                    on_failure=request.on_failure, force=request.force, approval=request.approval,
+                                    approval_timeout_seconds=request.approval_timeout_seconds)
         task = await self.channel.submit(change, request.domain, name, request.request_id, request.reason)
         return gw.DeploySolutionResponse(task=task)
 
@@ -297,13 +305,15 @@ class SolutionChanges:
         if task := await self.channel.earlier(request.domain, request.solution, request.request_id):
             return gw.SetFailurePolicyResponse(task=task)
         await self._header(request.domain, request.solution)
-        if not request.on_failure and not request.approval:
+        if not request.on_failure and not request.approval and not request.approval_timeout_seconds:
             raise InvalidArgument("nothing to change: give on_failure (FAILURE_POLICY_HOLD or FAILURE_POLICY_ROLLBACK), "
-                                  "approval (APPROVAL_NONE or APPROVAL_REQUIRED), or both")
+                                  "approval (APPROVAL_NONE or APPROVAL_REQUIRED), approval_timeout_seconds, or some of them")
+        check_timeout(request.approval_timeout_seconds)
         check_policy(request.on_failure)
         if request.approval not in pb.Approval.values():
             raise InvalidArgument(f"approval: {request.approval} is not APPROVAL_NONE or APPROVAL_REQUIRED")
-        change = rpb.Request.SetPolicy(on_failure=request.on_failure, approval=request.approval)
+        change = rpb.Request.SetPolicy(on_failure=request.on_failure, approval=request.approval,
+                                       approval_timeout_seconds=request.approval_timeout_seconds)
         task = await self.channel.submit(change, request.domain, request.solution, request.request_id,
                                         check_reason(request.reason))
         return gw.SetFailurePolicyResponse(task=task)

@@ -52,7 +52,8 @@ def desired_of(solution: pb.Solution) -> tuple[pb.Solution, dict[str, pb.State]]
     cluster's."""
     desired = pb.Solution(name=solution.name, version=solution.version, target=solution.target,
                           configuration=solution.configuration, architecture=solution.architecture,
-                          on_failure=solution.on_failure, approval_required=solution.approval_required)
+                          on_failure=solution.on_failure, approval_required=solution.approval_required,
+                          approval_timeout_seconds=solution.approval_timeout_seconds)
     apart: dict[str, pb.State] = {}
     for element in solution.elements:
         if element.remove:
