@@ -131,3 +131,21 @@ def test_durations_and_shares() -> None:
     assert (s.batch, s.max_surge, s.pause, s.check, s.approval, s.batches(10)) == (3, 3, 60.0, 0.5, False, 4)
     assert strategy(pb.Rollout(batch="1", pause="approval"), 3).approval
     assert INACTIVE != ACTIVE  # (states imported for the records above)
+
+
+def test_a_batch_whose_status_check_fails_holds_the_rollout_until_it_is_checked_healthy_again() -> None:
+    h = Harness()
+    verdicts: list[bool] = [False, True]  # unhealthy at the first check, healthy at the second
+    asked: list[list[str]] = []
+    unhealthy: list[str] = []
+    gate = upgrade(h, 4, pb.Rollout(batch="2", max_unavailable=1, check="5s"))
+    gate.verify = lambda uuids, verdict: (asked.append(uuids), verdict(verdicts.pop(0), "new00 is failure"))
+    gate.on_unhealthy = lambda reason: (unhealthy.append(reason), h.scheduler.pause())
+    h.start_all()
+    drive(h)
+    assert asked == [["new00", "new01"]]
+    assert unhealthy == ["batch 1 of 2 of element web is not healthy: new00 is failure"]
+    assert {u for u, t in h.started if t == T.TRANSITION_CREATE} == {"new00", "new01"}  # no second batch
+    h.scheduler.unpause()  # resume: the batch is checked again, and now passes
+    drive(h)
+    assert len(asked) == 2 and {u for u, t in h.started if t == T.TRANSITION_CREATE} == {f"new0{i}" for i in range(4)}

@@ -108,6 +108,39 @@ def test_a_rollout_waits_for_approval_and_a_rollback_instead_keeps_the_old_versi
         ("V2", 4, {pb.STATE_ACTIVE})]
 
 
+@pytest.mark.parametrize("policy", ["rollback", "hold"])
+def test_a_batch_that_turns_unhealthy_rolls_back_or_pauses_the_rollout(suite: Suite, policy: str) -> None:
+    domain = f"sick-{policy}"
+    suite.apply(shop(domain, 4, {"Batch": 2, "MaxUnavailable": 1, "Check": "3s"}, latency_ms=0))
+    suite.ok("solution", "deploy", domain, domain, "V1", "--on-failure", policy, "--wait")
+    task = json.loads(suite.ok("solution", "deploy", domain, domain, "V2", "-o", "json"))["task"]
+    started = wait_until(lambda: [op["instance"] for op in suite.ops(domain)
+                                  if op["cluster"] == "V2" and op["operation"] == "start" and op["outcome"] == "ok"],
+                         timeout=30, what="the first batch to start")
+    suite.ok("sim", "set-state", started[0], "failure")  # during the batch's check
+    if policy == "rollback":
+        assert suite.wait_task(domain, task, timeout=60).status == pb.TASK_STATUS_FAILED
+        wait_until(lambda: suite.solutions.ListRevisions(
+            gw.ListRevisionsRequest(domain=domain, solution=domain), metadata=suite.metadata, timeout=30).revisions[0]
+            .outcome == pb.REVISION_OUTCOME_SUCCEEDED, timeout=60, what="the rollback")
+        listed = {r.number: r for r in suite.solutions.ListRevisions(
+            gw.ListRevisionsRequest(domain=domain, solution=domain), metadata=suite.metadata, timeout=30).revisions}
+        assert listed[2].bad and "is not healthy" in listed[2].error and started[0] in listed[2].error
+        found = suite.solution(domain, domain)
+        assert [(c.version, {i.state for i in c.instances}) for e in found.elements for c in e.clusters] == [
+            ("V1", {pb.STATE_ACTIVE})]
+    else:
+        def held() -> gw.SummarizeSolutionResponse | None:
+            summary = suite.solutions.SummarizeSolution(gw.SummarizeSolutionRequest(domain=domain, solution=domain),
+                                                        metadata=suite.metadata, timeout=30)
+            return summary if summary.HasField("pause") else None
+        pause = wait_until(held, timeout=30, what="the rollout to pause").pause
+        assert pause.actor == "rollout" and "batch 1 of 2 of element web is not healthy" in pause.reason
+        assert f"{started[0]} is failure" in pause.reason
+        assert suite.task(domain, task).task.status == pb.TASK_STATUS_EXECUTING
+        suite.ok("solution", "rollback", domain, domain, "--wait")  # reject: back to V1 at once
+
+
 @needs_chromium
 def test_the_console_shows_a_rollouts_batches_and_its_wait_for_approval(browser: Any, suite: Suite) -> None:
     suite.apply(shop("seen", 4, {"Batch": 1, "MaxUnavailable": 0, "Pause": "approval"}, latency_ms=0))

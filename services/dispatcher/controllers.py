@@ -321,6 +321,24 @@ class ControllerPool:
                 await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
             await self.refresh()
 
+    async def status(self, name: str, refs: list[cpb.InstanceReference], timeout: float) -> dict[str, int]:
+        """The real state of instances of controller `name`, each asked of its
+        home replica (uuid -> state; an instance its controller does not know
+        is left out)."""
+        by_home: dict[str, list[cpb.InstanceReference]] = {}
+        for ref in refs:
+            link = await self.choose(name, ref.uuid)
+            by_home.setdefault(link.registration.replica, []).append(ref)
+        states: dict[str, int] = {}
+        for replica, asked in by_home.items():
+            registration = self.links[replica].registration
+            async with tls_channel(registration.address, self.tls) as channel:
+                stub = cpb_grpc.ControllerServiceStub(channel)
+                metadata = bearer_metadata(engine_credential_for(self.credential, registration.name))
+                response = await stub.Status(cpb.StatusRequest(instances=asked), metadata=metadata, timeout=timeout)
+            states.update({s.uuid: s.state for s in response.statuses if s.known})
+        return states
+
     async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None,
                       budget: float | None = None, sent: asyncio.Future[None] | None = None) -> cpb.OperationResult:
         """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError).

@@ -32,7 +32,7 @@ from dispatcher.settings import EngineSettings
 from dispatcher.run.settling import Settler, attach_task, cluster_task
 from dispatcher.run.state import ClusterKey, ClusterSlot, InstanceSlot, SolutionState
 from dispatcher.run.tasks import TaskBook
-from orchestration.model.lifecycle import ACTIVE, FAILURE, INITIAL, TRANSITION_NAMES, next_state
+from orchestration.model.lifecycle import ACTIVE, FAILURE, INITIAL, TRANSITION_NAMES, next_state, state_name
 from orchestration.model.planner import cluster_digest, instance_work, new_instance, new_uuid4
 from orchestration.model.rollouts import strategy
 from orchestration.store.kvstore import persist
@@ -97,6 +97,7 @@ class Run:
         self._delete_on_finish = False
         # Whether version changes follow their elements' rollout strategies (not a rollback's).
         self.rollouts = True
+        self.on_failure: int = pb.FAILURE_POLICY_HOLD  # the solution's failure policy (from its header)
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
         # What it stores around its first operation (see dispatcher.run.opening).
@@ -121,6 +122,7 @@ class Run:
         elements = {name: v.value for name, v in records.elements.items()}
         elements.update({name: element for name, (element, _) in intent.deferred.elements.items()})
         self._delete_on_finish = header.target == INITIAL and all(e.remove for e in elements.values())
+        self.on_failure = header.on_failure
         clusters: dict[ClusterKey, tuple[pb.Cluster, int | None]] = {
             key: (record.cluster, record.revision) for key, record in records.clusters.items()}
         clusters.update(intent.deferred.clusters)
@@ -177,8 +179,43 @@ class Run:
                 continue
             for cluster in old:
                 cluster.rolled_out = True
-            self.scheduler.gates[name] = RolloutGate(name, strategy(element.rollout, new[0].record.size), new[0], old,
-                                                     self.state, on_approval=self._wait_for_approval)
+            self.scheduler.gates[name] = RolloutGate(
+                name, strategy(element.rollout, new[0].record.size), new[0], old, self.state,
+                on_approval=self._wait_for_approval, verify=functools.partial(self._verify, new[0]),
+                on_unhealthy=self._unhealthy)
+
+    def _verify(self, cluster: ClusterSlot, uuids: list[str], verdict: Callable[[bool, str], None]) -> None:
+        """Ask the cluster's controller for the real state of a batch's instances;
+        verdict(healthy, what is wrong) once it answers."""
+        async def ask() -> None:
+            ref = operations.template(cluster, self.domain, self.solution).instance
+            refs = []
+            for uuid in uuids:
+                one = cpb.InstanceReference()
+                one.CopyFrom(ref)
+                one.uuid = uuid
+                refs.append(one)
+            try:
+                states = await self.ctx.pool.status(cluster.controller, refs, timeout=self.ctx.settings.operation_timeout)
+            except Exception as err:  # noqa: BLE001 - an unanswered check is no proof of health
+                verdict(False, f"its controller did not answer the status check ({type(err).__name__})")
+                return
+            wrong = [f"{u} is {state_name(states[u]) if u in states else 'unknown to its controller'}"
+                     for u in uuids if states.get(u) != ACTIVE]
+            verdict(not wrong, ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
+
+        checking = asyncio.ensure_future(ask())
+        checking.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    def _unhealthy(self, reason: str) -> None:
+        """A rollout batch failed its status check: the change fails when the
+        solution's failure policy rolls back, else the rollout pauses (resume
+        checks the batch again)."""
+        log.warning("%s/%s: %s", self.domain, self.solution, reason, extra={"task_id": self.book.root})
+        if self.on_failure == pb.FAILURE_POLICY_ROLLBACK:
+            self.scheduler.stop(reason, S.TASK_STATUS_FAILED)
+            return
+        self._wait_for_approval(f"{reason}; resume checks it again, a rollback undoes the change")
 
     def _wait_for_approval(self, reason: str) -> None:
         """A rollout batch is done and the next needs an operator: the solution

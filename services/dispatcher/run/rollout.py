@@ -37,6 +37,11 @@ class RolloutGate:
     state: SolutionState
     # The batch is over and approval is needed: the run pauses the solution (saying why).
     on_approval: Callable[[str], None] = lambda reason: None
+    # Asks the controller for the real state of a batch's instances after its check and answers
+    # verdict(healthy, what is wrong); without it, a batch that stayed active is healthy.
+    verify: Callable[[list[str], Callable[[bool, str], None]], None] | None = None
+    # A batch failed its status check: the run holds or fails the change (its failure policy).
+    on_unhealthy: Callable[[str], None] = lambda reason: None
     size: int = 0
     made: set[str] = field(default_factory=set)  # new instances admitted to create, or begun before
     stopping: set[str] = field(default_factory=set)  # old instances admitted to stop
@@ -97,6 +102,17 @@ class RolloutGate:
         def checked() -> None:
             if not self._batch_active():
                 self.waiting = False  # a member failed or left active: the run decides (see Run._fail)
+                return
+            if self.verify is None:
+                healthy(True, "")
+            else:
+                self.verify(sorted(self.made), healthy)
+
+        def healthy(ok: bool, wrong: str) -> None:
+            if not ok:
+                self.waiting = False  # looked at again once the run goes on (see Scheduler.unpause)
+                self.on_unhealthy(f"batch {self.batch} of {self.strategy.batches(self.size)} of element "
+                                  f"{self.element} is not healthy: {wrong}")
                 return
             self.batches_done += 1
             if self.strategy.approval:

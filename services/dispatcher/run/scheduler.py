@@ -184,6 +184,8 @@ class Scheduler:
             self.paused = False
             self.paused_for += self.clock.time() - self.paused_at
             self._drain()
+            for gate in self.gates.values():
+                gate.changed(self._later, self._schedule_all)  # a batch held unhealthy is checked again
             self.check_idle()
 
     # ---- stopping --------------------------------------------------------------
