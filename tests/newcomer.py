@@ -92,7 +92,9 @@ def walk(page: Any, suite: Suite, console: str, shoot: Shoot = lambda name: None
     # A change stopped half-way: grow to 10, terminate, and the page says the solution is held.
     page.fill("input[aria-label='size of web V1.1.0']", "10")
     page.click("[data-cluster-row='web/V1.1.0'] button:has-text('Resize')")
-    page.wait_for_selector("[data-running]")
+    resized = page.wait_for_selector("[data-cluster-row='web/V1.1.0'] .message.ok:has-text('task ')").inner_text()
+    # The page shows the resize running (not a task that ended just before) before Terminate is pressed.
+    page.wait_for_selector(f"[data-running^='{resized.split()[1]}']")
     page.click("button:has-text('Terminate')")
     page.wait_for_selector(".badge.held", timeout=30000)
     assert suite.solution(DOMAIN, SOLUTION).hold.kind == pb.HOLD_KIND_HELD
