@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -36,6 +36,10 @@ class LinkLost(Exception):
 
 class NoController(Exception):
     """No live replica serves this controller."""
+
+
+class NotSent(Exception):
+    """The run stopped while the operation waited for its domain's quota: it was never sent."""
 
 
 # A stream message holds at most this many operations (and the member lists
@@ -101,11 +105,12 @@ class Link:
         _resolve(waiters)
 
     def _batches(self, queued: list[tuple[cpb.Operation, Views]]) -> Iterator[cpb.ExecuteRequest]:
-        """Everything queued, in as few messages as the size bounds allow."""
+        """Everything queued, in as few messages as the size bounds allow,
+        the domains taking turns (see fair_order)."""
         operations: list[cpb.Operation] = []
         views: Views = {}
         endpoints = 0
-        for operation, needed in queued:
+        for operation, needed in fair_order(queued):
             extra = sum(len(v) for k, v in needed.items() if k not in views)
             if operations and (len(operations) >= MAX_BATCH_OPERATIONS or endpoints + extra > MAX_BATCH_ENDPOINTS):
                 yield _request(operations, views)
@@ -153,6 +158,48 @@ class Link:
             self._fail_pending()
 
 
+def fair_order(queued: list[tuple[cpb.Operation, Views]]) -> list[tuple[cpb.Operation, Views]]:
+    """The queued operations with the domains taking turns, one operation
+    each, in the order each domain queued them: a domain that queued few
+    operations behind another's thousands gets them into the first message
+    (and to the controller's admission) instead of after all of those."""
+    by_domain: dict[str, list[tuple[cpb.Operation, Views]]] = {}
+    for item in queued:
+        by_domain.setdefault(item[0].instance.domain, []).append(item)
+    if len(by_domain) < 2:
+        return queued
+    ordered: list[tuple[cpb.Operation, Views]] = []
+    lanes = list(by_domain.values())
+    for turn in range(max(len(lane) for lane in lanes)):
+        ordered.extend(lane[turn] for lane in lanes if turn < len(lane))
+    return ordered
+
+
+class DomainQuota:
+    """At most `limit` operations of one domain sent to controllers at once
+    (0: no limit); the others of that domain wait here, in the order they came."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, domain: str) -> AsyncIterator[None]:
+        if self.limit <= 0:
+            yield
+            return
+        slots = self._slots.get(domain)
+        if slots is None:
+            slots = self._slots[domain] = asyncio.Semaphore(self.limit)
+        async with slots:
+            yield
+
+    def waiting(self, domain: str) -> bool:
+        """Whether the domain's operations wait for a place now."""
+        slots = self._slots.get(domain)
+        return slots is not None and slots.locked()
+
+
 def _resolve(waiters: list[asyncio.Future[None]]) -> None:
     for waiter in waiters:
         if not waiter.done():
@@ -192,8 +239,10 @@ class ControllerPool:
     (unregistered or expired), the instance moves to another replica.
     """
 
-    def __init__(self, registrations: Registrations, credential: str, wait_for_controller: float = 30.0, tls: TlsConfig | None = None) -> None:
+    def __init__(self, registrations: Registrations, credential: str, wait_for_controller: float = 30.0, tls: TlsConfig | None = None,
+                 domain_concurrency: int = 0) -> None:
         self.registrations = registrations
+        self.quota = DomainQuota(domain_concurrency)
         self.tls = tls
         self.credential = credential
         self.wait_for_controller = wait_for_controller
@@ -322,15 +371,25 @@ class ControllerPool:
             await self.refresh()
 
     async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None,
-                      budget: float | None = None, sent: asyncio.Future[None] | None = None) -> cpb.OperationResult:
+                      budget: float | None = None, sent: asyncio.Future[None] | None = None,
+                      dropped: Callable[[], bool] | None = None) -> cpb.OperationResult:
         """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError).
 
         `timeout` bounds the wait for the result here; `budget` (seconds), when
         given, sets the operation's deadline from the moment it is sent: the
         time spent before (recording progress, waiting for a replica) is not
         the controller's. `sent` is resolved once the operation is written
-        to a replica's stream.
+        to a replica's stream. At most the domain's quota of operations are
+        out at once (see DomainQuota); the others wait for a place first, and
+        one whose run no longer wants it then (`dropped`) is not sent (NotSent).
         """
+        async with self.quota.held(operation.instance.domain):
+            if dropped is not None and dropped():
+                raise NotSent(operation.operation_id)
+            return await self._execute(name, operation, timeout, views, budget, sent)
+
+    async def _execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None,
+                       budget: float | None, sent: asyncio.Future[None] | None) -> cpb.OperationResult:
         instance = operation.instance.uuid
         link = await self.choose(name, instance)
         if budget is not None:

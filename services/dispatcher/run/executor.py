@@ -279,12 +279,13 @@ class Run:
         reason = "terminated on request" if task == self.book.root else f"task {task} terminated on request"
         hold = pb.SolutionHold(kind=pb.HOLD_KIND_HELD, reason=reason, actor=actor or "operator", task=task,
                                since_unix_ms=int(time.time() * 1000))
-        # Held before any task shows it ended: whoever reacts to the end finds the hold.
-        await self.settler.hold(hold)
         subtree = [task]
         for uuid in subtree:
             subtree.extend(self.book.tasks[uuid].subtasks)
+        # Nothing more of the subtree starts from now on (nor leaves its domain's quota, see operations.send) ...
         self.scheduler.exclude(subtree)
+        # ... and it is held before any task shows it ended: whoever reacts to the end finds the hold.
+        await self.settler.hold(hold)
         # Leaves first, the terminated task last: whoever sees it ended (a
         # client waiting on the root) finds its whole subtree ended too.
         for uuid in reversed(subtree):
@@ -360,7 +361,7 @@ class Run:
                     # Checked before every operation: a process that stalled past its lease sends nothing.
                     raise LeaseExpired("its lease was not renewed in time; another dispatcher may own the solution")
                 sending = operations.send(self.ctx.pool, cluster, operation, views, timeout,
-                                          lambda: bool(self.scheduler.stopping), sent=first)
+                                          lambda: bool(self.scheduler.stopping) or slot.task in self.scheduler.terminated, sent=first)
                 # The task's first status change is stored while the operation runs.
                 starting = self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
                 if starting is None:
