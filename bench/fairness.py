@@ -13,7 +13,8 @@ All components say `orch_siblings: ignore` and the sim answers at once.
 Figures, from the sim's op log (`started` of every operation) and the
 engine's completion events:
 
-- B's first operation after: accepted request -> first operation the sim starts;
+- B's first operation after: accepted request -> first operation the sim starts
+  (and -> the first event of its root task: its run has begun);
 - B's completion: accepted request -> completion event, alone and in the storm;
 - the terminate's effect: request -> the last operation of the storm the sim
   starts (nothing of it starts later), and how long `--wait` took.
@@ -54,6 +55,7 @@ class Events:
     def __init__(self, url: str) -> None:
         self.url = url
         self.ended: dict[str, float] = {}
+        self.first: dict[str, float] = {}  # the first event of each root task (its run has started)
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -69,6 +71,8 @@ class Events:
 
         async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
             event = json.loads(msg.data)
+            with self._lock:
+                self.first.setdefault(event["task"], event["time"] / 1e9)
             if event["type"] in ("completion", "failure", "termination", "timeout"):
                 with self._lock:
                     self.ended.setdefault(event["task"], event["time"] / 1e9 if event["type"] == "completion" else -1.0)
@@ -142,11 +146,13 @@ def one_run(storm: int, small: int, delay: float, terminate_after: float, flags:
         finally:
             events.close()
     first = min(op["started"] for op in b_ops) - accepted
+    run_started = events.first.get(task, accepted) - accepted
     last_storm_start = max(op["started"] for op in storm_ops)
     storm_before_b = sum(1 for op in storm_ops if op["started"] < accepted)
     return {
         "b_alone_first_op_s": round(alone_first, 4),
         "b_alone_s": round(alone, 4),
+        "b_first_event_s": round(run_started, 4),
         "b_first_op_s": round(first, 4),
         "b_s": round(b_done - accepted, 4),
         "b_ratio": round((b_done - accepted) / alone, 2),

@@ -9,9 +9,7 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
-
-from dispatcher.controllers import ControllerPool, DomainQuota, NotSent, fair_order
+from dispatcher.controllers import DomainQuota, fair_order
 from orchestration.v1 import controller_pb2 as cpb
 
 
@@ -73,29 +71,18 @@ def test_no_quota_means_no_limit() -> None:
     asyncio.run(scenario())
 
 
-def test_an_operation_whose_run_stopped_while_it_waited_is_not_sent() -> None:
+def test_a_domain_waits_in_the_order_it_came() -> None:
     async def scenario() -> None:
-        pool = ControllerPool(registrations=None, credential="", domain_concurrency=1)  # type: ignore[arg-type]
-        sent: list[str] = []
-        gate = asyncio.Event()
+        quota = DomainQuota(1)
+        order: list[int] = []
 
-        async def fake_execute(name, operation, timeout, views, budget, sent_future):  # type: ignore[no-untyped-def]
-            sent.append(operation.operation_id)
-            await gate.wait()
-            return cpb.OperationResult(operation_id=operation.operation_id, outcome=cpb.OUTCOME_OK)
+        async def one(n: int) -> None:
+            async with quota.held("a"):
+                order.append(n)
+                await asyncio.sleep(0)
 
-        pool._execute = fake_execute  # type: ignore[method-assign]
-        stopped = False
-        first = asyncio.create_task(pool.execute("sim", op("a", 0)[0], 10, dropped=lambda: stopped))
-        second = asyncio.create_task(pool.execute("sim", op("a", 1)[0], 10, dropped=lambda: stopped))
-        await asyncio.sleep(0)
-        assert sent == ["a0"]
-        stopped = True  # terminated while a1 waits for the quota
-        gate.set()
-        assert (await first).outcome == cpb.OUTCOME_OK
-        with pytest.raises(NotSent):
-            await second
-        assert sent == ["a0"]
+        await asyncio.gather(*(one(n) for n in range(5)))
+        assert order == [0, 1, 2, 3, 4]
 
     asyncio.run(scenario())
 

@@ -64,7 +64,7 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
               help="Listen address of the dispatcher (controller registration).")
 @click.option("--concurrency", default=None, type=int, help="Operations in flight per solution (dispatcher default).")
 @click.option("--domain-concurrency", default=None, type=int,
-              help="Operations sent to controllers at once per domain (dispatcher default; 0: no limit).")
+              help="Operations in flight per domain (dispatcher default; 0: no limit).")
 @click.option("--operation-timeout", default=None, type=float, help="Seconds per controller operation (dispatcher default).")
 @click.option("--max-attempts", default=None, type=int, help="Attempts per operation (dispatcher default).")
 @click.option("--controller-wait", default=None, type=float, help="Seconds an operation waits for its controller.")

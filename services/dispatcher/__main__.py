@@ -24,7 +24,7 @@ from orchestration_sdk.runtime.tls import TlsConfig, tls_options
 @click.option("--replica", default=None, help="Replica id (default host-pid).")
 @click.option("--concurrency", default=EngineSettings.concurrency, show_default=True, help="Operations in flight per solution.")
 @click.option("--domain-concurrency", default=EngineSettings.domain_concurrency, show_default=True, type=click.IntRange(min=0),
-              help="Operations sent to controllers at once per domain, over all its solutions (0: no limit).")
+              help="Operations in flight per domain, over all its solutions (0: no limit).")
 @click.option("--operation-timeout", default=EngineSettings.operation_timeout, show_default=True, help="Seconds per controller operation.")
 @click.option("--max-attempts", default=EngineSettings.max_attempts, show_default=True, help="Attempts per operation.")
 @click.option("--controller-wait", default=EngineSettings.controller_wait, show_default=True,

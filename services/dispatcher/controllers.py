@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -36,10 +36,6 @@ class LinkLost(Exception):
 
 class NoController(Exception):
     """No live replica serves this controller."""
-
-
-class NotSent(Exception):
-    """The run stopped while the operation waited for its domain's quota: it was never sent."""
 
 
 # A stream message holds at most this many operations (and the member lists
@@ -176,8 +172,9 @@ def fair_order(queued: list[tuple[cpb.Operation, Views]]) -> list[tuple[cpb.Oper
 
 
 class DomainQuota:
-    """At most `limit` operations of one domain sent to controllers at once
-    (0: no limit); the others of that domain wait here, in the order they came."""
+    """At most `limit` operations of one domain in flight at once, over all
+    its runs (0: no limit); the others of that domain wait here, in the order
+    they came, before any of their work (see Run._send)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -371,25 +368,16 @@ class ControllerPool:
             await self.refresh()
 
     async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None,
-                      budget: float | None = None, sent: asyncio.Future[None] | None = None,
-                      dropped: Callable[[], bool] | None = None) -> cpb.OperationResult:
+                      budget: float | None = None, sent: asyncio.Future[None] | None = None) -> cpb.OperationResult:
         """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError).
 
         `timeout` bounds the wait for the result here; `budget` (seconds), when
         given, sets the operation's deadline from the moment it is sent: the
         time spent before (recording progress, waiting for a replica) is not
         the controller's. `sent` is resolved once the operation is written
-        to a replica's stream. At most the domain's quota of operations are
-        out at once (see DomainQuota); the others wait for a place first, and
-        one whose run no longer wants it then (`dropped`) is not sent (NotSent).
+        to a replica's stream. (The runs keep within their domain's quota,
+        self.quota, before they build an operation: see Run._send.)
         """
-        async with self.quota.held(operation.instance.domain):
-            if dropped is not None and dropped():
-                raise NotSent(operation.operation_id)
-            return await self._execute(name, operation, timeout, views, budget, sent)
-
-    async def _execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None,
-                       budget: float | None, sent: asyncio.Future[None] | None) -> cpb.OperationResult:
         instance = operation.instance.uuid
         link = await self.choose(name, instance)
         if budget is not None:

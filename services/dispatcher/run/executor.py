@@ -87,7 +87,10 @@ class Run:
         # Whether the lease surely holds now (the renewal loop's knowledge; see the dispatcher service).
         self.holds_lease: Callable[[], bool] = lambda: True
         self._idle = asyncio.Event()
-        self.scheduler = Scheduler(self.state, ctx.settings.concurrency, asyncio.get_running_loop(),
+        # A run has at most its domain's quota in flight (and the domain's runs together, see DomainQuota).
+        limits = [ctx.settings.concurrency, ctx.settings.domain_concurrency]
+        self.concurrency = min(limit for limit in limits if limit > 0)
+        self.scheduler = Scheduler(self.state, self.concurrency, asyncio.get_running_loop(),
                                    self._start, self._idle.set)
         self.settler = Settler(ctx.repo, book, self.state, self.scheduler, self.domain, self.solution)
         self.policy = RetryPolicy(ctx.settings)
@@ -200,9 +203,19 @@ class Run:
             # In growing slices, letting the first operations out while the rest are set up.
             size, in_slice, first, listed_at = 1, 0, True, START_SLICE
             self.scheduler.setting_going = True
+            # Record writes started and not yet done: at most `run_ahead` at
+            # once, so that a big run does not queue thousands of writes ahead
+            # of everyone else's on the store (another solution's request
+            # waits behind them all), nor ahead of its own operations.
+            saving: set[asyncio.Future[None]] = set()
+            run_ahead = max(START_SLICE, self.concurrency)
             for slot in self._setting_going():
                 if slot.unsaved:
+                    if len(saving) >= run_ahead:
+                        await asyncio.wait(saving, return_when=asyncio.FIRST_COMPLETED)
                     slot.saving = asyncio.ensure_future(self._store(slot))
+                    saving.add(slot.saving)
+                    slot.saving.add_done_callback(saving.discard)
                 if slot.path:
                     self.scheduler.schedule(slot)
                     if first and slot.inflight:
@@ -342,7 +355,17 @@ class Run:
             self.lose_lease()
 
     async def _send(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition, ticket: _Ticket) -> Outcome:
-        """Send the instance's next operation (once its record is stored) and wait for its outcome."""
+        """Send the instance's next operation (once its record is stored) and
+        wait for its outcome, within its domain's quota of operations at once
+        (see DomainQuota: the others wait here, before any of their work).
+        One whose run stopped, or whose task was terminated, while it waited
+        is not sent."""
+        async with self.ctx.pool.quota.held(self.domain):
+            if self.scheduler.stopping or slot.task in self.scheduler.terminated:
+                return Outcome(Verdict.RETRY, f"{TRANSITION_NAMES[transition]} not sent: the run stopped", 0.0, label="not sent")
+            return await self._send_now(slot, cluster, transition, ticket)
+
+    async def _send_now(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition, ticket: _Ticket) -> Outcome:
         if slot.saving is not None:
             await slot.saving  # the intent of an instance is durable before its first operation
             slot.saving = None
@@ -361,7 +384,7 @@ class Run:
                     # Checked before every operation: a process that stalled past its lease sends nothing.
                     raise LeaseExpired("its lease was not renewed in time; another dispatcher may own the solution")
                 sending = operations.send(self.ctx.pool, cluster, operation, views, timeout,
-                                          lambda: bool(self.scheduler.stopping) or slot.task in self.scheduler.terminated, sent=first)
+                                          lambda: bool(self.scheduler.stopping), sent=first)
                 # The task's first status change is stored while the operation runs.
                 starting = self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
                 if starting is None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from dispatcher.controllers import ControllerPool, LinkLost, NoController, NotSent, Views
+from dispatcher.controllers import ControllerPool, LinkLost, NoController, Views
 from dispatcher.settings import EngineSettings
 from dispatcher.run.state import ClusterSlot, InstanceSlot, SolutionState
 from orchestration.model.lifecycle import TRANSITION_NAMES
@@ -105,13 +105,8 @@ async def send(pool: ControllerPool, cluster: ClusterSlot, operation: cpb.Operat
     losses = 0
     while True:
         try:
-            result = await pool.execute(cluster.controller or "?", operation, timeout + 1.0, views, budget=timeout, sent=sent,
-                                        dropped=stopping)
+            result = await pool.execute(cluster.controller or "?", operation, timeout + 1.0, views, budget=timeout, sent=sent)
             return outcome_of(result, name)
-        except NotSent:
-            # The run stopped (or its task was terminated) while the operation
-            # waited for its domain's quota: nothing was done, nothing is retried.
-            return Outcome(Verdict.RETRY, f"{name} not sent: the run stopped", 0.0, label="not sent")
         except asyncio.TimeoutError:
             return Outcome(Verdict.RETRY, f"{name} timed out after {timeout:g}s", label="timeout")
         except NoController as err:
