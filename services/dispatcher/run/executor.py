@@ -207,15 +207,12 @@ class Run:
             # once, so that a big run does not queue thousands of writes ahead
             # of everyone else's on the store (another solution's request
             # waits behind them all), nor ahead of its own operations.
-            saving: set[asyncio.Future[None]] = set()
-            run_ahead = max(START_SLICE, self.concurrency)
+            run_ahead = asyncio.Semaphore(max(START_SLICE, self.concurrency))
             for slot in self._setting_going():
                 if slot.unsaved:
-                    if len(saving) >= run_ahead:
-                        await asyncio.wait(saving, return_when=asyncio.FIRST_COMPLETED)
+                    await run_ahead.acquire()
                     slot.saving = asyncio.ensure_future(self._store(slot))
-                    saving.add(slot.saving)
-                    slot.saving.add_done_callback(saving.discard)
+                    slot.saving.add_done_callback(lambda _: run_ahead.release())
                 if slot.path:
                     self.scheduler.schedule(slot)
                     if first and slot.inflight:
