@@ -11,7 +11,7 @@ SDK_GEN_STAMP := sdk/src/orchestration_sdk/v1/.generated
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: proto-release setup bytecode chromium generate run test test-unit test-faults bench bench-console screenshots soak chaos lint-proto typecheck clean
+.PHONY: proto-release setup bytecode chromium generate run test test-unit test-faults bench bench-fairness bench-console screenshots soak chaos lint-proto typecheck clean
 
 setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
 
@@ -81,6 +81,11 @@ test-faults: setup
 # Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--repeat 3 --large 50000" (the README's figures).
 bench: setup
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Fairness between domains: a 10-instance deploy in one domain 1 s into another's 20,000; a terminate of the storm.
+# Options through FAIRNESS_ARGS, e.g. make bench-fairness FAIRNESS_ARGS="--runs 1 --storm 5000".
+bench-fairness: setup
+	$(BIN)/python bench/fairness.py $(FAIRNESS_ARGS)
 
 # The web console in a real browser: page load at 1,000 and 10,000 instances, live updates, download size.
 bench-console: setup

@@ -63,6 +63,8 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 @click.option("--dispatcher-addr", default="127.0.0.1:50052", show_default=True,
               help="Listen address of the dispatcher (controller registration).")
 @click.option("--concurrency", default=None, type=int, help="Operations in flight per solution (dispatcher default).")
+@click.option("--domain-concurrency", default=None, type=int,
+              help="Operations in flight per domain (dispatcher default; 0: no limit).")
 @click.option("--operation-timeout", default=None, type=float, help="Seconds per controller operation (dispatcher default).")
 @click.option("--max-attempts", default=None, type=int, help="Attempts per operation (dispatcher default).")
 @click.option("--controller-wait", default=None, type=float, help="Seconds an operation waits for its controller.")
@@ -76,7 +78,7 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 @tls_options
 @pass_settings
 def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str, nats_port: int, external_nats_url: str | None, prefix: str,
-       dispatcher_addr: str, concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
+       dispatcher_addr: str, concurrency: int | None, domain_concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
        controller_wait: float | None, sim_replicas: int, monitor_interval: float, monitor_max_compensations: int,
        otlp_endpoint: str,
        tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
@@ -137,7 +139,8 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
                 env["ORCH_TLS_CLIENT_AUTH"] = "1"
         engine_flags = [
             flag
-            for name, value in (("--concurrency", concurrency), ("--operation-timeout", operation_timeout),
+            for name, value in (("--concurrency", concurrency), ("--domain-concurrency", domain_concurrency),
+                                ("--operation-timeout", operation_timeout),
                                 ("--max-attempts", max_attempts), ("--controller-wait", controller_wait))
             if value is not None
             for flag in (name, str(value))

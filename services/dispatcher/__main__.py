@@ -23,6 +23,8 @@ from orchestration_sdk.runtime.tls import TlsConfig, tls_options
               help="File holding the key that issued the controllers' credentials (checks their registrations).")
 @click.option("--replica", default=None, help="Replica id (default host-pid).")
 @click.option("--concurrency", default=EngineSettings.concurrency, show_default=True, help="Operations in flight per solution.")
+@click.option("--domain-concurrency", default=EngineSettings.domain_concurrency, show_default=True, type=click.IntRange(min=0),
+              help="Operations in flight per domain, over all its solutions (0: no limit).")
 @click.option("--operation-timeout", default=EngineSettings.operation_timeout, show_default=True, help="Seconds per controller operation.")
 @click.option("--max-attempts", default=EngineSettings.max_attempts, show_default=True, help="Attempts per operation.")
 @click.option("--controller-wait", default=EngineSettings.controller_wait, show_default=True,
@@ -31,13 +33,15 @@ from orchestration_sdk.runtime.tls import TlsConfig, tls_options
 @metrics_option
 @tls_options
 def main(addr: str, nats_url: str, prefix: str, credential_file: str, registration_key_file: str, replica: str | None, concurrency: int,
+         domain_concurrency: int,
          operation_timeout: float, max_attempts: int, controller_wait: float, task_timeout: float, metrics_addr: str,
          tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
     """Run a dispatcher replica."""
     without_websocket_client(nats_url)
     from dispatcher.ownership.replica import serve
 
-    engine = EngineSettings(concurrency=concurrency, operation_timeout=operation_timeout, max_attempts=max_attempts,
+    engine = EngineSettings(concurrency=concurrency, domain_concurrency=domain_concurrency,
+                            operation_timeout=operation_timeout, max_attempts=max_attempts,
                             controller_wait=controller_wait, task_timeout=task_timeout)
     settings = DispatcherSettings(address=addr, nats_url=nats_url, prefix=prefix,
                                   credential=read_secret(credential_file, "--credential-file"),

@@ -101,11 +101,12 @@ class Link:
         _resolve(waiters)
 
     def _batches(self, queued: list[tuple[cpb.Operation, Views]]) -> Iterator[cpb.ExecuteRequest]:
-        """Everything queued, in as few messages as the size bounds allow."""
+        """Everything queued, in as few messages as the size bounds allow,
+        the domains taking turns (see fair_order)."""
         operations: list[cpb.Operation] = []
         views: Views = {}
         endpoints = 0
-        for operation, needed in queued:
+        for operation, needed in fair_order(queued):
             extra = sum(len(v) for k, v in needed.items() if k not in views)
             if operations and (len(operations) >= MAX_BATCH_OPERATIONS or endpoints + extra > MAX_BATCH_ENDPOINTS):
                 yield _request(operations, views)
@@ -153,6 +154,49 @@ class Link:
             self._fail_pending()
 
 
+def fair_order(queued: list[tuple[cpb.Operation, Views]]) -> list[tuple[cpb.Operation, Views]]:
+    """The queued operations with the domains taking turns, one operation
+    each, in the order each domain queued them: a domain that queued few
+    operations behind another's thousands gets them into the first message
+    (and to the controller's admission) instead of after all of those."""
+    by_domain: dict[str, list[tuple[cpb.Operation, Views]]] = {}
+    for item in queued:
+        by_domain.setdefault(item[0].instance.domain, []).append(item)
+    if len(by_domain) < 2:
+        return queued
+    ordered: list[tuple[cpb.Operation, Views]] = []
+    lanes = list(by_domain.values())
+    for turn in range(max(len(lane) for lane in lanes)):
+        ordered.extend(lane[turn] for lane in lanes if turn < len(lane))
+    return ordered
+
+
+class DomainQuota:
+    """At most `limit` operations of one domain in flight at once, over all
+    its runs (0: no limit); the others of that domain wait here, in the order
+    they came, before any of their work (see Run._send)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, domain: str) -> AsyncIterator[None]:
+        if self.limit <= 0:
+            yield
+            return
+        slots = self._slots.get(domain)
+        if slots is None:
+            slots = self._slots[domain] = asyncio.Semaphore(self.limit)
+        async with slots:
+            yield
+
+    def waiting(self, domain: str) -> bool:
+        """Whether the domain's operations wait for a place now."""
+        slots = self._slots.get(domain)
+        return slots is not None and slots.locked()
+
+
 def _resolve(waiters: list[asyncio.Future[None]]) -> None:
     for waiter in waiters:
         if not waiter.done():
@@ -192,8 +236,10 @@ class ControllerPool:
     (unregistered or expired), the instance moves to another replica.
     """
 
-    def __init__(self, registrations: Registrations, credential: str, wait_for_controller: float = 30.0, tls: TlsConfig | None = None) -> None:
+    def __init__(self, registrations: Registrations, credential: str, wait_for_controller: float = 30.0, tls: TlsConfig | None = None,
+                 domain_concurrency: int = 0) -> None:
         self.registrations = registrations
+        self.quota = DomainQuota(domain_concurrency)
         self.tls = tls
         self.credential = credential
         self.wait_for_controller = wait_for_controller
@@ -347,7 +393,8 @@ class ControllerPool:
         given, sets the operation's deadline from the moment it is sent: the
         time spent before (recording progress, waiting for a replica) is not
         the controller's. `sent` is resolved once the operation is written
-        to a replica's stream.
+        to a replica's stream. (The runs keep within their domain's quota,
+        self.quota, before they build an operation: see Run._send.)
         """
         instance = operation.instance.uuid
         link = await self.choose(name, instance)

@@ -17,6 +17,11 @@ class EngineSettings:
 
     # Operations in flight at once, per solution run.
     concurrency: int = 1000
+    # Operations in flight at once, per domain (over all its runs on one
+    # dispatcher; a run's own limit is the lower of the two): one domain's
+    # storm keeps the dispatcher's event loop and its queue to the store short
+    # enough that another domain's request starts within about 0.1 s (0: no limit).
+    domain_concurrency: int = 200
     # Deadline of one controller operation (seconds).
     operation_timeout: float = 30.0
     # Attempts of one operation before the instance fails.

@@ -78,7 +78,7 @@ class Dispatcher(Intake, Tenure):
         await lease_repo.open()
         self.leases = lease_repo.leases
         self.pool = ControllerPool(self.repo.registrations, self.settings.credential, self.settings.engine.controller_wait,
-                                   self.settings.tls)
+                                   self.settings.tls, domain_concurrency=self.settings.engine.domain_concurrency)
         await self.pool.start()
         self.recorder = EventRecorder(js, self.subjects)
         self.ctx = RunContext(self.repo, self.pool, self.settings.engine)

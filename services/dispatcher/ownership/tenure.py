@@ -20,6 +20,9 @@ from orchestration_sdk.status_errors import Aborted, NotFound
 
 log = logging.getLogger("dispatcher")
 
+# Seconds between two reads of the terminations and pauses of the runs.
+TERMINATION_POLL = 0.25
+
 # A queued request whose message never arrived is picked up from its lease after this.
 QUEUED_GRACE_MS = 5000
 # The run stops sending operations this long before its lease would expire
@@ -130,8 +133,10 @@ class Tenure:
                 active.run.lose_lease()
 
     async def _termination_loop(self) -> None:
+        # Every TERMINATION_POLL s: a terminate or pause takes effect within
+        # about that (plus one read) even under another domain's storm.
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(TERMINATION_POLL)
             if self.runs:
                 try:
                     await self._follow_pauses(await self.repo.pauses.all())

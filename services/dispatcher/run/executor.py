@@ -87,7 +87,10 @@ class Run:
         # Whether the lease surely holds now (the renewal loop's knowledge; see the dispatcher service).
         self.holds_lease: Callable[[], bool] = lambda: True
         self._idle = asyncio.Event()
-        self.scheduler = Scheduler(self.state, ctx.settings.concurrency, asyncio.get_running_loop(),
+        # A run has at most its domain's quota in flight (and the domain's runs together, see DomainQuota).
+        limits = [ctx.settings.concurrency, ctx.settings.domain_concurrency]
+        self.concurrency = min(limit for limit in limits if limit > 0)
+        self.scheduler = Scheduler(self.state, self.concurrency, asyncio.get_running_loop(),
                                    self._start, self._idle.set)
         self.settler = Settler(ctx.repo, book, self.state, self.scheduler, self.domain, self.solution)
         self.policy = RetryPolicy(ctx.settings)
@@ -242,9 +245,16 @@ class Run:
             # In growing slices, letting the first operations out while the rest are set up.
             size, in_slice, first, listed_at = 1, 0, True, START_SLICE
             self.scheduler.setting_going = True
+            # Record writes started and not yet done: at most `run_ahead` at
+            # once, so that a big run does not queue thousands of writes ahead
+            # of everyone else's on the store (another solution's request
+            # waits behind them all), nor ahead of its own operations.
+            run_ahead = asyncio.Semaphore(max(START_SLICE, self.concurrency))
             for slot in self._setting_going():
                 if slot.unsaved:
+                    await run_ahead.acquire()
                     slot.saving = asyncio.ensure_future(self._store(slot))
+                    slot.saving.add_done_callback(lambda _: run_ahead.release())
                 if slot.path:
                     self.scheduler.schedule(slot)
                     if first and slot.inflight:
@@ -321,12 +331,13 @@ class Run:
         reason = "terminated on request" if task == self.book.root else f"task {task} terminated on request"
         hold = pb.SolutionHold(kind=pb.HOLD_KIND_HELD, reason=reason, actor=actor or "operator", task=task,
                                since_unix_ms=int(time.time() * 1000))
-        # Held before any task shows it ended: whoever reacts to the end finds the hold.
-        await self.settler.hold(hold)
         subtree = [task]
         for uuid in subtree:
             subtree.extend(self.book.tasks[uuid].subtasks)
+        # Nothing more of the subtree starts from now on (nor leaves its domain's quota, see operations.send) ...
         self.scheduler.exclude(subtree)
+        # ... and it is held before any task shows it ended: whoever reacts to the end finds the hold.
+        await self.settler.hold(hold)
         # Leaves first, the terminated task last: whoever sees it ended (a
         # client waiting on the root) finds its whole subtree ended too.
         for uuid in reversed(subtree):
@@ -383,7 +394,17 @@ class Run:
             self.lose_lease()
 
     async def _send(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition, ticket: _Ticket) -> Outcome:
-        """Send the instance's next operation (once its record is stored) and wait for its outcome."""
+        """Send the instance's next operation (once its record is stored) and
+        wait for its outcome, within its domain's quota of operations at once
+        (see DomainQuota: the others wait here, before any of their work).
+        One whose run stopped, or whose task was terminated, while it waited
+        is not sent."""
+        async with self.ctx.pool.quota.held(self.domain):
+            if self.scheduler.stopping or slot.task in self.scheduler.terminated:
+                return Outcome(Verdict.RETRY, f"{TRANSITION_NAMES[transition]} not sent: the run stopped", 0.0, label="not sent")
+            return await self._send_now(slot, cluster, transition, ticket)
+
+    async def _send_now(self, slot: InstanceSlot, cluster: ClusterSlot, transition: Transition, ticket: _Ticket) -> Outcome:
         if slot.saving is not None:
             await slot.saving  # the intent of an instance is durable before its first operation
             slot.saving = None
