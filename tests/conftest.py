@@ -55,9 +55,11 @@ def subjects() -> Subjects:
     return Subjects(prefix="t" + uuid.uuid4().hex[:12])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (the browser tests skip without it: see suite.needs_chromium)."""
+    """Debian's Chromium driven by Playwright (the browser tests skip without it: see
+    suite.needs_chromium), started once for every browser test: each test opens pages
+    of its own (a new page is a new browser context: no cookies or storage shared)."""
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
