@@ -55,11 +55,9 @@ def subjects() -> Subjects:
     return Subjects(prefix="t" + uuid.uuid4().hex[:12])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (the browser tests skip without it: see
-    suite.needs_chromium), started once for every browser test: each test opens pages
-    of its own (a new page is a new browser context: no cookies or storage shared)."""
+    """Debian's Chromium driven by Playwright (the browser tests skip without it: see suite.needs_chromium)."""
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
