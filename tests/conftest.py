@@ -3,7 +3,7 @@ subject prefix per test so that tests never see each other's data."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import inspect
 import subprocess
 import uuid
@@ -92,16 +92,25 @@ PROCESS_FILES = {"test_embedded_nats.py", "test_process_controller.py", "test_co
                  "test_health_metrics.py"}
 
 
+@functools.cache
+def _source(function: Any) -> str:
+    """A function's source, read once: the same fixtures serve hundreds of tests
+    (reading them again for each took two seconds of every collection)."""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
 def _sources(item: pytest.Item) -> Iterator[str]:
     """The test's own source and that of every fixture it uses."""
     function = getattr(item, "function", None)
     if function is not None:
-        yield inspect.getsource(function)
+        yield _source(function)
     info = getattr(item, "_fixtureinfo", None)
     for definitions in (info.name2fixturedefs.values() if info is not None else ()):
         for definition in definitions:
-            with contextlib.suppress(OSError, TypeError):
-                yield inspect.getsource(definition.func)
+            yield _source(definition.func)
 
 
 def kind_of(item: pytest.Item) -> str:

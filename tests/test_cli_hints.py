@@ -25,7 +25,7 @@ SUGGESTED = re.compile(r"`(orch [^`]+)`")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     with running_suite(tmp_path_factory.mktemp("hints")) as running:
         running.ok("apply", "-f", str(DATA / "demo2.yaml"))
-        running.apply(models.flat("slow", 2, parameters={"sim_latency_ms": 3000}))
+        running.apply(models.flat("slow", 2, parameters={"sim_latency_ms": 1500}))
         yield running
 
 

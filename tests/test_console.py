@@ -26,9 +26,12 @@ pytestmark = needs_chromium
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    with running_suite(tmp_path_factory.mktemp("console")) as running:
+    home = tmp_path_factory.mktemp("console")
+    with running_suite(home) as running:
         running.ok("apply", "-f", str(DATA / "demo2.yaml"))
         yield running
+    # The pages' live streams end with the console: the gateway stopped without being killed.
+    assert "did not stop" not in (home / "up.log").read_text()
 
 
 def console_url(suite: Suite) -> str:

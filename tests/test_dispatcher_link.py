@@ -1,5 +1,6 @@
 """The dispatcher's stream to one controller replica (dispatcher.controllers.Link)
-against a controller served over real gRPC on loopback."""
+against a controller served over real gRPC on loopback, and the pool that
+opens and closes those streams as replicas register and unregister."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from orchestration_sdk import Controller, OperationContext, Result
 from orchestration_sdk.testing import serve_in_process
-from dispatcher.controllers import Link
+from dispatcher.controllers import ControllerPool, Link
 from orchestration.runtime.credentials import engine_credential_for
+from orchestration.store.leases import now_ms
+from orchestration.store.repository import Repository
+from orchestration.store.subjects import Subjects
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration.v1.model_pb2 import Transition
@@ -72,3 +77,26 @@ async def test_operations_queued_one_by_one_while_many_are_out_share_messages(mo
     assert all(r.outcome == cpb.OUTCOME_OK for r in results)
     assert messages[0] == 100 and sum(messages) == 140
     assert len(messages) <= 4, f"40 operations queued one by one took {len(messages) - 1} messages"
+
+
+async def test_the_pool_lets_a_replica_go_as_it_unregisters_not_at_its_next_refresh(
+        nc: NatsClient, subjects: Subjects, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A controller that stops unregisters, then waits for its open streams
+    to end: the dispatcher's pool closes its link on the unregistration
+    itself (watched), not up to a second later at its periodic refresh."""
+    monkeypatch.setattr(ControllerPool, "_refresh_loop", lambda self: asyncio.sleep(3600))  # the watch alone
+    repo = Repository(nc.jetstream(), subjects)
+    await repo.open()
+    pool = ControllerPool(repo.registrations, ENGINE_KEY)
+    await pool.start()
+    try:
+        async with serve_in_process(Sleepy(), CREDENTIAL) as served:
+            await repo.registrations.put(rpb.ControllerRegistration(
+                name="sleepy", replica="r1", address=served.address, expires_unix_ms=now_ms() + 15_000))
+            await eventually(lambda: "r1" in pool.links, timeout=10, what="the replica linked as it registers")
+            link = pool.links["r1"]
+            await repo.registrations.remove("sleepy", "r1")
+            await eventually(lambda: "r1" not in pool.links, timeout=10, what="the replica let go as it unregisters")
+            assert link.closed
+    finally:
+        await pool.stop()

@@ -103,7 +103,8 @@ def test_the_bus_user_is_refused_everything_else(suite: Suite) -> None:
 
     async def scenario() -> None:
         async with client(url) as (nc, errors):
-            js = nc.jetstream()
+            # A refused request gets no answer: each waits out its timeout (1 s, as the requests below, not 5).
+            js = nc.jetstream(timeout=1)
             # KV: neither put nor get, nor read a bucket's stream.
             await nc.publish("$KV.orch_model.domain.demo", b"x")
             await refused(errors, "publish", "$KV.orch_model.domain.demo")

@@ -18,9 +18,12 @@ pytestmark = needs_chromium
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    with running_suite(tmp_path_factory.mktemp("newcomer")) as running:
+    home = tmp_path_factory.mktemp("newcomer")
+    with running_suite(home) as running:
         apply_shop(running)
         yield running
+    # The page's live stream ends with the console: the gateway stopped without being killed.
+    assert "did not stop" not in (home / "up.log").read_text()
 
 
 def test_a_newcomer_does_the_whole_job_in_the_console(browser: Any, suite: Suite) -> None:

@@ -1,5 +1,6 @@
 """Edges of accepting and starting requests, with real processes: a lease
-whose root task has ended is free at once, a removal that finds nothing
+whose root task has ended is free at once (and a request accepted while the
+ended task's run still finishes is taken as that run ends), a removal that finds nothing
 left to remove (its run stopped between the removal and its root's status)
 completes instead of failing, and a request's message announces the lease
 its acceptance wrote (a dispatcher claims it without reading it first),
@@ -28,7 +29,7 @@ from orchestration.store.subjects import Subjects
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
-from suite import Suite, busy, running_suite
+from suite import Suite, busy, running_suite, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,25 @@ def test_a_solution_whose_task_has_ended_is_not_busy(suite: Suite) -> None:
     assert suite.wait_task("ended", task).status == pb.TASK_STATUS_COMPLETED
     found = suite.solution("ended", "app")
     assert {i.state for e in found.elements for c in e.clusters for i in c.instances} == {pb.STATE_INACTIVE}
+
+
+def test_a_request_accepted_while_a_terminated_run_finishes_is_taken_as_the_run_ends(suite: Suite) -> None:
+    """A terminated task ends at once, its run a little later: it waits for
+    the operations it had in flight. A request accepted meanwhile (the lease
+    of an ended task is free) is taken as soon as the run lets the solution
+    go, not by the recovery scan seconds later."""
+    suite.apply(models.flat("finishing", 1, parameters={"sim_latency_ms": 3000}))
+    suite.apply(models.architecture_only(models.flat("finishing", 1, version="V2")))  # the same cluster, no latency
+    first = suite.ok("solution", "deploy", "finishing", "app", "V1").strip()
+    wait_until(lambda: suite.task("finishing", first).task.status == pb.TASK_STATUS_EXECUTING, what="the create in flight")
+    suite.ok("task", "terminate", first, "--domain", "finishing", "--wait")
+    second = suite.ok("solution", "deploy", "finishing", "app", "V2").strip()
+    log = suite.home / "up.log"
+    assert f"task {first} of finishing.solution.app ended" not in log.read_text(), \
+        "the terminated run ended before the next request came: make its operation slower"
+    assert suite.wait_task("finishing", second).status == pb.TASK_STATUS_COMPLETED
+    assert "taking over solution finishing.solution.app" not in log.read_text()
+    assert suite.solution("finishing", "app").version == "V2"
 
 
 def test_a_removal_with_nothing_left_to_remove_completes(suite: Suite) -> None:

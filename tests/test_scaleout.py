@@ -57,15 +57,17 @@ class Cluster:
         self.procs[name].wait()
 
     def stop(self) -> None:
+        """Stop in reverse start order, each before the next, as orch up does:
+        a service still reaches NATS and the dispatchers while it stops. (All
+        at once, a dispatcher could wait out its NATS timeouts until killed.)"""
         for proc in reversed(list(self.procs.values())):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         for log in self.logs:
             log.close()
 

@@ -191,3 +191,50 @@ async def test_a_held_tree_is_stored_before_any_status_of_its_new_tasks() -> Non
     await asyncio.wait_for(starting, 5)
     assert sorted(uuid for uuid, _ in tasks.written[:2]) == sorted([root.uuid, element.uuid])
     assert tasks.written[-1] == (root.uuid, pb.TASK_STATUS_EXECUTING)
+
+
+class StoredTasks:
+    """A task store: what is written is read back, and a tree read skips a
+    subtask the store does not hold (as TaskStore.get_task_tree does)."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, pb.Task] = {}
+
+    async def put_task(self, task: pb.Task, revision: int | None) -> int:
+        self.stored[task.uuid] = pb.Task.FromString(task.SerializeToString())
+        return len(self.stored)
+
+    async def get_task(self, domain: str, uuid: str) -> SimpleNamespace:
+        return SimpleNamespace(value=pb.Task.FromString(self.stored[uuid].SerializeToString()), revision=1)
+
+    async def get_task_tree(self, domain: str, uuid: str) -> list[pb.Task]:
+        tree = level = [self.stored[uuid]]
+        while level:
+            level = [self.stored[s] for t in level for s in t.subtasks if s in self.stored]
+            tree = tree + level
+        return tree
+
+
+async def test_a_resumed_run_leaves_out_the_subtasks_the_run_before_listed_and_never_stored() -> None:
+    # The run before listed two instance tasks under their cluster's and
+    # stopped before storing either (they are stored with their first
+    # status): one instance still has work, the other was never made (its
+    # record was not stored either). Listed but unknown, the second made the
+    # resumed run fail as its cluster settled (KeyError), at every resumption.
+    tasks = StoredTasks()
+    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
+    before = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), root)  # type: ignore[arg-type]
+    element = before.ensure(root.uuid, pb.TASK_TYPE_ELEMENT, "element", "e")
+    cluster = before.ensure(element.uuid, pb.TASK_TYPE_CLUSTER, "cluster", "e", "V1")
+    kept = before.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    never = before.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i2", lazy=True)
+    await before.persist()
+    assert list(tasks.stored[cluster.uuid].subtasks) == [kept.uuid, never.uuid] and kept.uuid not in tasks.stored
+
+    resumed = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), tasks.stored[root.uuid])  # type: ignore[arg-type]
+    await resumed.load()
+    assert list(resumed.tasks[cluster.uuid].subtasks) == []
+    # The instance with work left gets its task again, the same one, listed once.
+    again = resumed.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    assert again.uuid == kept.uuid and list(resumed.tasks[cluster.uuid].subtasks) == [kept.uuid]
+    assert all(s in resumed.tasks for t in list(resumed.tasks.values()) for s in t.subtasks)

@@ -16,7 +16,6 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from cli.embedded_nats import free_port
 from suite import DATA, Suite, running_suite
 
 
@@ -134,7 +133,7 @@ def test_a_failing_operation_span_is_an_error(suite: Suite, receiver: tuple[Rece
     assert any(s.service == "dispatcher" and s.name.startswith("solution ") for s in failed)
 
 
-def test_no_exporter_without_an_endpoint() -> None:
+def test_no_exporter_without_an_endpoint(receiver: tuple[Receiver, int]) -> None:
     probe = """
 import os, sys, threading
 from orchestration_sdk.runtime import telemetry
@@ -147,11 +146,13 @@ print(sorted(t.name for t in threading.enumerate()), "opentelemetry.exporter.otl
     quiet = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env_without, timeout=60)
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout.strip() == "['MainThread'] False"
+    # An endpoint that answers: one that does not would hold the probe's exit for 8 s of export retries.
     exporting = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                               env={**env_without, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+                               env={**env_without, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}"})
     assert exporting.returncode == 0, exporting.stderr
     assert exporting.stdout.strip().endswith("True") and "MainThread" in exporting.stdout
     assert exporting.stdout.count("'") > 2, "an exporter thread runs when an endpoint is set"
+    assert any(s.service == "probe" and s.name == "x" for s in receiver[0].spans), "and it exports there"
 
 
 @pytest.mark.parametrize("value", [

@@ -254,14 +254,17 @@ class ControllerPool:
         self._watch: Subscription | None = None
 
     async def start(self) -> None:
-        # A replica that registers is linked at once, not at the next periodic
-        # refresh (watching from before the first read: nothing falls in between).
+        # A replica that registers is linked at once, and one that unregisters
+        # let go at once, not at the next periodic refresh (watching from
+        # before the first read: nothing falls in between). The replica's
+        # stopping waits for that: its server lets open streams end first.
         self._watch = await self.registrations.on_change(self._registration_changed)
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="controller pool")
 
-    async def _registration_changed(self, key: str) -> None:
-        if not any(registration_key(r.name, replica) == key for replica, r in self.registered.items()):
+    async def _registration_changed(self, key: str, removed: bool) -> None:
+        # A known replica's heartbeat changes nothing here.
+        if removed or not any(registration_key(r.name, replica) == key for replica, r in self.registered.items()):
             asyncio.ensure_future(self._refresh_quietly())
 
     async def _refresh_quietly(self) -> None:

@@ -22,6 +22,9 @@ from orchestration.v1 import records_pb2 as rpb
 log = logging.getLogger("dispatcher")
 
 CONSUMER = "dispatchers"
+# A request queued behind a run of this replica that has ended but is still
+# finishing comes back this often (seconds) until the run lets its solution go.
+FINISHING_RETRY_SECONDS = 0.25
 
 
 def _announced_lease(msg: Msg, request: rpb.Request) -> Lease | None:
@@ -90,8 +93,20 @@ class Intake:
                 await msg.ack()  # claimed as the gateway queued it: no read first
                 return
             lease = await self.leases.get(request.domain, request.solution)
-            if lease is None or lease.record.task != request.task or lease.key in self.runs:
-                await msg.ack()  # finished, superseded, or already running here
+            if lease is None or lease.record.task != request.task:
+                await msg.ack()  # finished or superseded
+                return
+            running = self.runs.get(lease.key)
+            if running is not None and running.lease.record.task == request.task:
+                await msg.ack()  # already running here
+                return
+            if running is not None:
+                # Accepted over a run of ours whose task has ended (the gateway
+                # lets a client react to the end at once) while the run still
+                # finishes (a terminated one waits for its operations in flight):
+                # taken once it lets the solution go, not by the recovery scan
+                # seconds later.
+                await msg.nak(delay=FINISHING_RETRY_SECONDS)
                 return
             if not lease.claimable_by(self.settings.replica, now_ms()):
                 await msg.ack()  # another live dispatcher runs it

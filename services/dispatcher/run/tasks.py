@@ -93,7 +93,12 @@ class TaskBook:
         self.spans: dict[str, Span] = {}
 
     async def load(self) -> None:
-        """Read the tree as stored (a resumed run continues it)."""
+        """Read the tree as stored (a resumed run continues it). A subtask its
+        parent lists but the store does not hold is a lazy task (see ensure)
+        the run before listed and never stored, its instance's record maybe
+        not either: it is left out of the list. This run makes it again (the
+        same id) if its instance still has work; otherwise its parent would
+        wait for a task that no run knows."""
         if not self.root_task.subtasks:
             return  # a new request: nothing below the root yet
         tree = await self.repo.tasks.get_task_tree(self.root_task.domain, self.root)
@@ -101,6 +106,11 @@ class TaskBook:
         for task, versioned in zip(tree, stored):
             self.tasks[task.uuid] = versioned.value
             self.revisions[task.uuid] = versioned.revision
+        for task in list(self.tasks.values()):
+            if any(uuid not in self.tasks for uuid in task.subtasks):
+                kept = [uuid for uuid in task.subtasks if uuid in self.tasks]
+                task.ClearField("subtasks")
+                task.subtasks.extend(kept)
 
     @property
     def root_task(self) -> pb.Task:

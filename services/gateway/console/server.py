@@ -9,6 +9,7 @@ gRPC, and every change is in the audit trail (channel "console")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -70,6 +71,8 @@ class Console:
         self.secure_cookie = secure_cookie or self.tls is not None
         self.connectivity = Connectivity()
         self._runner: web.AppRunner | None = None
+        # The live streams open now (their handlers' tasks), ended on shutdown.
+        self._streams: set[asyncio.Task[Any]] = set()
         self.port = 0
 
     @property
@@ -109,7 +112,17 @@ class Console:
             app.router.add_get(path, self._json(view))
         app.router.add_post("/api/domains/{domain}/solutions/{solution}/{action}", self._json(self._act, change=True))
         app.router.add_get("/api/live", self._live)
+        app.on_shutdown.append(self._end_streams)
         return app
+
+    async def _end_streams(self, app: web.Application) -> None:
+        """A live stream lasts as long as its session: left alone, an open one
+        (or one whose browser went away without a word) holds the shutdown
+        for as long as aiohttp waits for handlers, longer than `orch up`
+        waits for the gateway. They end first: what aiohttp itself does once
+        its wait is over."""
+        for stream in list(self._streams):
+            stream.cancel()
 
     async def start(self) -> None:
         host, port = self.address.rsplit(":", 1)
@@ -216,6 +229,9 @@ class Console:
             return _error(exc)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
+        stream = asyncio.current_task()
+        assert stream is not None
+        self._streams.add(stream)
 
         async def signed_in() -> bool:
             try:
@@ -235,6 +251,8 @@ class Console:
                     break
         except Unauthenticated:
             pass
+        finally:
+            self._streams.discard(stream)
         return response
 
     async def _page(self, request: web.Request) -> web.FileResponse:

@@ -18,7 +18,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
-from nats.js.kv import KV_DEL, KV_OP, KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from orchestration.store.subjects import kv_stream
 from orchestration_sdk.runtime.backoff import Backoff, Jitter
@@ -217,14 +217,15 @@ class Bucket:
             return entry.revision if entry is not None else None
         return None
 
-    async def on_change(self, callback: Callable[[str], Awaitable[None]]) -> Subscription:
-        """Call back with the key of every write or delete from now on. Core
-        NATS, not a consumer: nothing is replayed, and a change made while
-        disconnected is missed (callers also read the bucket now and then)."""
+    async def on_change(self, callback: Callable[[str, bool], Awaitable[None]]) -> Subscription:
+        """Call back with the key of every write or delete from now on, and
+        whether it was a delete (or purge). Core NATS, not a consumer: nothing
+        is replayed, and a change made while disconnected is missed (callers
+        also read the bucket now and then)."""
         nc = connection_of(self._js)
 
         async def changed(msg: Msg) -> None:
-            await callback(msg.subject[len(self._prefix):])
+            await callback(msg.subject[len(self._prefix):], (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE))
 
         return await nc.subscribe(self._prefix + ">", cb=changed)
 

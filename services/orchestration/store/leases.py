@@ -235,6 +235,7 @@ class Registrations:
         """Live (unexpired) registrations by replica id."""
         return await live_registrations(self._bucket)
 
-    async def on_change(self, callback: Callable[[str], Awaitable[None]]) -> Subscription:
-        """Call back with the key of every registration written or removed from now on."""
+    async def on_change(self, callback: Callable[[str, bool], Awaitable[None]]) -> Subscription:
+        """Call back with the key of every registration written or removed from
+        now on, and whether it was removed."""
         return await self._bucket.on_change(callback)
