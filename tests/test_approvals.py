@@ -71,6 +71,9 @@ def test_a_change_waits_for_an_approver_who_did_not_ask_for_it(suite: Suite) -> 
     assert "by approval: revision 2 (web/V1 to size 4, by olga) awaits approval" in status
     time.sleep(0.5)
     assert len(suite.ops("ok")) == ops and suite.task("ok", task).task.status != pb.TASK_STATUS_COMPLETED
+    # The wait holds up nothing else: another solution's change runs meanwhile.
+    suite.apply(models.domain("other", [models.component("web")], "other", "V1", [models.element("web", "web", 1)]))
+    suite.ok("solution", "deploy", "other", "other", "V1", "--wait", timeout=30)
 
     refused = as_token(suite, olga, "solution", "approve", "ok", "ok", "--revision", "2")
     assert refused.returncode == 1 and "needs the approver or admin role" in refused.stderr
@@ -101,6 +104,9 @@ def test_a_change_waits_for_an_approver_who_did_not_ask_for_it(suite: Suite) -> 
     assert "paused" not in suite.ok("solution", "status", "ok", "ok")
     again = as_token(suite, anna, "solution", "reject", "ok", "ok", "--revision", "3")
     assert again.returncode == 1 and "does not await approval (it is rejected)" in again.stderr
+    # A rejected change never ran: a rollback cannot put it back (nor skip the approver so).
+    back = suite.orch("solution", "rollback", "ok", "ok", "--to", "3")
+    assert back.returncode == 1 and "never ran" in back.stderr
 
 
 def test_a_change_nobody_decides_on_in_time_is_rejected_when_the_solution_says_so(suite: Suite) -> None:

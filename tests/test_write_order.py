@@ -132,6 +132,16 @@ async def apply(bucket: FakeBucket, request: rpb.Request, version: str = "V1") -
         await repo.solutions.put_cluster(DOMAIN, SOLUTION, element, cluster, revision)
 
 
+def succeeded(bucket: FakeBucket) -> None:
+    """Every revision's change ended well (what its run writes when it ends; a
+    rollback puts back only a change that ran)."""
+    for key, (value, revision) in list(bucket.values.items()):
+        if key.startswith(rk.REVISION_PREFIX):
+            record = pb.Revision.FromString(value)
+            record.outcome, record.ended_unix_ms = pb.REVISION_OUTCOME_SUCCEEDED, 1
+            bucket.values[key] = (record.SerializeToString(), revision)
+
+
 def requests() -> Iterable[tuple[str, list[tuple[rpb.Request, str]]]]:
     deploy = new_request(rpb.Request.Deploy(architecture="app", version="V1"), DOMAIN, SOLUTION, "test")
     upgrade = new_request(rpb.Request.Deploy(architecture="app", version="V2"), DOMAIN, SOLUTION, "test")
@@ -152,11 +162,14 @@ async def test_a_crash_between_any_two_writes_of_an_intent_is_finished_by_applyi
         name: str, steps: list[tuple[rpb.Request, str]]) -> None:
     *before, (last, version) = steps
     reference = FakeBucket()
-    for request, v in steps:
+    for request, v in before:
         await apply(reference, request, v)
+        succeeded(reference)
+    await apply(reference, last, version)
     prepared = FakeBucket()
     for request, v in before:
         await apply(prepared, request, v)
+        succeeded(prepared)
     start = prepared.writes
     writes = reference.writes - start
     assert writes > 0, f"{name}: the request writes something"

@@ -380,7 +380,10 @@ class ControllerPool:
             by_home.setdefault(link.registration.replica, []).append(ref)
         states: dict[str, int] = {}
         for replica, asked in by_home.items():
-            registration = self.links[replica].registration
+            home = self.links.get(replica)
+            if home is None:
+                raise LinkLost(f"controller replica {replica} went away")
+            registration = home.registration
             async with tls_channel(registration.address, self.tls) as channel:
                 stub = cpb_grpc.ControllerServiceStub(channel)
                 metadata = bearer_metadata(engine_credential_for(self.credential, registration.name))

@@ -5,6 +5,7 @@ validation, errors and effects are identical."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ MAX_REQUEST_BYTES = 1024 * 1024
 # Events one `events` request replays at most (a reply stays well under NATS's payload limit).
 REPLAY_LIMIT = 1000
 QUEUE_GROUP = "gateway"
+# Requests that may take long (a rollback waits for the change it supersedes to stop).
+SLOW_OPERATIONS = frozenset({"rollback"})
 _STATES = {"initial", "inactive", "active", "failure"}
 
 
@@ -74,6 +77,7 @@ class Bus:
         self.feeds = automation.feeds
         self.repo = automation.repo
         self._subscription: Subscription | None = None
+        self._serving: set[asyncio.Task[None]] = set()
         self.tracer = telemetry.tracer("gateway.bus")
 
     async def start(self) -> None:
@@ -91,6 +95,16 @@ class Bus:
                         msg.subject, msg.reply[:200])
             return
         operation = msg.subject.rsplit(".", 1)[-1]
+        if operation in SLOW_OPERATIONS:
+            # Answered on its own (it may wait for a running change to stop):
+            # the requests after it are not held up.
+            serving = asyncio.create_task(self._serve(operation, msg))
+            self._serving.add(serving)
+            serving.add_done_callback(self._serving.discard)
+            return
+        await self._serve(operation, msg)
+
+    async def _serve(self, operation: str, msg: Msg) -> None:
         parent = telemetry.context_of((msg.headers or {}).get("traceparent", ""))
         with self.tracer.start_as_current_span(f"bus {operation}", context=parent, kind=SpanKind.SERVER) as span:
             reply = await self.answer(operation, msg.data, _bearer((msg.headers or {}).get("Authorization", "")))

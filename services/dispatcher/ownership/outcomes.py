@@ -44,6 +44,8 @@ async def conclude(repo: Repository, leases: Leases, request: rpb.Request, statu
         await repo.revisions.end(domain, solution, number, pb.REVISION_OUTCOME_SUCCEEDED)
         return None
     if status == pb.TASK_STATUS_TERMINATED:
+        if revision.outcome in revisions.ENDED:
+            return None  # rejected, or concluded already: no terminate revision of it
         await _terminated(repo, leases, request, revision)
         return None
     target = None
@@ -73,11 +75,26 @@ class Rejected(Exception):
     """An approver rejected the change: nothing of it runs."""
 
 
-async def await_approval(repo: Repository, request: rpb.Request, revision: pb.Revision, stopped: Callable[[], bool]) -> None:
+class AwaitingApproval(Exception):
+    """The change awaits an approver: the run waits for the decision on its own (see Dispatcher)."""
+
+    def __init__(self, revision: pb.Revision) -> None:
+        super().__init__(f"revision {revision.number} awaits approval")
+        self.revision = revision
+
+
+class LeaseGone(Exception):
+    """The run lost its lease while it waited: the next owner waits on."""
+
+
+async def await_approval(repo: Repository, request: rpb.Request, revision: pb.Revision, stopped: Callable[[], bool],
+                         lost: Callable[[], bool]) -> None:
     """Hold the change until an approver decides: the solution is paused (by
-    "approval", saying what awaits whom) and the decision read until it comes;
-    Rejected when it is a rejection (the revision says so), or when the change
-    was terminated meanwhile."""
+    "approval", saying what awaits whom) and the decision read until it comes.
+    Returns when approved; Rejected when rejected (the revision says so) or
+    when the change was terminated meanwhile; LeaseGone when the run lost its
+    lease (nothing written: the next owner waits on). The approval pause ends
+    with the wait, whatever ends it (but a lost lease)."""
     domain, solution, number = request.domain, request.solution, revision.number
     if revision.outcome == pb.REVISION_OUTCOME_REJECTED:
         raise Rejected(revision.error or f"revision {number} was rejected")
@@ -85,28 +102,13 @@ async def await_approval(repo: Repository, request: rpb.Request, revision: pb.Re
                             f"revision {number} ({revision.summary}, by {revision.actor}) awaits approval: "
                             f"`orch solution approve {domain} {solution} --revision {number}` or `reject`")
     log.info("revision %d of %s/%s awaits approval", number, domain, solution, extra={"task_id": request.task})
-    header = (await repo.solutions.get_solution_header(domain, solution)).value
-    deadline = revision.created_unix_ms / 1000 + header.approval_timeout_seconds if header.approval_timeout_seconds else None
-    while True:
-        decision = await repo.decisions.get(domain, solution)
-        if decision is not None and decision.revision == number:
-            break
-        if deadline is not None and time.time() >= deadline:
-            decision = rpb.ApprovalDecision(revision=number, approved=False, actor=APPROVAL_TIMEOUT,
-                                            reason=f"nobody decided within {header.approval_timeout_seconds} s")
+    try:
+        decision = await _decision(repo, domain, solution, number, revision.created_unix_ms, stopped, lost)
+    finally:
+        if not lost():
             paused = await repo.pauses.get(domain, solution)
             if paused is not None and paused.value.actor == APPROVAL:
                 await repo.pauses.resume(domain, solution)
-            break
-        if stopped():
-            await repo.revisions.end(domain, solution, number, pb.REVISION_OUTCOME_TERMINATED,
-                                     "terminated while it awaited approval",
-                                     replace=frozenset({pb.REVISION_OUTCOME_AWAITING_APPROVAL}))
-            paused = await repo.pauses.get(domain, solution)
-            if paused is not None and paused.value.actor == APPROVAL:
-                await repo.pauses.resume(domain, solution)
-            raise Rejected(f"revision {number} was terminated while it awaited approval")
-        await asyncio.sleep(APPROVAL_POLL)
     if decision.approved:
         return
     why = f": {decision.reason}" if decision.reason else ""
@@ -114,6 +116,29 @@ async def await_approval(repo: Repository, request: rpb.Request, revision: pb.Re
     await repo.revisions.end(domain, solution, number, pb.REVISION_OUTCOME_REJECTED, message,
                              replace=frozenset({pb.REVISION_OUTCOME_AWAITING_APPROVAL}))
     raise Rejected(message)
+
+
+async def _decision(repo: Repository, domain: str, solution: str, number: int, created_ms: int,
+                    stopped: Callable[[], bool], lost: Callable[[], bool]) -> rpb.ApprovalDecision:
+    """The approvers' decision on revision `number`, once there is one (or the time-out's)."""
+    header = (await repo.solutions.get_solution_header(domain, solution)).value
+    timeout = header.approval_timeout_seconds
+    deadline = created_ms / 1000 + timeout if timeout else None
+    while True:
+        decision = await repo.decisions.get(domain, solution)
+        if decision is not None and decision.revision == number:
+            return decision
+        if lost():
+            raise LeaseGone()
+        if stopped():
+            await repo.revisions.end(domain, solution, number, pb.REVISION_OUTCOME_TERMINATED,
+                                     "terminated while it awaited approval",
+                                     replace=frozenset({pb.REVISION_OUTCOME_AWAITING_APPROVAL}))
+            raise Rejected(f"revision {number} was terminated while it awaited approval")
+        if deadline is not None and time.time() >= deadline:
+            return rpb.ApprovalDecision(revision=number, approved=False, actor=APPROVAL_TIMEOUT,
+                                        reason=f"nobody decided within {timeout} s")
+        await asyncio.sleep(APPROVAL_POLL)
 
 
 async def close_previous(repo: Repository, leases: Leases, request: rpb.Request) -> None:

@@ -8,18 +8,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
 from dataclasses import replace
 
 from nats.aio.client import Client
 
 from dispatcher.controllers import ControllerPool
 from dispatcher.ownership.intake import Intake
-from dispatcher.ownership.outcomes import Rejected, await_approval, close_previous, conclude
+from dispatcher.ownership.outcomes import AwaitingApproval, Rejected, await_approval, close_previous, conclude
 from dispatcher.ownership.registration import RegistrationServicer
 from dispatcher.ownership.tenure import ActiveRun, Tenure
 from dispatcher.run.executor import Run, RunContext
 from dispatcher.run.intent import apply_request, read_design
+from dispatcher.run.snapshot import Intent
 from dispatcher.run.tasks import TaskBook
 from dispatcher.settings import DispatcherSettings
 from orchestration.runtime.credentials import RegistrationGate
@@ -209,26 +209,20 @@ class Dispatcher(Intake, Tenure):
                 return True
             # The previous change concluded if its owner could not, and the
             # pause read (at once: nothing waits for them).
-            def approve(revision: pb.Revision) -> Awaitable[None]:
-                return await_approval(repo, request, revision, lambda: book.finished(book.root) or run.lost)
-            intent, _, paused = await asyncio.gather(apply_request(repo, request, design, approve),
+            async def awaits(revision: pb.Revision) -> None:
+                raise AwaitingApproval(revision)
+            intent, _, paused = await asyncio.gather(apply_request(repo, request, design, awaits),
                                                      close_previous(repo, self.leases, request),
                                                      self.repo.pauses.get(request.domain, request.solution))
-            if paused is not None:  # a paused solution's change starts no operation until it is resumed
-                run.scheduler.pause()
-                await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
-            run.rollouts = not request.HasField("rollback")
-            await run.prepare(intent)
+            await self._prepare(active, repo, intent, paused is not None)
         except Fenced as err:
             log.warning("lost the lease of %s while preparing: %s", lease.key, err.message)
             self.runs.pop(lease.key, None)
             return True
-        except Rejected as err:
-            # Nothing of the change was written: its task ends, the solution is as it was.
-            log.info("request %s not run: %s", request.uuid, err, extra={"task_id": request.task})
-            if not book.finished(book.root):
-                await book.set_status(book.root, pb.TASK_STATUS_TERMINATED, error=str(err))
-            await self._end(active)
+        except AwaitingApproval as waiting:
+            # Waited for on its own, so that this replica goes on taking requests.
+            active.task = asyncio.create_task(self._approve_then_run(active, repo, waiting.revision),
+                                              name=f"approval {lease.key}")
             return True
         except OrchestrationError as err:
             if is_transient(err):
@@ -255,6 +249,40 @@ class Dispatcher(Intake, Tenure):
         log.info("running task %s of %s", book.root, lease.key, extra={"task_id": book.root, "solution": request.solution})
         active.task = asyncio.create_task(self._execute(active), name=f"run {lease.key}")
         return True
+
+    async def _prepare(self, active: ActiveRun, repo: Repository, intent: Intent, paused: bool) -> None:
+        """Make the run ready (paused when its solution is)."""
+        run, request = active.run, active.lease.record.request
+        if paused:  # a paused solution's change starts no operation until it is resumed
+            run.scheduler.pause()
+            await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
+        run.rollouts = not request.HasField("rollback")
+        await run.prepare(intent)
+
+    async def _approve_then_run(self, active: ActiveRun, repo: Repository, revision: pb.Revision) -> None:
+        """Wait for an approver's decision on the change, then run it (or end it, rejected)."""
+        run, book, request = active.run, active.run.book, active.lease.record.request
+        try:
+            await await_approval(repo, request, revision, lambda: book.finished(book.root), lambda: run.lost)
+            await repo.revisions.approved(request.domain, request.solution, revision.number)
+            intent = await apply_request(repo, request)
+            await self._prepare(active, repo, intent,
+                                await self.repo.pauses.get(request.domain, request.solution) is not None)
+        except Rejected as err:
+            # Nothing of the change was written: its task ends, the solution is as it was.
+            log.info("request %s not run: %s", request.uuid, err, extra={"task_id": request.task})
+            if not book.finished(book.root):
+                await book.set_status(book.root, pb.TASK_STATUS_TERMINATED, error=str(err))
+            await self._end(active)
+            return
+        except Exception as err:  # noqa: BLE001 - lease gone, fenced, NATS away: the next owner goes on
+            log.warning("waiting for approval of %s stopped: %s", active.lease.key, err or type(err).__name__)
+            run.lose_lease()
+            if self.runs.get(active.lease.key) is active:
+                del self.runs[active.lease.key]
+            return
+        log.info("running task %s of %s", book.root, active.lease.key, extra={"task_id": book.root})
+        await self._execute(active)
 
     async def _conclude(self, repo: Repository, request: rpb.Request, status: int, error: str) -> None:
         """The outcome into the request's revision; the failure policy acted on

@@ -108,7 +108,7 @@ class Tenure:
                     log.info("paused %s/%s (task %s)", request.domain, request.solution, request.task,
                              extra={"task_id": request.task, "solution": request.solution})
                 await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
-            elif scheduler.paused:
+            elif scheduler.paused and not active.run.pausing:
                 scheduler.unpause()
                 log.info("resumed %s/%s (task %s)", request.domain, request.solution, request.task,
                          extra={"task_id": request.task, "solution": request.solution})

@@ -136,6 +136,9 @@ async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.So
 async def _rollback(repo: Repository, request: rpb.Request, current: pb.Solution, later: planner.Additions) -> pb.Solution:
     """The solution with an earlier revision's desired state put back."""
     target = (await repo.revisions.get(request.domain, request.solution, request.rollback.to)).value
+    if target.outcome not in revisions.RESTORABLE:
+        raise FailedPrecondition(f"revision {target.number} of solution '{request.domain}/{request.solution}' "
+                                 "never ran: nothing of it can be put back")
     if not target.desired.elements:
         raise FailedPrecondition(f"revision {target.number} of solution '{request.domain}/{request.solution}' "
                                  f"asks for nothing to run ({target.summary}); roll back to another revision")

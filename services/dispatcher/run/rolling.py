@@ -40,6 +40,13 @@ class Rollouts:
     ctx: RunContext
     rollouts: bool
     on_failure: int
+    lost: bool
+    # The run paused itself and its pause record is still being written: not to be unpaused meanwhile.
+    pausing: bool = False
+
+    def _over(self) -> bool:
+        """The run stopped (or lost its lease): a late callback does nothing."""
+        return self.lost or bool(self.scheduler.stopping)
 
     def _gate_rollouts(self, elements: dict[str, pb.Element]) -> None:
         """A rollout gate for each element with a rollout strategy whose version
@@ -71,10 +78,18 @@ class Rollouts:
                 one.CopyFrom(ref)
                 one.uuid = uuid
                 refs.append(one)
-            try:
-                states = await self.ctx.pool.status(cluster.controller, refs, timeout=self.ctx.settings.operation_timeout)
-            except Exception as err:  # noqa: BLE001 - an unanswered check is no proof of health
-                verdict(False, f"its controller did not answer the status check ({type(err).__name__})")
+            states: dict[str, int] | None = None
+            for attempt in range(3):  # a controller replica restarting is not an unhealthy batch
+                try:
+                    states = await self.ctx.pool.status(cluster.controller, refs, timeout=self.ctx.settings.operation_timeout)
+                    break
+                except Exception as err:  # noqa: BLE001 - an unanswered check is no proof of health
+                    failure = type(err).__name__
+                    await asyncio.sleep(1.0 * (attempt + 1))
+            if self._over():
+                return
+            if states is None:
+                verdict(False, f"its controller did not answer the status check ({failure})")
                 return
             wrong = [f"{u} is {state_name(states[u]) if u in states else 'unknown to its controller'}"
                      for u in uuids if states.get(u) != ACTIVE]
@@ -87,6 +102,8 @@ class Rollouts:
         """A rollout batch failed its status check: the change fails when the
         solution's failure policy rolls back, else the rollout pauses (resume
         checks the batch again)."""
+        if self._over():
+            return
         log.warning("%s/%s: %s", self.domain, self.solution, reason, extra={"task_id": self.book.root})
         if self.on_failure == pb.FAILURE_POLICY_ROLLBACK:
             self.scheduler.stop(reason, S.TASK_STATUS_FAILED)
@@ -95,12 +112,27 @@ class Rollouts:
 
     def _wait_for_approval(self, reason: str) -> None:
         """A rollout batch is done and the next needs an operator: the solution
-        is paused (the pause is followed like an operator's; resume goes on)."""
+        is paused (the pause is followed like an operator's; resume goes on).
+        The run pauses at once and is not unpaused before its pause record is
+        written (retried through NATS trouble)."""
+        if self._over():
+            return
         self.scheduler.pause()
+        self.pausing = True
 
         async def pause_and_say_so() -> None:
-            await self.ctx.repo.pauses.pause(self.domain, self.solution, "rollout", reason)
-            await self.ctx.repo.pauses.acknowledge(self.domain, self.solution, self.book.root)
+            try:
+                for attempt in range(1, 60):
+                    try:
+                        await self.ctx.repo.pauses.pause(self.domain, self.solution, "rollout", reason)
+                        await self.ctx.repo.pauses.acknowledge(self.domain, self.solution, self.book.root)
+                        return
+                    except Exception:  # noqa: BLE001 - NATS away: the run stays paused meanwhile
+                        if self._over():
+                            return
+                        await asyncio.sleep(min(5.0, 0.1 * attempt))
+            finally:
+                self.pausing = False
 
         waiting = asyncio.ensure_future(pause_and_say_so())
         waiting.add_done_callback(lambda done: done.cancelled() or done.exception())

@@ -114,6 +114,8 @@ class Scheduler:
     def _later(self, seconds: float, callback: Callable[[], object]) -> None:
         """A gate's callback on the clock (the run is not idle while it waits)."""
         def run() -> None:
+            if self.stopping:
+                return  # the run stops: a rollout's timer does nothing more
             callback()
             self.check_idle()
         self.clock.call_later(seconds, run)

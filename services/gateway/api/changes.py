@@ -167,7 +167,7 @@ class SolutionChanges:
         await self._header(request.domain, request.solution)
         reason = check_reason(request.reason)
         waiting = await self.repo.pauses.get(request.domain, request.solution)
-        if waiting is not None and waiting.value.actor == APPROVAL:
+        if waiting is not None and waiting.value.actor == APPROVAL and await self._awaiting(request.domain, request.solution):
             raise FailedPrecondition(f"{waiting.value.reason}; resume does not approve")
         ended = await self.repo.pauses.resume(request.domain, request.solution)
         if ended is not None and (running := await self._running(request.domain, request.solution)):
@@ -263,6 +263,9 @@ class SolutionChanges:
         if request.to < 0:
             raise InvalidArgument(f"to: {request.to} is not a revision number (`orch solution history {domain} {name}`)")
         target = await self._rollback_target(domain, name, request.to)
+        if target.outcome not in revisions.RESTORABLE:
+            raise FailedPrecondition(f"revision {target.number} of solution '{domain}/{name}' never ran "
+                                     f"({outcome_name(target.outcome)}): nothing of it can be put back")
         if not target.desired.elements:
             raise FailedPrecondition(f"revision {target.number} of solution '{domain}/{name}' asks for nothing to run "
                                      f"({target.summary}); roll back to another revision")
@@ -276,9 +279,6 @@ class SolutionChanges:
                 current = None
             return gw.RollbackSolutionResponse(transitions=planned(revisions.restore(current, target, new_uuid=_numbered())))
         change = rpb.Request.Rollback(to=target.number)
-        paused = await self.repo.pauses.get(domain, name)
-        if paused is not None and paused.value.actor == ROLLOUT:
-            await self.repo.pauses.resume(domain, name)  # a rollback is the rollout's rejection
         superseded = ""
         # The caller's deadline, over gRPC (the bus and the console call without one).
         remaining = getattr(context, "time_remaining", lambda: None)()
@@ -286,6 +286,10 @@ class SolutionChanges:
         while True:
             running = await self._running(domain, name)
             if running is None:
+                paused = await self.repo.pauses.get(domain, name)
+                if paused is not None and paused.value.actor == ROLLOUT:
+                    # The rollout stopped: its wait ends, the rollback (its rejection) runs.
+                    await self.repo.pauses.resume(domain, name)
                 try:
                     task = await self.channel.submit(change, domain, name, request.request_id, reason)
                     return gw.RollbackSolutionResponse(task=task, superseded_task=superseded)
@@ -334,6 +338,11 @@ class SolutionChanges:
         check_name(solution, "solution")
         await self.repo.model.require_domain(domain)
         return domain, solution
+
+    async def _awaiting(self, domain: str, name: str) -> bool:
+        """Whether a revision of the solution awaits approval."""
+        return any(v.value.outcome == pb.REVISION_OUTCOME_AWAITING_APPROVAL
+                   for v in await self.repo.revisions.all(domain, name))
 
     async def _running(self, domain: str, name: str) -> str | None:
         """The root task the solution is busy with (None when it is free)."""

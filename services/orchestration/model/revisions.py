@@ -115,6 +115,12 @@ def describe(request: rpb.Request) -> tuple[str, str]:
     return change, {"remove": "remove the solution", "resume": "resume"}.get(kind, kind)
 
 
+# What a rollback may put back: a change that ran (a rejected one, or one
+# still awaiting approval or running, never did).
+RESTORABLE = frozenset({O.REVISION_OUTCOME_SUCCEEDED, O.REVISION_OUTCOME_FAILED, O.REVISION_OUTCOME_ROLLED_BACK,
+                        O.REVISION_OUTCOME_SUPERSEDED, O.REVISION_OUTCOME_TERMINATED})
+
+
 def restore(current: pb.Solution | None, revision: pb.Revision, later: planner.Additions | None = None,
             new_uuid: Callable[[], str] = planner.new_uuid4) -> pb.Solution:
     """The solution that results from putting a revision's desired state back
@@ -122,6 +128,10 @@ def restore(current: pb.Solution | None, revision: pb.Revision, later: planner.A
     with what is not in it torn down; instances it sent apart keep their
     target where they still exist."""
     wanted = planner.merge(current, revision.desired, new_uuid=new_uuid, later=later)
+    if current is not None:
+        # Whether changes need an approver is not a rollback's to change.
+        wanted.approval_required = current.approval_required
+        wanted.approval_timeout_seconds = current.approval_timeout_seconds
     apart = revision.instance_targets
     if apart:
         for element in wanted.elements:
@@ -136,7 +146,7 @@ def last_succeeded(revisions: Iterable[pb.Revision], before: int) -> pb.Revision
     """The newest revision before `before` whose change succeeded and that is
     not marked bad (None when there is none)."""
     good = [r for r in revisions if r.number < before and r.outcome == O.REVISION_OUTCOME_SUCCEEDED and not r.bad
-            and r.change != "remove"]
+            and r.change not in ("remove", "terminate")]
     return max(good, key=lambda r: r.number, default=None)
 
 
