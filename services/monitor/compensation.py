@@ -18,7 +18,7 @@ from orchestration.model import revisions
 from orchestration.store.events import EventRecorder, new_event
 from orchestration.store.leases import Leases
 from orchestration.store.repository import Repository
-from orchestration.store.requests import new_request, submit
+from orchestration.store.requests import new_request, policy_rollback, submit
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
@@ -30,8 +30,6 @@ log = logging.getLogger("monitor.compensation")
 _tracer = telemetry.tracer("monitor")
 
 SOURCE = "monitor"
-# Who asks for a rollback the failure policy makes (as the dispatcher names it).
-FAILURE_POLICY = "failure-policy"
 SolutionKey = tuple[str, str]
 
 
@@ -113,9 +111,9 @@ class Compensator:
         it (the same request as the dispatcher's for a failed change: one of
         them is accepted)."""
         with _tracer.start_as_current_span(f"roll back {solution}", kind=SpanKind.PRODUCER) as span:
-            request = new_request(rpb.Request.Rollback(to=target.number, failed=failed.number), domain, solution,
-                                  FAILURE_POLICY, telemetry.traceparent(span), f"rollback-of-revision-{failed.number}",
-                                  FAILURE_POLICY, f"revision {failed.number} failed its status check after it: {reason}")
+            request = policy_rollback(domain, solution, failed.number, target.number,
+                                      f"revision {failed.number} failed its status check after it: {reason}",
+                                      telemetry.traceparent(span))
             return await self._submit(request, f"rolling back revision {failed.number} to {target.number}: {reason}")
 
     async def _submit(self, request: rpb.Request, reason: str) -> str | None:

@@ -18,16 +18,14 @@ from collections.abc import Callable
 from orchestration.model import revisions
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.store.leases import Leases
+from orchestration.store.pauses import APPROVAL
 from orchestration.store.repository import Repository
-from orchestration.store.requests import new_request
+from orchestration.store.requests import policy_rollback
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration_sdk.status_errors import NotFound
 
 log = logging.getLogger("dispatcher")
-
-# Who asks for a rollback the failure policy makes (its actor and source).
-FAILURE_POLICY = "failure-policy"
 
 async def conclude(repo: Repository, leases: Leases, request: rpb.Request, status: int, error: str) -> rpb.Request | None:
     """Write the outcome of the request's revision (from its root task's final
@@ -55,16 +53,13 @@ async def conclude(repo: Repository, leases: Leases, request: rpb.Request, statu
     current = ended or revision
     if target is None or not current.bad or current.outcome != pb.REVISION_OUTCOME_FAILED:
         return None
-    rollback = new_request(rpb.Request.Rollback(to=target.number, failed=number), domain, solution, FAILURE_POLICY,
-                           request.traceparent, f"rollback-of-revision-{number}", FAILURE_POLICY,
-                           f"revision {number} failed: {current.error or error}")
+    rollback = policy_rollback(domain, solution, number, target.number, f"revision {number} failed: {current.error or error}",
+                               request.traceparent)
     log.info("revision %d of %s/%s failed; rolling back to revision %d", number, domain, solution, target.number,
              extra={"task_id": rollback.task, "solution": solution})
     return rollback
 
 
-# Who pauses a solution while one of its changes awaits approval.
-APPROVAL = "approval"
 # Who rejects a change nobody decided on in time.
 APPROVAL_TIMEOUT = "approval-timeout"
 # Seconds between two looks at the approvers' decision.

@@ -19,6 +19,7 @@ from dispatcher.run.state import ClusterSlot, SolutionState
 from dispatcher.run.tasks import TaskBook
 from orchestration.model.lifecycle import ACTIVE, state_name
 from orchestration.model.rollouts import strategy
+from orchestration.store.pauses import ROLLOUT
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import model_pb2 as pb
 
@@ -124,7 +125,7 @@ class Rollouts:
             try:
                 for attempt in range(1, 60):
                     try:
-                        await self.ctx.repo.pauses.pause(self.domain, self.solution, "rollout", reason)
+                        await self.ctx.repo.pauses.pause(self.domain, self.solution, ROLLOUT, reason)
                         await self.ctx.repo.pauses.acknowledge(self.domain, self.solution, self.book.root)
                         return
                     except Exception:  # noqa: BLE001 - NATS away: the run stays paused meanwhile

@@ -17,16 +17,13 @@ from gateway.api.channel import Channel
 from orchestration.model import planner, revisions
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED, outcome_name
 from orchestration.model.names import check_name, check_reason
+from orchestration.store.pauses import APPROVAL, ROLLOUT
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 from orchestration_sdk.status_errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
-# Who pauses a solution whose rollout waits for approval (see dispatcher.run.rollout).
-ROLLOUT = "rollout"
-# Who pauses a solution while one of its changes awaits an approver (see dispatcher.ownership.outcomes).
-APPROVAL = "approval"
 # How long a rollback waits for the change it supersedes to stop (its
 # running operations finish; none of its others start).
 SUPERSEDE_WAIT = 60.0

@@ -25,6 +25,12 @@ from orchestration.store.kvstore import Bucket, Versioned
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
 
+# Who pauses a solution besides an operator: a rollout waiting for approval
+# between batches (or holding an unhealthy batch), and a change awaiting an
+# approver.
+ROLLOUT = "rollout"
+APPROVAL = "approval"
+
 # A pause, or its end (None), told to the bus.
 Announce = Callable[[str, str, pb.SolutionPause | None], Awaitable[None]]
 

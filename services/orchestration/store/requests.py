@@ -47,6 +47,18 @@ def new_request(change: Change, domain: str, solution: str, source: str, tracepa
     return request
 
 
+# Who asks for the rollbacks a failure policy makes (its actor and source).
+FAILURE_POLICY = "failure-policy"
+
+
+def policy_rollback(domain: str, solution: str, failed: int, to: int, why: str, traceparent: str = "") -> rpb.Request:
+    """The rollback the failure policy asks for after revision `failed`: its
+    id derives from that revision, so that the dispatcher's (a failed change),
+    the monitor's (a failed status check) and any retry are one request."""
+    return new_request(rpb.Request.Rollback(to=to, failed=failed), domain, solution, FAILURE_POLICY, traceparent,
+                       f"rollback-of-revision-{failed}", FAILURE_POLICY, why)
+
+
 def _ids(domain: str, solution: str, request_id: str) -> tuple[str, str]:
     """Ids of a request and of its root task."""
     if not request_id:
