@@ -24,6 +24,7 @@ from orchestration.model.lifecycle import (
     task_type_name,
 )
 from orchestration.model.rollouts import strategy
+from orchestration.store.pauses import ROLLOUT
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
 
@@ -104,64 +105,27 @@ class Views:
     async def architecture(self, who: Principal, domain: str, name: str, version: str) -> dict[str, Any]:
         found = (await self.call(who, "RetrieveArchitecture", gw.RetrieveArchitectureRequest(
             domain=domain, architecture=name, version=version))).architecture
-        return {"domain": domain, "name": found.name, "version": found.version, "elements": [
-            {"name": e.name, "component": e.component, "clusters": [
-                {"version": c.version, "min": c.min, "max": c.max, "size": c.size, "state": _state(c.state),
-                 "configuration": c.configuration,
-                 "relationships": [{"name": r.name, "element": r.element, "version": r.version,
-                                    "type": _dependency_type(r.type)} for r in c.relationships]}
-                for c in e.clusters]}
-            for e in found.elements]}
+        return _graph(domain, found)
 
     async def solution(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
         summary = await self.call(who, "SummarizeSolution", gw.SummarizeSolutionRequest(domain=domain, solution=name))
         header = summary.solution
-        graph: dict[str, Any] = {"elements": []}
+        architecture = pb.Architecture()
         if header.architecture and header.version:
             try:
-                graph = await self.architecture(who, domain, header.architecture, header.version)
+                architecture = (await self.call(who, "RetrieveArchitecture", gw.RetrieveArchitectureRequest(
+                    domain=domain, architecture=header.architecture, version=header.version))).architecture
             except NotFound:
                 pass  # the architecture was removed since: the clusters are still shown
-        return {**_solution_header(header), **_rolled_up(summary.total), "graph": graph,
-                "rollouts": await self._rollouts(who, domain, header, summary), "clusters": [
+        return {**_solution_header(header), **_rolled_up(summary.total),
+                "graph": _graph(domain, architecture) if architecture.name else {"elements": []},
+                "rollouts": _rollouts(architecture, summary), "clusters": [
             {"element": c.element, "cluster": c.cluster, "target": _state(c.target), "size": c.size, **_rolled_up(c)}
             for c in summary.clusters],
             "running": _task(summary.running) if summary.HasField("running") else None,
             "pause": {"actor": summary.pause.actor, "reason": summary.pause.reason, "since_ms": summary.pause.since_unix_ms,
                       "acknowledged_ms": summary.pause.acknowledged_unix_ms, "task": summary.pause.task}
             if summary.HasField("pause") else None}
-
-    async def _rollouts(self, who: Principal, domain: str, header: pb.Solution,
-                        summary: gw.SummarizeSolutionResponse) -> list[dict[str, Any]]:
-        """Each element whose version changes under a rollout strategy now: its
-        batches (from the records: the new version's active instances), what
-        is left of the old version, and whether it waits for approval."""
-        if not header.architecture or not any(c.target == pb.STATE_INITIAL for c in summary.clusters):
-            return []
-        try:
-            architecture = (await self.call(who, "RetrieveArchitecture", gw.RetrieveArchitectureRequest(
-                domain=domain, architecture=header.architecture, version=header.version))).architecture
-        except NotFound:
-            return []
-        found = []
-        for element in architecture.elements:
-            if not element.HasField("rollout") or not element.clusters:
-                continue
-            new = element.clusters[0].version
-            mine = [c for c in summary.clusters if c.element == element.name]
-            now = next((c for c in mine if c.cluster == new), None)
-            old = [c for c in mine if c.cluster != new and c.instances]
-            if now is None or not old:
-                continue
-            plan = strategy(element.rollout, now.size)
-            waiting = summary.pause.actor == "rollout" and f"element {element.name} " in summary.pause.reason
-            found.append({
-                "element": element.name, "version": new, "size": now.size, "active": now.active,
-                "batch": plan.batch, "batches": plan.batches(now.size), "done": min(now.active // plan.batch, plan.batches(now.size)),
-                "old": [{"cluster": c.cluster, "instances": c.instances} for c in old],
-                "approval": plan.approval, "waiting": waiting,
-            })
-        return found
 
     async def history(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
         """The solution's revisions, newest first."""
@@ -269,6 +233,44 @@ def require_domain(who: Principal, domain: str) -> None:
     """A view of a domain the token may not see is refused before anything is read."""
     if not who.sees(domain):
         raise PermissionDenied(f"domain {domain!r}: {who.describe()}")
+
+
+def _graph(domain: str, found: pb.Architecture) -> dict[str, Any]:
+    """An architecture as the console draws it."""
+    return {"domain": domain, "name": found.name, "version": found.version, "elements": [
+        {"name": e.name, "component": e.component, "clusters": [
+            {"version": c.version, "min": c.min, "max": c.max, "size": c.size, "state": _state(c.state),
+             "configuration": c.configuration,
+             "relationships": [{"name": r.name, "element": r.element, "version": r.version,
+                                "type": _dependency_type(r.type)} for r in c.relationships]}
+            for c in e.clusters]}
+        for e in found.elements]}
+
+
+def _rollouts(architecture: pb.Architecture, summary: gw.SummarizeSolutionResponse) -> list[dict[str, Any]]:
+    """Each element whose version changes under a rollout strategy now (the
+    solution's architecture says how): its batches (from the records: the new
+    version's active instances), what is left of the old version, and whether
+    it waits for approval."""
+    found = []
+    for element in architecture.elements:
+        if not element.HasField("rollout") or not element.clusters:
+            continue
+        new = element.clusters[0].version
+        mine = [c for c in summary.clusters if c.element == element.name]
+        now = next((c for c in mine if c.cluster == new), None)
+        old = [c for c in mine if c.cluster != new and c.instances]
+        if now is None or not old:
+            continue
+        plan = strategy(element.rollout, now.size)
+        waiting = summary.pause.actor == ROLLOUT and f"element {element.name} " in summary.pause.reason
+        found.append({
+            "element": element.name, "version": new, "size": now.size, "active": now.active,
+            "batch": plan.batch, "batches": plan.batches(now.size), "done": min(now.active // plan.batch, plan.batches(now.size)),
+            "old": [{"cluster": c.cluster, "instances": c.instances} for c in old],
+            "approval": plan.approval, "waiting": waiting,
+        })
+    return found
 
 
 def _text(body: dict[str, Any], key: str) -> str:
