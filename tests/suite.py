@@ -284,3 +284,23 @@ def console_session(suite: Suite, token: str) -> tuple[str, urllib.request.Opene
     with opener.open(signin, timeout=30) as response:
         cookie = response.headers["Set-Cookie"].split(";", 1)[0]
     return console, opener, cookie
+
+
+def console_url(suite: Suite) -> str:
+    url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"]
+    assert url.startswith("http://127.0.0.1:")
+    return str(url).rstrip("/")
+
+
+def signed_in(browser: Any, suite: Suite, token: str | None = None) -> Any:
+    """A new page of the web console, signed in (with the bootstrap token
+    unless another is given); `page.errors` collects the page's script errors."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    page.goto(console_url(suite) + "/signin")
+    page.fill("input[name=token]", token or (suite.home / "token").read_text().strip())
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Overview')")
+    return page

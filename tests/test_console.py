@@ -19,7 +19,7 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import DATA, Suite, needs_chromium, running_suite, wait_until
+from suite import DATA, Suite, console_url, needs_chromium, running_suite, signed_in, wait_until
 
 pytestmark = needs_chromium
 
@@ -32,25 +32,6 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         yield running
     # The pages' live streams end with the console: the gateway stopped without being killed.
     assert "did not stop" not in (home / "up.log").read_text()
-
-
-def console_url(suite: Suite) -> str:
-    url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"]
-    assert url.startswith("http://127.0.0.1:")
-    return str(url).rstrip("/")
-
-
-def signed_in(browser: Any, suite: Suite, token: str | None = None) -> Any:
-    """A new page, signed in (with the bootstrap token unless another is given)."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors
-    page.goto(console_url(suite) + "/signin")
-    page.fill("input[name=token]", token or (suite.home / "token").read_text().strip())
-    page.click("button[type=submit]")
-    page.wait_for_selector("h1:has-text('Overview')")
-    return page
 
 
 def test_sign_in_refuses_a_wrong_token_and_sets_no_cookie(browser: Any, suite: Suite) -> None:

@@ -17,7 +17,7 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, needs_chromium, running_suite, wait_until
+from suite import Suite, console_url, needs_chromium, running_suite, signed_in, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -96,14 +96,8 @@ def test_bad_pause_requests_are_refused_and_a_second_pause_keeps_the_first(suite
 def test_the_console_pauses_shows_who_and_why_and_resumes(browser: Any, suite: Suite) -> None:
     suite.apply(web("seen", 300, 200))
     task = json.loads(suite.ok("solution", "deploy", "seen", "seen", "V1", "-o", "json"))["task"]
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    console = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"].rstrip("/")
-    page.goto(console + "/signin")
-    page.fill("input[name=token]", (suite.home / "token").read_text().strip())
-    page.click("button[type=submit]")
-    page.wait_for_selector("h1:has-text('Overview')")
+    page = signed_in(browser, suite)
+    console = console_url(suite)
     page.goto(console + "/domains/seen/solutions/seen")
     page.click("button:has-text('Pause')")
     page.wait_for_selector("[data-paused='bootstrap']:has-text('starts no more operations')")
@@ -115,7 +109,7 @@ def test_the_console_pauses_shows_who_and_why_and_resumes(browser: Any, suite: S
     assert suite.wait_task("seen", task, timeout=120).status == pb.TASK_STATUS_COMPLETED
     audited = json.loads(suite.ok("audit", "list", "--domain", "seen", "-o", "json"))
     assert [e["Method"] for e in audited if e["Channel"] == "console"] == ["PauseSolution", "ResumeSolution"]
-    assert errors == []
+    assert page.errors == []
     page.close()
 
 

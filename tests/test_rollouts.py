@@ -15,7 +15,7 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, needs_chromium, running_suite, wait_until
+from suite import Suite, console_url, needs_chromium, running_suite, signed_in, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -147,14 +147,8 @@ def test_the_console_shows_a_rollouts_batches_and_its_wait_for_approval(browser:
     suite.ok("solution", "deploy", "seen", "seen", "V1", "--wait")
     out = suite.ok("solution", "deploy", "seen", "seen", "V2", "--wait")
     assert "paused by rollout: batch 1 of 4 of element web" in out or out  # --wait returns at the approval
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    console = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["console"].rstrip("/")
-    page.goto(console + "/signin")
-    page.fill("input[name=token]", (suite.home / "token").read_text().strip())
-    page.click("button[type=submit]")
-    page.wait_for_selector("h1:has-text('Overview')")
+    page = signed_in(browser, suite)
+    console = console_url(suite)
     page.goto(console + "/domains/seen/solutions/seen")
     card = page.wait_for_selector("[data-rollout='web']:has-text('waiting for approval')")
     text = card.inner_text()
@@ -165,5 +159,5 @@ def test_the_console_shows_a_rollouts_batches_and_its_wait_for_approval(browser:
     page.wait_for_selector("[data-rollout='web']:has-text('batch 3 of 4')")
     page.screenshot(path=str(suite.home / "rollout.png"), full_page=True)
     suite.ok("solution", "rollback", "seen", "seen", "--wait")
-    assert errors == []
+    assert page.errors == []
     page.close()
