@@ -7,6 +7,8 @@ instead of an approval leaves every instance on the old version."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, console_url, needs_chromium, running_suite, signed_in, wait_until
+from suite import BIN, Suite, console_url, needs_chromium, running_suite, signed_in, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +141,29 @@ def test_a_batch_that_turns_unhealthy_rolls_back_or_pauses_the_rollout(suite: Su
         assert f"{started[0]} is failure" in pause.reason
         assert suite.task(domain, task).task.status == pb.TASK_STATUS_EXECUTING
         suite.ok("solution", "rollback", domain, domain, "--wait")  # reject: back to V1 at once
+
+
+def test_an_approved_change_of_a_rollout_goes_its_batches(suite: Suite) -> None:
+    """A change that waited for an approver runs its rollout as any other (the
+    run lifted from its wait does not take itself for over)."""
+    suite.apply(shop("both", 4, {"Batch": 1, "MaxUnavailable": 0, "Pause": "approval"}, latency_ms=0))
+    suite.ok("solution", "deploy", "both", "both", "V1", "--approval", "required", "--wait")
+    anna = json.loads(suite.ok("token", "create", "anna-both", "--role", "approver", "--domain", "both", "-o", "json"))["token"]
+    task = json.loads(suite.ok("solution", "deploy", "both", "both", "V2", "-o", "json"))["task"]
+
+    def paused_by(actor: str) -> bool:
+        summary = suite.solutions.SummarizeSolution(gw.SummarizeSolutionRequest(domain="both", solution="both"),
+                                                    metadata=suite.metadata, timeout=30)
+        return summary.pause.actor == actor and summary.pause.acknowledged_unix_ms > 0
+    # Acknowledged: the dispatcher has paused the waiting run (whose lifting once ended it at once).
+    wait_until(lambda: paused_by("approval"), timeout=30, what="the change to await approval")
+    env = {**os.environ, "ORCH_HOME": str(suite.home), "ORCH_TOKEN": anna}
+    approved = subprocess.run([str(BIN / "orch"), "solution", "approve", "both", "both", "--revision", "2"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert approved.returncode == 0, approved.stderr
+    wait_until(lambda: paused_by("rollout"), timeout=30, what="the rollout's first batch and its wait for approval")
+    assert suite.task("both", task).task.status == pb.TASK_STATUS_EXECUTING
+    suite.ok("solution", "rollback", "both", "both", "--wait")
 
 
 @needs_chromium

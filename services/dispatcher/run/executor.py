@@ -180,6 +180,9 @@ class Run(Rollouts):
             # In growing slices, letting the first operations out while the rest are set up.
             size, in_slice, first, listed_at = 1, 0, True, START_SLICE
             self.scheduler.setting_going = True
+            # Idle before it started means nothing (a pause lifted while the run
+            # waited for an approver looks idle): only what follows counts.
+            self._idle.clear()
             # Record writes started and not yet done: at most `run_ahead` at
             # once, so that a big run does not queue thousands of writes ahead
             # of everyone else's on the store (another solution's request
