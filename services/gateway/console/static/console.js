@@ -76,7 +76,7 @@ function table(headers, rows, rowAttrs) {
 }
 
 function canOperate(domain) {
-  if (!session || session.role === "viewer") return false;
+  if (!session || !["operator", "admin"].includes(session.role)) return false;
   return session.domains.length === 0 || session.domains.includes(domain);
 }
 
@@ -541,7 +541,7 @@ async function revisionHistory(base, operate) {
   const rows = data.revisions.map((r) => [String(r.number), dateTime(r.created_ms), r.actor, r.summary,
     h("span", { class: `outcome ${r.outcome}${r.bad ? " bad" : ""}`, title: r.error || "" }, r.outcome + (r.bad ? ", bad" : "")),
     r.reason || "-",
-    r.outcome === "awaiting-approval" && canApprove(base)
+    r.outcome === "awaiting-approval" && canApprove(base, r)
       ? kept(`decide|${base}|${r.number}`, () => decide(base, r))
       : operate && !r.bad && r.change !== "remove" && r.number !== numbers[0]
         ? kept(`rollback|${base}|${r.number}`, () => rollbackTo(base, r)) : ""]);
@@ -576,10 +576,11 @@ function rollbackTo(base, revision) {
   return h("form", { onsubmit: (e) => e.preventDefault() }, reason, button, note);
 }
 
-// Approvers and admins of the solution's domain decide on a change that awaits approval.
-function canApprove(base) {
+// Approvers and admins of the solution's domain decide on a change that
+// awaits approval, never one they asked for (the gateway refuses it too).
+function canApprove(base, revision) {
   const domain = decodeURIComponent(base.split("/")[3]);
-  if (!session || !["approver", "admin"].includes(session.role)) return false;
+  if (!session || !["approver", "admin"].includes(session.role) || revision.actor === session.name) return false;
   return session.domains.length === 0 || session.domains.includes(domain);
 }
 
