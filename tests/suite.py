@@ -189,6 +189,69 @@ class Suite:
         return self.proc.wait(timeout=30)
 
 
+class ExtraController:
+    """A controller of our own started against a running suite, as an operator
+    starts one: a credential issued for its names by the suite's registration
+    key, the hash of the credential the engine presents to it, `--dispatcher`.
+    `kill` (a real signal) and `start` again to crash and restart it."""
+
+    def __init__(self, suite: Suite, module: str, names: list[str], args: list[str],
+                 env: dict[str, str] | None = None) -> None:
+        from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential
+        from orchestration_sdk.runtime.credentials import secret_sha256
+
+        self.suite, self.module, self.names = suite, module, names
+        key = (suite.home / "registration-key").read_text().strip()
+        engine = (suite.home / "engine-credential").read_text().strip()
+        credential = suite.home / "controllers" / f"{names[0]}-extra.credential"
+        credential.parent.mkdir(parents=True, exist_ok=True)
+        credential.write_text(issue_controller_credential(key, names) + "\n")
+        credential.chmod(0o600)
+        self.argv = [sys.executable, "-m", module, "--addr", "127.0.0.1:0",
+                     "--dispatcher", load_connection(suite.home).dispatcher, "--credential-file", str(credential),
+                     "--engine-credential-sha256", secret_sha256(engine_credential_for(engine, names[0])),
+                     "--replica", f"{names[0]}-1", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.env.pop("ORCH_NATS_URL", None)  # controllers never reach NATS
+        self.log_path = suite.home / f"controller-{names[0]}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ExtraController":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            self.proc.wait(timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def extra_controller(suite: Suite, module: str, names: list[str], *args: str,
+                     env: dict[str, str] | None = None) -> Iterator[ExtraController]:
+    """Start `python -m module` as a controller serving `names` against the
+    suite (see ExtraController); always stop it."""
+    controller = ExtraController(suite, module, names, list(args), env).start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
 @contextmanager
 def running_suite(home: Path, *flags: str, env: dict[str, str] | None = None) -> Iterator[Suite]:
     """Start `orch up` with flags (and extra environment); always stop it."""

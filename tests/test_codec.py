@@ -343,7 +343,7 @@ def test_wrong_type_or_value_names_the_path(n: int, old: str, new: str, expected
     [
         ("        Type: Cluster", "        Type: cluster", "/Type: unknown task type 'cluster' (expected Solution, Element, Cluster, Instance, Parallel, Sequential)"),
         ("        Status: completed", "        Status: done", "/Status: unknown task status 'done' (expected initial, executing, completed, failed, timeout, terminated)"),
-        ("        Type: execution", "        Type: started", "/Type: unknown event type 'started' (expected execution, completion, failure, timeout, termination, drift, degraded)"),
+        ("        Type: execution", "        Type: started", "/Type: unknown event type 'started' (expected execution, completion, failure, timeout, termination, drift, degraded, progress)"),
         ("        Phase: 0", "        Phase: -2147483649", "/Phase: -2147483649 is out of range for int32"),
         ("        Time: 1554733409142899536", "        Time: 9223372036854775808", "/Time: 9223372036854775808 is out of range for int64"),
         ("        Time: 1554733409142899536", "        Time: \"1554733409142899536\"", "/Time: expected an integer, got string"),

@@ -248,6 +248,9 @@ size_option = click.option(
               help="When a change of the solution fails: hold it where it stopped, or roll it back to the last "
                    "revision that succeeded (default: as it is; hold for a new solution).")
 @click.option("--force", is_flag=True, help="Deploy even what a revision marked bad (failed and rolled back) asked for.")
+@click.option("--adopt", is_flag=True,
+              help="Make instances by taking over resources that already exist and match them (as their "
+                   "component's configuration says) instead of making new ones; the same as `orch solution adopt`.")
 @approval_option
 @approval_timeout_option
 @click.option("--wait", is_flag=True, help="Show progress until the task ends.")
@@ -256,19 +259,29 @@ size_option = click.option(
 @reason_option
 @pass_settings
 def deploy(settings: Settings, domain: str, architecture: str, version: str, solution: str, sizes: tuple[str, ...],
-           on_failure: str | None, force: bool, approval: str | None, approval_timeout: str | None, wait: bool,
-           output: str, request_id: str, reason: str) -> None:
+           on_failure: str | None, force: bool, adopt: bool, approval: str | None, approval_timeout: str | None,
+           wait: bool, output: str, request_id: str, reason: str) -> None:
     """Create or update a solution from an architecture version; prints the root task id."""
     gateway = settings.gateway()
     request = gw.DeploySolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
                                       request_id=request_id, sizes=_sizes(sizes), reason=reason, force=force,
                                       on_failure=POLICIES[on_failure] if on_failure else pb.FAILURE_POLICY_UNSPECIFIED,
                                       approval=APPROVALS[approval] if approval else pb.APPROVAL_UNSPECIFIED,
-                                      approval_timeout_seconds=timeout_seconds(approval_timeout))
+                                      approval_timeout_seconds=timeout_seconds(approval_timeout), adopt=adopt)
     task = gateway.submit(gateway.solutions.DeploySolution, request).task
     _started(output, task)
     if wait:
         wait_for(gateway, domain, solution or architecture, task)
+
+
+# `orch solution adopt`: deploy --adopt under the name an operator looks for.
+adopt = click.Command(
+    "adopt", callback=deploy.callback, params=[p for p in deploy.params if p.name != "adopt"] + [
+        click.Option(["--adopt"], is_flag=True, default=True, hidden=True)],
+    help="Deploy a solution by taking over what already runs: each instance's controller claims a resource "
+         "that exists and matches it (by tag, name or a query in the component's configuration) instead of "
+         "making a new one; instances with no match are made new. Prints the root task id.",
+    short_help="Deploy by taking over resources that already exist.")
 
 
 @click.command("plan")
@@ -465,7 +478,7 @@ def terminate(settings: Settings, task_id: str, domain_name: str, wait: bool, re
 
 def register(groups: dict[str, click.Group], root: click.Group) -> None:
     """Add the engine commands to the solution and task groups and to orch."""
-    for command in (deploy, plan, delete, solution_set, solution_resume, solution_pause):
+    for command in (deploy, adopt, plan, delete, solution_set, solution_resume, solution_pause):
         groups["solution"].add_command(command)
     groups["task"].add_command(terminate)
     root.add_command(cluster)

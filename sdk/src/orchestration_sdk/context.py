@@ -54,6 +54,9 @@ class OperationContext:
     clusters this instance depends on, `siblings` the endpoints of the other
     members of its cluster. `logger` already carries the operation id and the
     instance; `traceparent` is the W3C trace context of the dispatcher's span.
+    `adopt` (create only) asks to take over a resource that already exists and
+    matches the instance, as the component's configuration says, making one
+    only where nothing matches (`orch solution adopt`).
 
     Example::
 
@@ -81,6 +84,7 @@ class OperationContext:
     siblings: Sequence[str]  # read-only; a view shared with the other operations of a batch
     logger: logging.LoggerAdapter[logging.Logger]
     traceparent: str = ""
+    adopt: bool = False
 
     @property
     def instance(self) -> InstanceRef:

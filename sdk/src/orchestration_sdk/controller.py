@@ -18,11 +18,14 @@ StateName = Literal["initial", "inactive", "active", "failure"]
 @dataclass(frozen=True)
 class Result:
     """What a successful operation reports: the instance's endpoint and its
-    run-time configuration (both flow into the configuration of dependants).
+    run-time configuration (both flow into the configuration of dependants),
+    and a `message` for people: what the operation did (it becomes the comment
+    of the task's event; one line per step, at most a few kilobytes).
     Returning None from an operation is the same as `Result()`."""
 
     endpoint: str = ""
     configuration: str = ""
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,13 @@ class Controller:
     async def status(self, ref: InstanceRef) -> InstanceState:
         """The real state of one instance; `UNKNOWN` when there is none."""
         raise self._missing("status")
+
+    async def preview(self, ctx: OperationContext) -> str:
+        """What the operation `ctx.transition` would change, changing nothing
+        (a dry run, shown by `orch solution plan --preview`); "" when the
+        controller cannot tell, which is the default. Raise `Retryable` or
+        `Permanent` as from an operation when the preview itself fails."""
+        return ""
 
     def _missing(self, operation: str) -> Permanent:
         return Permanent(f"controller {type(self).__name__} does not implement {operation}")

@@ -126,4 +126,5 @@ def operation_context(operation: pb.Operation, logger: logging.Logger, now: floa
         siblings=Siblings(views.get(operation.members, ()), operation.endpoint) if operation.members else tuple(operation.siblings),
         logger=logging.LoggerAdapter(logger, extra),
         traceparent=operation.traceparent,
+        adopt=operation.adopt,
     )

@@ -30,6 +30,9 @@ OK = pb.Outcome.OUTCOME_OK
 RETRYABLE = pb.Outcome.OUTCOME_RETRYABLE
 PERMANENT = pb.Outcome.OUTCOME_PERMANENT
 
+# A result's message is for people, in an event: kept short, whatever the controller sends.
+MESSAGE_LIMIT = 8192
+
 # The state an instance is in after a successful transition (DESIGN.md section 3).
 RESULT_STATES: dict[int, State] = {transition: cast(State, to) for transition, (_, to) in EDGES.items()}
 
@@ -109,6 +112,7 @@ async def _execute(controller: Controller, operation: pb.Operation, logger: logg
         state=RESULT_STATES[operation.transition],
         endpoint=result.endpoint,
         configuration=result.configuration,
+        message=result.message[:MESSAGE_LIMIT],
     )
 
 

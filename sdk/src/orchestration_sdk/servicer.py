@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 
 from orchestration_sdk.controller import Controller, InstanceState
-from orchestration_sdk.convert import TRANSITION_NAMES, Views, instance_ref, instance_status
+from orchestration_sdk.convert import TRANSITION_NAMES, Views, instance_ref, instance_status, operation_context
 from orchestration_sdk.dedup import DEFAULT_CACHE_SIZE, OperationDeduplicator
-from orchestration_sdk.errors import Permanent
-from orchestration_sdk.executor import execute, permanent
+from orchestration_sdk.errors import Permanent, Retryable
+from orchestration_sdk.executor import MESSAGE_LIMIT, execute, permanent
 from orchestration_sdk.runtime.batching import let_others_join
 from orchestration_sdk.runtime.concurrency import gather_bounded
 from orchestration_sdk.status_errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -128,6 +129,27 @@ class ControllerServicer(pb_grpc.ControllerServiceServicer):
         return pb.StatusResponse(
             statuses=[instance_status(ref.uuid, s) for ref, s in zip(request.instances, states, strict=True)]
         )
+
+    async def Preview(self, request: pb.PreviewRequest, context: grpc.aio.ServicerContext) -> pb.PreviewResponse:
+        """What one operation would change (the controller's dry run), within its deadline."""
+        operation = request.operation
+        if operation.transition not in TRANSITION_NAMES:
+            raise InvalidArgument("operation.transition is required: the operation to preview")
+        if not operation.instance.uuid:
+            raise InvalidArgument("operation.instance.uuid is required")
+        ctx = operation_context(operation, self._log)
+        try:
+            async with self._slots, asyncio.timeout(max(0.0, ctx.deadline - time.time())):
+                text = await self.controller.preview(ctx)
+        except TimeoutError as err:
+            raise Unavailable(f"preview of {ctx.transition} {ctx.uuid} ran past its deadline") from err
+        except Retryable as err:
+            raise Unavailable(f"preview of {ctx.transition} {ctx.uuid}: {err.message}") from err
+        except Permanent as err:
+            raise FailedPrecondition(f"preview of {ctx.transition} {ctx.uuid}: {err.message}") from err
+        except Exception as err:  # noqa: BLE001 - reported as a status code
+            raise Unavailable(f"preview of {ctx.transition} {ctx.uuid} failed: {type(err).__name__}: {err}") from err
+        return pb.PreviewResponse(text=text[:MESSAGE_LIMIT * 8])
 
     async def Execute(
         self, request_iterator: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext

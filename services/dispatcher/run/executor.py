@@ -99,6 +99,8 @@ class Run(Rollouts):
         self._delete_on_finish = False
         # Whether version changes follow their elements' rollout strategies (not a rollback's).
         self.rollouts = True
+        # Whether its creates take over existing resources (a deploy --adopt).
+        self.adopt = False
         self.on_failure: int = pb.FAILURE_POLICY_HOLD  # the solution's failure policy (from its header)
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
@@ -350,6 +352,7 @@ class Run(Rollouts):
         timeout = self.policy.timeout_of(cluster)
         operation, views = operations.build_operation(
             self.state, slot, cluster, transition, self.domain, self.solution, timeout, time.time())
+        operation.adopt = self.adopt and transition == Transition.TRANSITION_CREATE
         name = TRANSITION_NAMES[transition]
         first = self.opening.sent_signal()
         started = time.perf_counter()
@@ -427,6 +430,8 @@ class Run(Rollouts):
             slot.attempt = 1
 
         self.state.update(slot, apply)
+        if result.message and slot.task:
+            await self.book.note(slot.task, f"{TRANSITION_NAMES[transition]}: {result.message}")
         if transition in SIBLING_AWARE and not cluster.ignores_siblings:
             slot.record.members = self.state.told(slot.sent_siblings, slot)
         if slot.record.remove and slot.record.state == INITIAL and not slot.path:

@@ -179,6 +179,14 @@ class TaskBook:
         if self._persisted is not None and not self._persisted.done():
             self._persisted.set_result(None)
 
+    async def note(self, uuid: str, comment: str) -> None:
+        """Record a progress event on a task (a controller's account of an
+        operation it finished); the task itself is not changed."""
+        task = self.tasks.get(uuid)
+        if task is None or self.give_up():
+            return
+        await self._record(new_event(task, pb.EVENT_TYPE_PROGRESS, comment=comment), task)
+
     async def _write(self, task: pb.Task) -> None:
         await persist(lambda: self._write_once(task), self.give_up)
 

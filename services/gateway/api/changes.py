@@ -129,7 +129,7 @@ class SolutionChanges:
         check_timeout(request.approval_timeout_seconds)
         change = rpb.Request.Deploy(architecture=request.architecture, version=request.version, sizes=request.sizes,
                                     on_failure=request.on_failure, force=request.force, approval=request.approval,
-                                    approval_timeout_seconds=request.approval_timeout_seconds)
+                                    approval_timeout_seconds=request.approval_timeout_seconds, adopt=request.adopt)
         task = await self.channel.submit(change, request.domain, name, request.request_id, request.reason)
         return gw.DeploySolutionResponse(task=task)
 

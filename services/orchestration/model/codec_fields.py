@@ -104,6 +104,7 @@ EVENT_TYPE = EnumCodec(
         pb.EVENT_TYPE_TERMINATION: "termination",
         pb.EVENT_TYPE_DRIFT: "drift",
         pb.EVENT_TYPE_DEGRADED: "degraded",
+        pb.EVENT_TYPE_PROGRESS: "progress",
     },
 )
 HOLD_KIND = EnumCodec("hold kind", dict(HOLD_NAMES))
