@@ -126,3 +126,37 @@ def test_a_change_nobody_decides_on_in_time_is_rejected_when_the_solution_says_s
     assert "paused" not in suite.ok("solution", "status", "ok", "ok")
     bad = suite.orch("solution", "policy", "ok", "ok", "--approval-timeout", "soon")
     assert bad.returncode == 2 and "a duration (30m, 2h) or never" in bad.stderr
+
+
+def test_whoever_asked_approves_their_own_change_only_where_the_domain_allows_it(suite: Suite) -> None:
+    suite.apply(models.domain("self", [models.component("web")], "self", "V1", [models.element("web", "web", 1, maximum=3)]))
+    suite.ok("solution", "deploy", "self", "self", "V1", "--approval", "required", "--wait")
+    assert "self-approval  forbidden" in suite.ok("domain", "policy", "self")
+    olga = json.loads(suite.ok("token", "create", "olga-self", "--role", "operator", "--domain", "self", "-o", "json"))["token"]
+    refused = as_token(suite, olga, "domain", "policy", "self", "--self-approval", "allowed")
+    assert refused.returncode == 1 and "needs the admin role" in refused.stderr
+    missing = suite.orch("domain", "policy", "nowhere", "--self-approval", "allowed")
+    assert missing.returncode == 1 and "nowhere" in missing.stderr
+
+    shown = suite.ok("domain", "policy", "self", "--self-approval", "allowed", "--reason", "a team of one")
+    assert "self-approval  allowed" in shown and "bootstrap" in shown and "a team of one" in shown
+    number = 1 + max(r.number for r in suite.solutions.ListRevisions(
+        gw.ListRevisionsRequest(domain="self", solution="self"), metadata=suite.metadata, timeout=30).revisions)
+    mine = suite.ok("cluster", "set", "self", "self", "web", "V1", "--size", "2").strip()
+    wait_until(lambda: {r.number: r.outcome for r in suite.solutions.ListRevisions(
+        gw.ListRevisionsRequest(domain="self", solution="self"), metadata=suite.metadata, timeout=30).revisions
+    }.get(number) == pb.REVISION_OUTCOME_AWAITING_APPROVAL, timeout=30, what="the change to await approval")
+    suite.ok("solution", "approve", "self", "self", "--revision", str(number), "--reason", "mine, allowed")
+    assert suite.wait_task("self", mine).status == pb.TASK_STATUS_COMPLETED
+    audited = json.loads(suite.ok("audit", "list", "--domain", "self", "-o", "json"))
+    assert [(e["Method"], e["Actor"], e["Outcome"]) for e in audited if e["Method"] in ("SetDomainPolicy", "ApproveSolution")] == \
+        [("SetDomainPolicy", "olga-self", "PERMISSION_DENIED"), ("SetDomainPolicy", "bootstrap", "OK"),
+         ("ApproveSolution", "bootstrap", "OK")]
+    # Forbidden again: the old rule holds.
+    suite.ok("domain", "policy", "self", "--self-approval", "forbidden")
+    suite.ok("cluster", "set", "self", "self", "web", "V1", "--size", "1")
+    wait_until(lambda: any(r.outcome == pb.REVISION_OUTCOME_AWAITING_APPROVAL for r in suite.solutions.ListRevisions(
+        gw.ListRevisionsRequest(domain="self", solution="self"), metadata=suite.metadata, timeout=30).revisions),
+        timeout=30, what="the next change to await approval")
+    own = suite.orch("solution", "approve", "self", "self", "--revision", str(number + 1))
+    assert own.returncode == 1 and "another approver decides" in own.stderr

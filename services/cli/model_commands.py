@@ -96,6 +96,28 @@ def domain_get(settings: Settings, name: str, output: str) -> None:
     emit(output, d, [f"DOMAIN {d.name}", "COUNT"], rows)
 
 
+@domain.command("policy")
+@click.argument("name")
+@click.option("--self-approval", type=click.Choice(["allowed", "forbidden"]), default=None,
+              help="Whether whoever asked for a change may approve or reject it too (forbidden by default: "
+                   "another approver decides). Without options: show the policy.")
+@click.option("--reason", default="", help="Why (one line, at most 500 characters): kept with the policy and in the audit trail.")
+@output_option
+@pass_settings
+def domain_policy(settings: Settings, name: str, self_approval: str | None, reason: str, output: str) -> None:
+    """Show or set a domain's access policy (a domain admin sets it)."""
+    gateway = settings.gateway()
+    if self_approval is None:
+        policy = gateway.call(gateway.access.GetDomainPolicy, gw.GetDomainPolicyRequest(domain=name)).policy
+    else:
+        policy = gateway.call(gateway.access.SetDomainPolicy, gw.SetDomainPolicyRequest(
+            domain=name, self_approval=self_approval == "allowed", reason=reason)).policy
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(policy.updated_unix_ms / 1000)) if policy.actor else "-"
+    rows = [["self-approval", "allowed" if policy.self_approval else "forbidden"],
+            ["set by", policy.actor or "- (defaults)"], ["since", since], ["reason", policy.reason or "-"]]
+    emit(output, policy, [f"DOMAIN {policy.domain}", "POLICY"], rows)
+
+
 @domain.command("delete")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Delete even while it has solutions (their real resources are abandoned).")

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import grpc
 
 from orchestration.model.access import RIGHTS, Principal, check
-from orchestration.model.names import REASON_MAX
-from orchestration.store.access import AuditTrail, Tokens
+from orchestration.model.names import REASON_MAX, check_name, check_reason
+from orchestration.store.access import AuditTrail, DomainPolicies, Tokens
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration_sdk.runtime import telemetry
@@ -115,9 +115,24 @@ class AccessGate:
 
 
 class AccessServicer(gw_grpc.AccessServiceServicer):
-    def __init__(self, tokens: Tokens, audit: AuditTrail) -> None:
+    def __init__(self, tokens: Tokens, audit: AuditTrail, policies: DomainPolicies,
+                 require_domain: Callable[[str], Awaitable[Any]]) -> None:
         self.tokens = tokens
         self.audit = audit
+        self.policies = policies
+        self._require_domain = require_domain
+
+    async def SetDomainPolicy(self, request: gw.SetDomainPolicyRequest,
+                              context: grpc.aio.ServicerContext) -> gw.SetDomainPolicyResponse:
+        await self._require_domain(check_name(request.domain, "domain"))
+        policy = gw.DomainPolicy(domain=request.domain, self_approval=request.self_approval, actor=caller().name,
+                                 updated_unix_ms=int(time.time() * 1000), reason=check_reason(request.reason))
+        return gw.SetDomainPolicyResponse(policy=await self.policies.set(policy))
+
+    async def GetDomainPolicy(self, request: gw.GetDomainPolicyRequest,
+                              context: grpc.aio.ServicerContext) -> gw.GetDomainPolicyResponse:
+        await self._require_domain(check_name(request.domain, "domain"))
+        return gw.GetDomainPolicyResponse(policy=await self.policies.get(request.domain))
 
     async def CreateToken(self, request: gw.CreateTokenRequest, context: grpc.aio.ServicerContext) -> gw.CreateTokenResponse:
         token, secret = await self.tokens.create(request.name, request.role, list(request.domains), caller().name)

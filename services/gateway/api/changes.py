@@ -17,6 +17,7 @@ from gateway.api.channel import Channel
 from orchestration.model import planner, revisions
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED, outcome_name
 from orchestration.model.names import check_name, check_reason
+from orchestration.store.access import DomainPolicies
 from orchestration.store.pauses import APPROVAL, ROLLOUT
 from orchestration.store.repository import Repository
 from orchestration.v1 import gateway_pb2 as gw
@@ -96,6 +97,7 @@ class SolutionChanges:
 
     repo: Repository
     channel: Channel
+    policies: DomainPolicies
 
     async def _solution(self, domain: str, name: str) -> pb.Solution:
         raise NotImplementedError
@@ -190,8 +192,10 @@ class SolutionChanges:
             raise FailedPrecondition(f"revision {revision.number} of solution '{domain}/{name}' does not await approval "
                                      f"(it is {outcome_name(revision.outcome)})")
         who = caller().name
-        if who == revision.actor:
-            raise PermissionDenied(f"revision {revision.number} was asked for by {who}: another approver decides on it")
+        if who == revision.actor and not (await self.policies.get(domain)).self_approval:
+            raise PermissionDenied(f"revision {revision.number} was asked for by {who}: another approver decides on it "
+                                   f"(unless the domain's policy allows self-approval: orch domain policy {domain} "
+                                   "--self-approval allowed)")
         await self.repo.decisions.decide(domain, name, rpb.ApprovalDecision(
             revision=revision.number, approved=approved, actor=who, reason=reason, decided_unix_ms=int(time.time() * 1000)))
         paused = await self.repo.pauses.get(domain, name)

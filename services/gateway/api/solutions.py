@@ -18,6 +18,7 @@ from gateway.api.feeds import Feeds
 from orchestration.model.lifecycle import TASK_ENDED
 from orchestration.model.names import check_name
 from orchestration.model.rollup import Tally
+from orchestration.store.access import DomainPolicies
 from orchestration.store.repository import ClusterRecord, InstanceRecord, Repository, Versioned
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
@@ -30,10 +31,11 @@ READ_CHUNK = 5000
 
 
 class SolutionServicer(SolutionChanges, gw_grpc.SolutionServiceServicer):
-    def __init__(self, repo: Repository, channel: Channel, feeds: Feeds) -> None:
+    def __init__(self, repo: Repository, channel: Channel, feeds: Feeds, policies: DomainPolicies) -> None:
         self.repo = repo
         self.channel = channel
         self.feeds = feeds
+        self.policies = policies
 
     async def WatchStatus(self, request: gw.WatchStatusRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gw.WatchStatusResponse]:
         if request.domain:

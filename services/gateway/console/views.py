@@ -130,7 +130,10 @@ class Views:
     async def history(self, who: Principal, domain: str, name: str) -> dict[str, Any]:
         """The solution's revisions, newest first."""
         found = (await self.call(who, "ListRevisions", gw.ListRevisionsRequest(domain=domain, solution=name))).revisions
-        return {"revisions": [{
+        # Whether who asked for a change may decide on it too (read only when a change awaits a decision).
+        waits = any(r.outcome == pb.REVISION_OUTCOME_AWAITING_APPROVAL for r in found)
+        self_approval = waits and (await self.call(who, "GetDomainPolicy", gw.GetDomainPolicyRequest(domain=domain))).policy.self_approval
+        return {"self_approval": self_approval, "revisions": [{
             "number": r.number, "change": r.change, "summary": r.summary, "actor": r.actor, "reason": r.reason,
             "created_ms": r.created_unix_ms, "ended_ms": r.ended_unix_ms, "outcome": outcome_name(r.outcome),
             "bad": r.bad, "error": r.error, "task": r.task, "restores": r.restores} for r in found]}

@@ -104,6 +104,8 @@ RIGHTS: dict[str, Right] = {
     "ListTokens": Right(Role.ADMIN, Scope.GLOBAL, False),
     "RevokeToken": MANAGE,
     "ListAudit": Right(Role.ADMIN, Scope.DOMAIN, False),
+    "SetDomainPolicy": ADMINISTER,
+    "GetDomainPolicy": _read(),
 }
 
 

@@ -2,7 +2,8 @@
 
 The access bucket holds ``token.<name>`` (the token's description and the
 SHA-256 of its secret; never the secret) and ``used.<name>`` (when it was
-last used, kept to the minute). The audit bucket holds one key per audited
+last used, kept to the minute) and ``policy.<domain>`` (the domain's access
+policy). The audit bucket holds one key per audited
 call, ``<domain or _>.<unix ms>-<random>``, and ages out after the audit
 retention. Neither is touched by a model reset.
 """
@@ -137,6 +138,24 @@ class Tokens:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
+class DomainPolicies:
+    """Each domain's access policy, ``policy.<domain>`` in the access bucket
+    (the defaults hold for a domain that has none)."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self._bucket = bucket
+
+    async def get(self, domain: str) -> gw.DomainPolicy:
+        entry = await self._bucket.get(f"policy.{encode_token(domain)}")
+        if entry is None or not entry.value:
+            return gw.DomainPolicy(domain=domain)
+        return gw.DomainPolicy.FromString(entry.value)
+
+    async def set(self, policy: gw.DomainPolicy) -> gw.DomainPolicy:
+        await self._bucket.put(f"policy.{encode_token(policy.domain)}", policy.SerializeToString())
+        return policy
+
+
 class AuditTrail:
     """Audit entries: appended by the gateway, listed by admins."""
 
@@ -162,9 +181,10 @@ class AuditTrail:
         return found[-(limit or AUDIT_LIMIT):]
 
 
-async def open_access(js: JetStreamContext, subjects: Subjects, bootstrap: str, replicas: int = 1) -> tuple[Tokens, AuditTrail]:
+async def open_access(js: JetStreamContext, subjects: Subjects, bootstrap: str,
+                      replicas: int = 1) -> tuple[Tokens, AuditTrail, DomainPolicies]:
     """Bind (or create) the access and audit buckets; audit entries age out after ORCH_AUDIT_DAYS."""
     access, audit = await asyncio.gather(open_bucket(js, subjects.access_bucket, replicas),
                                          open_bucket(js, subjects.audit_bucket, replicas))
     await audit.limit_age(audit_seconds_from_environment(), audit_bytes_from_environment())
-    return Tokens(access, bootstrap), AuditTrail(audit)
+    return Tokens(access, bootstrap), AuditTrail(audit), DomainPolicies(access)

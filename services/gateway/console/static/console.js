@@ -541,7 +541,7 @@ async function revisionHistory(base, operate) {
   const rows = data.revisions.map((r) => [String(r.number), dateTime(r.created_ms), r.actor, r.summary,
     h("span", { class: `outcome ${r.outcome}${r.bad ? " bad" : ""}`, title: r.error || "" }, r.outcome + (r.bad ? ", bad" : "")),
     r.reason || "-",
-    r.outcome === "awaiting-approval" && canApprove(base, r)
+    r.outcome === "awaiting-approval" && canApprove(base, r, data.self_approval)
       ? kept(`decide|${base}|${r.number}`, () => decide(base, r))
       : operate && !r.bad && r.change !== "remove" && r.number !== numbers[0]
         ? kept(`rollback|${base}|${r.number}`, () => rollbackTo(base, r)) : ""]);
@@ -577,10 +577,12 @@ function rollbackTo(base, revision) {
 }
 
 // Approvers and admins of the solution's domain decide on a change that
-// awaits approval, never one they asked for (the gateway refuses it too).
-function canApprove(base, revision) {
+// awaits approval, never one they asked for unless the domain's policy allows
+// it (the gateway refuses it too).
+function canApprove(base, revision, selfApproval) {
   const domain = decodeURIComponent(base.split("/")[3]);
-  if (!session || !["approver", "admin"].includes(session.role) || revision.actor === session.name) return false;
+  if (!session || !["approver", "admin"].includes(session.role)) return false;
+  if (revision.actor === session.name && !selfApproval) return false;
   return session.domains.length === 0 || session.domains.includes(domain);
 }
 
