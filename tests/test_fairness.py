@@ -9,8 +9,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from dispatcher.controllers import DomainQuota, fair_order
+from dispatcher.controllers import DomainQuota, Link, fair_order
 from orchestration.v1 import controller_pb2 as cpb
+from orchestration.v1 import records_pb2 as rpb
 
 
 def op(domain: str, n: int) -> tuple[cpb.Operation, dict[str, tuple[str, ...]]]:
@@ -62,6 +63,29 @@ def test_quota_bounds_a_domain_and_leaves_the_others_alone() -> None:
     asyncio.run(scenario())
 
 
+def test_the_priority_lane_goes_first_and_never_waits_for_its_domains_quota() -> None:
+    """A rollback's operations (urgent) take no place of their domain's
+    quota and go into the next message ahead of every queued operation,
+    other domains' turns included."""
+    async def scenario() -> None:
+        quota = DomainQuota(1)
+        async with quota.held("a"):
+            assert quota.waiting("a")
+            async with asyncio.timeout(1), quota.held("a", urgent=True):
+                pass  # no wait behind the storm's place
+
+        link = Link(rpb.ControllerRegistration(replica="r1", name="sim"), "credential")
+        for i in range(500):
+            link.submit(*op("a", i))
+        link.submit(*op("b", 0))
+        link.submit(*op("a", 900), urgent=True)
+        first = await anext(link._requests())
+        assert [o.operation_id for o in first.operations][:4] == ["a900", "a0", "b0", "a1"]
+        assert len(first.operations) == 500  # MAX_BATCH_OPERATIONS: the rest in the next message
+
+    asyncio.run(scenario())
+
+
 def test_no_quota_means_no_limit() -> None:
     async def scenario() -> None:
         quota = DomainQuota(0)
@@ -95,8 +119,11 @@ STORM = 5000
 def test_a_small_deploy_is_not_held_up_by_another_domains_storm(tmp_path: Path) -> None:
     """Domain alpha deploys 5,000 instances; 1 s later beta deploys 10: beta's
     first operation starts within 0.5 s of its request (alone: about 10 ms)
-    and beta completes while alpha still runs (on 2 shared cores)."""
-    from models import flat
+    and beta completes while alpha still runs (on 2 shared cores). A rollback
+    of another solution of alpha's, asked for during the storm, takes the
+    priority lane: it does not queue behind the storm's thousands for its
+    domain's quota."""
+    from models import architecture_only, flat
     from suite import running_suite
 
     from orchestration.v1 import gateway_pb2 as gw
@@ -111,6 +138,9 @@ def test_a_small_deploy_is_not_held_up_by_another_domains_storm(tmp_path: Path) 
     with running_suite(tmp_path) as suite:
         suite.apply(flat("alpha", 100, parameters=parameters, elements=STORM // 100, architecture="storm"))
         suite.apply(flat("beta", 10, parameters=parameters, architecture="quick"))
+        suite.apply(architecture_only(flat("alpha", 10, parameters=parameters, architecture="small")))
+        suite.ok("solution", "deploy", "alpha", "small", "V1", "--wait")
+        suite.ok("cluster", "set", "alpha", "small", "e0", "V1", "--size", "4", "--wait")
         # Alone first (and the suite is up and its controllers registered after it).
         assert suite.wait_task("beta", deploy("beta", "quick", "quick"), timeout=60).status == pb.TASK_STATUS_COMPLETED
         time.sleep(0.5)
@@ -120,11 +150,20 @@ def test_a_small_deploy_is_not_held_up_by_another_domains_storm(tmp_path: Path) 
         accepted = time.time()
         assert suite.wait_task("beta", quick, timeout=60).status == pb.TASK_STATUS_COMPLETED
         took = time.time() - accepted
+        asked = time.time()
+        rollback = suite.ok("solution", "rollback", "alpha", "small", "--to", "1").strip()
+        assert suite.wait_task("alpha", rollback, timeout=60).status == pb.TASK_STATUS_COMPLETED
+        rolled_back = time.time() - asked
         storm_status = suite.task("alpha", storm).task.status
         deadline = time.monotonic() + 10
         while len(suite.ops("quick2")) < 30 and time.monotonic() < deadline:
             time.sleep(0.1)  # the sim writes its op log in batches
         first = min(o["started"] for o in suite.ops("quick2")) - accepted
         assert first < 0.5, f"beta's first operation started {first:.2f} s after its request"
-        assert storm_status == pb.TASK_STATUS_EXECUTING, f"alpha was over before beta ({took:.2f} s): too small a storm to tell"
+        while len([o for o in suite.ops("small") if o["started"] >= asked]) < 18 and time.monotonic() < deadline + 10:
+            time.sleep(0.1)
+        first_back = min(o["started"] for o in suite.ops("small") if o["started"] >= asked) - asked
+        assert first_back < 1.0, f"the rollback's first operation started {first_back:.2f} s after it was asked for"
+        assert storm_status == pb.TASK_STATUS_EXECUTING, \
+            f"alpha was over before beta and the rollback ({took:.2f} s, {rolled_back:.2f} s): too small a storm to tell"
         assert suite.wait_task("alpha", storm, timeout=120).status == pb.TASK_STATUS_COMPLETED

@@ -55,6 +55,8 @@ class Link:
     tls: TlsConfig | None = None
     pending: dict[str, asyncio.Future[cpb.OperationResult]] = field(default_factory=dict)
     outbox: list[tuple[cpb.Operation, Views]] = field(default_factory=list)
+    # The priority lane (a rollback's operations): sent ahead of the outbox.
+    urgent: list[tuple[cpb.Operation, Views]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Resolved once the operations queued with them are written to the stream (see submit).
     sent_waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -77,9 +79,12 @@ class Link:
                 await self._task
         self._fail_pending()
 
-    def submit(self, operation: cpb.Operation, views: Views, sent: asyncio.Future[None] | None = None) -> asyncio.Future[cpb.OperationResult]:
+    def submit(self, operation: cpb.Operation, views: Views, sent: asyncio.Future[None] | None = None,
+               urgent: bool = False) -> asyncio.Future[cpb.OperationResult]:
         """Queue an operation (with the member lists it refers to); the future
-        resolves with its result, and `sent` once it is written to the stream."""
+        resolves with its result, and `sent` once it is written to the stream.
+        `urgent` ones (the priority lane) go into the next message ahead of
+        everything queued in the ordinary lane."""
         if self.closed:
             raise LinkLost(f"controller replica {self.registration.replica} is gone")
         if sent is not None:
@@ -88,7 +93,7 @@ class Link:
         if future is None or future.done():
             future = asyncio.get_running_loop().create_future()
             self.pending[operation.operation_id] = future
-        self.outbox.append((operation, views))
+        (self.urgent if urgent else self.outbox).append((operation, views))
         self.wakeup.set()
         return future
 
@@ -101,12 +106,12 @@ class Link:
         _resolve(waiters)
 
     def _batches(self, queued: list[tuple[cpb.Operation, Views]]) -> Iterator[cpb.ExecuteRequest]:
-        """Everything queued, in as few messages as the size bounds allow,
-        the domains taking turns (see fair_order)."""
+        """Everything queued, in order (the priority lane, then the domains
+        taking turns: see fair_order), in as few messages as the size bounds allow."""
         operations: list[cpb.Operation] = []
         views: Views = {}
         endpoints = 0
-        for operation, needed in fair_order(queued):
+        for operation, needed in queued:
             extra = sum(len(v) for k, v in needed.items() if k not in views)
             if operations and (len(operations) >= MAX_BATCH_OPERATIONS or endpoints + extra > MAX_BATCH_ENDPOINTS):
                 yield _request(operations, views)
@@ -122,9 +127,9 @@ class Link:
         while not self.closed:
             await self.wakeup.wait()
             self.wakeup.clear()
-            await let_others_join(len(self.outbox), len(self.pending))
-            if self.outbox:
-                queued, self.outbox = self.outbox, []
+            await let_others_join(len(self.outbox) + len(self.urgent), len(self.pending))
+            if self.outbox or self.urgent:
+                queued, self.outbox, self.urgent = self.urgent + fair_order(self.outbox), [], []
                 waiters, self.sent_waiters = self.sent_waiters, []
                 for request in self._batches(queued):
                     yield request
@@ -181,8 +186,10 @@ class DomainQuota:
         self._slots: dict[str, asyncio.Semaphore] = {}
 
     @contextlib.asynccontextmanager
-    async def held(self, domain: str) -> AsyncIterator[None]:
-        if self.limit <= 0:
+    async def held(self, domain: str, urgent: bool = False) -> AsyncIterator[None]:
+        """A place for one operation of the domain; `urgent` ones (the
+        priority lane: a rollback's) never wait for one, nor take one."""
+        if self.limit <= 0 or urgent:
             yield
             return
         slots = self._slots.get(domain)
@@ -392,21 +399,23 @@ class ControllerPool:
         return states
 
     async def execute(self, name: str, operation: cpb.Operation, timeout: float, views: Views | None = None,
-                      budget: float | None = None, sent: asyncio.Future[None] | None = None) -> cpb.OperationResult:
+                      budget: float | None = None, sent: asyncio.Future[None] | None = None,
+                      urgent: bool = False) -> cpb.OperationResult:
         """Run one operation on a replica of `name` (LinkLost, NoController, TimeoutError).
 
         `timeout` bounds the wait for the result here; `budget` (seconds), when
         given, sets the operation's deadline from the moment it is sent: the
         time spent before (recording progress, waiting for a replica) is not
         the controller's. `sent` is resolved once the operation is written
-        to a replica's stream. (The runs keep within their domain's quota,
-        self.quota, before they build an operation: see Run._send.)
+        to a replica's stream; `urgent` ones take the priority lane (see
+        Link.submit). (The runs keep within their domain's quota, self.quota,
+        before they build an operation: see Run._send.)
         """
         instance = operation.instance.uuid
         link = await self.choose(name, instance)
         if budget is not None:
             operation.deadline_unix_ms = int((time.time() + budget) * 1000)
-        future = link.submit(operation, views or {}, sent)
+        future = link.submit(operation, views or {}, sent, urgent)
         timer = asyncio.get_running_loop().call_later(timeout, _time_out, future)
         try:
             result = await future

@@ -257,6 +257,7 @@ class Dispatcher(Intake, Tenure):
             run.scheduler.pause()
             await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
         run.rollouts = not request.HasField("rollback")
+        run.urgent = request.HasField("rollback")  # undoing a change goes ahead of other work
         run.adopt = request.HasField("deploy") and request.deploy.adopt
         await run.prepare(intent)
 

@@ -101,6 +101,8 @@ class Run(Rollouts):
         self.rollouts = True
         # Whether its creates take over existing resources (a deploy --adopt).
         self.adopt = False
+        # Whether its operations take the priority lane (a rollback's: see ControllerPool.execute).
+        self.urgent = False
         self.on_failure: int = pb.FAILURE_POLICY_HOLD  # the solution's failure policy (from its header)
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
@@ -339,7 +341,7 @@ class Run(Rollouts):
         (see DomainQuota: the others wait here, before any of their work).
         One whose run stopped, or whose task was terminated, while it waited
         is not sent."""
-        async with self.ctx.pool.quota.held(self.domain):
+        async with self.ctx.pool.quota.held(self.domain, self.urgent):
             if self.scheduler.stopping or slot.task in self.scheduler.terminated:
                 return Outcome(Verdict.RETRY, f"{TRANSITION_NAMES[transition]} not sent: the run stopped", 0.0, label="not sent")
             return await self._send_now(slot, cluster, transition, ticket)
@@ -364,7 +366,7 @@ class Run(Rollouts):
                     # Checked before every operation: a process that stalled past its lease sends nothing.
                     raise LeaseExpired("its lease was not renewed in time; another dispatcher may own the solution")
                 sending = operations.send(self.ctx.pool, cluster, operation, views, timeout,
-                                          lambda: bool(self.scheduler.stopping), sent=first)
+                                          lambda: bool(self.scheduler.stopping), sent=first, urgent=self.urgent)
                 # The task's first status change is stored while the operation runs.
                 starting = self.book.progress(slot.task, transition, slot.record.sequence + 1, slot.record.state)
                 if starting is None:

@@ -96,16 +96,19 @@ def outcome_of(result: cpb.OperationResult, name: str) -> Outcome:
 
 
 async def send(pool: ControllerPool, cluster: ClusterSlot, operation: cpb.Operation, views: Views, timeout: float,
-               stopping: Callable[[], bool], pause: float = LINK_LOST_PAUSE, sent: asyncio.Future[None] | None = None) -> Outcome:
+               stopping: Callable[[], bool], pause: float = LINK_LOST_PAUSE, sent: asyncio.Future[None] | None = None,
+               urgent: bool = False) -> Outcome:
     """Send to a replica of the cluster's controller and wait for the outcome
-    (`sent`: resolved once the operation is written to a replica's stream).
+    (`sent`: resolved once the operation is written to a replica's stream;
+    `urgent`: in the priority lane).
     A replica that goes away mid-operation is replaced (same operation id:
     its outcome was unknown) until the run stops or MAX_LINK_LOSSES."""
     name = TRANSITION_NAMES[operation.transition]
     losses = 0
     while True:
         try:
-            result = await pool.execute(cluster.controller or "?", operation, timeout + 1.0, views, budget=timeout, sent=sent)
+            result = await pool.execute(cluster.controller or "?", operation, timeout + 1.0, views, budget=timeout,
+                                        sent=sent, urgent=urgent)
             return outcome_of(result, name)
         except asyncio.TimeoutError:
             return Outcome(Verdict.RETRY, f"{name} timed out after {timeout:g}s", label="timeout")
