@@ -34,6 +34,17 @@ def test_plan_of_empty_solution_lists_every_transition_and_runs_nothing(suite: S
     assert suite.ops("app") == []
 
 
+def test_plan_with_preview_shows_each_controllers_dry_run_of_the_first_50_and_runs_nothing(suite: Suite) -> None:
+    plan = json.loads(suite.ok("solution", "plan", "demo", "app", "V0.0.0", "--preview", "-o", "json"))
+    assert len(plan) == 69 and [("Preview" in step) for step in plan] == [True] * 50 + [False] * 19
+    first = plan[0]
+    assert first["Preview"].startswith(f"sim: {first['Transition']} {first['Instance']}, now initial (not there)")
+    text = suite.ok("solution", "plan", "demo", "app", "V0.0.0", "--preview")
+    assert f"--- {first['Element']}/{first['Cluster']} {first['Instance']} {first['Transition']}\nsim: " in text
+    assert "(previewed: the first 50 of 69 operations)" in text
+    assert suite.ops("app") == [] and suite.planned("demo", "app") == pb.Solution()
+
+
 def test_deploy_demo2_respects_context_and_service_order(suite: Suite) -> None:
     output = suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait", "-o", "json")
     task = json.loads(output)["task"]

@@ -290,26 +290,38 @@ adopt = click.Command(
 @click.argument("version")
 @click.option("--solution", default="", help="Solution name (default: the architecture's name).")
 @size_option
+@click.option("--preview", is_flag=True,
+              help="Ask each planned operation's controller what it would change (its dry run, e.g. a playbook's "
+                   "--check --diff), for the first 50 operations; changes nothing.")
 @output_option
 @pass_settings
 def plan(settings: Settings, domain: str, architecture: str, version: str, solution: str, sizes: tuple[str, ...],
-         output: str) -> None:
+         preview: bool, output: str) -> None:
     """The transitions a deploy would run (per instance, with what each waits for); runs nothing."""
     gateway = settings.gateway()
     request = gw.PlanSolutionRequest(domain=domain, architecture=architecture, version=version, solution=solution,
-                                     sizes=_sizes(sizes))
+                                     sizes=_sizes(sizes), preview=preview)
     show_plan(output, gateway.call(gateway.solutions.PlanSolution, request).transitions)
 
 
 def show_plan(output: str, transitions: Sequence[gw.PlannedTransition]) -> None:
-    """Planned transitions, one per line: what each instance would do and what it waits for."""
+    """Planned transitions, one per line: what each instance would do and what
+    it waits for; then each previewed one's dry run, under a header line."""
     data = [
         {"Element": t.element, "Cluster": t.cluster, "Instance": t.instance,
-         "Transition": TRANSITION_NAMES.get(t.transition, ""), "WaitsFor": list(t.waits_for)}
+         "Transition": TRANSITION_NAMES.get(t.transition, ""), "WaitsFor": list(t.waits_for),
+         **({"Preview": t.preview} if t.previewed else {})}
         for t in transitions
     ]
     rows = [[d["Element"], d["Cluster"], d["Instance"], d["Transition"], ", ".join(d["WaitsFor"]) or "-"] for d in data]
     emit(output, data, ["ELEMENT", "CLUSTER", "INSTANCE", "TRANSITION", "WAITS FOR"], rows)
+    if output != "json" and any(t.previewed for t in transitions):
+        for d in data:
+            if "Preview" in d:
+                click.echo(f"\n--- {d['Element']}/{d['Cluster']} {d['Instance']} {d['Transition']}")
+                click.echo(str(d["Preview"]).rstrip() or "(the controller cannot tell)")
+        if not all(t.previewed for t in transitions):
+            click.echo(f"\n(previewed: the first {sum(t.previewed for t in transitions)} of {len(transitions)} operations)")
 
 
 @click.command("delete")

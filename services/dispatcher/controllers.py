@@ -377,6 +377,18 @@ class ControllerPool:
                 await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
             await self.refresh()
 
+    async def preview(self, name: str, operation: cpb.Operation, timeout: float) -> str:
+        """What the operation would change, as the home replica of its
+        instance among controller `name`'s says (its dry run; "" when it
+        cannot tell). grpc.aio.AioRpcError when the controller refuses."""
+        link = await self.choose(name, operation.instance.uuid)
+        registration = link.registration
+        async with tls_channel(registration.address, self.tls) as channel:
+            stub = cpb_grpc.ControllerServiceStub(channel)
+            metadata = bearer_metadata(engine_credential_for(self.credential, registration.name))
+            response = await stub.Preview(cpb.PreviewRequest(operation=operation), metadata=metadata, timeout=timeout)
+        return str(response.text)
+
     async def status(self, name: str, refs: list[cpb.InstanceReference], timeout: float) -> dict[str, int]:
         """The real state of instances of controller `name`, each asked of its
         home replica (uuid -> state; an instance its controller does not know

@@ -77,7 +77,7 @@ class Gateway:
         gw_grpc.add_AdministrationServiceServicer_to_server(administration, server.grpc)
         gw_grpc.add_CatalogServiceServicer_to_server(catalog, server.grpc)
         gw_grpc.add_ArchitectureServiceServicer_to_server(architectures, server.grpc)
-        channel = Channel(repo, js, subjects)
+        channel = Channel(repo, nc, subjects)
         feeds = Feeds(nc, subjects)
         solutions = SolutionServicer(repo, channel, feeds, policies)
         automation = AutomationServicer(repo, feeds)

@@ -63,6 +63,14 @@ class SimController(Controller):
             return UNKNOWN
         return InstanceState(record.state, record.endpoint, True)
 
+    async def preview(self, ctx: OperationContext) -> str:
+        """What the operation would do to the simulated instance (its dry run)."""
+        record = self.table.get(ctx.uuid)
+        now = record.state if record is not None else "initial (not there)"
+        settings = SimSettings.parse(ctx.parameters)
+        after = "" if settings.latency_ms == 0 else f", taking {settings.latency_ms} ms"
+        return f"sim: {ctx.transition} {ctx.uuid}, now {now}{after}; configuration {ctx.configuration!r}"
+
     def extra_services(self) -> Sequence[ExtraService]:
         """SimulatorService, for drift behind the orchestrator's back."""
         return [ExtraService(SIMULATOR_SERVICE_NAME, add_simulator(self.set_state, lambda uuid: self.table.get(uuid) is not None))]

@@ -13,6 +13,7 @@ from dataclasses import replace
 from nats.aio.client import Client
 
 from dispatcher.controllers import ControllerPool
+from dispatcher.previews import Previews
 from dispatcher.ownership.intake import Intake
 from dispatcher.ownership.outcomes import AwaitingApproval, Rejected, await_approval, close_previous, conclude
 from dispatcher.ownership.registration import RegistrationServicer
@@ -56,6 +57,7 @@ class Dispatcher(Intake, Tenure):
         self._nc: Client | None = None
         self._lease_nc: Client | None = None
         self.pool: ControllerPool | None = None
+        self.previews: Previews | None = None
         self._start_failures: dict[str, int] = {}  # root task -> failed starts
         self._collected = 0.0  # monotonic time of the last full garbage collection
 
@@ -82,6 +84,8 @@ class Dispatcher(Intake, Tenure):
         await self.pool.start()
         self.recorder = EventRecorder(js, self.subjects)
         self.ctx = RunContext(self.repo, self.pool, self.settings.engine)
+        self.previews = Previews(nc, self.subjects, self.pool)
+        await self.previews.start()
         server = Server(self.settings.address, RegistrationGate(self.settings.registration_key),
                         [dpb.DESCRIPTOR.services_by_name["DispatcherService"].full_name], self.settings.tls)
         dpb_grpc.add_DispatcherServiceServicer_to_server(RegistrationServicer(self.repo.registrations), server.grpc)
@@ -101,6 +105,8 @@ class Dispatcher(Intake, Tenure):
             await self.server.set_serving(up)
 
     async def stop(self) -> None:
+        if self.previews is not None:
+            await self.previews.stop()
         for loop in self._loops:
             loop.cancel()
         for active in list(self.runs.values()):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import grpc
 
+from gateway.api import previews
 from gateway.api.access import caller
 from gateway.api.channel import Channel
 from orchestration.model import planner, revisions
@@ -142,7 +143,11 @@ class SolutionChanges:
             current: pb.Solution | None = await self.repo.solutions.get_solution(request.domain, name)
         except NotFound:
             current = None
-        return gw.PlanSolutionResponse(transitions=planned(planner.merge(current, desired, new_uuid=_numbered())))
+        merged = planner.merge(current, desired, new_uuid=_numbered())
+        transitions = planned(merged)
+        if request.preview:
+            transitions = await previews.previewed(self.channel.nc, self.channel.subjects, request.domain, merged, transitions)
+        return gw.PlanSolutionResponse(transitions=transitions)
 
     async def RemoveSolution(self, request: gw.RemoveSolutionRequest, context: grpc.aio.ServicerContext) -> gw.RemoveSolutionResponse:
         if task := await self.channel.earlier(request.domain, request.solution, request.request_id):

@@ -3,7 +3,7 @@ dispatchers (one solution runs one request at a time)."""
 
 from __future__ import annotations
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 from opentelemetry.trace import SpanKind
 
 from gateway.api.access import caller
@@ -17,9 +17,10 @@ from orchestration_sdk.runtime import telemetry
 class Channel:
     """Submits requests: queue on the solution, store the root task, publish."""
 
-    def __init__(self, repo: Repository, js: JetStreamContext, subjects: Subjects, source: str = "gateway") -> None:
+    def __init__(self, repo: Repository, nc: Client, subjects: Subjects, source: str = "gateway") -> None:
         self.repo = repo
-        self.js = js
+        self.nc = nc
+        self.js = nc.jetstream()
         self.subjects = subjects
         self.leases = repo.leases
         self.source = source

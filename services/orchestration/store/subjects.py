@@ -127,6 +127,11 @@ class Subjects:
         return f"{self.prefix}.events.{encode_token(domain)}.>" if domain else self.events_all
 
     @property
+    def preview(self) -> str:
+        """Where the gateway asks a dispatcher for controllers' dry runs (core NATS request-reply)."""
+        return f"{self.prefix}.internal.preview"
+
+    @property
     def bus_requests_all(self) -> str:
         return f"{self.prefix}.requests.*"
 
