@@ -170,7 +170,7 @@ async def controllers_registered(url: str, count: int, timeout: float = 60) -> N
         await nc.close()
 
 
-async def root_done(url: str, task: str, timeout: float) -> int:
+async def root_done(url: str, task: str, timeout: float, domain: str = "bench") -> int:
     """Wait for the completion (or failure) event of a root task; its time (ns)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -181,7 +181,7 @@ async def root_done(url: str, task: str, timeout: float) -> int:
         if event["task"] == task and event["type"] in ("completion", "failure", "termination", "timeout") and not done.done():
             done.set_result(event["time"] if event["type"] == "completion" else -1)
 
-    subscription = await js.subscribe("orch.events.bench.solution.>", cb=on_event, ordered_consumer=True)
+    subscription = await js.subscribe(f"orch.events.{domain}.solution.>", cb=on_event, ordered_consumer=True)
     try:
         return await asyncio.wait_for(done, timeout)
     finally:
@@ -254,6 +254,34 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
     )
 
 
+def measure_pair(n: int, dispatchers: int) -> dict[str, float]:
+    """One flat solution of `n` alone, then two of `n` in two domains at once,
+    on one suite of `dispatchers` dispatcher processes (seconds from the
+    requests to the completion of the last)."""
+    parameters: dict[str, object] = {"orch_siblings": "ignore"}
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as home:
+        with running_suite(Path(home), "--monitor-interval", "5", "--dispatchers", str(dispatchers)) as suite:
+            url = json.loads(suite.ok("info", "-o", "json", "--show-secrets"))["nats_url"]
+            for domain in ("pa", "pb"):
+                suite.apply(flat(domain, 100, parameters=parameters, elements=n // 100))
+            asyncio.run(controllers_registered(url, 2))
+            time.sleep(1.0)
+
+            async def deploy(pairs: list[tuple[str, str]]) -> float:
+                started = time.time()
+                tasks = [suite.solutions.DeploySolution(gw.DeploySolutionRequest(
+                    domain=domain, architecture="app", version="V1", solution=name), metadata=suite.metadata, timeout=60).task
+                    for domain, name in pairs]
+                ends = await asyncio.gather(*(root_done(url, task, 900, domain) for (domain, _), task in zip(pairs, tasks)))
+                if min(ends) < 0:
+                    raise SystemExit("a deploy of the pair did not complete")
+                return max(ends) / 1e9 - started
+
+            alone = asyncio.run(deploy([("pa", "alone")]))
+            pair = asyncio.run(deploy([("pa", "one"), ("pb", "two")]))
+    return {"alone_s": round(alone, 3), "pair_s": round(pair, 3), "ratio": round(pair / alone, 2)}
+
+
 def table(results: list[Result]) -> str:
     header = ["shape", "N", "lat ms", "siblings", "active s", "trans/s", "med ms", "p99 ms", "1st op ms", "teardown s",
               "cpu s (all)", "rss MB (all)", "pss MB (all)", "floor s"]
@@ -321,6 +349,10 @@ def main() -> None:
     parser.add_argument("--cli", default="100,1000", help="sizes of the deploy --wait runs from the shell ('': no CLI section)")
     parser.add_argument("--large", type=int, default=0,
                         help="N of one more flat run (50000 for the README's large row; 0: none)")
+    parser.add_argument("--pair", type=int, default=10000,
+                        help="N of each solution of the pair run: one alone, then two in two domains at once (0: none)")
+    parser.add_argument("--dispatchers", type=int, default=os.cpu_count() or 1,
+                        help="dispatcher processes in the pair run (orch up's default: one per core)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each case; the one with the median time is reported (runs vary by about 10 %%)")
     args = parser.parse_args()
@@ -359,13 +391,22 @@ def main() -> None:
         result = median_of_runs("flat", args.siblings_run, 0, siblings="reconfigure")
         results.append(result)
         print(f"siblings run N={args.siblings_run}: {result.accepted_to_active_s:.2f}s{spread(result)}", flush=True)
+    pairs: dict[str, object] = {}
+    if args.pair:
+        for dispatchers in sorted({1, args.dispatchers}):
+            runs = sorted((measure_pair(args.pair, dispatchers) for _ in range(max(1, args.repeat))), key=lambda r: r["ratio"])
+            chosen = runs[len(runs) // 2]
+            pairs[f"dispatchers_{dispatchers}"] = {**chosen, "ratios": [r["ratio"] for r in runs],
+                                                   "alone_runs_s": [r["alone_s"] for r in runs], "pair_runs_s": [r["pair_s"] for r in runs]}
+            print(f"pair run N={args.pair} x2, {dispatchers} dispatcher(s): alone {chosen['alone_s']:.2f}s, "
+                  f"two at once {chosen['pair_s']:.2f}s, {chosen['ratio']:.2f}x (ratios: {[r['ratio'] for r in runs]})", flush=True)
     print()
     print(table(results))
     for r in results:
         if r.monitor_poll_s:
             print(f"monitor poll of {r.instances} instances: {r.monitor_poll_s:.2f}s after the deploy (monitor CPU while "
                   f"waiting for it: {r.monitor_poll_cpu_s:.2f}s), {r.monitor_steady_poll_s:.2f}s the next one")
-    summary: dict[str, object] = {"cli": cli, "results": [asdict(r) for r in results]}
+    summary: dict[str, object] = {"cli": cli, "results": [asdict(r) for r in results], "pair": pairs}
     firsts = [r.first_operation_ms for r in results if r.siblings == "ignore"]
     if firsts:
         summary["first_operation_median_ms"] = statistics.median(firsts)

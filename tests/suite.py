@@ -261,6 +261,9 @@ def running_suite(home: Path, *flags: str, env: dict[str, str] | None = None) ->
     log = open(home / "up.log", "wb")
     if "--console-addr" not in flags:
         flags = (*flags, "--console-addr", f"127.0.0.1:{free_port()}")
+    if "--dispatchers" not in flags:
+        # One dispatcher unless a test asks for more: tests signal "the" dispatcher by its name.
+        flags = (*flags, "--dispatchers", "1")
     if not any(flag.startswith("--monitor-interval") for flag in flags):
         # The monitor repairs what tests break on purpose; tests that want it say so.
         flags = (*flags, "--monitor-interval", "3600")

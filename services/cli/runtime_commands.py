@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -61,7 +62,10 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 @click.option("--nats-url", "external_nats_url", default=None, help="Use this NATS server instead of starting one.")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Subject and bucket prefix.")
 @click.option("--dispatcher-addr", default="127.0.0.1:50052", show_default=True,
-              help="Listen address of the dispatcher (controller registration).")
+              help="Listen address of the (first) dispatcher (controller registration); the others take free ports.")
+@click.option("--dispatchers", default=None, type=click.IntRange(min=1),
+              help="Dispatcher processes: each solution's change runs on one of them, so changes of different "
+                   "solutions use several cores (default: one per core, at most 4).")
 @click.option("--concurrency", default=None, type=int, help="Operations in flight per solution (dispatcher default).")
 @click.option("--domain-concurrency", default=None, type=int,
               help="Operations in flight per domain (dispatcher default; 0: no limit).")
@@ -78,7 +82,7 @@ def _port_ready(host: str, port: int, timeout: float = 30.0) -> Callable[[subpro
 @tls_options
 @pass_settings
 def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str, nats_port: int, external_nats_url: str | None, prefix: str,
-       dispatcher_addr: str, concurrency: int | None, domain_concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
+       dispatcher_addr: str, dispatchers: int | None, concurrency: int | None, domain_concurrency: int | None, operation_timeout: float | None, max_attempts: int | None,
        controller_wait: float | None, sim_replicas: int, monitor_interval: float, monitor_max_compensations: int,
        otlp_endpoint: str,
        tls_cert: str, tls_key: str, tls_ca: str, tls_client_auth: bool) -> None:
@@ -115,6 +119,8 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
         unset = frozenset({"ORCH_NATS_URL"}) if "ORCH_NATS_URL" not in env else frozenset()
         return ServiceSpec(name, argv, env={**env, "ORCH_METRICS_ADDR": metrics[name]}, wait_ready=wait, unset=unset)
 
+    dispatcher_addrs = [dispatcher_addr] + [f"127.0.0.1:{free_port()}"
+                                            for _ in range((dispatchers or min(os.cpu_count() or 1, 4)) - 1)]
     url = external_nats_url
     try:
         # Each service connects as its own NATS user (natsusers); with --nats-url, all use that URL.
@@ -148,7 +154,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
         def controller(names: list[str]) -> list[str]:
             path = home / "controllers" / f"{names[0]}.credential"
             write_private(path, issue_controller_credential(key, names) + "\n")
-            return ["--dispatcher", dispatcher_addr, "--credential-file", str(path)]
+            return ["--dispatcher", ",".join(dispatcher_addrs), "--credential-file", str(path)]
 
         def env_controller(name: str) -> dict[str, str]:
             """A controller's environment: no NATS URL (controllers do not use NATS), and
@@ -162,10 +168,12 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
         supervisor.start(spec("gateway", [python, "-m", "gateway", "--addr", gateway_addr, "--prefix", prefix,
                                           "--token-file", str(home / "token"), *console], as_user("gateway"),
                               ready=gateway_addr))
-        supervisor.start(spec("dispatcher", [python, "-m", "dispatcher", "--addr", dispatcher_addr, "--prefix", prefix,
-                                             "--credential-file", str(credential), "--registration-key-file",
-                                             str(registration_key), "--replica", "dispatcher-1", *engine_flags],
-                              as_user("dispatcher"), ready=dispatcher_addr))
+        for number, address in enumerate(dispatcher_addrs, 1):
+            # Fixed ports (kept across restarts by the supervisor): the controllers register with each one.
+            supervisor.start(spec("dispatcher" if number == 1 else f"dispatcher-{number}", [
+                python, "-m", "dispatcher", "--addr", address, "--prefix", prefix, "--credential-file", str(credential),
+                "--registration-key-file", str(registration_key), "--replica", f"dispatcher-{number}", *engine_flags],
+                as_user("dispatcher"), ready=address))
         sims = []
         for replica in range(1, sim_replicas + 1):
             # A fixed port (kept across restarts by the supervisor) so that `orch sim` finds the replica.
@@ -186,7 +194,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
                                           "--max-compensations", str(monitor_max_compensations)], as_user("monitor")))
         console_url = f"{'https' if tls_cert else 'http'}://{console_addr}/" if console_addr else ""
         save_connection(home, Connection(gateway=gateway_addr, nats_url=url, bus_url=bus_url, bus_clients=bus_clients, subject_prefix=prefix, token=token,
-                                         dispatcher=dispatcher_addr, sims=sims, tls_ca=tls_ca, metrics=metrics,
+                                         dispatcher=",".join(dispatcher_addrs), sims=sims, tls_ca=tls_ca, metrics=metrics,
                                          console=console_url))
         click.echo(f"orch is up: gateway {gateway_addr}, ORCH_HOME={home}. Ctrl-C stops everything.", err=True)
         if console_url:

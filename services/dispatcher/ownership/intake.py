@@ -22,6 +22,10 @@ from orchestration.v1 import records_pb2 as rpb
 log = logging.getLogger("dispatcher")
 
 CONSUMER = "dispatchers"
+# A replica that runs changes lets a moment pass before it asks for the next
+# request (seconds), so that an idle replica, whose pull waits at the server
+# already, takes it: new solutions go to the dispatchers with spare time.
+BUSY_YIELD_SECONDS = 0.02
 # A request queued behind a run of this replica that has ended but is still
 # finishing comes back this often (seconds) until the run lets its solution go.
 FINISHING_RETRY_SECONDS = 0.25
@@ -67,6 +71,8 @@ class Intake:
                 counted = time.monotonic()
                 with contextlib.suppress(Exception):
                     REQUESTS_WAITING.set((await subscription.consumer_info()).num_pending or 0)
+            if self.runs:
+                await asyncio.sleep(BUSY_YIELD_SECONDS)
             try:
                 # One at a time: a pull for more waits out its expiry for the
                 # rest, which held a lone request back for up to a second.

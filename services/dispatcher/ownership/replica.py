@@ -252,7 +252,7 @@ class Dispatcher(Intake, Tenure):
         except BaseException:
             self.runs.pop(lease.key, None)
             raise
-        log.info("running task %s of %s", book.root, lease.key, extra={"task_id": book.root, "solution": request.solution})
+        log.info("running task %s of %s on %s", book.root, lease.key, self.settings.replica, extra={"task_id": book.root, "solution": request.solution})
         active.task = asyncio.create_task(self._execute(active), name=f"run {lease.key}")
         return True
 
@@ -289,7 +289,7 @@ class Dispatcher(Intake, Tenure):
             if self.runs.get(active.lease.key) is active:
                 del self.runs[active.lease.key]
             return
-        log.info("running task %s of %s", book.root, active.lease.key, extra={"task_id": book.root})
+        log.info("running task %s of %s on %s", book.root, active.lease.key, self.settings.replica, extra={"task_id": book.root})
         await self._execute(active)
 
     async def _conclude(self, repo: Repository, request: rpb.Request, status: int, error: str) -> None:
