@@ -134,6 +134,20 @@ class Result:
     monitor_steady_poll_s: float = 0.0
     # With --repeat: accepted_to_active_s of every run (this result is the median one).
     runs_s: list[float] = field(default_factory=list)
+    # Messages JetStream stored during the deploy (every stream's and bucket's
+    # sequence advanced; a KV update is one), per instance brought to active.
+    js_writes_per_instance: float = 0.0
+    js_writes_by_stream: dict[str, int] = field(default_factory=dict)
+
+
+async def stored_sequences(url: str) -> dict[str, int]:
+    """The last sequence of every JetStream stream (KV buckets included):
+    how many messages each has stored since it was made."""
+    nc = await nats.connect(url)
+    try:
+        return {info.config.name: info.state.last_seq for info in await nc.jetstream().streams_info()}
+    finally:
+        await nc.close()
 
 
 async def monitor_poll(url: str, instances: int, after_ns: int, timeout: float = 60) -> float:
@@ -215,9 +229,11 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             request = gw.DeploySolutionRequest(domain="bench", architecture="app", version="V1")
             pss = [0.0]
+            sequences = asyncio.run(stored_sequences(url))
             with peak_pss(list(pids.values()), pss):  # as the peak RSS: the deploy and the monitor's polls after it
                 accepted, finished = deploy_and_wait(suite, url, request, suite.solutions.DeploySolution)
                 cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
+                writes = {name: seq - sequences.get(name, 0) for name, seq in asyncio.run(stored_sequences(url)).items()}
                 poll = poll_cpu = steady = 0.0
                 if shape == "flat" and n >= 10000 and not latency_ms and siblings == "ignore":
                     monitor_cpu = cpu_seconds(pids["monitor"])
@@ -251,6 +267,7 @@ def measure(shape: str, n: int, latency_ms: int, concurrency: int, siblings: str
         cpu_s=cpu, peak_rss_mb=rss, peak_pss_mb=round(pss[0], 1),
         floor_s=round(3 * n * latency_ms / 1000 / concurrency, 3) if latency_ms else 0.0,
         monitor_poll_s=round(poll, 3), monitor_poll_cpu_s=round(poll_cpu, 2), monitor_steady_poll_s=round(steady, 3),
+        js_writes_per_instance=round(sum(writes.values()) / n, 2), js_writes_by_stream={k: v for k, v in writes.items() if v},
     )
 
 
@@ -284,13 +301,13 @@ def measure_pair(n: int, dispatchers: int) -> dict[str, float]:
 
 def table(results: list[Result]) -> str:
     header = ["shape", "N", "lat ms", "siblings", "active s", "trans/s", "med ms", "p99 ms", "1st op ms", "teardown s",
-              "cpu s (all)", "rss MB (all)", "pss MB (all)", "floor s"]
+              "cpu s (all)", "rss MB (all)", "pss MB (all)", "floor s", "writes/inst"]
     rows = [header]
     for r in results:
         rows.append([r.shape, str(r.instances), str(r.latency_ms), r.siblings, f"{r.accepted_to_active_s:.2f}", f"{r.transitions_per_s:.0f}",
                      f"{r.transition_median_ms:.0f}", f"{r.transition_p99_ms:.0f}", f"{r.first_operation_ms:.0f}",
                      f"{r.teardown_s:.2f}", f"{sum(r.cpu_s.values()):.1f}", f"{sum(r.peak_rss_mb.values()):.0f}",
-                     f"{r.peak_pss_mb:.0f}", f"{r.floor_s:.2f}" if r.floor_s else "-"])
+                     f"{r.peak_pss_mb:.0f}", f"{r.floor_s:.2f}" if r.floor_s else "-", f"{r.js_writes_per_instance:.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
 
