@@ -107,6 +107,7 @@ class Tenure:
                     scheduler.pause()
                     log.info("paused %s/%s (task %s)", request.domain, request.solution, request.task,
                              extra={"task_id": request.task, "solution": request.solution})
+                    await active.run.store_progress()  # a paused solution's records say where it stopped
                 await self.repo.pauses.acknowledge(request.domain, request.solution, request.task)
             elif scheduler.paused and not active.run.pausing:
                 scheduler.unpause()

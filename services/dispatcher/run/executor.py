@@ -440,6 +440,14 @@ class Run(Rollouts):
             await persist(lambda: self.ctx.repo.solutions.delete_instance(
                 self.domain, self.solution, slot.element, slot.cluster, slot.record.uuid, slot.revision), lambda: self.lost)
             self.state.remove_instance(slot)
+        elif slot.path and not self.scheduler.stopping and not self.scheduler.paused:
+            # More of its steps follow in this run: its record is written once
+            # they are done, or when it fails, or the run pauses or stops (see
+            # store_progress). A run that dies in between leaves the record as
+            # it was: the next owner sends the same steps under the same
+            # operation ids (from the stored sequence), which controllers
+            # answer from their memory of them or, being idempotent, again.
+            slot.unsaved = True
         else:
             await self._store(slot)
 
@@ -480,6 +488,13 @@ class Run(Rollouts):
 
     # ---- the end ---------------------------------------------------------------
 
+    async def store_progress(self) -> None:
+        """Write the records of instances whose steps so far are not stored
+        (see _succeeded) and that have no operation in flight: when the run
+        pauses, and before it ends."""
+        await gather_bounded(self._store(slot) for slot in list(self.state.instances.values())
+                             if slot.unsaved and slot.revision is not None and not slot.inflight)
+
     async def _finish(self) -> None:
         """Close every task, roll states up, remove what was torn down."""
         blocked = self.scheduler.never_runnable()
@@ -487,6 +502,7 @@ class Run(Rollouts):
             first = blocked[0]
             waits = ", ".join(f"{e}/{v}" for (e, v), _ in self.state.blockers(first))
             await self._fail(first, f"{TRANSITION_NAMES[first.path[0]]} can never run: it waits for {waits}")
+        await self.store_progress()
         await self.settler.close_tasks()
         await self.settler.roll_up(self._delete_on_finish)
         reason, final = self.scheduler.stopping, self.scheduler.final_status
