@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import libvirt
-from opentelemetry.trace import SpanKind
 
 from orchestration_sdk import Permanent, Retryable
 from orchestration_sdk.runtime import telemetry
@@ -149,7 +148,7 @@ class Hypervisor:
         attributes = {"libvirt.call": what, "libvirt.uri": self.shown}
         if domain:
             attributes["libvirt.domain"] = domain
-        with telemetry.hot_span(_tracer, f"libvirt {what}", None, SpanKind.CLIENT, attributes) as span:
+        with telemetry.hot_span(_tracer, f"libvirt {what}", None, telemetry.SpanKind.CLIENT, attributes) as span:
             loop = asyncio.get_running_loop()
             try:
                 return await asyncio.wait_for(loop.run_in_executor(self._pool, self._run, function), self.call_timeout)
