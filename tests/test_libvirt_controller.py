@@ -230,3 +230,43 @@ async def test_a_uri_that_asks_for_credentials_gets_them_from_the_environment(tm
     uuid = fresh()
     assert (await right.create(context(uuid))).message.startswith(f"defined orch-{uuid}")
     right.hv.close()
+
+
+# -- the connection: time-outs, the bound on concurrent calls, reconnecting -----
+
+
+async def test_calls_time_out_retryable_and_run_at_most_concurrency_at_once(node: Path) -> None:
+    import asyncio
+    import threading
+    import time
+
+    hv = Hypervisor(f"test://{node}", Credentials(), concurrency=2, call_timeout=0.3)
+    try:
+        with pytest.raises(Retryable, match=r"libvirt sleep of vm-1 did not answer within 0.3 s \(--call-timeout\)"):
+            await hv.call("sleep", lambda conn: time.sleep(1.0), "vm-1")
+        await asyncio.sleep(0.8)  # the abandoned call ends; its worker is free again
+        running, most, lock = [0], [0], threading.Lock()
+
+        def busy(conn: object) -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+
+        await asyncio.gather(*(hv.call("busy", busy) for _ in range(8)))
+        assert most[0] == 2
+    finally:
+        hv.close()
+
+
+async def test_a_broken_connection_is_retryable_and_the_next_call_opens_a_new_one(controller: LibvirtController) -> None:
+    uuid = fresh()
+    await controller.create(context(uuid))
+    controller.hv._connection().close()  # behind the controller's back
+    with pytest.raises(Retryable):
+        await controller.status(ref(uuid))
+    # A new connection to a private test node starts from its file again: the domain is not there, legacy-vm is.
+    assert await controller.status(ref(uuid)) == UNKNOWN
+    assert (await controller.create(context(fresh(), parameters={"adopt_name": "legacy-vm"}, adopt=True))).endpoint == "vm://legacy-vm"

@@ -74,6 +74,7 @@ class LibvirtController(Controller):
         self.hv = hypervisor
         self._adopted: dict[str, str] = {}  # instance uuid -> name of a domain that keeps its own name
         self._claiming = asyncio.Lock()  # one adoption at a time: two instances never claim one domain
+        self._scanning: asyncio.Future[list[Found]] | None = None
         self._type = ""
 
     async def open(self) -> None:
@@ -91,7 +92,13 @@ class LibvirtController(Controller):
     # -- reading ----------------------------------------------------------
 
     async def _scan(self) -> list[Found]:
-        """Every domain with its state and claim; remembers the adopted ones."""
+        """Every domain with its state and claim; remembers the adopted ones.
+        Lookups that miss at the same time (a Status of many instances) share one scan."""
+        if self._scanning is None or self._scanning.done():
+            self._scanning = asyncio.ensure_future(self._scan_now())
+        return await asyncio.shield(self._scanning)
+
+    async def _scan_now(self) -> list[Found]:
         found = await self.hv.call("listAllDomains", lambda conn: [_describe(d) for d in conn.listAllDomains()])
         for domain in found:
             if domain.claim is not None and domain.name != domain_name(domain.claim.uuid):
