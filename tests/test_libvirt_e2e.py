@@ -176,6 +176,13 @@ def test_two_vms_deployed_stopped_deleted_and_the_test_domain_adopted(suite: Sui
                           "--call-timeout", "10", env=tracing(receiver)) as controller:
         assert "libvirt at test:///default: 1 domains, 0 of them orchestrated" in registered(controller, since)
 
+        # `orch solution plan --preview`: the controller's dry run of each planned operation.
+        plan = json.loads(suite.ok("solution", "plan", DOMAIN, "vms", "V1.0.0", "--preview", "-o", "json"))
+        previews = {(p["Instance"], p["Transition"]): p["Preview"] for p in plan}
+        assert previews[("new-1", "create")].startswith("would define orch-new-1:\n<domain ")
+        assert "<memory unit=\"MiB\">256</memory>" in previews[("new-1", "create")]
+        assert previews[("new-2", "start")] == "would start the domain its create defines"
+
         suite.ok("solution", "deploy", DOMAIN, "vms", "V1.0.0", "--wait", timeout=60)
         vms = instances(suite, "vms")
         assert len(vms) == 2 and {i.state for i in vms} == {pb.STATE_ACTIVE}
@@ -207,7 +214,9 @@ def test_two_vms_deployed_stopped_deleted_and_the_test_domain_adopted(suite: Sui
         assert set(seen(controller, suite, "vms").values()) == {("inactive", f"vm://orch-{i.uuid}") for i in vms}
         assert all(f"shut down orch-{vm.uuid}" in comments(suite) for vm in vms)
 
-        # Preview (what `orch solution plan --preview` shows): the domain is there, nothing to define.
+        plan = json.loads(suite.ok("solution", "plan", DOMAIN, "vms", "V1.0.0", "--preview", "-o", "json"))
+        assert sorted(p["Preview"] for p in plan) == sorted(f"would boot orch-{vm.uuid} (shut off)" for vm in vms)
+        # The same, asked of the controller directly: a create of an instance whose domain is there changes nothing.
         service, metadata = stub(controller)
         operation = cpb.Operation(operation_id="preview-1", transition=pb.TRANSITION_CREATE, instance=refs(suite, "vms")[0],
                                   parameters={"memory_mib": "256"})

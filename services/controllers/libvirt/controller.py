@@ -10,6 +10,7 @@ import asyncio
 import fnmatch
 import logging
 import time
+import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,14 @@ def _describe(dom: Any) -> Found:
             raise
         claim = None
     return Found(dom.name(), dom.state()[0], claim)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuidlib.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _undefine(dom: Any) -> None:
@@ -349,6 +358,8 @@ class LibvirtController(Controller):
                 return f"no domain {name}: nothing to undefine"
             return f"would undefine {found.shown}" + (", powering it off first" if found.state in UP else "")
         if found is None:
+            if not _is_uuid(ctx.uuid):  # an instance the plan makes (new-1): its create comes first
+                return f"would {transition} the domain its create defines"
             return f"no domain {name}: would define it from the configuration first"
         if transition in ("configure", "reconfigure"):
             if found.name != domain_name(ctx.uuid):
