@@ -11,9 +11,9 @@ SDK_GEN_STAMP := sdk/src/orchestration_sdk/v1/.generated
 GEN_DIR := services/orchestration/v1
 GEN_STAMP := $(GEN_DIR)/.generated
 
-.PHONY: proto-release setup bytecode chromium generate run test test-unit test-faults bench bench-fairness bench-console screenshots soak chaos lint-proto typecheck clean
+.PHONY: proto-release setup bytecode chromium libvirt-dev generate run test test-unit test-faults bench bench-fairness bench-console screenshots soak chaos lint-proto typecheck clean
 
-setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium
+setup: $(VENV)/.installed $(GEN_STAMP) bytecode chromium libvirt-dev
 
 # The project's own modules compiled ahead (only what changed): an editable
 # install gets no bytecode from pip, and with PYTHONDONTWRITEBYTECODE set
@@ -27,12 +27,20 @@ chromium:
 	@test -x /usr/bin/chromium || apt-get install -y chromium >/dev/null 2>&1 || \
 		(apt-get update >/dev/null && apt-get install -y chromium >/dev/null)
 
+# The libvirt controller's binding (the extra `libvirt`) is built by pip
+# against Debian's libvirt headers: the venv's Python is not Debian's, so
+# Debian's python3-libvirt would not be importable from it.
+libvirt-dev:
+	@(test -f /usr/include/libvirt/libvirt.h && command -v pkg-config >/dev/null && command -v cc >/dev/null) || \
+		apt-get install -y --no-install-recommends libvirt-dev pkg-config gcc >/dev/null 2>&1 || \
+		(apt-get update >/dev/null && apt-get install -y --no-install-recommends libvirt-dev pkg-config gcc >/dev/null)
+
 # The engine and the controller SDK it depends on, both editable, in one
 # install: the SDK named on the command line is the one the engine gets.
-$(VENV)/.installed: pyproject.toml sdk/pyproject.toml sdk/setup.py
+$(VENV)/.installed: pyproject.toml sdk/pyproject.toml sdk/setup.py | libvirt-dev
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ./sdk -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ./sdk -e '.[dev,libvirt]'
 	touch $@
 
 # Code generation runs whenever a contract changes: the SDK's contracts by

@@ -1,0 +1,278 @@
+"""The libvirt controller as a real process against a whole suite, on
+libvirt's test driver (whose domains live inside the controller process):
+the example's two VMs deployed, stopped, deleted; the driver's own `test`
+domain adopted; its libvirt calls as spans under the operations; a
+password for a URI that asks for one, found in no output; SIGKILL in the
+middle of a start, and the start re-delivered to the restarted controller
+converging (the test driver starts afresh: the domain is defined again).
+
+What libvirt holds is read through the controller's own ControllerService
+(Status and Preview, as the monitor and `orch solution plan` call them) and
+the engine's records and events: no test-only back door."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from orchestration.runtime.credentials import engine_credential_for
+from orchestration.v1 import controller_pb2 as cpb
+from orchestration.v1 import controller_pb2_grpc as cpb_grpc
+from orchestration.v1 import model_pb2 as pb
+from orchestration_sdk.runtime.wire import bearer_metadata
+from suite import ExtraController, Suite, extra_controller, running_suite, wait_until
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "libvirt" / "vms.yaml"
+DOMAIN = "examples"
+NAMES = ["libvirt", "vm"]
+PASSWORD = "libvirt-Pw-4f2a91c7e3"
+
+# One VM that takes a few seconds to count as booted: long enough to kill its controller in the middle of the start.
+SLOW = """
+Name: examples
+Components:
+  slowvm - V1.0.0:
+    Component: slowvm
+    Version: V1.0.0
+    Controller: "libvirt:V1.0.0"
+    Configuration: ""
+    Dependencies: {}
+Architectures:
+  slow - V1.0.0:
+    Architecture: slow
+    Version: V1.0.0
+    Configuration: ""
+    Elements:
+      vm:
+        Element: vm
+        Component: slowvm
+        Configuration: |
+          memory_mib: 128
+          boot_seconds: 3
+        Clusters:
+          V1.0.0: {Version: V1.0.0, State: active, Min: 1, Max: 1, Size: 1, Configuration: "", Relationships: {}}
+"""
+
+# The test driver's own default domain, and a user that must authenticate.
+AUTH_NODE = f"""<node>
+  <domain type='test'><name>test</name><memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>
+  <auth><user password='{PASSWORD}'>orch</user></auth>
+</node>
+"""
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver: collects (name, span id, parent id, attributes) of every span."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str, str, dict[str, str]]] = []
+        self.raw: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def Export(self, request, context):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.raw.append(request.SerializeToString())
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        self.spans.append((span.name, span.span_id.hex(), span.parent_span_id.hex(),
+                                           {a.key: a.value.string_value for a in span.attributes}))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[Receiver, int]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    found = Receiver()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(found, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield found, port
+    server.stop(0)
+
+
+def tracing(receiver: tuple[Receiver, int]) -> dict[str, str]:
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory, receiver: tuple[Receiver, int]) -> Iterator[Suite]:
+    # Spans are recorded where the request's trace is sampled: the whole suite exports, as in production.
+    with running_suite(tmp_path_factory.mktemp("libvirt"), env=tracing(receiver)) as running:
+        running.ok("apply", "-f", str(EXAMPLE))
+        running.apply(SLOW)
+        yield running
+
+
+def stub(controller: ExtraController) -> tuple[cpb_grpc.ControllerServiceStub, Any]:
+    """The controller's ControllerService (as the monitor and the dispatcher reach it) and the credential it takes."""
+    ports = wait_until(lambda: re.findall(r"listening on 127\.0\.0\.1:(\d+)", controller.log()), what="controller listening")
+    engine = (controller.suite.home / "engine-credential").read_text().strip()
+    channel = grpc.insecure_channel(f"127.0.0.1:{ports[-1]}")
+    return cpb_grpc.ControllerServiceStub(channel), bearer_metadata(engine_credential_for(engine, "libvirt"))
+
+
+def registered(controller: ExtraController, since: int, times: int = 1) -> str:
+    """Wait until the controller has registered `times` times since offset `since` of its log
+    (one log for every run of a controller of that name); its log since then."""
+    wait_until(lambda: controller.log()[since:].count("registered libvirt") >= times, timeout=30, what="registration")
+    return controller.log()[since:]
+
+
+def log_size(suite: Suite) -> int:
+    path = suite.home / "controller-libvirt.log"
+    return len(path.read_text(errors="replace")) if path.exists() else 0
+
+
+def instances(suite: Suite, solution: str) -> list[pb.Instance]:
+    found = suite.planned(DOMAIN, solution)
+    return [i for e in found.elements for c in e.clusters for i in c.instances]
+
+
+def refs(suite: Suite, solution: str) -> list[cpb.InstanceReference]:
+    return [cpb.InstanceReference(domain=DOMAIN, solution=solution, element="vm", cluster="V1.0.0", uuid=i.uuid)
+            for i in instances(suite, solution)]
+
+
+def seen(controller: ExtraController, suite: Suite, solution: str) -> dict[str, tuple[str, str]]:
+    """uuid -> (state, endpoint) of each instance, as the controller's Status says (what libvirt has)."""
+    service, metadata = stub(controller)
+    answer = service.Status(cpb.StatusRequest(instances=refs(suite, solution)), metadata=metadata, timeout=10)
+    return {s.uuid: (pb.State.Name(s.state).removeprefix("STATE_").lower() if s.known else "unknown", s.endpoint)
+            for s in answer.statuses}
+
+
+def known(controller: ExtraController, solution: str, vms: list[pb.Instance]) -> list[bool]:
+    """Whether the controller still has a domain for each of these instances (of a solution that may be gone)."""
+    service, metadata = stub(controller)
+    asked = [cpb.InstanceReference(domain=DOMAIN, solution=solution, element="vm", cluster="V1.0.0", uuid=i.uuid) for i in vms]
+    return [s.known for s in service.Status(cpb.StatusRequest(instances=asked), metadata=metadata, timeout=10).statuses]
+
+
+def comments(suite: Suite) -> str:
+    """The comments of the domain's events, one a line (a result's message arrives as "TRANSITION: MESSAGE")."""
+    return "\n".join(str(e.get("Comment", "")) for e in json.loads(suite.ok("event", "list", DOMAIN, "-o", "json")))
+
+
+def status_table(suite: Suite, solution: str) -> str:
+    return suite.ok("solution", "status", DOMAIN, solution)
+
+
+def test_two_vms_deployed_stopped_deleted_and_the_test_domain_adopted(suite: Suite, receiver: tuple[Receiver, int]) -> None:
+    since = log_size(suite)
+    with extra_controller(suite, "controllers.libvirt", NAMES, "--uri", "test:///default", "--concurrency", "4",
+                          "--call-timeout", "10", env=tracing(receiver)) as controller:
+        assert "libvirt at test:///default: 1 domains, 0 of them orchestrated" in registered(controller, since)
+
+        # `orch solution plan --preview`: the controller's dry run of each planned operation.
+        plan = json.loads(suite.ok("solution", "plan", DOMAIN, "vms", "V1.0.0", "--preview", "-o", "json"))
+        previews = {(p["Instance"], p["Transition"]): p["Preview"] for p in plan}
+        assert previews[("new-1", "create")].startswith("would define orch-new-1:\n<domain ")
+        assert "<memory unit=\"MiB\">256</memory>" in previews[("new-1", "create")]
+        assert previews[("new-2", "start")] == "would start the domain its create defines"
+
+        suite.ok("solution", "deploy", DOMAIN, "vms", "V1.0.0", "--wait", timeout=60)
+        vms = instances(suite, "vms")
+        assert len(vms) == 2 and {i.state for i in vms} == {pb.STATE_ACTIVE}
+        assert seen(controller, suite, "vms") == {i.uuid: ("active", f"vm://orch-{i.uuid}") for i in vms}
+        assert {i.endpoint for i in vms} == {f"vm://orch-{i.uuid}" for i in vms}
+        said = comments(suite)
+        for vm in vms:
+            assert f"create: defined orch-{vm.uuid}: 256 MiB, 1 vCPU" in said, said
+            assert f"start: booted orch-{vm.uuid}" in said
+
+        # Each libvirt call is a span, a child of the span of the operation that made it.
+        def spans_of_creates() -> list[tuple[str, str, str, dict[str, str]]]:
+            with receiver[0].lock:
+                spans = list(receiver[0].spans)
+            defines = [s for s in spans if s[0] == "libvirt defineXML"]
+            return spans if len(defines) >= 2 else []
+
+        spans = wait_until(spans_of_creates, timeout=15, what="libvirt spans exported")
+        by_id = {s[1]: s for s in spans}
+        for vm in vms:
+            define = next(s for s in spans if s[0] == "libvirt defineXML" and s[3].get("libvirt.domain") == f"orch-{vm.uuid}")
+            parent = by_id[define[2]]
+            assert parent[0] == f"create {vm.uuid}" and parent[3]["orch.instance"] == vm.uuid
+            boot = next(s for s in spans if s[0] == "libvirt create" and s[3].get("libvirt.domain") == f"orch-{vm.uuid}")
+            assert by_id[boot[2]][0] == f"start {vm.uuid}"
+
+        suite.ok("solution", "set", DOMAIN, "vms", "--state", "inactive", "--wait", timeout=60)
+        assert {i.state for i in instances(suite, "vms")} == {pb.STATE_INACTIVE}
+        assert set(seen(controller, suite, "vms").values()) == {("inactive", f"vm://orch-{i.uuid}") for i in vms}
+        assert all(f"shut down orch-{vm.uuid}" in comments(suite) for vm in vms)
+
+        plan = json.loads(suite.ok("solution", "plan", DOMAIN, "vms", "V1.0.0", "--preview", "-o", "json"))
+        assert sorted(p["Preview"] for p in plan) == sorted(f"would boot orch-{vm.uuid} (shut off)" for vm in vms)
+        # The same, asked of the controller directly: a create of an instance whose domain is there changes nothing.
+        service, metadata = stub(controller)
+        operation = cpb.Operation(operation_id="preview-1", transition=pb.TRANSITION_CREATE, instance=refs(suite, "vms")[0],
+                                  parameters={"memory_mib": "256"})
+        text = service.Preview(cpb.PreviewRequest(operation=operation), metadata=metadata, timeout=10).text
+        assert text == f"exists as orch-{operation.instance.uuid} (shut off): nothing to do"
+
+        suite.ok("solution", "delete", DOMAIN, "vms", "--wait", timeout=60)
+        assert known(controller, "vms", vms) == [False, False]
+        assert all(f"undefined orch-{vm.uuid}; its disks are kept" in comments(suite) for vm in vms)
+
+        # Adopt: one instance claims the driver's `test` domain (running), the other gets a domain of its own.
+        suite.ok("solution", "adopt", DOMAIN, "vms", "V1.0.0", "--wait", timeout=60)
+        adopted = instances(suite, "vms")
+        states = seen(controller, suite, "vms")
+        other = next(i.uuid for i in adopted if states[i.uuid][1] != "vm://test")
+        assert sorted(states.values()) == sorted([("active", "vm://test"), ("active", f"vm://orch-{other}")]), states
+        assert {i.endpoint for i in adopted} == {"vm://test", f"vm://orch-{other}"}
+        assert "adopted existing domain test (running)" in comments(suite)
+        suite.ok("solution", "delete", DOMAIN, "vms", "--wait", timeout=60)
+        said = comments(suite)
+        assert "stop: shut down test" in said and "destroy: undefined test; its disks are kept" in said, said
+
+
+@pytest.mark.faults
+def test_a_password_reaches_libvirt_alone_and_a_killed_start_converges(suite: Suite, receiver: tuple[Receiver, int],
+                                                                      tmp_path: Path) -> None:
+    node = tmp_path / "node.xml"  # outside the suite's home: it holds the password, as a real host's SASL database would
+    node.write_text(AUTH_NODE)
+    auth = tmp_path / "libvirt-auth"
+    auth.write_text(f"username=orch\npassword={PASSWORD}\n")
+    auth.chmod(0o600)
+    args = ["--uri", f"test://{node}", "--auth-file", str(auth), "--call-timeout", "10"]
+    since = log_size(suite)
+    with extra_controller(suite, "controllers.libvirt", NAMES, *args, env=tracing(receiver)) as controller:
+        assert f"libvirt at test://{node}: 1 domains, 0 of them orchestrated" in registered(controller, since)
+        task = suite.ok("solution", "deploy", DOMAIN, "slow", "V1.0.0").strip().splitlines()[-1]
+        # The domain runs, the start waits out boot_seconds: kill the controller there.
+        wait_until(lambda: instances(suite, "slow") and set(seen(controller, suite, "slow").values())
+                   == {("active", f"vm://orch-{instances(suite, 'slow')[0].uuid}")}, timeout=20, what="domain running")
+        assert suite.task(DOMAIN, task).task.status not in (pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED)
+        controller.kill()
+        controller.start()
+        assert f"libvirt at test://{node}: 1 domains, 0 of them orchestrated" in registered(controller, since, times=2)
+        # The test driver started afresh with the process: the re-delivered start defines the domain again and boots it.
+        assert suite.wait_task(DOMAIN, task, timeout=60).status == pb.TASK_STATUS_COMPLETED
+        vm = instances(suite, "slow")[0]
+        assert vm.state == pb.STATE_ACTIVE
+        assert seen(controller, suite, "slow") == {vm.uuid: ("active", f"vm://orch-{vm.uuid}")}
+        assert f"domain was missing: defined orch-{vm.uuid}: 128 MiB, 1 vCPU" in comments(suite)
+        suite.ok("solution", "delete", DOMAIN, "slow", "--wait", timeout=60)
+        assert known(controller, "slow", [vm]) == [False]
+    # The password went to libvirt's authentication callback and nowhere else: no log, record, event, span or output.
+    with receiver[0].lock:
+        assert receiver[0].spans and not any(PASSWORD.encode() in raw for raw in receiver[0].raw)
+    for path in suite.home.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), f"the password is in {path}"
+    assert PASSWORD not in suite.ok("event", "list", DOMAIN, "-o", "json")
+    assert PASSWORD not in suite.ok("solution", "list", DOMAIN)
