@@ -1,0 +1,118 @@
+"""The ec2 controller's operations: each reads the cluster's parameters
+(`kind: network` or `kind: server`, see `settings`), finds what exists by
+its orch:instance tag, and does only what is missing. Every result's
+message lists the API calls it made (or what it found)."""
+
+from __future__ import annotations
+
+
+from controllers.ec2.api import Ec2Api
+from controllers.ec2.network import Networks
+from controllers.ec2.preview import preview
+from controllers.ec2.server import Servers, endpoint_of, placement
+from controllers.ec2.settings import ClientSettings, Kind, kind_of, network_spec, server_spec
+from orchestration_sdk import UNKNOWN, Controller, InstanceRef, InstanceState, OperationContext, Permanent, Result
+
+
+class Ec2Controller(Controller):
+    """Networks (VPC, subnet, security group) and servers (EC2 instances) in one region."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.api = Ec2Api(settings)
+        self.servers = Servers(self.api)
+        self.networks = Networks(self.api)
+        # What each instance is, as its operations said: status then asks the right API first.
+        self._kinds: dict[str, Kind] = {}
+
+    async def open(self) -> None:
+        self.api.open()
+
+    def _kind(self, ctx: OperationContext) -> Kind:
+        kind = kind_of(ctx.parameters)
+        self._kinds[ctx.uuid] = kind
+        return kind
+
+    async def create(self, ctx: OperationContext) -> Result:
+        if self._kind(ctx) == "network":
+            steps: list[str] = []
+            parts = await self.networks.ensure(ctx, network_spec(ctx.parameters), steps)
+            return _result(parts.endpoint, steps)
+        spec = server_spec(ctx.parameters)
+        instance, steps = await self.servers.create(ctx, spec, placement(ctx, spec))
+        return _result(endpoint_of(instance), steps)
+
+    async def configure(self, ctx: OperationContext) -> Result:
+        return await self._apply(ctx, running=False)
+
+    async def reconfigure(self, ctx: OperationContext) -> Result:
+        return await self._apply(ctx, running=True)
+
+    async def _apply(self, ctx: OperationContext, running: bool) -> Result:
+        """A changed configuration: the network's rules and parts, the server's tags and type."""
+        steps: list[str] = []
+        if self._kind(ctx) == "network":
+            parts = await self.networks.ensure(ctx, network_spec(ctx.parameters), steps)
+            return _result(parts.endpoint, steps or ["nothing to change"])
+        spec = server_spec(ctx.parameters)
+        instance = await self._server(ctx)
+        await self.servers.retag(ctx, instance, spec, steps)
+        instance = await self.servers.resize(ctx, instance, spec, steps)
+        return _result(endpoint_of(instance), steps or ["nothing to change"])
+
+    async def start(self, ctx: OperationContext) -> Result:
+        steps: list[str] = []
+        if self._kind(ctx) == "network":
+            parts = await self.networks.ensure(ctx, network_spec(ctx.parameters), steps)
+            await self.networks.set_state(ctx, parts, "active", steps)
+            return _result(parts.endpoint, steps)
+        instance = await self.servers.start(ctx, await self._server(ctx), steps)
+        return _result(endpoint_of(instance), steps)
+
+    async def stop(self, ctx: OperationContext) -> Result:
+        steps: list[str] = []
+        if self._kind(ctx) == "network":
+            parts = await self.networks.parts(ctx.uuid)
+            await self.networks.set_state(ctx, parts, "inactive", steps)
+            return _result(parts.endpoint, steps or ["no network: nothing to stop"])
+        found = await self.servers.find(ctx.uuid)
+        if found is None:
+            return Result(message="no instance: nothing to stop")
+        instance = await self.servers.stop(ctx, found, steps)
+        return _result(endpoint_of(instance), steps)
+
+    async def destroy(self, ctx: OperationContext) -> Result:
+        try:
+            kind: Kind | None = self._kind(ctx)
+        except Permanent:
+            kind = None  # a broken configuration must not keep what was made: remove both kinds
+        steps: list[str] = []
+        if kind != "network":
+            steps += await self.servers.destroy(ctx)
+        if kind != "server":
+            steps += await self.networks.destroy(ctx)
+        return Result(message="\n".join(steps))
+
+    async def reset(self, ctx: OperationContext) -> Result:
+        return await self.destroy(ctx)
+
+    async def status(self, ref: InstanceRef) -> InstanceState:
+        if self._kinds.get(ref.uuid) != "network":
+            state = await self.servers.status(ref)
+            if state.known or self._kinds.get(ref.uuid) == "server":
+                return state
+        return await self.networks.status(ref) or UNKNOWN
+
+    async def preview(self, ctx: OperationContext) -> str:
+        return await preview(self.servers, self.networks, ctx)
+
+    async def _server(self, ctx: OperationContext) -> dict:  # type: ignore[type-arg]
+        instance = await self.servers.find(ctx.uuid)
+        if instance is None:
+            raise Permanent(f"ec2: no instance is tagged {ctx.uuid} (terminated outside the engine?); "
+                            "the engine makes a new one after a reset")
+        return instance
+
+
+def _result(endpoint: str, steps: list[str]) -> Result:
+    return Result(endpoint=endpoint, message="\n".join(steps))
+
