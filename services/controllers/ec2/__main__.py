@@ -17,7 +17,7 @@ OPTIONS = [
                  help="AWS region (default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1)."),
     click.Option(["--endpoint-url"], envvar="ORCH_EC2_ENDPOINT_URL", default="",
                  help="EC2 endpoint other than AWS's own (a moto server, a VPC endpoint)."),
-    click.Option(["--credentials-file"], envvar="ORCH_EC2_CREDENTIALS_FILE", default="",
+    click.Option(["--credentials-file"], envvar="ORCH_EC2_CREDENTIALS_FILE", default=None,
                  type=click.Path(exists=True, dir_okay=False),
                  help="AWS credentials file (INI: aws_access_key_id, aws_secret_access_key) to use instead of "
                       "the environment's credentials; --profile picks the section (default: default)."),
