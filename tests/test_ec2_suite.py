@@ -7,7 +7,11 @@ adopt` takes over a running instance; the AWS secret in no output."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -17,9 +21,13 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
+from cli.embedded_nats import free_port
+from cli.home import load_connection
 from moto_server import DUMMY_SECRET, REGION, aws_env, ec2_client, running_moto, tagged, tags_of
 from orchestration.v1 import model_pb2 as pb
-from suite import ExtraController, Suite, environment_of, extra_controller, monitor_figure, running_suite, wait_until
+from suite import (BIN, ExtraController, Suite, alive, cmdline, environment_of, extra_controller, monitor_figure,
+                   running_suite, wait_until)
+from test_sdk_alone import sh_blocks
 from test_tracing import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +111,48 @@ def ec2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ec2Suite]:
 
 def instances_of(solution: Any, element: str) -> list[Any]:
     return [i for e in solution.elements if e.name == element for c in e.clusters for i in c.instances]
+
+
+def _background(*marks: str) -> list[int]:
+    """pids of the processes whose command line holds every mark."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and all(m in cmdline(int(p)) for m in marks)]
+
+
+def test_the_readme_commands_work_as_shown(tmp_path: Path) -> None:
+    """examples/ec2/README.md, every block in one shell as a person types
+    them, against a suite of its own (its controller and moto are the README's)."""
+    root, port = tmp_path / "scratch", str(free_port())
+    (tmp_path / "home").mkdir()
+    root.mkdir()
+    with running_suite(tmp_path / "home") as suite:
+        connection = load_connection(suite.home)
+        assert connection is not None
+        replacements = {"/tmp/": f"{root}/", ".venv/bin/": f"{BIN}/", "127.0.0.1:50052": connection.dispatcher,
+                        "-p 5000": f"-p {port}", "127.0.0.1:5000": f"127.0.0.1:{port}"}
+        script = ""
+        for number, block in enumerate(sh_blocks(REPO / "examples" / "ec2" / "README.md")):
+            for shown, actual in replacements.items():
+                block = block.replace(shown, actual)
+            script += f"echo '=== {number}'\n{block}\n"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "ORCH_TOKEN"}
+        try:
+            done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=REPO, capture_output=True, text=True,
+                                  timeout=240, env={**env, "ORCH_HOME": str(suite.home)})
+            log = (root / "ec2-controller.log").read_text() if (root / "ec2-controller.log").exists() else ""
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log[-3000:]
+            out = dict(part.split("\n", 1) for part in done.stdout.split("=== ")[1:])
+            servers = out["2"].splitlines()[-3:-1]
+            assert [(e, state) for e, _, state in map(ast.literal_eval, servers)] == [("web", "running")] * 2, out["2"]
+            assert int(out["2"].splitlines()[-1]) >= 2, "the events say RunInstances"
+            legacy = out["3"].splitlines()[0]
+            assert out["3"].splitlines()[-1] == f"('{legacy}', 'running', 'legacy')", out["3"]
+            client = ec2_client(f"http://127.0.0.1:{port}")
+            for name in ("ec2-web", "legacy"):
+                assert {i["State"]["Name"] for i in tagged(client, "orch:solution", name)} == {"terminated"}
+        finally:
+            for pid in _background(f"-p {port}") + _background("controllers.ec2", str(root)):
+                os.kill(pid, signal.SIGTERM)
+                wait_until(lambda: not alive(pid), 15, f"{pid} to stop")
 
 
 def test_the_example_deploys_one_trace_of_api_calls_and_is_torn_down(ec2: Ec2Suite) -> None:

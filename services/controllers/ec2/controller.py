@@ -90,17 +90,25 @@ class Ec2Controller(Controller):
             steps += await self.servers.destroy(ctx)
         if kind != "server":
             steps += await self.networks.destroy(ctx)
+        self._kinds.pop(ctx.uuid, None)
         return Result(message="\n".join(steps))
 
     async def reset(self, ctx: OperationContext) -> Result:
         return await self.destroy(ctx)
 
     async def status(self, ref: InstanceRef) -> InstanceState:
-        if self._kinds.get(ref.uuid) != "network":
+        hint = self._kinds.get(ref.uuid)
+        if hint != "network":
             state = await self.servers.status(ref)
-            if state.known or self._kinds.get(ref.uuid) == "server":
+            if state.known:
+                self._kinds[ref.uuid] = "server"
+            if state.known or hint == "server":
                 return state
-        return await self.networks.status(ref) or UNKNOWN
+        network = await self.networks.status(ref)
+        if network is None:
+            return UNKNOWN
+        self._kinds[ref.uuid] = "network"
+        return network
 
     async def preview(self, ctx: OperationContext) -> str:
         return await preview(self.servers, self.networks, ctx)
