@@ -63,9 +63,10 @@ def _ip_permission(rule: Rule) -> dict[str, Any]:
 def rules_of(group: dict[str, Any]) -> set[Rule]:
     found = set()
     for permission in group.get("IpPermissions") or []:
+        protocol = str(permission["IpProtocol"])
+        ports = (0, 0) if protocol == "-1" else (int(permission.get("FromPort", 0) or 0), int(permission.get("ToPort", 0) or 0))
         for ip_range in permission.get("IpRanges") or []:
-            found.add(Rule(str(permission["IpProtocol"]), int(permission.get("FromPort", 0) or 0),
-                           int(permission.get("ToPort", 0) or 0), str(ip_range["CidrIp"])))
+            found.add(Rule(protocol, *ports, str(ip_range["CidrIp"])))
     return found
 
 

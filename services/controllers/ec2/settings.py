@@ -230,7 +230,10 @@ def _rules(items: list[str]) -> tuple[Rule, ...]:
         low, high = int(first), int(last or first)
         if high > 65535 or low > high:
             raise Permanent(f"ec2: ingress rule {item!r}: ports must be 0-65535, low to high")
-        rules.append(Rule("-1" if protocol in ("-1", "all") else protocol, low, high, cidr))
+        if protocol in ("-1", "all"):
+            rules.append(Rule("-1", 0, 0, cidr))  # every protocol and port: EC2 keeps no ports for it
+        else:
+            rules.append(Rule(protocol, low, high, cidr))
     return tuple(rules)
 
 
