@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import uuid as uuids
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,10 +40,11 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def controller(moto: str) -> Ec2Controller:
+async def controller(moto: str) -> AsyncIterator[Ec2Controller]:
     found = Ec2Controller(ClientSettings(region=REGION, endpoint_url=moto, poll_max=0.5))
     await found.open()
-    return found
+    yield found
+    await found.close()
 
 
 def context(transition: str, parameters: dict[str, str], uuid: str = "", *, providers: tuple[Provider, ...] = (),

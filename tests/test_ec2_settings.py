@@ -39,6 +39,9 @@ def test_a_server_reads_its_image_type_tags_and_adopt_selector() -> None:
     with pytest.raises(Permanent, match=r"adopt.filters must be \{Name"):
         server_spec({"image_id": "ami-1", "adopt": '{"filters": ["x"]}'})
     assert kind_of({"kind": " Server "}) == "server"
+    with pytest.raises(Permanent, match="aws_secret_access_key in the model: AWS credentials are never part of a model") as refused:
+        kind_of({"kind": "server", "aws_secret_access_key": "s3cr3t"})
+    assert "s3cr3t" not in refused.value.message
 
 
 def test_one_create_has_one_client_token_and_settings_come_from_options() -> None:

@@ -39,6 +39,7 @@ LIVE = ("pending", "running", "stopping", "stopped")
 # The crash test's own model: a server whose first boot lasts a few seconds
 # (create waits on the real instance that long before it stops it), so that
 # the controller can be killed after RunInstances and before its result.
+# (moto has no state manager for EC2 instances: they run at once.)
 CRASH = """
 Name: ec2crash
 Components:

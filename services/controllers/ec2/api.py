@@ -9,10 +9,12 @@ file its settings name; they never reach a message, a log line or a span."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import boto3
@@ -88,6 +90,8 @@ class Ec2Api:
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.concurrency)
+        # Threads of its own, as many as calls may be in flight (asyncio's default pool has cores + 4).
+        self._pool: ThreadPoolExecutor | None = None
         self._client: Any = None
         self._poll = Backoff(first=_POLL_FIRST, maximum=max(_POLL_FIRST, settings.poll_max), factor=1.6,
                              jitter=Jitter.HALF)
@@ -101,11 +105,16 @@ class Ec2Api:
         session = boto3.Session(**self._credentials()) if s.credentials_file else \
             boto3.Session(profile_name=s.profile or None)
         self._client = session.client("ec2", endpoint_url=s.endpoint_url or None, config=config)
+        self._pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="ec2-call")
         # botocore's debug lines carry signed request headers: never below INFO.
         for name in ("botocore", "boto3", "urllib3"):
             logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
         log.info("ec2: region %s%s, %d calls at once, %.0f s per call, %d attempts", s.region,
                  f", endpoint {s.endpoint_url}" if s.endpoint_url else "", s.concurrency, s.call_timeout, s.max_attempts)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _credentials(self) -> dict[str, str]:
         """The keys of one profile of the credentials file the settings name (default: `default`)."""
@@ -135,7 +144,8 @@ class Ec2Api:
         with _tracer.start_as_current_span(f"EC2.{operation}", kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 async with self._slots:
-                    response: dict[str, Any] = await asyncio.to_thread(method, **params)
+                    call = functools.partial(method, **params)
+                    response: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(self._pool, call)
                     return response
             except ClientError as err:
                 error = err.response.get("Error", {})

@@ -27,6 +27,9 @@ class Ec2Controller(Controller):
     async def open(self) -> None:
         self.api.open()
 
+    async def close(self) -> None:
+        self.api.close()
+
     def _kind(self, ctx: OperationContext) -> Kind:
         kind = kind_of(ctx.parameters)
         self._kinds[ctx.uuid] = kind

@@ -37,6 +37,8 @@ DEFAULT_TYPE = "t3.micro"
 TAG_DOMAIN, TAG_SOLUTION, TAG_ELEMENT, TAG_INSTANCE = "orch:domain", "orch:solution", "orch:element", "orch:instance"
 TAG_STATE = "orch:state"  # a network's lifecycle state (it has no running or stopped of its own)
 TAG_ADOPTED = "orch:adopted"  # taken over by `orch solution adopt`, not launched by us
+_CREDENTIAL_KEYS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key", "secret_key",
+                    "credentials", "password"}
 _TAG_KEY = re.compile(r"^[^\s].{0,127}$")
 _RULE = re.compile(r"^(tcp|udp|icmp|-1|all):(\d{1,5})(?:-(\d{1,5}))?:(.+)$")
 
@@ -110,7 +112,11 @@ class ServerSpec:
 
 
 def kind_of(parameters: Mapping[str, str]) -> Kind:
-    """The kind of component a cluster's parameters describe."""
+    """The kind of component a cluster's parameters describe (and credentials refused: never in the model)."""
+    secret = sorted(k for k in parameters if k.lower() in _CREDENTIAL_KEYS)
+    if secret:
+        raise Permanent(f"ec2: {', '.join(secret)} in the model: AWS credentials are never part of a model; give them "
+                        "to the controller (its environment, or --credentials-file) and remove them from the Configuration")
     kind = parameters.get("kind", "").strip().lower()
     if kind == "network":
         return "network"
