@@ -249,3 +249,28 @@ async def test_credentials_come_from_the_file_the_settings_name(moto: str, tmp_p
     assert (await with_file.create(context("create", NETWORK))).endpoint.startswith("aws://vpc-")
     with pytest.raises(ValueError, match=r"no profile \[default\]"):
         Ec2Controller(ClientSettings(region=REGION, credentials_file=str(path))).api.open()
+
+
+async def test_one_status_call_for_many_servers_is_one_describe_call(controller: Ec2Controller, moto: str) -> None:
+    """The monitor's Status call, over real gRPC: its servers looked up together, not one call each."""
+    from orchestration_sdk.testing import serve_in_process
+    from orchestration_sdk.v1 import controller_pb2 as cpb
+    from orchestration_sdk.v1.model_pb2 import State
+
+    network = network_of(await make_network(controller))
+    servers = [str(uuids.uuid4()) for _ in range(5)]
+    for uuid in servers:
+        await controller.create(context("create", SERVER, uuid, providers=(network,)))
+    await controller.start(context("start", SERVER, servers[0]))
+    gone = str(uuids.uuid4())
+    # A restarted controller: it knows nothing of these instances' kinds.
+    fresh = Ec2Controller(ClientSettings(region=REGION, endpoint_url=moto))
+    async with serve_in_process(fresh, "engine-credential") as served:
+        before = fresh.servers.lookup.calls
+        answer = await served.stub.Status(cpb.StatusRequest(instances=[cpb.InstanceReference(uuid=u) for u in [*servers, gone]]),
+                                          metadata=served.metadata)
+        assert fresh.servers.lookup.calls == before + 1
+    states = {s.uuid: (s.known, s.state) for s in answer.statuses}
+    assert states[servers[0]] == (True, State.STATE_ACTIVE)
+    assert [states[u] for u in servers[1:]] == [(True, State.STATE_INACTIVE)] * 4
+    assert states[gone][0] is False

@@ -6,8 +6,9 @@ changes nothing."""
 from __future__ import annotations
 
 from controllers.ec2.api import DryRunOk, tags_of
+from controllers.ec2.lookup import LIVE
 from controllers.ec2.network import Networks, rules_of
-from controllers.ec2.server import LIVE, Servers, placement, state_of
+from controllers.ec2.server import Servers, placement, state_of
 from controllers.ec2.settings import DEFAULT_TYPE, TAG_INSTANCE, TAG_STATE, kind_of, network_spec, server_spec
 from orchestration_sdk import OperationContext, Permanent, Retryable
 

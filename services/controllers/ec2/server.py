@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from controllers.ec2.api import DryRunOk, Ec2Api, tag_list, tags_of
+from controllers.ec2.lookup import LIVE, InstanceLookup, newest_live
 from controllers.ec2.network import parse_endpoint
 from controllers.ec2.settings import DEFAULT_TYPE, TAG_ADOPTED, TAG_INSTANCE, ServerSpec, Selector, owner_tags
 from orchestration_sdk import UNKNOWN, InstanceRef, InstanceState, OperationContext, Permanent, Retryable, StateName
 
-LIVE = ["pending", "running", "stopping", "stopped", "shutting-down"]
 STATES: dict[str, StateName] = {"pending": "active", "running": "active", "stopping": "inactive", "stopped": "inactive"}
 
 
@@ -53,18 +53,17 @@ class Servers:
 
     def __init__(self, api: Ec2Api) -> None:
         self.api = api
+        self.lookup = InstanceLookup(api)
         # Claims of adopted instances, one at a time: two instances of a cluster must not claim the same one.
         self._claims = asyncio.Lock()
 
     async def find(self, uuid: str) -> dict[str, Any] | None:
         """The live instance tagged for this engine instance (the newest if, against all care, several)."""
-        found = await self.api.instances([{"Name": f"tag:{TAG_INSTANCE}", "Values": [uuid]},
-                                          {"Name": "instance-state-name", "Values": LIVE}], uuid)
-        live = [i for i in found if state_of(i) != "shutting-down"]
-        return live[-1] if live else None
+        return newest_live(await self.api.instances([{"Name": f"tag:{TAG_INSTANCE}", "Values": [uuid]},
+                                                     {"Name": "instance-state-name", "Values": LIVE}], uuid))
 
     async def status(self, ref: InstanceRef) -> InstanceState:
-        instance = await self.find(ref.uuid)
+        instance = await self.lookup.find(ref.uuid)
         state = STATES.get(state_of(instance))
         if instance is None or state is None:
             return UNKNOWN
