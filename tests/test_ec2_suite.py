@@ -13,13 +13,10 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from cli.embedded_nats import free_port
 from cli.home import load_connection
@@ -27,8 +24,8 @@ from moto_server import DUMMY_SECRET, REGION, aws_env, ec2_client, running_moto,
 from orchestration.v1 import model_pb2 as pb
 from suite import (BIN, ExtraController, Suite, alive, cmdline, environment_of, extra_controller, monitor_figure,
                    running_suite, wait_until)
+from otlp import Receiver, receiving
 from test_sdk_alone import sh_blocks
-from test_tracing import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -94,20 +91,11 @@ class Ec2Suite:
 @pytest.fixture(scope="module")
 def ec2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ec2Suite]:
     home = tmp_path_factory.mktemp("ec2")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    receiver = Receiver()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    try:
-        with running_moto(home / "moto.log") as moto, \
-                running_suite(home, "--monitor-interval", "1", env=otel) as suite, \
-                extra_controller(suite, "controllers.ec2", ["ec2", "aws-ec2"], "--endpoint-url", moto,
-                                 "--poll-max", "0.5", "--call-timeout", "5", env={**aws_env(), **otel}) as controller:
-            yield Ec2Suite(suite, moto, controller, receiver)
-    finally:
-        server.stop(0)
+    with receiving() as receiver, running_moto(home / "moto.log") as moto, \
+            running_suite(home, "--monitor-interval", "1", env=receiver.environment) as suite, \
+            extra_controller(suite, "controllers.ec2", ["ec2", "aws-ec2"], "--endpoint-url", moto,
+                             "--poll-max", "0.5", "--call-timeout", "5", env={**aws_env(), **receiver.environment}) as controller:
+        yield Ec2Suite(suite, moto, controller, receiver)
 
 
 def instances_of(solution: Any, element: str) -> list[Any]:

@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from orchestration.runtime.credentials import engine_credential_for
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import model_pb2 as pb
 from orchestration_sdk.runtime.wire import bearer_metadata
+from otlp import ReceivedSpan, Receiver, receiving
 from suite import ExtraController, Suite, extra_controller, running_suite, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -73,44 +71,16 @@ AUTH_NODE = f"""<node>
 """
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP trace receiver: collects (name, span id, parent id, attributes) of every span."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, str, str, dict[str, str]]] = []
-        self.raw: list[bytes] = []
-        self.lock = threading.Lock()
-
-    def Export(self, request, context):  # type: ignore[no-untyped-def]
-        with self.lock:
-            self.raw.append(request.SerializeToString())
-            for resource in request.resource_spans:
-                for scope in resource.scope_spans:
-                    for span in scope.spans:
-                        self.spans.append((span.name, span.span_id.hex(), span.parent_span_id.hex(),
-                                           {a.key: a.value.string_value for a in span.attributes}))
-        return trace_service_pb2.ExportTraceServiceResponse()
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with receiving() as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[tuple[Receiver, int]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    found = Receiver()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(found, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield found, port
-    server.stop(0)
-
-
-def tracing(receiver: tuple[Receiver, int]) -> dict[str, str]:
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory, receiver: tuple[Receiver, int]) -> Iterator[Suite]:
+def suite(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Suite]:
     # Spans are recorded where the request's trace is sampled: the whole suite exports, as in production.
-    with running_suite(tmp_path_factory.mktemp("libvirt"), env=tracing(receiver)) as running:
+    with running_suite(tmp_path_factory.mktemp("libvirt"), env=receiver.environment) as running:
         running.ok("apply", "-f", str(EXAMPLE))
         running.apply(SLOW)
         yield running
@@ -170,10 +140,10 @@ def status_table(suite: Suite, solution: str) -> str:
     return suite.ok("solution", "status", DOMAIN, solution)
 
 
-def test_two_vms_deployed_stopped_deleted_and_the_test_domain_adopted(suite: Suite, receiver: tuple[Receiver, int]) -> None:
+def test_two_vms_deployed_stopped_deleted_and_the_test_domain_adopted(suite: Suite, receiver: Receiver) -> None:
     since = log_size(suite)
     with extra_controller(suite, "controllers.libvirt", NAMES, "--uri", "test:///default", "--concurrency", "4",
-                          "--call-timeout", "10", env=tracing(receiver)) as controller:
+                          "--call-timeout", "10", env=receiver.environment) as controller:
         assert "libvirt at test:///default: 1 domains, 0 of them orchestrated" in registered(controller, since)
 
         # `orch solution plan --preview`: the controller's dry run of each planned operation.
@@ -194,20 +164,18 @@ def test_two_vms_deployed_stopped_deleted_and_the_test_domain_adopted(suite: Sui
             assert f"start: booted orch-{vm.uuid}" in said
 
         # Each libvirt call is a span, a child of the span of the operation that made it.
-        def spans_of_creates() -> list[tuple[str, str, str, dict[str, str]]]:
-            with receiver[0].lock:
-                spans = list(receiver[0].spans)
-            defines = [s for s in spans if s[0] == "libvirt defineXML"]
-            return spans if len(defines) >= 2 else []
+        def spans_of_creates() -> list[ReceivedSpan]:
+            spans = receiver.all()
+            return spans if len([s for s in spans if s.name == "libvirt defineXML"]) >= 2 else []
 
         spans = wait_until(spans_of_creates, timeout=15, what="libvirt spans exported")
-        by_id = {s[1]: s for s in spans}
+        by_id = {s.span_id: s for s in spans}
         for vm in vms:
-            define = next(s for s in spans if s[0] == "libvirt defineXML" and s[3].get("libvirt.domain") == f"orch-{vm.uuid}")
-            parent = by_id[define[2]]
-            assert parent[0] == f"create {vm.uuid}" and parent[3]["orch.instance"] == vm.uuid
-            boot = next(s for s in spans if s[0] == "libvirt create" and s[3].get("libvirt.domain") == f"orch-{vm.uuid}")
-            assert by_id[boot[2]][0] == f"start {vm.uuid}"
+            define = next(s for s in spans if s.name == "libvirt defineXML" and s.attributes.get("libvirt.domain") == f"orch-{vm.uuid}")
+            parent = by_id[define.parent_id]
+            assert parent.name == f"create {vm.uuid}" and parent.attributes["orch.instance"] == vm.uuid
+            boot = next(s for s in spans if s.name == "libvirt create" and s.attributes.get("libvirt.domain") == f"orch-{vm.uuid}")
+            assert by_id[boot.parent_id].name == f"start {vm.uuid}"
 
         suite.ok("solution", "set", DOMAIN, "vms", "--state", "inactive", "--wait", timeout=60)
         assert {i.state for i in instances(suite, "vms")} == {pb.STATE_INACTIVE}
@@ -241,7 +209,7 @@ def test_two_vms_deployed_stopped_deleted_and_the_test_domain_adopted(suite: Sui
 
 
 @pytest.mark.faults
-def test_a_password_reaches_libvirt_alone_and_a_killed_start_converges(suite: Suite, receiver: tuple[Receiver, int],
+def test_a_password_reaches_libvirt_alone_and_a_killed_start_converges(suite: Suite, receiver: Receiver,
                                                                       tmp_path: Path) -> None:
     node = tmp_path / "node.xml"  # outside the suite's home: it holds the password, as a real host's SASL database would
     node.write_text(AUTH_NODE)
@@ -250,7 +218,7 @@ def test_a_password_reaches_libvirt_alone_and_a_killed_start_converges(suite: Su
     auth.chmod(0o600)
     args = ["--uri", f"test://{node}", "--auth-file", str(auth), "--call-timeout", "10"]
     since = log_size(suite)
-    with extra_controller(suite, "controllers.libvirt", NAMES, *args, env=tracing(receiver)) as controller:
+    with extra_controller(suite, "controllers.libvirt", NAMES, *args, env=receiver.environment) as controller:
         assert f"libvirt at test://{node}: 1 domains, 0 of them orchestrated" in registered(controller, since)
         task = suite.ok("solution", "deploy", DOMAIN, "slow", "V1.0.0").strip().splitlines()[-1]
         # The domain runs, the start waits out boot_seconds: kill the controller there.
@@ -269,8 +237,7 @@ def test_a_password_reaches_libvirt_alone_and_a_killed_start_converges(suite: Su
         suite.ok("solution", "delete", DOMAIN, "slow", "--wait", timeout=60)
         assert known(controller, "slow", [vm]) == [False]
     # The password went to libvirt's authentication callback and nowhere else: no log, record, event, span or output.
-    with receiver[0].lock:
-        assert receiver[0].spans and not any(PASSWORD.encode() in raw for raw in receiver[0].raw)
+    assert receiver.all() and not any(PASSWORD.encode() in raw for raw in list(receiver.raw))
     for path in suite.home.rglob("*"):
         if path.is_file():
             assert PASSWORD.encode() not in path.read_bytes(), f"the password is in {path}"

@@ -6,68 +6,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from otlp import ReceivedSpan, Receiver, receiving
 from suite import DATA, Suite, running_suite
 
 
-@dataclass(frozen=True)
-class ReceivedSpan:
-    service: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    error: bool
-    attributes: dict[str, str]
-
-
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """Collects every span exported to it."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReceivedSpan] = []
-        self.lock = threading.Lock()
-
-    def Export(self, request, context):  # type: ignore[no-untyped-def]
-        with self.lock:
-            for resource_spans in request.resource_spans:
-                service = next((a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), "")
-                for scope in resource_spans.scope_spans:
-                    for span in scope.spans:
-                        self.spans.append(ReceivedSpan(
-                            service, span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
-                            span.status.code == 2, {a.key: a.value.string_value for a in span.attributes},
-                        ))
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
-        with self.lock:
-            return [s for s in self.spans if s.trace_id == trace_id]
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with receiving() as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[tuple[Receiver, int]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    found = Receiver()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(found, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield found, port
-    server.stop(0)
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory, receiver: tuple[Receiver, int]) -> Iterator[Suite]:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+def suite(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Suite]:
+    env = receiver.environment
     with running_suite(tmp_path_factory.mktemp("tracing"), env=env) as running:
         running.ok("apply", "-f", str(DATA / "demo2.yaml"))
         yield running
@@ -83,7 +39,7 @@ def wait_for_spans(receiver: Receiver, trace_id: str, predicate, timeout: float 
     return receiver.of_trace(trace_id)
 
 
-def test_a_deploy_is_one_trace_from_gateway_to_every_controller_operation(suite: Suite, receiver: tuple[Receiver, int]) -> None:
+def test_a_deploy_is_one_trace_from_gateway_to_every_controller_operation(suite: Suite, receiver: Receiver) -> None:
     task = json.loads(suite.ok("solution", "deploy", "demo", "app", "V0.0.0", "--wait", "-o", "json"))["task"]
     trace_id = suite.ok("task", "trace", task).strip()
     assert len(trace_id) == 32
@@ -94,7 +50,7 @@ def test_a_deploy_is_one_trace_from_gateway_to_every_controller_operation(suite:
         done = {s.attributes.get("orch.instance") for s in spans if s.service == "Internal"}
         return instances <= done and any(s.name.startswith("solution ") for s in spans)
 
-    spans = wait_for_spans(receiver[0], trace_id, complete)
+    spans = wait_for_spans(receiver, trace_id, complete)
     services = {s.service for s in spans}
     assert {"gateway", "dispatcher", "Internal"} <= services, services
     by_id = {s.span_id: s for s in spans}
@@ -110,7 +66,7 @@ def test_a_deploy_is_one_trace_from_gateway_to_every_controller_operation(suite:
             assert chain.span_id in gateway_roots, f"{span.name} does not lead back to the gateway"
 
 
-def test_a_failing_operation_span_is_an_error(suite: Suite, receiver: tuple[Receiver, int]) -> None:
+def test_a_failing_operation_span_is_an_error(suite: Suite, receiver: Receiver) -> None:
     broken = (DATA / "demo2.yaml").read_text()
     start = broken.index("    Architectures:")
     end = broken.index("    Solutions:")
@@ -127,13 +83,13 @@ def test_a_failing_operation_span_is_an_error(suite: Suite, receiver: tuple[Rece
     assert result.returncode == 1
     task = json.loads(result.stdout)["task"]
     trace_id = suite.ok("task", "trace", task).strip()
-    spans = wait_for_spans(receiver[0], trace_id, lambda found: any(s.error and s.service == "Internal" for s in found))
+    spans = wait_for_spans(receiver, trace_id, lambda found: any(s.error and s.service == "Internal" for s in found))
     failed = [s for s in spans if s.error]
     assert any(s.service == "Internal" and s.name.startswith("start ") for s in failed), [s.name for s in failed]
     assert any(s.service == "dispatcher" and s.name.startswith("solution ") for s in failed)
 
 
-def test_no_exporter_without_an_endpoint(receiver: tuple[Receiver, int]) -> None:
+def test_no_exporter_without_an_endpoint(receiver: Receiver) -> None:
     probe = """
 import os, sys, threading
 from orchestration_sdk.runtime import telemetry
@@ -148,11 +104,11 @@ print(sorted(t.name for t in threading.enumerate()), "opentelemetry.exporter.otl
     assert quiet.stdout.strip() == "['MainThread'] False"
     # An endpoint that answers: one that does not would hold the probe's exit for 8 s of export retries.
     exporting = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                               env={**env_without, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}"})
+                               env={**env_without, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}"})
     assert exporting.returncode == 0, exporting.stderr
     assert exporting.stdout.strip().endswith("True") and "MainThread" in exporting.stdout
     assert exporting.stdout.count("'") > 2, "an exporter thread runs when an endpoint is set"
-    assert any(s.service == "probe" and s.name == "x" for s in receiver[0].spans), "and it exports there"
+    assert any(s.service == "probe" and s.name == "x" for s in receiver.spans), "and it exports there"
 
 
 @pytest.mark.parametrize("value", [
