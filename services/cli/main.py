@@ -20,13 +20,14 @@ from orchestration_sdk.runtime.tls import TlsConfig
 # command modules it is made from (engine_commands adds to model_commands'
 # solution and task groups, history_commands to its solution group,
 # watch_commands to its event group), which are
-# all it loads; `up` and `info` come from runtime_commands.
+# all it loads; `up`, `info` and `controller` come from runtime_commands.
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "apply": ("Validate a model, domain, component or architecture file and store it.", ("model",)),
     "architecture": ("Architectures.", ("model",)),
     "audit": ("The audit trail: every change made (or refused) through the gateway.", ("access",)),
     "cluster": ("Clusters of a solution.", ("model", "engine")),
     "component": ("Catalog components.", ("model",)),
+    "controller": ("Controllers of your own: their credentials, from this suite's keys.", ()),
     "domain": ("Domains.", ("model",)),
     "event": ("Task events.", ("model", "watch")),
     "events": ("Task events.", ("model", "watch")),
@@ -72,7 +73,7 @@ def _gateway_commands(modules: tuple[str, ...]) -> click.Group:
 
 
 def _command(name: str) -> click.Command | None:
-    if name in ("up", "info"):
+    if name in ("up", "info", "controller"):
         from cli import runtime_commands
 
         return getattr(runtime_commands, name)  # type: ignore[no-any-return]

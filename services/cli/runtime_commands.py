@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import click
 
@@ -29,6 +30,7 @@ from orchestration.store.natsusers import BUS, OPERATOR, bus_clients_from_enviro
 from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
 from orchestration_sdk.runtime.credentials import secret_sha256
 from orchestration_sdk.runtime.tls import tls_options
+from orchestration_sdk.status_errors import InvalidArgument
 
 # The names each built-in controller registers (its NAME and ALIASES; the CLI
 # imports no service, tests/test_controller_credentials.py checks they agree):
@@ -258,3 +260,52 @@ def register(group: click.Group) -> None:
     """Add the runtime commands to the orch group."""
     group.add_command(up)
     group.add_command(info)
+
+
+@click.group()
+def controller() -> None:
+    """Controllers of your own: their credentials, from this suite's keys."""
+
+
+@controller.command("credential")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="File to write the credential to (mode 0600): the controller's --credential-file.")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "flags"]), default="text", show_default=True,
+              help="flags: only the controller's options (--dispatcher, --credential-file, "
+                   "--engine-credential-sha256), for its command line.")
+@pass_settings
+def credential(settings: Settings, names: tuple[str, ...], out: str, output: str) -> None:
+    """Issue a controller a credential for NAMES (its name, then its aliases)
+    from $ORCH_HOME's registration key, and print what the controller is
+    started with: the dispatchers, the credential file and the hash of the
+    credential the engine presents to it. Reads the suite's secrets: run it
+    where `orch up` keeps its home.
+
+    Example: python my_controller.py $(orch controller credential mine --out mine.credential -o flags)"""
+    home = orch_home(settings.home)
+    try:
+        key = (home / "registration-key").read_text().strip()
+        engine = (home / "engine-credential").read_text().strip()
+    except OSError as err:
+        raise click.ClickException(f"cannot read the suite's keys in {home} ({err.strerror}); "
+                                   "run `orch up` there first, or give --home") from err
+    if not key or not engine:
+        raise click.ClickException(f"the suite's keys in {home} are empty; run `orch up` there to make them")
+    try:
+        issued = issue_controller_credential(key, list(names))
+    except (ValueError, InvalidArgument) as err:
+        raise click.BadParameter(str(getattr(err, "message", err)), param_hint="NAMES") from err
+    write_private(Path(out), issued + "\n")
+    digest = secret_sha256(engine_credential_for(engine, names[0]))
+    dispatchers = settings.connection().dispatcher if (home / "connection.json").exists() else ""
+    flags = " ".join([*(["--dispatcher", dispatchers] if dispatchers else []), "--credential-file",
+                      str(Path(out).resolve()), "--engine-credential-sha256", digest])
+    if output == "json":
+        click.echo(json.dumps({"dispatcher": dispatchers, "credential_file": str(Path(out).resolve()),
+                               "engine_credential_sha256": digest}))
+    elif output == "flags":
+        click.echo(flags)
+    else:
+        click.echo(f"credential for {', '.join(names)} written to {out}")
+        click.echo(f"start the controller with: {flags}")
