@@ -110,3 +110,21 @@ def test_controllers_accept_only_the_engine_credential(suite: Suite) -> None:
         assert "ORCH_NATS_URL" not in env
         seen = " ".join(f"{k}={v}" for k, v in env.items()) + cmdline(pid)
         assert engine not in seen and engine_credential_for(engine, name) not in seen
+
+
+def test_orch_controller_credential_issues_one_that_registers_its_names_only(suite: Suite) -> None:
+    out = suite.home / "mine.credential"
+    found = json.loads(suite.ok("controller", "credential", "mine", "my-alias", "--out", str(out), "-o", "json"))
+    credential = out.read_text().strip()
+    assert out.stat().st_mode & 0o777 == 0o600
+    key = (suite.home / "registration-key").read_text().strip()
+    assert controller_names_of(key, credential) == {"mine", "my-alias"}
+    engine = (suite.home / "engine-credential").read_text().strip()
+    assert found["engine_credential_sha256"] == secret_sha256(engine_credential_for(engine, "mine"))
+    assert found["dispatcher"] == json.loads((suite.home / "connection.json").read_text())["dispatcher"]
+    assert register(suite, credential, "mine", "my-alias") == grpc.StatusCode.OK
+    assert register(suite, credential, "process") == grpc.StatusCode.PERMISSION_DENIED
+    flags = suite.ok("controller", "credential", "mine", "--out", str(out), "-o", "flags").split()
+    assert flags[flags.index("--engine-credential-sha256") + 1] == found["engine_credential_sha256"]
+    refused = suite.orch("controller", "credential", "bad/name", "--out", str(suite.home / "x"))
+    assert refused.returncode == 2 and "not valid" in refused.stderr and not (suite.home / "x").exists()
