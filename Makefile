@@ -32,7 +32,7 @@ chromium:
 $(VENV)/.installed: pyproject.toml sdk/pyproject.toml sdk/setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ./sdk -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ./sdk -e '.[dev,ansible]'
 	touch $@
 
 # Code generation runs whenever a contract changes: the SDK's contracts by
