@@ -192,18 +192,23 @@ class AnsibleController(Controller):
         ctx.logger.info("%s: %s %s (%d tasks)", operation, playbook, run.status, len(run.summary.lines))
         if run.ok:
             return run
+        error = self._error(run, playbook)
+        self._failed(record, ctx, operation, playbook, error.message)
+        raise error
+
+    def _error(self, run: PlaybookRun, playbook: str) -> Retryable | Permanent:
+        """Whether a failed run is worth a retry: an unreachable host or a run cut short is; a failed task,
+        a playbook Ansible cannot read or a missing vault password is not."""
         if run.summary.unreachable:
-            raise Retryable(unreachable_text(run.summary, playbook), after=5.0)
+            return Retryable(unreachable_text(run.summary, playbook), after=5.0)
         if run.summary.failed:
-            self._failed(record, ctx, operation, playbook, failure_text(run.summary, playbook))
-            raise Permanent(failure_text(run.summary, playbook) + _progress(run))
+            return Permanent(failure_text(run.summary, playbook) + _progress(run))
         if run.status in ("timeout", "canceled"):
-            raise Retryable(f"{playbook}: {run.status} (time-out {self.runner.settings.timeout:.0f} s or the "
-                            "operation's deadline)", after=1.0)
+            return Retryable(f"{playbook}: {run.status} (time-out {self.runner.settings.timeout:.0f} s or the "
+                             "operation's deadline)", after=1.0)
         if run.rc in PERMANENT_EXIT_CODES:
-            self._failed(record, ctx, operation, playbook, run.last_error())
-            raise Permanent(f"{playbook}: ansible-playbook exited {run.rc}: {run.last_error()}")
-        raise Retryable(f"{playbook}: ansible-playbook {run.status} (exit code {run.rc}): {run.last_error()}")
+            return Permanent(f"{playbook}: ansible-playbook exited {run.rc}: {run.last_error()}")
+        return Retryable(f"{playbook}: ansible-playbook {run.status} (exit code {run.rc}): {run.last_error()}")
 
     def _failed(self, record: InstanceRecord, ctx: OperationContext, operation: str, playbook: str, message: str) -> None:
         record.record(Done(ctx.operation_id, operation, playbook, "failed", message, "", now()))
