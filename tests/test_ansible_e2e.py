@@ -208,6 +208,11 @@ def _servers(web_dir: Path) -> list[int]:
             if p.name.isdigit() and "server.py" in cmdline(int(p.name)) and _cwd(int(p.name)) == web_dir]
 
 
+def _playbook_runs(state_dir: Path) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and "ansible-playbook" in (line := cmdline(int(p.name))) and str(state_dir) in line and alive(int(p.name))]
+
+
 def _cwd(pid: int) -> Path | None:
     try:
         return Path(os.readlink(f"/proc/{pid}/cwd"))
@@ -225,13 +230,16 @@ def test_a_controller_killed_half_way_through_a_start_converges_without_a_second
     assert json.loads(record.read_text())["running"]["transition"] == "start"
     first = int((web_dir / "pid").read_text())
     world.controller.kill()
+    assert alive(first)
     world.controller.start()
     wait_until(lambda: world.instance("slow").state == pb.STATE_ACTIVE, 40, "the slow instance to become active")
     assert int((web_dir / "pid").read_text()) == first and alive(first)  # started once, not twice
     assert _servers(web_dir) == [first]
+    # The killed controller's ansible-playbook ended too (its terminal hung up), the server it started kept.
+    wait_until(lambda: not _playbook_runs(world.state_dir), 15, "the killed controller's ansible-playbook to end")
     recorded = json.loads(record.read_text())
     assert recorded["running"] is None and recorded["state"] == "active"
-    assert [(d["transition"], d["outcome"]) for d in recorded["done"]] == [("create", "ok"), ("start", "ok")]
+    assert [(d["transition"], d["outcome"]) for d in recorded["done"]] == [("create", "ok"), ("configure", "ok"), ("start", "ok")]
 
 
 def test_adopt_claims_a_web_service_that_already_runs(world: World) -> None:
@@ -268,6 +276,9 @@ def test_secrets_appear_in_no_output(world: World) -> None:
             if path.is_file():
                 outputs.append(path.read_bytes().decode(errors="replace"))
     assert len(outputs) > 10
+    # The grep reaches what it must: the model as stored, the per-task events, the playbook spans.
+    assert any("web_greeting" in text for text in outputs[4:]) and "changed: write the page" in outputs[0]
+    assert "ansible-playbook install.yml" in outputs[3]
     for secret in (world.password, world.token):
         leaks = [text[:80] for text in outputs if secret in text]
         assert leaks == [], f"a secret leaked into {leaks}"
