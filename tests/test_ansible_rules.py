@@ -137,3 +137,26 @@ def test_the_record_keeps_the_last_operations_by_id(tmp_path) -> None:  # type: 
     assert store.load("u-2") is None
     with pytest.raises(ValueError):
         store.path("../escape")
+
+
+def test_the_settings_come_from_options_or_their_environment_variables(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import click
+
+    from controllers.ansible.__main__ import OPTIONS, build
+
+    password = tmp_path / "vault-password"
+    password.write_text("x\n")
+    monkeypatch.setenv("ORCH_ANSIBLE_CONCURRENCY", "7")
+    monkeypatch.setenv("ORCH_ANSIBLE_VAULT_PASSWORD_FILE", str(password))
+    command = click.Command("ansible", params=OPTIONS, callback=lambda **options: options)
+    options = command.main(["--playbook-dir", str(tmp_path), "--state-dir", str(tmp_path / "state"), "--timeout", "12"],
+                           standalone_mode=False)
+    controller = build(options)
+    settings = controller.runner.settings
+    assert settings.timeout == 12.0 and settings.vault_password_file == str(password)
+    assert settings.state_dir == tmp_path / "state" and not settings.become_password_file
+    assert controller.runner._slots._value == 7  # at most 7 playbook runs at once
+    env = controller.runner.environment()
+    assert env["ANSIBLE_VAULT_PASSWORD_FILE"] == str(password) and env["ANSIBLE_HOME"].startswith(str(tmp_path))
+    with pytest.raises(click.BadParameter):
+        command.main(["--playbook-dir", str(tmp_path), "--concurrency", "0"], standalone_mode=False)

@@ -102,6 +102,10 @@ class PlaybookRunner:
             "ANSIBLE_DEPRECATION_WARNINGS": "False",
             "ANSIBLE_LOCALHOST_WARNING": "False",
         }
+        # ansible-core refuses to run under a locale that is not UTF-8 (a bare C locale, as in some CI).
+        locale = os.environ.get("LC_ALL") or os.environ.get("LC_CTYPE") or os.environ.get("LANG") or ""
+        if "UTF-8" not in locale.upper().replace("UTF8", "UTF-8"):
+            env["LC_ALL"] = "C.UTF-8"
         # Paths only: Ansible reads the secrets itself, they never pass through this process's data.
         if self.settings.vault_password_file:
             env["ANSIBLE_VAULT_PASSWORD_FILE"] = self.settings.vault_password_file
