@@ -155,7 +155,9 @@ class PlaybookRunner:
                 private_data_dir=private, project_dir=str(self.settings.playbook_dir.resolve()), playbook=playbook,
                 inventory=dict(inventory), extravars=dict(extravars), envvars=self.environment(),
                 cmdline="--check --diff" if check else None, timeout=int(max(1, timeout)), quiet=True,
-                event_handler=on_event, cancel_callback=cancel.is_set, settings={"suppress_ansible_output": True},
+                event_handler=on_event, cancel_callback=cancel.is_set,
+                # pexpect_timeout: how often (s) the runner looks at the time-out and the cancel flag.
+                settings={"suppress_ansible_output": True, "pexpect_timeout": 0.5},
             )
             status, rc = str(result.status), int(result.rc if result.rc is not None else -1)
         finally:
