@@ -40,7 +40,7 @@ libvirt-dev:
 $(VENV)/.installed: pyproject.toml sdk/pyproject.toml sdk/setup.py | libvirt-dev
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ./sdk -e '.[dev,libvirt,ec2]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ./sdk -e '.[dev,libvirt,ec2,ansible]'
 	touch $@
 
 # Code generation runs whenever a contract changes: the SDK's contracts by
