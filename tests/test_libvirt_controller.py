@@ -221,15 +221,15 @@ async def test_a_uri_that_asks_for_credentials_gets_them_from_the_environment(tm
     with pytest.raises(Retryable) as refused:
         await without.status(ref(fresh()))
     assert USERNAME_ENV in refused.value.message and PASSWORD not in refused.value.message
-    without.hv.close()
+    await without.hv.close()
     wrong = LibvirtController(Hypervisor(f"test://{node}", Credentials("orch", "wrong"), 2, 10))
     with pytest.raises(Retryable, match="cannot authenticate|failed"):
         await wrong.status(ref(fresh()))
-    wrong.hv.close()
+    await wrong.hv.close()
     right = LibvirtController(Hypervisor(f"test://{node}", Credentials("orch", PASSWORD), 2, 10))
     uuid = fresh()
     assert (await right.create(context(uuid))).message.startswith(f"defined orch-{uuid}")
-    right.hv.close()
+    await right.hv.close()
 
 
 # -- the connection: time-outs, the bound on concurrent calls, reconnecting -----
@@ -258,13 +258,15 @@ async def test_calls_time_out_retryable_and_run_at_most_concurrency_at_once(node
         await asyncio.gather(*(hv.call("busy", busy) for _ in range(8)))
         assert most[0] == 2
     finally:
-        hv.close()
+        await hv.close()
 
 
 async def test_a_broken_connection_is_retryable_and_the_next_call_opens_a_new_one(controller: LibvirtController) -> None:
     uuid = fresh()
     await controller.create(context(uuid))
-    controller.hv._connection().close()  # behind the controller's back
+    conn = controller.hv._connection([])
+    controller.hv._release(conn)
+    conn.close()  # behind the controller's back
     with pytest.raises(Retryable):
         await controller.status(ref(uuid))
     # A new connection to a private test node starts from its file again: the domain is not there, legacy-vm is.

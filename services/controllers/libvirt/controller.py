@@ -11,6 +11,9 @@ import fnmatch
 import logging
 import time
 import uuid as uuidlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +25,7 @@ from orchestration_sdk.runtime.backoff import Backoff
 
 from controllers.libvirt.domainxml import (CRASHED, NAMESPACE, PAUSED, PMSUSPENDED, PREFIX, RUNNING, BLOCKED, SHUTDOWN,
                                            SHUTOFF, STATE_NAMES, Claim, claim_of, digest_of, domain_name, domain_xml,
-                                           endpoint, lifecycle_state, metadata_xml, parse_claim, summary,
+                                           endpoint, lifecycle_state, masked, metadata_xml, parse_claim, summary,
                                            template_values)
 from controllers.libvirt.hypervisor import Hypervisor, Missing
 from controllers.libvirt.settings import VmSettings, render, settings_of
@@ -50,13 +53,27 @@ class Found:
 
 
 def _describe(dom: Any) -> Found:
+    # The persistent definition's metadata, where there is one: that is what defineXML replaces
+    # (a running domain's live copy keeps the claim it booted with).
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
     try:
-        claim = parse_claim(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE))
+        claim = parse_claim(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, flags))
     except libvirt.libvirtError as err:
         if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             raise
         claim = None
     return Found(dom.name(), dom.state()[0], claim)
+
+
+def _describe_all(conn: Any) -> list[Found]:
+    found = []
+    for dom in conn.listAllDomains():
+        try:
+            found.append(_describe(dom))
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # undefined since it was listed
+                raise
+    return found
 
 
 def _is_uuid(text: str) -> bool:
@@ -82,7 +99,9 @@ class LibvirtController(Controller):
     def __init__(self, hypervisor: Hypervisor) -> None:
         self.hv = hypervisor
         self._adopted: dict[str, str] = {}  # instance uuid -> name of a domain that keeps its own name
-        self._claiming = asyncio.Lock()  # one adoption at a time: two instances never claim one domain
+        self._claiming = asyncio.Lock()  # one adoption at a time (see _claim)
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one operation per instance
+        self._booted: dict[str, float] = {}  # instance uuid -> time.time() its start booted it (boot_seconds)
         self._scanning: asyncio.Future[list[Found]] | None = None
         self._type = ""
 
@@ -96,7 +115,20 @@ class LibvirtController(Controller):
         log.info("libvirt at %s: %d domains, %d of them orchestrated", self.hv.shown, len(domains), ours)
 
     async def close(self) -> None:
-        self.hv.close()
+        await self.hv.close()
+
+    @asynccontextmanager
+    async def _exclusive(self, ctx: OperationContext) -> AsyncIterator[None]:
+        """One operation of an instance at a time, its calls ending before its deadline; an attempt
+        waits for the calls of an earlier one that were abandoned (they may still change the domain)."""
+        async with self._locks[ctx.uuid]:
+            with self.hv.serving(ctx.uuid, ctx.deadline):
+                await self.hv.settle(ctx.uuid)
+                try:
+                    yield
+                except Missing as gone:
+                    raise Retryable(f"domain {gone} went missing during the {ctx.transition}: the retry looks again",
+                                    after=1.0) from None
 
     # -- reading ----------------------------------------------------------
 
@@ -108,7 +140,7 @@ class LibvirtController(Controller):
         return await asyncio.shield(self._scanning)
 
     async def _scan_now(self) -> list[Found]:
-        found = await self.hv.call("listAllDomains", lambda conn: [_describe(d) for d in conn.listAllDomains()])
+        found = await self.hv.call("listAllDomains", _describe_all)
         for domain in found:
             if domain.claim is not None and domain.name != domain_name(domain.claim.uuid):
                 self._adopted[domain.claim.uuid] = domain.name
@@ -183,7 +215,10 @@ class LibvirtController(Controller):
             await asyncio.sleep(min(POLL.delay(failures), end - now))
 
     async def _claim(self, ctx: OperationContext, settings: VmSettings) -> Found | None:
-        """Adopt: claim the first unclaimed domain that adopt_name or adopt_pattern matches."""
+        """Adopt: claim the first unclaimed domain that adopt_name or adopt_pattern
+        matches. One claim at a time, on a scan of its own (not one shared with a
+        Status that began before an earlier claim landed); the worker reads the
+        domain's metadata again and leaves a domain someone claimed meanwhile."""
         if not (settings.adopt_name or settings.adopt_pattern):
             ctx.logger.info("asked to adopt, but neither adopt_name nor adopt_pattern is set: defining a new domain")
             return None
@@ -191,29 +226,66 @@ class LibvirtController(Controller):
         if settings.adopt_name:
             wanted = render("adopt_name", settings.adopt_name,
                             template_values(ctx.instance, settings, domain_name(ctx.uuid)))
+        text = metadata_xml(claim_of(ctx.instance))
         async with self._claiming:
+            mine = await self._find(ctx.instance)  # claimed by an earlier attempt of this create
+            if mine is not None:
+                return mine
+            taken = set(self._adopted.values())
             candidates = sorted(
-                (found for found in await self._scan() if found.claim is None
+                (found for found in await self._scan_now() if found.claim is None and found.name not in taken
                  and (found.name == wanted if wanted else fnmatch.fnmatchcase(found.name, settings.adopt_pattern))),
                 key=lambda found: found.name)
-            if not candidates:
-                return None
-            chosen = candidates[0]
-            text = metadata_xml(claim_of(ctx.instance))
+            for chosen in candidates:
+                def claim(conn: Any, name: str = chosen.name) -> bool:
+                    dom = conn.lookupByName(name)
+                    if _describe(dom).claim is not None:
+                        return False  # claimed since the scan (by another controller, or by hand)
+                    flags = (libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0) | (
+                        libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+                    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, text, PREFIX, NAMESPACE, flags)
+                    return True
 
-            def claim(conn: Any) -> None:
-                dom = conn.lookupByName(chosen.name)
-                flags = (libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0) | (
-                    libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
-                dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, text, PREFIX, NAMESPACE, flags)
-
-            await self.hv.call("setMetadata", claim, chosen.name)
-            self._adopted[ctx.uuid] = chosen.name
-            return Found(chosen.name, chosen.state, claim_of(ctx.instance))
+                try:
+                    claimed = await self.hv.call("setMetadata", claim, chosen.name)
+                except Missing:
+                    continue  # undefined since the scan
+                if claimed:
+                    self._adopted[ctx.uuid] = chosen.name
+                    return Found(chosen.name, chosen.state, claim_of(ctx.instance))
+            return None
 
     # -- operations -------------------------------------------------------
 
     async def create(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._create(ctx)
+
+    async def configure(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._apply(ctx)
+
+    async def reconfigure(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._apply(ctx)
+
+    async def start(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._start(ctx)
+
+    async def stop(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._stop(ctx)
+
+    async def destroy(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._remove(ctx)
+
+    async def reset(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._remove(ctx)
+
+    async def _create(self, ctx: OperationContext) -> Result:
         settings = settings_of(ctx.parameters)
         found = await self._find(ctx.instance)
         if found is not None:
@@ -246,18 +318,15 @@ class LibvirtController(Controller):
             message += " (the running guest gets it at its next boot)"
         return Result(endpoint(found.name), message=message)
 
-    async def configure(self, ctx: OperationContext) -> Result:
-        return await self._apply(ctx)
-
-    async def reconfigure(self, ctx: OperationContext) -> Result:
-        return await self._apply(ctx)
-
-    async def start(self, ctx: OperationContext) -> Result:
+    async def _start(self, ctx: OperationContext) -> Result:
         settings = settings_of(ctx.parameters)
         found, done = await self._ensure(ctx, settings)
         name = found.name
         if found.state in UP:
-            done.append(f"{found.shown} already: nothing to do")
+            if await self._booting(ctx, name, settings):  # an earlier attempt booted it: boot_seconds are not over
+                done.append(f"booted {name}")
+            else:
+                done.append(f"{found.shown} already: nothing to do")
             return Result(endpoint(name), message="\n".join(done))
         if found.state == SHUTDOWN:  # on its way down: let it get there, then boot it
             await self._wait(ctx, name, {SHUTOFF}, settings.stop_timeout)
@@ -279,16 +348,34 @@ class LibvirtController(Controller):
             return "booted"
 
         how = await self.hv.call("create", boot, name)
+        if how != "running already":
+            self._booted[ctx.uuid] = time.time()
         state = await self._wait(ctx, name, UP, settings.boot_timeout)
         if state not in UP:
             raise Retryable(f"{name} is {STATE_NAMES.get(state, state)}, not running, {settings.boot_timeout:g} s "
                             f"after it was booted (boot_timeout)", after=1.0)
-        if settings.boot_seconds:
-            await asyncio.sleep(max(0.0, min(settings.boot_seconds, ctx.deadline - time.time() - 1.0)))
+        await self._booting(ctx, name, settings)
         done.append(f"{how} {name}")
         return Result(endpoint(name), message="\n".join(done))
 
-    async def stop(self, ctx: OperationContext) -> Result:
+    async def _booting(self, ctx: OperationContext, name: str, settings: VmSettings) -> bool:
+        """Wait out what is left of boot_seconds since this controller booted the
+        domain (False: it did not, or long enough ago). Retryable if that ends
+        past the operation's deadline: the retry waits for the rest."""
+        booted = self._booted.get(ctx.uuid)
+        if booted is None:
+            return False
+        left = booted + settings.boot_seconds - time.time()
+        if left <= 0:
+            self._booted.pop(ctx.uuid, None)
+            return False
+        if left > ctx.deadline - time.time() - 1.0:
+            raise Retryable(f"{name} is booting: {left:.0f} s of boot_seconds left", after=min(left, 5.0))
+        await asyncio.sleep(left)
+        self._booted.pop(ctx.uuid, None)
+        return True
+
+    async def _stop(self, ctx: OperationContext) -> Result:
         settings = settings_of(ctx.parameters)
         found = await self._find(ctx.instance)
         if found is None:
@@ -296,6 +383,7 @@ class LibvirtController(Controller):
         if lifecycle_state(found.state) != "active":
             return Result(endpoint(found.name), message=f"{found.shown} already: nothing to do")
         name = found.name
+        self._booted.pop(ctx.uuid, None)
         if found.state != SHUTDOWN:
             await self.hv.call("shutdown", lambda conn: conn.lookupByName(name).shutdown(), name)
         state = await self._wait(ctx, name, {SHUTOFF}, settings.stop_timeout)
@@ -326,13 +414,8 @@ class LibvirtController(Controller):
         except Missing:
             forced = False
         self._adopted.pop(ctx.uuid, None)
+        self._booted.pop(ctx.uuid, None)
         return Result(message=f"undefined {name}" + (" (powered off first)" if forced else "") + "; its disks are kept")
-
-    async def destroy(self, ctx: OperationContext) -> Result:
-        return await self._remove(ctx)
-
-    async def reset(self, ctx: OperationContext) -> Result:
-        return await self._remove(ctx)
 
     async def status(self, ref: InstanceRef) -> InstanceState:
         found = await self._find(ref)
@@ -351,8 +434,8 @@ class LibvirtController(Controller):
             if ctx.adopt and (settings.adopt_name or settings.adopt_pattern):
                 how = f"named {settings.adopt_name}" if settings.adopt_name else f"matching {settings.adopt_pattern}"
                 return f"would adopt the first unclaimed domain {how}, else define {name}:\n" + \
-                    await self._xml(ctx.instance, settings)
-            return f"would define {name}:\n" + await self._xml(ctx.instance, settings)
+                    masked(await self._xml(ctx.instance, settings))
+            return f"would define {name}:\n" + masked(await self._xml(ctx.instance, settings))
         if transition in ("destroy", "reset"):
             if found is None:
                 return f"no domain {name}: nothing to undefine"
@@ -367,9 +450,12 @@ class LibvirtController(Controller):
             xml = await self._xml(ctx.instance, settings)
             if found.claim is not None and found.claim.digest == digest_of(xml):
                 return f"{found.shown} already as configured: nothing to do"
-            return f"would redefine {found.name}:\n{xml}"
+            return f"would redefine {found.name}:\n{masked(xml)}"
         if transition == "start":
-            return f"{found.shown} already: nothing to do" if found.state in UP else f"would boot {found.shown}"
+            if found.state in UP:
+                return f"{found.shown} already: nothing to do"
+            verbs = {PAUSED: "resume", PMSUSPENDED: "wake up", CRASHED: "power off and boot", SHUTDOWN: "boot, once off,"}
+            return f"would {verbs.get(found.state, 'boot')} {found.shown}"
         if transition == "stop":
             if lifecycle_state(found.state) != "active":
                 return f"{found.shown} already: nothing to do"

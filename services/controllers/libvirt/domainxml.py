@@ -11,6 +11,7 @@ names) by it, and configure redefines a domain only when that digest changed.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -187,3 +188,12 @@ def _namespaced(element: ET.Element) -> ET.Element:
     for child in element:
         _namespaced(child)
     return element
+
+
+_PASSWD = re.compile(r"""(\spasswd\s*=\s*)(["'])(.*?)\2""", re.DOTALL)
+
+
+def masked(xml_text: str) -> str:
+    """A domain XML to show people: the values of `passwd` attributes (a
+    `<graphics>` console password from domain_xml) replaced by ***."""
+    return _PASSWD.sub(lambda match: f"{match.group(1)}{match.group(2)}***{match.group(2)}", xml_text)
