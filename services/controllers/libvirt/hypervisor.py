@@ -5,9 +5,10 @@ workers (at most that many calls at once, whatever the number of
 operations), with a time-out per call, as a span (a child of the current
 one: the operation's), named `libvirt <call>`. A call that times out is
 abandoned, not interrupted: its worker stays busy until libvirt answers,
-and its connection is dropped (closed once that call returns), so that the
+and its connection is retired (closed once that call returns), so that the
 next call opens a new one instead of queueing behind a connection that may
-be half-open. A call made for an operation (`Hypervisor.serving`) also ends
+be half-open (libvirt's keepalive needs an event loop this controller does
+not run). A call made for an operation (`Hypervisor.serving`) also ends
 a little before that operation's deadline, and remembers what it abandoned:
 the instance's next operation waits for that first (`settle`). A broken
 connection is closed and opened again by the next call; the call that saw
@@ -220,10 +221,10 @@ class Hypervisor:
             raise Retryable(f"{len(pending)} libvirt call(s) an earlier attempt abandoned are still under way", after=1.0)
         self._abandoned.pop(key, None)
 
-    def _abandon(self, running: Future[Any], used: list[Any]) -> None:
-        """A call given up on: its connection is retired (a half-open one would hang
-        every later call), and its instance's next operation waits for it."""
-        for conn in used:
+    def _abandon(self, running: Future[Any], used: list[Any], retire: bool) -> None:
+        """A call given up on: its instance's next operation waits for it; after a time-out
+        its connection is retired too (a half-open one would hang every later call)."""
+        for conn in used if retire else ():
             self._retire(conn)
         key = _serving.get().key
         if key and not running.done():
@@ -245,13 +246,13 @@ class Hypervisor:
             try:
                 return await asyncio.wait_for(asyncio.wrap_future(running), timeout)
             except TimeoutError:
-                self._abandon(running, used)
+                self._abandon(running, used, retire=True)
                 telemetry.fail(span, "time-out")
                 why = "(--call-timeout)" if timeout >= self.call_timeout else "(the operation's deadline)"
-                raise Retryable(f"libvirt {what}{_on(domain)} did not answer within {timeout:.3g} s {why}",
+                raise Retryable(f"libvirt {what}{_on(domain)} did not answer within {round(timeout, 1):g} s {why}",
                                 after=1.0) from None
-            except asyncio.CancelledError:
-                self._abandon(running, used)
+            except asyncio.CancelledError:  # the operation's deadline, or the controller stopping
+                self._abandon(running, used, retire=False)
                 raise
             except libvirt.libvirtError as err:
                 code = err.get_error_code()
