@@ -221,6 +221,35 @@ async def test_a_timed_out_call_retires_its_connection(tmp_path: Path) -> None:
         await hv.close()
 
 
+async def test_close_leaves_the_event_loop_free_while_the_connection_is_busy(tmp_path: Path) -> None:
+    node = tmp_path / "node.xml"
+    node.write_text(NODE.format(auth=""))
+    hv = Hypervisor(f"test://{node}", Credentials(), concurrency=1, call_timeout=0.5)
+    await hv.call("open", lambda conn: None)
+    held, release = threading.Event(), threading.Event()
+
+    def opening() -> None:  # as a worker in openAuth holds the connection's lock
+        with hv._lock:
+            held.set()
+            release.wait(3.0)
+
+    threading.Thread(target=opening, daemon=True).start()
+    await until(held.is_set)
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(tick())
+    began = time.monotonic()
+    await hv.close()
+    ticking.cancel()
+    release.set()
+    assert time.monotonic() - began < 2.0 and ticks[0] >= 5, "close held up the event loop"
+
+
 def test_a_password_in_the_uri_is_shown_nowhere() -> None:
     secret = "uri-Pw%21-93be"
     assert shown_uri(f"qemu+tcp://:{secret}@[::1]:16509/system") == "qemu+tcp://[::1]:16509/system"

@@ -2,7 +2,8 @@
 domain. create defines it (or, asked to adopt, claims an existing one), start
 boots it, stop shuts it down, destroy and reset undefine it; status reads
 its libvirt state. Every operation reads the domain's real state first, so a
-repeated one changes nothing."""
+repeated one changes nothing; the operations of one instance run one at a
+time, after whatever calls an earlier attempt abandoned."""
 
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ import asyncio
 import fnmatch
 import logging
 import time
-import uuid as uuidlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -24,74 +23,15 @@ from orchestration_sdk import (UNKNOWN, Controller, InstanceRef, InstanceState, 
 from orchestration_sdk.runtime.backoff import Backoff
 
 from controllers.libvirt.domainxml import (CRASHED, NAMESPACE, PAUSED, PMSUSPENDED, PREFIX, RUNNING, BLOCKED, SHUTDOWN,
-                                           SHUTOFF, STATE_NAMES, Claim, claim_of, digest_of, domain_name, domain_xml,
-                                           endpoint, lifecycle_state, masked, metadata_xml, parse_claim, summary,
-                                           template_values)
+                                           SHUTOFF, STATE_NAMES, claim_of, digest_of, domain_name, domain_xml, endpoint,
+                                           lifecycle_state, masked, metadata_xml, summary, template_values)
+from controllers.libvirt.domains import Found, describe, describe_all, is_uuid, undefine
 from controllers.libvirt.hypervisor import Hypervisor, Missing
 from controllers.libvirt.settings import VmSettings, render, settings_of
 
 log = logging.getLogger("controllers.libvirt")
 POLL = Backoff(first=0.05, maximum=1.0)
 UP = {RUNNING, BLOCKED}
-# Undefine what libvirt keeps beside a definition; the test driver knows only the first two flags.
-UNDEFINE_ALL = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-UNDEFINE_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-
-
-@dataclass(frozen=True)
-class Found:
-    """A domain as libvirt has it: name, state and whose it says it is."""
-
-    name: str
-    state: int
-    claim: Claim | None
-
-    @property
-    def shown(self) -> str:
-        return f"{self.name} ({STATE_NAMES.get(self.state, f'state {self.state}')})"
-
-
-def _describe(dom: Any) -> Found:
-    # The persistent definition's metadata, where there is one: that is what defineXML replaces
-    # (a running domain's live copy keeps the claim it booted with).
-    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
-    try:
-        claim = parse_claim(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, flags))
-    except libvirt.libvirtError as err:
-        if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-            raise
-        claim = None
-    return Found(dom.name(), dom.state()[0], claim)
-
-
-def _describe_all(conn: Any) -> list[Found]:
-    found = []
-    for dom in conn.listAllDomains():
-        try:
-            found.append(_describe(dom))
-        except libvirt.libvirtError as err:
-            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # undefined since it was listed
-                raise
-    return found
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuidlib.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _undefine(dom: Any) -> None:
-    try:
-        dom.undefineFlags(UNDEFINE_ALL)
-    except libvirt.libvirtError as err:
-        if err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:  # flags this driver does not know
-            raise
-        dom.undefineFlags(UNDEFINE_BASIC)
-
 
 class LibvirtController(Controller):
     """Instances are libvirt domains on one hypervisor (see the module doc)."""
@@ -140,7 +80,7 @@ class LibvirtController(Controller):
         return await asyncio.shield(self._scanning)
 
     async def _scan_now(self) -> list[Found]:
-        found = await self.hv.call("listAllDomains", _describe_all)
+        found = await self.hv.call("listAllDomains", describe_all)
         for domain in found:
             if domain.claim is not None and domain.name != domain_name(domain.claim.uuid):
                 self._adopted[domain.claim.uuid] = domain.name
@@ -148,7 +88,7 @@ class LibvirtController(Controller):
 
     async def _lookup(self, name: str) -> Found | None:
         try:
-            return await self.hv.call("lookupByName", lambda conn: _describe(conn.lookupByName(name)), name)
+            return await self.hv.call("lookupByName", lambda conn: describe(conn.lookupByName(name)), name)
         except Missing:
             return None
 
@@ -239,7 +179,7 @@ class LibvirtController(Controller):
             for chosen in candidates:
                 def claim(conn: Any, name: str = chosen.name) -> bool:
                     dom = conn.lookupByName(name)
-                    if _describe(dom).claim is not None:
+                    if describe(dom).claim is not None:
                         return False  # claimed since the scan (by another controller, or by hand)
                     flags = (libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0) | (
                         libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
@@ -406,7 +346,7 @@ class LibvirtController(Controller):
             running = bool(dom.isActive())
             if running:
                 dom.destroy()
-            _undefine(dom)
+            undefine(dom)
             return running
 
         try:
@@ -424,6 +364,10 @@ class LibvirtController(Controller):
         return InstanceState(lifecycle_state(found.state), endpoint(found.name))  # type: ignore[arg-type]
 
     async def preview(self, ctx: OperationContext) -> str:
+        with self.hv.serving("", ctx.deadline):  # read only: nothing for a later operation to wait for
+            return await self._preview(ctx)
+
+    async def _preview(self, ctx: OperationContext) -> str:
         settings = settings_of(ctx.parameters)
         found = await self._find(ctx.instance)
         name = found.name if found else domain_name(ctx.uuid)
@@ -441,7 +385,7 @@ class LibvirtController(Controller):
                 return f"no domain {name}: nothing to undefine"
             return f"would undefine {found.shown}" + (", powering it off first" if found.state in UP else "")
         if found is None:
-            if not _is_uuid(ctx.uuid):  # an instance the plan makes (new-1): its create comes first
+            if not is_uuid(ctx.uuid):  # an instance the plan makes (new-1): its create comes first
                 return f"would {transition} the domain its create defines"
             return f"no domain {name}: would define it from the configuration first"
         if transition in ("configure", "reconfigure"):

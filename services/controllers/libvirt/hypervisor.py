@@ -273,6 +273,8 @@ class Hypervisor:
         closed: Future[None] = Future()
 
         def close_now() -> None:
+            if not closed.set_running_or_notify_cancel():
+                return
             try:
                 with self._lock:
                     conn = self._conn
