@@ -265,6 +265,7 @@ async def test_a_libvirt_error_that_echoes_the_uri_password_is_masked(tmp_path: 
     hv._secrets = ("uri-Pw%21-93be", "uri-Pw!-93be")  # what a URI with that password gives (uri_secrets)
     try:
         def echo(conn: Any) -> None:
+            libvirt.virResetLastError()  # the error below is this one alone
             raise libvirt.libvirtError(f"cannot connect to qemu+tcp://orch:{secret}@host/system (uri-Pw!-93be)")
 
         with pytest.raises(Retryable) as failed:

@@ -7,8 +7,9 @@ one: the operation's), named `libvirt <call>`. A call that times out is
 abandoned, not interrupted: its worker stays busy until libvirt answers,
 and its connection is retired (closed once that call returns), so that the
 next call opens a new one instead of queueing behind a connection that may
-be half-open (libvirt's keepalive needs an event loop this controller does
-not run). A call made for an operation (`Hypervisor.serving`) also ends
+be half-open. Remote connections also send keepalive probes (libvirt's
+event loop runs in a thread of its own): a peer that stops answering has
+its connection closed, and the calls on it fail, within about 20 s. A call made for an operation (`Hypervisor.serving`) also ends
 a little before that operation's deadline, and remembers what it abandoned:
 the instance's next operation waits for that first (`settle`). A broken
 connection is closed and opened again by the next call; the call that saw
@@ -53,6 +54,29 @@ USERNAME_ENV, PASSWORD_ENV = "ORCH_LIBVIRT_USERNAME", "ORCH_LIBVIRT_PASSWORD"
 # libvirt prints every error on stderr unless a handler takes them: the
 # controller reports them itself (as Retryable or Permanent).
 libvirt.registerErrorHandler(lambda _context, _error: None, None)
+
+# Keepalive probes on remote connections (every 5 s, 3 unanswered = dead): libvirt then closes a half-open
+# connection, and the calls hanging on it fail (BROKEN) instead of waiting for TCP. They need libvirt's event loop.
+KEEPALIVE = (5, 3)
+_events = threading.Lock()
+_events_running = False
+
+
+def _run_events() -> None:
+    """libvirt's default event loop, in a thread of its own, once per process (before any connection opens)."""
+    global _events_running
+    with _events:
+        if _events_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
+        _events_running = True
+
 
 # The connection itself is gone or unusable: open a new one, try again.
 BROKEN = {libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN}
@@ -138,6 +162,7 @@ class Hypervisor:
     def __init__(self, uri: str, credentials: Credentials, concurrency: int, call_timeout: float) -> None:
         self.uri, self.shown = uri, shown_uri(uri)
         self.credentials = credentials
+        _run_events()
         self.concurrency, self.call_timeout = concurrency, call_timeout
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="libvirt")
         self._lock = threading.Lock()
@@ -153,6 +178,11 @@ class Hypervisor:
                 auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_NOECHOPROMPT],
                         self.credentials.answer, None]
                 self._conn = libvirt.openAuth(self.uri, auth, 0)
+                if not self.uri.startswith("test:"):  # the test driver runs in this process: nothing to probe
+                    try:
+                        self._conn.setKeepAlive(*KEEPALIVE)
+                    except libvirt.libvirtError:
+                        libvirt.virResetLastError()  # a driver without keepalive
                 log.info("connected to %s", self.shown)
             conn = self._conn
             self._users[conn] = self._users.get(conn, 0) + 1
