@@ -16,6 +16,11 @@ LIVE = ["pending", "running", "stopping", "stopped", "shutting-down"]
 FILTER_VALUES = 200
 
 
+def live_owned(uuids: list[str]) -> list[dict[str, Any]]:
+    """DescribeInstances filters of the live instances tagged for these engine instances."""
+    return [{"Name": f"tag:{TAG_INSTANCE}", "Values": uuids}, {"Name": "instance-state-name", "Values": LIVE}]
+
+
 def newest_live(instances: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The instance that stands for an engine instance: the newest one not on its way out."""
     live = [i for i in instances if i["State"]["Name"] in LIVE and i["State"]["Name"] != "shutting-down"]
@@ -46,8 +51,7 @@ class InstanceLookup:
             chunk = uuids[start:start + FILTER_VALUES]
             try:
                 self.calls += 1
-                found = await self.api.instances([{"Name": f"tag:{TAG_INSTANCE}", "Values": chunk},
-                                                  {"Name": "instance-state-name", "Values": LIVE}])
+                found = await self.api.instances(live_owned(chunk))
             except Exception as err:  # noqa: BLE001 - every waiting lookup gets it
                 for uuid in chunk:
                     for future in waiting[uuid]:
