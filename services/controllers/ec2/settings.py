@@ -12,7 +12,7 @@ comma-joined, maps as JSON). Pure: no I/O.
 | `subnet_cidr` | network | the first /24 of `cidr` | the subnet's address block |
 | `ingress` | network | none | rules of the security group: `PROTOCOL:PORT[-PORT]:CIDR` items (`tcp:22:10.0.0.0/8`) |
 | `image_id` | server | (required) | the AMI |
-| `instance_type` | server | `t3.micro` | the instance type; a change is applied by configure (stopped) or reconfigure (stop, change, start); an adopted instance keeps its own unless this is given |
+| `instance_type` | server | `t3.micro` | the instance type; a change is applied by configure (stopped) or reconfigure (stop, change, and end running); an adopted instance keeps its own unless this is given |
 | `network` | server | the one context provider that is an ec2 network | the relationship whose endpoint names the subnet and group |
 | `subnet_id`, `security_group_ids` | server | from `network` | instead of a network in the model |
 | `key_name` | server | none | an EC2 key pair |
