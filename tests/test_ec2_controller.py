@@ -268,13 +268,17 @@ async def test_credentials_come_from_the_file_the_settings_name(moto: str, tmp_p
         Ec2Controller(ClientSettings(region=REGION, credentials_file=str(path))).api.open()
 
 
-async def test_one_status_call_for_many_servers_is_one_describe_call(controller: Ec2Controller, moto: str) -> None:
+async def test_one_status_call_for_many_servers_and_networks_shares_its_describe_calls(controller: Ec2Controller, moto: str) -> None:
     """The monitor's Status call, over real gRPC: its servers looked up together, not one call each."""
     from orchestration_sdk.testing import serve_in_process
     from orchestration_sdk.v1 import controller_pb2 as cpb
     from orchestration_sdk.v1.model_pb2 import State
 
-    network = network_of(await make_network(controller))
+    nets = [str(uuids.uuid4()) for _ in range(3)]
+    for uuid in nets:
+        await controller.create(context("create", NETWORK, uuid, element="net"))
+    await controller.start(context("start", NETWORK, nets[0], element="net"))
+    network = network_of((await controller.status(ref(nets[0]))).endpoint)
     servers = [str(uuids.uuid4()) for _ in range(5)]
     for uuid in servers:
         await controller.create(context("create", SERVER, uuid, providers=(network,)))
@@ -283,13 +287,16 @@ async def test_one_status_call_for_many_servers_is_one_describe_call(controller:
     # A restarted controller: it knows nothing of these instances' kinds.
     fresh = Ec2Controller(ClientSettings(region=REGION, endpoint_url=moto))
     async with serve_in_process(fresh, "engine-credential") as served:
-        before = fresh.servers.lookup.calls
-        answer = await served.stub.Status(cpb.StatusRequest(instances=[cpb.InstanceReference(uuid=u) for u in [*servers, gone]]),
+        before = fresh.servers.lookup.calls, fresh.networks.lookup.calls
+        asked = [*servers, *nets, gone]
+        answer = await served.stub.Status(cpb.StatusRequest(instances=[cpb.InstanceReference(uuid=u) for u in asked]),
                                           metadata=served.metadata)
-        assert fresh.servers.lookup.calls == before + 1
+        assert (fresh.servers.lookup.calls, fresh.networks.lookup.calls) == (before[0] + 1, before[1] + 1), \
+            "one DescribeInstances for all, then one round of network Describe calls for those not servers"
     states = {s.uuid: (s.known, s.state) for s in answer.statuses}
     assert states[servers[0]] == (True, State.STATE_ACTIVE)
     assert [states[u] for u in servers[1:]] == [(True, State.STATE_INACTIVE)] * 4
+    assert [states[u] for u in nets] == [(True, State.STATE_ACTIVE)] + [(True, State.STATE_INACTIVE)] * 2
     assert states[gone][0] is False
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controllers.ec2.api import ApiError, Ec2Api, Ec2Retryable, tag_list, tags_of
+from controllers.ec2.lookup import Coalescing, by_owner
 from controllers.ec2.settings import (TAG_ADOPTED, TAG_INSTANCE, TAG_STATE, NetworkSpec, Rule, Selector, name_tag,
                                       owned, owner_tags)
 from orchestration_sdk import InstanceRef, InstanceState, OperationContext
@@ -77,34 +78,45 @@ def rules_of(group: dict[str, Any]) -> set[Rule]:
     return found
 
 
+def _choose(vpcs: list[dict[str, Any]], subnets: list[dict[str, Any]], groups: list[dict[str, Any]]) -> Parts:
+    """An instance's parts, from the VPCs, subnets and groups tagged for it."""
+    def inside(items: list[dict[str, Any]], vpc_id: str) -> list[dict[str, Any]]:
+        return sorted((i for i in items if i.get("VpcId") == vpc_id), key=lambda i: str(i.get("SubnetId") or i.get("GroupId")))
+
+    vpc = min(vpcs, key=lambda v: (-len(inside(subnets, v["VpcId"])) - len(inside(groups, v["VpcId"])), v["VpcId"]))
+    mine_subnets, mine_groups = inside(subnets, vpc["VpcId"]), inside(groups, vpc["VpcId"])
+    return Parts(vpc, mine_subnets[0] if mine_subnets else None, mine_groups[0] if mine_groups else None,
+                 tuple(sorted(v["VpcId"] for v in vpcs if v is not vpc)))
+
+
 class Networks:
     """The network operations, on one Ec2Api."""
 
     def __init__(self, api: Ec2Api) -> None:
         self.api = api
         self._claims = asyncio.Lock()
+        self.lookup: Coalescing[Parts] = Coalescing(self._parts_of, Parts(None, None, None))
 
     async def parts(self, uuid: str) -> Parts:
-        """The instance's VPC, subnet and group (three Describe calls at once). Should several VPCs carry
-        its tag, the one with most of its parts counts, then the lowest id: every attempt picks the same."""
-        vpcs, subnets, groups = await asyncio.gather(
-            self.api.describe("DescribeVpcs", "Vpcs", uuid, Filters=[owned(uuid)]),
-            self.api.describe("DescribeSubnets", "Subnets", uuid, Filters=[owned(uuid)]),
-            self.api.describe("DescribeSecurityGroups", "SecurityGroups", uuid, Filters=[owned(uuid)]))
-        if not vpcs:
-            return Parts(None, None, None)
+        """The instance's VPC, subnet and group (three Describe calls at once)."""
+        return (await self._parts_of([uuid], uuid)).get(uuid, Parts(None, None, None))
 
-        def inside(items: list[dict[str, Any]], vpc_id: str) -> list[dict[str, Any]]:
-            return sorted((i for i in items if i.get("VpcId") == vpc_id), key=lambda i: str(i.get("SubnetId") or i.get("GroupId")))
-
-        vpc = min(vpcs, key=lambda v: (-len(inside(subnets, v["VpcId"])) - len(inside(groups, v["VpcId"])), v["VpcId"]))
-        mine_subnets, mine_groups = inside(subnets, vpc["VpcId"]), inside(groups, vpc["VpcId"])
-        return Parts(vpc, mine_subnets[0] if mine_subnets else None, mine_groups[0] if mine_groups else None,
-                     tuple(sorted(v["VpcId"] for v in vpcs if v is not vpc)))
+    async def _parts_of(self, uuids: list[str], uuid: str = "") -> dict[str, Parts]:
+        """The parts of each of these instances, from three Describe calls made at once. Should several VPCs
+        carry an instance's tag, the one with most of its parts counts, then the lowest id: every attempt
+        picks the same."""
+        mine = [{"Name": f"tag:{TAG_INSTANCE}", "Values": uuids}]
+        vpcs, subnets, groups = (by_owner(found) for found in await asyncio.gather(
+            self.api.describe("DescribeVpcs", "Vpcs", uuid, Filters=mine),
+            self.api.describe("DescribeSubnets", "Subnets", uuid, Filters=mine),
+            self.api.describe("DescribeSecurityGroups", "SecurityGroups", uuid, Filters=mine)))
+        return {owner: _choose(vpcs[owner], subnets.get(owner, []), groups.get(owner, []))
+                for owner in uuids if vpcs.get(owner)}
 
     async def status(self, ref: InstanceRef) -> InstanceState | None:
-        """The network's state, or None when no VPC is tagged for the instance."""
-        parts = await self.parts(ref.uuid)
+        """The network's state, or None when no VPC is tagged for the instance (the statuses
+        asked together share their Describe calls)."""
+        parts = await self.lookup.find(ref.uuid)
         if parts.vpc is None:
             return None
         return InstanceState("active" if parts.state == "active" else "inactive", parts.endpoint)
