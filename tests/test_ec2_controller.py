@@ -451,3 +451,21 @@ async def test_preview_of_start_or_stop_during_a_change_says_it_waits(controller
         "wait until i-1 is running (it is pending), then StopInstances i-1"
     assert await _start_stop(controller.servers, of("start"), "i-1", "pending") == \
         "nothing: i-1 is pending; start waits until it is running"
+
+
+async def test_open_leaves_the_event_loop_free(moto: str, opened: Opener) -> None:
+    """botocore loads its service model when the client is made (about half a second): in a thread."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    await opened(ClientSettings(region=REGION, endpoint_url=moto))
+    took = time.monotonic() - started
+    ticker.cancel()
+    assert ticks >= int(took / 0.05), f"{ticks} ticks in {took:.2f} s: the loop was blocked"
