@@ -165,13 +165,14 @@ class Networks:
             if err.code != "InvalidSubnet.Conflict":
                 raise
             # The block is taken in our own VPC: by an earlier attempt whose answer was lost (then tagged in
-            # that call), or by hand. Take it.
+            # that call), or by hand (untagged). Take it; not another instance's (an adopted VPC's subnets).
             found = await self.api.describe("DescribeSubnets", "Subnets", ctx.uuid, Filters=[
                 {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "cidr-block", "Values": [cidr]}])
-            if not found:
-                raise
+            owner = tags_of(found[0]).get(TAG_INSTANCE, ctx.uuid) if found else ""
+            if owner != ctx.uuid:
+                raise  # no such subnet (the block overlaps another), or another instance's
             subnet = found[0]
-            if tags_of(subnet).get(TAG_INSTANCE) != ctx.uuid:
+            if TAG_INSTANCE not in tags_of(subnet):
                 await self.api.call("CreateTags", ctx.uuid, Resources=[subnet["SubnetId"]], Tags=tag_list(tags))
             steps.append(f"found {subnet['SubnetId']} ({cidr}) in {vpc_id}")
             return subnet
