@@ -356,7 +356,8 @@ async def test_a_rule_asked_for_twice_or_already_made_is_no_failure(controller: 
     found = await networks._make_subnet(ctx, vpc, "10.8.0.0/24", {"orch:instance": uuid}, steps)
     assert found["SubnetId"] == subnet and steps == [f"found {subnet} (10.8.0.0/24) in {vpc}"]
     with pytest.raises(Permanent, match="InvalidSubnet.Conflict"):  # not another instance's
-        await networks._make_subnet(context("create", twice, element="net"), vpc, "10.8.0.0/24", {}, [])
+        other = str(uuids.uuid4())
+        await networks._make_subnet(context("create", twice, other, element="net"), vpc, "10.8.0.0/24", {"orch:instance": other}, [])
 
 
 async def test_of_two_vpcs_tagged_for_a_network_the_one_with_its_parts_stays(controller: Ec2Controller, moto: str) -> None:
