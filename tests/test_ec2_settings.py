@@ -18,6 +18,8 @@ def test_a_network_reads_its_blocks_and_rules_as_the_engine_sends_them() -> None
     assert (spec.cidr, spec.subnet_cidr) == ("172.16.0.0/20", "172.16.0.0/24")
     assert spec.ingress == (Rule("tcp", 22, 22, "10.0.0.0/8"), Rule("udp", 53, 54, "0.0.0.0/0"), Rule("-1", 0, 0, "10.1.0.0/16"))
     assert network_spec({"ingress": '["tcp:443:0.0.0.0/0"]'}).ingress == (Rule("tcp", 443, 443, "0.0.0.0/0"),)
+    assert network_spec({"ingress": "tcp:22:10.0.0.0/8, tcp:22:10.1.2.3/8,all:1:10.1.0.0/16,-1:0:10.1.0.0/16"}).ingress == \
+        (Rule("tcp", 22, 22, "10.0.0.0/8"), Rule("-1", 0, 0, "10.1.0.0/16")), "each rule once, blocks as EC2 keeps them"
     with pytest.raises(Permanent, match="ports must be 0-65535"):
         network_spec({"ingress": "tcp:90-80:0.0.0.0/0"})
 
@@ -42,6 +44,11 @@ def test_a_server_reads_its_image_type_tags_and_adopt_selector() -> None:
     with pytest.raises(Permanent, match="aws_secret_access_key in the model: AWS credentials are never part of a model") as refused:
         kind_of({"kind": "server", "aws_secret_access_key": "s3cr3t"})
     assert "s3cr3t" not in refused.value.message
+    for nested in ({"tags": '{"team": "shop", "AWS_Secret_Access_Key": "s3cr3t"}'},
+                   {"adopt": '{"filters": [{"Name": "x", "Values": ["y"], "password": "s3cr3t"}]}'}):
+        with pytest.raises(Permanent, match=r"(tags\.AWS_Secret_Access_Key|adopt\.filters\.password) in the model") as refused:
+            kind_of({"kind": "server", **nested})
+        assert "s3cr3t" not in refused.value.message
 
 
 def test_one_create_has_one_client_token_and_settings_come_from_options() -> None:

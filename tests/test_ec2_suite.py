@@ -1,9 +1,11 @@
 """The ec2 controller in a whole suite, against a real moto server: the
-example (a network and two servers) deployed, its API calls as spans of the
-deploy's trace, its progress in the task's events; a server stopped behind
-the engine's back started again by the monitor; a controller killed between
-RunInstances and its result does not launch a second server; `orch solution
-adopt` takes over a running instance; the AWS secret in no output."""
+example README's commands; the example (a network and two servers)
+deployed, its API calls as spans of the deploy's trace, its progress in the
+task's events; a server stopped behind the engine's back started again by
+the monitor; a controller killed between RunInstances and its result does
+not launch a second server; `orch solution adopt` takes over a running
+instance; the AWS secret in no output. One suite and one moto server for
+the module (each test cleans up what it deployed)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from cli.embedded_nats import free_port
 from cli.home import load_connection
 from moto_server import DUMMY_SECRET, REGION, aws_env, ec2_client, running_moto, tagged, tags_of
 from orchestration.v1 import model_pb2 as pb
@@ -33,9 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ec2" / "ec2.yaml"
 LIVE = ("pending", "running", "stopping", "stopped")
 
-# The crash test's own model: a server whose first boot lasts a few seconds
-# (create waits on the real instance that long before it stops it), so that
-# the controller can be killed after RunInstances and before its result.
+# The crash test's own model: a server whose first boot lasts 20 s (create
+# waits on the real instance that long before it stops it; less than the
+# suite's 30 s operation time-out), so that the controller is killed after
+# RunInstances and well before its result, even on a loaded machine.
 # (moto has no state manager for EC2 instances: they run at once.)
 CRASH = """
 Name: ec2crash
@@ -66,7 +68,7 @@ Architectures:
         Configuration: |
           kind: server
           image_id: ami-12345678
-          first_boot: 4
+          first_boot: 20
         Clusters:
           V1.0.0:
             Version: V1.0.0
@@ -98,6 +100,26 @@ def ec2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ec2Suite]:
         yield Ec2Suite(suite, moto, controller, receiver)
 
 
+# The secret test's own model: a network alone (its calls carry the controller's credentials).
+SECRET = """
+Name: ec2secret
+Components:
+  network - V1.0.0: {Component: network, Version: V1.0.0, Controller: "ec2:V1.0.0", Configuration: "", Dependencies: {}}
+Architectures:
+  secret - V1.0.0:
+    Architecture: secret
+    Version: V1.0.0
+    Configuration: ""
+    Elements:
+      net:
+        Element: net
+        Component: network
+        Configuration: "kind: network"
+        Clusters:
+          V1.0.0: {Version: V1.0.0, State: active, Min: 1, Max: 1, Size: 1, Configuration: "", Relationships: {}}
+"""
+
+
 def instances_of(solution: Any, element: str) -> list[Any]:
     return [i for e in solution.elements if e.name == element for c in e.clusters for i in c.instances]
 
@@ -107,41 +129,43 @@ def _background(*marks: str) -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and all(m in cmdline(int(p)) for m in marks)]
 
 
-def test_the_readme_commands_work_as_shown(tmp_path: Path) -> None:
+def test_the_readme_commands_work_as_shown(ec2: Ec2Suite, tmp_path: Path) -> None:
     """examples/ec2/README.md, every block in one shell as a person types
-    them, against a suite of its own (its controller and moto are the README's)."""
-    root, port = tmp_path / "scratch", str(free_port())
-    (tmp_path / "home").mkdir()
+    them, against the module's suite and moto server (the README's own moto
+    is not started: its address is the module's). Its controller is a second
+    replica beside the module's, on the same moto: either may serve a call.
+    First in the module: it expects no other `ec2-web` or `legacy-web` instance."""
+    root, moto = tmp_path / "scratch", ec2.moto.removeprefix("http://")
     root.mkdir()
-    with running_suite(tmp_path / "home") as suite:
-        connection = load_connection(suite.home)
-        assert connection is not None
-        replacements = {"/tmp/": f"{root}/", ".venv/bin/": f"{BIN}/", "127.0.0.1:50052": connection.dispatcher,
-                        "-p 5000": f"-p {port}", "127.0.0.1:5000": f"127.0.0.1:{port}"}
-        script = ""
-        for number, block in enumerate(sh_blocks(REPO / "examples" / "ec2" / "README.md")):
-            for shown, actual in replacements.items():
-                block = block.replace(shown, actual)
-            script += f"echo '=== {number}'\n{block}\n"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "ORCH_TOKEN"}
-        try:
-            done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=REPO, capture_output=True, text=True,
-                                  timeout=240, env={**env, "ORCH_HOME": str(suite.home)})
-            log = (root / "ec2-controller.log").read_text() if (root / "ec2-controller.log").exists() else ""
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log[-3000:]
-            out = dict(part.split("\n", 1) for part in done.stdout.split("=== ")[1:])
-            servers = out["2"].splitlines()[-3:-1]
-            assert [(e, state) for e, _, state in map(ast.literal_eval, servers)] == [("web", "running")] * 2, out["2"]
-            assert int(out["2"].splitlines()[-1]) >= 2, "the events say RunInstances"
-            legacy = out["3"].splitlines()[0]
-            assert out["3"].splitlines()[-1] == f"('{legacy}', 'running', 'legacy')", out["3"]
-            client = ec2_client(f"http://127.0.0.1:{port}")
-            for name in ("ec2-web", "legacy"):
-                assert {i["State"]["Name"] for i in tagged(client, "orch:solution", name)} == {"terminated"}
-        finally:
-            for pid in _background(f"-p {port}") + _background("controllers.ec2", str(root)):
-                os.kill(pid, signal.SIGTERM)
-                wait_until(lambda: not alive(pid), 15, f"{pid} to stop")
+    suite = ec2.suite
+    connection = load_connection(suite.home)
+    assert connection is not None
+    replacements = {".venv/bin/moto_server -H 127.0.0.1 -p 5000 > /tmp/moto.log 2>&1 &": ": the module runs moto",
+                    "/tmp/": f"{root}/", ".venv/bin/": f"{BIN}/", "127.0.0.1:50052": connection.dispatcher,
+                    "127.0.0.1:5000": moto, "--replica ec2-1": "--replica ec2-readme"}
+    script = ""
+    for number, block in enumerate(sh_blocks(REPO / "examples" / "ec2" / "README.md")):
+        for shown, actual in replacements.items():
+            block = block.replace(shown, actual)
+        script += f"echo '=== {number}'\n{block}\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "ORCH_TOKEN"}
+    try:
+        done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=REPO, capture_output=True, text=True,
+                              timeout=240, env={**env, "ORCH_HOME": str(suite.home)})
+        log = (root / "ec2-controller.log").read_text() if (root / "ec2-controller.log").exists() else ""
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log[-3000:]
+        out = dict(part.split("\n", 1) for part in done.stdout.split("=== ")[1:])
+        servers = out["2"].splitlines()[-3:-1]
+        assert [(e, state) for e, _, state in map(ast.literal_eval, servers)] == [("web", "running")] * 2, out["2"]
+        assert int(out["2"].splitlines()[-1]) >= 2, "the events say RunInstances"
+        legacy = out["3"].splitlines()[0]
+        assert out["3"].splitlines()[-1] == f"('{legacy}', 'running', 'legacy')", out["3"]
+        for name in ("ec2-web", "legacy"):
+            assert {i["State"]["Name"] for i in tagged(ec2.ec2, "orch:solution", name)} == {"terminated"}
+    finally:
+        for pid in _background("controllers.ec2", str(root)):
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not alive(pid), 15, f"{pid} to stop")
 
 
 def test_the_example_deploys_one_trace_of_api_calls_and_is_torn_down(ec2: Ec2Suite) -> None:
@@ -189,7 +213,7 @@ def test_the_example_deploys_one_trace_of_api_calls_and_is_torn_down(ec2: Ec2Sui
                == "running", 30, "the stopped server running again")
     wait_until(lambda: all(i.state == i.target for i in instances_of(suite.solution("examples", "ec2-web"), "web")),
                30, "the solution's servers active again")
-    assert len(tagged(ec2.ec2, "orch:solution", "ec2-web")) == 2, "repaired, not replaced"
+    assert len(tagged(ec2.ec2, "orch:solution", "ec2-web", LIVE)) == 2, "repaired, not replaced"
 
     suite.ok("solution", "delete", "examples", "ec2-web", "--wait", timeout=90)
     assert {i["State"]["Name"] for i in tagged(ec2.ec2, "orch:solution", "ec2-web")} == {"terminated"}
@@ -207,6 +231,8 @@ def test_a_controller_killed_after_run_instances_launches_no_second_server(ec2: 
     uuid = tags_of(instance)["orch:instance"]
     [app] = instances_of(suite.solution("ec2crash", "crash"), "app")
     assert app.uuid == uuid and app.state != app.target, "the create's result never reached the engine"
+    # Its first boot ended by hand (stopped, as create would leave it): the retry has no 20 s to wait out.
+    ec2.ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
     ec2.controller.start()
     assert suite.wait_task("ec2crash", task, timeout=90).status == pb.TASK_STATUS_COMPLETED, suite.ok("task", "get", task)
     found = tagged(ec2.ec2, "orch:instance", uuid)
@@ -236,12 +262,20 @@ def test_the_aws_secret_is_in_no_output(ec2: Ec2Suite) -> None:
     """Events, logs, traces and the stored model (every file of the suite's home) never hold the secret."""
     suite = ec2.suite
     secret = DUMMY_SECRET.encode()
+    suite.apply(SECRET)
+    task = json.loads(suite.ok("solution", "deploy", "ec2secret", "secret", "V1.0.0", "--wait", "-o", "json",
+                               timeout=90))["task"]
+    trace_id = suite.ok("task", "trace", task).strip()
+    wait_until(lambda: any(s.name == "EC2.CreateVpc" for s in ec2.receiver.of_trace(trace_id)), 15,
+               "the deploy's CreateVpc span")
+    suite.ok("solution", "delete", "ec2secret", "secret", "--wait", timeout=90)
     outputs = {
-        "events": suite.ok("event", "list", "examples", "-o", "json") + suite.ok("event", "list", "ec2crash", "-o", "json"),
+        "events": "".join(suite.ok("event", "list", domain, "-o", "json") for domain in ("examples", "ec2crash", "ec2secret")),
         "controller log": ec2.controller.log(),
-        "spans": json.dumps([[s.name, s.attributes] for s in ec2.receiver.spans]),
+        "spans": json.dumps([[s.name, s.attributes] for s in ec2.receiver.all()]),
+        "export requests": repr(ec2.receiver.raw),
     }
-    assert ec2.controller.log() and ec2.receiver.spans and "EC2.CreateVpc" in outputs["spans"]
+    assert ec2.controller.log() and "EC2.CreateVpc" in outputs["spans"]
     for what, text in outputs.items():
         assert DUMMY_SECRET not in text, f"the secret is in the {what}"
     holding = [str(p) for p in suite.home.rglob("*") if p.is_file() and secret in p.read_bytes()]

@@ -9,7 +9,7 @@ settings); AWS credentials come from its environment or --credentials-file.
 Modules: `settings` (options and parameters -> settings, pure), `api` (the
 EC2 client: threads, concurrency, spans, errors, waiting), `network` and
 `server` (the two kinds' operations), `lookup` (status lookups of many
-servers in one call), `preview` (the dry run), `controller` (the
+servers or networks in one round of calls), `preview` (the dry run), `controller` (the
 operations, by kind).
 """
 

@@ -9,12 +9,15 @@ file its settings name; they never reach a message, a log line or a span."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import functools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import boto3
@@ -44,8 +47,10 @@ RETRYABLE_CODES = frozenset({
 })
 # How waiting on a real state polls: from a quarter second, growing to the settings' poll_max.
 _POLL_FIRST = 0.25
-# A wait gives up this long before the operation's deadline, to say why itself.
+# A wait, or a call, gives up this long before the operation's deadline, to say why itself.
 _MARGIN = 1.0
+# The deadline of the operation a call belongs to (set by the controller for each operation).
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("ec2_deadline", default=None)
 
 
 class Ec2Retryable(Retryable):
@@ -93,11 +98,15 @@ class Ec2Api:
         # Threads of its own, as many as calls may be in flight (asyncio's default pool has cores + 4).
         self._pool: ThreadPoolExecutor | None = None
         self._client: Any = None
+        # Calls whose thread still runs, by uuid: an attempt cancelled at its deadline leaves its call running
+        # (a thread cannot be stopped); the next attempt of that instance waits for them before it reads.
+        self._running: dict[str, set[concurrent.futures.Future[Any]]] = {}
         self._poll = Backoff(first=_POLL_FIRST, maximum=max(_POLL_FIRST, settings.poll_max), factor=1.6,
                              jitter=Jitter.HALF)
 
     def open(self) -> None:
-        """Make the client (no call yet: a missing credential shows on the first operation)."""
+        """Make the client (no call yet: a missing credential shows on the first operation). Blocking
+        (botocore loads its service model, about half a second): the controller runs it in a thread."""
         s = self.settings
         config = Config(region_name=s.region, connect_timeout=s.connect_timeout, read_timeout=s.call_timeout,
                         retries={"max_attempts": s.max_attempts, "mode": "standard"},
@@ -133,9 +142,58 @@ class Ec2Api:
             found["aws_session_token"] = keys["aws_session_token"]
         return found
 
+    @contextmanager
+    def deadline(self, deadline: float) -> Iterator[None]:
+        """The calls made inside (in this task and the tasks it starts) end by `deadline` less a margin."""
+        token = _deadline.set(deadline)
+        try:
+            yield
+        finally:
+            _deadline.reset(token)
+
+    async def settle(self, uuid: str, deadline: float) -> None:
+        """Wait until the calls of an earlier attempt for `uuid` that still run in their threads have
+        ended (at most until `deadline` less a margin): what they did is then there to be read."""
+        running = [asyncio.wrap_future(f) for f in self._running.get(uuid, ())]
+        if running:
+            log.info("ec2: %s: waiting for %d call(s) of an earlier attempt to end", uuid, len(running))
+            await asyncio.wait(running, timeout=max(0.0, deadline - time.time() - _MARGIN))
+
+    async def _run(self, uuid: str, operation: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """`call` in a thread of the pool, given up at the operation's deadline (its thread runs on, tracked)."""
+        assert self._pool is not None, "Ec2Api.open first"
+        loop = asyncio.get_running_loop()
+        future = self._pool.submit(call)
+        if uuid:
+            self._running.setdefault(uuid, set()).add(future)
+            future.add_done_callback(lambda done: self._ended(loop, uuid, done))
+        answer = asyncio.wrap_future(future)
+        answer.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even if given up
+        deadline = _deadline.get()
+        timeout = None if deadline is None else max(0.0, deadline - time.time() - _MARGIN)
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), timeout)
+        except TimeoutError:
+            raise Ec2Retryable(f"EC2 {operation}: no answer before the operation's deadline; the next attempt "
+                               "looks at what it did", "DeadlineExceeded", after=1.0) from None
+
+    def _ended(self, loop: asyncio.AbstractEventLoop, uuid: str, future: concurrent.futures.Future[Any]) -> None:
+        """(In the call's thread) forget the ended call, on the event loop's thread."""
+        def forget() -> None:
+            running = self._running.get(uuid)
+            if running is not None:
+                running.discard(future)
+                if not running:
+                    self._running.pop(uuid, None)
+        try:
+            loop.call_soon_threadsafe(forget)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
     async def call(self, operation: str, uuid: str = "", **params: Any) -> dict[str, Any]:
-        """One EC2 API call (`RunInstances`, ...) as a span of its own; raises
-        Ec2Retryable or Ec2Permanent, or DryRunOk for a DryRun that would succeed."""
+        """One EC2 API call (`RunInstances`, ...) as a span of its own, ended by the
+        operation's deadline; raises Ec2Retryable or Ec2Permanent, or DryRunOk for a
+        DryRun that would succeed."""
         method = getattr(self._client, _snake(operation))
         attributes = {"rpc.system": "aws-api", "rpc.service": "EC2", "rpc.method": operation,
                       "aws.region": self.settings.region}
@@ -144,9 +202,7 @@ class Ec2Api:
         with _tracer.start_as_current_span(f"EC2.{operation}", kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 async with self._slots:
-                    call = functools.partial(method, **params)
-                    response: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(self._pool, call)
-                    return response
+                    return await self._run(uuid, operation, functools.partial(method, **params))
             except ClientError as err:
                 error = err.response.get("Error", {})
                 code, text = str(error.get("Code", "")), str(error.get("Message", ""))
@@ -163,6 +219,9 @@ class Ec2Api:
                 raise Ec2Retryable("ec2: no AWS credentials: give the controller AWS_ACCESS_KEY_ID and "
                                    "AWS_SECRET_ACCESS_KEY in its environment, or --credentials-file",
                                    type(err).__name__, after=30.0) from None
+            except Ec2Retryable as err:
+                telemetry.fail(span, err.code)
+                raise
             except (ConnectionError, BotoCoreError) as err:
                 telemetry.fail(span, type(err).__name__)
                 raise Ec2Retryable(f"EC2 {operation}: {type(err).__name__}: {err}", type(err).__name__) from None

@@ -1,15 +1,22 @@
 """The ec2 controller's operations: each reads the cluster's parameters
 (`kind: network` or `kind: server`, see `settings`), finds what exists by
 its orch:instance tag, and does only what is missing. Every result's
-message lists the API calls it made (or what it found)."""
+message lists the API calls it made (or what it found). The operations of
+one instance run one at a time, each after the calls of an earlier attempt
+that still run in their threads have ended, and no call outlives the
+operation's deadline."""
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from controllers.ec2.api import Ec2Api
 from controllers.ec2.network import Networks
 from controllers.ec2.preview import preview
-from controllers.ec2.server import Servers, endpoint_of, placement
+from controllers.ec2.server import Servers, endpoint_of, placement, state_of
 from controllers.ec2.settings import ClientSettings, Kind, kind_of, network_spec, server_spec
 from orchestration_sdk import UNKNOWN, Controller, InstanceRef, InstanceState, OperationContext, Permanent, Result
 
@@ -23,9 +30,23 @@ class Ec2Controller(Controller):
         self.networks = Networks(self.api)
         # What each instance is, as its operations said: status then asks the right API first.
         self._kinds: dict[str, Kind] = {}
+        # One operation at a time per instance (an attempt and its retry, a stop and a destroy).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def open(self) -> None:
-        self.api.open()
+        await asyncio.to_thread(self.api.open)  # botocore loads its models: not on the event loop
+
+    @asynccontextmanager
+    async def _exclusive(self, ctx: OperationContext) -> AsyncIterator[None]:
+        """The instance's own turn: after its other operations, and after the calls of an earlier attempt
+        that still run; every call inside ends by the operation's deadline."""
+        lock = self._locks.get(ctx.uuid)
+        if lock is None:
+            lock = self._locks[ctx.uuid] = asyncio.Lock()
+        async with lock:
+            with self.api.deadline(ctx.deadline):
+                await self.api.settle(ctx.uuid, ctx.deadline)
+                yield
 
     async def close(self) -> None:
         self.api.close()
@@ -36,6 +57,33 @@ class Ec2Controller(Controller):
         return kind
 
     async def create(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._create(ctx)
+
+    async def configure(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._apply(ctx, running=False)
+
+    async def reconfigure(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._apply(ctx, running=True)
+
+    async def start(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._start(ctx)
+
+    async def stop(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._stop(ctx)
+
+    async def destroy(self, ctx: OperationContext) -> Result:
+        async with self._exclusive(ctx):
+            return await self._destroy(ctx)
+
+    async def reset(self, ctx: OperationContext) -> Result:
+        return await self.destroy(ctx)
+
+    async def _create(self, ctx: OperationContext) -> Result:
         if self._kind(ctx) == "network":
             steps: list[str] = []
             parts = await self.networks.ensure(ctx, network_spec(ctx.parameters), steps)
@@ -44,14 +92,10 @@ class Ec2Controller(Controller):
         instance, steps = await self.servers.create(ctx, spec, placement(ctx, spec))
         return _result(endpoint_of(instance), steps)
 
-    async def configure(self, ctx: OperationContext) -> Result:
-        return await self._apply(ctx, running=False)
-
-    async def reconfigure(self, ctx: OperationContext) -> Result:
-        return await self._apply(ctx, running=True)
-
     async def _apply(self, ctx: OperationContext, running: bool) -> Result:
-        """A changed configuration: the network's rules and parts, the server's tags and type."""
+        """A changed configuration: the network's rules and parts, the server's tags and type. `running`
+        (reconfigure: the instance is active) ends with the server running, also when an earlier attempt
+        stopped it to change its type and got no further."""
         steps: list[str] = []
         if self._kind(ctx) == "network":
             parts = await self.networks.ensure(ctx, network_spec(ctx.parameters), steps)
@@ -60,9 +104,11 @@ class Ec2Controller(Controller):
         instance = await self._server(ctx)
         await self.servers.retag(ctx, instance, spec, steps)
         instance = await self.servers.resize(ctx, instance, spec, steps)
+        if running and state_of(instance) != "running":
+            instance = await self.servers.start(ctx, instance, steps)
         return _result(endpoint_of(instance), steps or ["nothing to change"])
 
-    async def start(self, ctx: OperationContext) -> Result:
+    async def _start(self, ctx: OperationContext) -> Result:
         steps: list[str] = []
         if self._kind(ctx) == "network":
             parts = await self.networks.ensure(ctx, network_spec(ctx.parameters), steps)
@@ -71,7 +117,7 @@ class Ec2Controller(Controller):
         instance = await self.servers.start(ctx, await self._server(ctx), steps)
         return _result(endpoint_of(instance), steps)
 
-    async def stop(self, ctx: OperationContext) -> Result:
+    async def _stop(self, ctx: OperationContext) -> Result:
         steps: list[str] = []
         if self._kind(ctx) == "network":
             parts = await self.networks.parts(ctx.uuid)
@@ -83,7 +129,7 @@ class Ec2Controller(Controller):
         instance = await self.servers.stop(ctx, found, steps)
         return _result(endpoint_of(instance), steps)
 
-    async def destroy(self, ctx: OperationContext) -> Result:
+    async def _destroy(self, ctx: OperationContext) -> Result:
         try:
             kind: Kind | None = self._kind(ctx)
         except Permanent:
@@ -95,9 +141,6 @@ class Ec2Controller(Controller):
             steps += await self.networks.destroy(ctx)
         self._kinds.pop(ctx.uuid, None)
         return Result(message="\n".join(steps))
-
-    async def reset(self, ctx: OperationContext) -> Result:
-        return await self.destroy(ctx)
 
     async def status(self, ref: InstanceRef) -> InstanceState:
         hint = self._kinds.get(ref.uuid)
@@ -114,7 +157,8 @@ class Ec2Controller(Controller):
         return network
 
     async def preview(self, ctx: OperationContext) -> str:
-        return await preview(self.servers, self.networks, ctx)
+        with self.api.deadline(ctx.deadline):
+            return await preview(self.servers, self.networks, ctx)
 
     async def _server(self, ctx: OperationContext) -> dict:  # type: ignore[type-arg]
         instance = await self.servers.find(ctx.uuid)

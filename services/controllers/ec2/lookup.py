@@ -1,19 +1,28 @@
-"""Status lookups of many servers at once: the monitor asks the status of
+"""Status lookups of many instances at once: the monitor asks the status of
 every instance of a controller in one Status call, and the SDK runs them
-concurrently; the lookups that start together share one DescribeInstances
-per 200 uuids (EC2's limit of values in a filter) instead of one call each,
-which EC2's request rate limits would soon refuse."""
+concurrently; the lookups that start together share their Describe calls
+(one per 200 uuids, EC2's limit of values in a filter) instead of making
+them once each, which EC2's request rate limits would soon refuse. Servers
+share one DescribeInstances, networks one DescribeVpcs, DescribeSubnets and
+DescribeSecurityGroups."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
-from controllers.ec2.api import Ec2Api
+from controllers.ec2.api import Ec2Api, tags_of
 from controllers.ec2.settings import TAG_INSTANCE
 
 LIVE = ["pending", "running", "stopping", "stopped", "shutting-down"]
 FILTER_VALUES = 200
+T = TypeVar("T")
+
+
+def live_owned(uuids: list[str]) -> list[dict[str, Any]]:
+    """DescribeInstances filters of the live instances tagged for these engine instances."""
+    return [{"Name": f"tag:{TAG_INSTANCE}", "Values": uuids}, {"Name": "instance-state-name", "Values": LIVE}]
 
 
 def newest_live(instances: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -22,17 +31,25 @@ def newest_live(instances: list[dict[str, Any]]) -> dict[str, Any] | None:
     return live[-1] if live else None
 
 
-class InstanceLookup:
-    """Finds the live instance tagged for each uuid, coalescing concurrent lookups."""
+def by_owner(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Describe* items by their orch:instance tag."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        found.setdefault(tags_of(item).get(TAG_INSTANCE, ""), []).append(item)
+    return found
 
-    def __init__(self, api: Ec2Api) -> None:
-        self.api = api
-        self._waiting: dict[str, list[asyncio.Future[dict[str, Any] | None]]] = {}
+
+class Coalescing(Generic[T]):
+    """Answers lookups by uuid; the lookups of one moment share one `fetch` per 200 uuids."""
+
+    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, T]]], missing: T) -> None:
+        self._fetch, self._missing = fetch, missing
+        self._waiting: dict[str, list[asyncio.Future[T]]] = {}
         self._flush: asyncio.Task[None] | None = None
-        self.calls = 0  # DescribeInstances calls made (for tests and figures)
+        self.calls = 0  # fetches made (for tests and figures)
 
-    async def find(self, uuid: str) -> dict[str, Any] | None:
-        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+    async def find(self, uuid: str) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(uuid, []).append(future)
         if self._flush is None:
             self._flush = asyncio.create_task(self._run())
@@ -46,20 +63,25 @@ class InstanceLookup:
             chunk = uuids[start:start + FILTER_VALUES]
             try:
                 self.calls += 1
-                found = await self.api.instances([{"Name": f"tag:{TAG_INSTANCE}", "Values": chunk},
-                                                  {"Name": "instance-state-name", "Values": LIVE}])
+                found = await self._fetch(chunk)
             except Exception as err:  # noqa: BLE001 - every waiting lookup gets it
                 for uuid in chunk:
                     for future in waiting[uuid]:
                         if not future.done():
                             future.set_exception(err)
                 continue
-            by_uuid: dict[str, list[dict[str, Any]]] = {}
-            for instance in found:
-                tag = next((t["Value"] for t in instance.get("Tags") or [] if t["Key"] == TAG_INSTANCE), "")
-                by_uuid.setdefault(tag, []).append(instance)
             for uuid in chunk:
-                answer = newest_live(by_uuid.get(uuid, []))
                 for future in waiting[uuid]:
                     if not future.done():
-                        future.set_result(answer)
+                        future.set_result(found.get(uuid, self._missing))
+
+
+class InstanceLookup(Coalescing[dict[str, Any] | None]):
+    """Finds the live instance tagged for each uuid, coalescing concurrent lookups."""
+
+    def __init__(self, api: Ec2Api) -> None:
+        async def fetch(chunk: list[str]) -> dict[str, dict[str, Any] | None]:
+            owners = by_owner(await api.instances(live_owned(chunk)))
+            return {uuid: newest_live(owners.get(uuid, [])) for uuid in chunk}
+
+        super().__init__(fetch, None)

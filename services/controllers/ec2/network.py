@@ -8,14 +8,19 @@ a part missing is inactive (start makes the part again). Its endpoint
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from controllers.ec2.api import ApiError, Ec2Api, Ec2Retryable, tag_list, tags_of
-from controllers.ec2.settings import TAG_ADOPTED, TAG_INSTANCE, TAG_STATE, NetworkSpec, Rule, Selector, owner_tags
+from controllers.ec2.lookup import Coalescing, by_owner
+from controllers.ec2.settings import (TAG_ADOPTED, TAG_INSTANCE, TAG_STATE, NetworkSpec, Rule, Selector, name_tag,
+                                      owned, owner_tags)
 from orchestration_sdk import InstanceRef, InstanceState, OperationContext
 
 _MISSING = {"InvalidVpcID.NotFound", "InvalidSubnetID.NotFound", "InvalidGroup.NotFound", "InvalidGroupId.Malformed"}
+# What EC2 answers when a call repeated (its first answer lost) or a rule asked for twice finds it done.
+_ALREADY_THERE, _ALREADY_GONE = "InvalidPermission.Duplicate", "InvalidPermission.NotFound"
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class Parts:
     vpc: dict[str, Any] | None
     subnet: dict[str, Any] | None
     group: dict[str, Any] | None
+    spare: tuple[str, ...] = ()  # other VPCs tagged for the instance (a CreateVpc that outlived its attempt)
 
     @property
     def endpoint(self) -> str:
@@ -49,15 +55,17 @@ def parse_endpoint(endpoint: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-def _owned(uuid: str) -> dict[str, Any]:
-    return {"Name": f"tag:{TAG_INSTANCE}", "Values": [uuid]}
-
-
 def _ip_permission(rule: Rule) -> dict[str, Any]:
     permission: dict[str, Any] = {"IpProtocol": rule.protocol, "IpRanges": [{"CidrIp": rule.cidr}]}
     if rule.protocol != "-1":
         permission.update(FromPort=rule.from_port, ToPort=rule.to_port)
     return permission
+
+
+def rule_changes(group: dict[str, Any], wanted: Iterable[Rule]) -> tuple[list[Rule], list[Rule]]:
+    """The rules to authorize and to revoke to bring a group's rules to `wanted`."""
+    have, wanted = rules_of(group), list(wanted)
+    return [r for r in wanted if r not in have], sorted(have - set(wanted), key=str)
 
 
 def rules_of(group: dict[str, Any]) -> set[Rule]:
@@ -70,26 +78,45 @@ def rules_of(group: dict[str, Any]) -> set[Rule]:
     return found
 
 
+def _choose(vpcs: list[dict[str, Any]], subnets: list[dict[str, Any]], groups: list[dict[str, Any]]) -> Parts:
+    """An instance's parts, from the VPCs, subnets and groups tagged for it."""
+    def inside(items: list[dict[str, Any]], vpc_id: str) -> list[dict[str, Any]]:
+        return sorted((i for i in items if i.get("VpcId") == vpc_id), key=lambda i: str(i.get("SubnetId") or i.get("GroupId")))
+
+    vpc = min(vpcs, key=lambda v: (-len(inside(subnets, v["VpcId"])) - len(inside(groups, v["VpcId"])), v["VpcId"]))
+    mine_subnets, mine_groups = inside(subnets, vpc["VpcId"]), inside(groups, vpc["VpcId"])
+    return Parts(vpc, mine_subnets[0] if mine_subnets else None, mine_groups[0] if mine_groups else None,
+                 tuple(sorted(v["VpcId"] for v in vpcs if v is not vpc)))
+
+
 class Networks:
     """The network operations, on one Ec2Api."""
 
     def __init__(self, api: Ec2Api) -> None:
         self.api = api
         self._claims = asyncio.Lock()
+        self.lookup: Coalescing[Parts] = Coalescing(self._parts_of, Parts(None, None, None))
 
     async def parts(self, uuid: str) -> Parts:
-        vpcs = await self.api.describe("DescribeVpcs", "Vpcs", uuid, Filters=[_owned(uuid)])
-        if not vpcs:
-            return Parts(None, None, None)
-        vpc = vpcs[0]
-        inside = {"Name": "vpc-id", "Values": [vpc["VpcId"]]}
-        subnets = await self.api.describe("DescribeSubnets", "Subnets", uuid, Filters=[inside, _owned(uuid)])
-        groups = await self.api.describe("DescribeSecurityGroups", "SecurityGroups", uuid, Filters=[inside, _owned(uuid)])
-        return Parts(vpc, subnets[0] if subnets else None, groups[0] if groups else None)
+        """The instance's VPC, subnet and group (three Describe calls at once)."""
+        return (await self._parts_of([uuid], uuid)).get(uuid, Parts(None, None, None))
+
+    async def _parts_of(self, uuids: list[str], uuid: str = "") -> dict[str, Parts]:
+        """The parts of each of these instances, from three Describe calls made at once. Should several VPCs
+        carry an instance's tag, the one with most of its parts counts, then the lowest id: every attempt
+        picks the same."""
+        mine = [{"Name": f"tag:{TAG_INSTANCE}", "Values": uuids}]
+        vpcs, subnets, groups = (by_owner(found) for found in await asyncio.gather(
+            self.api.describe("DescribeVpcs", "Vpcs", uuid, Filters=mine),
+            self.api.describe("DescribeSubnets", "Subnets", uuid, Filters=mine),
+            self.api.describe("DescribeSecurityGroups", "SecurityGroups", uuid, Filters=mine)))
+        return {owner: _choose(vpcs[owner], subnets.get(owner, []), groups.get(owner, []))
+                for owner in uuids if vpcs.get(owner)}
 
     async def status(self, ref: InstanceRef) -> InstanceState | None:
-        """The network's state, or None when no VPC is tagged for the instance."""
-        parts = await self.parts(ref.uuid)
+        """The network's state, or None when no VPC is tagged for the instance (the statuses
+        asked together share their Describe calls)."""
+        parts = await self.lookup.find(ref.uuid)
         if parts.vpc is None:
             return None
         return InstanceState("active" if parts.state == "active" else "inactive", parts.endpoint)
@@ -97,8 +124,9 @@ class Networks:
     async def ensure(self, ctx: OperationContext, spec: NetworkSpec, steps: list[str]) -> Parts:
         """Find, adopt or make each part; brings the group's rules to the configuration's."""
         parts = await self.parts(ctx.uuid)
-        tags = {"Name": f"{ctx.solution}-{ctx.element}-{ctx.uuid[:8]}", **spec.tags,
+        tags = {"Name": name_tag(ctx.solution, ctx.element, ctx.uuid), **spec.tags,
                 **owner_tags(ctx.domain, ctx.solution, ctx.element, ctx.uuid)}
+        await self._remove_spares(ctx, parts.spare, steps)
         vpc = parts.vpc
         if vpc is None and ctx.adopt and spec.adopt:
             vpc = await self._adopt(ctx, spec.adopt, steps)
@@ -111,17 +139,54 @@ class Networks:
         if subnet is None and tags_of(vpc).get(TAG_ADOPTED) == "true":
             subnet = await self._claim_first("DescribeSubnets", "Subnets", "SubnetId", ctx, vpc_id, tags, steps)
         if subnet is None:
-            subnet = (await self.api.call("CreateSubnet", ctx.uuid, VpcId=vpc_id, CidrBlock=spec.subnet_cidr,
-                                          TagSpecifications=[{"ResourceType": "subnet", "Tags": tag_list(tags)}]))["Subnet"]
-            steps.append(f"CreateSubnet {spec.subnet_cidr}: {subnet['SubnetId']}")
+            subnet = await self._make_subnet(ctx, vpc_id, spec.subnet_cidr, tags, steps)
         group = parts.group or await self._make_group(ctx, vpc_id, tags, steps)
         await self._sync_rules(ctx, group, spec.ingress, steps)
         return Parts(vpc, subnet, group)
 
+    async def _remove_spares(self, ctx: OperationContext, spare: tuple[str, ...], steps: list[str]) -> None:
+        """Delete the other VPCs tagged for the instance (made by a CreateVpc that outlived its attempt);
+        one that is in use stays, for destroy."""
+        for vpc_id in spare:
+            try:
+                await self.api.call("DeleteVpc", ctx.uuid, VpcId=vpc_id)
+            except ApiError as err:
+                ctx.logger.warning("a second VPC %s is tagged for this instance; not deleted: %s", vpc_id, err)
+                continue
+            steps.append(f"DeleteVpc {vpc_id} (a second VPC tagged for this instance)")
+
+    async def _make_subnet(self, ctx: OperationContext, vpc_id: str, cidr: str, tags: dict[str, str],
+                           steps: list[str]) -> dict[str, Any]:
+        try:
+            subnet: dict[str, Any] = (await self.api.call(
+                "CreateSubnet", ctx.uuid, VpcId=vpc_id, CidrBlock=cidr,
+                TagSpecifications=[{"ResourceType": "subnet", "Tags": tag_list(tags)}]))["Subnet"]
+        except ApiError as err:
+            if err.code != "InvalidSubnet.Conflict":
+                raise
+            # The block is taken in our own VPC: by an earlier attempt whose answer was lost (then tagged in
+            # that call), or by hand (untagged). Take it; not another instance's (an adopted VPC's subnets).
+            found = await self.api.describe("DescribeSubnets", "Subnets", ctx.uuid, Filters=[
+                {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "cidr-block", "Values": [cidr]}])
+            owner = tags_of(found[0]).get(TAG_INSTANCE, ctx.uuid) if found else ""
+            if owner != ctx.uuid:
+                raise  # no such subnet (the block overlaps another), or another instance's
+            subnet = found[0]
+            if TAG_INSTANCE not in tags_of(subnet):
+                await self.api.call("CreateTags", ctx.uuid, Resources=[subnet["SubnetId"]], Tags=tag_list(tags))
+            steps.append(f"found {subnet['SubnetId']} ({cidr}) in {vpc_id}")
+            return subnet
+        steps.append(f"CreateSubnet {cidr}: {subnet['SubnetId']}")
+        return subnet
+
+    async def adoptable(self, uuid: str, selector: Selector) -> list[dict[str, Any]]:
+        """The VPCs the selector matches that no engine instance owns yet."""
+        found = await self.api.describe("DescribeVpcs", "Vpcs", uuid, Filters=selector.ec2_filters())
+        return [v for v in found if TAG_INSTANCE not in tags_of(v)]
+
     async def _adopt(self, ctx: OperationContext, selector: Selector, steps: list[str]) -> dict[str, Any] | None:
         async with self._claims:
-            found = await self.api.describe("DescribeVpcs", "Vpcs", ctx.uuid, Filters=selector.ec2_filters())
-            free = [v for v in found if TAG_INSTANCE not in tags_of(v)]
+            free = await self.adoptable(ctx.uuid, selector)
             if not free:
                 return None
             vpc = free[0]
@@ -153,27 +218,44 @@ class Networks:
         except ApiError as err:
             if err.code != "InvalidGroup.Duplicate":
                 raise
-            # Made by an attempt that did not get to tag it: take it now.
+            # The name is taken in our VPC: by an earlier attempt whose answer was lost (then tagged in that
+            # call, and maybe not visible yet to the Describe that looked), or by hand. Take it.
             groups = await self.api.describe("DescribeSecurityGroups", "SecurityGroups", ctx.uuid, Filters=[
                 {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [name]}])
-            await self.api.call("CreateTags", ctx.uuid, Resources=[groups[0]["GroupId"]], Tags=tag_list(tags))
+            if not groups:
+                raise Ec2Retryable(f"ec2: the group {name} exists but is not visible yet", err.code, after=2.0) from None
+            if tags_of(groups[0]).get(TAG_INSTANCE) != ctx.uuid:
+                await self.api.call("CreateTags", ctx.uuid, Resources=[groups[0]["GroupId"]], Tags=tag_list(tags))
+            steps.append(f"found {groups[0]['GroupId']} ({name}) in {vpc_id}")
             return groups[0]
         steps.append(f"CreateSecurityGroup {name}: {answer['GroupId']}")
         return {"GroupId": answer["GroupId"], "IpPermissions": []}
 
     async def _sync_rules(self, ctx: OperationContext, group: dict[str, Any], wanted: tuple[Rule, ...],
                           steps: list[str]) -> None:
-        have = rules_of(group)
-        missing = [r for r in wanted if r not in have]
-        extra = [r for r in have if r not in set(wanted)]
-        if missing:
-            await self.api.call("AuthorizeSecurityGroupIngress", ctx.uuid, GroupId=group["GroupId"],
-                                IpPermissions=[_ip_permission(r) for r in missing])
-            steps.append(f"AuthorizeSecurityGroupIngress {group['GroupId']}: {len(missing)} rule(s)")
-        if extra:
-            await self.api.call("RevokeSecurityGroupIngress", ctx.uuid, GroupId=group["GroupId"],
-                                IpPermissions=[_ip_permission(r) for r in extra])
-            steps.append(f"RevokeSecurityGroupIngress {group['GroupId']}: {len(extra)} rule(s)")
+        missing, extra = rule_changes(group, wanted)
+        for operation, rules, done in (("AuthorizeSecurityGroupIngress", missing, _ALREADY_THERE),
+                                       ("RevokeSecurityGroupIngress", extra, _ALREADY_GONE)):
+            if rules:
+                await self._change_rules(ctx, operation, group["GroupId"], rules, done)
+                steps.append(f"{operation} {group['GroupId']}: {len(rules)} rule(s)")
+
+    async def _change_rules(self, ctx: OperationContext, operation: str, group_id: str, rules: list[Rule],
+                            done: str) -> None:
+        """Authorize or revoke rules; one already so (`done`: a repeated call whose first answer was lost,
+        a rule changed by hand meanwhile) is success. EC2 refuses the whole batch then: one rule at a time."""
+        try:
+            await self.api.call(operation, ctx.uuid, GroupId=group_id, IpPermissions=[_ip_permission(r) for r in rules])
+            return
+        except ApiError as err:
+            if err.code != done:
+                raise
+        for rule in rules:
+            try:
+                await self.api.call(operation, ctx.uuid, GroupId=group_id, IpPermissions=[_ip_permission(rule)])
+            except ApiError as err:
+                if err.code != done:
+                    raise
 
     async def set_state(self, ctx: OperationContext, parts: Parts, state: str, steps: list[str]) -> None:
         if parts.vpc is not None and tags_of(parts.vpc).get(TAG_STATE) != state:
@@ -183,12 +265,12 @@ class Networks:
     async def destroy(self, ctx: OperationContext) -> list[str]:
         """Delete the groups, subnets and VPCs tagged for the instance (missing is fine)."""
         steps: list[str] = []
-        owned = [_owned(ctx.uuid)]
+        mine = [owned(ctx.uuid)]
         for operation, key, id_key, delete in (
                 ("DescribeSecurityGroups", "SecurityGroups", "GroupId", "DeleteSecurityGroup"),
                 ("DescribeSubnets", "Subnets", "SubnetId", "DeleteSubnet"),
                 ("DescribeVpcs", "Vpcs", "VpcId", "DeleteVpc")):
-            for item in await self.api.describe(operation, key, ctx.uuid, Filters=owned):
+            for item in await self.api.describe(operation, key, ctx.uuid, Filters=mine):
                 try:
                     await self.api.call(delete, ctx.uuid, **{id_key: item[id_key]})
                 except ApiError as err:

@@ -6,10 +6,9 @@ changes nothing."""
 from __future__ import annotations
 
 from controllers.ec2.api import DryRunOk, tags_of
-from controllers.ec2.lookup import LIVE
-from controllers.ec2.network import Networks, rules_of
+from controllers.ec2.network import Networks, rule_changes
 from controllers.ec2.server import Servers, placement, state_of
-from controllers.ec2.settings import DEFAULT_TYPE, TAG_INSTANCE, TAG_STATE, kind_of, network_spec, server_spec
+from controllers.ec2.settings import DEFAULT_TYPE, TAG_STATE, kind_of, network_spec, server_spec
 from orchestration_sdk import OperationContext, Permanent, Retryable
 
 
@@ -41,8 +40,7 @@ async def _network(networks: Networks, ctx: OperationContext) -> str:
         if ctx.transition != "create":
             return f"nothing to {ctx.transition}: no network is tagged for it (create makes one)"
         if ctx.adopt and spec.adopt:
-            found = await networks.api.describe("DescribeVpcs", "Vpcs", ctx.uuid, Filters=spec.adopt.ec2_filters())
-            free = [v for v in found if TAG_INSTANCE not in tags_of(v)]
+            free = await networks.adoptable(ctx.uuid, spec.adopt)
             if free:
                 return f"adopt {free[0]['VpcId']} (matching {spec.adopt.describe()}): CreateTags, and a subnet and group if it lacks them"
         # No DryRun here: moto's CreateVpc does not honour it (it made a VPC).
@@ -55,9 +53,7 @@ async def _network(networks: Networks, ctx: OperationContext) -> str:
     if parts.group is None:
         lines.append(f"CreateSecurityGroup orch-{ctx.uuid} (missing)")
     else:
-        have = rules_of(parts.group)
-        missing = [r for r in spec.ingress if r not in have]
-        extra = [r for r in have if r not in set(spec.ingress)]
+        missing, extra = rule_changes(parts.group, spec.ingress)
         if missing:
             lines.append(f"AuthorizeSecurityGroupIngress {len(missing)} rule(s)")
         if extra:
@@ -75,9 +71,7 @@ async def _server(servers: Servers, ctx: OperationContext) -> str:
         if instance is not None:
             return f"nothing: exists as {instance['InstanceId']} ({state_of(instance)})"
         if ctx.adopt and spec.adopt:
-            found = await servers.api.instances([*spec.adopt.ec2_filters(),
-                                                 {"Name": "instance-state-name", "Values": LIVE[:4]}], ctx.uuid)
-            free = [i for i in found if TAG_INSTANCE not in tags_of(i)]
+            free = await servers.adoptable(ctx.uuid, spec.adopt)
             if free:
                 return f"adopt {free[0]['InstanceId']} ({state_of(free[0])}, matching {spec.adopt.describe()}): CreateTags"
         launch = f"RunInstances ImageId={spec.image_id} InstanceType={spec.instance_type or DEFAULT_TYPE}"
@@ -94,21 +88,39 @@ async def _server(servers: Servers, ctx: OperationContext) -> str:
         return f"nothing to {ctx.transition}: no instance is tagged for it"
     iid, state = instance["InstanceId"], state_of(instance)
     if ctx.transition in ("start", "stop"):
-        wanted = "running" if ctx.transition == "start" else "stopped"
-        if state == wanted:
-            return f"nothing: {iid} is {state}"
-        call = "StartInstances" if ctx.transition == "start" else "StopInstances"
-        try:
-            await servers.api.call(call, ctx.uuid, InstanceIds=[iid], DryRun=True)
-        except DryRunOk:
-            pass
-        except (Retryable, Permanent) as err:
-            return f"{call} {iid} would fail: {err}"
-        return f"{call} {iid} ({state})"
-    current = instance.get("InstanceType")
-    if spec.instance_type and current and current != spec.instance_type:
-        restart = "StopInstances, " if state in ("pending", "running") else ""
-        again = ", StartInstances" if restart else ""
-        return f"{restart}ModifyInstanceAttribute {iid} InstanceType {current} -> {spec.instance_type}{again}"
+        return await _start_stop(servers, ctx, iid, state)
+    lines = []
     missing = sorted(k for k, v in spec.tags.items() if tags_of(instance).get(k) != v)
-    return f"CreateTags {iid} {', '.join(missing)}" if missing else f"nothing: {iid} matches the configuration"
+    if missing:
+        lines.append(f"CreateTags {iid} {', '.join(missing)}")
+    current = instance.get("InstanceType")
+    resize = bool(spec.instance_type and current and current != spec.instance_type)
+    if resize and state in ("pending", "running"):
+        lines.append(f"StopInstances {iid}")
+    if resize:
+        lines.append(f"ModifyInstanceAttribute {iid} InstanceType {current} -> {spec.instance_type}")
+    if ctx.transition == "reconfigure" and (state not in ("running", "pending") or resize):
+        # reconfigure leaves the server running (also after an attempt that stopped it and got no further)
+        lines.append(f"StartInstances {iid}" + ("" if resize or state == "stopped" else f" (once {state} ends)"))
+    return "\n".join(lines) or f"nothing: {iid} matches the configuration"
+
+
+async def _start_stop(servers: Servers, ctx: OperationContext, iid: str, state: str) -> str:
+    """What start or stop does: wait out a change under way, then call (DryRun first: EC2's own check)."""
+    start = ctx.transition == "start"
+    wanted, call = ("running", "StartInstances") if start else ("stopped", "StopInstances")
+    if state == wanted:
+        return f"nothing: {iid} is {state}"
+    if state == ("pending" if start else "stopping"):
+        return f"nothing: {iid} is {state}; {ctx.transition} waits until it is {wanted}"
+    if state == ("stopping" if start else "pending"):
+        # EC2 refuses the call in this state (a DryRun would say so): the operation waits first.
+        before = "stopped" if start else "running"
+        return f"wait until {iid} is {before} (it is {state}), then {call} {iid}"
+    try:
+        await servers.api.call(call, ctx.uuid, InstanceIds=[iid], DryRun=True)
+    except DryRunOk:
+        pass
+    except (Retryable, Permanent) as err:
+        return f"{call} {iid} would fail: {err}"
+    return f"{call} {iid} ({state})"

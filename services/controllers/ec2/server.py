@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from controllers.ec2.api import DryRunOk, Ec2Api, tag_list, tags_of
-from controllers.ec2.lookup import LIVE, InstanceLookup, newest_live
+from controllers.ec2.lookup import LIVE, InstanceLookup, live_owned, newest_live
 from controllers.ec2.network import parse_endpoint
-from controllers.ec2.settings import DEFAULT_TYPE, TAG_ADOPTED, TAG_INSTANCE, ServerSpec, Selector, owner_tags
+from controllers.ec2.settings import DEFAULT_TYPE, TAG_ADOPTED, TAG_INSTANCE, ServerSpec, Selector, name_tag, owner_tags
 from orchestration_sdk import UNKNOWN, InstanceRef, InstanceState, OperationContext, Permanent, Retryable, StateName
 
 STATES: dict[str, StateName] = {"pending": "active", "running": "active", "stopping": "inactive", "stopped": "inactive"}
@@ -59,8 +59,7 @@ class Servers:
 
     async def find(self, uuid: str) -> dict[str, Any] | None:
         """The live instance tagged for this engine instance (the newest if, against all care, several)."""
-        return newest_live(await self.api.instances([{"Name": f"tag:{TAG_INSTANCE}", "Values": [uuid]},
-                                                     {"Name": "instance-state-name", "Values": LIVE}], uuid))
+        return newest_live(await self.api.instances(live_owned([uuid]), uuid))
 
     async def status(self, ref: InstanceRef) -> InstanceState:
         instance = await self.lookup.find(ref.uuid)
@@ -91,7 +90,7 @@ class Servers:
         return instance, steps
 
     async def _launch(self, ctx: OperationContext, spec: ServerSpec, placement: Placement) -> dict[str, Any]:
-        tags = {"Name": f"{ctx.solution}-{ctx.element}-{ctx.uuid[:8]}", **spec.tags,
+        tags = {"Name": name_tag(ctx.solution, ctx.element, ctx.uuid), **spec.tags,
                 **owner_tags(ctx.domain, ctx.solution, ctx.element, ctx.uuid)}
         answer = await self.api.call("RunInstances", ctx.uuid, **self._run_params(ctx, spec, placement),
                                      ClientToken=client_token(ctx.operation_id),
@@ -114,12 +113,15 @@ class Servers:
             params["KeyName"] = spec.key_name
         return params
 
+    async def adoptable(self, uuid: str, selector: Selector) -> list[dict[str, Any]]:
+        """The live instances (not on their way out) the selector matches that no engine instance owns, oldest first."""
+        found = await self.api.instances([*selector.ec2_filters(), {"Name": "instance-state-name", "Values": LIVE[:4]}], uuid)
+        return [i for i in found if TAG_INSTANCE not in tags_of(i)]
+
     async def _adopt(self, ctx: OperationContext, selector: Selector, extra: Mapping[str, str]) -> dict[str, Any] | None:
         """Claim the oldest live instance the selector matches that no other engine instance owns."""
         async with self._claims:
-            found = await self.api.instances([*selector.ec2_filters(),
-                                              {"Name": "instance-state-name", "Values": LIVE[:4]}], ctx.uuid)
-            free = [i for i in found if TAG_INSTANCE not in tags_of(i)]
+            free = await self.adoptable(ctx.uuid, selector)
             if not free:
                 ctx.logger.info("adopt: nothing free matches %s; launching a new instance", selector.describe())
                 return None
@@ -170,8 +172,7 @@ class Servers:
 
     async def destroy(self, ctx: OperationContext) -> list[str]:
         """Terminate every live instance tagged for this engine instance, and wait until they are gone."""
-        found = await self.api.instances([{"Name": f"tag:{TAG_INSTANCE}", "Values": [ctx.uuid]},
-                                          {"Name": "instance-state-name", "Values": LIVE}], ctx.uuid)
+        found = await self.api.instances(live_owned([ctx.uuid]), ctx.uuid)
         if not found:
             return ["no instance: nothing to terminate"]
         ids = [i["InstanceId"] for i in found]

@@ -12,7 +12,7 @@ comma-joined, maps as JSON). Pure: no I/O.
 | `subnet_cidr` | network | the first /24 of `cidr` | the subnet's address block |
 | `ingress` | network | none | rules of the security group: `PROTOCOL:PORT[-PORT]:CIDR` items (`tcp:22:10.0.0.0/8`) |
 | `image_id` | server | (required) | the AMI |
-| `instance_type` | server | `t3.micro` | the instance type; a change is applied by configure (stopped) or reconfigure (stop, change, start); an adopted instance keeps its own unless this is given |
+| `instance_type` | server | `t3.micro` | the instance type; a change is applied by configure (stopped) or reconfigure (stop, change, and end running); an adopted instance keeps its own unless this is given |
 | `network` | server | the one context provider that is an ec2 network | the relationship whose endpoint names the subnet and group |
 | `subnet_id`, `security_group_ids` | server | from `network` | instead of a network in the model |
 | `key_name` | server | none | an EC2 key pair |
@@ -112,8 +112,9 @@ class ServerSpec:
 
 
 def kind_of(parameters: Mapping[str, str]) -> Kind:
-    """The kind of component a cluster's parameters describe (and credentials refused: never in the model)."""
-    secret = sorted(k for k in parameters if k.lower() in _CREDENTIAL_KEYS)
+    """The kind of component a cluster's parameters describe (and credentials refused: never in the model,
+    at the top level or as a key inside a value that is a map or list, like `tags`)."""
+    secret = sorted(set(_credential_keys(parameters)))
     if secret:
         raise Permanent(f"ec2: {', '.join(secret)} in the model: AWS credentials are never part of a model; give them "
                         "to the controller (its environment, or --credentials-file) and remove them from the Configuration")
@@ -152,6 +153,36 @@ def server_spec(parameters: Mapping[str, str]) -> ServerSpec:
         key_name=parameters.get("key_name", "").strip(), first_boot=_seconds(parameters, "first_boot"),
         tags=_tags(parameters), adopt=_selector(parameters),
     )
+
+
+def _credential_keys(value: Any, path: str = "") -> list[str]:
+    """The keys, anywhere in the parameters (values that are JSON maps or lists included), that name a credential."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if str(key).strip().lower() in _CREDENTIAL_KEYS:
+                found.append(where)
+            found += _credential_keys(inner, where)
+    elif isinstance(value, list):
+        for inner in value:
+            found += _credential_keys(inner, path)
+    elif isinstance(value, str) and path and value.strip()[:1] in ("{", "["):
+        try:
+            found += _credential_keys(json.loads(value), path)
+        except ValueError:
+            pass
+    return found
+
+
+def name_tag(solution: str, element: str, uuid: str) -> str:
+    """The Name tag of what an instance makes (the console shows it)."""
+    return f"{solution}-{element}-{uuid[:8]}"
+
+
+def owned(uuid: str) -> dict[str, Any]:
+    """The Describe* filter of what an engine instance owns: its orch:instance tag."""
+    return {"Name": f"tag:{TAG_INSTANCE}", "Values": [uuid]}
 
 
 def owner_tags(domain: str, solution: str, element: str, uuid: str) -> dict[str, str]:
@@ -223,23 +254,24 @@ def _selector(parameters: Mapping[str, str]) -> Selector:
 
 
 def _rules(items: list[str]) -> tuple[Rule, ...]:
-    rules = []
+    """The rules, each once (EC2 refuses a rule twice: InvalidPermission.Duplicate), blocks normalised as EC2 keeps them."""
+    rules: list[Rule] = []
     for item in items:
         match = _RULE.match(str(item).strip())
         if not match:
             raise Permanent(f"ec2: ingress rule {item!r} must be PROTOCOL:PORT[-PORT]:CIDR, like tcp:22:10.0.0.0/8")
         protocol, first, last, cidr = match.groups()
         try:
-            ipaddress.IPv4Network(cidr, strict=False)
+            cidr = str(ipaddress.IPv4Network(cidr.strip(), strict=False))
         except ValueError as err:
             raise Permanent(f"ec2: ingress rule {item!r}: {cidr!r} is not an address block") from err
         low, high = int(first), int(last or first)
         if high > 65535 or low > high:
             raise Permanent(f"ec2: ingress rule {item!r}: ports must be 0-65535, low to high")
-        if protocol in ("-1", "all"):
-            rules.append(Rule("-1", 0, 0, cidr))  # every protocol and port: EC2 keeps no ports for it
-        else:
-            rules.append(Rule(protocol, low, high, cidr))
+        # Protocol -1 is every protocol and port: EC2 keeps no ports for it.
+        rule = Rule("-1", 0, 0, cidr) if protocol in ("-1", "all") else Rule(protocol, low, high, cidr)
+        if rule not in rules:
+            rules.append(rule)
     return tuple(rules)
 
 
