@@ -122,6 +122,11 @@ def kind_of(item: pytest.Item) -> str:
         return "browser"
     if path.name in FAULT_FILES or item.get_closest_marker("faults"):
         return "faults"
+    # A file that says what its tests need (a controller's tests against a real
+    # moto server, ansible-playbook, libvirt's driver) is taken at its word.
+    for kind in ("integration", "e2e"):
+        if item.get_closest_marker(kind):
+            return kind
     sources = list(_sources(item))
     if any("running_suite(" in source for source in sources):
         return "e2e"

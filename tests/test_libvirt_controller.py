@@ -20,7 +20,7 @@ from controllers.libvirt.hypervisor import PASSWORD_ENV, USERNAME_ENV, Credentia
 from controllers.libvirt.settings import VmSettings, settings_of
 from orchestration_sdk import UNKNOWN, InstanceRef, OperationContext, Permanent, Retryable
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # the real libvirt test driver, in process
 
 NODE = """<node>
   <domain type='test'><name>legacy-vm</name><memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>

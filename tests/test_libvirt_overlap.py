@@ -22,7 +22,7 @@ from controllers.libvirt.hypervisor import Credentials, Hypervisor, shown_uri
 from orchestration_sdk import Retryable
 from test_libvirt_controller import NODE, context, fresh, ref
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # the real libvirt test driver, in process
 T = TypeVar("T")
 
 
