@@ -27,7 +27,7 @@ from suite import eventually, free_port
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ansible"
-# A configure playbook of the tests: one line in web_root/runs per run.
+# A playbook of the tests: one line in web_root/runs per run.
 COUNT = """- hosts: all
   gather_facts: false
   tasks:
@@ -37,11 +37,10 @@ COUNT = """- hosts: all
 
 
 def configuration(web_root: Path, port: int, inventory: str = "") -> str:
-    """The example component V1.0.0's configuration, rendered as the engine would, plus configure: count.yml."""
+    """The example component V1.0.0's configuration, rendered as the engine would."""
     text = (EXAMPLE / "web.yaml").read_text().split("Configuration: |\n", 1)[1].split("    Dependencies")[0]
     text = "\n".join(line[6:] for line in text.splitlines())
     text = text.replace("{{web_root}}", str(web_root)).replace("{{port}}", str(port)).replace("{{solution}}", "s")
-    text = text.replace("  create: install.yml\n", "  create: install.yml\n  configure: count.yml\n")
     return text + (f"\ninventory: {inventory}\n" if inventory else "")
 
 
@@ -65,26 +64,25 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, 
 def test_a_redelivered_operation_runs_once_unless_it_asks_something_else(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     playbooks, home, web_root = setup
     controller = AnsibleController(RunnerSettings(playbooks, tmp_path / "state", timeout=60.0), concurrency=2)
-    config = configuration(web_root, free_port())
+    config = configuration(web_root, free_port()).replace("create: install.yml", "create: count.yml")
     before = sorted(p.relative_to(playbooks) for p in playbooks.rglob("*"))
     web, runs = web_root / "s-web-V1.0.0", web_root / "runs"
+    web.mkdir(parents=True)
 
     async def scenario() -> None:
         await controller.open()
-        created = await controller.create(context(config, "create", "op-create"))
-        assert "changed: write the page on localhost" in created.message
-        shutil.rmtree(web / "site")
-        # The same operation delivered again (the engine never heard the answer): answered from the record.
-        again = await controller.create(context(config, "create", "op-create"))
-        assert again == created and not (web / "site").exists()
         # Delivered twice at once (a time-out, then a second replica): the second waits, then is answered.
-        first, second = await asyncio.gather(controller.configure(context(config, "configure", "op-conf")),
-                                             controller.configure(context(config, "configure", "op-conf")))
-        assert first == second and runs.read_text().split() == ["op-conf"]
+        first, second = await asyncio.gather(controller.create(context(config, "create", "op-create")),
+                                             controller.create(context(config, "create", "op-create")))
+        assert first == second and "changed: count the run on localhost" in first.message
+        assert runs.read_text().split() == ["op-create"]
+        # Delivered again later (the engine never heard the answer): answered from the record.
+        assert await controller.create(context(config, "create", "op-create")) == first
         # The same id asking something else (other parameters) is not answered from the record: it runs.
-        await controller.configure(context(config, "configure", "op-conf", other="1"))
-        assert runs.read_text().split() == ["op-conf", "op-conf"]
+        await controller.create(context(config, "create", "op-create", other="1"))
+        assert runs.read_text().split() == ["op-create", "op-create"]
         # The status playbook finds it installed, not running; an instance never created is unknown.
+        (web / "server.py").write_text("")
         assert await controller.status(context(config, "create", "x").instance) == InstanceState("inactive", "")
         assert await controller.status(context(config, "create", "x", uuid="u-9").instance) == UNKNOWN
 
