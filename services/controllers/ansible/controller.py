@@ -55,7 +55,7 @@ class AnsibleController(Controller):
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def open(self) -> None:
-        ended = self.runner.prepare()
+        ended = await asyncio.to_thread(self.runner.prepare)  # it waits for what it ends
         if ended:
             log.warning("ended %d ansible-playbook run(s) a killed controller left: %s", len(ended),
                         ", ".join(map(str, ended)))
