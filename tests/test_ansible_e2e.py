@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from controllers.ansible.playbook import end_runs
 from orchestration.v1 import model_pb2 as pb
 from suite import ExtraController, Suite, alive, cmdline, extra_controller, free_port, running_suite, wait_until
 from otlp import Receiver, receiving
@@ -139,6 +140,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 suite.apply(model(web_root, ports))
                 yield World(suite, controller, receiver, web_root, state_dir, ports, password, token)
     finally:
+        end_runs(state_dir / "runs")  # a run a failed test left holding
         for pid_file in web_root.glob("*/pid"):  # whatever a failed test left running
             try:
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
@@ -152,7 +154,7 @@ def test_preview_deploy_upgrade_and_delete_the_web_service(world: World) -> None
     plan = suite.ok("solution", "plan", DOMAIN, "web", "V1.0.0", "--preview")
     assert "ansible-playbook install.yml --check --diff" in plan and "configure: no playbook, nothing to do" in plan
     assert "+hello from web (version 1, instance " in plan and "changed: [localhost]" in plan
-    assert not world.web_dir("web").exists()  # changed nothing
+    assert not world.web_dir("web").exists() and not list((world.state_dir / "instances").iterdir())  # changed nothing
     suite.ok("solution", "deploy", DOMAIN, "web", "V1.0.0", "--wait")
     instance = world.instance("web")
     assert instance.state == pb.STATE_ACTIVE and instance.endpoint == f"http://127.0.0.1:{v1}/"
@@ -221,7 +223,9 @@ def test_a_controller_killed_half_way_through_a_start_converges_without_a_second
     record = world.state_dir / "instances" / f"{world.instance('slow').uuid}.json"
     assert json.loads(record.read_text())["running"]["transition"] == "start"
     first = int((web_dir / "pid").read_text())
-    orphans = _playbook_runs(world.state_dir)
+    # ansible-playbook and the worker that holds (a process of its own session, as ansible-core starts them).
+    orphans = wait_until(lambda: runs if len(runs := _playbook_runs(world.state_dir)) >= 2 else None, 30,
+                         "start.yml's worker to hold")
     world.controller.kill()
     assert alive(first) and any(alive(pid) for pid in orphans)  # the worker holding runs on, orphaned
     world.controller.start()
