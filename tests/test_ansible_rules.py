@@ -12,7 +12,7 @@ import pytest
 from controllers.ansible.config import ConfigError, default_inventory, host_count, parse_config
 from controllers.ansible.events import failure_text, summarize, unreachable_text
 from controllers.ansible.state import Done, InstanceRecord, StateStore, digest
-from controllers.ansible.variables import extra_vars
+from controllers.ansible.variables import extra_vars, status_vars
 from orchestration_sdk import OperationContext
 from orchestration_sdk.context import Provider
 
@@ -81,6 +81,11 @@ def test_extra_vars_carry_the_instance_its_parameters_endpoint_and_providers() -
     assert variables["orch_providers"] == {"db": {"type": "service", "element": "db", "cluster": "V1",
                                                   "endpoints": ["pg://a:5432", "pg://b:5432"]}}
     assert variables["orch_siblings"] == ["http://other:8080/"]
+    # A status run has what the record kept, under the same names.
+    status = status_vars("u-1", {"domain": "d", "element": "web"}, {"port": "8080"}, "http://me/", {"orch_endpoint": "x"})
+    assert status == {"orch_instance": {"uuid": "u-1", "domain": "d", "element": "web", "operation": "status"},
+                      "orch_parameters": {"port": "8080"}, "orch_endpoint": "http://me/", "orch_providers": {},
+                      "orch_siblings": []}
 
 
 def _event(kind: str, task: str = "", host: str = "localhost", **data: object) -> dict[str, object]:

@@ -23,7 +23,7 @@ from controllers.ansible.playbook import (
     acquire_before,
 )
 from controllers.ansible.state import Done, InstanceRecord, StateStore, digest, now
-from controllers.ansible.variables import extra_vars
+from controllers.ansible.variables import extra_vars, status_vars
 from orchestration_sdk import (
     UNKNOWN,
     Controller,
@@ -97,7 +97,7 @@ class AnsibleController(Controller):
         playbook = config.playbook("status")
         if not playbook:
             return InstanceState(record.state, record.endpoint)  # type: ignore[arg-type]
-        variables = self._status_vars(record, config)
+        variables = status_vars(record.uuid, record.identity, record.parameters, record.endpoint, config.vars)
         try:
             run = await self.runner.run(playbook, "status", config.inventory, variables)
         except ConfigError as err:
@@ -240,13 +240,6 @@ class AnsibleController(Controller):
         if run.rc in PERMANENT_EXIT_CODES:
             return Permanent(f"{playbook}: ansible-playbook exited {run.rc}: {run.last_error()}")
         return Retryable(f"{playbook}: ansible-playbook {run.status} (exit code {run.rc}): {run.last_error()}")
-
-    def _status_vars(self, record: InstanceRecord, config: AnsibleConfig) -> dict[str, Any]:
-        variables: dict[str, Any] = dict(config.vars)
-        variables.update({"orch_instance": {"uuid": record.uuid, **record.identity, "operation": "status"},
-                          "orch_parameters": record.parameters, "orch_endpoint": record.endpoint,
-                          "orch_providers": {}, "orch_siblings": []})
-        return variables
 
 
 def _progress(run: PlaybookRun) -> str:
