@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from controllers.ansible.playbook import end_runs
+from controllers.ansible.playbook import end_runs, leftover_runs
 from orchestration.v1 import model_pb2 as pb
 from suite import ExtraController, Suite, alive, cmdline, extra_controller, free_port, running_suite, wait_until
 from otlp import Receiver, receiving
@@ -202,11 +202,6 @@ def _servers(web_dir: Path) -> list[int]:
             if p.name.isdigit() and "server.py" in cmdline(int(p.name)) and _cwd(int(p.name)) == web_dir]
 
 
-def _playbook_runs(state_dir: Path) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-            and "ansible-playbook" in (line := cmdline(int(p.name))) and str(state_dir) in line and alive(int(p.name))]
-
-
 def _cwd(pid: int) -> Path | None:
     try:
         return Path(os.readlink(f"/proc/{pid}/cwd"))
@@ -224,7 +219,7 @@ def test_a_controller_killed_half_way_through_a_start_converges_without_a_second
     assert json.loads(record.read_text())["running"]["transition"] == "start"
     first = int((web_dir / "pid").read_text())
     # ansible-playbook and the worker that holds (a process of its own session, as ansible-core starts them).
-    orphans = wait_until(lambda: runs if len(runs := _playbook_runs(world.state_dir)) >= 2 else None, 30,
+    orphans = wait_until(lambda: runs if len(runs := leftover_runs(world.state_dir / "runs")) >= 2 else None, 30,
                          "start.yml's worker to hold")
     world.controller.kill()
     assert alive(first) and any(alive(pid) for pid in orphans)  # the worker holding runs on, orphaned
