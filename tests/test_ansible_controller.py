@@ -3,8 +3,9 @@ localhost and no engine: a re-delivered operation that succeeded is
 answered from the record, unless it asks something else; two deliveries of
 one operation at once run it once; a status playbook tells the real state;
 a run cut short by the operation's deadline is retryable, and so is an
-operation that finds no free playbook slot before its deadline; a cancelled
-operation leaves no ansible-playbook behind; a missing playbook is
+operation that finds no free playbook slot before its deadline; the status
+of an instance an operation runs on is the record's; a cancelled operation
+leaves no ansible-playbook behind; a missing playbook is
 permanent, an unreachable host retryable; Ansible writes nothing outside the
 state directory. (The preview runs in test_ansible_e2e.py, through
 `orch solution plan --preview`.)"""
@@ -113,6 +114,13 @@ def test_deadlines_slots_and_a_cancel_stop_runs_and_leave_nothing_running(setup,
         await eventually(lambda: leftover_runs(state / "runs"), 30, "the holding start's ansible-playbook")
         with pytest.raises(Retryable, match="no free playbook slot"):
             await asyncio.wait_for(controller.stop(context(config, "stop", "st", uuid="u-2", seconds=3)), 10)
+        # While an operation runs on an instance, its status is the record's (no status playbook racing it).
+        record = controller.store.load("u-1")
+        assert record is not None
+        record.state = "inactive"
+        controller.store.save(record)
+        ref = context(config, "start", "x").instance
+        assert await asyncio.wait_for(controller.status(ref), 5) == InstanceState("inactive", "")
         # Cancelled (the SDK does at the deadline, or at shutdown): ansible-playbook has ended when it returns.
         holding.cancel()
         with pytest.raises(asyncio.CancelledError):
