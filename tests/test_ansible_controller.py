@@ -1,37 +1,40 @@
 """The ansible controller on its own, with real ansible-playbook runs on
-localhost and no engine: the preview (--check --diff over the controller's
-gRPC Preview) changes nothing; a re-delivered operation that succeeded is
-answered from the record; an unreachable host and a run cut short by the
-time-out are retryable, a missing playbook permanent; a status playbook
-tells the real state; Ansible writes nothing outside the state directory."""
+localhost and no engine: a re-delivered operation that succeeded is
+answered from the record, unless it asks something else; two deliveries of
+one operation at once run it once; a status playbook tells the real state;
+a run cut short by the operation's deadline is retryable, and so is an
+operation that finds no free playbook slot before its deadline; the status
+of an instance an operation runs on is the record's; a cancelled operation
+leaves no ansible-playbook behind; a missing playbook is
+permanent, an unreachable host retryable; Ansible writes nothing outside the
+state directory. (The preview runs in test_ansible_e2e.py, through
+`orch solution plan --preview`.)"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from controllers.ansible import AnsibleController
-from controllers.ansible.playbook import RunnerSettings
+from controllers.ansible.playbook import RunnerSettings, leftover_runs
 from orchestration_sdk import UNKNOWN, InstanceState, OperationContext, Permanent, Retryable
-from orchestration_sdk.testing import serve_in_process
-from orchestration_sdk.v1 import controller_pb2 as cpb
-from orchestration_sdk.v1.model_pb2 import Transition
+from suite import eventually, free_port
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ansible"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# A playbook of the tests: one line in web_root/runs per run.
+COUNT = """- hosts: all
+  gather_facts: false
+  tasks:
+    - name: count the run
+      ansible.builtin.shell: echo "{{ orch_instance.operation_id }}" >> "{{ web_dir }}/../runs"
+"""
 
 
 def configuration(web_root: Path, port: int, inventory: str = "") -> str:
@@ -42,85 +45,98 @@ def configuration(web_root: Path, port: int, inventory: str = "") -> str:
     return text + (f"\ninventory: {inventory}\n" if inventory else "")
 
 
-def context(config: str, transition: str, operation_id: str, **params: str) -> OperationContext:
-    return OperationContext("d", "s", "web", "V1.0.0", "u-1", "web", "V1.0.0", operation_id, transition, 1,
-                            time.time() + 60, config, params, (), (), logging.LoggerAdapter(logging.getLogger("t")))
+def context(config: str, transition: str, operation_id: str, uuid: str = "u-1", seconds: float = 60,
+            **params: str) -> OperationContext:
+    return OperationContext("d", "s", "web", "V1.0.0", uuid, "web", "V1.0.0", operation_id, transition, 1,
+                            time.time() + seconds, config, params, (), (), logging.LoggerAdapter(logging.getLogger("t")))
 
 
 @pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[AnsibleController, Path, Path, Path]:
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path]:
     playbooks = tmp_path / "playbooks"
     shutil.copytree(EXAMPLE / "playbooks", playbooks)
+    (playbooks / "count.yml").write_text(COUNT)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))  # ansible-playbook inherits it: it must write nothing there
-    settings = RunnerSettings(playbooks, tmp_path / "state", timeout=60.0)
-    return AnsibleController(settings, concurrency=2), playbooks, home, tmp_path / "web"
+    return playbooks, home, tmp_path / "web"
 
 
-def test_preview_shows_the_diff_and_changes_nothing_then_the_operations_run(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    controller, playbooks, home, web_root = setup
-    port = free_port()
-    config = configuration(web_root, port)
+def test_a_redelivered_operation_runs_once_unless_it_asks_something_else(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    playbooks, home, web_root = setup
+    controller = AnsibleController(RunnerSettings(playbooks, tmp_path / "state", timeout=60.0), concurrency=2)
+    config = configuration(web_root, free_port()).replace("create: install.yml", "create: count.yml")
     before = sorted(p.relative_to(playbooks) for p in playbooks.rglob("*"))
+    web, runs = web_root / "s-web-V1.0.0", web_root / "runs"
+    web.mkdir(parents=True)
 
     async def scenario() -> None:
-        async with serve_in_process(controller, "secret-credential") as served:
-            operation = cpb.Operation(
-                operation_id="p-1", transition=Transition.TRANSITION_CREATE, configuration=config,
-                instance=cpb.InstanceReference(domain="d", solution="s", element="web", cluster="V1.0.0", uuid="new-1",
-                                               component="web", component_version="V1.0.0"),
-                parameters={"port": str(port)}, deadline_unix_ms=int((time.time() + 60) * 1000))
-            reply = await served.stub.Preview(cpb.PreviewRequest(operation=operation), metadata=served.metadata)
-            assert reply.text.startswith("ansible-playbook install.yml --check --diff\n")
-            assert "+hello from s (version 1, instance new-1)" in reply.text and "changed: [localhost]" in reply.text
-            assert not web_root.exists()  # a dry run
-            operation.transition = Transition.TRANSITION_CONFIGURE
-            reply = await served.stub.Preview(cpb.PreviewRequest(operation=operation), metadata=served.metadata)
-            assert reply.text == "configure: no playbook, nothing to do"
-
-        created = await controller.create(context(config, "create", "op-create"))
-        assert "changed: write the page on localhost" in created.message
-        web = web_root / "s-web-V1.0.0"
-        shutil.rmtree(web)
-        # The same operation delivered again (the engine never heard the answer): answered from the record.
-        again = await controller.create(context(config, "create", "op-create"))
-        assert again == created and not web.exists()
-        web.mkdir(parents=True)
+        await controller.open()
+        # Delivered twice at once (a time-out, then a second replica): the second waits, then is answered.
+        first, second = await asyncio.gather(controller.create(context(config, "create", "op-create")),
+                                             controller.create(context(config, "create", "op-create")))
+        assert first == second and "changed: count the run on localhost" in first.message
+        assert runs.read_text().split() == ["op-create"]
+        # Delivered again later (the engine never heard the answer): answered from the record.
+        assert await controller.create(context(config, "create", "op-create")) == first
+        # The same id asking something else (other parameters) is not answered from the record: it runs.
+        await controller.create(context(config, "create", "op-create", other="1"))
+        assert runs.read_text().split() == ["op-create", "op-create"]
+        # The status playbook finds it installed, not running; an instance never created is unknown.
         (web / "server.py").write_text("")
-        # The status playbook finds it installed, not running.
         assert await controller.status(context(config, "create", "x").instance) == InstanceState("inactive", "")
-        await controller.destroy(context(config, "destroy", "op-destroy"))
-        assert not web.exists() and await controller.status(context(config, "create", "x").instance) == UNKNOWN
+        assert await controller.status(context(config, "create", "x", uuid="u-9").instance) == UNKNOWN
 
     asyncio.run(scenario())
     assert sorted(p.relative_to(playbooks) for p in playbooks.rglob("*")) == before
     assert list(home.iterdir()) == []
+    assert list((tmp_path / "state" / "runs").iterdir()) == []  # each run's private directory removed
 
 
-def test_a_run_past_its_time_out_is_retryable_and_a_missing_playbook_permanent(setup) -> None:  # type: ignore[no-untyped-def]
-    _, playbooks, _, web_root = setup
+def test_deadlines_slots_and_a_cancel_stop_runs_and_leave_nothing_running(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    playbooks, _, web_root = setup
+    state = tmp_path / "state"
+    controller = AnsibleController(RunnerSettings(playbooks, state, timeout=60.0), concurrency=1)
     config = configuration(web_root, free_port())
-    controller = AnsibleController(RunnerSettings(playbooks, web_root.parent / "state", timeout=4.0))
+    (web_root / "s-web-V1.0.0" / "site").mkdir(parents=True)
+    (web_root / "s-web-V1.0.0" / "server.py").write_text("")  # start.yml starts it (it ends at once), then holds
 
     async def scenario() -> None:
         await controller.open()
-        await controller.create(context(config, "create", "c"))
+        # start.yml holds (start_hold) past the operation's deadline: the run is cut short, retryable.
         started = time.monotonic()
         with pytest.raises(Retryable, match="start.yml: timeout"):
-            await controller.start(context(config, "start", "s", start_delay="30"))
-        assert time.monotonic() - started < 10
+            await controller.start(context(config, "start", "s", seconds=4.5, start_hold="60"))
+        assert time.monotonic() - started < 8 and not leftover_runs(state / "runs")
+        # One slot (--concurrency 1), taken by a start that holds: another instance's operation gives up
+        # before its deadline, retryable, instead of running past it.
+        holding = asyncio.ensure_future(controller.start(context(config, "start", "s2", start_hold="60")))
+        await eventually(lambda: leftover_runs(state / "runs"), 30, "the holding start's ansible-playbook")
+        with pytest.raises(Retryable, match="no free playbook slot"):
+            await asyncio.wait_for(controller.stop(context(config, "stop", "st", uuid="u-2", seconds=3)), 10)
+        # While an operation runs on an instance, its status is the record's (no status playbook racing it).
+        record = controller.store.load("u-1")
+        assert record is not None
+        record.state = "inactive"
+        controller.store.save(record)
+        ref = context(config, "start", "x").instance
+        assert await asyncio.wait_for(controller.status(ref), 5) == InstanceState("inactive", "")
+        # Cancelled (the SDK does at the deadline, or at shutdown): ansible-playbook has ended when it returns.
+        holding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await holding
+        assert leftover_runs(state / "runs") == []
         missing = config.replace("stop: stop.yml", "stop: gone.yml")
         with pytest.raises(Permanent, match="playbook gone.yml not found in the controller's playbook directory"):
             await controller.stop(context(missing, "stop", "st"))
-        await controller.destroy(context(config, "destroy", "d"))
 
     asyncio.run(scenario())
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="the ssh client makes a host unreachable here")
-def test_an_unreachable_host_is_retryable(setup) -> None:  # type: ignore[no-untyped-def]
-    controller, _, _, web_root = setup
+def test_an_unreachable_host_is_retryable(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    playbooks, _, web_root = setup
+    controller = AnsibleController(RunnerSettings(playbooks, tmp_path / "state", timeout=60.0))
     closed = free_port()
     config = configuration(web_root, free_port(), inventory="{all: {hosts: {ghost: {ansible_host: 127.0.0.1, "
                                                            f"ansible_port: {closed}, ansible_connection: ssh}}}}}}}}")

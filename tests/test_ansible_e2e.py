@@ -1,9 +1,9 @@
 """The ansible controller against a whole suite, with real ansible-playbook
-runs on localhost: the example web service (examples/ansible) deployed,
-upgraded and deleted; per-task lines in the task's events; a failing task
+runs on localhost: the example web service (examples/ansible) previewed
+(`orch solution plan --preview`), deployed, upgraded and deleted; per-task lines in the task's events; a failing task
 fails the instance permanently, naming the task; the controller SIGKILLed
-half-way through a start and started again converges without a second
-server; a service that already runs is adopted, not replaced; the vault
+half-way through a start and started again ends the run its killed self
+left and converges without a second server; a service that already runs is adopted, not replaced; the vault
 password and the secret it opens appear in no output; each playbook run is
 a span in the request's trace."""
 
@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -25,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from controllers.ansible.playbook import end_runs, leftover_runs
 from orchestration.v1 import model_pb2 as pb
-from suite import ExtraController, Suite, alive, cmdline, extra_controller, running_suite, wait_until
+from suite import ExtraController, Suite, alive, cmdline, extra_controller, free_port, running_suite, wait_until
 from otlp import Receiver, receiving
 
 pytestmark = pytest.mark.e2e
@@ -35,12 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ansible"
 DOMAIN = "examples"
 OTEL = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(port: int) -> str:
@@ -104,7 +98,7 @@ def model(web_root: Path, ports: dict[str, int]) -> str:
         Component: web
         Configuration: ""
         Clusters:
-          V1.0.0: {{Version: V1.0.0, State: active, Min: 1, Max: 1, Size: 1, Configuration: "{{port: {ports['slow']}, start_delay: 3}}", Relationships: {{}}}}
+          V1.0.0: {{Version: V1.0.0, State: active, Min: 1, Max: 1, Size: 1, Configuration: "{{port: {ports['slow']}, start_hold: 60}}", Relationships: {{}}}}
   adopted - V1.0.0:
     Architecture: adopted
     Version: V1.0.0
@@ -146,6 +140,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 suite.apply(model(web_root, ports))
                 yield World(suite, controller, receiver, web_root, state_dir, ports, password, token)
     finally:
+        end_runs(state_dir / "runs")  # a run a failed test left holding
         for pid_file in web_root.glob("*/pid"):  # whatever a failed test left running
             try:
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
@@ -153,8 +148,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 pass
 
 
-def test_deploy_upgrade_and_delete_the_web_service(world: World) -> None:
+def test_preview_deploy_upgrade_and_delete_the_web_service(world: World) -> None:
     suite, v1, v2 = world.suite, world.ports["v1"], world.ports["v2"]
+    # The plan with each operation's dry run: install.yml --check --diff shows the page it would write.
+    plan = suite.ok("solution", "plan", DOMAIN, "web", "V1.0.0", "--preview")
+    assert "ansible-playbook install.yml --check --diff" in plan and "configure: no playbook, nothing to do" in plan
+    assert "+hello from web (version 1, instance " in plan and "changed: [localhost]" in plan
+    assert not world.web_dir("web").exists() and not list((world.state_dir / "instances").iterdir())  # changed nothing
     suite.ok("solution", "deploy", DOMAIN, "web", "V1.0.0", "--wait")
     instance = world.instance("web")
     assert instance.state == pb.STATE_ACTIVE and instance.endpoint == f"http://127.0.0.1:{v1}/"
@@ -176,7 +176,8 @@ def test_deploy_upgrade_and_delete_the_web_service(world: World) -> None:
                        if len({s.name for s in world.receiver.spans if s.name.startswith("ansible-playbook ")}) >= 4
                        else None, 15, "playbook spans")
     by_id = {s.span_id: s for s in world.receiver.spans}
-    start = next(s for s in spans if s.name == "ansible-playbook start.yml")
+    start = next(s for s in spans if s.name == "ansible-playbook start.yml" and s.attributes["ansible.check"] == "false")
+    assert any(s.attributes["ansible.check"] == "true" for s in spans)  # the preview's --check runs
     assert start.attributes["ansible.operation"] == "start" and start.attributes["ansible.hosts"] == "1"
     parent = by_id[start.parent_id]
     assert parent.name.startswith("start ") and parent.attributes["orch.transition"] == "start"
@@ -201,11 +202,6 @@ def _servers(web_dir: Path) -> list[int]:
             if p.name.isdigit() and "server.py" in cmdline(int(p.name)) and _cwd(int(p.name)) == web_dir]
 
 
-def _playbook_runs(state_dir: Path) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-            and "ansible-playbook" in (line := cmdline(int(p.name))) and str(state_dir) in line and alive(int(p.name))]
-
-
 def _cwd(pid: int) -> Path | None:
     try:
         return Path(os.readlink(f"/proc/{pid}/cwd"))
@@ -217,22 +213,27 @@ def _cwd(pid: int) -> Path | None:
 def test_a_controller_killed_half_way_through_a_start_converges_without_a_second_server(world: World) -> None:
     web_dir, port = world.web_dir("slow"), world.ports["slow"]
     world.suite.ok("solution", "deploy", DOMAIN, "slow", "V1.0.0")
-    # The server is up and start.yml waits (start_delay) before it reports: kill the controller now.
+    # The server is up and start.yml holds (start_hold) until released: kill the controller now.
     wait_until(lambda: get(port), 30, "the slow instance's server to answer")
     record = world.state_dir / "instances" / f"{world.instance('slow').uuid}.json"
     assert json.loads(record.read_text())["running"]["transition"] == "start"
     first = int((web_dir / "pid").read_text())
+    # ansible-playbook and the worker that holds (a process of its own session, as ansible-core starts them).
+    orphans = wait_until(lambda: runs if len(runs := leftover_runs(world.state_dir / "runs")) >= 2 else None, 30,
+                         "start.yml's worker to hold")
     world.controller.kill()
-    assert alive(first)
+    assert alive(first) and any(alive(pid) for pid in orphans)  # the worker holding runs on, orphaned
     world.controller.start()
+    # The controller ends what its killed self left running before it takes operations again.
+    wait_until(lambda: not any(alive(pid) for pid in orphans), 30, "the killed controller's ansible-playbook to end")
+    (web_dir / "release").touch()
     wait_until(lambda: world.instance("slow").state == pb.STATE_ACTIVE, 40, "the slow instance to become active")
     assert int((web_dir / "pid").read_text()) == first and alive(first)  # started once, not twice
     assert _servers(web_dir) == [first]
-    # The killed controller's ansible-playbook ended too (its terminal hung up), the server it started kept.
-    wait_until(lambda: not _playbook_runs(world.state_dir), 15, "the killed controller's ansible-playbook to end")
     recorded = json.loads(record.read_text())
     assert recorded["running"] is None and recorded["state"] == "active"
     assert [(d["transition"], d["outcome"]) for d in recorded["done"]] == [("create", "ok"), ("configure", "ok"), ("start", "ok")]
+    assert list((world.state_dir / "runs").iterdir()) == []  # no private directory (a copy of the environment) left
 
 
 def test_adopt_claims_a_web_service_that_already_runs(world: World) -> None:

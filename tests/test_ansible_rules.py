@@ -11,8 +11,8 @@ import pytest
 
 from controllers.ansible.config import ConfigError, default_inventory, host_count, parse_config
 from controllers.ansible.events import failure_text, summarize, unreachable_text
-from controllers.ansible.state import Done, InstanceRecord, StateStore
-from controllers.ansible.variables import extra_vars
+from controllers.ansible.state import Done, InstanceRecord, StateStore, digest
+from controllers.ansible.variables import extra_vars, status_vars
 from orchestration_sdk import OperationContext
 from orchestration_sdk.context import Provider
 
@@ -81,6 +81,11 @@ def test_extra_vars_carry_the_instance_its_parameters_endpoint_and_providers() -
     assert variables["orch_providers"] == {"db": {"type": "service", "element": "db", "cluster": "V1",
                                                   "endpoints": ["pg://a:5432", "pg://b:5432"]}}
     assert variables["orch_siblings"] == ["http://other:8080/"]
+    # A status run has what the record kept, under the same names.
+    status = status_vars("u-1", {"domain": "d", "element": "web"}, {"port": "8080"}, "http://me/", {"orch_endpoint": "x"})
+    assert status == {"orch_instance": {"uuid": "u-1", "domain": "d", "element": "web", "operation": "status"},
+                      "orch_parameters": {"port": "8080"}, "orch_endpoint": "http://me/", "orch_providers": {},
+                      "orch_siblings": []}
 
 
 def _event(kind: str, task: str = "", host: str = "localhost", **data: object) -> dict[str, object]:
@@ -128,12 +133,21 @@ def test_the_record_keeps_the_last_operations_by_id(tmp_path) -> None:  # type: 
     store = StateStore(tmp_path)
     store.prepare()
     record = InstanceRecord("u-1", state="active", endpoint="http://x/")
+    asked = digest("start", "playbooks: {start: start.yml}", {"port": "80"}, False)
     for n in range(30):
-        record.record(Done(f"op-{n}", "start", "start.yml", "ok" if n % 2 else "failed"))
+        record.record(Done(f"op-{n}", "start", "start.yml", "ok" if n % 2 else "failed", asked=asked))
+    record.record(Done("op-old", "start", "start.yml", "ok"))  # written by an older version: no digest
     store.save(record)
     again = store.load("u-1")
     assert again is not None and len(again.done) == 20 and again.state == "active"
-    assert again.finished("op-29") is not None and again.finished("op-28") is None  # failed: runs again
+    assert again.finished("op-29", asked) is not None and again.finished("op-28", asked) is None  # failed: runs again
+    # The same id asking something else (parameters, configuration, transition, adopt) runs again.
+    for other in (digest("start", "playbooks: {start: start.yml}", {"port": "81"}, False),
+                  digest("start", "playbooks: {start: other.yml}", {"port": "80"}, False),
+                  digest("stop", "playbooks: {start: start.yml}", {"port": "80"}, False),
+                  digest("start", "playbooks: {start: start.yml}", {"port": "80"}, True)):
+        assert again.finished("op-29", other) is None
+    assert again.finished("op-old", "") is None and again.finished("op-old", asked) is None
     assert store.load("u-2") is None
     with pytest.raises(ValueError):
         store.path("../escape")

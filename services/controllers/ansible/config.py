@@ -52,6 +52,10 @@ class AnsibleConfig:
         """The playbook of an operation, "" when it has none (then it succeeds doing nothing)."""
         return self.playbooks.get(operation, "")
 
+    def playbook_of(self, operation: str) -> str:
+        """The playbook a lifecycle operation runs: its own; for reset without one, destroy's."""
+        return self.playbook(operation) or (self.playbook("destroy") if operation == "reset" else "")
+
 
 def parse_config(text: str) -> AnsibleConfig:
     """The configuration text (YAML) read and checked."""

@@ -2,18 +2,28 @@
 component's configuration names for it (an operation without one succeeds
 doing nothing), records what ran, and says whether a failure is worth a
 retry (an unreachable host, a time-out) or not (a failed task, a bad
-configuration)."""
+configuration). One operation per instance at a time; an operation delivered
+again after it succeeded, with the same configuration, is answered from the
+record."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import logging
+from collections import defaultdict
 from typing import Any
 
 from controllers.ansible.config import AnsibleConfig, ConfigError, parse_config
 from controllers.ansible.events import failure_text, unreachable_text
-from controllers.ansible.playbook import PERMANENT_EXIT_CODES, PlaybookRun, PlaybookRunner, RunnerSettings
-from controllers.ansible.state import Done, InstanceRecord, StateStore, now
-from controllers.ansible.variables import extra_vars
+from controllers.ansible.playbook import (
+    PERMANENT_EXIT_CODES,
+    PlaybookRun,
+    PlaybookRunner,
+    RunnerSettings,
+    acquire_before,
+)
+from controllers.ansible.state import Done, InstanceRecord, StateStore, digest, now
+from controllers.ansible.variables import extra_vars, status_vars
 from orchestration_sdk import (
     UNKNOWN,
     Controller,
@@ -32,6 +42,8 @@ STATES = ("initial", "inactive", "active")
 # Seconds kept back from an operation's deadline for recording the outcome.
 MARGIN = 1.0
 
+log = logging.getLogger("controllers.ansible")
+
 
 class AnsibleController(Controller):
     """Instances whose lifecycle operations are playbooks (see controllers.ansible.config)."""
@@ -39,9 +51,14 @@ class AnsibleController(Controller):
     def __init__(self, settings: RunnerSettings, concurrency: int = 4) -> None:
         self.runner = PlaybookRunner(settings, concurrency)
         self.store = StateStore(settings.state_dir / "instances")
+        # One operation per instance at a time (status and preview do not wait).
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def open(self) -> None:
-        self.runner.prepare()
+        ended = await asyncio.to_thread(self.runner.prepare)  # it waits for what it ends
+        if ended:
+            log.warning("ended %d ansible-playbook run(s) a killed controller left: %s", len(ended),
+                        ", ".join(map(str, ended)))
         self.store.prepare()
 
     async def create(self, ctx: OperationContext) -> Result:
@@ -70,6 +87,9 @@ class AnsibleController(Controller):
         record = self.store.load(ref.uuid)
         if record is None or record.state == "initial":
             return UNKNOWN
+        if ref.uuid in self._locks and self._locks[ref.uuid].locked():
+            # An operation runs on it: its status playbook would race it; the record answers.
+            return InstanceState(record.state, record.endpoint)  # type: ignore[arg-type]
         try:
             config = parse_config(record.configuration)
         except ConfigError:
@@ -77,7 +97,7 @@ class AnsibleController(Controller):
         playbook = config.playbook("status")
         if not playbook:
             return InstanceState(record.state, record.endpoint)  # type: ignore[arg-type]
-        variables = self._status_vars(record, config)
+        variables = status_vars(record.uuid, record.identity, record.parameters, record.endpoint, config.vars)
         try:
             run = await self.runner.run(playbook, "status", config.inventory, variables)
         except ConfigError as err:
@@ -95,7 +115,7 @@ class AnsibleController(Controller):
         """The operation's playbook run with --check --diff: Ansible's output."""
         config = self._config(ctx)
         operation = ctx.transition
-        playbook = config.playbook(operation) or (config.playbook("destroy") if operation == "reset" else "")
+        playbook = config.playbook_of(operation)
         if not playbook:
             return f"{operation}: no playbook, nothing to do"
         try:
@@ -105,7 +125,7 @@ class AnsibleController(Controller):
         variables = extra_vars(ctx, config.vars, record.endpoint if record else "", operation)
         try:
             run = await self.runner.run(playbook, operation, config.inventory, variables, check=True,
-                                        timeout=ctx.deadline - time.time() - MARGIN)
+                                        deadline=ctx.deadline - MARGIN)
         except ConfigError as err:
             raise Permanent(str(err)) from err
         if run.summary.unreachable:
@@ -123,10 +143,21 @@ class AnsibleController(Controller):
     async def _operate(self, ctx: OperationContext, operation: str) -> Result:
         config = self._config(ctx)
         try:
-            record = self.store.load(ctx.uuid) or InstanceRecord(ctx.uuid)
+            self.store.path(ctx.uuid)
         except ValueError as err:
             raise Permanent(str(err)) from err
-        finished = record.finished(ctx.operation_id)
+        lock = self._locks[ctx.uuid]
+        if not await acquire_before(lock, ctx.deadline - MARGIN):
+            raise Retryable(f"another operation on instance {ctx.uuid} still runs", after=1.0)
+        try:
+            return await self._operate_alone(ctx, operation, config)
+        finally:
+            lock.release()
+
+    async def _operate_alone(self, ctx: OperationContext, operation: str, config: AnsibleConfig) -> Result:
+        record = self.store.load(ctx.uuid) or InstanceRecord(ctx.uuid)
+        asked = digest(operation, ctx.configuration, ctx.parameters, ctx.adopt)
+        finished = record.finished(ctx.operation_id, asked)
         if finished is not None:
             # Delivered again after it succeeded (a crash before the result reached the engine).
             ctx.logger.info("%s %s already ran: answered from the record", operation, ctx.operation_id)
@@ -146,7 +177,7 @@ class AnsibleController(Controller):
             notes.extend(lines)
             record.adopted = adopted
         if not adopted:
-            playbook = config.playbook(operation) or (config.playbook("destroy") if operation == "reset" else "")
+            playbook = config.playbook_of(operation)
             if playbook:
                 run = await self._run(ctx, config, record, operation, playbook)
                 stats = dict(run.summary.stats)
@@ -157,11 +188,11 @@ class AnsibleController(Controller):
         endpoint = str(stats.get("orch_endpoint") or record.endpoint or config.endpoint)
         message = "\n".join(notes)
         if AFTER[operation] == "initial":
-            self.store.remove(ctx.uuid)
+            await asyncio.to_thread(self.store.remove, ctx.uuid)
             return Result(message=message)
         record.state, record.endpoint = AFTER[operation], endpoint
-        record.record(Done(ctx.operation_id, operation, playbook, "ok", message, endpoint, now()))
-        self.store.save(record)
+        record.record(Done(ctx.operation_id, operation, playbook, "ok", message, endpoint, now(), asked))
+        await asyncio.to_thread(self.store.save, record)
         return Result(endpoint=endpoint, message=message)
 
     async def _adopt(self, ctx: OperationContext, config: AnsibleConfig,
@@ -181,19 +212,19 @@ class AnsibleController(Controller):
                    playbook: str) -> PlaybookRun:
         record.running = {"operation_id": ctx.operation_id, "transition": operation, "playbook": playbook,
                           "started": now()}
-        self.store.save(record)
+        await asyncio.to_thread(self.store.save, record)
         variables = extra_vars(ctx, config.vars, record.endpoint, operation)
         ctx.logger.info("%s: running %s (attempt %d)", operation, playbook, ctx.attempt)
         try:
-            run = await self.runner.run(playbook, operation, config.inventory, variables,
-                                        timeout=ctx.deadline - time.time() - MARGIN)
+            run = await self.runner.run(playbook, operation, config.inventory, variables, deadline=ctx.deadline - MARGIN)
         except ConfigError as err:
             raise Permanent(str(err)) from err
         ctx.logger.info("%s: %s %s (%d tasks)", operation, playbook, run.status, len(run.summary.lines))
         if run.ok:
             return run
         error = self._error(run, playbook)
-        self._failed(record, ctx, operation, playbook, error.message)
+        record.record(Done(ctx.operation_id, operation, playbook, "failed", error.message, "", now()))
+        await asyncio.to_thread(self.store.save, record)
         raise error
 
     def _error(self, run: PlaybookRun, playbook: str) -> Retryable | Permanent:
@@ -209,17 +240,6 @@ class AnsibleController(Controller):
         if run.rc in PERMANENT_EXIT_CODES:
             return Permanent(f"{playbook}: ansible-playbook exited {run.rc}: {run.last_error()}")
         return Retryable(f"{playbook}: ansible-playbook {run.status} (exit code {run.rc}): {run.last_error()}")
-
-    def _failed(self, record: InstanceRecord, ctx: OperationContext, operation: str, playbook: str, message: str) -> None:
-        record.record(Done(ctx.operation_id, operation, playbook, "failed", message, "", now()))
-        self.store.save(record)
-
-    def _status_vars(self, record: InstanceRecord, config: AnsibleConfig) -> dict[str, Any]:
-        variables: dict[str, Any] = dict(config.vars)
-        variables.update({"orch_instance": {"uuid": record.uuid, **record.identity, "operation": "status"},
-                          "orch_parameters": record.parameters, "orch_endpoint": record.endpoint,
-                          "orch_providers": {}, "orch_siblings": []})
-        return variables
 
 
 def _progress(run: PlaybookRun) -> str:

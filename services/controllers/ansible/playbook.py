@@ -1,17 +1,25 @@
 """One playbook run with ansible-runner: in a thread (it blocks), within a
-time-out, bounded in number, as a span of the operation's trace. Ansible
-writes only under the controller's state directory; each run's private data
-directory (inventory, extra variables, artifacts: the runner copies the whole
-environment into them) is removed when the run ends."""
+time-out, bounded in number, as a span of the operation's trace. A run cut short
+(time-out, cancel) is stopped: ansible-runner kills ansible-playbook's process
+group, and this module the workers, which ansible-core starts each in a
+session of its own (they would run their task on, orphaned); a cancelled run
+is waited for before the caller hears of it, so nothing of it outlives the
+operation. Ansible writes only under the controller's state directory; each
+run's private data directory (inventory, extra variables, artifacts: the
+runner copies the whole environment into them) is removed when the run ends,
+and, with any ansible-playbook a killed controller left behind, when the
+controller starts."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +29,15 @@ import ansible_runner
 
 from controllers.ansible.config import ConfigError, host_count
 from controllers.ansible.events import Summary, summarize
+from orchestration_sdk import Retryable
 from orchestration_sdk.runtime import telemetry
 
 _tracer = telemetry.tracer("controllers.ansible")
 # ansible-playbook's exit codes for what no retry fixes: error, parser error, bad options.
 PERMANENT_EXIT_CODES = frozenset({1, 4, 5})
 MAX_OUTPUT = 64 * 1024
+# Seconds a cancelled run may take to end (ansible-runner looks at the cancel flag every half second).
+STOP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,12 +79,20 @@ class PlaybookRunner:
 
     def __init__(self, settings: RunnerSettings, concurrency: int) -> None:
         self.settings = settings
-        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self.concurrency = max(1, concurrency)
+        self._slots = asyncio.Semaphore(self.concurrency)
 
-    def prepare(self) -> None:
-        """Make the directories Ansible writes into (all under the state directory)."""
+    def prepare(self) -> list[int]:
+        """Make the directories Ansible writes into (all under the state directory); end the
+        ansible-playbook runs a killed controller left (they would race the operations' next
+        delivery) and remove their private directories. The pids ended."""
         for sub in ("runs", "tmp", "home", "cp"):
             (self.settings.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        runs = self.settings.state_dir / "runs"
+        ended = end_runs(runs)
+        for private in runs.iterdir():
+            shutil.rmtree(private, ignore_errors=True)
+        return ended
 
     def path_of(self, playbook: str) -> Path:
         """The playbook's file, which must exist inside the playbook directory."""
@@ -114,25 +133,38 @@ class PlaybookRunner:
         return env
 
     async def run(self, playbook: str, operation: str, inventory: Mapping[str, Any], extravars: Mapping[str, Any], *,
-                  check: bool = False, timeout: float | None = None) -> PlaybookRun:
-        """Run `playbook` (--check --diff when `check`) and report how it went; raises
-        ConfigError for a playbook that is not there. Cancelling the caller stops the run."""
+                  check: bool = False, deadline: float | None = None) -> PlaybookRun:
+        """Run `playbook` (--check --diff when `check`) and report how it went, ending by `deadline`
+        (time.time(); the run's own time-out is the rest of it, at most --timeout). Raises ConfigError
+        for a playbook that is not there, Retryable when no slot frees, or too little time is left,
+        before the deadline. Cancelling the caller stops the run and waits until it ended."""
         self.path_of(playbook)
-        limit = self.settings.timeout if timeout is None else max(1.0, min(timeout, self.settings.timeout))
         attributes = {"ansible.playbook": playbook, "ansible.operation": operation,
                       "ansible.hosts": str(host_count(inventory)), "ansible.check": str(check).lower()}
-        async with self._slots:
+        if not await acquire_before(self._slots, deadline):
+            raise Retryable(f"{playbook}: no free playbook slot (all {self.concurrency} busy) before the operation's "
+                            "deadline", after=1.0)
+        try:
+            limit = self.settings.timeout if deadline is None else min(self.settings.timeout, deadline - time.time())
+            if limit < 1.0:
+                raise Retryable(f"{playbook}: not run, {max(limit, 0):.1f} s left before the operation's deadline")
             with _tracer.start_as_current_span(f"ansible-playbook {playbook}", attributes=attributes) as span:
                 cancel = threading.Event()
+                work = asyncio.ensure_future(
+                    asyncio.to_thread(self._run, playbook, inventory, extravars, check, limit, cancel))
                 try:
-                    done = await asyncio.to_thread(self._run, playbook, inventory, extravars, check, limit, cancel)
-                finally:
-                    cancel.set()  # a cancelled caller (deadline) stops ansible-playbook too
+                    done = await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    cancel.set()  # ansible-runner kills ansible-playbook's process group
+                    await asyncio.wait({work}, timeout=STOP_SECONDS)  # the slot stays taken until it ended
+                    raise
                 span.set_attribute("ansible.status", done.status)
                 span.set_attribute("ansible.tasks", str(len(done.summary.lines)))
                 if not done.ok:
                     telemetry.fail(span, f"{playbook}: {done.status}")
                 return done
+        finally:
+            self._slots.release()
 
     def _run(self, playbook: str, inventory: Mapping[str, Any], extravars: Mapping[str, Any], check: bool,
              timeout: float, cancel: threading.Event) -> PlaybookRun:
@@ -161,5 +193,56 @@ class PlaybookRunner:
             )
             status, rc = str(result.status), int(result.rc if result.rc is not None else -1)
         finally:
+            end_runs(Path(private))  # workers left by a run cut short
             shutil.rmtree(private, ignore_errors=True)
         return PlaybookRun(playbook, status, rc, summarize(events), "\n".join(output))
+
+
+async def acquire_before(resource: asyncio.Lock | asyncio.Semaphore, deadline: float | None) -> bool:
+    """Take `resource`, waiting until `deadline` (time.time()) at most; False when it did not free in time."""
+    if deadline is None:
+        await resource.acquire()
+        return True
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.time())):
+            await resource.acquire()
+    except TimeoutError:
+        return False
+    return True
+
+
+def end_runs(directory: Path) -> list[int]:
+    """SIGKILL the ansible-playbook processes (and their process groups) running on a private
+    directory in `directory`, and wait (2 s at most) until they are gone. The pids ended."""
+    ended = [pid for pid in leftover_runs(directory) if _kill_group(pid)]
+    until = time.monotonic() + 2.0
+    while ended and leftover_runs(directory) and time.monotonic() < until:
+        time.sleep(0.02)
+    return ended
+
+
+def leftover_runs(directory: Path) -> list[int]:
+    """The ansible-playbook processes (main and workers) whose command line names a file in
+    `directory` (a run's private directory, or the directory of all runs); Linux: /proc."""
+    marker = str(directory) + os.sep
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "ansible-playbook" in line and marker in line:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_group(pid: int) -> bool:
+    """SIGKILL the process group a run leads (ansible-runner starts each in a session of its own)."""
+    try:
+        group = os.getpgid(pid)
+        if group == os.getpgrp():
+            return False  # never this controller's own group
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        return False
+    return True

@@ -1,18 +1,21 @@
 """What the controller ran, per instance, on disk (`<state-dir>/instances/<uuid>.json`):
 the state the last successful operation left, its endpoint, the operation
 running now (left behind by a crash: the next delivery runs it again, the
-playbooks being idempotent) and the last operations that finished, by id, so
-that a re-delivered operation that already succeeded is answered from here
-instead of running again. Written whole, through a rename."""
+playbooks being idempotent) and the last operations that finished, by id,
+with a digest of what they were asked, so that a re-delivered operation that
+already succeeded is answered from here instead of running again (the same
+id asking something else runs). Written whole, through a rename."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 KEEP_DONE = 20
@@ -30,6 +33,8 @@ class Done:
     message: str = ""
     endpoint: str = ""
     finished: float = 0.0
+    # What it was asked (see digest); "" in records of an older version: never answered from them.
+    asked: str = ""
 
 
 @dataclass
@@ -47,9 +52,10 @@ class InstanceRecord:
     running: dict[str, Any] | None = None
     done: list[Done] = field(default_factory=list)
 
-    def finished(self, operation_id: str) -> Done | None:
-        """The successful run of this operation id, if it is recorded."""
-        return next((d for d in self.done if d.operation_id == operation_id and d.outcome == "ok"), None)
+    def finished(self, operation_id: str, asked: str) -> Done | None:
+        """The successful run of this operation id asking the same (`digest`), if it is recorded."""
+        return next((d for d in self.done if d.operation_id == operation_id and d.outcome == "ok"
+                     and asked and d.asked == asked), None)
 
     def record(self, done: Done) -> None:
         self.running = None
@@ -89,6 +95,12 @@ class StateStore:
 
     def remove(self, uuid: str) -> None:
         self.path(uuid).unlink(missing_ok=True)
+
+
+def digest(transition: str, configuration: str, parameters: Mapping[str, str], adopt: bool) -> str:
+    """What an operation asks, as a SHA-256: its transition, configuration, parameters and adopt flag."""
+    text = json.dumps([transition, configuration, dict(parameters), adopt], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def now() -> float:

@@ -37,3 +37,14 @@ def extra_vars(ctx: OperationContext, variables: Mapping[str, Any], endpoint: st
         "orch_siblings": list(ctx.siblings),
     })
     return out
+
+
+def status_vars(uuid: str, identity: Mapping[str, str], parameters: Mapping[str, str], endpoint: str,
+                variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The extra variables of a status run, from the record (no operation runs): as `extra_vars`,
+    with `orch_instance.operation` "status", no providers nor siblings."""
+    out: dict[str, Any] = dict(variables)
+    out.update({"orch_instance": {"uuid": uuid, **identity, "operation": "status"},
+                "orch_parameters": dict(parameters), "orch_endpoint": endpoint,
+                "orch_providers": {}, "orch_siblings": []})
+    return out
