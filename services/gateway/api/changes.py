@@ -16,6 +16,7 @@ from gateway.api import previews
 from gateway.api.access import caller
 from gateway.api.channel import Channel
 from orchestration.model import planner, revisions
+from orchestration.model.access import check
 from orchestration.model.lifecycle import ACTIVE, INACTIVE, INITIAL, TASK_ENDED, outcome_name
 from orchestration.model.names import check_name, check_reason
 from orchestration.store.access import DomainPolicies
@@ -146,6 +147,8 @@ class SolutionChanges:
         merged = planner.merge(current, desired, new_uuid=_numbered())
         transitions = planned(merged)
         if request.preview:
+            # A dry run reaches the real systems (a playbook in check mode logs in to its hosts): who may deploy may preview.
+            check(caller(), "DeploySolution", request.domain)
             transitions = await previews.previewed(self.channel.nc, self.channel.subjects, request.domain, merged, transitions)
         return gw.PlanSolutionResponse(transitions=transitions)
 
