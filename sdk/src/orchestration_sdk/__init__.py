@@ -72,7 +72,7 @@ _PUBLIC = {
     "InstanceRef": "context", "OperationContext": "context", "Provider": "context",
     "UNKNOWN": "controller", "Controller": "controller", "ExtraService": "controller", "InstanceState": "controller",
     "Result": "controller", "StateName": "controller",
-    "Permanent": "errors", "Retryable": "errors",
+    "Permanent": "errors", "Retryable": "errors", "InstanceLocks": "instance_locks",
     "RESULT_STATES": "executor", "execute": "executor",
     "Backoff": "registrar", "Registrar": "registrar", "Registration": "registrar",
     "RunSettings": "runner", "controller_command": "runner", "run_controller": "runner", "serve": "runner",
@@ -81,7 +81,7 @@ _PUBLIC = {
 
 __all__ = [
     "RESULT_STATES", "SERVICE_NAME", "UNKNOWN", "Backoff", "Controller", "ControllerServicer", "ExtraService",
-    "InstanceRef", "InstanceState", "OperationContext", "Permanent", "Provider", "Registrar", "Registration", "Result",
+    "InstanceLocks", "InstanceRef", "InstanceState", "OperationContext", "Permanent", "Provider", "Registrar", "Registration", "Result",
     "Retryable", "RunSettings", "StateName", "controller_command", "execute", "run_controller", "serve",
 ]
 
@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     from orchestration_sdk.controller import UNKNOWN, Controller, ExtraService, InstanceState, Result, StateName
     from orchestration_sdk.errors import Permanent, Retryable
     from orchestration_sdk.executor import RESULT_STATES, execute
+    from orchestration_sdk.instance_locks import InstanceLocks
     from orchestration_sdk.registrar import Backoff, Registrar, Registration
     from orchestration_sdk.runner import RunSettings, controller_command, run_controller, serve
     from orchestration_sdk.servicer import SERVICE_NAME, ControllerServicer

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from typing import Any
 
 from controllers.ansible.config import AnsibleConfig, ConfigError, parse_config
@@ -20,11 +19,11 @@ from controllers.ansible.playbook import (
     PlaybookRun,
     PlaybookRunner,
     RunnerSettings,
-    acquire_before,
 )
 from controllers.ansible.state import Done, InstanceRecord, StateStore, digest, now
 from controllers.ansible.variables import extra_vars, status_vars
 from orchestration_sdk import (
+    InstanceLocks,
     UNKNOWN,
     Controller,
     InstanceRef,
@@ -52,7 +51,7 @@ class AnsibleController(Controller):
         self.runner = PlaybookRunner(settings, concurrency)
         self.store = StateStore(settings.state_dir / "instances")
         # One operation per instance at a time (status and preview do not wait).
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = InstanceLocks()
 
     async def open(self) -> None:
         ended = await asyncio.to_thread(self.runner.prepare)  # it waits for what it ends
@@ -87,7 +86,7 @@ class AnsibleController(Controller):
         record = self.store.load(ref.uuid)
         if record is None or record.state == "initial":
             return UNKNOWN
-        if ref.uuid in self._locks and self._locks[ref.uuid].locked():
+        if self._locks.busy(ref.uuid):
             # An operation runs on it: its status playbook would race it; the record answers.
             return InstanceState(record.state, record.endpoint)  # type: ignore[arg-type]
         try:
@@ -146,13 +145,8 @@ class AnsibleController(Controller):
             self.store.path(ctx.uuid)
         except ValueError as err:
             raise Permanent(str(err)) from err
-        lock = self._locks[ctx.uuid]
-        if not await acquire_before(lock, ctx.deadline - MARGIN):
-            raise Retryable(f"another operation on instance {ctx.uuid} still runs", after=1.0)
-        try:
+        async with self._locks.held(ctx.uuid, ctx.deadline - MARGIN):
             return await self._operate_alone(ctx, operation, config)
-        finally:
-            lock.release()
 
     async def _operate_alone(self, ctx: OperationContext, operation: str, config: AnsibleConfig) -> Result:
         record = self.store.load(ctx.uuid) or InstanceRecord(ctx.uuid)

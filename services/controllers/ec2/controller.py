@@ -9,7 +9,6 @@ operation's deadline."""
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,7 +17,8 @@ from controllers.ec2.network import Networks
 from controllers.ec2.preview import preview
 from controllers.ec2.server import Servers, endpoint_of, placement, state_of
 from controllers.ec2.settings import ClientSettings, Kind, kind_of, network_spec, server_spec
-from orchestration_sdk import UNKNOWN, Controller, InstanceRef, InstanceState, OperationContext, Permanent, Result
+from orchestration_sdk import (UNKNOWN, Controller, InstanceLocks, InstanceRef, InstanceState, OperationContext, Permanent,
+                               Result)
 
 
 class Ec2Controller(Controller):
@@ -31,7 +31,7 @@ class Ec2Controller(Controller):
         # What each instance is, as its operations said: status then asks the right API first.
         self._kinds: dict[str, Kind] = {}
         # One operation at a time per instance (an attempt and its retry, a stop and a destroy).
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks = InstanceLocks()
 
     async def open(self) -> None:
         await asyncio.to_thread(self.api.open)  # botocore loads its models: not on the event loop
@@ -40,10 +40,7 @@ class Ec2Controller(Controller):
     async def _exclusive(self, ctx: OperationContext) -> AsyncIterator[None]:
         """The instance's own turn: after its other operations, and after the calls of an earlier attempt
         that still run; every call inside ends by the operation's deadline."""
-        lock = self._locks.get(ctx.uuid)
-        if lock is None:
-            lock = self._locks[ctx.uuid] = asyncio.Lock()
-        async with lock:
+        async with self._locks.held(ctx.uuid):
             with self.api.deadline(ctx.deadline):
                 await self.api.settle(ctx.uuid, ctx.deadline)
                 yield

@@ -11,15 +11,14 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import libvirt
 
-from orchestration_sdk import (UNKNOWN, Controller, InstanceRef, InstanceState, OperationContext, Permanent, Result,
-                               Retryable)
+from orchestration_sdk import (UNKNOWN, Controller, InstanceLocks, InstanceRef, InstanceState, OperationContext, Permanent,
+                               Result, Retryable)
 from orchestration_sdk.runtime.backoff import Backoff
 
 from controllers.libvirt.domainxml import (CRASHED, NAMESPACE, PAUSED, PMSUSPENDED, PREFIX, RUNNING, BLOCKED, SHUTDOWN,
@@ -40,7 +39,7 @@ class LibvirtController(Controller):
         self.hv = hypervisor
         self._adopted: dict[str, str] = {}  # instance uuid -> name of a domain that keeps its own name
         self._claiming = asyncio.Lock()  # one adoption at a time (see _claim)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one operation per instance
+        self._locks = InstanceLocks()  # one operation per instance
         self._booted: dict[str, float] = {}  # instance uuid -> time.time() its start booted it (boot_seconds)
         self._scanning: asyncio.Future[list[Found]] | None = None
         self._type = ""
@@ -61,7 +60,7 @@ class LibvirtController(Controller):
     async def _exclusive(self, ctx: OperationContext) -> AsyncIterator[None]:
         """One operation of an instance at a time, its calls ending before its deadline; an attempt
         waits for the calls of an earlier one that were abandoned (they may still change the domain)."""
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             with self.hv.serving(ctx.uuid, ctx.deadline):
                 await self.hv.settle(ctx.uuid)
                 try:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from controllers.process.settings import ProcessSettings
 from controllers.process.spec import LaunchSpec, environment, launch_spec, namespace, render_endpoint
 from controllers.process.workdir import InstanceRecord, Ledger, ProcessRecord, WorkDir, allocate_ports
 from orchestration_sdk import (
+    InstanceLocks,
     UNKNOWN,
     Controller,
     InstanceRef,
@@ -62,7 +62,7 @@ class ProcessController(Controller):
         self.base_dir = base_dir
         self.procs = Processes()
         # One operation per instance at a time (status reads without waiting).
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = InstanceLocks()
 
     async def open(self) -> None:
         self.dirs.create()
@@ -103,7 +103,7 @@ class ProcessController(Controller):
     async def create(self, ctx: OperationContext) -> Result:
         """The work dir and the ports, decided once and kept until destroy."""
         settings = ProcessSettings.parse(ctx.parameters)
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             record = self.dirs.read_instance(ctx.uuid)
             if record is not None:
                 if (record.solution, record.element, record.cluster) != (ctx.solution, ctx.element, ctx.cluster):
@@ -123,7 +123,7 @@ class ProcessController(Controller):
 
     async def configure(self, ctx: OperationContext) -> Result:
         settings = ProcessSettings.parse(ctx.parameters)
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             spec = self._spec(ctx, settings, self._existing(ctx))
             self.dirs.write_files(ctx.uuid, spec.files, self.users.of(ctx.domain))
             return Result(endpoint=spec.endpoint)
@@ -132,7 +132,7 @@ class ProcessController(Controller):
         """Spawn the process, or keep the one that runs with this very
         configuration, and wait until it is ready."""
         settings = ProcessSettings.parse(ctx.parameters)
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             spec = self._spec(ctx, settings, self._existing(ctx))
             self.dirs.write_files(ctx.uuid, spec.files, self.users.of(ctx.domain))
             process = self._running(ctx.uuid)
@@ -148,7 +148,7 @@ class ProcessController(Controller):
         says (restart, a signal, or nothing); a changed command line or
         environment always restarts it; a process that is gone is started."""
         settings = ProcessSettings.parse(ctx.parameters)
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             spec = self._spec(ctx, settings, self._existing(ctx))
             self.dirs.write_files(ctx.uuid, spec.files, self.users.of(ctx.domain))
             process = self._running(ctx.uuid)
@@ -170,7 +170,7 @@ class ProcessController(Controller):
 
     async def stop(self, ctx: OperationContext) -> Result:
         """SIGTERM the process group, SIGKILL after stop_grace; the work dir stays."""
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             record = self._existing(ctx)
             process = self.dirs.read_process(ctx.uuid)
             if process is not None:
@@ -179,13 +179,13 @@ class ProcessController(Controller):
 
     async def destroy(self, ctx: OperationContext) -> Result:
         """Remove the work dir (and whatever still runs there)."""
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             await self._remove(ctx, _grace(ctx))
         return Result()
 
     async def reset(self, ctx: OperationContext) -> Result:
         """Kill whatever is left of a failed instance, quickly, and remove it."""
-        async with self._locks[ctx.uuid]:
+        async with self._locks.held(ctx.uuid):
             await self._remove(ctx, min(RESET_GRACE, _grace(ctx)))
         return Result()
 
@@ -261,7 +261,6 @@ class ProcessController(Controller):
             ctx.logger.warning("killed processes left in the work dir: %s", strays)
         self.procs.reap()
         self.dirs.remove(ctx.uuid)
-        self._locks.pop(ctx.uuid, None)
 
     async def _wait_ready(self, ctx: OperationContext, process: ProcessRecord, settings: ProcessSettings) -> None:
         """Until the probe passes. A process that exits, or is not ready within
