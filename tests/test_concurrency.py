@@ -122,3 +122,27 @@ def test_two_dispatchers_share_work_but_never_a_solution_at_once(tmp_path: Path)
             for start_a, end_a, _ in one[key]:
                 for start_b, end_b, _ in two[key]:
                     assert end_a <= start_b or end_b <= start_a, f"{key} ran on both dispatchers at once"
+
+
+def test_orch_up_with_two_dispatchers_runs_two_solutions_changes_on_both(tmp_path: Path) -> None:
+    """`orch up --dispatchers 2` (its default on two cores): each controller
+    registers once and serves both; changes of two solutions asked for at
+    once run on different dispatchers, each solution on one."""
+    with running_suite(tmp_path, "--dispatchers", "2") as suite:
+        connection = json.loads((tmp_path / "connection.json").read_text())
+        assert len(connection["dispatcher"].split(",")) == 2
+        assert {"dispatcher", "dispatcher-2"} <= set(connection["metrics"])
+        for domain in ("pa", "pb"):
+            suite.apply(flat(domain, 100, parameters={"orch_siblings": "ignore", "sim_latency_ms": 20}, elements=5))
+        suite.ok("solution", "deploy", "pa", "app", "V1", "--wait")  # both dispatchers up and reading
+        pairs = []
+        for i in range(3):
+            pairs.append((suite.ok("solution", "deploy", "pa", "app", "V1", "--solution", f"a{i}").strip(),
+                          suite.ok("solution", "deploy", "pb", "app", "V1", "--solution", f"b{i}").strip()))
+            a, b = pairs[-1]
+            assert suite.wait_task("pa", a).status == pb.TASK_STATUS_COMPLETED
+            assert suite.wait_task("pb", b).status == pb.TASK_STATUS_COMPLETED
+        ran = {task: replica for task, replica in re.findall(r"running task (\S+) of \S+ on (dispatcher-\d)",
+                                                              (tmp_path / "up.log").read_text())}
+        apart = sum(ran[a] != ran[b] for a, b in pairs)
+        assert apart >= 2, f"pairs asked for at once ran apart {apart} times of 3: {ran}"

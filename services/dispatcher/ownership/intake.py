@@ -23,8 +23,9 @@ log = logging.getLogger("dispatcher")
 
 CONSUMER = "dispatchers"
 # A replica that runs changes lets a moment pass before it asks for the next
-# request (seconds), so that an idle replica, whose pull waits at the server
-# already, takes it: new solutions go to the dispatchers with spare time.
+# request (seconds) while other replicas' pulls wait at the server, so that
+# an idle one takes it: new solutions go to the dispatchers with spare time.
+# A lone dispatcher never waits.
 BUSY_YIELD_SECONDS = 0.02
 # A request queued behind a run of this replica that has ended but is still
 # finishing comes back this often (seconds) until the run lets its solution go.
@@ -66,12 +67,15 @@ class Intake:
                 log.warning("cannot subscribe to the internal channel yet", exc_info=True)
                 await asyncio.sleep(1)
         counted = 0.0
+        others = False  # whether other replicas pull too (read with the figures, every 2 s)
         while True:
             if time.monotonic() - counted > 2.0:
                 counted = time.monotonic()
                 with contextlib.suppress(Exception):
-                    REQUESTS_WAITING.set((await subscription.consumer_info()).num_pending or 0)
-            if self.runs:
+                    info = await subscription.consumer_info()
+                    REQUESTS_WAITING.set(info.num_pending or 0)
+                    others = bool(info.num_waiting)  # our own pull is not out between two fetches
+            if self.runs and others:
                 await asyncio.sleep(BUSY_YIELD_SECONDS)
             try:
                 # One at a time: a pull for more waits out its expiry for the
