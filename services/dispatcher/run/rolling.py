@@ -45,6 +45,9 @@ class Rollouts:
     # The run paused itself and its pause record is still being written: not to be unpaused meanwhile.
     pausing: bool = False
 
+    async def store_progress(self) -> None:
+        raise NotImplementedError  # the run's (see Run.store_progress)
+
     def _over(self) -> bool:
         """The run stopped (or lost its lease): a late callback does nothing."""
         return self.lost or bool(self.scheduler.stopping)
@@ -125,6 +128,7 @@ class Rollouts:
             try:
                 for attempt in range(1, 60):
                     try:
+                        await self.store_progress()  # the records say where the rollout stopped
                         await self.ctx.repo.pauses.pause(self.domain, self.solution, ROLLOUT, reason)
                         await self.ctx.repo.pauses.acknowledge(self.domain, self.solution, self.book.root)
                         return
