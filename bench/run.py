@@ -313,7 +313,8 @@ def table(results: list[Result]) -> str:
 
 
 def cli_figures(repeat: int, sizes: list[int]) -> dict[str, float]:
-    """From the shell, with default settings: medians of `repeat` runs of
+    """From the shell, with default settings: medians (and, as `<name>_min`
+    and `<name>_max`, the fastest and slowest) of `repeat` runs of
     `orch --help`, `orch info`, `orch domain list` (a read), `orch solution
     deploy --wait` of flat solutions and of trees (a root element with nine
     dependants) of each size and of a chain of 50 one-instance elements, and
@@ -341,15 +342,19 @@ def cli_figures(repeat: int, sizes: list[int]) -> dict[str, float]:
             return wall
 
         suite.ok("apply", "-f", str(ROOT / "tests" / "data" / "demo2.yaml"))
+        def record(name: str, runs: list[float]) -> None:
+            figures[f"{name}_s"] = statistics.median(runs)
+            figures[f"{name}_min"], figures[f"{name}_max"] = min(runs), max(runs)
+
         for name, args in (("help", ("--help",)), ("info", ("info",)), ("domain_list", ("domain", "list"))):
             timed(*args)  # warm the file cache
-            figures[f"{name}_s"] = statistics.median(timed(*args) for _ in range(max(5, repeat)))
+            record(name, [timed(*args) for _ in range(max(5, repeat))])
         cases = [(f"deploy_wait_{n}", f"cli{n}", flat(f"cli{n}", n)) for n in sizes]
         cases += [(f"deploy_wait_tree_{n}", f"tree{n}", fan_out(f"tree{n}", n // 10, 9, n // 10)) for n in sizes]
         cases.append(("deploy_wait_chain_50", "chain50", chain("chain50", [1] * 50)))
         for name, domain, document in cases:
             suite.apply(document)
-            figures[f"{name}_s"] = statistics.median(deploy(domain, f"run-{i}") for i in range(max(1, repeat)))
+            record(name, [deploy(domain, f"run-{i}") for i in range(max(1, repeat))])
     figures["wait_returns_after_root_end_ms"] = round(statistics.median(after_end) * 1000, 1)
     return figures
 
@@ -383,12 +388,16 @@ def main() -> None:
         return chosen
 
     def spread(result: Result) -> str:
-        return f" (runs: {', '.join(f'{s:.2f}' for s in result.runs_s)})" if result.runs_s else ""
+        if not result.runs_s:
+            return ""
+        return f" (median of {', '.join(f'{s:.2f}' for s in result.runs_s)}; min {min(result.runs_s):.2f}, max {max(result.runs_s):.2f})"
 
     cli: dict[str, float] = {}
     if args.cli:
         cli = cli_figures(args.repeat, [int(n) for n in args.cli.split(",")])
-        print("from the shell (medians): " + ", ".join(f"{k} {v:.3f}" for k, v in cli.items()), flush=True)
+        print("from the shell (medians, min-max): " + ", ".join(
+            f"{k} {v:.3f} ({cli[k[:-2] + '_min']:.3f}-{cli[k[:-2] + '_max']:.3f})" if k.endswith("_s") else f"{k} {v:.1f}"
+            for k, v in cli.items() if not k.endswith(("_min", "_max"))), flush=True)
     results: list[Result] = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
         for shape in args.shapes.split(","):
