@@ -108,10 +108,12 @@ class Suite:
         self.automation = gw_grpc.AutomationServiceStub(self.channel)
         self.architectures = gw_grpc.ArchitectureServiceStub(self.channel)
 
-    def orch(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """Run the orch CLI against this suite."""
+    def orch(self, *args: str, timeout: float = 120, token: str | None = None) -> subprocess.CompletedProcess:
+        """Run the orch CLI against this suite (as the bootstrap admin, or with `token`)."""
         env = {**os.environ, "ORCH_HOME": str(self.home)}
         env.pop("ORCH_TOKEN", None)
+        if token is not None:
+            env["ORCH_TOKEN"] = token
         return subprocess.run([str(BIN / "orch"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
     def ok(self, *args: str, timeout: float = 120) -> str:

@@ -25,7 +25,7 @@ from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import gateway_pb2_grpc as gw_grpc
 from orchestration.v1 import model_pb2 as pb
 from orchestration_sdk.runtime.wire import bearer_metadata
-from suite import BIN, DATA, Suite, running_suite, wait_until
+from suite import DATA, Suite, running_suite, wait_until
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 
@@ -62,8 +62,7 @@ def details_of(call: Any, request: Any, token: str) -> str:
 
 
 def orch_as(suite: Suite, token: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ORCH_HOME": str(suite.home), "ORCH_TOKEN": token}
-    return subprocess.run([str(BIN / "orch"), *args], env=env, capture_output=True, text=True, timeout=120)
+    return suite.orch(*args, token=token)
 
 
 async def bus(suite: Suite, operation: str, payload: dict[str, Any], token: str = "") -> dict[str, Any]:

@@ -7,7 +7,6 @@ nothing of it run."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import BIN, Suite, running_suite, wait_until
+from suite import Suite, running_suite, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +30,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 def as_token(suite: Suite, token: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ORCH_HOME": str(suite.home), "ORCH_TOKEN": token}
-    return subprocess.run([str(BIN / "orch"), *args], env=env, capture_output=True, text=True, timeout=60)
+    return suite.orch(*args, token=token, timeout=60)
 
 
 def token(suite: Suite, name: str, role: str) -> str:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from orchestration.v1 import model_pb2 as pb
-from suite import BIN, DATA, Suite, running_suite
+from suite import DATA, Suite, running_suite
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +45,8 @@ def test_plan_with_preview_shows_each_controllers_dry_run_of_the_first_50_and_ru
     assert suite.ops("app") == [] and suite.planned("demo", "app") == pb.Solution()
     # A dry run reaches the real systems: who may read a plan may not preview it, who may deploy may.
     viewer = json.loads(suite.ok("token", "create", "viewer-preview", "--role", "viewer", "--domain", "demo", "-o", "json"))["token"]
-    env = {**os.environ, "ORCH_HOME": str(suite.home), "ORCH_TOKEN": viewer}
-    plain = subprocess.run([str(BIN / "orch"), "solution", "plan", "demo", "app", "V0.0.0"], env=env, capture_output=True, text=True)
-    refused = subprocess.run([str(BIN / "orch"), "solution", "plan", "demo", "app", "V0.0.0", "--preview"], env=env,
-                             capture_output=True, text=True)
+    plain = suite.orch("solution", "plan", "demo", "app", "V0.0.0", token=viewer)
+    refused = suite.orch("solution", "plan", "demo", "app", "V0.0.0", "--preview", token=viewer)
     assert plain.returncode == 0 and refused.returncode == 1 and "needs the operator role" in refused.stderr
 
 

@@ -7,8 +7,6 @@ instead of an approval leaves every instance on the old version."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 import models
 from orchestration.v1 import gateway_pb2 as gw
 from orchestration.v1 import model_pb2 as pb
-from suite import BIN, Suite, console_url, needs_chromium, running_suite, signed_in, wait_until
+from suite import Suite, console_url, needs_chromium, running_suite, signed_in, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -157,9 +155,7 @@ def test_an_approved_change_of_a_rollout_goes_its_batches(suite: Suite) -> None:
         return summary.pause.actor == actor and summary.pause.acknowledged_unix_ms > 0
     # Acknowledged: the dispatcher has paused the waiting run (whose lifting once ended it at once).
     wait_until(lambda: paused_by("approval"), timeout=30, what="the change to await approval")
-    env = {**os.environ, "ORCH_HOME": str(suite.home), "ORCH_TOKEN": anna}
-    approved = subprocess.run([str(BIN / "orch"), "solution", "approve", "both", "both", "--revision", "2"], env=env,
-                              capture_output=True, text=True, timeout=60)
+    approved = suite.orch("solution", "approve", "both", "both", "--revision", "2", token=anna, timeout=60)
     assert approved.returncode == 0, approved.stderr
     wait_until(lambda: paused_by("rollout"), timeout=30, what="the rollout's first batch and its wait for approval")
     assert suite.task("both", task).task.status == pb.TASK_STATUS_EXECUTING
