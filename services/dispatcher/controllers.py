@@ -382,12 +382,19 @@ class ControllerPool:
         instance among controller `name`'s says (its dry run; "" when it
         cannot tell). grpc.aio.AioRpcError when the controller refuses."""
         link = await self.choose(name, operation.instance.uuid)
-        registration = link.registration
-        async with tls_channel(registration.address, self.tls) as channel:
-            stub = cpb_grpc.ControllerServiceStub(channel)
-            metadata = bearer_metadata(engine_credential_for(self.credential, registration.name))
+        async with self._unary(link.registration) as (stub, metadata):
             response = await stub.Preview(cpb.PreviewRequest(operation=operation), metadata=metadata, timeout=timeout)
         return str(response.text)
+
+    @contextlib.asynccontextmanager
+    async def _unary(self, registration: rpb.ControllerRegistration) -> AsyncIterator[
+            tuple[cpb_grpc.ControllerServiceStub, tuple[tuple[str, str], ...]]]:
+        """A channel of its own to one replica, for a unary call (the
+        operations go over the replica's Execute stream), and the engine
+        credential it is presented."""
+        async with tls_channel(registration.address, self.tls) as channel:
+            yield (cpb_grpc.ControllerServiceStub(channel),
+                   bearer_metadata(engine_credential_for(self.credential, registration.name)))
 
     async def status(self, name: str, refs: list[cpb.InstanceReference], timeout: float) -> dict[str, int]:
         """The real state of instances of controller `name`, each asked of its
@@ -402,10 +409,7 @@ class ControllerPool:
             home = self.links.get(replica)
             if home is None:
                 raise LinkLost(f"controller replica {replica} went away")
-            registration = home.registration
-            async with tls_channel(registration.address, self.tls) as channel:
-                stub = cpb_grpc.ControllerServiceStub(channel)
-                metadata = bearer_metadata(engine_credential_for(self.credential, registration.name))
+            async with self._unary(home.registration) as (stub, metadata):
                 response = await stub.Status(cpb.StatusRequest(instances=asked), metadata=metadata, timeout=timeout)
             states.update({s.uuid: s.state for s in response.statuses if s.known})
         return states

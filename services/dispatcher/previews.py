@@ -73,9 +73,7 @@ class Previews:
         operation.deadline_unix_ms = int((time.time() + TIMEOUT) * 1000)
         try:
             text = await self._pool.preview(controller, operation, TIMEOUT + 1.0)
-        except NoController as err:
-            return rpb.PreviewAnswer(error=f"no preview: {err}")
-        except LinkLost as err:
+        except (NoController, LinkLost) as err:
             return rpb.PreviewAnswer(error=f"no preview: {err}")
         except grpc.aio.AioRpcError as err:
             return rpb.PreviewAnswer(error=f"no preview: {controller} answered {err.code().name}: {err.details()}")

@@ -24,20 +24,23 @@ PREVIEW_LIMIT = 50
 ANSWER_SECONDS = 180.0
 
 
+def _live_endpoints(cluster: pb.Cluster) -> list[str]:
+    """Endpoints of the cluster's active members that stay, as a run sends them."""
+    return [i.endpoint for i in cluster.instances if i.endpoint and i.state == ACTIVE and not i.remove]
+
+
 def operations(domain: str, solution: pb.Solution, transitions: list[gw.PlannedTransition]) -> rpb.PreviewBatch:
     """The operations a run would send for the transitions (the first
     PREVIEW_LIMIT), each with its cluster's controller."""
     clusters = {(e.name, c.version): (e, c) for e in solution.elements for c in e.clusters}
+    endpoints = {key: _live_endpoints(cluster) for key, (_, cluster) in clusters.items()}
     batch = rpb.PreviewBatch()
     for planned in transitions[:PREVIEW_LIMIT]:
         element, cluster = clusters[(planned.element, planned.cluster)]
         instance = next((i for i in cluster.instances if i.uuid == planned.instance), pb.Instance())
-        providers = []
-        for rel in cluster.relationships:
-            found = clusters.get((rel.element, rel.version))
-            endpoints = [i.endpoint for i in found[1].instances if i.endpoint and i.state == ACTIVE] if found else []
-            providers.append(cpb.Provider(relationship=rel.name, type=rel.type, element=rel.element, cluster=rel.version,
-                                          endpoints=endpoints, configuration=rel.configuration))
+        providers = [cpb.Provider(relationship=rel.name, type=rel.type, element=rel.element, cluster=rel.version,
+                                  endpoints=endpoints.get((rel.element, rel.version), []), configuration=rel.configuration)
+                     for rel in cluster.relationships]
         batch.controllers.append(cluster.controller)
         batch.operations.append(cpb.Operation(
             operation_id=f"preview-{planned.instance}-{planned.transition}", transition=planned.transition,
@@ -45,7 +48,7 @@ def operations(domain: str, solution: pb.Solution, transitions: list[gw.PlannedT
                                            cluster=cluster.version, uuid=planned.instance, component=element.component,
                                            component_version=cluster.version),
             configuration=cluster.configuration, parameters=cluster.parameters, providers=providers,
-            siblings=[i.endpoint for i in cluster.instances if i.endpoint and i.uuid != planned.instance],
+            siblings=[e for e in endpoints[(planned.element, planned.cluster)] if e != instance.endpoint],
             attempt=1, endpoint=instance.endpoint))
     return batch
 
