@@ -199,8 +199,7 @@ class ExtraController:
 
     def __init__(self, suite: Suite, module: str, names: list[str], args: list[str],
                  env: dict[str, str] | None = None) -> None:
-        from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential
-        from orchestration_sdk.runtime.credentials import secret_sha256
+        from orchestration.runtime.credentials import engine_credential_sha256, issue_controller_credential
 
         self.suite, self.module, self.names = suite, module, names
         key = (suite.home / "registration-key").read_text().strip()
@@ -211,7 +210,7 @@ class ExtraController:
         credential.chmod(0o600)
         self.argv = [sys.executable, "-m", module, "--addr", "127.0.0.1:0",
                      "--dispatcher", load_connection(suite.home).dispatcher, "--credential-file", str(credential),
-                     "--engine-credential-sha256", secret_sha256(engine_credential_for(engine, names[0])),
+                     "--engine-credential-sha256", engine_credential_sha256(engine, names[0]),
                      "--replica", f"{names[0]}-1", *args]
         self.env = {**os.environ, **(env or {})}
         self.env.pop("ORCH_NATS_URL", None)  # controllers never reach NATS

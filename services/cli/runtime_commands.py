@@ -25,10 +25,9 @@ from cli.embedded_nats import (
 from cli.home import Connection, load_or_create_secret, load_or_create_token, orch_home, save_connection, write_private
 from cli.settings import Settings, pass_settings
 from cli.supervisor import ServiceSpec, Supervisor
-from orchestration.runtime.credentials import engine_credential_for, issue_controller_credential
+from orchestration.runtime.credentials import engine_credential_sha256, issue_controller_credential
 from orchestration.store.natsusers import BUS, OPERATOR, bus_clients_from_environment, inbox_prefix, is_bus
 from orchestration.store.subjects import DEFAULT_PREFIX, Subjects, check_prefix
-from orchestration_sdk.runtime.credentials import secret_sha256
 from orchestration_sdk.runtime.tls import tls_options
 from orchestration_sdk.status_errors import InvalidArgument
 
@@ -161,7 +160,7 @@ def up(settings: Settings, gateway_addr: str, console_addr: str, jaeger_url: str
         def env_controller(name: str) -> dict[str, str]:
             """A controller's environment: no NATS URL (controllers do not use NATS), and
             the hash of the credential the engine presents to it (derived for its name)."""
-            return {**env, "ORCH_ENGINE_CREDENTIAL_SHA256": secret_sha256(engine_credential_for(engine_key, name))}
+            return {**env, "ORCH_ENGINE_CREDENTIAL_SHA256": engine_credential_sha256(engine_key, name)}
 
         def as_user(user: str) -> dict[str, str]:
             return {**env, "ORCH_NATS_URL": urls.get(user, url or "")}
@@ -297,7 +296,7 @@ def credential(settings: Settings, names: tuple[str, ...], out: str, output: str
     except (ValueError, InvalidArgument) as err:
         raise click.BadParameter(str(getattr(err, "message", err)), param_hint="NAMES") from err
     write_private(Path(out), issued + "\n")
-    digest = secret_sha256(engine_credential_for(engine, names[0]))
+    digest = engine_credential_sha256(engine, names[0])
     dispatchers = settings.connection().dispatcher if (home / "connection.json").exists() else ""
     flags = " ".join([*(["--dispatcher", dispatchers] if dispatchers else []), "--credential-file",
                       str(Path(out).resolve()), "--engine-credential-sha256", digest])

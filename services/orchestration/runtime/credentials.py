@@ -25,6 +25,7 @@ import hmac
 from typing import Any
 
 from orchestration.model.names import is_valid_name
+from orchestration_sdk.runtime.credentials import secret_sha256
 from orchestration_sdk.status_errors import InvalidArgument, PermissionDenied
 
 
@@ -62,6 +63,12 @@ def engine_credential_for(engine_key: str, controller: str) -> str:
     if not engine_key:
         raise ValueError("the engine key is empty")
     return hashlib.sha256(f"{engine_key}\nengine {controller}\n{engine_key}".encode()).hexdigest()
+
+
+def engine_credential_sha256(engine_key: str, controller: str) -> str:
+    """What a controller named `controller` is told to expect of the engine
+    (its --engine-credential-sha256): the hash of engine_credential_for."""
+    return secret_sha256(engine_credential_for(engine_key, controller))
 
 
 class RegistrationGate:
