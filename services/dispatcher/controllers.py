@@ -23,6 +23,7 @@ from orchestration.v1 import controller_pb2_grpc as cpb_grpc
 from orchestration.v1 import records_pb2 as rpb
 from orchestration.v1.model_pb2 import Transition
 from orchestration_sdk.runtime.batching import let_others_join
+from orchestration_sdk.runtime.concurrency import cancel_and_wait
 from orchestration_sdk.runtime.tls import TlsConfig
 from orchestration_sdk.runtime.tls import channel as tls_channel
 from orchestration_sdk.runtime.wire import MAX_MESSAGE_BYTES, bearer_metadata
@@ -74,9 +75,7 @@ class Link:
         self.closed = True
         self.wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task])
         self._fail_pending()
 
     def submit(self, operation: cpb.Operation, views: Views, sent: asyncio.Future[None] | None = None,
@@ -285,9 +284,7 @@ class ControllerPool:
             with contextlib.suppress(Exception):
                 await self._watch.unsubscribe()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
         for link in list(self.links.values()):
             await link.close()
         self.links.clear()

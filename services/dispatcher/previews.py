@@ -19,7 +19,7 @@ from dispatcher.controllers import ControllerPool, LinkLost, NoController
 from orchestration.store.subjects import Subjects
 from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import records_pb2 as rpb
-from orchestration_sdk.runtime.concurrency import gather_bounded
+from orchestration_sdk.runtime.concurrency import cancel_and_wait, gather_bounded
 
 log = logging.getLogger("dispatcher.previews")
 
@@ -45,8 +45,7 @@ class Previews:
     async def stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()
+        await cancel_and_wait(list(self._tasks))
 
     async def _received(self, msg: Msg) -> None:
         # Answered in a task of its own: a long dry run must not hold up the next request.

@@ -35,6 +35,7 @@ from orchestration.v1 import dispatcher_pb2 as dpb
 from orchestration.v1 import dispatcher_pb2_grpc as dpb_grpc
 from orchestration.v1 import model_pb2 as pb
 from orchestration.v1 import records_pb2 as rpb
+from orchestration_sdk.runtime.concurrency import cancel_and_wait
 from orchestration_sdk.runtime.grpcserver import Server
 from orchestration_sdk.runtime.process import serve_until_signalled
 from orchestration_sdk.status_errors import Aborted, Fenced, NotFound, OrchestrationError
@@ -107,14 +108,7 @@ class Dispatcher(Intake, Tenure):
     async def stop(self) -> None:
         if self.previews is not None:
             await self.previews.stop()
-        for loop in self._loops:
-            loop.cancel()
-        for active in list(self.runs.values()):
-            if active.task:
-                active.task.cancel()
-        for task in [*self._loops, *(a.task for a in self.runs.values() if a.task)]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*self._loops, *(a.task for a in self.runs.values() if a.task)])
         if self.pool is not None:  # None when stopped before it started
             await self.pool.stop()
         if self.server is not None:

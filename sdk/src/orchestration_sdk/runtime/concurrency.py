@@ -1,12 +1,12 @@
 """Awaiting many calls at once, a bounded number at a time; streams that end
-when their caller may no longer have them."""
+when their caller may no longer have them; tasks cancelled until they end."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from orchestration_sdk.status_errors import Unauthenticated
 
@@ -69,3 +69,24 @@ async def while_valid(items: AsyncIterator[T], valid: Callable[[], Awaitable[boo
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+# How long a cancelled task may go on before it is cancelled again.
+RECANCEL_SECONDS = 0.5
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], every: float = RECANCEL_SECONDS) -> None:
+    """Cancel the tasks and wait until each has ended, cancelling again any
+    that outlives its cancellation. On Python 3.11 `asyncio.wait_for` swallows
+    a cancellation that lands as the call it waits on completes (NATS fetches
+    and requests use it): a loop around such a call goes on, and a service
+    awaiting it once would never stop. Errors of the ended tasks are dropped."""
+    tasks = list(tasks)
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: an ended task's error is not reported again at exit

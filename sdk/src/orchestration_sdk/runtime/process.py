@@ -57,6 +57,10 @@ def service_process(name: str, metrics_addr: str = "") -> Iterator[None]:
 # times: 16 % of the dispatcher's CPU at 10,000 instances, 1 % with these.
 GC_THRESHOLDS = (50_000, 10, 10)
 
+# A service still stopping after this long says what it waits on (a supervisor
+# kills it after 10 s: the log then shows why).
+STOP_REPORT_SECONDS = 5.0
+
 
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine, on uvloop where it is installed (faster I/O)."""
@@ -106,4 +110,22 @@ async def serve_until_signalled(service: Startable, name: str) -> None:
             logging.getLogger(name).info("stopping")
     finally:
         signalled.cancel()
-    await service.stop()
+    stopping = asyncio.ensure_future(service.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=STOP_REPORT_SECONDS)
+    if not done:
+        # Whoever kills it next (a supervisor after its own time-out) leaves this in the log.
+        logging.getLogger(name).warning("still stopping after %.0fs; waiting on: %s", STOP_REPORT_SECONDS,
+                                        "; ".join(waiting_tasks()) or "nothing")
+    await stopping
+
+
+def waiting_tasks(limit: int = 20) -> list[str]:
+    """Each other running task as `name at file:line (function)`, where it waits now."""
+    described = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        stack = task.get_stack()
+        where = f"{stack[-1].f_code.co_filename}:{stack[-1].f_lineno} ({stack[-1].f_code.co_name})" if stack else "?"
+        described.append(f"{task.get_name()} at {where}")
+    return sorted(described)[:limit]
