@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from orchestration_sdk.runtime.backoff import Backoff, Jitter
+from orchestration_sdk.runtime.concurrency import cancel_and_wait
 from orchestration_sdk.runtime.tls import TlsConfig
 from orchestration_sdk.runtime.tls import channel as tls_channel
 from orchestration_sdk.runtime.wire import bearer_metadata
@@ -83,8 +84,7 @@ class Registrar:
     async def stop(self) -> None:
         """Stop renewing, unregister (best effort) and close the channels."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None
         if self.registered.is_set() or self._in_call:
             await self._unregister()
