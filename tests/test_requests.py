@@ -85,8 +85,9 @@ def test_a_request_accepted_while_a_terminated_run_finishes_is_taken_as_the_run_
     the operations it had in flight. A request accepted meanwhile (the lease
     of an ended task is free) is taken as soon as the run lets the solution
     go, not by the recovery scan seconds later."""
-    # Its create takes 1.5 s: well inside the recovery scan's 5 s grace, even on a loaded machine.
-    suite.apply(models.flat("finishing", 1, parameters={"sim_latency_ms": 1500}))
+    # Its create takes 3 s: long enough for three CLI calls on a loaded machine,
+    # inside the recovery scan's 5 s grace.
+    suite.apply(models.flat("finishing", 1, parameters={"sim_latency_ms": 3000}))
     suite.apply(models.architecture_only(models.flat("finishing", 1, version="V2")))  # the same cluster, no latency
     first = suite.ok("solution", "deploy", "finishing", "app", "V1").strip()
     wait_until(lambda: suite.task("finishing", first).task.status == pb.TASK_STATUS_EXECUTING, what="the create in flight")

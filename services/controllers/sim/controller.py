@@ -140,6 +140,7 @@ class SimController(Controller):
                 outcome=outcome,
                 started=started,
                 finished=time.time(),
+                deadline=ctx.deadline,
             )
 
     @staticmethod

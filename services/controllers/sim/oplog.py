@@ -39,8 +39,11 @@ class OpLog:
         outcome: str,
         started: float,
         finished: float,
+        deadline: float = 0.0,
     ) -> None:
-        """Append one operation (outcome is one of OUTCOMES)."""
+        """Append one operation (outcome is one of OUTCOMES; `deadline`, in
+        time.time() seconds, is the engine's: it sent the operation its
+        operation time-out before)."""
         if self._file is None:
             return
         line = {
@@ -53,6 +56,7 @@ class OpLog:
             "outcome": outcome,
             "started": started,
             "finished": finished,
+            "deadline": deadline,
         }
         self._file.write(json.dumps(line) + "\n")
 

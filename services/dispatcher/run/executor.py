@@ -54,9 +54,11 @@ START_SLICE = 64
 
 @dataclass
 class _Ticket:
-    """One operation's bookkeeping: whether its place under the concurrency limit was given back."""
+    """One operation's bookkeeping: whether its place under the concurrency
+    limit was given back, and whether it was held back unsent (a pause)."""
 
     answered: bool = False
+    held: bool = False
 
 
 class LeaseExpired(Exception):
@@ -303,6 +305,8 @@ class Run(Rollouts):
         if not ticket.answered:
             self.scheduler.answered(slot)
         self.scheduler.handled()
+        if ticket.held and not self.lost:
+            self.scheduler.schedule(slot)  # queued until the pause ends
 
     async def _operate(self, slot: InstanceSlot, ticket: _Ticket) -> None:
         """Run one operation and record its outcome; never leaves the run hanging."""
@@ -310,7 +314,10 @@ class Run(Rollouts):
             cluster = self.state.clusters[slot.key]
             transition = slot.path[0]
             succeeded = False
-            outcome = self.policy.decide(await self._send(slot, cluster, transition, ticket), slot, cluster, transition)
+            sent = await self._send(slot, cluster, transition, ticket)
+            if ticket.held:
+                return
+            outcome = self.policy.decide(sent, slot, cluster, transition)
             if outcome.verdict is Verdict.OK:
                 assert outcome.result is not None
                 await self._succeeded(slot, cluster, transition, outcome.result)
@@ -351,6 +358,13 @@ class Run(Rollouts):
             await slot.saving  # the intent of an instance is durable before its first operation
             slot.saving = None
         await self.opening.cluster_stored(slot.key)  # and so is its cluster's
+        if self.scheduler.paused:
+            # Paused while it waited (for its domain's quota, its records): it
+            # goes back to the queue unsent. Once a pause is acknowledged, no
+            # operation leaves this run before it ends.
+            ticket.held = True
+            return Outcome(Verdict.RETRY, f"{TRANSITION_NAMES[transition]} held back: the solution is paused", 0.0,
+                           label="not sent")
         timeout = self.policy.timeout_of(cluster)
         operation, views = operations.build_operation(
             self.state, slot, cluster, transition, self.domain, self.solution, timeout, time.time())
