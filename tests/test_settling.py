@@ -105,6 +105,17 @@ class NoRecorder:
         return None
 
 
+class WrittenEvents:
+    """Events recorded into the same list as the task writes (an instance
+    task's start is its event alone)."""
+
+    def __init__(self, tasks: SlowTasks) -> None:
+        self.tasks = tasks
+
+    async def record(self, event: pb.Event, task: pb.Task) -> None:
+        self.tasks.written.append((task.uuid, task.status))
+
+
 async def test_a_task_seen_ended_is_stored_before_whoever_saw_it_goes_on() -> None:
     # The cluster settling finds an instance completed in memory while its
     # write is still under way: completing the cluster must wait for it.
@@ -133,7 +144,7 @@ async def test_a_lazy_task_is_written_only_once_a_persist_has_stored_its_parent_
     tasks = SlowTasks()
     tasks.release.set()
     root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
-    book = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), root)  # type: ignore[arg-type]
+    book = TaskBook(SimpleNamespace(tasks=tasks), WrittenEvents(tasks), root)  # type: ignore[arg-type]
     await book.persist()
     instance = book.ensure(root.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
     writing = asyncio.create_task(book.set_status(instance.uuid, pb.TASK_STATUS_EXECUTING))
@@ -163,7 +174,7 @@ class FlakyTasks(SlowTasks):
 async def test_a_persist_that_failed_lists_nothing_and_the_next_one_stores_it_again() -> None:
     tasks = FlakyTasks()
     root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
-    book = TaskBook(SimpleNamespace(tasks=tasks), NoRecorder(), root)  # type: ignore[arg-type]
+    book = TaskBook(SimpleNamespace(tasks=tasks), WrittenEvents(tasks), root)  # type: ignore[arg-type]
     instance = book.ensure(root.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
     writing = asyncio.create_task(book.set_status(instance.uuid, pb.TASK_STATUS_EXECUTING))
     with pytest.raises(RuntimeError):
@@ -194,11 +205,13 @@ async def test_a_held_tree_is_stored_before_any_status_of_its_new_tasks() -> Non
 
 
 class StoredTasks:
-    """A task store: what is written is read back, and a tree read skips a
-    subtask the store does not hold (as TaskStore.get_task_tree does)."""
+    """A task store: what is written is read back, and a tree read takes a
+    subtask the store does not hold from its events, or leaves it out when it
+    has none (as TaskStore.versioned_tree does)."""
 
     def __init__(self) -> None:
         self.stored: dict[str, pb.Task] = {}
+        self.started: dict[str, pb.Task] = {}  # what the events of tasks with no record say
 
     async def put_task(self, task: pb.Task, revision: int | None) -> int:
         self.stored[task.uuid] = pb.Task.FromString(task.SerializeToString())
@@ -207,12 +220,78 @@ class StoredTasks:
     async def get_task(self, domain: str, uuid: str) -> SimpleNamespace:
         return SimpleNamespace(value=pb.Task.FromString(self.stored[uuid].SerializeToString()), revision=1)
 
-    async def get_task_tree(self, domain: str, uuid: str) -> list[pb.Task]:
-        tree = level = [self.stored[uuid]]
+    async def versioned_tree(self, domain: str, uuid: str) -> list[tuple[pb.Task, int | None]]:
+        tree: list[tuple[pb.Task, int | None]] = [(self.stored[uuid], 1)]
+        level = [self.stored[uuid]]
         while level:
-            level = [self.stored[s] for t in level for s in t.subtasks if s in self.stored]
-            tree = tree + level
+            wanted = [s for t in level for s in t.subtasks]
+            level = [self.stored[s] for s in wanted if s in self.stored]
+            tree += [(t, 1) for t in level]
+            tree += [(pb.Task.FromString(self.started[s].SerializeToString()), None)
+                     for s in wanted if s not in self.stored and s in self.started]
         return tree
+
+
+class EventTasks:
+    """Events recorded, and the task as each one carries it (as the events stream keeps them)."""
+
+    def __init__(self, tasks: StoredTasks | None = None) -> None:
+        self.recorded: list[tuple[str, int]] = []
+        self.tasks = tasks
+
+    async def record(self, event: pb.Event, task: pb.Task) -> None:
+        self.recorded.append((task.uuid, event.type))
+        if self.tasks is not None:
+            self.tasks.started[task.uuid] = pb.Task.FromString(task.SerializeToString())
+
+
+async def test_an_instance_task_is_written_once_when_it_ends_its_start_is_its_event() -> None:
+    # One write per fact: the execution event carries the instance task's
+    # start (readers take a task with no record from its events); the
+    # record is written when it ends, with the completion event beside it.
+    tasks = StoredTasks()
+    events = EventTasks(tasks)
+    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
+    book = TaskBook(SimpleNamespace(tasks=tasks), events, root)  # type: ignore[arg-type]
+    cluster = book.ensure(root.uuid, pb.TASK_TYPE_CLUSTER, "cluster", "e", "V1")
+    instance = book.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    await book.persist()
+    written = set(tasks.stored)
+    starting = book.progress(instance.uuid, pb.TRANSITION_CREATE, 1, pb.STATE_INITIAL)
+    assert starting is not None
+    await starting
+    assert instance.uuid not in tasks.stored, "an instance task's start was written to its record"
+    assert (instance.uuid, pb.EVENT_TYPE_EXECUTION) in events.recorded
+    assert set(tasks.stored) == written | {cluster.uuid}  # its cluster's task goes executing as before
+    await book.set_status(instance.uuid, pb.TASK_STATUS_COMPLETED)
+    assert tasks.stored[instance.uuid].status == pb.TASK_STATUS_COMPLETED
+    assert events.recorded[-1] == (instance.uuid, pb.EVENT_TYPE_COMPLETION)
+
+
+async def test_a_resumed_run_takes_a_started_instance_task_from_its_events_and_writes_it_once_it_ends() -> None:
+    # The dispatcher died while an instance task ran (its execution event
+    # stored, its record not): the next owner finds it executing, sends no
+    # second execution event, and creates its record when it ends.
+    tasks = StoredTasks()
+    events = EventTasks(tasks)
+    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
+    before = TaskBook(SimpleNamespace(tasks=tasks), events, root)  # type: ignore[arg-type]
+    cluster = before.ensure(root.uuid, pb.TASK_TYPE_CLUSTER, "cluster", "e", "V1")
+    instance = before.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    await before.persist()
+    starting = before.progress(instance.uuid, pb.TRANSITION_CREATE, 1, pb.STATE_INITIAL)
+    assert starting is not None
+    await starting
+
+    events.recorded.clear()
+    resumed = TaskBook(SimpleNamespace(tasks=tasks), events, tasks.stored[root.uuid])  # type: ignore[arg-type]
+    await resumed.load()
+    assert list(resumed.tasks[cluster.uuid].subtasks) == [instance.uuid]
+    assert resumed.tasks[instance.uuid].status == pb.TASK_STATUS_EXECUTING and resumed.revisions[instance.uuid] is None
+    assert resumed.progress(instance.uuid, pb.TRANSITION_CONFIGURE, 2, pb.STATE_INACTIVE) is None
+    await resumed.set_status(instance.uuid, pb.TASK_STATUS_COMPLETED)
+    assert tasks.stored[instance.uuid].status == pb.TASK_STATUS_COMPLETED
+    assert events.recorded == [(instance.uuid, pb.EVENT_TYPE_COMPLETION)]
 
 
 async def test_a_resumed_run_leaves_out_the_subtasks_the_run_before_listed_and_never_stored() -> None:

@@ -93,19 +93,19 @@ class TaskBook:
         self.spans: dict[str, Span] = {}
 
     async def load(self) -> None:
-        """Read the tree as stored (a resumed run continues it). A subtask its
-        parent lists but the store does not hold is a lazy task (see ensure)
-        the run before listed and never stored, its instance's record maybe
-        not either: it is left out of the list. This run makes it again (the
-        same id) if its instance still has work; otherwise its parent would
-        wait for a task that no run knows."""
+        """Read the tree as stored (a resumed run continues it). An instance
+        task that began but has not ended has no record: it is taken from its
+        events (see TaskStore.versioned_tree), unstored (its end is its first
+        write). A subtask its parent lists that has neither is a lazy task
+        (see ensure) the run before listed and never started, its instance's
+        record maybe not stored either: it is left out of the list. This run
+        makes it again (the same id) if its instance still has work;
+        otherwise its parent would wait for a task that no run knows."""
         if not self.root_task.subtasks:
             return  # a new request: nothing below the root yet
-        tree = await self.repo.tasks.get_task_tree(self.root_task.domain, self.root)
-        stored = await gather_bounded(self.repo.tasks.get_task(task.domain, task.uuid) for task in tree)
-        for task, versioned in zip(tree, stored):
-            self.tasks[task.uuid] = versioned.value
-            self.revisions[task.uuid] = versioned.revision
+        for task, revision in await self.repo.tasks.versioned_tree(self.root_task.domain, self.root):
+            self.tasks[task.uuid] = task
+            self.revisions[task.uuid] = revision
         for task in list(self.tasks.values()):
             if any(uuid not in self.tasks for uuid in task.subtasks):
                 kept = [uuid for uuid in task.subtasks if uuid in self.tasks]
@@ -294,6 +294,12 @@ class TaskBook:
         else:
             self.span_of(uuid)
         event = new_event(task, EVENT_OF_STATUS[status], comment=comment or error)
+        if task.type == pb.TASK_TYPE_INSTANCE and status not in TASK_ENDED:
+            # Its event is the one store of an instance task's start: the
+            # record is written once, when it ends (readers take a task
+            # with no record from its events, see TaskStore.versioned_tree).
+            await self._record(event, task)
+            return
         recording = asyncio.ensure_future(self._record(event, task))
         try:
             await self._write(task)

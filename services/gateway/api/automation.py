@@ -37,22 +37,21 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
 
     async def TerminateTask(self, request: gw.TerminateTaskRequest, context: grpc.aio.ServicerContext) -> gw.TerminateTaskResponse:
         domain = await self._domain_of(request.domain, request.task)
-        task = (await self.repo.tasks.get_task(domain, request.task)).value
+        task = await self.repo.tasks.find_task(domain, request.task)
         if task.status in TASK_ENDED:
             status = pb.TaskStatus.Name(task.status).removeprefix("TASK_STATUS_").lower()
             raise FailedPrecondition(f"task {task.uuid} has already ended ({status}); nothing to terminate")
         root = task
         while root.parent:
-            root = (await self.repo.tasks.get_task(domain, root.parent)).value
+            root = await self.repo.tasks.find_task(domain, root.parent)
         await self.leases.request_termination(domain, root.uuid, task.uuid, caller().name, check_reason(request.reason))
         return gw.TerminateTaskResponse()
 
     async def ListTasks(self, request: gw.ListTasksRequest, context: grpc.aio.ServicerContext) -> gw.ListTasksResponse:
         check_name(request.domain, "domain")
         await self.repo.model.require_domain(request.domain)
-        tasks = await self.repo.tasks.list_tasks(request.domain, solution=request.solution, request=request.request)
-        if request.roots_only:
-            tasks = [t for t in tasks if not t.parent]
+        tasks = await self.repo.tasks.list_tasks(request.domain, solution=request.solution, request=request.request,
+                                                 roots_only=request.roots_only)
         return gw.ListTasksResponse(tasks=tasks)
 
     async def _domain_of(self, domain: str, task: str) -> str:
@@ -62,7 +61,7 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
             return check_name(domain, "domain")
         for candidate in await self.repo.model.list_domains():
             try:
-                await self.repo.tasks.get_task(candidate, task)
+                await self.repo.tasks.find_task(candidate, task)
                 return candidate
             except NotFound:
                 continue
@@ -73,8 +72,7 @@ class AutomationServicer(gw_grpc.AutomationServiceServicer):
         if request.tree:
             tree = await self.repo.tasks.get_task_tree(domain, request.task)
             return gw.RetrieveTaskResponse(task=tree[0], subtasks=tree[1:])
-        versioned = await self.repo.tasks.get_task(domain, request.task)
-        return gw.RetrieveTaskResponse(task=versioned.value)
+        return gw.RetrieveTaskResponse(task=await self.repo.tasks.find_task(domain, request.task))
 
     async def ListEvents(self, request: gw.ListEventsRequest, context: grpc.aio.ServicerContext) -> gw.ListEventsResponse:
         check_name(request.domain, "domain")

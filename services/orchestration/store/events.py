@@ -147,6 +147,17 @@ class EventLog:
         chunks = [filters[i : i + _FILTERS_PER_READ] for i in range(0, len(filters), _FILTERS_PER_READ)]
         return by_time(e for part in await gather_bounded(self._read(c) for c in chunks) for e in part)
 
+    async def tasks_of(self, domain: str, tasks: Iterable[str]) -> list[pb.Task]:
+        """The tasks as their events tell them (see task_of_events), for
+        those of `tasks` that received any."""
+        filters = [self.subjects.task_events_filter(domain, t) for t in dict.fromkeys(tasks)]
+        chunks = [filters[i : i + _FILTERS_PER_READ] for i in range(0, len(filters), _FILTERS_PER_READ)]
+        by_task: dict[str, list[tuple[pb.Event, pb.Task]]] = {}
+        for part in await gather_bounded(self._read_pairs(c) for c in chunks):
+            for event, task in part:
+                by_task.setdefault(event.task, []).append((event, task))
+        return [task_of_events(pairs) for pairs in by_task.values()]
+
     async def remove_tasks(self, domain: str, tasks: Iterable[str]) -> None:
         """Remove every event the tasks received."""
         stream = self.subjects.events_stream
@@ -158,15 +169,39 @@ class EventLog:
     async def _read(self, filters: list[str]) -> list[pb.Event]:
         """The events on the filters, each once (a write retried after the
         duplicate window stores an event again)."""
+        return [event for event, _ in await self._read_pairs(filters)]
+
+    async def _read_pairs(self, filters: list[str]) -> list[tuple[pb.Event, pb.Task]]:
+        """The events on the filters with their tasks as published, each
+        once, in the order the stream stored them."""
         if not filters:
             return []
         messages = await read_stream(self._js, self.subjects.events_stream, filters, api.DeliverPolicy.ALL,
                                      self._replicated, "the events stream")
-        first: dict[tuple[str, str], pb.Event] = {}
+        first: dict[tuple[str, str], tuple[pb.Event, pb.Task]] = {}
         for message in messages:
-            event = parse_bus_payload(message.data)[0]
-            first.setdefault((event.task, event.uuid), event)
+            event, task = parse_bus_payload(message.data)
+            first.setdefault((event.task, event.uuid), (event, task))
         return list(first.values())
+
+
+# What a task's last event says of how it ended.
+_ENDS = frozenset({pb.EVENT_TYPE_FAILURE, pb.EVENT_TYPE_TIMEOUT, pb.EVENT_TYPE_TERMINATION})
+
+
+def task_of_events(pairs: list[tuple[pb.Event, pb.Task]]) -> pb.Task:
+    """A task with no record, as its events (oldest first, each with the task
+    as it was published) tell it: the last one's task, created at the first
+    event, started at its execution event, updated at the last one. An
+    instance task's record is written once, when it ends: until then its
+    events are the store of its status (see dispatcher.run.tasks)."""
+    last_event, task = pairs[-1]
+    task.created = pairs[0][0].time
+    task.updated = last_event.time
+    task.started = next((e.time for e, _ in pairs if e.type == pb.EVENT_TYPE_EXECUTION), 0)
+    if last_event.type in _ENDS:
+        task.error = last_event.comment
+    return task
 
 
 def by_time(events: Iterable[pb.Event]) -> list[pb.Event]:

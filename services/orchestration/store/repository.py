@@ -292,7 +292,7 @@ class Repository:
             self.model.all_components(name),
             self.model.all_architectures(name),
             self.solutions.trees(name),
-            self.tasks.all_tasks(name),
+            self.tasks.all_tasks(name, derive=True),
             self.tasks.all_events(name),
             self.model.all_controllers(name),
         )

@@ -11,6 +11,7 @@ one of its subtasks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from orchestration.model.retention import summarize
@@ -46,36 +47,85 @@ class TaskStore:
             raise NotFound(rk.not_found(f"task {uuid!r}", domain))
         return Versioned(Task.FromString(entry.value), entry.revision)
 
-    async def list_tasks(self, domain: str, solution: str = "", request: str = "") -> list[Task]:
-        """Tasks of the domain, optionally of one solution and/or request, oldest first."""
+    async def list_tasks(self, domain: str, solution: str = "", request: str = "", roots_only: bool = False) -> list[Task]:
+        """Tasks of the domain, optionally of one solution and/or request, or
+        their roots only, oldest first."""
         await self.require_domain(domain)
         return [
             t
-            for t in await self.all_tasks(domain)
+            for t in await self.all_tasks(domain, derive=not roots_only)
             if (not solution or t.solution == solution) and (not request or t.request == request)
+            and not (roots_only and t.parent)
         ]
 
+    async def find_task(self, domain: str, uuid: str) -> Task:
+        """A task as a reader sees it: its record, or, for a task that has
+        none yet (an instance task is written once, when it ends), what its
+        events say (NotFound when neither is there)."""
+        try:
+            return (await self.get_task(domain, uuid)).value
+        except NotFound:
+            derived = await self._derived(domain, [uuid])
+            if not derived:
+                raise
+            parent = derived[0].parent
+            if parent:
+                with contextlib.suppress(NotFound):
+                    _inherit(derived, (await self.get_task(domain, parent)).value)
+            return derived[0]
+
     async def get_task_tree(self, domain: str, uuid: str) -> list[Task]:
-        """The task and all its descendants, parents before children."""
-        tree = [(await self.get_task(domain, uuid)).value]
+        """The task and all its descendants, parents before children (a
+        listed subtask with no record: what its events say, see find_task)."""
+        return [task for task, _ in await self.versioned_tree(domain, uuid)]
+
+    async def versioned_tree(self, domain: str, uuid: str) -> list[tuple[Task, int | None]]:
+        """The task and all its descendants, parents before children, each
+        with its revision: None for a subtask its parent lists that has no
+        record, taken from its events (an instance task is written once,
+        when it ends: while it runs, its execution event is all there is).
+        A listed subtask with neither is left out (a lazy task not started)."""
+        try:
+            stored_root = await self.get_task(domain, uuid)
+            root, revision = stored_root.value, stored_root.revision
+        except NotFound:
+            root, revision = await self.find_task(domain, uuid), None
+        tree: list[tuple[Task, int | None]] = [(root, revision)]
         seen = {uuid}
-        level = tree
+        level = [root]
         # One round of concurrent reads per level: a tree is shallow but can be wide.
         while level:
-            wanted = [s for t in level for s in t.subtasks if s not in seen]
+            wanted = list(dict.fromkeys(s for t in level for s in t.subtasks if s not in seen))
             seen.update(wanted)
-            found = await gather_bounded(self._task_bucket.get(rk.task_key(domain, s)) for s in dict.fromkeys(wanted))
-            level = [Task.FromString(e.value) for e in found if e is not None]
-            tree.extend(level)
+            found = await gather_bounded(self._task_bucket.get(rk.task_key(domain, s)) for s in wanted)
+            stored = [(Task.FromString(e.value), e.revision) for e in found if e is not None]
+            missing = [s for s, e in zip(wanted, found) if e is None]
+            derived = _inherit(await self._derived(domain, missing), *level) if missing else []
+            tree.extend(stored)
+            tree.extend((t, None) for t in derived)
+            level = [t for t, _ in stored]
         return tree
 
-    async def all_tasks(self, domain: str) -> list[Task]:
-        """Every task of the domain, oldest first (no domain check)."""
+    async def _derived(self, domain: str, uuids: list[str]) -> list[Task]:
+        """Tasks with no record, as their events tell them (the last event's
+        task, begun at its execution event); those without events are left out."""
+        return await self._events.tasks_of(domain, uuids)
+
+    async def all_tasks(self, domain: str, derive: bool = False) -> list[Task]:
+        """Every task of the domain, oldest first (no domain check). With
+        `derive`, also the subtasks their parents list that have no record
+        but events (see versioned_tree)."""
         # With the domain's grave: a task of the domain as it was before a removal is not its task.
         entries, grave = await asyncio.gather(self._task_bucket.scan(rk.domain_filters(domain)[1]),
                                               self._task_bucket.get(rk.grave_key(domain)))
         buried = grave.revision if grave is not None else 0
-        return sorted((Task.FromString(e.value) for e in entries if e.revision > buried), key=lambda t: (t.created, t.uuid))
+        tasks = [Task.FromString(e.value) for e in entries if e.revision > buried]
+        if derive:
+            stored = {t.uuid for t in tasks}
+            missing = list(dict.fromkeys(s for t in tasks for s in t.subtasks if s not in stored))
+            if missing:
+                tasks.extend(_inherit(await self._derived(domain, missing), *tasks))
+        return sorted(tasks, key=lambda t: (t.created, t.uuid))
 
     async def prune_tree(self, domain: str, root: Task) -> TreeSummary:
         """Prune a finished tree to its root: the root gets a summary of its
@@ -89,7 +139,8 @@ class TaskStore:
         after an unclean stop, it is a finished task nothing acts on, and the
         next pass deletes it again (see Pruner.relieve: orphans go first)."""
         current = await self.get_task(domain, root.uuid)
-        tree = await self.get_task_tree(domain, root.uuid)
+        versioned = await self.versioned_tree(domain, root.uuid)
+        tree = [task for task, _ in versioned]
         if list(tree[0].subtasks) != list(current.value.subtasks):
             raise Aborted(f"task {root.uuid!r} changed while its tree was read; pruned on the next pass")
         subtasks = tree[1:]
@@ -98,7 +149,7 @@ class TaskStore:
         marked.summary.CopyFrom(summarize(subtasks, current.value.summary))
         revision = await self.put_task(marked, current.revision)
         await self._events.remove_tasks(domain, (t.uuid for t in tree))
-        await self._purge_deepest_first(domain, tree, keep_root=True)
+        await self._purge_deepest_first(domain, versioned, keep_root=True)
         del marked.subtasks[:]
         del marked.events[:]
         await self.put_task(marked, revision)
@@ -109,20 +160,22 @@ class TaskStore:
         first) and its root, with purges and no write, so that it works on a
         bucket at its size cap and leaves nothing behind (delete markers would
         fill the bucket in their turn). The number of tasks deleted."""
-        tree = await self.get_task_tree(domain, root.uuid)
-        await self._events.remove_tasks(domain, (t.uuid for t in tree))
-        await self._purge_deepest_first(domain, tree, keep_root=False)
-        return len(tree)
+        versioned = await self.versioned_tree(domain, root.uuid)
+        await self._events.remove_tasks(domain, (t.uuid for t, _ in versioned))
+        await self._purge_deepest_first(domain, versioned, keep_root=False)
+        return len(versioned)
 
-    async def _purge_deepest_first(self, domain: str, tree: list[Task], keep_root: bool) -> None:
-        """Purge a tree's tasks (read by get_task_tree: parents before their
+    async def _purge_deepest_first(self, domain: str, tree: list[tuple[Task, int | None]], keep_root: bool) -> None:
+        """Purge a tree's tasks (read by versioned_tree: parents before their
         children) level by level from the deepest, so that one cut short leaves
-        no task out of reach of its root; the root too unless `keep_root`."""
-        depth = {tree[0].uuid: 0}
-        for task in tree[1:]:
+        no task out of reach of its root; the root too unless `keep_root`.
+        A task with no record (revision None) has nothing to purge."""
+        depth = {tree[0][0].uuid: 0}
+        for task, _ in tree[1:]:
             depth[task.uuid] = depth.get(task.parent, 0) + 1
         for level in range(max(depth.values()), 0 if keep_root else -1, -1):
-            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid)) for t in tree if depth[t.uuid] == level)
+            await gather_bounded(self._task_bucket.purge(rk.task_key(domain, t.uuid))
+                                 for t, revision in tree if depth[t.uuid] == level and revision is not None)
 
     async def usage(self) -> tuple[int, int]:
         """Bytes the tasks bucket holds, and its cap (0: none)."""
@@ -159,9 +212,19 @@ class TaskStore:
         """Events received by the task (unless not `itself`), its parent or
         its subtasks (where what it caused lands)."""
         try:
-            record = (await self.get_task(domain, task)).value
+            record = await self.find_task(domain, task)
         except NotFound:
             # No tree to follow: what it caused may be anywhere in the domain.
             return await self.all_events(domain)
         near = [r for r in (task if itself else "", record.parent, *record.subtasks) if r]
         return await self._events.of_tasks(domain, near) if near else []
+
+
+def _inherit(derived: list[Task], *parents: Task) -> list[Task]:
+    """What a derived task has from its parent (the tree's version and trace, as TaskBook.ensure gives it)."""
+    by_uuid = {p.uuid: p for p in parents}
+    for task in derived:
+        parent = by_uuid.get(task.parent)
+        if parent is not None:
+            task.version, task.trace = parent.version, parent.trace
+    return derived
