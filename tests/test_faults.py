@@ -81,6 +81,13 @@ def test_dispatcher_killed_repeatedly_during_a_deploy(suite: Suite) -> None:
     # Every element and cluster record is there (a run writes most of them after its first operation).
     assert [(e.name, len(e.clusters)) for e in suite.solution("crash", "app").elements] == [(f"e{i}", 1) for i in range(5)]
     assert_nothing_lost_or_duplicated(suite, "crash", "app")
+    # Every instance has one task in the tree, completed: a kill while it ran
+    # (its start stored in its execution event alone, its record written
+    # when it ends) left it to the next owner, which went on with it.
+    instance_tasks = [t for t in suite.task("crash", task, tree=True).subtasks if t.type == pb.TASK_TYPE_INSTANCE]
+    assert sorted(t.instance for t in instance_tasks) == sorted(
+        i.uuid for e in suite.solution("crash", "app").elements for c in e.clusters for i in c.instances)
+    assert {t.status for t in instance_tasks} == {pb.TASK_STATUS_COMPLETED}
 
 
 def test_gateway_killed_running_tasks_are_unaffected(suite: Suite) -> None:

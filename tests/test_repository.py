@@ -47,6 +47,7 @@ from orchestration.v1.model_pb2 import (
     Task,
     TaskStatus,
     TaskType,
+    Transition,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -517,6 +518,52 @@ async def test_tasks_are_versioned_listed_and_read_as_trees(demo: Repository) ->
         await demo.tasks.get_task(D, "nope")
     with pytest.raises(NotFound):
         await demo.tasks.get_task_tree(D, "nope")
+
+
+async def test_an_instance_task_with_no_record_is_read_from_its_events(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
+    # An instance task's record is written once, when it ends: while it runs,
+    # its execution event is its only store, and every reader takes it from
+    # there (a tree, a listing, one task, a prune); one it never started
+    # (no record, no event) is left out, as before.
+    cluster = task("cluster", 1, subtasks=("running", "pending", "stale"))
+    cluster.version, cluster.trace = "V1", "ab" * 16
+    await demo.tasks.put_task(cluster, None)
+    running = Task(uuid="running", domain=D, solution="app", type=TaskType.TASK_TYPE_INSTANCE, parent="cluster",
+                   status=TaskStatus.TASK_STATUS_EXECUTING, request="r1", instance="i1", phase=1,
+                   transition=Transition.TRANSITION_CREATE, state=State.STATE_INITIAL)
+    recorder = EventRecorder(nc.jetstream(), subjects)
+    await recorder.record(Event(uuid="x1", domain=D, task="running", source="running", type=EventType.EVENT_TYPE_EXECUTION,
+                                time=10, comment="create"), running)
+    running.phase, running.transition = 2, Transition.TRANSITION_CONFIGURE
+    await recorder.record(Event(uuid="x2", domain=D, task="running", source="running", type=EventType.EVENT_TYPE_PROGRESS,
+                                time=12, comment="create: made"), running)
+    expected = Task()
+    expected.CopyFrom(running)
+    expected.version, expected.trace, expected.created, expected.updated, expected.started = "V1", "ab" * 16, 10, 12, 10
+    assert await demo.tasks.get_task_tree(D, "cluster") == [cluster, expected]
+    assert [t.uuid for t in await demo.tasks.list_tasks(D)] == ["cluster", "running"]
+    assert [t.uuid for t in await demo.tasks.list_tasks(D, roots_only=True)] == ["cluster"]
+    assert await demo.tasks.find_task(D, "running") == expected
+    with pytest.raises(NotFound):
+        await demo.tasks.get_task(D, "running")  # what a run writes against: records only
+    with pytest.raises(NotFound):
+        await demo.tasks.find_task(D, "pending")
+    assert [t.uuid for t in await demo.tasks.get_task_tree(D, "running")] == ["running"]
+    # Ended, it has its record, which readers take from then on.
+    running.status = TaskStatus.TASK_STATUS_COMPLETED
+    await demo.tasks.put_task(running, None)
+    assert (await demo.tasks.find_task(D, "running")).status == TaskStatus.TASK_STATUS_COMPLETED
+    # A prune takes the events of a task with no record too (one whose run
+    # stopped while it ran), and purges no key that was never written.
+    stale = Task(uuid="stale", domain=D, solution="app", type=TaskType.TASK_TYPE_INSTANCE, parent="cluster",
+                 status=TaskStatus.TASK_STATUS_EXECUTING, request="r1")
+    await recorder.record(Event(uuid="x3", domain=D, task="stale", source="stale", type=EventType.EVENT_TYPE_EXECUTION,
+                                time=11), stale)
+    pruned = await demo.tasks.prune_tree(D, (await demo.tasks.get_task(D, "cluster")).value)
+    assert (pruned.tasks, pruned.completed) == (2, 1)
+    assert await demo.tasks.list_events(D) == []
+    info = await nc.jetstream().stream_info(f"KV_{subjects.tasks_bucket}", subjects_filter=">")
+    assert not [s for s in info.state.subjects or {} if s.endswith(".stale")], "a purge wrote a key never written"
 
 
 async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
