@@ -98,12 +98,12 @@ class TaskStore:
             wanted = list(dict.fromkeys(s for t in level for s in t.subtasks if s not in seen))
             seen.update(wanted)
             found = await gather_bounded(self._task_bucket.get(rk.task_key(domain, s)) for s in wanted)
-            stored = [(Task.FromString(e.value), e.revision) for e in found if e is not None]
             missing = [s for s, e in zip(wanted, found) if e is None]
-            derived = _inherit(await self._derived(domain, missing), *level) if missing else []
-            tree.extend(stored)
-            tree.extend((t, None) for t in derived)
-            level = [t for t, _ in stored]
+            derived = {t.uuid: t for t in _inherit(await self._derived(domain, missing), *level)} if missing else {}
+            # In the order their parents list them, whether stored or derived.
+            read = [(Task.FromString(e.value), e.revision) if e is not None else (derived.get(s), None) for s, e in zip(wanted, found)]
+            tree.extend((t, revision) for t, revision in read if t is not None)
+            level = [t for t, revision in read if t is not None and revision is not None]
         return tree
 
     async def _derived(self, domain: str, uuids: list[str]) -> list[Task]:
