@@ -566,6 +566,38 @@ async def test_an_instance_task_with_no_record_is_read_from_its_events(demo: Rep
     assert not [s for s in info.state.subjects or {} if s.endswith(".stale")], "a purge wrote a key never written"
 
 
+async def test_a_running_tree_is_read_from_its_tasks_last_events_without_scanning_the_events_stream(
+        demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
+    # A consumer filtered on the tasks' subjects makes the server scan the
+    # whole stream (a running tree of 10,000 read in 3 s beside 20,000 other
+    # events, and not at all beside 100,000): a task with no record is read
+    # by direct gets of its last event, and of its execution event when a
+    # later one came.
+    running = [f"i{n}" for n in range(3)]
+    await demo.tasks.put_task(task("cluster", 1, subtasks=tuple(running)), None)
+    recorder = EventRecorder(nc.jetstream(), subjects)
+    for n, uuid_ in enumerate(running):
+        t = Task(uuid=uuid_, domain=D, solution="app", type=TaskType.TASK_TYPE_INSTANCE, parent="cluster",
+                 status=TaskStatus.TASK_STATUS_EXECUTING, phase=1)
+        await recorder.record(Event(uuid=f"x{n}", domain=D, task=uuid_, source=uuid_, type=EventType.EVENT_TYPE_EXECUTION,
+                                    time=10 + n), t)
+        t.phase = 2
+        await recorder.record(Event(uuid=f"p{n}", domain=D, task=uuid_, source=uuid_, type=EventType.EVENT_TYPE_PROGRESS,
+                                    time=20 + n), t)
+    created: list[str] = []
+
+    async def on_create(msg: nats.aio.msg.Msg) -> None:
+        created.append(msg.subject)
+
+    watching = await nc.subscribe("$JS.API.CONSUMER.CREATE.>", cb=on_create)
+    tree = await demo.tasks.get_task_tree(D, "cluster")
+    await nc.flush()
+    await watching.unsubscribe()
+    assert [(t.uuid, t.phase, t.created, t.started, t.updated) for t in tree[1:]] == [
+        (f"i{n}", 2, 10 + n, 10 + n, 20 + n) for n in range(3)]
+    assert not [s for s in created if subjects.events_stream in s], "a tree read scanned the events stream"
+
+
 async def test_events_are_stored_once_listed_by_time_and_found(demo: Repository, nc: NatsClient, subjects: Subjects) -> None:
     # t1 is the parent of t2; e4 is caused by t1 and received by t2 (stored under t2).
     await demo.tasks.put_task(task("t1", 1, subtasks=("t2",)), None)

@@ -26,7 +26,7 @@ from orchestration.model.lifecycle import (
     task_type_name,
 )
 from orchestration.store.subjects import Subjects
-from orchestration.store.wire import publisher_for, read_stream
+from orchestration.store.wire import last_message, publisher_for, read_stream
 from orchestration.v1 import model_pb2 as pb
 from orchestration_sdk.runtime.concurrency import gather_bounded
 
@@ -149,14 +149,26 @@ class EventLog:
 
     async def tasks_of(self, domain: str, tasks: Iterable[str]) -> list[pb.Task]:
         """The tasks as their events tell them (see task_of_events), for
-        those of `tasks` that received any."""
-        filters = [self.subjects.task_events_filter(domain, t) for t in dict.fromkeys(tasks)]
-        chunks = [filters[i : i + _FILTERS_PER_READ] for i in range(0, len(filters), _FILTERS_PER_READ)]
-        by_task: dict[str, list[tuple[pb.Event, pb.Task]]] = {}
-        for part in await gather_bounded(self._read_pairs(c) for c in chunks):
-            for event, task in part:
-                by_task.setdefault(event.task, []).append((event, task))
-        return [task_of_events(pairs) for pairs in by_task.values()]
+        those of `tasks` that received any. Read by direct gets of the last
+        event of each (and of its execution event when that is not the
+        last), indexed by subject: a consumer filtered on thousands of tasks
+        would make the server scan the whole stream (seconds for a tree of
+        10,000 running tasks in a stream of 20,000 other events)."""
+        found = await gather_bounded(self._task_of(domain, t) for t in dict.fromkeys(tasks))
+        return [task for task in found if task is not None]
+
+    async def _task_of(self, domain: str, task: str) -> pb.Task | None:
+        stream = self.subjects.events_stream
+        last = await last_message(self._js, stream, self.subjects.task_events_filter(domain, task))
+        if last is None:
+            return None
+        event, told = parse_bus_payload(last.data)
+        execution: pb.Event | None = event
+        if event.type != pb.EVENT_TYPE_EXECUTION:
+            executed = await last_message(self._js, stream, self.subjects.task_events_filter(
+                domain, task, event_type_name(pb.EVENT_TYPE_EXECUTION)))
+            execution = parse_bus_payload(executed.data)[0] if executed is not None else None
+        return task_of_events(event, told, execution)
 
     async def remove_tasks(self, domain: str, tasks: Iterable[str]) -> None:
         """Remove every event the tasks received."""
@@ -169,19 +181,14 @@ class EventLog:
     async def _read(self, filters: list[str]) -> list[pb.Event]:
         """The events on the filters, each once (a write retried after the
         duplicate window stores an event again)."""
-        return [event for event, _ in await self._read_pairs(filters)]
-
-    async def _read_pairs(self, filters: list[str]) -> list[tuple[pb.Event, pb.Task]]:
-        """The events on the filters with their tasks as published, each
-        once, in the order the stream stored them."""
         if not filters:
             return []
         messages = await read_stream(self._js, self.subjects.events_stream, filters, api.DeliverPolicy.ALL,
                                      self._replicated, "the events stream")
-        first: dict[tuple[str, str], tuple[pb.Event, pb.Task]] = {}
+        first: dict[tuple[str, str], pb.Event] = {}
         for message in messages:
-            event, task = parse_bus_payload(message.data)
-            first.setdefault((event.task, event.uuid), (event, task))
+            event = parse_bus_payload(message.data)[0]
+            first.setdefault((event.task, event.uuid), event)
         return list(first.values())
 
 
@@ -189,18 +196,17 @@ class EventLog:
 _ENDS = frozenset({pb.EVENT_TYPE_FAILURE, pb.EVENT_TYPE_TIMEOUT, pb.EVENT_TYPE_TERMINATION})
 
 
-def task_of_events(pairs: list[tuple[pb.Event, pb.Task]]) -> pb.Task:
-    """A task with no record, as its events (oldest first, each with the task
-    as it was published) tell it: the last one's task, created at the first
-    event, started at its execution event, updated at the last one. An
-    instance task's record is written once, when it ends: until then its
-    events are the store of its status (see dispatcher.run.tasks)."""
-    last_event, task = pairs[-1]
-    task.created = pairs[0][0].time
-    task.updated = last_event.time
-    task.started = next((e.time for e, _ in pairs if e.type == pb.EVENT_TYPE_EXECUTION), 0)
-    if last_event.type in _ENDS:
-        task.error = last_event.comment
+def task_of_events(last: pb.Event, task: pb.Task, execution: pb.Event | None) -> pb.Task:
+    """A task with no record, as its events tell it: the task as its last
+    event published it, created and started at its execution event (its
+    first), updated at the last one. An instance task's record is written
+    once, when it ends: until then its events are the store of its status
+    (see dispatcher.run.tasks)."""
+    task.created = execution.time if execution is not None else last.time
+    task.started = execution.time if execution is not None else 0
+    task.updated = last.time
+    if last.type in _ENDS:
+        task.error = last.comment
     return task
 
 

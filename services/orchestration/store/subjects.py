@@ -114,9 +114,9 @@ class Subjects:
         """External bus TOPIC1 subject of one event of a task (the one that received it)."""
         return f"{self.prefix}.events.{encode_token(domain)}.{task_type}.{event_type}.{_task_token(task)}"
 
-    def task_events_filter(self, domain: str, task: str) -> str:
-        """Events one task received, of any type."""
-        return f"{self.prefix}.events.{encode_token(domain)}.*.*.{_task_token(task)}"
+    def task_events_filter(self, domain: str, task: str, event_type: str = "*") -> str:
+        """Events one task received, of any type or of one."""
+        return f"{self.prefix}.events.{encode_token(domain)}.*.{event_type}.{_task_token(task)}"
 
     @property
     def events_all(self) -> str:
