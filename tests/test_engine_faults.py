@@ -21,7 +21,7 @@ import pytest
 import models
 from controllers.sim.table import InstanceTable
 from orchestration.v1 import model_pb2 as pb
-from suite import Suite, running_suite
+from suite import Suite, running_suite, wait_until
 
 # The dispatcher reads termination requests every 0.5 s; an operation that
 # starts later than this after `orch task terminate` returned was sent after
@@ -103,6 +103,27 @@ def test_terminate_stops_the_run_and_no_operation_starts_afterwards(suite: Suite
     unfinished = [t.uuid for t in tree.subtasks if t.status in (pb.TASK_STATUS_INITIAL, pb.TASK_STATUS_EXECUTING)]
     assert unfinished == [], "every subtask ends (terminated or done)"
     assert any(t.status == pb.TASK_STATUS_TERMINATED for t in tree.subtasks)
+
+
+def test_a_running_instance_task_is_terminated_from_its_execution_event_and_waited_for(suite: Suite) -> None:
+    # An instance task has no record until it ends: the terminate finds it
+    # (and its root) from its execution event, the run ends it, and --wait
+    # sees the end.
+    suite.apply(models.flat("part", 2, parameters={"sim_latency_ms": 1000}, architecture="part"))
+    task = start_deploy(suite, "part", "part")
+
+    def running() -> list[pb.Task]:
+        return [t for t in suite.task("part", task, tree=True).subtasks
+                if t.type == pb.TASK_TYPE_INSTANCE and t.status == pb.TASK_STATUS_EXECUTING]
+
+    target = wait_until(running, what="an instance task executing")[0]
+    out = suite.ok("task", "terminate", target.uuid, "--wait")
+    assert f"task {target.uuid} terminated" in out, out
+    assert suite.task("part", target.uuid).task.status == pb.TASK_STATUS_TERMINATED
+    root = suite.wait_task("part", task, timeout=30)
+    assert root.status == pb.TASK_STATUS_TERMINATED, (root.status, root.error)
+    ended = {t.uuid: t.status for t in suite.task("part", task, tree=True).subtasks if t.type == pb.TASK_TYPE_INSTANCE}
+    assert ended[target.uuid] == pb.TASK_STATUS_TERMINATED and len(ended) == 2
 
 
 def test_missing_controller_fails_the_deploy_naming_the_controller(suite: Suite) -> None:
