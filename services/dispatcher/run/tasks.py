@@ -122,8 +122,9 @@ class TaskBook:
         A lazy task is not stored by persist() but by its first status change,
         which waits until a persist has stored the parent listing it (its id
         is deterministic, so a resumed run finds the same one), and a tree
-        read skips a subtask not stored yet. Instance tasks are lazy, which
-        saves a write each."""
+        read skips a subtask with neither record nor event. Instance tasks
+        are lazy, which saves a write each; their start is their execution
+        event alone, their record written when they end (see _change)."""
         uuid = child_id(self.root, *names)
         found = self.tasks.get(uuid)
         if found is not None:
