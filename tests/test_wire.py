@@ -174,6 +174,11 @@ async def test_a_bulk_read_delivers_each_message_with_its_stream_sequence(nc: Na
                                                                           stream: str) -> None:
     js, publisher = nc.jetstream(), publisher_for(nc.jetstream())
     written = {f"{stream}.k{i}": await publisher.publish(f"{stream}.k{i}", str(i).encode()) for i in range(12)}
-    messages = await wire.read_stream(js, stream_name(subjects), [f"{stream}.>"], api.DeliverPolicy.ALL, False, "test")
+    messages = await wire.read_stream(js, stream_name(subjects), [f"{stream}.>"], api.DeliverPolicy.ALL, False, "test",
+                                      lambda m: m)
     assert {m.subject: wire.stream_sequence(m) for m in messages} == written
     assert all(wire.stream_sequence(m) == m.metadata.sequence.stream for m in messages)
+    # Each message is kept as the conversion makes it; None keeps nothing.
+    odd = await wire.read_stream(js, stream_name(subjects), [f"{stream}.>"], api.DeliverPolicy.ALL, False, "test",
+                                 lambda m: m.data if int(m.data) % 2 else None)
+    assert odd == [str(i).encode() for i in range(1, 12, 2)]

@@ -29,7 +29,6 @@ from orchestration.store.events import EventRecorder
 from orchestration.store.repository import Repository
 from orchestration.store.subjects import Subjects
 from orchestration.store.wire import connect, redact
-from orchestration.v1 import controller_pb2 as cpb
 from orchestration.v1 import model_pb2 as pb
 from orchestration_sdk.runtime import telemetry
 from orchestration_sdk.runtime.concurrency import gather_bounded
@@ -42,15 +41,6 @@ RELIEF_SECONDS = 1.0
 
 # Solutions acted on at once (drift corrections, compensations).
 _SOLUTION_CONCURRENCY = 32
-
-
-def reference(watched: Watched) -> cpb.InstanceReference:
-    """What a controller's Status needs to know about an instance."""
-    r = watched.record
-    return cpb.InstanceReference(
-        domain=watched.domain, solution=watched.solution, element=r.element, cluster=r.cluster,
-        uuid=watched.uuid, component=watched.component, component_version=r.cluster,
-    )
 
 
 class _Tally:
@@ -173,7 +163,7 @@ class Monitor:
             for watched in view.instances:
                 by_controller[watched.controller].append(watched)
         answers = await asyncio.gather(
-            *(self._probe.ask(name, [reference(w) for w in group]) for name, group in by_controller.items())
+            *(self._probe.ask(name, group) for name, group in by_controller.items())
         )
         observed: dict[str, Observation] = {}
         for answer in answers:

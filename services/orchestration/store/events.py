@@ -183,11 +183,10 @@ class EventLog:
         duplicate window stores an event again)."""
         if not filters:
             return []
-        messages = await read_stream(self._js, self.subjects.events_stream, filters, api.DeliverPolicy.ALL,
-                                     self._replicated, "the events stream")
+        events = await read_stream(self._js, self.subjects.events_stream, filters, api.DeliverPolicy.ALL,
+                                   self._replicated, "the events stream", lambda m: parse_bus_payload(m.data)[0])
         first: dict[tuple[str, str], pb.Event] = {}
-        for message in messages:
-            event = parse_bus_payload(message.data)[0]
+        for event in events:
             first.setdefault((event.task, event.uuid), event)
         return list(first.values())
 

@@ -277,13 +277,12 @@ class Bucket:
         """
         if not filters:
             return []
-        messages = await self._consume(api.DeliverPolicy.LAST_PER_SUBJECT, [self._prefix + f for f in filters])
-        entries = []
-        for msg in messages:
-            if is_marker(msg.headers or {}):
-                continue
-            entries.append(Entry(msg.subject[len(self._prefix) :], msg.data, stream_sequence(msg)))
-        return entries
+        skip = len(self._prefix)
+
+        def entry(msg: Msg) -> Entry | None:
+            return None if is_marker(msg.headers or {}) else Entry(msg.subject[skip:], msg.data, stream_sequence(msg))
+
+        return await self._consume(api.DeliverPolicy.LAST_PER_SUBJECT, [self._prefix + f for f in filters], entry)
 
     async def written_since(self, after: Position, at_most: int) -> Written:
         """The keys written or deleted since `after`, and the position they
@@ -299,16 +298,20 @@ class Bucket:
             return Written(None, Position(last, made))
         if last == after.sequence:
             return Written(set(), Position(last, made))
-        messages = await self._consume(api.DeliverPolicy.BY_START_SEQUENCE, [self._prefix + ">"],
-                                       opt_start_seq=after.sequence + 1, headers_only=True)
-        delivered = [stream_sequence(m) for m in messages]
+        skip = len(self._prefix)
+        written = await self._consume(api.DeliverPolicy.BY_START_SEQUENCE, [self._prefix + ">"],
+                                      lambda m: (m.subject[skip:], stream_sequence(m)),
+                                      opt_start_seq=after.sequence + 1, headers_only=True)
+        delivered = [sequence for _, sequence in written]
         # Unreplicated, the consumer delivered every message up to `last` that
         # is still there; replicated, one may lag behind: only what arrived counts.
         reached = max([after.sequence, *delivered]) if self._replicated else max([last, *delivered])
-        return Written({m.subject[len(self._prefix) :] for m in messages}, Position(reached, made))
+        return Written({key for key, _ in written}, Position(reached, made))
 
-    async def _consume(self, deliver: api.DeliverPolicy, subjects: list[str], **options: object) -> list[Msg]:
-        return await read_stream(self._js, self.stream, subjects, deliver, self._replicated, f"bucket {self.name!r}", **options)
+    async def _consume(self, deliver: api.DeliverPolicy, subjects: list[str], keep: Callable[[Msg], T | None],
+                       **options: object) -> list[T]:
+        return await read_stream(self._js, self.stream, subjects, deliver, self._replicated, f"bucket {self.name!r}", keep,
+                                 **options)
 
     async def purge(self, *filters: str, before: int | None = None) -> None:
         """Remove every key matching the filters at once (no delete markers are

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ def metrics_option(func):  # type: ignore[no-untyped-def]
 def service_process(name: str, metrics_addr: str = "") -> Iterator[None]:
     """Set up logging, tracing and metrics for a service; flush traces at exit."""
     logs.configure(name)
+    memory_report(name)
     telemetry.setup(name)
     port = metrics.serve(metrics_addr)
     if port:
@@ -49,6 +51,30 @@ def service_process(name: str, metrics_addr: str = "") -> Iterator[None]:
         yield
     finally:
         telemetry.shutdown()
+
+
+def memory_report(name: str) -> None:
+    """With ORCH_TRACEMALLOC=<directory>: trace allocations (from the start
+    where PYTHONTRACEMALLOC is set too) and, on SIGUSR2 and at exit, write
+    the largest live allocations by line to <directory>/<name>-<pid>.txt."""
+    directory = os.environ.get("ORCH_TRACEMALLOC")
+    if not directory:
+        return
+    import atexit
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        tracemalloc.start()
+
+    def report(*_: object) -> None:
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        current, peak = tracemalloc.get_traced_memory()
+        lines = [f"traced {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"]
+        lines += [str(stat) for stat in snapshot.statistics("lineno")[:60]]
+        Path(directory, f"{name}-{os.getpid()}.txt").write_text("\n".join(lines) + "\n")
+
+    signal.signal(signal.SIGUSR2, report)
+    atexit.register(report)
 
 
 # Thresholds of the cyclic garbage collector. Reference counting frees almost
