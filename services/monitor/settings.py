@@ -21,9 +21,10 @@ class MonitorSettings:
     status_timeout: float = 10.0
     # TLS towards the controllers (empty: plaintext).
     tls: TlsConfig = field(default_factory=TlsConfig)
-    # Instances per Status call: large enough that 10,000 instances are two
-    # calls, small enough that a message stays far below the 8 MiB limit.
-    batch_size: int = 5000
+    # Instances per Status call: with 4 calls at once, what the monitor and
+    # a controller hold of a poll at a time is 4,000 references and answers,
+    # not every instance's (10,000 are ten calls, a few ms more than two).
+    batch_size: int = 1000
     # Longest wait between two compensations of one solution (seconds).
     backoff_max: float = 300.0
     # Compensations of one solution that may fail to converge it before the
