@@ -108,9 +108,9 @@ def load_or_create_users(directory: Path, subjects: Subjects, clients: Sequence[
 # Garbage collection target of the embedded nats-server (Go's GOGC) unless
 # the environment sets GOGC or GOMEMLIMIT: its heap grows to 1.2 times what
 # it holds instead of twice (peak RSS at 10,000 instances: ~136 MB with Go's
-# default, ~108 with 50, ~83 with 20; at 50,000: 221 MB with 50, 186 with
-# 20). The price is its collector's CPU: 2.2 s against 1.7 at 10,000, 13.6
-# against 9.8 at 50,000, where the deploys took as long.
+# default, ~108 with 50, ~83 with 20; at 50,000: 221-239 MB with 50,
+# 186-195 with 20). The price is its collector's CPU: 2.2 s against 1.7 at
+# 10,000, 12.2-13.6 against 9.8-10.3 at 50,000, where the deploys took as long.
 # Not a fixed memory limit: once the live heap outgrows one (about 30,000
 # instances for 80 MiB), the collector runs without pause and takes a core
 # (50,000 instances: 57 s of nats-server CPU against 13 s without).
