@@ -28,7 +28,7 @@ from orchestration_sdk.testing import Served, recording_dispatcher, serve_in_pro
 CREDENTIAL = "sim-secret"
 T = Transition
 OK, RETRYABLE, PERMANENT = pb.OUTCOME_OK, pb.OUTCOME_RETRYABLE, pb.OUTCOME_PERMANENT
-LOG_KEYS = {"solution", "element", "cluster", "instance", "operation", "operation_id", "outcome", "started", "finished"}
+LOG_KEYS = {"solution", "element", "cluster", "instance", "operation", "operation_id", "outcome", "started", "finished", "deadline"}
 
 _ids = iter(range(10**9))
 
@@ -195,6 +195,7 @@ async def test_op_log_has_one_line_per_operation_with_exactly_the_keys(sim: Serv
     assert (first["solution"], first["element"], first["cluster"], first["instance"], first["operation_id"]) == (
         "shop", "web", "V1", "u1", create.operation_id)
     assert all(isinstance(line["started"], float) and line["started"] <= line["finished"] for line in lines)
+    assert first["deadline"] == create.deadline_unix_ms / 1000  # the engine's, as it sent the operation
     assert abs(float(first["started"]) - time.time()) < 10
 
 
