@@ -101,10 +101,13 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
     # The cluster that grows first is written first; the run writes the rest
     # after its first operation has left.
     first = next(iter(later.counts), None)
-    # The revision and the intent at once (a resumed run finds the revision
-    # recorded, and writes the same intent): both are stored before any task starts.
-    revision, intent = await asyncio.gather(_record_revision(repo, request, wanted),
-                                            write_intent(repo, request.domain, records, wanted, first))
+    # The revision is recorded while the intent is written and the first
+    # operation leaves (its scan, write and announcement are round trips the
+    # operation need not wait for); the run waits for it before it ends (its
+    # conclusion writes into it). A resumed run finds it recorded, or records it.
+    revision = asyncio.ensure_future(_record_revision(repo, request, wanted))
+    revision.add_done_callback(lambda done: done.cancelled() or done.exception())  # raised where awaited
+    intent = await write_intent(repo, request.domain, records, wanted, first)
     intent.additions = later.counts
     intent.revision = revision
     return intent
