@@ -128,7 +128,7 @@ class Run(Rollouts):
             raise NotFound(f"solution '{self.domain}/{self.solution}' has no records")
         header = records.header.value
         self.opening.deferred = intent.deferred
-        self.opening.recording = intent.revision
+        self.opening.record_revision = intent.revision
         elements = {name: v.value for name, v in records.elements.items()}
         elements.update({name: element for name, (element, _) in intent.deferred.elements.items()})
         self._delete_on_finish = header.target == INITIAL and all(e.remove for e in elements.values())

@@ -4,7 +4,7 @@ read at once, and a new intent written over it record by record
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from orchestration.store.kvstore import Versioned
@@ -82,9 +82,9 @@ class Intent:
     unsaved: set[str] = field(default_factory=set)
     additions: dict[tuple[str, str], int] = field(default_factory=dict)
     deferred: Deferred = field(default_factory=lambda: Deferred())
-    # The request's revision being recorded (resolves to None for a
-    # compensation, which records none; see dispatcher.run.intent).
-    revision: asyncio.Future[pb.Revision | None] | None = None
+    # Records the request's revision (None for a compensation, which
+    # records none): the run calls it once its first operation has left.
+    revision: Callable[[], Awaitable[pb.Revision]] | None = None
 
 
 @dataclass
