@@ -121,7 +121,8 @@ def design(version: str = "V1") -> tuple[pb.Architecture, dict[tuple[str, str], 
 async def apply(bucket: FakeBucket, request: rpb.Request, version: str = "V1") -> None:
     """What a dispatcher does with a request until its first operation: the
     intent (header, elements, the first growing cluster), then the records
-    it deferred, elements before their clusters (as dispatcher.run.opening)."""
+    it deferred, elements before their clusters, then the revision (as
+    dispatcher.run.opening)."""
     repo = repository(bucket)
     ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     ready.set_result(design(version))
@@ -130,6 +131,8 @@ async def apply(bucket: FakeBucket, request: rpb.Request, version: str = "V1") -
         await repo.solutions.put_element(DOMAIN, SOLUTION, element, revision)
     for (element, _), (cluster, revision) in intent.deferred.clusters.items():
         await repo.solutions.put_cluster(DOMAIN, SOLUTION, element, cluster, revision)
+    if intent.revision is not None:
+        await intent.revision()  # recorded once the first operation has left (the run waits for it before it ends)
 
 
 def succeeded(bucket: FakeBucket) -> None:

@@ -109,7 +109,8 @@ class Run(Rollouts):
         # Instances the run adds to clusters (made as they are set going): cluster, how many, their path.
         self._additions: list[tuple[ClusterSlot, int, list[Transition]]] = []
         # What it stores around its first operation (see dispatcher.run.opening).
-        self.opening = Opening(ctx.repo, book, self.state, self.domain, self.solution, lambda: self.lost)
+        self.opening = Opening(ctx.repo, book, self.state, self.domain, self.solution, lambda: self.lost,
+                               self._complete_tree)
         # Instances made by the run so far, and the protobuf arena their records live in (see planner.new_instance).
         self._made = 0
         self._arena = pb.Cluster()
@@ -127,6 +128,7 @@ class Run(Rollouts):
             raise NotFound(f"solution '{self.domain}/{self.solution}' has no records")
         header = records.header.value
         self.opening.deferred = intent.deferred
+        self.opening.record_revision = intent.revision
         elements = {name: v.value for name, v in records.elements.items()}
         elements.update({name: element for name, (element, _) in intent.deferred.elements.items()})
         self._delete_on_finish = header.target == INITIAL and all(e.remove for e in elements.values())
@@ -169,9 +171,17 @@ class Run(Rollouts):
         for slot in self.state.instances.values():
             if slot.path:
                 attach_task(self.book, slot, self.state.clusters[slot.key])
+        for cluster, _, _ in self._additions[:1]:
+            cluster_task(self.book, cluster)  # the others' once the first operation has left
+        self.book.hold_tree()  # stored once the first operation has left (see execute)
+
+    def _complete_tree(self) -> None:
+        """The tasks of the clusters the run adds to (and their elements'),
+        made when the tree is stored (see dispatcher.run.opening); held, as
+        the rest of the tree, until that store is done."""
         for cluster, _, _ in self._additions:
             cluster_task(self.book, cluster)
-        self.book.hold_tree()  # stored once the first operation has left (see execute)
+        self.book.hold_tree()
 
     # ---- execution -------------------------------------------------------------
 

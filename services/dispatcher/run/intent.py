@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 
 from dispatcher.run.snapshot import Intent, load_records, write_intent
@@ -101,29 +102,42 @@ async def apply_request(repo: Repository, request: rpb.Request, design: asyncio.
     # The cluster that grows first is written first; the run writes the rest
     # after its first operation has left.
     first = next(iter(later.counts), None)
-    # The revision and the intent at once (a resumed run finds the revision
-    # recorded, and writes the same intent): both are stored before any task starts.
-    revision, intent = await asyncio.gather(_record_revision(repo, request, wanted),
-                                            write_intent(repo, request.domain, records, wanted, first))
+    # The revision as planned now; the run records it once its first
+    # operation has left (its scan, write and announcement are round trips
+    # the operation need not wait for), and before it ends (its conclusion
+    # writes into it). A resumed run finds it recorded, or records it.
+    revision = _revision(request, wanted)
+    intent = await write_intent(repo, request.domain, records, wanted, first)
     intent.additions = later.counts
-    intent.revision = revision
+    intent.revision = None if revision is None else functools.partial(_store_revision, repo, request, revision)
     return intent
 
 
 async def _record_revision(repo: Repository, request: rpb.Request, wanted: pb.Solution,
                            outcome: pb.RevisionOutcome = pb.REVISION_OUTCOME_RUNNING) -> pb.Revision | None:
-    """The request's revision (None for a compensation, which changes nothing
-    that was asked)."""
+    """Record the request's revision (None for a compensation, which changes
+    nothing that was asked); the one stored."""
+    record = _revision(request, wanted, outcome)
+    return None if record is None else await _store_revision(repo, request, record)
+
+
+def _revision(request: rpb.Request, wanted: pb.Solution,
+              outcome: pb.RevisionOutcome = pb.REVISION_OUTCOME_RUNNING) -> pb.Revision | None:
+    """The request's revision, not stored yet (None for a compensation)."""
     if request.HasField("reconcile"):
         return None
     change, summary = revisions.describe(request)
     desired, apart = revisions.desired_of(wanted)
-    record = pb.Revision(
+    return pb.Revision(
         domain=request.domain, solution=request.solution, change=change, summary=summary, actor=request.actor,
         reason=request.reason, created_unix_ms=request.accepted // 1_000_000, request=request.uuid,
         client_request_id=request.client_request_id, task=request.task, desired=desired, instance_targets=apart,
         restores=request.rollback.to, outcome=outcome,
     )
+
+
+async def _store_revision(repo: Repository, request: rpb.Request, record: pb.Revision) -> pb.Revision:
+    """Store a revision (see RevisionStore.record); the one stored."""
     stored = await repo.revisions.record(record)
     if request.rollback.failed:
         # The failed change is rolled back from now on (it stays bad).

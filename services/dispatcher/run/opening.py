@@ -1,9 +1,12 @@
 """What a run stores around its first operation. So that a big deploy starts
 at once, the first operation leaves after only its own records are written
-(the solution's header, its cluster's, its instance's); then come the
-intent's other element and cluster records (Deferred), the task tree and the
-root's executing status, and, as the run makes the instances a request adds,
-stores of the cluster tasks that list their instance tasks.
+(the solution's header, its cluster's, its instance's; of the task tree only
+the tasks above it are made, none stored). Then come the intent's other
+element and cluster records (Deferred), the rest of the task tree (made
+then, stored in one go), the request's revision (waited for before the run
+ends: its conclusion writes into it) and the root's executing status, and,
+as the run makes the instances a request adds, stores of the cluster tasks
+that list their instance tasks.
 
 The rules that keep it safe after a crash at any moment: no instance record
 and no operation of a cluster before the cluster's record is stored; no task
@@ -40,9 +43,11 @@ class Opening:
     """The writes of one run around its first operation."""
 
     def __init__(self, repo: Repository, book: TaskBook, state: SolutionState, domain: str, solution: str,
-                 lost: Callable[[], bool]) -> None:
+                 lost: Callable[[], bool], complete_tree: Callable[[], None] = lambda: None) -> None:
         self.repo, self.book, self.state, self.domain, self.solution = repo, book, state, domain, solution
         self.lost = lost
+        # Makes the tasks the first operation did not wait for (held until the tree is stored).
+        self.complete_tree = complete_tree
         # The intent's records left to the run (see prepare), and their writes once started.
         self.deferred = Deferred()
         self._element_writes: dict[str, asyncio.Future[None]] = {}
@@ -54,6 +59,9 @@ class Opening:
         self._listing: asyncio.Future[None] | None = None
         # Resolved once the run's first operation is written to a controller's stream.
         self.first_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Records the request's revision (see dispatcher.run.intent), and that record being written.
+        self.record_revision: Callable[[], Awaitable[Any]] | None = None
+        self.recording: asyncio.Future[Any] | None = None
 
     @property
     def started(self) -> bool:
@@ -71,12 +79,17 @@ class Opening:
 
     def store_the_rest(self) -> asyncio.Future[None]:
         """Start storing, once, what waited for the first operation: the
-        deferred records, the task tree, then the root's status. The tree's
-        store in flight (status changes wait for it, see TaskBook.hold_tree)."""
+        deferred records, the task tree (completed first), the request's
+        revision, then the root's status. The tree's store in flight (status
+        changes wait for it, see TaskBook.hold_tree)."""
         if self._tree is None:
             self._write_deferred()
+            self.complete_tree()
             self._tree = asyncio.ensure_future(self.book.persist())
             self._tree.add_done_callback(_retrieved)
+            if self.record_revision is not None:
+                self.recording = asyncio.ensure_future(self.record_revision())
+                self.recording.add_done_callback(_retrieved)
             if not self.book.finished(self.book.root):
                 self._starting = asyncio.ensure_future(self.book.set_status(self.book.root, pb.TASK_STATUS_EXECUTING))
         return self._tree
@@ -105,14 +118,15 @@ class Opening:
         return self._listing
 
     async def stored(self, listing: bool) -> None:
-        """Everything started is stored (Fenced when a write was refused);
-        `listing`: the instance tasks made are listed too. Nothing is
-        written once the run has lost its solution."""
+        """Everything started is stored, the request's revision included
+        (Fenced when a write was refused); `listing`: the instance tasks made
+        are listed too. Nothing is written once the run has lost its solution."""
         if self.lost():
             return
         await self.store_the_rest()
         listed = self.list_made() if listing else None
-        await asyncio.gather(*self._cluster_writes.values(), *self._element_writes.values())
+        await asyncio.gather(*self._cluster_writes.values(), *self._element_writes.values(),
+                             *([self.recording] if self.recording is not None else []))
         if listed is not None:
             await listed
 
@@ -124,6 +138,8 @@ class Opening:
                              *([self._listing] if self._listing is not None else []), return_exceptions=True)
         if self._tree is not None or not self.lost():
             await asyncio.wait([self.store_the_rest()])
+        if self.recording is not None:
+            await asyncio.wait([self.recording])
         if self.lost():
             self.book.release_tree()  # status changes still waiting for the tree write nothing
         if self._starting is not None:

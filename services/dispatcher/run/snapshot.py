@@ -4,6 +4,7 @@ read at once, and a new intent written over it record by record
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from orchestration.store.kvstore import Versioned
@@ -81,8 +82,9 @@ class Intent:
     unsaved: set[str] = field(default_factory=set)
     additions: dict[tuple[str, str], int] = field(default_factory=dict)
     deferred: Deferred = field(default_factory=lambda: Deferred())
-    # The request's revision, as recorded (None for a compensation).
-    revision: pb.Revision | None = None
+    # Records the request's revision (None for a compensation, which
+    # records none): the run calls it once its first operation has left.
+    revision: Callable[[], Awaitable[pb.Revision]] | None = None
 
 
 @dataclass
@@ -91,7 +93,8 @@ class Deferred:
     run, each with the revision it replaces (None: a new record). The run
     writes them once its first operation has left, and writes no record
     under a cluster, nor sends it an operation, before the cluster's record
-    (and its element's) is stored."""
+    (and its element's) is stored. A new one may be the intent's own message
+    (an element with its clusters): the store keeps only its own fields."""
 
     elements: dict[str, tuple[pb.Element, int | None]] = field(default_factory=dict)
     clusters: dict[tuple[str, str], tuple[pb.Cluster, int | None]] = field(default_factory=dict)
@@ -128,23 +131,34 @@ async def write_intent(repo: Repository, domain: str, current: SolutionSnapshot,
 
     deferred = intent.deferred
     for element in wanted.elements:
-        element_bytes = _strip(element, "clusters")
         old_element = current.elements.get(element.name)
-        if old_element is None or _strip(old_element.value, "clusters") != element_bytes:
-            revision = old_element.revision if old_element else None
-            if first is not None and element.name != first[0]:
-                deferred.elements[element.name] = (pb.Element.FromString(element_bytes), revision)
-            else:
-                writes.append(element_written(pb.Element.FromString(element_bytes), revision))
-        for cluster in element.clusters:
-            cluster_bytes = _strip(cluster, "instances")
-            old_cluster = current.clusters.get((element.name, cluster.version))
-            if old_cluster is None or _strip(old_cluster.cluster, "instances") != cluster_bytes:
-                revision = old_cluster.revision if old_cluster else None
-                if first is not None and (element.name, cluster.version) != first:
-                    deferred.clusters[(element.name, cluster.version)] = (pb.Cluster.FromString(cluster_bytes), revision)
+        later = first is not None and element.name != first[0]
+        if old_element is None and later:
+            # New and deferred: taken as it is (the store keeps an element
+            # without its clusters), not copied and compared before the first operation.
+            deferred.elements[element.name] = (element, None)
+        else:
+            element_bytes = _strip(element, "clusters")
+            if old_element is None or _strip(old_element.value, "clusters") != element_bytes:
+                revision = old_element.revision if old_element else None
+                if later:
+                    deferred.elements[element.name] = (pb.Element.FromString(element_bytes), revision)
                 else:
-                    writes.append(cluster_written(element.name, pb.Cluster.FromString(cluster_bytes), revision))
+                    writes.append(element_written(pb.Element.FromString(element_bytes), revision))
+        for cluster in element.clusters:
+            key = (element.name, cluster.version)
+            old_cluster = current.clusters.get(key)
+            later = first is not None and key != first
+            if old_cluster is None and later and not cluster.instances:
+                deferred.clusters[key] = (cluster, None)  # likewise (it has no instances to leave out)
+            else:
+                cluster_bytes = _strip(cluster, "instances")
+                if old_cluster is None or _strip(old_cluster.cluster, "instances") != cluster_bytes:
+                    revision = old_cluster.revision if old_cluster else None
+                    if later:
+                        deferred.clusters[key] = (pb.Cluster.FromString(cluster_bytes), revision)
+                    else:
+                        writes.append(cluster_written(element.name, pb.Cluster.FromString(cluster_bytes), revision))
             for instance in cluster.instances:
                 old_instance = current.instances.get(instance.uuid)
                 if old_instance is None or old_instance.instance != instance:

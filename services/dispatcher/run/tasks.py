@@ -76,7 +76,7 @@ class TaskBook:
         self._arena = pb.Domain()
         self.revisions: dict[str, int | None] = {}
         self.root = root.uuid
-        self._new: list[str] = []
+        self._new: dict[str, None] = {}  # in order, each once
         # Status changes being stored, per task (see set_status).
         self._writing: dict[str, asyncio.Future[None]] = {}
         # Tasks whose status waits for a persist (see set_status): lazy ones
@@ -143,20 +143,20 @@ class TaskBook:
             self._held.add(uuid)
             self._taking.append(uuid)
         else:
-            self._new.append(uuid)
-        if parent not in self._new:
-            self._new.append(parent)
+            self._new[uuid] = None
+        self._new.setdefault(parent)
         return task
 
     async def persist(self) -> None:
         """Store every new or grown task; the tasks held for it may then be written."""
-        dirty, self._new = self._new, []
+        dirty, self._new = list(self._new), {}
         taking, self._taking = self._taking, []
         try:
             await gather_bounded([self._write(self.tasks[u]) for u in dirty])
         except BaseException:
             # Not stored: the next persist tries again, and what it covers stays held until then.
-            self._new.extend(u for u in dirty if u not in self._new)
+            for uuid in dirty:
+                self._new.setdefault(uuid)
             self._taking.extend(taking)
             raise
         else:

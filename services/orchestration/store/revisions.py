@@ -83,14 +83,17 @@ class RevisionStore:
             record.outcome = pb.REVISION_OUTCOME_RUNNING
         key = rk.revision_key(record.domain, record.solution, record.number)
         what = f"revision {record.number} of '{record.solution}'"
+        # Deterministic: the same revision planned again (a resumed run's) is the same bytes, whatever
+        # order its parameter maps were filled in.
+        value = record.SerializeToString(deterministic=True)
         try:
-            await self._bucket.write(key, record.SerializeToString(), None, what)
+            await self._bucket.write(key, value, None, what)
         except Aborted:
             # Over a dead one (written before the domain's grave, brought back by the server).
             entry = await self._bucket.get(key)
             if entry is None or await self._living(record.domain, [entry]):
                 raise
-            await self._bucket.write(key, record.SerializeToString(), entry.revision, what)
+            await self._bucket.write(key, value, entry.revision, what)
         old = [v.value.number for v in listed[self._kept - 1:]]
         await gather_bounded(self._bucket.delete(rk.revision_key(record.domain, record.solution, n), None, "revision")
                              for n in old)
