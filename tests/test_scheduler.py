@@ -477,6 +477,29 @@ def test_a_pause_starts_nothing_more_lets_running_operations_finish_and_unpause_
     assert h.scheduler.idle and h.idle_calls >= 1
 
 
+def test_an_operation_held_back_unsent_by_a_pause_queues_and_the_run_waits_paused_not_idle() -> None:
+    """What the run does with an operation a pause caught before it left
+    (waiting for its domain's quota or its record): its place is given
+    back, it queues (no attempt counted), and the run is paused, not over."""
+    h = Harness()
+    h.cluster("web")
+    h.instance("web", "w0")
+    h.start_all()
+    assert h.started == [("w0", T.TRANSITION_CREATE)]
+    h.scheduler.pause()
+    slot = h.state.instances["w0"]
+    h.in_flight.remove("w0")
+    h.scheduler.answered(slot)  # in the order Run._operated gives them
+    h.scheduler.schedule(slot)
+    h.scheduler.handled()
+    assert list(h.scheduler.ready) == ["w0"] and h.scheduler.inflight == 0
+    assert not h.scheduler.idle and h.idle_calls == 0 and slot.attempt == 1
+    h.scheduler.unpause()
+    h.run_to_end()
+    assert h.started_of("w0") == [T.TRANSITION_CREATE] * 2 + [T.TRANSITION_CONFIGURE, T.TRANSITION_START]
+    assert h.scheduler.idle
+
+
 def test_a_retry_or_a_woken_waiter_due_during_a_pause_waits_for_the_unpause() -> None:
     h = Harness()
     h.cluster("db")

@@ -314,9 +314,11 @@ class Run(Rollouts):
         self._ops.discard(op)
         if not ticket.answered:
             self.scheduler.answered(slot)
-        self.scheduler.handled()
         if ticket.held and not self.lost:
-            self.scheduler.schedule(slot)  # queued until the pause ends
+            # Queued until the pause ends, before its place is given back:
+            # a run with nothing else to do is paused, not idle.
+            self.scheduler.schedule(slot)
+        self.scheduler.handled()
 
     async def _operate(self, slot: InstanceSlot, ticket: _Ticket) -> None:
         """Run one operation and record its outcome; never leaves the run hanging."""
