@@ -65,14 +65,18 @@ class TaskStore:
         try:
             return (await self.get_task(domain, uuid)).value
         except NotFound:
-            derived = await self._derived(domain, [uuid])
-            if not derived:
-                raise
-            parent = derived[0].parent
-            if parent:
-                with contextlib.suppress(NotFound):
-                    _inherit(derived, (await self.get_task(domain, parent)).value)
-            return derived[0]
+            return await self._from_events(domain, uuid)
+
+    async def _from_events(self, domain: str, uuid: str) -> Task:
+        """A task with no record, as its events say (NotFound without any)."""
+        derived = await self._derived(domain, [uuid])
+        if not derived:
+            raise NotFound(rk.not_found(f"task {uuid!r}", domain))
+        parent = derived[0].parent
+        if parent:
+            with contextlib.suppress(NotFound):
+                _inherit(derived, (await self.get_task(domain, parent)).value)
+        return derived[0]
 
     async def get_task_tree(self, domain: str, uuid: str) -> list[Task]:
         """The task and all its descendants, parents before children (a
@@ -89,7 +93,7 @@ class TaskStore:
             stored_root = await self.get_task(domain, uuid)
             root, revision = stored_root.value, stored_root.revision
         except NotFound:
-            root, revision = await self.find_task(domain, uuid), None
+            root, revision = await self._from_events(domain, uuid), None
         tree: list[tuple[Task, int | None]] = [(root, revision)]
         seen = {uuid}
         level = [root]
