@@ -245,17 +245,23 @@ class EventTasks:
             self.tasks.started[task.uuid] = pb.Task.FromString(task.SerializeToString())
 
 
+async def _book_of_one_instance_task(tasks: StoredTasks, events: EventTasks) -> tuple[TaskBook, pb.Task, pb.Task]:
+    """A run's task book of a cluster task with one (lazy) instance task, its tree stored."""
+    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
+    book = TaskBook(SimpleNamespace(tasks=tasks), events, root)  # type: ignore[arg-type]
+    cluster = book.ensure(root.uuid, pb.TASK_TYPE_CLUSTER, "cluster", "e", "V1")
+    instance = book.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
+    await book.persist()
+    return book, cluster, instance
+
+
 async def test_an_instance_task_is_written_once_when_it_ends_its_start_is_its_event() -> None:
     # One write per fact: the execution event carries the instance task's
     # start (readers take a task with no record from its events); the
     # record is written when it ends, with the completion event beside it.
     tasks = StoredTasks()
     events = EventTasks(tasks)
-    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
-    book = TaskBook(SimpleNamespace(tasks=tasks), events, root)  # type: ignore[arg-type]
-    cluster = book.ensure(root.uuid, pb.TASK_TYPE_CLUSTER, "cluster", "e", "V1")
-    instance = book.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
-    await book.persist()
+    book, cluster, instance = await _book_of_one_instance_task(tasks, events)
     written = set(tasks.stored)
     starting = book.progress(instance.uuid, pb.TRANSITION_CREATE, 1, pb.STATE_INITIAL)
     assert starting is not None
@@ -274,11 +280,8 @@ async def test_a_resumed_run_takes_a_started_instance_task_from_its_events_and_w
     # second execution event, and creates its record when it ends.
     tasks = StoredTasks()
     events = EventTasks(tasks)
-    root = pb.Task(uuid="6f1c3a52-98a5-4c4e-8a53-6a0d2b0f4b11", type=pb.TASK_TYPE_SOLUTION, domain="d", solution="s")
-    before = TaskBook(SimpleNamespace(tasks=tasks), events, root)  # type: ignore[arg-type]
-    cluster = before.ensure(root.uuid, pb.TASK_TYPE_CLUSTER, "cluster", "e", "V1")
-    instance = before.ensure(cluster.uuid, pb.TASK_TYPE_INSTANCE, "instance", "i1", lazy=True)
-    await before.persist()
+    before, cluster, instance = await _book_of_one_instance_task(tasks, events)
+    root = before.root_task
     starting = before.progress(instance.uuid, pb.TRANSITION_CREATE, 1, pb.STATE_INITIAL)
     assert starting is not None
     await starting
